@@ -1,0 +1,95 @@
+/*
+ * certs_json.h - JSON access over jsmn, durations and base64.
+ *
+ * These live in certs/ because it is the lowest module that needs them
+ * (JWKS trust bundles are JSON); policy/ and proxy/ use them too. All
+ * functions are pure: they take bytes and return values, never log, never
+ * allocate except where a function says it does.
+ *
+ * Error texts are one line, no trailing period. Errors about a place in a
+ * JSON document start with "line:col: " so the caller can prefix a file name.
+ */
+#ifndef CERTS_JSON_H
+#define CERTS_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JSMN_HEADER
+#define JSMN_STRICT
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
+
+/* Default token budget: jsmn gets a fixed budget so a hostile document cannot
+ * make us allocate without bound. 1 token ~ 16 bytes. */
+#define CERTS_JSON_MAX_TOKENS_DEFAULT 65536
+
+struct certs_json {
+    const char *js; /* borrowed: the document, valid while the struct is used */
+    size_t len;
+    jsmntok_t *tok; /* owned */
+    int ntok;
+};
+
+/* Tokenizes `js` (not NUL-terminated; `len` bytes) with at most max_tokens
+ * tokens. The document must be a single JSON value with only whitespace
+ * after it. Returns 0, or -1 with "line:col: message" in err. On success
+ * release with certs_json_clear(). `js` is borrowed and must outlive j. */
+int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_tokens, char *err,
+                     size_t errlen);
+void certs_json_clear(struct certs_json *j); /* safe on a zeroed struct */
+
+/* Index of the token after the whole subtree at i. */
+int certs_json_skip(const struct certs_json *j, int i);
+
+/* For an object at obj: value token of `key`, or -1 if absent. */
+int certs_json_get(const struct certs_json *j, int obj, const char *key);
+
+/* Iterate an object: k = certs_json_first(j, obj); k > 0 && n < size;
+ * k = certs_json_next(j, k). k is the key token, k + 1 its value.
+ * Also works for array elements (k is then the element). */
+int certs_json_first(const struct certs_json *j, int container);
+int certs_json_next_key(const struct certs_json *j, int key);  /* object: skip key+value */
+int certs_json_next_elem(const struct certs_json *j, int elem); /* array: skip element */
+
+/* 1 if token i is a string equal to s (compared raw, without unescaping). */
+int certs_json_eq(const struct certs_json *j, int i, const char *s);
+
+/* Unescapes string token i into buf (NUL-terminated). Returns its length,
+ * or -1 if i is not a string, has a bad escape, contains \u0000, or does not
+ * fit buflen. */
+int certs_json_str(const struct certs_json *j, int i, char *buf, size_t buflen);
+
+/* Same, malloc'ed; caller frees. NULL if not a string, bad escape or ENOMEM. */
+char *certs_json_strdup(const struct certs_json *j, int i);
+
+/* Integer primitive (no fraction or exponent) into *out; -1 otherwise. */
+int certs_json_int(const struct certs_json *j, int i, int64_t *out);
+/* true/false primitive into *out (0/1); -1 otherwise. */
+int certs_json_bool(const struct certs_json *j, int i, int *out);
+
+int certs_json_is_obj(const struct certs_json *j, int i);
+int certs_json_is_arr(const struct certs_json *j, int i);
+int certs_json_is_str(const struct certs_json *j, int i);
+
+/* 1-based line and column of token i's first byte (for strings, the quote). */
+void certs_json_pos(const struct certs_json *j, int i, int *line, int *col);
+
+/* Writes "line:col: " + formatted message about token i into err; returns -1
+ * so callers can `return certs_json_errf(...)`. */
+int certs_json_errf(const struct certs_json *j, int i, char *err, size_t errlen, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
+
+/* Durations: "250ms", "10s", "5m", "24h" (also "1h30m", "1.5s"). Non-negative,
+ * at most ~100 years. Returns 0 and milliseconds in *ms, or -1. */
+int certs_duration_parse(const char *s, size_t len, int64_t *ms);
+
+/* Base64 (standard alphabet with padding; the URL-safe alphabet and missing
+ * padding are accepted by the decoder too, as JWKS and DSSE producers vary).
+ * decode: returns decoded length or -1; out must hold len*3/4+3 bytes.
+ * encode: returns encoded length (NUL-terminated); out must hold
+ * 4*((len+2)/3)+1 bytes. */
+long certs_b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen);
+size_t certs_b64_encode(const unsigned char *in, size_t len, char *out);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * config.h - the daemon's configuration (DESIGN.md "Config"), parsed from
+ * JSON with jsmn. Key names are a contract. A parsed config is immutable and
+ * owned by whoever called px_config_load(); free with px_config_free().
+ */
+#ifndef PX_CONFIG_H
+#define PX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PX_CONFIG_MAX_FILE (4 * 1024 * 1024) /* config files larger than this are refused */
+
+enum px_upstream_proto { PX_UP_H2C, PX_UP_H1, PX_UP_MTLS /* outbound: h2 over mTLS */ };
+
+struct px_upstream_addr {
+    enum px_upstream_proto proto;
+    char *host; /* "127.0.0.1" (IPv4/IPv6 literal or name) */
+    char *port; /* "8080" */
+    char *url;  /* the original string, for logs */
+};
+
+struct px_route {
+    char *authority;     /* NULL = any; matched without port, case-insensitive */
+    char *path_prefix;   /* NULL = any */
+    struct px_upstream_addr upstream;
+    char *server_id;     /* outbound routes: expected SPIFFE ID of the server */
+};
+
+enum px_listener_kind { PX_LISTENER_INBOUND, PX_LISTENER_OUTBOUND };
+
+struct px_listener_cfg {
+    char *name;
+    enum px_listener_kind kind;
+    char *bind_host; /* "0.0.0.0" */
+    char *bind_port; /* "15443" */
+    int has_upstream;
+    struct px_upstream_addr upstream; /* default upstream (inbound) */
+    struct px_route *routes;
+    size_t nroutes;
+};
+
+struct px_trust_domain_cfg {
+    char *trust_domain; /* "example.org" */
+    char *file;         /* PEM or SPIFFE JWKS bundle */
+};
+
+struct px_dispatch_cfg {
+    char *name;
+    char *url;
+    char *server_id;
+    int64_t timeout_ms;      /* default 200ms */
+    int64_t cache_entries;   /* default 10000 */
+    int64_t max_cache_ttl_ms; /* "max_cache_ttl", default 5m */
+    int on_error_allow;      /* on_error: "deny" (0, default) | "allow" (1) */
+    char **headers;          /* lowercased */
+    size_t nheaders;
+};
+
+struct px_config {
+    char *path; /* the file it came from */
+    char *node_id; /* default: "<hostname>/picket" */
+    int workers;   /* 0 in the file = number of CPUs; resolved here to >= 1 */
+
+    struct {
+        char *cert, *key; /* paths, resolved relative to the config file's directory */
+        struct px_trust_domain_cfg *trust_bundles;
+        size_t ntrust_bundles;
+        int64_t max_svid_lifetime_ms; /* default 24h */
+        int64_t reload_interval_ms;   /* default 5s */
+    } identity;
+
+    struct {
+        char *file; /* exactly one of file / url, or neither (no policy) */
+        char *url;
+        char *server_id;
+        char **signing_key_ids; /* parallel arrays: keyid -> PEM public key path */
+        char **signing_key_files;
+        size_t nsigning_keys;
+        int64_t poll_min_ms, poll_max_ms, long_poll_ms; /* 10s, 20s, 30s */
+        char *cache_dir;                                /* NULL = no persistence */
+        int64_t max_staleness_ms;                       /* default 5m */
+        int on_stale_deny; /* on_stale: "deny" (1, default) | "last_known_good" (0) */
+    } policy;
+
+    struct px_dispatch_cfg *dispatch;
+    size_t ndispatch;
+
+    struct px_listener_cfg *listeners;
+    size_t nlisteners;
+
+    struct {
+        char *bind_host, *bind_port; /* NULL = no admin listener; must be loopback */
+    } admin;
+
+    struct {
+        int level;    /* 0 debug, 1 info, 2 warn, 3 error; default info */
+        char *access; /* "-" = stdout, NULL = off, else a path */
+        char *audit;  /* same */
+    } log;
+
+    struct {
+        int64_t max_connections;        /* 10000 */
+        int64_t max_concurrent_streams; /* 100 */
+        int64_t max_header_list_size;   /* 65536 */
+        int64_t header_timeout_ms;      /* 10s */
+        int64_t idle_timeout_ms;        /* 60s */
+        int64_t upstream_timeout_ms;    /* 30s */
+        int64_t drain_timeout_ms;       /* 20s */
+        int64_t handshake_timeout_ms;   /* 10s */
+        int64_t stream_buffer;          /* 262144: per-stream, per-direction body buffer */
+    } limits;
+};
+
+/* Reads and validates `path`. On success returns 0 and a config in *out.
+ * On failure returns -1 with "path:line:col: message" (or "path: message"
+ * for I/O errors) in err. Relative file paths in the config are resolved
+ * against the config file's directory. */
+int px_config_load(struct px_config **out, const char *path, char *err, size_t errlen);
+
+/* Same from memory; `name` is used as the file name in messages and `dir`
+ * for resolving relative paths (may be NULL = current directory). */
+int px_config_parse(struct px_config **out, const char *name, const char *dir, const char *json,
+                    size_t len, char *err, size_t errlen);
+
+void px_config_free(struct px_config *cfg); /* NULL is a no-op */
+
+/* Level names: "debug", "info", "warn", "error"; -1 if unknown. */
+int px_log_level_parse(const char *s);
+
+#endif
