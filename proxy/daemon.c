@@ -1,0 +1,475 @@
+/*
+ * daemon.c - `picket run`: the control thread. Loads the config, builds
+ * the first snapshot, starts the workers, serves the admin listener, and
+ * owns every change over time: file-change checks every
+ * identity.reload_interval (own SVID, trust bundles, policy file), SIGHUP
+ * (config, certs, policy, log files), SIGTERM/SIGINT (drain and exit 0).
+ *
+ * Whatever fails to load on a reload is refused with a logged reason and
+ * the material in force stays: a broken file never takes a running sidecar
+ * down.
+ */
+#include "px.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+#include <openssl/ssl.h>
+
+#include "admin.h"
+#include "certs.h"
+#include "daemon.h"
+#include "enforce.h"
+#include "log.h"
+#include "metrics.h"
+#include "snapshot.h"
+#include "worker.h"
+
+#define MAX_WATCH 64
+
+struct watch {
+    char *path;
+    struct stat st;
+    int ok;
+};
+
+struct daemon {
+    char *config_path;
+    struct event_base *base;
+    struct px_worker *workers;
+    int nworkers;
+    struct px_snapshot *snap;      /* current, owned ref */
+    struct px_policy_state *policy; /* current, owned ref; NULL = none accepted */
+    char policy_error[512];
+    int64_t policy_checked_ms;
+    struct px_admin *admin;
+    struct event *sig_term, *sig_int, *sig_hup, *reload_timer;
+    struct watch cert_watch[MAX_WATCH];
+    size_t ncert_watch;
+    struct watch policy_watch;
+    int draining;
+    struct px_counter *reload_ok, *reload_failed;
+};
+
+static struct daemon D;
+
+/* ---- file watching ------------------------------------------------------ */
+
+static int stat_changed(struct watch *w)
+{
+    struct stat st;
+    int ok = stat(w->path, &st) == 0;
+    int changed;
+    if (!ok)
+        return w->ok; /* vanished: a change only if it was there */
+    /* Kubernetes swaps a ..data symlink: inode, size or mtime change. */
+    changed = !w->ok || st.st_ino != w->st.st_ino || st.st_size != w->st.st_size ||
+              st.st_mtim.tv_sec != w->st.st_mtim.tv_sec ||
+              st.st_mtim.tv_nsec != w->st.st_mtim.tv_nsec || st.st_dev != w->st.st_dev;
+    return changed;
+}
+
+static void watch_set(struct watch *w, const char *path)
+{
+    free(w->path);
+    w->path = path ? strdup(path) : NULL;
+    w->ok = w->path != NULL && stat(w->path, &w->st) == 0;
+}
+
+static void watch_certs(const struct px_config *cfg)
+{
+    for (size_t i = 0; i < D.ncert_watch; i++)
+        free(D.cert_watch[i].path);
+    D.ncert_watch = 0;
+    if (cfg->identity.cert)
+        watch_set(&D.cert_watch[D.ncert_watch++], cfg->identity.cert);
+    if (cfg->identity.key)
+        watch_set(&D.cert_watch[D.ncert_watch++], cfg->identity.key);
+    for (size_t i = 0; i < cfg->identity.ntrust_bundles && D.ncert_watch < MAX_WATCH; i++)
+        watch_set(&D.cert_watch[D.ncert_watch++], cfg->identity.trust_bundles[i].file);
+}
+
+/* ---- publishing ----------------------------------------------------------- */
+
+static void publish_snapshot(struct px_snapshot *s)
+{
+    for (int i = 0; i < D.nworkers; i++)
+        px_worker_post_snapshot(&D.workers[i], s);
+    px_snapshot_unref(D.snap);
+    D.snap = s;
+}
+
+static void publish_policy(struct px_policy_state *p)
+{
+    for (int i = 0; i < D.nworkers; i++)
+        px_worker_post_policy(&D.workers[i], p);
+    px_policy_state_unref(D.policy);
+    D.policy = p;
+}
+
+static void load_policy(int force)
+{
+    const struct px_config *cfg = D.snap->cfg;
+    struct px_policy_state *p = NULL;
+    char err[600], rev[32];
+
+    if (cfg->policy.file == NULL)
+        return;
+    if (!force && D.policy_watch.path && strcmp(D.policy_watch.path, cfg->policy.file) == 0 &&
+        !stat_changed(&D.policy_watch))
+        return;
+    watch_set(&D.policy_watch, cfg->policy.file);
+    if (px_policy_state_load_file(&p, cfg->policy.file, err, sizeof(err)) != 0) {
+        snprintf(D.policy_error, sizeof(D.policy_error), "%s", err);
+        px_counter_add(px_counter_get("picket_policy_loads_total", "Policy bundle loads by result",
+                                      "result=\"refused\""),
+                       1);
+        px_log(PX_LOG_ERROR, "policy_refused", "source", cfg->policy.file, "error", err, "msg",
+               D.policy ? "keeping the policy in force" : "no policy in force: requests get 503",
+               NULL);
+        return;
+    }
+    if (D.policy != NULL && p->revision < D.policy->revision) {
+        snprintf(D.policy_error, sizeof(D.policy_error),
+                 "revision %lld is older than %lld in force", (long long)p->revision,
+                 (long long)D.policy->revision);
+        px_log(PX_LOG_ERROR, "policy_refused", "source", cfg->policy.file, "error",
+               D.policy_error, NULL);
+        px_counter_add(px_counter_get("picket_policy_loads_total", "Policy bundle loads by result",
+                                      "result=\"refused\""),
+                       1);
+        px_policy_state_unref(p);
+        return;
+    }
+    D.policy_error[0] = '\0';
+    snprintf(rev, sizeof(rev), "%lld", (long long)p->revision);
+    px_log(PX_LOG_INFO, "policy_loaded", "source", p->source, "revision", rev, "mode",
+           p->audit_mode ? "audit" : "enforce", NULL);
+    px_counter_add(px_counter_get("picket_policy_loads_total", "Policy bundle loads by result",
+                                  "result=\"accepted\""),
+                   1);
+    publish_policy(p);
+}
+
+static int same_listeners(const struct px_config *a, const struct px_config *b)
+{
+    if (a->nlisteners != b->nlisteners || a->workers != b->workers)
+        return 0;
+    for (size_t i = 0; i < a->nlisteners; i++)
+        if (strcmp(a->listeners[i].name, b->listeners[i].name) != 0 ||
+            strcmp(a->listeners[i].bind_host, b->listeners[i].bind_host) != 0 ||
+            strcmp(a->listeners[i].bind_port, b->listeners[i].bind_port) != 0 ||
+            a->listeners[i].kind != b->listeners[i].kind)
+            return 0;
+    return 1;
+}
+
+/* Re-reads the config file and rebuilds the snapshot. */
+static int reload(const char *why)
+{
+    struct px_config *cfg = NULL;
+    struct px_snapshot *s = NULL;
+    char err[1024];
+
+    if (px_config_load(&cfg, D.config_path, err, sizeof(err)) != 0) {
+        px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error", err, "msg",
+               "keeping the running configuration", NULL);
+        px_counter_add(D.reload_failed, 1);
+        return -1;
+    }
+    if (!same_listeners(D.snap->cfg, cfg)) {
+        px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error",
+               "listeners or workers changed; those need a restart", "msg",
+               "keeping the running configuration", NULL);
+        px_config_free(cfg);
+        px_counter_add(D.reload_failed, 1);
+        return -1;
+    }
+    if (px_snapshot_build(&s, cfg, err, sizeof(err)) != 0) {
+        px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error", err, "msg",
+               "keeping the running configuration and certificates", NULL);
+        px_counter_add(D.reload_failed, 1);
+        return -1;
+    }
+    publish_snapshot(s);
+    watch_certs(s->cfg);
+    px_counter_add(D.reload_ok, 1);
+    px_log(PX_LOG_INFO, "reloaded", "trigger", why, "own_id", s->own_id, NULL);
+    return 0;
+}
+
+static void reload_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    int changed = 0;
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (D.draining)
+        return;
+    for (size_t i = 0; i < D.ncert_watch; i++)
+        if (stat_changed(&D.cert_watch[i]))
+            changed = 1;
+    if (changed)
+        reload("file_change");
+    load_policy(0);
+}
+
+static void sighup_cb(evutil_socket_t fd, short what, void *arg)
+{
+    char err[256];
+    const struct px_config *cfg;
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (D.draining)
+        return;
+    px_log(PX_LOG_INFO, "sighup", "msg", "reloading configuration, certificates and policy", NULL);
+    reload("sighup");
+    cfg = D.snap->cfg;
+    if (px_log_reopen(cfg->log.level, cfg->log.access, cfg->log.audit, err, sizeof(err)) != 0)
+        px_log(PX_LOG_ERROR, "log_reopen_failed", "error", err, NULL);
+    load_policy(1);
+}
+
+static void sigterm_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (D.draining)
+        return;
+    D.draining = 1;
+    px_log(PX_LOG_INFO, "draining", "msg", "stopped accepting; finishing in-flight requests",
+           NULL);
+    for (int i = 0; i < D.nworkers; i++)
+        px_worker_post_drain(&D.workers[i]);
+    event_base_loopexit(D.base, NULL);
+}
+
+/* ---- admin ------------------------------------------------------------------ */
+
+static int admin_ready(void *arg, struct evbuffer *why)
+{
+    const struct px_config *cfg = D.snap->cfg;
+    int ready = 1;
+    int64_t now = (int64_t)time(NULL);
+    (void)arg;
+    if (D.draining) {
+        evbuffer_add_printf(why, "draining\n");
+        ready = 0;
+    }
+    if (D.snap->keypair != NULL && certs_keypair_not_after(D.snap->keypair) <= now) {
+        evbuffer_add_printf(why, "own SVID expired\n");
+        ready = 0;
+    }
+    if ((cfg->policy.file || cfg->policy.url) && D.policy == NULL) {
+        evbuffer_add_printf(why, "no policy loaded%s%s\n", D.policy_error[0] ? ": " : "",
+                            D.policy_error);
+        ready = 0;
+    }
+    if (D.policy != NULL && D.policy->expires_at_s > 0 && now >= D.policy->expires_at_s) {
+        evbuffer_add_printf(why, "policy stale: bundle expired at %lld\n",
+                            (long long)D.policy->expires_at_s);
+        ready = 0;
+    }
+    return ready;
+}
+
+static int admin_policy(void *arg, struct evbuffer *out)
+{
+    const struct px_config *cfg = D.snap->cfg;
+    char esc[1200];
+    (void)arg;
+    evbuffer_add_printf(out, "{");
+    if (D.policy != NULL) {
+        px_json_escape(esc, sizeof(esc), D.policy->source, strlen(D.policy->source));
+        evbuffer_add_printf(out,
+                            "\"revision\":%lld,\"age_ms\":%lld,\"source\":\"%s\",\"mode\":\"%s\","
+                            "\"rules\":%zu,\"expires_at\":%lld,",
+                            (long long)D.policy->revision,
+                            (long long)(px_now_ms() - D.policy->loaded_at_ms), esc,
+                            D.policy->audit_mode ? "audit" : "enforce", D.policy->nrules,
+                            (long long)D.policy->expires_at_s);
+    } else {
+        evbuffer_add_printf(out, "\"revision\":null,\"age_ms\":null,\"source\":%s,",
+                            (cfg->policy.file || cfg->policy.url) ? "\"none accepted yet\""
+                                                                   : "null");
+    }
+    px_json_escape(esc, sizeof(esc), D.policy_error, strlen(D.policy_error));
+    evbuffer_add_printf(out, "\"last_error\":%s%s%s,\"on_stale\":\"%s\"}\n",
+                        D.policy_error[0] ? "\"" : "", D.policy_error[0] ? esc : "null",
+                        D.policy_error[0] ? "\"" : "",
+                        cfg->policy.on_stale_deny ? "deny" : "last_known_good");
+    return 0;
+}
+
+static const struct px_admin_ops admin_ops = {admin_ready, admin_policy};
+
+static double svid_expiry_fn(void *arg)
+{
+    (void)arg;
+    if (D.snap == NULL || D.snap->keypair == NULL)
+        return 0;
+    return (double)(certs_keypair_not_after(D.snap->keypair) - (int64_t)time(NULL));
+}
+
+static double policy_revision_fn(void *arg)
+{
+    (void)arg;
+    return D.policy ? (double)D.policy->revision : -1;
+}
+
+static double policy_age_fn(void *arg)
+{
+    (void)arg;
+    return D.policy ? (double)(px_now_ms() - D.policy->loaded_at_ms) / 1000.0 : -1;
+}
+
+/* ---- run ------------------------------------------------------------------ */
+
+static void cleanup(void)
+{
+    for (int i = 0; i < D.nworkers; i++)
+        px_worker_free(&D.workers[i]);
+    free(D.workers);
+    px_admin_free(D.admin);
+    if (D.sig_term)
+        event_free(D.sig_term);
+    if (D.sig_int)
+        event_free(D.sig_int);
+    if (D.sig_hup)
+        event_free(D.sig_hup);
+    if (D.reload_timer)
+        event_free(D.reload_timer);
+    for (size_t i = 0; i < D.ncert_watch; i++)
+        free(D.cert_watch[i].path);
+    free(D.policy_watch.path);
+    px_policy_state_unref(D.policy);
+    px_snapshot_unref(D.snap);
+    if (D.base)
+        event_base_free(D.base);
+    free(D.config_path);
+    px_log_shutdown();
+    px_metrics_shutdown();
+    memset(&D, 0, sizeof(D));
+}
+
+int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg)
+{
+    struct px_config *cfg = NULL;
+    char err[1024];
+    int64_t ms;
+    struct timeval tv;
+    int rc = 1;
+
+    memset(&D, 0, sizeof(D));
+    if (px_config_load(&cfg, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "picket: %s\n", err);
+        return 2;
+    }
+    if (px_log_init(cfg->log.level, cfg->log.access, cfg->log.audit, err, sizeof(err)) != 0) {
+        fprintf(stderr, "picket: log: %s\n", err);
+        px_config_free(cfg);
+        return 2;
+    }
+    D.config_path = strdup(config_path);
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    if (px_ssl_conn_idx < 0)
+        px_ssl_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (px_snapshot_build(&D.snap, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "picket: %s: %s\n", config_path, err);
+        px_log(PX_LOG_ERROR, "start_failed", "error", err, NULL);
+        rc = 2;
+        goto out;
+    }
+    cfg = D.snap->cfg;
+    D.reload_ok = px_counter_get("picket_reloads_total", "Reloads by result", "result=\"ok\"");
+    D.reload_failed =
+        px_counter_get("picket_reloads_total", "Reloads by result", "result=\"refused\"");
+    px_gauge_fn("picket_svid_expiry_seconds", "Seconds until the own SVID expires", "",
+                svid_expiry_fn, NULL);
+    px_gauge_fn("picket_policy_revision", "Revision of the policy bundle in force (-1: none)", "",
+                policy_revision_fn, NULL);
+    px_gauge_fn("picket_policy_age_seconds", "Seconds since the policy in force was accepted", "",
+                policy_age_fn, NULL);
+    watch_certs(cfg);
+    load_policy(1);
+
+    D.base = event_base_new();
+    if (D.base == NULL)
+        goto out;
+    D.nworkers = cfg->workers > 0 ? cfg->workers : 1;
+    D.workers = calloc((size_t)D.nworkers, sizeof(*D.workers));
+    if (D.workers == NULL)
+        goto out;
+    for (int i = 0; i < D.nworkers; i++) {
+        struct px_worker *w = &D.workers[i];
+        w->id = i;
+        w->base = event_base_new();
+        w->snap = px_snapshot_ref(D.snap);
+        w->policy = px_policy_state_ref(D.policy);
+        if (w->base == NULL || px_worker_listen(w, err, sizeof(err)) != 0) {
+            fprintf(stderr, "picket: %s\n", err);
+            px_log(PX_LOG_ERROR, "start_failed", "error", err, NULL);
+            D.nworkers = i + 1;
+            goto out;
+        }
+    }
+    if (cfg->admin.bind_host != NULL) {
+        D.admin = px_admin_start(D.base, cfg->admin.bind_host, cfg->admin.bind_port, &admin_ops,
+                                 NULL, err, sizeof(err));
+        if (D.admin == NULL) {
+            fprintf(stderr, "picket: admin: %s\n", err);
+            goto out;
+        }
+    }
+    D.sig_term = evsignal_new(D.base, SIGTERM, sigterm_cb, NULL);
+    D.sig_int = evsignal_new(D.base, SIGINT, sigterm_cb, NULL);
+    D.sig_hup = evsignal_new(D.base, SIGHUP, sighup_cb, NULL);
+    D.reload_timer = event_new(D.base, -1, EV_PERSIST, reload_timer_cb, NULL);
+    if (!D.sig_term || !D.sig_int || !D.sig_hup || !D.reload_timer)
+        goto out;
+    evsignal_add(D.sig_term, NULL);
+    evsignal_add(D.sig_int, NULL);
+    evsignal_add(D.sig_hup, NULL);
+    ms = cfg->identity.reload_interval_ms > 0 ? cfg->identity.reload_interval_ms : 5000;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    event_add(D.reload_timer, &tv);
+
+    for (int i = 0; i < D.nworkers; i++) {
+        if (px_worker_start(&D.workers[i]) != 0) {
+            fprintf(stderr, "picket: cannot start worker threads\n");
+            D.nworkers = i; /* the started ones are joined below */
+            for (int k = 0; k < i; k++)
+                px_worker_post_drain(&D.workers[k]);
+            for (int k = 0; k < i; k++)
+                pthread_join(D.workers[k].thread, NULL);
+            goto out;
+        }
+    }
+    {
+        char nw[16];
+        snprintf(nw, sizeof(nw), "%d", D.nworkers);
+        px_log(PX_LOG_INFO, "started", "node", cfg->node_id, "own_id", D.snap->own_id, "workers",
+               nw, "config", config_path, NULL);
+    }
+    if (on_ready)
+        on_ready(ready_arg);
+    event_base_dispatch(D.base);
+    for (int i = 0; i < D.nworkers; i++)
+        pthread_join(D.workers[i].thread, NULL);
+    px_log(PX_LOG_INFO, "stopped", "msg", "drained", NULL);
+    rc = 0;
+out:
+    cleanup();
+    return rc;
+}

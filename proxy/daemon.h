@@ -1,0 +1,13 @@
+/*
+ * daemon.h - `picket run`.
+ */
+#ifndef PX_DAEMON_H
+#define PX_DAEMON_H
+
+/* Runs the proxy with the config at config_path until SIGTERM/SIGINT has
+ * drained it. on_ready (may be NULL) is called on the control thread once
+ * every listener is bound and the workers run. Returns the process exit
+ * status: 0 after a drain, 2 for a bad config, 1 for other start failures. */
+int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg);
+
+#endif

@@ -1,0 +1,227 @@
+/*
+ * enforce.c - the per-request decision and its audit record.
+ *
+ * The policy in force is a px_policy_state: a compiled engine plus the
+ * facts an auditor needs (revision, when it was accepted, where from). A
+ * request refs the state it was decided on, so a swap mid-request never
+ * shows it half of two bundles.
+ *
+ * Fail-closed rules, in order:
+ *  - a policy source is configured but no bundle has been accepted yet:
+ *    503, reason "no_policy";
+ *  - the bundle is past its expires_at: with on_stale "deny", 503, reason
+ *    "stale"; with "last_known_good", enforce it and log loudly;
+ *  - a rule says dispatch but no dispatch service can answer: 403 (a
+ *    missing answer is never an allow).
+ * Without any policy source configured, a request is allowed only because
+ * its peer passed the full SVID check at the handshake (rule "mtls").
+ */
+#include "px.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "certs.h"
+#include "enforce.h"
+#include "log.h"
+#include "metrics.h"
+#include "policy.h"
+
+struct px_policy_state *px_policy_state_ref(struct px_policy_state *p)
+{
+    if (p != NULL)
+        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void px_policy_state_unref(struct px_policy_state *p)
+{
+    if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    policy_engine_free(p->engine);
+    free(p);
+}
+
+int px_policy_state_from_json(struct px_policy_state **out, const char *json, size_t len,
+                              const char *source, char *err, size_t errlen)
+{
+    struct policy_bundle *b = NULL;
+    struct px_policy_state *p = NULL;
+    char e2[512];
+
+    if (policy_bundle_parse(&b, json, len, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "%s", e2);
+        return -1;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        policy_bundle_free(b);
+        return -1;
+    }
+    atomic_init(&p->refs, 1);
+    if (policy_engine_new(&p->engine, b, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "%s", e2);
+        policy_bundle_free(b);
+        free(p);
+        return -1;
+    }
+    p->revision = policy_bundle_revision(b);
+    p->expires_at_s = policy_bundle_expires_at(b);
+    p->audit_mode = policy_bundle_mode(b) == POLICY_MODE_AUDIT;
+    p->loaded_at_ms = px_now_ms();
+    p->nrules = policy_bundle_rule_count(b);
+    snprintf(p->source, sizeof(p->source), "%s", source);
+    policy_bundle_free(b);
+    *out = p;
+    return 0;
+}
+
+int px_policy_state_load_file(struct px_policy_state **out, const char *path, char *err,
+                              size_t errlen)
+{
+    char *data = NULL, e2[512], src[300];
+    size_t len = 0;
+    int rc;
+    if (certs_read_file(path, POLICY_BUNDLE_MAX_BYTES, &data, &len, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "%s", e2);
+        return -1;
+    }
+    snprintf(src, sizeof(src), "file:%s", path);
+    rc = px_policy_state_from_json(out, data, len, src, e2, sizeof(e2));
+    if (rc != 0)
+        snprintf(err, errlen, "%s:%s", path, e2);
+    free(data);
+    return rc;
+}
+
+static struct px_counter *decision_counter(const char *decision, const char *rule)
+{
+    char labels[300], esc[200];
+    px_metrics_label_escape(rule, esc, sizeof(esc));
+    snprintf(labels, sizeof(labels), "decision=\"%s\",rule=\"%s\"", decision, esc);
+    return px_counter_get("picket_policy_decisions_total", "Policy decisions by decision and rule",
+                          labels);
+}
+
+static void set_rule(struct px_stream *st, const char *rule)
+{
+    snprintf(st->rule, sizeof(st->rule), "%s", rule);
+}
+
+int px_enforce_request(struct px_stream *st)
+{
+    const struct px_config *cfg = st->snap->cfg;
+    struct px_policy_state *pol = st->pol;
+    struct policy_request req;
+    struct policy_decision why;
+    struct policy_header hbuf[64];
+    enum policy_verdict v;
+    int64_t now_ms = px_now_ms();
+
+    st->decided = 1;
+    st->decided_by = "local";
+    st->mode = "enforce";
+    st->bundle_revision = -1;
+    st->bundle_age_ms = -1;
+
+    if (cfg->policy.file == NULL && cfg->policy.url == NULL) {
+        /* No policy source: the verified SVID is the whole rule. */
+        st->decision = "allow";
+        set_rule(st, "mtls");
+        px_counter_add(decision_counter("allow", "mtls"), 1);
+        return 0;
+    }
+    if (pol == NULL) {
+        st->decision = "deny";
+        set_rule(st, "no_policy");
+        px_counter_add(decision_counter("deny", "no_policy"), 1);
+        px_stream_respond(st, 503, "no policy loaded\n", 14, "no_policy");
+        return 1;
+    }
+    st->bundle_revision = pol->revision;
+    st->bundle_age_ms = now_ms - pol->loaded_at_ms;
+    st->mode = pol->audit_mode ? "audit" : "enforce";
+    if (pol->expires_at_s > 0 && now_ms / 1000 >= pol->expires_at_s) {
+        if (cfg->policy.on_stale_deny) {
+            st->decision = "deny";
+            set_rule(st, "stale");
+            px_counter_add(decision_counter("deny", "stale"), 1);
+            px_stream_respond(st, 503, "policy is stale\n", 14, "stale");
+            return 1;
+        }
+        px_log(PX_LOG_WARN, "policy_stale_enforced", "request_id", st->request_id, "msg",
+               "bundle past expires_at; on_stale=last_known_good keeps enforcing it", NULL);
+    }
+
+    memset(&req, 0, sizeof(req));
+    req.peer = st->conn->peer_id;
+    req.peer_len = strlen(st->conn->peer_id);
+    req.method = st->method;
+    req.method_len = strlen(st->method);
+    req.authority = st->authority;
+    req.authority_len = strlen(st->authority);
+    req.path = st->path;
+    req.path_len = st->path_only_len;
+    for (size_t i = 0; i < st->req.n && i < 64; i++) {
+        hbuf[i].name = st->req.v[i].name;
+        hbuf[i].name_len = st->req.v[i].nlen;
+        hbuf[i].value = st->req.v[i].value;
+        hbuf[i].value_len = st->req.v[i].vlen;
+        req.nheaders = i + 1;
+    }
+    req.headers = hbuf;
+    v = policy_eval(pol->engine, &req, &why);
+    st->decision = policy_verdict_name(v);
+    set_rule(st, why.rule_id);
+    px_counter_add(decision_counter(st->decision, why.rule_id), 1);
+    if (pol->audit_mode)
+        return 0; /* audit: recorded, never enforced */
+    if (v == POLICY_DENY) {
+        px_stream_respond(st, 403, "forbidden by policy\n", 7, "policy_deny");
+        return 1;
+    }
+    if (v == POLICY_DISPATCH) {
+        /* No dispatch client in this build path yet: fail closed. */
+        st->reason = "dispatch_unavailable";
+        px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
+                          "dispatch_unavailable");
+        return 1;
+    }
+    return 0;
+}
+
+void px_enforce_audit(struct px_stream *st)
+{
+    struct px_audit_rec rec;
+    int status = st->status;
+    if (!st->decided)
+        return;
+    if (status <= 0)
+        status = st->down_done ? 499 : 0;
+    memset(&rec, 0, sizeof(rec));
+    rec.ts_ms = px_now_ms();
+    rec.node = st->snap->cfg->node_id;
+    rec.decision = st->decision;
+    rec.mode = st->mode;
+    rec.rule = st->rule;
+    rec.decided_by = st->decided_by;
+    rec.dispatch_node = NULL;
+    rec.bundle_revision = st->bundle_revision;
+    rec.bundle_age_ms = st->bundle_age_ms;
+    rec.peer = st->conn->peer_id[0] ? st->conn->peer_id : NULL;
+    rec.method = st->method;
+    rec.authority = st->authority;
+    rec.path = st->path;
+    rec.status = status;
+    rec.request_id = st->request_id;
+    rec.reason = st->reason;
+    rec.cache_age_ms = -1;
+    if (px_log_audit(&rec) != 0) {
+        struct px_counter *c = px_counter_get("picket_audit_write_failures_total",
+                               "Audit records that could not be written", "");
+        px_counter_add(c, 1);
+    }
+}

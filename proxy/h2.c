@@ -1,0 +1,585 @@
+/*
+ * h2.c - downstream HTTP/2: one nghttp2 server session per connection.
+ *
+ * Flow control is how bodies stay bounded. Automatic WINDOW_UPDATEs are
+ * off: DATA bytes are consumed at the connection level as soon as they are
+ * buffered (the per-stream window already bounds them), and at the stream
+ * level only when the upstream side has taken them out of req_body. So a
+ * stream never buffers more than its initial window (limits.stream_buffer)
+ * and a connection never more than max_concurrent_streams of those.
+ *
+ * Output: nghttp2_session_mem_send() frames go into the bufferevent's
+ * output; we stop pulling frames while it holds more than OUT_HIGH bytes
+ * and continue from the write callback, so a client that does not read
+ * cannot make us queue without bound.
+ */
+#include "px.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+#define OUT_HIGH (256 * 1024)
+#define CONN_WINDOW (16 * 1024 * 1024)
+
+struct h2_stream {
+    struct h2_conn *hc;
+    int32_t id;
+    struct px_stream *st;
+    struct h2_stream *next, *prev;
+    int submitted;   /* response HEADERS submitted */
+    int deferred;    /* data provider returned DEFERRED */
+    int header_overflow;
+    int dispatched;
+};
+
+struct h2_conn {
+    struct px_conn *c;
+    nghttp2_session *s;
+    struct h2_stream *streams;
+    size_t nstreams;
+    struct event *idle;
+    struct event *send_ev; /* sends run from here, never inside a caller's stack */
+    int goaway;
+    int in_recv; /* inside mem_recv: defer sends */
+    int dead;
+};
+
+static void h2_send(struct h2_conn *hc);
+static void h2_close(struct h2_conn *hc);
+
+/* The other side of a stream calls us from inside its own callbacks (an
+ * upstream nghttp2 session, a timer). Sending from there could close this
+ * connection and free the stream under the caller's feet, so we only mark
+ * the connection and send from its own event callback, which also batches
+ * frames of many streams into one TLS write. */
+static void schedule_send(struct h2_conn *hc)
+{
+    if (!hc->dead && hc->send_ev != NULL)
+        event_active(hc->send_ev, EV_WRITE, 0);
+}
+static void arm_idle(struct h2_conn *hc);
+
+static const struct px_down_ops h2_ops;
+
+/* ---- nghttp2 callbacks ------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct h2_stream *hs;
+
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    if (hc->goaway) {
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    hs = calloc(1, sizeof(*hs));
+    if (hs == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    hs->hc = hc;
+    hs->id = f->hd.stream_id;
+    hs->st = px_stream_new(hc->c, &h2_ops, hs);
+    if (hs->st == NULL) {
+        free(hs);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    hs->next = hc->streams;
+    if (hc->streams)
+        hc->streams->prev = hs;
+    hc->streams = hs;
+    hc->nstreams++;
+    if (hc->idle)
+        evtimer_del(hc->idle);
+    nghttp2_session_set_stream_user_data(s, f->hd.stream_id, hs);
+    return 0;
+}
+
+static char *dupn(const uint8_t *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct h2_stream *hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    struct px_stream *st;
+    size_t limit = (size_t)hc->c->snap->cfg->limits.max_header_list_size;
+    char **slot = NULL;
+
+    (void)flags;
+    if (hs == NULL || f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    st = hs->st;
+    if (f->headers.cat == NGHTTP2_HCAT_HEADERS) {
+        /* trailers; nghttp2 already refused pseudo-headers here */
+        if (px_hdrs_add(&st->req_trailers, (const char *)name, nlen, (const char *)value, vlen,
+                        limit) != 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
+    }
+    if (nlen > 0 && name[0] == ':') {
+        if (nlen == 7 && memcmp(name, ":method", 7) == 0)
+            slot = &st->method;
+        else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
+            slot = &st->path;
+        else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0)
+            slot = &st->scheme;
+        else if (nlen == 10 && memcmp(name, ":authority", 10) == 0)
+            slot = &st->authority;
+        if (slot != NULL && *slot == NULL)
+            *slot = dupn(value, vlen);
+        return 0;
+    }
+    if (px_hdrs_add(&st->req, (const char *)name, nlen, (const char *)value, vlen, limit) != 0)
+        hs->header_overflow = 1;
+    return 0;
+}
+
+static void request_body_ready(struct px_stream *st)
+{
+    if (st->up)
+        st->up->request_ready(st);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct h2_stream *hs;
+    struct px_stream *st;
+
+    (void)s;
+    if (f->hd.stream_id == 0)
+        return 0;
+    hs = nghttp2_session_get_stream_user_data(hc->s, f->hd.stream_id);
+    if (hs == NULL)
+        return 0;
+    st = hs->st;
+    switch (f->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+                st->req_eof = 1;
+            if (st->authority == NULL) {
+                const struct px_hdr *h = px_hdrs_get(&st->req, "host");
+                if (h)
+                    st->authority = dupn((const uint8_t *)h->value, h->vlen);
+            }
+            hs->dispatched = 1;
+            if (hs->header_overflow) {
+                px_stream_respond(st, 431, "request headers too large\n", 8,
+                                  "header_list_too_large");
+                return 0;
+            }
+            px_stream_dispatch(st);
+        } else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            st->req_eof = 1; /* trailers */
+            request_body_ready(st);
+        }
+        break;
+    case NGHTTP2_DATA:
+        if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            st->req_eof = 1;
+            request_body_ready(st);
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct h2_stream *hs = nghttp2_session_get_stream_user_data(s, id);
+    (void)flags;
+
+    nghttp2_session_consume_connection(s, len);
+    if (hs == NULL || hs->st->local_response || hs->st->up_done) {
+        /* Nobody will read it (refused, answered, or upstream finished):
+         * discard, and reopen the window so the peer is not stuck. */
+        nghttp2_session_consume_stream(s, id, len);
+        return 0;
+    }
+    (void)hc;
+    evbuffer_add(hs->st->req_body, data, len);
+    hs->st->bytes_in += len;
+    request_body_ready(hs->st);
+    return 0;
+}
+
+static void unlink_stream(struct h2_conn *hc, struct h2_stream *hs)
+{
+    if (hs->prev)
+        hs->prev->next = hs->next;
+    else
+        hc->streams = hs->next;
+    if (hs->next)
+        hs->next->prev = hs->prev;
+    hc->nstreams--;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct h2_stream *hs = nghttp2_session_get_stream_user_data(s, id);
+    struct px_stream *st;
+    (void)error_code;
+
+    if (hs == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    unlink_stream(hc, hs);
+    st = hs->st;
+    free(hs);
+    if (st != NULL)
+        px_stream_down_done(st);
+    if (hc->nstreams == 0)
+        arm_idle(hc);
+    return 0;
+}
+
+static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                             uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+    struct h2_stream *hs = src->ptr;
+    struct px_stream *st = hs->st;
+    size_t avail = evbuffer_get_length(st->resp_body);
+    size_t n = avail < length ? avail : length;
+    (void)arg;
+
+    if (n == 0 && !st->resp_eof) {
+        hs->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    if (n > 0) {
+        evbuffer_remove(st->resp_body, buf, n);
+        st->bytes_out += n;
+        if (st->up)
+            st->up->response_drained(st, n);
+    }
+    if (st->resp_eof && evbuffer_get_length(st->resp_body) == 0) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->resp_trailers.n > 0) {
+            nghttp2_nv nva[64];
+            size_t k = 0;
+            for (size_t i = 0; i < st->resp_trailers.n && k < 64; i++) {
+                nva[k].name = (uint8_t *)st->resp_trailers.v[i].name;
+                nva[k].namelen = st->resp_trailers.v[i].nlen;
+                nva[k].value = (uint8_t *)st->resp_trailers.v[i].value;
+                nva[k].valuelen = st->resp_trailers.v[i].vlen;
+                nva[k].flags = NGHTTP2_NV_FLAG_NONE;
+                k++;
+            }
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(s, id, nva, k);
+        }
+        if (!st->req_eof)
+            /* Answered before the request finished (e.g. refused upload):
+             * tell the client to stop sending (RFC 9113 8.1). */
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+    }
+    return (ssize_t)n;
+}
+
+static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
+{
+    struct px_stream *st = hs->st;
+    size_t n = st->resp.n + 2, k = 0;
+    nghttp2_nv *nva = calloc(n, sizeof(*nva));
+    char status[4], clen[24];
+    nghttp2_data_provider prd;
+    int rc, has_body;
+
+    if (nva == NULL)
+        return -1;
+    snprintf(status, sizeof(status), "%03d", st->status);
+    nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < st->resp.n; i++) {
+        const struct px_hdr *h = &st->resp.v[i];
+        nva[k++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->nlen, h->vlen,
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    if (st->resp_content_length >= 0) {
+        snprintf(clen, sizeof(clen), "%lld", (long long)st->resp_content_length);
+        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    has_body = !(st->resp_eof && evbuffer_get_length(st->resp_body) == 0 &&
+                 st->resp_trailers.n == 0);
+    if (strcmp(st->method ? st->method : "", "HEAD") == 0 || st->status == 204 ||
+        st->status == 304)
+        has_body = has_body && st->resp_trailers.n > 0;
+    prd.source.ptr = hs;
+    prd.read_callback = read_response;
+    rc = nghttp2_submit_response(hc->s, hs->id, nva, k, has_body ? &prd : NULL);
+    free(nva);
+    hs->submitted = 1;
+    if (!has_body && !st->req_eof)
+        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_NO_ERROR);
+    return rc;
+}
+
+/* ---- px_down_ops -------------------------------------------------------- */
+
+static void h2_response_ready(struct px_stream *st)
+{
+    struct h2_stream *hs = st->down_ctx;
+    struct h2_conn *hc = hs->hc;
+
+    if (hc->dead)
+        return;
+    if (!hs->submitted) {
+        if (st->status == 0)
+            return;
+        if (submit_response(hc, hs) != 0) {
+            nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_INTERNAL_ERROR);
+        }
+    } else if (hs->deferred) {
+        hs->deferred = 0;
+        nghttp2_session_resume_data(hc->s, hs->id);
+    }
+    schedule_send(hc);
+}
+
+static void h2_request_drained(struct px_stream *st, size_t n)
+{
+    struct h2_stream *hs = st->down_ctx;
+    if (hs->hc->dead)
+        return;
+    nghttp2_session_consume_stream(hs->hc->s, hs->id, n);
+    schedule_send(hs->hc);
+}
+
+static void h2_abort(struct px_stream *st)
+{
+    struct h2_stream *hs = st->down_ctx;
+    if (hs->hc->dead)
+        return;
+    nghttp2_submit_rst_stream(hs->hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_INTERNAL_ERROR);
+    schedule_send(hs->hc);
+}
+
+static const struct px_down_ops h2_ops = {h2_response_ready, h2_request_drained, h2_abort};
+
+/* ---- I/O ---------------------------------------------------------------- */
+
+static void h2_send(struct h2_conn *hc)
+{
+    struct evbuffer *out;
+
+    if (hc->dead || hc->in_recv)
+        return;
+    out = bufferevent_get_output(hc->c->bev);
+    while (evbuffer_get_length(out) < OUT_HIGH) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(hc->s, &data);
+        if (n < 0) {
+            h2_close(hc);
+            return;
+        }
+        if (n == 0)
+            break;
+        evbuffer_add(out, data, (size_t)n);
+    }
+    if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
+        evbuffer_get_length(out) == 0)
+        h2_close(hc);
+}
+
+static void h2_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    hc->in_recv = 1;
+    while (evbuffer_get_length(in) > 0 && !hc->dead) {
+        size_t len = evbuffer_get_contiguous_space(in);
+        unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
+        ssize_t n = nghttp2_session_mem_recv(hc->s, p, len);
+        if (n < 0) {
+            px_log(PX_LOG_INFO, "h2_protocol_error", "peer", hc->c->peer_addr, "error",
+                   nghttp2_strerror((int)n), NULL);
+            hc->in_recv = 0;
+            /* nghttp2 queued a GOAWAY for most errors: try to send it. */
+            h2_send(hc);
+            h2_close(hc);
+            return;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    hc->in_recv = 0;
+    h2_send(hc);
+}
+
+static void h2_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_conn *hc = arg;
+    (void)bev;
+    h2_send(hc);
+}
+
+static void h2_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct h2_conn *hc = arg;
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        h2_close(hc);
+}
+
+static void send_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    h2_send(arg);
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_conn *hc = arg;
+    (void)fd;
+    (void)what;
+    if (hc->nstreams == 0) {
+        hc->goaway = 1;
+        nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+        h2_send(hc);
+    }
+}
+
+static void arm_idle(struct h2_conn *hc)
+{
+    int64_t ms = hc->c->snap->cfg->limits.idle_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    if (hc->idle && ms > 0 && !hc->dead)
+        evtimer_add(hc->idle, &tv);
+}
+
+/* Frees the connection and every stream still on it. */
+static void h2_close(struct h2_conn *hc)
+{
+    struct px_conn *c = hc->c;
+    if (hc->dead)
+        return;
+    hc->dead = 1;
+    while (hc->streams != NULL) {
+        struct h2_stream *hs = hc->streams;
+        struct px_stream *st = hs->st;
+        unlink_stream(hc, hs);
+        free(hs);
+        if (st != NULL)
+            px_stream_down_done(st);
+    }
+    nghttp2_session_del(hc->s);
+    if (hc->idle)
+        event_free(hc->idle);
+    if (hc->send_ev)
+        event_free(hc->send_ev);
+    free(hc);
+    c->proto_ctx = NULL;
+    px_conn_free(c);
+}
+
+void px_h2_conn_close(struct px_conn *c)
+{
+    if (c->proto_ctx != NULL)
+        h2_close(c->proto_ctx);
+    else
+        px_conn_free(c);
+}
+
+void px_h2_conn_drain(struct px_conn *c)
+{
+    struct h2_conn *hc = c->proto_ctx;
+    if (hc == NULL || hc->dead || hc->goaway)
+        return;
+    hc->goaway = 1;
+    nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(hc->s),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (hc->nstreams == 0)
+        nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+    schedule_send(hc);
+}
+
+int px_h2_conn_start(struct px_conn *c)
+{
+    const struct px_config *cfg = c->snap->cfg;
+    struct h2_conn *hc = calloc(1, sizeof(*hc));
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    nghttp2_settings_entry iv[4];
+    int rc = -1;
+
+    if (hc == NULL)
+        return -1;
+    hc->c = c;
+    c->proto = PX_PROTO_H2;
+    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* Streams beyond the advertised limit are refused by nghttp2 itself. */
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    if (nghttp2_session_server_new2(&hc->s, cbs, hc, opt) != 0)
+        goto fail;
+    iv[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+                                     (uint32_t)cfg->limits.max_concurrent_streams};
+    iv[1] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
+                                     (uint32_t)cfg->limits.stream_buffer};
+    iv[2] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+                                     (uint32_t)cfg->limits.max_header_list_size};
+    iv[3] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+    if (nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, 4) != 0)
+        goto fail;
+    nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    hc->idle = evtimer_new(c->w->base, idle_cb, hc);
+    hc->send_ev = event_new(c->w->base, -1, 0, send_cb, hc);
+    if (hc->idle == NULL || hc->send_ev == NULL)
+        goto fail;
+    c->proto_ctx = hc;
+    bufferevent_setcb(c->bev, h2_read_cb, h2_write_cb, h2_event_cb, hc);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_HIGH / 2, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    arm_idle(hc);
+    rc = 0;
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    schedule_send(hc);
+    /* Bytes that arrived with the handshake are already buffered. */
+    if (!hc->dead && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        h2_read_cb(c->bev, hc);
+    return rc;
+fail:
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    if (hc->s)
+        nghttp2_session_del(hc->s);
+    if (hc->idle)
+        event_free(hc->idle);
+    if (hc->send_ev)
+        event_free(hc->send_ev);
+    free(hc);
+    c->proto_ctx = NULL;
+    return -1;
+}

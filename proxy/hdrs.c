@@ -1,0 +1,93 @@
+/*
+ * hdrs.c - header lists for streams, and the hop-by-hop rule.
+ *
+ * A list owns its fields: each field is one allocation (struct-external
+ * name and value bytes in one malloc) so freeing is one pass. Size is
+ * accounted the way RFC 7541 4.1 does (name + value + 32), which is also
+ * what SETTINGS_MAX_HEADER_LIST_SIZE counts, so the h1 and h2 paths share
+ * one limit.
+ */
+#include "px.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
+                size_t limit)
+{
+    size_t cost = nlen + vlen + 32;
+    char *mem;
+
+    if (limit != 0 && h->bytes + cost > limit)
+        return -1;
+    if (h->n == h->cap) {
+        size_t ncap = h->cap ? h->cap * 2 : 16;
+        struct px_hdr *nv = realloc(h->v, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return -1;
+        h->v = nv;
+        h->cap = ncap;
+    }
+    mem = malloc(nlen + vlen + 2);
+    if (mem == NULL)
+        return -1;
+    for (size_t i = 0; i < nlen; i++) {
+        char ch = name[i];
+        mem[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    mem[nlen] = '\0';
+    memcpy(mem + nlen + 1, value, vlen);
+    mem[nlen + 1 + vlen] = '\0';
+    h->v[h->n].name = mem;
+    h->v[h->n].nlen = nlen;
+    h->v[h->n].value = mem + nlen + 1;
+    h->v[h->n].vlen = vlen;
+    h->n++;
+    h->bytes += cost;
+    return 0;
+}
+
+const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < h->n; i++)
+        if (h->v[i].nlen == len && memcmp(h->v[i].name, name, len) == 0)
+            return &h->v[i];
+    return NULL;
+}
+
+void px_hdrs_del(struct px_hdrs *h, const char *name)
+{
+    size_t len = strlen(name), o = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].nlen == len && memcmp(h->v[i].name, name, len) == 0) {
+            h->bytes -= h->v[i].nlen + h->v[i].vlen + 32;
+            free(h->v[i].name);
+            continue;
+        }
+        h->v[o++] = h->v[i];
+    }
+    h->n = o;
+}
+
+void px_hdrs_clear(struct px_hdrs *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        free(h->v[i].name);
+    free(h->v);
+    memset(h, 0, sizeof(*h));
+}
+
+int px_is_hop_by_hop(const char *name, size_t len)
+{
+    /* RFC 9110 7.6.1 connection-specific fields, plus the legacy ones
+     * proxies must not forward (RFC 9113 8.2.2 forbids them in h2). */
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade", "te", "http2-settings",
+                                      "proxy-authenticate", "proxy-authorization"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+            return 1;
+    return 0;
+}

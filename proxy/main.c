@@ -1,0 +1,72 @@
+/*
+ * main.c - the picket binary: subcommand dispatch.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd_cert.h"
+#include "cmd_policy.h"
+#include "daemon.h"
+#include "dev.h"
+
+#define PICKET_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: picket <command> [args]\n"
+               "\n"
+               "commands:\n"
+               "  run -c FILE                 run the proxy with a config file\n"
+               "  dev [--upstream URL] [--state DIR] [--port N]\n"
+               "                              local dev gateway with dev certs and a starter policy\n"
+               "  cert init|issue|inspect|verify   dev CA and SVID tools\n"
+               "  policy lint|eval|test       check and evaluate policy bundles\n"
+               "  version                     print the version\n");
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *conf = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            conf = argv[++i];
+        else {
+            fprintf(stderr, "picket run: unknown argument '%s'\nusage: picket run -c FILE\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (conf == NULL) {
+        fprintf(stderr, "usage: picket run -c FILE\n");
+        return 2;
+    }
+    return px_run(conf, NULL, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "dev") == 0)
+        return px_cmd_dev(argc - 1, argv + 1);
+    if (strcmp(argv[1], "cert") == 0)
+        return px_cmd_cert(argc - 1, argv + 1);
+    if (strcmp(argv[1], "policy") == 0)
+        return px_cmd_policy(argc - 1, argv + 1);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("picket %s\n", PICKET_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "picket: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,308 @@
+/*
+ * px.h - types shared inside proxy/: workers, snapshots, connections,
+ * streams and the interface between a stream's downstream side (h2.c,
+ * h1.c) and its upstream side (up_h2.c, up_h1.c).
+ *
+ * A stream is one request/response exchange. Its downstream side fills the
+ * request (headers, body into req_body, trailers) and sends the response;
+ * its upstream side sends the request onward and fills the response. The
+ * two sides never call each other directly: each one tells the stream
+ * ("more request body is ready", "I drained n response bytes") through the
+ * ops tables below, so any downstream protocol pairs with any upstream one.
+ *
+ * Buffers: req_body and resp_body are bounded by limits.stream_buffer.
+ * A producer stops taking bytes from its peer when the buffer is over the
+ * bound (h2: the stream's flow-control window is not reopened; h1: the
+ * socket is not read) and resumes when the consumer reports it drained.
+ */
+#ifndef PX_H
+#define PX_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <pthread.h>
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+struct px_worker;
+struct px_conn;
+struct px_stream;
+struct policy_engine;
+struct certs_trust;
+struct certs_keypair;
+
+/* ---- headers ---------------------------------------------------------- */
+
+struct px_hdr {
+    char *name; /* lowercase; name and value live in one allocation */
+    char *value;
+    size_t nlen, vlen;
+};
+
+struct px_hdrs {
+    struct px_hdr *v;
+    size_t n, cap;
+    size_t bytes; /* sum of name+value+32 per field (RFC 7541 4.1 accounting) */
+};
+
+/* Appends a copy. The name is lowercased. Returns 0, or -1 when the list
+ * would exceed `limit` bytes (0 = no limit) or memory runs out. */
+int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
+                size_t limit);
+const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name);
+void px_hdrs_del(struct px_hdrs *h, const char *name);
+void px_hdrs_clear(struct px_hdrs *h);
+
+/* ---- snapshots -------------------------------------------------------- */
+
+/* Everything a request reads that a reload may change. Immutable once
+ * published; shared by all workers; freed when the last user unrefs it. */
+struct px_snapshot {
+    atomic_int refs;
+    struct px_config *cfg;
+    struct certs_trust *trust;      /* may be NULL when no trust bundles */
+    struct certs_keypair *keypair;  /* own SVID; may be NULL (no identity) */
+    char *own_id;                   /* own SPIFFE ID ("" when none) */
+    SSL_CTX **server_ctx;           /* per listener (index as cfg->listeners); NULL if plaintext */
+    SSL_CTX *client_ctx;            /* for mTLS origination (outbound, dispatch, fetch) */
+    struct px_policy_state *policy; /* compiled policy + metadata; NULL = no policy configured */
+    struct sockaddr_storage *up_addr; /* resolved upstreams, see px_snapshot_upstream() */
+};
+
+/* Policy currently in force. Shared, refcounted separately so a policy
+ * swap does not rebuild TLS contexts. */
+struct px_policy_state {
+    atomic_int refs;
+    struct policy_engine *engine;
+    int64_t revision;
+    int64_t loaded_at_ms;    /* wall clock when accepted */
+    int64_t expires_at_s;    /* 0 = none */
+    int audit_mode;
+    size_t nrules;
+    char source[300];        /* "file:/path" or url */
+};
+
+struct px_snapshot *px_snapshot_ref(struct px_snapshot *s);
+void px_snapshot_unref(struct px_snapshot *s);
+struct px_policy_state *px_policy_state_ref(struct px_policy_state *p);
+void px_policy_state_unref(struct px_policy_state *p);
+
+/* ---- worker ----------------------------------------------------------- */
+
+struct px_pool;
+struct px_counter;
+struct px_histogram;
+struct evconnlistener;
+
+/* One configured listener, as seen by one worker. */
+struct px_listener {
+    struct px_worker *w;
+    size_t index;                     /* in cfg->listeners */
+    char name[64];
+    struct evconnlistener *evl;
+    struct px_counter *by_status[600]; /* picket_requests_total{listener,status}, lazily */
+    struct px_histogram *duration;     /* picket_request_duration_seconds{listener} */
+    struct px_counter *conns_total;
+};
+
+struct px_worker {
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    struct px_snapshot *snap;          /* current; owned reference */
+    struct px_policy_state *policy;    /* current; owned reference */
+    struct px_listener *listeners;     /* one per configured listener */
+    size_t nlisteners;
+    struct px_pool *pools;             /* upstream connection pools */
+    struct px_conn *conns;             /* all downstream connections (list) */
+    size_t nconns;
+    int draining;
+    uint64_t req_seq;                  /* request id generation */
+    struct event *drain_timer;
+};
+
+/* SSL ex_data index holding the struct px_conn of a server-side SSL. */
+extern int px_ssl_conn_idx;
+
+/* Counts of live downstream connections across all workers (limit check). */
+extern atomic_long px_active_conns;
+
+/* ---- downstream connections ------------------------------------------ */
+
+enum px_proto { PX_PROTO_NONE, PX_PROTO_H2, PX_PROTO_H1 };
+
+struct px_conn {
+    struct px_worker *w;
+    struct px_listener *lst;
+    struct px_conn *next, *prev;  /* worker list */
+    struct px_snapshot *snap;     /* the snapshot this connection was accepted on (ref) */
+    struct bufferevent *bev;
+    SSL *ssl;                     /* NULL on plaintext listeners */
+    enum px_proto proto;
+    void *proto_ctx;              /* struct px_h2 / struct px_h1 */
+    struct event *timer;          /* handshake / idle / header timeout */
+    int64_t accepted_ms;
+    char peer_addr[64];
+    char peer_id[2100];           /* SPIFFE ID of the verified client cert ("" if none) */
+    char peer_cert_hash[65];      /* hex sha256 of the client cert DER */
+    const char *hs_reason;        /* handshake refusal reason (static string) */
+    char hs_detail[256];
+    int handshaken;
+    int closing;
+};
+
+/* Starts protocol handling once TLS (if any) is up. */
+int px_h2_conn_start(struct px_conn *c);
+int px_h1_conn_start(struct px_conn *c);
+/* Tells the worker a connection is gone; frees it. Called by h2.c/h1.c. */
+void px_conn_free(struct px_conn *c);
+/* Ask the protocol to stop taking new requests and close when idle (drain). */
+void px_conn_drain(struct px_conn *c);
+
+/* ---- streams ---------------------------------------------------------- */
+
+struct px_down_ops {
+    /* The response progressed (headers, body bytes, eof or trailers are
+     * available in the stream): send what flow control allows. */
+    void (*response_ready)(struct px_stream *st);
+    /* The upstream side took n bytes out of req_body: let more in. */
+    void (*request_drained)(struct px_stream *st, size_t n);
+    /* The upstream failed after the response started: the downstream must
+     * end the stream abruptly (h2 RST_STREAM, h1 close the connection). */
+    void (*abort)(struct px_stream *st);
+};
+
+struct px_up_ops {
+    /* More request body, eof or trailers are available. */
+    void (*request_ready)(struct px_stream *st);
+    /* The downstream took n bytes out of resp_body: let more in. */
+    void (*response_drained)(struct px_stream *st, size_t n);
+    /* The downstream is gone: cancel the upstream request (h2
+     * RST_STREAM; h1 close the connection unless the exchange is complete)
+     * and call px_stream_up_done(). */
+    void (*cancel)(struct px_stream *st);
+};
+
+struct px_stream {
+    struct px_conn *conn;
+    struct px_worker *w;
+    struct px_snapshot *snap;    /* ref, taken when the request starts */
+    struct px_policy_state *pol; /* ref, the policy the request was decided on */
+    int64_t start_us;            /* monotonic */
+
+    /* request, as received (method, authority etc. point into req_pseudo) */
+    char *method, *scheme, *authority, *path; /* path: normalized + query */
+    size_t path_only_len;                     /* length of the path without the query */
+    char *orig_path;                          /* as received */
+    struct px_hdrs req;                       /* regular headers, filtered for upstream */
+    struct evbuffer *req_body;
+    struct px_hdrs req_trailers;
+    int req_eof;                 /* downstream finished the request (body and trailers) */
+    int64_t req_content_length;  /* -1 unknown */
+    uint64_t bytes_in;
+    char request_id[64];
+    int is_grpc;
+
+    /* response */
+    int status;                  /* 0 until response headers are known */
+    struct px_hdrs resp;
+    struct evbuffer *resp_body;
+    struct px_hdrs resp_trailers;
+    int resp_eof;
+    int64_t resp_content_length;
+    uint64_t bytes_out;
+    int local_response;          /* answered by picket itself */
+
+    /* decision, for logs */
+    int decided;                 /* an audit record is due */
+    const char *decided_by;      /* "local" | "dispatch" | "cache" */
+    const char *mode;            /* "enforce" | "audit" */
+    int64_t bundle_revision;     /* -1 when no bundle */
+    int64_t bundle_age_ms;
+    const char *decision;        /* "allow" "deny" ... static strings */
+    char rule[128];
+    const char *upstream_name;   /* url, for the access log */
+    const char *reason;          /* refusal reason for logs */
+
+    const struct px_down_ops *down;
+    void *down_ctx;              /* h2: stream id etc. */
+    const struct px_up_ops *up;
+    void *up_ctx;
+    int down_done, up_done;
+    struct event *up_timer;      /* upstream_timeout */
+    int logged;
+};
+
+/* Creates a stream on connection c (refs c's worker snapshot and policy). */
+struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops, void *down_ctx);
+
+/* The downstream side filled method/scheme/authority/path/req headers:
+ * normalize, filter headers, decide, and start the upstream or answer
+ * locally. May call down->response_ready() before returning. */
+void px_stream_dispatch(struct px_stream *st);
+
+/* Answer locally (refusal or error): status, a short plain body (NULL
+ * for none). gRPC requests get a trailers-only answer with grpc_status.
+ * Safe to call only before response headers were produced. */
+void px_stream_respond(struct px_stream *st, int status, const char *body, int grpc_status,
+                       const char *reason);
+
+/* Upstream side failed before/after response headers. Maps to 502/503/504
+ * (before) or an abort (after). reason is logged ("connect_refused",...). */
+void px_stream_upstream_failed(struct px_stream *st, int status, const char *reason);
+
+/* Upstream side: response headers are in (st->status, st->resp). */
+void px_stream_response_headers(struct px_stream *st);
+
+/* Each side declares it is finished with the stream; the stream is freed
+ * (and logged) when both are. After px_stream_down_done() the downstream
+ * side must not touch st. */
+void px_stream_down_done(struct px_stream *st);
+void px_stream_up_done(struct px_stream *st);
+
+/* Upstream activity: re-arm the upstream timeout. */
+void px_stream_up_activity(struct px_stream *st);
+
+/* Time helpers. */
+int64_t px_now_ms(void);   /* wall clock */
+int64_t px_mono_us(void);  /* monotonic */
+
+/* ---- upstream pools ---------------------------------------------------- */
+
+/* Starts the upstream side of st towards `up` (pool per worker). On
+ * immediate failure calls px_stream_upstream_failed(). */
+void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
+                       struct px_stream *st);
+/* h2c and h1 halves, called by px_upstream_start(). */
+void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
+void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
+
+struct px_pool {
+    struct px_pool *next;
+    char key[300];               /* proto://host:port */
+    enum px_upstream_proto proto;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    void *conns;                 /* protocol specific list */
+    size_t nconns;
+    size_t nidle;
+};
+
+/* Resolves host:port (numeric or name; blocking getaddrinfo: call at
+ * config time or accept it on first use). */
+int px_resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len);
+
+/* Hop-by-hop header names (RFC 9110 7.6.1), plus those h2 forbids. */
+int px_is_hop_by_hop(const char *name, size_t len);
+
+/* Limits for this stream's worker, from the snapshot. */
+#define PX_LIMITS(st) (&(st)->snap->cfg->limits)
+
+#endif

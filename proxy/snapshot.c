@@ -1,0 +1,266 @@
+/*
+ * snapshot.c - immutable, refcounted bundles of what a request reads that
+ * a reload may change: the config, trust bundles, own SVID and the TLS
+ * contexts built from them. The control thread builds a new snapshot and
+ * posts it to the workers; connections keep the one they were accepted on
+ * until they end, so a rotation never drops a live connection.
+ *
+ * TLS choices, and why:
+ *  - TLS 1.2 and 1.3 only, AEAD ECDHE suites only, no compression, no
+ *    renegotiation: the usual hardening.
+ *  - No session resumption (no tickets, no cache): the peer's SVID is
+ *    checked on every connection. Resumption would let a connection skip
+ *    the check that the certificate is still inside its (short) validity
+ *    window and under the current trust bundle.
+ *  - The peer certificate is verified by our own callback, which applies
+ *    the full SVID rules (certs_svid_check) against the trust bundle of the
+ *    trust domain named in the certificate, not by OpenSSL's default
+ *    chain-to-any-CA check.
+ */
+#include "px.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include "certs.h"
+#include "enforce.h"
+#include "log.h"
+#include "metrics.h"
+#include "snapshot.h"
+
+#define TLS12_CIPHERS                                                                              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+int px_ssl_conn_idx = -1;
+
+struct px_snapshot *px_snapshot_ref(struct px_snapshot *s)
+{
+    if (s != NULL)
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void px_snapshot_unref(struct px_snapshot *s)
+{
+    if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (s->server_ctx != NULL) {
+        for (size_t i = 0; i < s->cfg->nlisteners; i++)
+            SSL_CTX_free(s->server_ctx[i]);
+        free(s->server_ctx);
+    }
+    SSL_CTX_free(s->client_ctx);
+    certs_trust_unref(s->trust);
+    certs_keypair_unref(s->keypair);
+    free(s->own_id);
+    px_config_free(s->cfg);
+    free(s);
+}
+
+static void drain_ssl_errors(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "unknown error";
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(err, errlen, "%s: %s", what, buf);
+}
+
+/* Full SVID validation of the client certificate, instead of OpenSSL's
+ * default verification. Runs once per handshake. */
+static int verify_peer_cb(X509_STORE_CTX *xs, void *arg)
+{
+    struct px_snapshot *snap = arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct px_conn *c = ssl ? SSL_get_ex_data(ssl, px_ssl_conn_idx) : NULL;
+    X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_untrusted(xs);
+    char id[2100], err[256] = "";
+    enum certs_reason r;
+
+    if (leaf == NULL || snap->trust == NULL) {
+        if (c)
+            c->hs_reason = certs_reason_name(CERTS_R_NO_CERTIFICATE);
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    r = certs_svid_check(snap->trust, leaf, chain, (int64_t)time(NULL),
+                         snap->cfg->identity.max_svid_lifetime_ms / 1000, id, sizeof(id), err,
+                         sizeof(err));
+    if (r != CERTS_R_OK) {
+        if (c != NULL) {
+            c->hs_reason = certs_reason_name(r);
+            snprintf(c->hs_detail, sizeof(c->hs_detail), "%s", err);
+        }
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    if (c != NULL) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        static const char hex[] = "0123456789abcdef";
+        snprintf(c->peer_id, sizeof(c->peer_id), "%s", id);
+        if (X509_digest(leaf, EVP_sha256(), md, &mdlen) == 1) {
+            for (unsigned i = 0; i < mdlen && i < 32; i++) {
+                c->peer_cert_hash[2 * i] = hex[md[i] >> 4];
+                c->peer_cert_hash[2 * i + 1] = hex[md[i] & 15];
+            }
+            c->peer_cert_hash[64] = '\0';
+        }
+    }
+    return 1;
+}
+
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char prefs[][9] = {"\x02h2", "\x08http/1.1"};
+    (void)ssl;
+    (void)arg;
+    for (size_t p = 0; p < 2; p++) {
+        for (unsigned i = 0; i < inlen;) {
+            unsigned l = in[i];
+            if (i + 1 + l > inlen)
+                break;
+            if (l == prefs[p][0] && memcmp(in + i + 1, prefs[p] + 1, l) == 0) {
+                *out = in + i + 1;
+                *outlen = (unsigned char)l;
+                return SSL_TLSEXT_ERR_OK;
+            }
+            i += 1 + l;
+        }
+    }
+    /* No ALPN we speak: go on without (HTTP/1.1 by default). */
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t errlen)
+{
+    STACK_OF(X509) *chain = certs_keypair_chain(kp);
+    if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(kp)) != 1) {
+        drain_ssl_errors(err, errlen, "certificate");
+        return -1;
+    }
+    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
+            drain_ssl_errors(err, errlen, "certificate chain");
+            return -1;
+        }
+    }
+    if (SSL_CTX_use_PrivateKey(ctx, certs_keypair_key(kp)) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        drain_ssl_errors(err, errlen, "private key");
+        return -1;
+    }
+    return 0;
+}
+
+static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(m);
+    if (ctx == NULL) {
+        drain_ssl_errors(err, errlen, "SSL_CTX_new");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+        drain_ssl_errors(err, errlen, "cipher list");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static SSL_CTX *server_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = common_ctx(TLS_server_method(), err, errlen);
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    if (use_keypair(ctx, s->keypair, err, errlen) != 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, verify_peer_cb, s);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
+    return ctx;
+}
+
+int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err, size_t errlen)
+{
+    struct px_snapshot *s = calloc(1, sizeof(*s));
+    char e2[512];
+
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        px_config_free(cfg);
+        return -1;
+    }
+    atomic_init(&s->refs, 1);
+    s->cfg = cfg;
+    if (cfg->identity.ntrust_bundles > 0) {
+        struct certs_trust_source *src = calloc(cfg->identity.ntrust_bundles, sizeof(*src));
+        int rc;
+        if (src == NULL)
+            goto nomem;
+        for (size_t i = 0; i < cfg->identity.ntrust_bundles; i++) {
+            src[i].trust_domain = cfg->identity.trust_bundles[i].trust_domain;
+            src[i].path = cfg->identity.trust_bundles[i].file;
+        }
+        rc = certs_trust_load(&s->trust, src, cfg->identity.ntrust_bundles, e2, sizeof(e2));
+        free(src);
+        if (rc != 0) {
+            snprintf(err, errlen, "identity.trust_bundles: %s", e2);
+            goto fail;
+        }
+    }
+    if (cfg->identity.cert != NULL && cfg->identity.key != NULL) {
+        if (certs_keypair_load(&s->keypair, cfg->identity.cert, cfg->identity.key,
+                               (int64_t)time(NULL), e2, sizeof(e2)) != 0) {
+            snprintf(err, errlen, "identity: %s", e2);
+            goto fail;
+        }
+        s->own_id = strdup(certs_keypair_spiffe_id(s->keypair));
+    } else {
+        s->own_id = strdup("");
+    }
+    if (s->own_id == NULL)
+        goto nomem;
+    s->server_ctx = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*s->server_ctx));
+    if (s->server_ctx == NULL)
+        goto nomem;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        if (cfg->listeners[i].kind != PX_LISTENER_INBOUND)
+            continue;
+        if (s->keypair == NULL || s->trust == NULL) {
+            snprintf(err, errlen, "listeners[%zu]: an inbound listener needs identity.cert, "
+                                  "identity.key and identity.trust_bundles", i);
+            goto fail;
+        }
+        s->server_ctx[i] = server_ctx_new(s, e2, sizeof(e2));
+        if (s->server_ctx[i] == NULL) {
+            snprintf(err, errlen, "listeners[%zu]: TLS: %s", i, e2);
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    px_snapshot_unref(s);
+    return -1;
+}

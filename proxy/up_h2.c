@@ -1,0 +1,551 @@
+/*
+ * up_h2.c - upstream h2c (HTTP/2 over cleartext, prior knowledge): a pool
+ * of multiplexed connections per upstream address, per worker.
+ *
+ * A request goes on the first connection with a free stream slot (the
+ * peer's SETTINGS_MAX_CONCURRENT_STREAMS, capped by UP_MAX_STREAMS), else
+ * on a new connection. Requests may be submitted before the TCP connect
+ * completes; nghttp2 holds the frames until we start sending.
+ *
+ * Flow control mirrors h2.c: response DATA is consumed at the connection
+ * level at once and at the stream level when the downstream has sent it on,
+ * so a slow client slows its own stream's upstream and nothing else.
+ */
+#include "px.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define UP_OUT_HIGH (256 * 1024)
+#define UP_MAX_STREAMS 100
+#define UP_CONN_WINDOW (16 * 1024 * 1024)
+#define UP_MAX_CONNS 64 /* per pool; beyond, streams queue on the least loaded */
+
+struct uph2_conn {
+    struct px_pool *pool;
+    struct px_worker *w;
+    struct uph2_conn *next, *prev;
+    struct bufferevent *bev;
+    nghttp2_session *s;
+    struct event *send_ev;
+    struct uph2_stream *streams;
+    size_t nstreams;
+    int connected, dead, goaway, connect_failed;
+};
+
+struct uph2_stream {
+    struct uph2_conn *uc;
+    struct px_stream *st;
+    struct uph2_stream *next, *prev;
+    int32_t id;
+    int deferred;
+    int got_final_headers;
+};
+
+static const struct px_up_ops uph2_ops;
+static void uc_send(struct uph2_conn *uc);
+static void uc_fail(struct uph2_conn *uc, const char *reason);
+
+static void schedule_send(struct uph2_conn *uc)
+{
+    if (!uc->dead)
+        event_active(uc->send_ev, EV_WRITE, 0);
+}
+
+static void unlink_us(struct uph2_conn *uc, struct uph2_stream *us)
+{
+    if (us->prev)
+        us->prev->next = us->next;
+    else
+        uc->streams = us->next;
+    if (us->next)
+        us->next->prev = us->prev;
+    us->next = us->prev = NULL;
+    uc->nstreams--;
+}
+
+/* ---- nghttp2 client callbacks ----------------------------------------- */
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+    struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    struct px_stream *st;
+    (void)flags;
+    (void)arg;
+
+    if (us == NULL || us->st == NULL || f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    st = us->st;
+    if (f->headers.cat == NGHTTP2_HCAT_HEADERS && us->got_final_headers) {
+        px_hdrs_add(&st->resp_trailers, (const char *)name, nlen, (const char *)value, vlen, 0);
+        return 0;
+    }
+    if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
+        int code = 0;
+        for (size_t i = 0; i < vlen; i++)
+            code = code * 10 + (value[i] - '0');
+        st->status = code;
+        return 0;
+    }
+    if (nlen > 0 && name[0] == ':')
+        return 0;
+    if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
+        long long v = 0;
+        for (size_t i = 0; i < vlen && i < 18; i++)
+            v = v * 10 + (value[i] - '0');
+        st->resp_content_length = v; /* nghttp2 validated the digits */
+        return 0;
+    }
+    px_hdrs_add(&st->resp, (const char *)name, nlen, (const char *)value, vlen, 0);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct uph2_conn *uc = arg;
+    struct uph2_stream *us;
+    struct px_stream *st;
+
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        uc->goaway = 1;
+        return 0;
+    }
+    if (f->hd.stream_id == 0)
+        return 0;
+    us = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (us == NULL || us->st == NULL)
+        return 0;
+    st = us->st;
+    px_stream_up_activity(st);
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        if (!us->got_final_headers) {
+            if (st->status >= 100 && st->status < 200) {
+                /* interim response: forget it, wait for the final one */
+                st->status = 0;
+                px_hdrs_clear(&st->resp);
+                return 0;
+            }
+            us->got_final_headers = 1;
+            if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+                st->resp_eof = 1;
+            px_stream_response_headers(st);
+            return 0;
+        }
+    }
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        st->resp_eof = 1;
+        if (st->down)
+            st->down->response_ready(st);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *arg)
+{
+    struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, id);
+    (void)flags;
+    (void)arg;
+    nghttp2_session_consume_connection(s, len);
+    if (us == NULL || us->st == NULL || us->st->down_done) {
+        nghttp2_session_consume_stream(s, id, len);
+        return 0;
+    }
+    evbuffer_add(us->st->resp_body, data, len);
+    px_stream_up_activity(us->st);
+    if (us->st->down)
+        us->st->down->response_ready(us->st);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *arg)
+{
+    struct uph2_conn *uc = arg;
+    struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, id);
+    struct px_stream *st;
+
+    if (us == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    unlink_us(uc, us);
+    st = us->st;
+    free(us);
+    if (st == NULL)
+        return 0;
+    if (!st->resp_eof)
+        px_stream_upstream_failed(st, error_code == NGHTTP2_REFUSED_STREAM ? 503 : 502,
+                                  error_code == NGHTTP2_REFUSED_STREAM ? "upstream_refused_stream"
+                                                                       : "upstream_reset");
+    px_stream_up_done(st);
+    return 0;
+}
+
+static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+    struct uph2_stream *us = src->ptr;
+    struct px_stream *st = us->st;
+    size_t avail, n;
+    (void)arg;
+
+    if (st == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    avail = evbuffer_get_length(st->req_body);
+    n = avail < length ? avail : length;
+    if (n == 0 && !st->req_eof) {
+        us->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    if (n > 0) {
+        evbuffer_remove(st->req_body, buf, n);
+        if (st->down)
+            st->down->request_drained(st, n);
+    }
+    if (st->req_eof && evbuffer_get_length(st->req_body) == 0) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->req_trailers.n > 0) {
+            nghttp2_nv nva[64];
+            size_t k = 0;
+            for (size_t i = 0; i < st->req_trailers.n && k < 64; i++, k++)
+                nva[k] = (nghttp2_nv){(uint8_t *)st->req_trailers.v[i].name,
+                                      (uint8_t *)st->req_trailers.v[i].value,
+                                      st->req_trailers.v[i].nlen, st->req_trailers.v[i].vlen,
+                                      NGHTTP2_NV_FLAG_NONE};
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(s, id, nva, k);
+        }
+    }
+    return (ssize_t)n;
+}
+
+/* ---- px_up_ops ---------------------------------------------------------- */
+
+static void uph2_request_ready(struct px_stream *st)
+{
+    struct uph2_stream *us = st->up_ctx;
+    if (us == NULL || us->uc->dead)
+        return;
+    if (us->deferred) {
+        us->deferred = 0;
+        nghttp2_session_resume_data(us->uc->s, us->id);
+    }
+    schedule_send(us->uc);
+}
+
+static void uph2_response_drained(struct px_stream *st, size_t n)
+{
+    struct uph2_stream *us = st->up_ctx;
+    if (us == NULL || us->uc->dead)
+        return;
+    nghttp2_session_consume_stream(us->uc->s, us->id, n);
+    schedule_send(us->uc);
+}
+
+static void uph2_cancel(struct px_stream *st)
+{
+    struct uph2_stream *us = st->up_ctx;
+    st->up_ctx = NULL;
+    if (us != NULL) {
+        us->st = NULL; /* the stream close callback frees us */
+        if (!us->uc->dead) {
+            nghttp2_submit_rst_stream(us->uc->s, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_CANCEL);
+            schedule_send(us->uc);
+        }
+    }
+    px_stream_up_done(st);
+}
+
+static const struct px_up_ops uph2_ops = {uph2_request_ready, uph2_response_drained, uph2_cancel};
+
+/* ---- connection --------------------------------------------------------- */
+
+static void uc_free(struct uph2_conn *uc)
+{
+    struct px_pool *pool = uc->pool;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        pool->conns = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    pool->nconns--;
+    if (uc->s)
+        nghttp2_session_del(uc->s);
+    if (uc->bev)
+        bufferevent_free(uc->bev);
+    if (uc->send_ev)
+        event_free(uc->send_ev);
+    free(uc);
+}
+
+/* The connection is unusable: every stream on it fails, then it goes. */
+static void uc_fail(struct uph2_conn *uc, const char *reason)
+{
+    if (uc->dead)
+        return;
+    uc->dead = 1;
+    while (uc->streams != NULL) {
+        struct uph2_stream *us = uc->streams;
+        struct px_stream *st = us->st;
+        nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
+        unlink_us(uc, us);
+        free(us);
+        if (st != NULL) {
+            st->up_ctx = NULL;
+            if (!st->resp_eof)
+                px_stream_upstream_failed(st, 502, reason);
+            px_stream_up_done(st);
+        }
+    }
+    uc_free(uc);
+}
+
+static void uc_send(struct uph2_conn *uc)
+{
+    struct evbuffer *out;
+    if (uc->dead || !uc->connected)
+        return;
+    out = bufferevent_get_output(uc->bev);
+    while (evbuffer_get_length(out) < UP_OUT_HIGH) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(uc->s, &data);
+        if (n < 0) {
+            uc_fail(uc, "upstream_protocol_error");
+            return;
+        }
+        if (n == 0)
+            break;
+        evbuffer_add(out, data, (size_t)n);
+    }
+    if (uc->nstreams == 0 && (uc->goaway || (!nghttp2_session_want_read(uc->s) &&
+                                             !nghttp2_session_want_write(uc->s))))
+        uc_fail(uc, "upstream_goaway");
+}
+
+static void uc_send_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct uph2_conn *uc = arg;
+    (void)fd;
+    (void)what;
+    if (uc->connect_failed) {
+        uc_fail(uc, "connect_failed");
+        return;
+    }
+    uc_send(uc);
+}
+
+static void uc_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct uph2_conn *uc = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (evbuffer_get_length(in) > 0 && !uc->dead) {
+        size_t len = evbuffer_get_contiguous_space(in);
+        unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
+        ssize_t n = nghttp2_session_mem_recv(uc->s, p, len);
+        if (n < 0) {
+            px_log(PX_LOG_WARN, "upstream_h2_error", "upstream", uc->pool->key, "error",
+                   nghttp2_strerror((int)n), NULL);
+            uc_fail(uc, "bad_upstream_response");
+            return;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    uc_send(uc);
+}
+
+static void uc_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    uc_send(arg);
+}
+
+static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct uph2_conn *uc = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        uc->connected = 1;
+        uc_send(uc);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        int err = EVUTIL_SOCKET_ERROR();
+        const char *reason = !uc->connected ? (err == ECONNREFUSED ? "connect_refused"
+                                                                   : "connect_failed")
+                                            : "upstream_reset";
+        if (!uc->connected)
+            px_log(PX_LOG_WARN, "upstream_connect_failed", "upstream", uc->pool->key, "error",
+                   evutil_socket_error_to_string(err), NULL);
+        uc_fail(uc, reason);
+    }
+}
+
+static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
+{
+    struct uph2_conn *uc = calloc(1, sizeof(*uc));
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    nghttp2_settings_entry iv[2];
+
+    if (uc == NULL)
+        return NULL;
+    uc->pool = pool;
+    uc->w = w;
+    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (nghttp2_session_client_new2(&uc->s, cbs, uc, opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    cbs = NULL;
+    opt = NULL;
+    iv[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+    iv[1] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
+                                     (uint32_t)w->snap->cfg->limits.stream_buffer};
+    nghttp2_submit_settings(uc->s, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_session_set_local_window_size(uc->s, NGHTTP2_FLAG_NONE, 0, UP_CONN_WINDOW);
+    uc->send_ev = event_new(w->base, -1, 0, uc_send_cb, uc);
+    uc->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (uc->send_ev == NULL || uc->bev == NULL)
+        goto fail;
+    bufferevent_setcb(uc->bev, uc_read_cb, uc_write_cb, uc_event_cb, uc);
+    bufferevent_setwatermark(uc->bev, EV_WRITE, UP_OUT_HIGH / 2, 0);
+    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    uc->next = pool->conns;
+    if (uc->next)
+        ((struct uph2_conn *)uc->next)->prev = uc;
+    pool->conns = uc;
+    pool->nconns++;
+    if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) !=
+        0) {
+        /* Immediate failure (e.g. no route): the caller still submits its
+         * stream; it is failed from the event loop, not under its feet. */
+        uc->connect_failed = 1;
+        event_active(uc->send_ev, EV_WRITE, 0);
+    }
+    return uc;
+fail:
+    if (cbs)
+        nghttp2_session_callbacks_del(cbs);
+    if (opt)
+        nghttp2_option_del(opt);
+    if (uc->s)
+        nghttp2_session_del(uc->s);
+    if (uc->send_ev)
+        event_free(uc->send_ev);
+    if (uc->bev)
+        bufferevent_free(uc->bev);
+    free(uc);
+    return NULL;
+}
+
+static struct uph2_conn *pick_conn(struct px_worker *w, struct px_pool *pool)
+{
+    struct uph2_conn *best = NULL;
+    for (struct uph2_conn *uc = pool->conns; uc != NULL; uc = uc->next) {
+        uint32_t peer_max;
+        if (uc->dead || uc->goaway)
+            continue;
+        peer_max = nghttp2_session_get_remote_settings(uc->s,
+                                                       NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        if (peer_max > UP_MAX_STREAMS)
+            peer_max = UP_MAX_STREAMS;
+        if (uc->nstreams < peer_max)
+            return uc;
+        if (best == NULL || uc->nstreams < best->nstreams)
+            best = uc;
+    }
+    if (pool->nconns < UP_MAX_CONNS || best == NULL)
+        return uc_new(w, pool);
+    return best;
+}
+
+void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st)
+{
+    struct uph2_conn *uc = pick_conn(w, pool);
+    struct uph2_stream *us;
+    nghttp2_nv *nva;
+    nghttp2_data_provider prd;
+    size_t k = 0;
+    char clen[24];
+    int32_t id;
+
+    if (uc == NULL) {
+        px_stream_upstream_failed(st, 503, "no_memory");
+        px_stream_up_done(st);
+        return;
+    }
+    us = calloc(1, sizeof(*us));
+    nva = calloc(st->req.n + 5, sizeof(*nva));
+    if (us == NULL || nva == NULL) {
+        free(us);
+        free(nva);
+        px_stream_upstream_failed(st, 503, "no_memory");
+        px_stream_up_done(st);
+        return;
+    }
+    nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)st->method, 7, strlen(st->method),
+                            NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)st->authority, 10,
+                            strlen(st->authority), NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)st->path, 5, strlen(st->path),
+                            NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < st->req.n; i++)
+        nva[k++] = (nghttp2_nv){(uint8_t *)st->req.v[i].name, (uint8_t *)st->req.v[i].value,
+                                st->req.v[i].nlen, st->req.v[i].vlen, NGHTTP2_NV_FLAG_NONE};
+    if (st->req_content_length >= 0) {
+        snprintf(clen, sizeof(clen), "%lld", (long long)st->req_content_length);
+        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    us->uc = uc;
+    us->st = st;
+    prd.source.ptr = us;
+    prd.read_callback = read_request;
+    id = nghttp2_submit_request(uc->s, NULL, nva, k,
+                                (st->req_eof && evbuffer_get_length(st->req_body) == 0 &&
+                                 st->req_trailers.n == 0)
+                                    ? NULL
+                                    : &prd,
+                                us);
+    free(nva);
+    if (id < 0) {
+        free(us);
+        px_stream_upstream_failed(st, 502, "upstream_submit_failed");
+        px_stream_up_done(st);
+        return;
+    }
+    us->id = id;
+    us->next = uc->streams;
+    if (uc->streams)
+        uc->streams->prev = us;
+    uc->streams = us;
+    uc->nstreams++;
+    st->up = &uph2_ops;
+    st->up_ctx = us;
+    schedule_send(uc);
+}
+
+void px_up_h2_pool_free(struct px_pool *pool)
+{
+    while (pool->conns != NULL)
+        uc_fail(pool->conns, "shutdown");
+}

@@ -1,0 +1,80 @@
+/*
+ * upstream.c - per-worker upstream pools: one pool per distinct upstream
+ * (protocol, host, port), created on first use, living as long as the
+ * worker. The protocol halves (up_h2.c, up_h1.c) own the connections.
+ */
+#include "px.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker.h"
+
+int px_resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
+        return -1;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *len = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static struct px_pool *pool_get(struct px_worker *w, const struct px_upstream_addr *up)
+{
+    char key[sizeof(((struct px_pool *)0)->key)];
+    struct px_pool *p;
+
+    snprintf(key, sizeof(key), "%s://%s:%s", up->proto == PX_UP_H2C ? "h2c" : "http", up->host,
+             up->port);
+    for (p = w->pools; p != NULL; p = p->next)
+        if (strcmp(p->key, key) == 0)
+            return p;
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    memcpy(p->key, key, sizeof(key));
+    p->proto = up->proto;
+    if (px_resolve(up->host, up->port, &p->addr, &p->addrlen) != 0) {
+        free(p);
+        return NULL;
+    }
+    p->next = w->pools;
+    w->pools = p;
+    return p;
+}
+
+void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
+                       struct px_stream *st)
+{
+    struct px_pool *pool = pool_get(w, up);
+    if (pool == NULL) {
+        px_stream_upstream_failed(st, 503, "upstream_unresolvable");
+        px_stream_up_done(st);
+        return;
+    }
+    if (pool->proto == PX_UP_H2C)
+        px_up_h2_start(w, pool, st);
+    else
+        px_up_h1_start(w, pool, st);
+}
+
+void px_pools_free(struct px_worker *w)
+{
+    while (w->pools != NULL) {
+        struct px_pool *p = w->pools;
+        w->pools = p->next;
+        if (p->proto == PX_UP_H2C)
+            px_up_h2_pool_free(p);
+        else
+            px_up_h1_pool_free(p);
+        free(p);
+    }
+}

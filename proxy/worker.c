@@ -1,0 +1,441 @@
+/*
+ * worker.c - worker threads: one event base each, one SO_REUSEPORT
+ * listener per configured listener each (the kernel spreads connections),
+ * the TLS handshake, and hand-off to h2.c / h1.c by ALPN.
+ *
+ * Workers get messages, not locked shared state: the control thread posts
+ * a new snapshot or a drain order with event_base_once() (libevent is
+ * initialised with pthreads support, which makes that call thread-safe);
+ * the worker swaps its own pointer on its own thread.
+ */
+#include "px.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <openssl/err.h>
+
+#include "certs.h"
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+atomic_long px_active_conns;
+
+static struct px_counter *hs_counter(const char *listener, const char *result)
+{
+    char labels[200];
+    snprintf(labels, sizeof(labels), "listener=\"%s\",result=\"%s\"", listener, result);
+    return px_counter_get("picket_handshakes_total",
+                          "TLS handshakes by listener and result (ok or refusal reason)", labels);
+}
+
+static struct px_gauge *active_gauge(void)
+{
+    static _Atomic(struct px_gauge *) g;
+    struct px_gauge *v = atomic_load_explicit(&g, memory_order_acquire);
+    if (v == NULL) {
+        v = px_gauge_get("picket_connections_active", "Open downstream connections", "");
+        atomic_store_explicit(&g, v, memory_order_release);
+    }
+    return v;
+}
+
+void px_conn_free(struct px_conn *c)
+{
+    struct px_worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    atomic_fetch_sub(&px_active_conns, 1);
+    px_gauge_add(active_gauge(), -1);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->bev) {
+        if (c->ssl != NULL && c->handshaken)
+            SSL_set_shutdown(c->ssl, SSL_RECEIVED_SHUTDOWN);
+        bufferevent_free(c->bev);
+    }
+    px_snapshot_unref(c->snap);
+    free(c);
+    if (w->draining && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+void px_conn_drain(struct px_conn *c)
+{
+    if (!c->handshaken) {
+        px_conn_free(c);
+        return;
+    }
+    if (c->proto == PX_PROTO_H2)
+        px_h2_conn_drain(c);
+    else if (c->proto == PX_PROTO_H1)
+        px_h1_conn_drain(c);
+}
+
+static void hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->handshaken)
+        return;
+    px_counter_add(hs_counter(c->lst->name, "timeout"), 1);
+    px_log(PX_LOG_INFO, "handshake_timeout", "listener", c->lst->name, "peer", c->peer_addr,
+           NULL);
+    px_conn_free(c);
+}
+
+static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    const unsigned char *alpn = NULL;
+    unsigned alpnlen = 0;
+    int rc;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        c->handshaken = 1;
+        evtimer_del(c->timer);
+        px_counter_add(hs_counter(c->lst->name, "ok"), 1);
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alpnlen);
+        if (alpnlen == 2 && memcmp(alpn, "h2", 2) == 0)
+            rc = px_h2_conn_start(c);
+        else
+            rc = px_h1_conn_start(c);
+        if (rc != 0)
+            px_conn_free(c);
+        return;
+    }
+    if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        const char *reason = c->hs_reason;
+        char detail[256] = "";
+        if (reason == NULL) {
+            if (e != 0) {
+                ERR_error_string_n(e, detail, sizeof(detail));
+                reason = ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE
+                             ? "no_certificate"
+                             : "tls_error";
+            } else {
+                reason = "closed_during_handshake";
+            }
+        }
+        while (bufferevent_get_openssl_error(bev) != 0)
+            ;
+        px_counter_add(hs_counter(c->lst->name, reason), 1);
+        px_log(PX_LOG_INFO, "handshake_refused", "listener", c->lst->name, "peer", c->peer_addr,
+               "reason", reason, "detail", c->hs_detail[0] ? c->hs_detail : detail, NULL);
+        px_conn_free(c);
+    }
+}
+
+static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(buf, len, "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, len, "[%s]:%d", host, port);
+    } else {
+        snprintf(buf, len, "unknown");
+    }
+}
+
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct px_listener *l = arg;
+    struct px_worker *w = l->w;
+    const struct px_config *cfg = w->snap->cfg;
+    struct px_conn *c;
+    SSL_CTX *ctx = w->snap->server_ctx[l->index];
+    int one = 1;
+    int64_t ms;
+    struct timeval tv;
+    (void)evl;
+    (void)salen;
+
+    if (w->draining ||
+        atomic_load(&px_active_conns) >= (long)cfg->limits.max_connections) {
+        px_counter_add(hs_counter(l->name, "over_max_connections"), 1);
+        close(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->lst = l;
+    c->snap = px_snapshot_ref(w->snap);
+    c->accepted_ms = px_now_ms();
+    addr_str(sa, c->peer_addr, sizeof(c->peer_addr));
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    atomic_fetch_add(&px_active_conns, 1);
+    px_gauge_add(active_gauge(), 1);
+    if (l->conns_total)
+        px_counter_add(l->conns_total, 1);
+
+    if (ctx == NULL) {
+        /* plaintext listener (outbound, from the local app) */
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev == NULL) {
+            close(fd);
+            px_conn_free(c);
+            return;
+        }
+        c->handshaken = 1;
+        if (px_h1_conn_start(c) != 0)
+            px_conn_free(c);
+        return;
+    }
+    c->ssl = SSL_new(ctx);
+    if (c->ssl == NULL) {
+        close(fd);
+        px_conn_free(c);
+        return;
+    }
+    SSL_set_ex_data(c->ssl, px_ssl_conn_idx, c);
+    c->bev = bufferevent_openssl_socket_new(w->base, fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        SSL_free(c->ssl);
+        close(fd);
+        px_conn_free(c);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    c->timer = evtimer_new(w->base, hs_timeout_cb, c);
+    ms = cfg->limits.handshake_timeout_ms;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    if (c->timer)
+        evtimer_add(c->timer, &tv);
+    bufferevent_setcb(c->bev, NULL, NULL, hs_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+    struct px_listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    (void)evl;
+    /* EMFILE/ENFILE: out of descriptors. Keep listening; the kernel queue
+     * holds the connection until a descriptor frees up. */
+    px_log(PX_LOG_WARN, "accept_failed", "listener", l->name, "error",
+           evutil_socket_error_to_string(err), NULL);
+}
+
+int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
+{
+    const struct px_config *cfg = w->snap->cfg;
+    w->listeners = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*w->listeners));
+    if (w->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    w->nlisteners = cfg->nlisteners;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct px_listener_cfg *lc = &cfg->listeners[i];
+        struct px_listener *l = &w->listeners[i];
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        char labels[120];
+
+        l->w = w;
+        l->index = i;
+        snprintf(l->name, sizeof(l->name), "%s", lc->name);
+        snprintf(labels, sizeof(labels), "listener=\"%s\"", l->name);
+        l->duration = px_histogram_get("picket_request_duration_seconds",
+                                       "Request duration from headers to end of response",
+                                       labels, PX_LATENCY_BOUNDS, PX_LATENCY_NBOUNDS);
+        l->conns_total = px_counter_get("picket_connections_total", "Accepted connections",
+                                        labels);
+        if (px_resolve(lc->bind_host, lc->bind_port, &ss, &sl) != 0) {
+            snprintf(err, errlen, "listeners[%zu] (%s): cannot resolve %s:%s", i, lc->name,
+                     lc->bind_host, lc->bind_port);
+            return -1;
+        }
+        l->evl = evconnlistener_new_bind(w->base, accept_cb, l,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                             LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+                                         4096, (struct sockaddr *)&ss, (int)sl);
+        if (l->evl == NULL) {
+            snprintf(err, errlen, "listeners[%zu] (%s): cannot listen on %s:%s: %s", i, lc->name,
+                     lc->bind_host, lc->bind_port, strerror(errno));
+            return -1;
+        }
+        evconnlistener_set_error_cb(l->evl, accept_error_cb);
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct px_worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int px_worker_start(struct px_worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+/* ---- messages from the control thread --------------------------------- */
+
+struct swap_msg {
+    struct px_worker *w;
+    struct px_snapshot *snap;
+    struct px_policy_state *pol;
+    int has_pol;
+};
+
+static void swap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct swap_msg *m = arg;
+    (void)fd;
+    (void)what;
+    if (m->snap != NULL) {
+        struct px_snapshot *old = m->w->snap;
+        m->w->snap = m->snap;
+        px_snapshot_unref(old);
+    }
+    if (m->has_pol) {
+        struct px_policy_state *old = m->w->policy;
+        m->w->policy = m->pol;
+        px_policy_state_unref(old);
+    }
+    free(m);
+}
+
+int px_worker_post_snapshot(struct px_worker *w, struct px_snapshot *snap)
+{
+    struct swap_msg *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return -1;
+    m->w = w;
+    m->snap = px_snapshot_ref(snap);
+    if (event_base_once(w->base, -1, EV_TIMEOUT, swap_cb, m, NULL) != 0) {
+        px_snapshot_unref(m->snap);
+        free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int px_worker_post_policy(struct px_worker *w, struct px_policy_state *pol)
+{
+    struct swap_msg *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return -1;
+    m->w = w;
+    m->pol = px_policy_state_ref(pol);
+    m->has_pol = 1;
+    if (event_base_once(w->base, -1, EV_TIMEOUT, swap_cb, m, NULL) != 0) {
+        px_policy_state_unref(m->pol);
+        free(m);
+        return -1;
+    }
+    return 0;
+}
+
+static void close_all(struct px_worker *w)
+{
+    while (w->conns != NULL) {
+        struct px_conn *c = w->conns;
+        /* Closing forcibly: let each protocol free its streams. */
+        if (c->proto == PX_PROTO_H2)
+            px_h2_conn_close(c);
+        else if (c->proto == PX_PROTO_H1)
+            px_h1_conn_close(c);
+        else
+            px_conn_free(c);
+    }
+}
+
+static void drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->nconns > 0)
+        px_log(PX_LOG_WARN, "drain_timeout", "msg", "closing connections still open", NULL);
+    close_all(w);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    int64_t ms = w->snap->cfg->limits.drain_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    (void)fd;
+    (void)what;
+    w->draining = 1;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].evl) {
+            evconnlistener_free(w->listeners[i].evl);
+            w->listeners[i].evl = NULL;
+        }
+    }
+    for (struct px_conn *c = w->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        px_conn_drain(c);
+    }
+    if (w->nconns == 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    w->drain_timer = evtimer_new(w->base, drain_deadline_cb, w);
+    if (w->drain_timer)
+        evtimer_add(w->drain_timer, &tv);
+}
+
+int px_worker_post_drain(struct px_worker *w)
+{
+    return event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
+}
+
+void px_worker_free(struct px_worker *w)
+{
+    w->draining = 0; /* no loopexit calls from here on */
+    close_all(w);
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].evl)
+            evconnlistener_free(w->listeners[i].evl);
+    free(w->listeners);
+    px_pools_free(w);
+    if (w->drain_timer)
+        event_free(w->drain_timer);
+    px_policy_state_unref(w->policy);
+    px_snapshot_unref(w->snap);
+    if (w->base)
+        event_base_free(w->base);
+}
