@@ -125,7 +125,12 @@ int px_config_parse(struct px_config **out, const char *name, const char *dir, c
 
 void px_config_free(struct px_config *cfg); /* NULL is a no-op */
 
-/* Level names: "debug", "info", "warn", "error"; -1 if unknown. */
+/* Level names: "debug", "info", "warn", "error"; -1 if unknown. Pure. */
 int px_log_level_parse(const char *s);
+
+/* 1 if `host` (no brackets, no port) is a loopback address: an IPv4
+ * literal in 127.0.0.0/8, "::1" or "localhost" (ASCII case-insensitive);
+ * 0 otherwise. Pure; used for admin.bind and by px_admin_start(). */
+int px_config_host_is_loopback(const char *host);
 
 #endif

@@ -1,0 +1,497 @@
+/*
+ * log.c - JSON-lines logging: operational log on stderr, access and audit
+ * logs in files (or stdout).
+ *
+ * Hot path: a thread formats into its own _Thread_local buffer and issues
+ * one write(2); no lock, no allocation. The only shared state is a few
+ * atomics per sink (descriptor number, enabled flag).
+ *
+ * Reopen (logrotate, SIGHUP) keeps each sink's descriptor *number* for the
+ * life of the process and dup2()s the freshly opened file onto it. A worker
+ * that loaded the number a moment earlier thus writes to the old or the new
+ * file, never to a closed descriptor or to one the kernel has since handed
+ * to a socket. Disabling a sink dup2()s /dev/null onto it for the same
+ * reason; the number is closed only by px_log_shutdown().
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "metrics.h"
+
+enum { SINK_ERROR, SINK_ACCESS, SINK_AUDIT, NSINKS };
+
+struct sink {
+    atomic_int fd; /* -1 until first opened */
+    atomic_int on;
+};
+
+static struct sink g_sink[NSINKS] = {
+    {STDERR_FILENO, 1},
+    {-1, 0},
+    {-1, 0},
+};
+static atomic_int g_level = PX_LOG_INFO;
+
+static const char *const sink_label[NSINKS] = {"log=\"error\"", "log=\"access\"",
+                                               "log=\"audit\""};
+static const char *const level_name[] = {"debug", "info", "warn", "error"};
+
+static _Thread_local char tl_line[PX_LOG_LINE_MAX];
+static _Thread_local char tl_msg[PX_LOG_VALUE_MAX];
+
+/* ---- escaping ---------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (2..4) and its code point, or 0
+ * if the bytes are not valid UTF-8 (RFC 3629 table 4). */
+static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
+{
+    unsigned c = s[0], lo = 0x80, hi = 0xBF;
+    size_t len;
+
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        *cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        *cp = c & 0x0F;
+        lo = c == 0xE0 ? 0xA0 : 0x80; /* no overlongs */
+        hi = c == 0xED ? 0x9F : 0xBF; /* no surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        *cp = c & 0x07;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF; /* <= U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        *cp = (*cp << 6) | (s[i] & 0x3F);
+    }
+    return len;
+}
+
+size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0, i = 0;
+
+    if (outlen == 0)
+        return 0;
+    while (i < inlen) {
+        char tmp[8];
+        const char *piece = tmp;
+        size_t plen = 1, adv = 1;
+        unsigned c = s[i], cp;
+
+        if (c == '"' || c == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char)c;
+            plen = 2;
+        } else if (c >= 0x20 && c < 0x7f) {
+            piece = in + i;
+        } else if (c >= 0x80 && (adv = utf8_seq(s + i, inlen - i, &cp)) != 0) {
+            plen = adv;
+            piece = in + i;
+            if (cp == 0x2028 || cp == 0x2029) { /* line breaks to JavaScript */
+                memcpy(tmp, cp == 0x2028 ? "\\u2028" : "\\u2029", 6);
+                piece = tmp;
+                plen = 6;
+            }
+        } else { /* control character, DEL or a byte that is not UTF-8 */
+            memcpy(tmp, "\\u00", 4);
+            tmp[4] = hex[c >> 4];
+            tmp[5] = hex[c & 15];
+            plen = 6;
+            adv = 1;
+        }
+        if (o + plen + 1 > outlen)
+            break;
+        memcpy(out + o, piece, plen);
+        o += plen;
+        i += adv;
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* ---- line builder ------------------------------------------------------ */
+
+#define RESERVE 24 /* room kept for ,"truncated":true}\n */
+
+struct jb {
+    char *p;
+    size_t len, cap;
+    int trunc;
+};
+
+static void jb_lit(struct jb *b, const char *s, size_t n)
+{
+    if (b->trunc || b->len + n + RESERVE > b->cap) {
+        b->trunc = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* A JSON string (cut to fit the line), or null. */
+static void jb_str(struct jb *b, const char *s)
+{
+    size_t room;
+
+    if (s == NULL) {
+        jb_lit(b, "null", 4);
+        return;
+    }
+    jb_lit(b, "\"", 1);
+    if (b->trunc)
+        return;
+    room = b->cap - b->len - RESERVE; /* >= 0: jb_lit left RESERVE free */
+    if (room > PX_LOG_VALUE_MAX + 1)
+        room = PX_LOG_VALUE_MAX + 1;
+    if (room > 1)
+        b->len += px_json_escape(b->p + b->len, room - 1, s, strlen(s));
+    jb_lit(b, "\"", 1);
+}
+
+static void jb_key(struct jb *b, const char *key)
+{
+    if (b->len > 1)
+        jb_lit(b, ",", 1);
+    jb_str(b, key);
+    jb_lit(b, ":", 1);
+}
+
+/* A field is written whole or not at all, so the line stays valid JSON. */
+static void jb_field_str(struct jb *b, const char *key, const char *val)
+{
+    size_t save = b->len;
+    jb_key(b, key);
+    jb_str(b, val);
+    if (b->trunc)
+        b->len = save;
+}
+
+static void jb_field_raw(struct jb *b, const char *key, const char *raw)
+{
+    size_t save = b->len;
+    jb_key(b, key);
+    jb_lit(b, raw, strlen(raw));
+    if (b->trunc)
+        b->len = save;
+}
+
+static void jb_field_i64(struct jb *b, const char *key, int64_t v, int null_if_negative)
+{
+    char num[32];
+    if (null_if_negative && v < 0)
+        snprintf(num, sizeof(num), "null");
+    else
+        snprintf(num, sizeof(num), "%lld", (long long)v);
+    jb_field_raw(b, key, num);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *px_log_fmt_ts(int64_t ms, char *buf, size_t buflen)
+{
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (ms < 0 || gmtime_r(&sec, &tm) == NULL) {
+        snprintf(buf, buflen, "1970-01-01T00:00:00.000Z");
+        return buf;
+    }
+    snprintf(buf, buflen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return buf;
+}
+
+static void jb_open(struct jb *b, int64_t ts_ms)
+{
+    char ts[40];
+    b->p = tl_line;
+    b->len = 0;
+    b->cap = sizeof(tl_line);
+    b->trunc = 0;
+    jb_lit(b, "{", 1);
+    jb_field_str(b, "ts", px_log_fmt_ts(ts_ms != 0 ? ts_ms : now_ms(), ts, sizeof(ts)));
+}
+
+static void jb_close(struct jb *b)
+{
+    if (b->trunc) {
+        memcpy(b->p + b->len, ",\"truncated\":true", 17);
+        b->len += 17;
+    }
+    memcpy(b->p + b->len, "}\n", 2);
+    b->len += 2;
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static void count_error(int which)
+{
+    /* Rare path: the registry lookup takes a mutex, which is fine here and
+     * keeps log.c free of pointers that px_metrics_shutdown() would free. */
+    px_counter_add(px_counter_get("picket_log_write_errors_total",
+                                  "Log lines dropped because writing them failed.",
+                                  sink_label[which]),
+                   1);
+}
+
+static int write_line(int which, const char *buf, size_t len)
+{
+    int fd = atomic_load_explicit(&g_sink[which].fd, memory_order_acquire);
+    int waits = 0;
+    size_t off = 0;
+
+    while (off < len) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && waits < 2) {
+            /* A full pipe: give the reader a moment, then drop the line. */
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            (void)poll(&pfd, 1, 5);
+            waits++;
+            continue;
+        }
+        count_error(which);
+        return -1;
+    }
+    return 0;
+}
+
+static int sink_on(int which)
+{
+    return atomic_load_explicit(&g_sink[which].on, memory_order_acquire);
+}
+
+int px_log_enabled(int level)
+{
+    return level >= atomic_load_explicit(&g_level, memory_order_relaxed);
+}
+
+static const char *lvl(int level)
+{
+    return level_name[level < PX_LOG_DEBUG ? 0 : level > PX_LOG_ERROR ? 3 : level];
+}
+
+void px_log(int level, const char *event, ...)
+{
+    struct jb b;
+    va_list ap;
+
+    if (!px_log_enabled(level))
+        return;
+    jb_open(&b, 0);
+    jb_field_str(&b, "level", lvl(level));
+    jb_field_str(&b, "event", event);
+    va_start(ap, event);
+    for (;;) {
+        const char *k = va_arg(ap, const char *), *v;
+        if (k == NULL)
+            break;
+        v = va_arg(ap, const char *);
+        jb_field_str(&b, k, v);
+    }
+    va_end(ap);
+    jb_close(&b);
+    (void)write_line(SINK_ERROR, b.p, b.len);
+}
+
+void px_logf(int level, const char *event, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!px_log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(tl_msg, sizeof(tl_msg), fmt, ap);
+    va_end(ap);
+    px_log(level, event, "msg", tl_msg, (const char *)NULL);
+}
+
+void px_log_access(const struct px_access_rec *r)
+{
+    struct jb b;
+    char dur[40];
+    int64_t us = r->duration_us < 0 ? 0 : r->duration_us;
+
+    if (!sink_on(SINK_ACCESS))
+        return;
+    jb_open(&b, r->ts_ms);
+    jb_field_str(&b, "listener", r->listener);
+    jb_field_str(&b, "request_id", r->request_id);
+    jb_field_str(&b, "peer", r->peer);
+    jb_field_str(&b, "method", r->method);
+    jb_field_str(&b, "authority", r->authority);
+    jb_field_str(&b, "path", r->path);
+    jb_field_str(&b, "proto", r->proto);
+    jb_field_i64(&b, "status", r->status, 0);
+    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)r->bytes_in);
+    jb_field_raw(&b, "bytes_in", dur);
+    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)r->bytes_out);
+    jb_field_raw(&b, "bytes_out", dur);
+    snprintf(dur, sizeof(dur), "%lld.%03lld", (long long)(us / 1000), (long long)(us % 1000));
+    jb_field_raw(&b, "duration_ms", dur);
+    jb_field_str(&b, "upstream", r->upstream);
+    jb_field_str(&b, "decision", r->decision);
+    jb_field_str(&b, "rule", r->rule);
+    jb_close(&b);
+    (void)write_line(SINK_ACCESS, b.p, b.len);
+}
+
+int px_log_audit(const struct px_audit_rec *r)
+{
+    struct jb b;
+
+    if (!sink_on(SINK_AUDIT))
+        return 0;
+    jb_open(&b, r->ts_ms);
+    jb_field_str(&b, "node", r->node);
+    jb_field_str(&b, "decision", r->decision);
+    jb_field_str(&b, "mode", r->mode);
+    jb_field_str(&b, "rule", r->rule);
+    jb_field_str(&b, "decided_by", r->decided_by);
+    jb_field_str(&b, "dispatch_node", r->dispatch_node);
+    jb_field_i64(&b, "bundle_revision", r->bundle_revision, 1);
+    jb_field_i64(&b, "bundle_age_ms", r->bundle_age_ms, 1);
+    jb_field_str(&b, "peer", r->peer);
+    jb_field_str(&b, "method", r->method);
+    jb_field_str(&b, "authority", r->authority);
+    jb_field_str(&b, "path", r->path);
+    jb_field_i64(&b, "status", r->status, 0);
+    jb_field_str(&b, "request_id", r->request_id);
+    if (r->reason != NULL)
+        jb_field_str(&b, "reason", r->reason);
+    if (r->cache_age_ms >= 0)
+        jb_field_i64(&b, "cache_age_ms", r->cache_age_ms, 0);
+    jb_close(&b);
+    return write_line(SINK_AUDIT, b.p, b.len);
+}
+
+/* ---- opening and swapping ---------------------------------------------- */
+
+/* Pipes and sockets are made non-blocking so a stalled reader costs a
+ * dropped line, not a stalled worker. Regular files and ttys are left as
+ * they are. This changes the shared file description: stdout/stderr of the
+ * whole process become non-blocking, which is fine since picket writes to
+ * them only through this file. */
+static void nonblock_if_stream(int fd)
+{
+    struct stat st;
+    int fl;
+
+    if (fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) &&
+        (fl = fcntl(fd, F_GETFL)) >= 0)
+        (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static int open_sink(const char *path, int *fd, char *err, size_t errlen)
+{
+    *fd = -1;
+    if (path == NULL)
+        return 0;
+    if (strcmp(path, "-") == 0) {
+        *fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (*fd >= 0)
+            nonblock_if_stream(*fd);
+    } else {
+        *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    }
+    if (*fd < 0) {
+        snprintf(err, errlen, "%s: %s", strcmp(path, "-") == 0 ? "stdout" : path,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void install(struct sink *s, int newfd)
+{
+    int cur = atomic_load(&s->fd);
+
+    if (newfd < 0) {
+        atomic_store(&s->on, 0);
+        if (cur >= 0) {
+            int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            if (nul >= 0) {
+                (void)dup3(nul, cur, O_CLOEXEC);
+                close(nul);
+            }
+        }
+        return;
+    }
+    if (cur < 0) {
+        atomic_store(&s->fd, newfd);
+    } else {
+        (void)dup3(newfd, cur, O_CLOEXEC);
+        close(newfd);
+    }
+    atomic_store(&s->on, 1);
+}
+
+int px_log_reopen(int level, const char *access_path, const char *audit_path, char *err,
+                  size_t errlen)
+{
+    int afd = -1, ufd = -1;
+
+    if (level < PX_LOG_DEBUG || level > PX_LOG_ERROR) {
+        snprintf(err, errlen, "bad log level %d", level);
+        return -1;
+    }
+    if (open_sink(access_path, &afd, err, errlen) < 0)
+        return -1;
+    if (open_sink(audit_path, &ufd, err, errlen) < 0) {
+        if (afd >= 0)
+            close(afd);
+        return -1;
+    }
+    nonblock_if_stream(STDERR_FILENO);
+    install(&g_sink[SINK_ACCESS], afd);
+    install(&g_sink[SINK_AUDIT], ufd);
+    atomic_store(&g_level, level);
+    return 0;
+}
+
+int px_log_init(int level, const char *access_path, const char *audit_path, char *err,
+                size_t errlen)
+{
+    return px_log_reopen(level, access_path, audit_path, err, errlen);
+}
+
+void px_log_shutdown(void)
+{
+    for (int i = SINK_ACCESS; i < NSINKS; i++) {
+        int fd = atomic_exchange(&g_sink[i].fd, -1);
+        atomic_store(&g_sink[i].on, 0);
+        if (fd >= 0)
+            close(fd);
+    }
+}
