@@ -373,7 +373,10 @@ enum certs_reason certs_svid_check(const struct certs_trust *t, X509 *leaf, STAC
     if (r != CERTS_R_OK)
         return r;
     n = strlen(id);
-    (void)certs_spiffe_trust_domain(id, n, &td, &tdlen);
+    if (certs_spiffe_trust_domain(id, n, &td, &tdlen) != 0) {
+        td = "";
+        tdlen = 0;
+    }
     store = t != NULL ? certs_trust_store(t, td, tdlen) : NULL;
     if (store == NULL) {
         certs_errf(err, errlen, "no trust bundle for trust domain '%.*s'", (int)tdlen, td);

@@ -85,8 +85,10 @@ static void watch_set(struct watch *w, const char *path)
 
 static void watch_certs(const struct px_config *cfg)
 {
-    for (size_t i = 0; i < D.ncert_watch; i++)
+    for (size_t i = 0; i < D.ncert_watch; i++) {
         free(D.cert_watch[i].path);
+        D.cert_watch[i].path = NULL;
+    }
     D.ncert_watch = 0;
     if (cfg->identity.cert)
         watch_set(&D.cert_watch[D.ncert_watch++], cfg->identity.cert);

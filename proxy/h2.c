@@ -289,9 +289,12 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nghttp2_submit_trailer(s, id, nva, k);
         }
-        if (!st->req_eof)
+        if (!st->req_eof && !st->is_grpc)
             /* Answered before the request finished (e.g. refused upload):
-             * tell the client to stop sending (RFC 9113 8.1). */
+             * tell the client to stop sending (RFC 9113 8.1). Not for
+             * gRPC: grpc-core 1.51 turns RST_STREAM(NO_ERROR) into
+             * INTERNAL even after the trailers; its requests are short
+             * and the rest is discarded as it arrives. */
             nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
     }
     return (ssize_t)n;
@@ -330,7 +333,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     rc = nghttp2_submit_response(hc->s, hs->id, nva, k, has_body ? &prd : NULL);
     free(nva);
     hs->submitted = 1;
-    if (!has_body && !st->req_eof)
+    if (!has_body && !st->req_eof && !st->is_grpc)
         nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_NO_ERROR);
     return rc;
 }
