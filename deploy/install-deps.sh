@@ -1,0 +1,49 @@
+#!/bin/bash
+# install-deps.sh - install the Debian 12 packages needed to build and test
+# picket. Idempotent: when every package is already installed it returns at
+# once without touching apt. Run as root (or with sudo available).
+#
+#   deploy/install-deps.sh            # install what is missing
+#   deploy/install-deps.sh --check    # only report; exit 1 if something is missing
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential cmake pkg-config
+  # libraries (DESIGN.md "Dependencies")
+  libssl-dev libevent-dev libnghttp2-dev libjsmn-dev libhttp-parser-dev check
+  # test clients and PKI
+  openssl curl nghttp2-client
+  # integration test peers (run with /usr/bin/python3)
+  python3 python3-h2 python3-grpcio
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = installed ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages installed" >&2
+  exit 0
+fi
+echo "install-deps: missing: ${missing[*]}" >&2
+if [ "${1:-}" = --check ]; then
+  exit 1
+fi
+
+SUDO=
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=sudo
+  else
+    echo "install-deps: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}" >&2

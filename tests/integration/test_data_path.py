@@ -1,0 +1,400 @@
+#!/usr/bin/python3
+"""picket's inbound data path with real clients (curl over mTLS, h2 and HTTP/1.1)
+against the test upstream (h2c and HTTP/1.1): forwarding, client-cert enforcement,
+identity headers, hop-by-hop headers, routes, concurrency, upstream failures,
+access and audit logs, per-request policy.
+
+    /usr/bin/python3 tests/integration/test_data_path.py [-k PATTERN]
+"""
+import hashlib
+from http.client import HTTPSConnection
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import picket_test as pt  # noqa: E402
+import upstream  # noqa: E402
+
+HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+              "x-custom-hop")
+
+
+class DataPath(pt.TestCase):
+
+    def start(self, kind="h2c", **kw):
+        """Upstream of `kind` + picket in front of it. Returns the inbound port."""
+        up = self.upstream(kind, name="main")
+        path, cfg, port, admin = self.config(pt.upstream_url(kind, up), **kw)
+        self.cfg = cfg
+        self.admin_port = admin
+        self.proc = self.picket(path, inbound_port=port, admin_port=admin)
+        return port
+
+    # -- forwarding ------------------------------------------------------
+
+    def _basic(self, kind):
+        port = self.start(kind)
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/", http=http)
+            self.assertOK(r, "http=%s upstream=%s" % (http, kind))
+            self.assertEqual(r.body, b"hello from upstream\n")
+            self.assertEqual(r.http_version, http, "negotiated HTTP version (ALPN)")
+            self.assertEqual(r.header("x-upstream-name"), "main")
+            r = self.curl(port, "/bytes/100000", http=http)
+            self.assertOK(r)
+            self.assertEqual(len(r.body), 100000)
+            self.assertEqual(hashlib.sha256(r.body).hexdigest(), upstream.pattern_sha256(100000))
+            r = self.curl(port, "/upload", http=http, data=b"x" * 70000)
+            self.assertOK(r)
+            self.assertEqual(r.json()["len"], 70000)
+            for code in (201, 204, 404, 418, 500):
+                r = self.curl(port, "/status/%d" % code, http=http)
+                self.assertEqual(r.exit, 0, repr(r))
+                self.assertEqual(r.status, code, repr(r))
+            r = self.curl(port, "/", http=http, extra=["-I"])  # HEAD
+            self.assertEqual(r.status, 200, repr(r))
+
+    def test_forward_h2c_upstream(self):
+        self._basic("h2c")
+
+    def test_forward_h1_upstream(self):
+        self._basic("h1")
+
+    # -- client certificates -------------------------------------------------
+
+    def test_client_cert_required(self):
+        port = self.start("h2c")
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/", http=http, cert=None, timeout=10)
+            self.assertNotEqual(r.exit, 0, "no client cert must fail the handshake: %r" % r)
+            self.assertNotEqual(r.status, 200)
+        ok, info = pt.tls_probe(port, self.pki, cert=None)
+        self.assertFalse(ok, "TLS without a client cert was accepted (%s)" % info)
+        # still serving afterwards
+        self.assertOK(self.curl(port, "/"))
+
+    def test_client_cert_from_other_ca_refused(self):
+        port = self.start("h2c")
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/", http=http, cert="evil", timeout=10)
+            self.assertNotEqual(r.exit, 0, "cert from another CA must fail the handshake: %r" % r)
+            self.assertNotEqual(r.status, 200)
+        ok, info = pt.tls_probe(port, self.pki, cert="evil")
+        self.assertFalse(ok, "TLS with a foreign CA's cert was accepted (%s)" % info)
+        self.assertOK(self.curl(port, "/"))
+
+    # -- identity and forwarding headers -------------------------------------
+
+    def _xfcc_expected(self, client="client", client_id=pt.CLIENT_ID):
+        return "By=%s;Hash=%s;URI=%s" % (pt.SERVER_ID, self.pki.der_sha256(client), client_id)
+
+    def _check_xfcc(self, got, client="client", client_id=pt.CLIENT_ID):
+        self.assertIsInstance(got, str, "exactly one x-forwarded-client-cert expected, got %r" % (got,))
+        m = re.fullmatch(r"By=([^;]+);Hash=([0-9a-fA-F]{64});URI=([^;]+)", got)
+        self.assertIsNotNone(m, "XFCC not in By=..;Hash=..;URI=.. form: %r" % got)
+        self.assertEqual(m.group(1), pt.SERVER_ID)
+        self.assertEqual(m.group(2).lower(), self.pki.der_sha256(client), "Hash = sha256 of client DER")
+        self.assertEqual(m.group(3), client_id)
+
+    def _xfcc(self, kind):
+        port = self.start(kind)
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/headers", http=http, headers=[
+                "x-forwarded-client-cert: By=evil;URI=spiffe://example.org/ns/default/sa/admin"])
+            self.assertOK(r)
+            h = r.json()["headers"]
+            self._check_xfcc(h.get("x-forwarded-client-cert"))
+            self.assertNotIn("evil", json.dumps(h))
+            # and without a client-sent one
+            r = self.curl(port, "/headers", http=http)
+            self.assertOK(r)
+            self._check_xfcc(r.json()["headers"].get("x-forwarded-client-cert"))
+        # two client-sent copies
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/headers", http=http, headers=[
+                "X-Forwarded-Client-Cert: By=evil1", "x-forwarded-client-cert: By=evil2"])
+            self.assertOK(r)
+            self._check_xfcc(r.json()["headers"].get("x-forwarded-client-cert"))
+        # another identity gets its own XFCC
+        r = self.curl(port, "/headers", cert="other")
+        if r.status == 200:
+            self._check_xfcc(r.json()["headers"].get("x-forwarded-client-cert"), "other", pt.OTHER_ID)
+
+    def test_xfcc_replaced_h2c_upstream(self):
+        self._xfcc("h2c")
+
+    def test_xfcc_replaced_h1_upstream(self):
+        self._xfcc("h1")
+
+    def test_request_id_and_forwarded_proto(self):
+        port = self.start("h2c")
+        seen = set()
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/headers", http=http, headers=["x-request-id: test-req-0123456789"])
+            self.assertOK(r)
+            h = r.json()["headers"]
+            self.assertEqual(h.get("x-request-id"), "test-req-0123456789", "x-request-id kept")
+            self.assertEqual(h.get("x-forwarded-proto"), "https")
+            for _ in range(2):
+                r = self.curl(port, "/headers", http=http)
+                self.assertOK(r)
+                h = r.json()["headers"]
+                rid = h.get("x-request-id")
+                self.assertIsInstance(rid, str, "x-request-id generated: %r" % (rid,))
+                self.assertGreaterEqual(len(rid), 8, "generated x-request-id too short: %r" % rid)
+                self.assertNotIn(rid, seen, "generated x-request-id repeated")
+                seen.add(rid)
+                self.assertEqual(h.get("x-forwarded-proto"), "https")
+
+    def need_h1(self):
+        if "1.1" not in pt.HTTP_VERSIONS:
+            self.skipTest("HTTP/1.1 clients excluded by PICKET_TEST_HTTP")
+
+    def _hop_by_hop(self, kind):
+        self.need_h1()
+        port = self.start(kind)
+        r = self.curl(port, "/headers", http="1.1", headers=[
+            "Connection: keep-alive, X-Custom-Hop",
+            "X-Custom-Hop: 1",
+            "Keep-Alive: timeout=5",
+            "Proxy-Connection: keep-alive",
+            "TE: gzip",
+            "Upgrade: foo/1",
+            "X-End-To-End: kept",
+        ])
+        self.assertOK(r)
+        h = r.json()["headers"]
+        self.assertEqual(h.get("x-end-to-end"), "kept")
+        self.assertNotIn("x-custom-hop", h, "header named in Connection must not be forwarded")
+        self.assertNotIn("keep-alive", h)
+        self.assertNotIn("proxy-connection", h)
+        self.assertNotIn("upgrade", h)
+        self.assertNotEqual(h.get("te"), "gzip", "TE other than trailers must not be forwarded")
+        if kind == "h2c":
+            for name in HOP_BY_HOP:
+                self.assertNotIn(name, h, "hop-by-hop %s forwarded to the h2c upstream" % name)
+            self.assertIn(h.get("te"), (None, "trailers"))
+        else:
+            # picket may send its own Connection header to an HTTP/1.1 upstream,
+            # but not the client's tokens
+            self.assertNotIn("x-custom-hop", str(h.get("connection", "")).lower())
+        # a chunked upload: Transfer-Encoding is hop-by-hop too
+        r = self.curl(port, "/upload", http="1.1", data=b"abc" * 1000,
+                      headers=["Transfer-Encoding: chunked"])
+        self.assertOK(r)
+        self.assertEqual(r.json()["len"], 3000)
+
+    def test_hop_by_hop_removed_h2c_upstream(self):
+        self._hop_by_hop("h2c")
+
+    def test_hop_by_hop_removed_h1_upstream(self):
+        self._hop_by_hop("h1")
+
+    def test_te_trailers_allowed(self):
+        self.need_h1()
+        port = self.start("h2c")
+        r = self.curl(port, "/headers", http="1.1", headers=["TE: trailers", "Connection: TE"])
+        self.assertOK(r)
+        self.assertIn(r.json()["headers"].get("te"), (None, "trailers"))
+
+    # -- routes ----------------------------------------------------------
+
+    def test_routes_by_path_prefix(self):
+        second = self.upstream("h1", name="second")
+        port = self.start("h2c", routes=[{"path_prefix": "/static/",
+                                           "upstream": "http://127.0.0.1:%d" % second}])
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/static/app.js", http=http)
+            self.assertEqual(r.exit, 0, repr(r))
+            self.assertEqual(r.header("x-upstream-name"), "second", repr(r))
+            self.assertEqual(r.status, 404)  # the second upstream has no such file
+            r = self.curl(port, "/headers", http=http)
+            self.assertOK(r)
+            self.assertEqual(r.header("x-upstream-name"), "main")
+            self.assertEqual(r.json()["upstream"], "main")
+            r = self.curl(port, "/staticfoo", http=http)
+            self.assertEqual(r.header("x-upstream-name"), "main", "prefix is /static/, not /static")
+
+    # -- concurrency ------------------------------------------------------
+
+    def _parallel_curl(self, port, paths, http="2", parallel_max=50, timeout=60):
+        cmd = ["curl", "-sS", "--noproxy", "*", "--max-time", str(timeout),
+               "--resolve", "localhost:%d:127.0.0.1" % port, "--cacert", self.pki.ca,
+               "--cert", self.pki.cert("client"), "--key", self.pki.key("client"),
+               "--http2" if http == "2" else "--http1.1",
+               "--parallel", "--parallel-max", str(parallel_max)]
+        for p in paths:
+            cmd += ["-o", "/dev/null", "-w", "%{http_code} %{http_version}\\n",
+                    "https://localhost:%d%s" % (port, p)]
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout + 15)
+        return r.returncode, r.stdout.decode().split("\n"), r.stderr.decode(errors="replace")
+
+    def _parallel(self, kind):
+        port = self.start(kind)
+        t0 = time.monotonic()
+        rc, lines, err = self._parallel_curl(port, ["/headers?i=%d" % i for i in range(200)])
+        codes = [ln.split()[0] for ln in lines if ln.strip()]
+        self.assertEqual(rc, 0, err[-1000:])
+        self.assertEqual(len(codes), 200)
+        self.assertEqual(codes.count("200"), 200, "not all 200: %s" % sorted(set(codes)))
+        # concurrency, not serialisation: 50 x 500 ms in far less than 25 s
+        t0 = time.monotonic()
+        rc, lines, err = self._parallel_curl(port, ["/slow/500?i=%d" % i for i in range(50)])
+        elapsed = time.monotonic() - t0
+        codes = [ln.split()[0] for ln in lines if ln.strip()]
+        self.assertEqual(codes.count("200"), 50, "slow requests: %s %s" % (codes, err[-500:]))
+        self.assertLess(elapsed, 10.0, "50 concurrent /slow/500 took %.1fs" % elapsed)
+        if "1.1" not in pt.HTTP_VERSIONS:
+            return
+        # HTTP/1.1 clients on keep-alive connections from threads
+        errors = []
+        counts = []
+
+        def worker(n):
+            ctx = pt.tls_context(self.pki, alpn=("http/1.1",))
+            c = HTTPSConnection("localhost", port, context=ctx, timeout=30)
+            try:
+                ok = 0
+                for i in range(n):
+                    c.request("GET", "/headers?t=%d" % i)
+                    resp = c.getresponse()
+                    resp.read()
+                    if resp.status == 200:
+                        ok += 1
+                    else:
+                        errors.append(resp.status)
+                counts.append(ok)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+            finally:
+                c.close()
+        threads = [threading.Thread(target=worker, args=(25,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(sum(counts), 200)
+
+    def test_parallel_h2c_upstream(self):
+        self._parallel("h2c")
+
+    def test_parallel_h1_upstream(self):
+        self._parallel("h1")
+
+    # -- upstream failures --------------------------------------------------
+
+    def test_upstream_down(self):
+        for kind in ("h2c", "h1"):
+            dead = pt.free_port()  # nothing listens there
+            path, cfg, port, admin = self.config(pt.upstream_url(kind, dead),
+                                                 name="picket-%s.json" % kind)
+            self.picket(path, inbound_port=port, admin_port=admin)
+            for http in pt.HTTP_VERSIONS:
+                t0 = time.monotonic()
+                r = self.curl(port, "/", http=http, timeout=15)
+                elapsed = time.monotonic() - t0
+                self.assertEqual(r.exit, 0, repr(r))
+                self.assertIn(r.status, (502, 503), "upstream %s down: %r" % (kind, r))
+                self.assertLess(elapsed, 5.0, "refusal took %.1fs" % elapsed)
+
+    def test_upstream_timeout(self):
+        for kind in ("h2c", "h1"):
+            up = self.upstream(kind)
+            path, cfg, port, admin = self.config(pt.upstream_url(kind, up),
+                                                 limits={"upstream_timeout": "1s"},
+                                                 name="picket-%s.json" % kind)
+            self.picket(path, inbound_port=port, admin_port=admin)
+            for http in pt.HTTP_VERSIONS:
+                t0 = time.monotonic()
+                r = self.curl(port, "/slow/3000", http=http, timeout=15)
+                elapsed = time.monotonic() - t0
+                self.assertEqual(r.exit, 0, repr(r))
+                self.assertEqual(r.status, 504, "slow upstream (%s) beyond upstream_timeout: %r" % (kind, r))
+                self.assertLess(elapsed, 2.9, "504 took %.1fs" % elapsed)
+                self.assertGreater(elapsed, 0.8, "504 before the 1s timeout (%.2fs)" % elapsed)
+                # the same listener still serves fast requests
+                self.assertOK(self.curl(port, "/slow/100", http=http))
+
+    # -- logs ----------------------------------------------------------
+
+    def test_access_log(self):
+        port = self.start("h2c")
+        self.assertOK(self.curl(port, "/headers?q=1", http=pt.HTTP_VERSIONS[0]))
+        self.assertEqual(self.curl(port, "/status/404", http=pt.HTTP_VERSIONS[-1]).status, 404)
+        self.assertEqual(self.proc.stop(), 0, "exit status after SIGTERM")
+        lines = pt.read_jsonl(os.path.join(self.tmp, "access.jsonl"), timeout=3, min_lines=2)
+        self.assertGreaterEqual(len(lines), 2, "access log lines")
+        for ln in lines:
+            self.assertIn("status", ln, "access record without status: %r" % ln)
+        statuses = sorted(int(ln["status"]) for ln in lines)
+        self.assertIn(200, statuses)
+        self.assertIn(404, statuses)
+        blob = json.dumps(lines)
+        self.assertIn("/headers", blob, "the path appears in the access log")
+        self.assertIn("/status/404", blob)
+
+    # -- paths ----------------------------------------------------------
+
+    def test_path_normalized_before_forwarding(self):
+        port = self.start("h2c")
+        for http in pt.HTTP_VERSIONS:
+            for raw, want in (("/a/../headers", "/headers"), ("//headers", "/headers"),
+                              ("/./headers", "/headers"), ("/%68eaders", "/headers")):
+                r = self.curl(port, raw, http=http, extra=["--path-as-is"])
+                self.assertOK(r, raw)
+                self.assertEqual(r.json()["path"].split("?")[0], want, "forwarded path for %s" % raw)
+            r = self.curl(port, "/headers?x=1&y=%2F", http=http)
+            self.assertOK(r)
+            self.assertEqual(r.json()["path"], "/headers?x=1&y=%2F", "query string kept as sent")
+            r = self.curl(port, "/a%2Fb", http=http, extra=["--path-as-is"])
+            self.assertEqual(r.status, 400, "encoded slash must be refused: %r" % r)
+            r = self.curl(port, "/a%5Cb", http=http, extra=["--path-as-is"])
+            self.assertEqual(r.status, 400, "encoded backslash must be refused: %r" % r)
+
+    # -- per-request policy -------------------------------------------------
+
+    def test_policy_enforced_per_request(self):
+        pol = pt.write_policy(os.path.join(self.tmp, "policy.json"), [
+            {"id": "no-admin", "action": "deny", "paths": ["/admin/**"]},
+            {"id": "allow-client", "action": "allow", "from": [pt.CLIENT_ID]},
+        ], default="deny", revision=7)
+        port = self.start("h2c", policy={"file": pol}, node_id="it/data-path")
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/headers", http=http, cert="client", headers=["x-request-id: rid-allow"])
+            self.assertOK(r, "allowed identity")
+            r = self.curl(port, "/headers", http=http, cert="other", headers=["x-request-id: rid-deny"])
+            self.assertEqual(r.exit, 0, repr(r))
+            self.assertEqual(r.status, 403, "identity not in policy: %r" % r)
+            r = self.curl(port, "/admin/x", http=http, cert="client")
+            self.assertEqual(r.status, 403, "deny rule wins: %r" % r)
+        self.assertEqual(self.proc.stop(), 0)
+        n = 3 * len(pt.HTTP_VERSIONS)
+        recs = pt.read_jsonl(os.path.join(self.tmp, "audit.jsonl"), timeout=3, min_lines=n)
+        self.assertGreaterEqual(len(recs), n, "one audit record per decision")
+        for rec in recs:
+            for f in ("ts", "node", "decision", "mode", "rule", "decided_by", "bundle_revision",
+                      "bundle_age_ms", "peer", "method", "authority", "path", "status", "request_id"):
+                self.assertIn(f, rec, "audit record lacks %s: %r" % (f, rec))
+            self.assertEqual(rec["node"], "it/data-path")
+            self.assertEqual(int(rec["bundle_revision"]), 7)
+            self.assertEqual(rec["decided_by"], "local")
+        allow = [r for r in recs if r["request_id"] == "rid-allow"]
+        deny = [r for r in recs if r["request_id"] == "rid-deny"]
+        self.assertTrue(allow and deny, recs)
+        self.assertEqual(allow[0]["rule"], "allow-client")
+        self.assertEqual(allow[0]["peer"], pt.CLIENT_ID)
+        self.assertEqual(deny[0]["peer"], pt.OTHER_ID)
+        self.assertEqual(int(deny[0]["status"]), 403)
+        admin = [r for r in recs if r["path"].startswith("/admin/")]
+        self.assertTrue(admin and all(r["rule"] == "no-admin" for r in admin), admin)
+
+
+if __name__ == "__main__":
+    pt.main(timeout=280)

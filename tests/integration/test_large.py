@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""Large bodies through picket in bounded memory: 100 MiB downloads and uploads over
+h2 and HTTP/1.1 to both upstream kinds (sha256 checked), parallel downloads on one h2
+connection, and a slow reader that must not make picket buffer the body.
+
+    /usr/bin/python3 tests/integration/test_large.py
+    PICKET_LARGE_MIB=20 ...       smaller bodies (default 100)
+    PICKET_RSS_GROWTH_MIB=...     allowed peak-RSS growth (default 96)
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import picket_test as pt  # noqa: E402
+import upstream  # noqa: E402
+
+MIB = 1024 * 1024
+SIZE = int(os.environ.get("PICKET_LARGE_MIB", "100")) * MIB
+# The sanitizer build inflates memory; the point is "bounded", not tuned. ASan's
+# quarantine of freed memory is capped below so that it does not count as growth.
+RSS_GROWTH = int(os.environ.get("PICKET_RSS_GROWTH_MIB", "96")) * MIB
+ASAN_EXTRA = "quarantine_size_mb=16:thread_local_quarantine_size_kb=256"
+
+
+def stream_hash(cmd, timeout):
+    """Runs cmd, hashing its stdout as it streams. Returns (rc, nbytes, sha256, stderr)."""
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    h = hashlib.sha256()
+    n = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            b = p.stdout.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+            if time.monotonic() > deadline:
+                raise AssertionError("download did not finish in %ds" % timeout)
+        p.wait(timeout=max(1, deadline - time.monotonic()))
+        return p.returncode, n, h.hexdigest(), p.stderr.read().decode(errors="replace")
+    finally:
+        if p.poll() is None:
+            pt._kill_group(p)
+            p.wait(5)
+        p.stdout.close()
+        p.stderr.close()
+
+
+class Large(pt.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.want_sha = upstream.pattern_sha256(SIZE)
+
+    def start(self, kind):
+        up = self.upstream(kind)
+        path, cfg, port, admin = self.config(pt.upstream_url(kind, up))
+        env = {"ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "detect_leaks=1") + ":" + ASAN_EXTRA)}
+        self.proc = self.picket(path, inbound_port=port, admin_port=admin, env_extra=env)
+        time.sleep(0.2)
+        self.base_rss = (self.proc.vm_status("VmRSS") or 0) * 1024
+        return port
+
+    def upload_file(self):
+        path = os.path.join(self.tmp, "upload.bin")
+        with open(path, "wb") as f:
+            for c in upstream.pattern_chunks(SIZE, offset=7):
+                f.write(c)
+        h = hashlib.sha256()
+        for c in upstream.pattern_chunks(SIZE, offset=7):
+            h.update(c)
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        return path, h.hexdigest()
+
+    def check_rss(self, what):
+        hwm = (self.proc.vm_status("VmHWM") or 0) * 1024
+        self.assertTrue(self.proc.alive(), "picket died")
+        growth = hwm - self.base_rss
+        pt.log("%s: picket RSS at start %.1f MiB, peak %.1f MiB (growth %.1f MiB, %d MiB moved per transfer)"
+               % (what, self.base_rss / MIB, hwm / MIB, growth / MIB, SIZE // MIB))
+        self.assertLess(growth, RSS_GROWTH,
+                        "%s: picket's peak RSS grew by %.1f MiB (limit %d MiB): bodies are not streamed "
+                        "in bounded memory" % (what, growth / MIB, RSS_GROWTH // MIB))
+
+    def _transfers(self, kind):
+        port = self.start(kind)
+        up_path, up_sha = self.upload_file()
+        for http in pt.HTTP_VERSIONS:
+            t0 = time.monotonic()
+            cmd = pt.curl_args(port, "/bytes/%d" % SIZE, self.pki, http=http)
+            cmd[1:1] = ["--max-time", "150", "--fail"]  # exit 22 on an HTTP error status
+            rc, n, sha, err = stream_hash(cmd, 160)
+            dt = time.monotonic() - t0
+            self.assertEqual(rc, 0, "download over %s from %s: curl failed: %s" % (http, kind, err[-500:]))
+            self.assertEqual(n, SIZE, "downloaded length")
+            self.assertEqual(sha, self.want_sha, "downloaded sha256")
+            pt.log("download %d MiB over %s via %s upstream: %.1fs (%.0f MiB/s)"
+                   % (SIZE // MIB, http, kind, dt, SIZE / MIB / dt))
+            variants = [("PUT", [])]
+            if http == "1.1":
+                variants.append(("PUT chunked", ["-H", "Transfer-Encoding: chunked"]))
+            for name, extra in variants:
+                t0 = time.monotonic()
+                r = self.curl(port, "/upload", http=http, upload=up_path, timeout=150, extra=extra)
+                dt = time.monotonic() - t0
+                self.assertOK(r, "upload (%s) over %s to %s" % (name, http, kind))
+                got = json.loads(r.body)
+                self.assertEqual(got["len"], SIZE, "uploaded length seen by the upstream")
+                self.assertEqual(got["sha256"], up_sha, "uploaded sha256 seen by the upstream")
+                pt.log("upload %d MiB (%s) over %s to %s upstream: %.1fs (%.0f MiB/s)"
+                       % (SIZE // MIB, name, http, kind, dt, SIZE / MIB / dt))
+        self.check_rss("transfers via %s" % kind)
+
+    def test_transfers_h2c_upstream(self):
+        self._transfers("h2c")
+
+    def test_transfers_h1_upstream(self):
+        self._transfers("h1")
+
+    def test_parallel_downloads_one_connection(self):
+        """4 large downloads multiplexed on one h2 connection (flow control per stream)."""
+        port = self.start("h2c")
+        n = max(SIZE // 4, MIB)
+        want = upstream.pattern_sha256(n)
+        cmd = ["curl", "-sS", "--noproxy", "*", "--max-time", "150", "--resolve",
+               "localhost:%d:127.0.0.1" % port, "--cacert", self.pki.ca, "--cert", self.pki.cert("client"),
+               "--key", self.pki.key("client"), "--http2", "--parallel", "--parallel-max", "4"]
+        outs = []
+        for i in range(4):
+            o = os.path.join(self.tmp, "dl%d" % i)
+            outs.append(o)
+            cmd += ["-o", o, "https://localhost:%d/bytes/%d?i=%d" % (port, n, i)]
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=170)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-500:])
+        for o in outs:
+            h = hashlib.sha256()
+            with open(o, "rb") as f:
+                for b in iter(lambda: f.read(1 << 20), b""):
+                    h.update(b)
+            os.unlink(o)
+            self.assertEqual(h.hexdigest(), want, o)
+        self.check_rss("parallel downloads")
+
+    def test_slow_reader_bounded(self):
+        """A client reading at 4 MiB/s from an upstream that can send at GB/s: picket
+        must push back (flow control / stop reading), not buffer the difference."""
+        for kind in ("h2c", "h1"):
+            port = self.start(kind)
+            for http in pt.HTTP_VERSIONS:
+                cmd = pt.curl_args(port, "/bytes/%d" % (1024 * MIB), self.pki, http=http)
+                cmd[1:1] = ["--limit-rate", "4M", "-o", "/dev/null", "--max-time", "30"]
+                p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                try:
+                    time.sleep(4.0)
+                    self.assertIsNone(p.poll(), "slow download ended early (%s)" % p.returncode)
+                    self.check_rss("slow reader, %s client, %s upstream" % (http, kind))
+                finally:
+                    pt._kill_group(p)
+                    p.wait(5)
+            # picket must still serve after the client vanished mid-body
+            self.assertOK(self.curl(port, "/"))
+
+
+if __name__ == "__main__":
+    pt.main(timeout=285)
