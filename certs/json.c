@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static int hexval(char c);
+
 static void pos_of(const char *js, size_t off, int *line, int *col)
 {
     int l = 1, c = 1;
@@ -47,6 +49,228 @@ static size_t error_offset(const char *js, size_t len, const jsmntok_t *tok, int
     return off;
 }
 
+
+/* ---- strict grammar check ---------------------------------------------
+ * jsmn, even in strict mode, accepts trailing commas, missing commas,
+ * keys without values, leading zeros and raw control characters, and
+ * stops at a NUL byte. Config, bundles, envelopes and JWKS are security
+ * inputs, so every document first passes this RFC 8259 check, which also
+ * gives an exact position for the first error. Nesting is capped so a
+ * hostile document cannot exhaust the stack. */
+
+#define JSON_MAX_DEPTH 64
+
+struct vstate {
+    const char *s;
+    size_t len, i;
+    const char *msg;
+};
+
+static void skip_ws(struct vstate *v)
+{
+    while (v->i < v->len &&
+           (v->s[v->i] == ' ' || v->s[v->i] == '\t' || v->s[v->i] == '\n' || v->s[v->i] == '\r'))
+        v->i++;
+}
+
+static int v_fail(struct vstate *v, const char *msg)
+{
+    if (v->msg == NULL)
+        v->msg = msg;
+    return -1;
+}
+
+static int v_string(struct vstate *v)
+{
+    v->i++; /* opening quote */
+    while (v->i < v->len) {
+        unsigned char c = (unsigned char)v->s[v->i];
+        if (c == '"') {
+            v->i++;
+            return 0;
+        }
+        if (c < 0x20)
+            return v_fail(v, "control character in string");
+        if (c == '\\') {
+            v->i++;
+            if (v->i >= v->len)
+                break;
+            c = (unsigned char)v->s[v->i];
+            if (c == 'u') {
+                for (int k = 1; k <= 4; k++)
+                    if (v->i + (size_t)k >= v->len || hexval(v->s[v->i + (size_t)k]) < 0)
+                        return v_fail(v, "bad \\u escape");
+                v->i += 4;
+            } else if (strchr("\"\\/bfnrt", c) == NULL) {
+                return v_fail(v, "bad escape in string");
+            }
+        }
+        v->i++;
+    }
+    return v_fail(v, "unterminated string");
+}
+
+static int v_number(struct vstate *v)
+{
+    size_t st = v->i;
+    if (v->i < v->len && v->s[v->i] == '-')
+        v->i++;
+    if (v->i >= v->len || v->s[v->i] < '0' || v->s[v->i] > '9')
+        return v_fail(v, "bad number");
+    if (v->s[v->i] == '0' && v->i + 1 < v->len && v->s[v->i + 1] >= '0' && v->s[v->i + 1] <= '9')
+        return v_fail(v, "leading zero in number");
+    while (v->i < v->len && v->s[v->i] >= '0' && v->s[v->i] <= '9')
+        v->i++;
+    if (v->i < v->len && v->s[v->i] == '.') {
+        v->i++;
+        if (v->i >= v->len || v->s[v->i] < '0' || v->s[v->i] > '9')
+            return v_fail(v, "bad number");
+        while (v->i < v->len && v->s[v->i] >= '0' && v->s[v->i] <= '9')
+            v->i++;
+    }
+    if (v->i < v->len && (v->s[v->i] == 'e' || v->s[v->i] == 'E')) {
+        v->i++;
+        if (v->i < v->len && (v->s[v->i] == '+' || v->s[v->i] == '-'))
+            v->i++;
+        if (v->i >= v->len || v->s[v->i] < '0' || v->s[v->i] > '9')
+            return v_fail(v, "bad number");
+        while (v->i < v->len && v->s[v->i] >= '0' && v->s[v->i] <= '9')
+            v->i++;
+    }
+    (void)st;
+    return 0;
+}
+
+static int v_value(struct vstate *v, int depth);
+
+static int v_container(struct vstate *v, int depth, char close)
+{
+    int first = 1;
+    if (depth >= JSON_MAX_DEPTH)
+        return v_fail(v, "nesting too deep");
+    v->i++;
+    for (;;) {
+        skip_ws(v);
+        if (v->i >= v->len)
+            return v_fail(v, "unexpected end of JSON");
+        if (v->s[v->i] == close) {
+            if (!first)
+                return v_fail(v, "trailing comma");
+            v->i++;
+            return 0;
+        }
+        if (close == '}') {
+            if (v->s[v->i] != '"')
+                return v_fail(v, "expected a string key");
+            if (v_string(v) != 0)
+                return -1;
+            skip_ws(v);
+            if (v->i >= v->len || v->s[v->i] != ':')
+                return v_fail(v, "expected ':' after key");
+            v->i++;
+            skip_ws(v);
+        }
+        if (v_value(v, depth + 1) != 0)
+            return -1;
+        skip_ws(v);
+        if (v->i >= v->len)
+            return v_fail(v, "unexpected end of JSON");
+        if (v->s[v->i] == close) {
+            v->i++;
+            return 0;
+        }
+        if (v->s[v->i] != ',')
+            return v_fail(v, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+        v->i++;
+        first = 0;
+        skip_ws(v);
+        if (v->i < v->len && v->s[v->i] == close)
+            return v_fail(v, "trailing comma");
+    }
+}
+
+static int v_value(struct vstate *v, int depth)
+{
+    if (v->i >= v->len)
+        return v_fail(v, "unexpected end of JSON");
+    switch (v->s[v->i]) {
+    case '{':
+        return v_container(v, depth, '}');
+    case '[':
+        return v_container(v, depth, ']');
+    case '"':
+        return v_string(v);
+    case 't':
+        if (v->len - v->i >= 4 && memcmp(v->s + v->i, "true", 4) == 0) {
+            v->i += 4;
+            return 0;
+        }
+        break;
+    case 'f':
+        if (v->len - v->i >= 5 && memcmp(v->s + v->i, "false", 5) == 0) {
+            v->i += 5;
+            return 0;
+        }
+        break;
+    case 'n':
+        if (v->len - v->i >= 4 && memcmp(v->s + v->i, "null", 4) == 0) {
+            v->i += 4;
+            return 0;
+        }
+        break;
+    default:
+        if (v->s[v->i] == '-' || (v->s[v->i] >= '0' && v->s[v->i] <= '9'))
+            return v_number(v);
+        break;
+    }
+    return v_fail(v, "unexpected character");
+}
+
+/* Returns 0, or -1 with "line:col: message" in err. */
+static int json_validate(const char *js, size_t len, char *err, size_t errlen)
+{
+    struct vstate v = {js, len, 0, NULL};
+    int line, col;
+    skip_ws(&v);
+    if (v_value(&v, 0) == 0) {
+        skip_ws(&v);
+        if (v.i == len)
+            return 0;
+        v.msg = js[v.i] == '\0' ? "NUL byte in document" : "trailing data after the JSON value";
+    }
+    pos_of(js, v.i, &line, &col);
+    snprintf(err, errlen, "%d:%d: %s", line, col, v.msg ? v.msg : "invalid JSON");
+    return -1;
+}
+
+/* Duplicate keys are refused: two parsers that pick different duplicates
+ * would see two different documents (a signed bundle must mean one thing). */
+static int key_cmp_raw(const struct certs_json *j, int a, int b)
+{
+    int la = j->tok[a].end - j->tok[a].start, lb = j->tok[b].end - j->tok[b].start;
+    return la == lb && memcmp(j->js + j->tok[a].start, j->js + j->tok[b].start, (size_t)la) == 0;
+}
+
+static int check_duplicate_keys(const struct certs_json *j, char *err, size_t errlen)
+{
+    for (int o = 0; o < j->ntok; o++) {
+        int keys[257], nk = 0;
+        if (j->tok[o].type != JSMN_OBJECT || j->tok[o].size < 2)
+            continue;
+        /* Large objects are rare in our inputs; compare the first 256
+         * keys pairwise and accept the cost bound (256^2/2 compares). */
+        for (int k = certs_json_first(j, o); k > 0 && nk < 256; k = certs_json_next_key(j, k))
+            keys[nk++] = k;
+        for (int a = 1; a < nk; a++)
+            for (int b = 0; b < a; b++)
+                if (key_cmp_raw(j, keys[a], keys[b]))
+                    return certs_json_errf(j, keys[a], err, errlen, "duplicate key \"%.*s\"",
+                                           j->tok[keys[a]].end - j->tok[keys[a]].start,
+                                           j->js + j->tok[keys[a]].start);
+    }
+    return 0;
+}
+
 int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_tokens, char *err,
                      size_t errlen)
 {
@@ -57,6 +281,8 @@ int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_t
     memset(j, 0, sizeof(*j));
     if (max_tokens <= 0)
         max_tokens = CERTS_JSON_MAX_TOKENS_DEFAULT;
+    if (json_validate(js, len, err, errlen) != 0)
+        return -1;
     /* A first pass counts tokens so we allocate only what the document needs. */
     jsmn_init(&p);
     n = jsmn_parse(&p, js, len, NULL, 0);
@@ -104,7 +330,11 @@ int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_t
         certs_json_clear(j);
         return -1;
     }
-    /* jsmn strict accepts a primitive at top level; callers check the type. */
+    if (check_duplicate_keys(j, err, errlen) != 0) {
+        certs_json_clear(j);
+        return -1;
+    }
+    /* A primitive at top level is valid JSON; callers check the type. */
     return 0;
 }
 
@@ -410,8 +640,8 @@ int certs_duration_parse(const char *s, size_t len, int64_t *ms)
         int digits = 0, frac = 0;
         while (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) {
             if (s[i] == '.') {
-                if (frac)
-                    return -1;
+                if (frac || i + 1 >= len || s[i + 1] < '0' || s[i + 1] > '9')
+                    return -1; /* "1.s", "1..5s" */
                 frac = 1;
             } else if (frac) {
                 scale /= 10;
@@ -467,9 +697,13 @@ static int b64val(unsigned char c)
 
 long certs_b64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
 {
+    /* Strict: padding only at the end and only to complete the last group
+     * of four, and the unused bits of the last symbol must be zero, so
+     * every byte string has exactly one accepted encoding per alphabet
+     * (no malleable signatures or certificates). */
     unsigned acc = 0;
     int bits = 0;
-    size_t o = 0, pad = 0;
+    size_t o = 0, pad = 0, nsym = 0;
 
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)in[i];
@@ -483,6 +717,7 @@ long certs_b64_decode(const char *in, size_t len, unsigned char *out, size_t out
         v = b64val(c);
         if (v < 0)
             return -1;
+        nsym++;
         acc = (acc << 6) | (unsigned)v;
         bits += 6;
         if (bits >= 8) {
@@ -493,7 +728,9 @@ long certs_b64_decode(const char *in, size_t len, unsigned char *out, size_t out
             acc &= (1u << bits) - 1;
         }
     }
-    if (pad > 2 || bits >= 6)
+    if (bits >= 6 || acc != 0)
+        return -1; /* a lone symbol, or non-zero leftover bits */
+    if (pad > 0 && ((nsym + pad) % 4 != 0 || pad > 2 || nsym % 4 == 0))
         return -1;
     return (long)o;
 }

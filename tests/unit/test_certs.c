@@ -853,10 +853,14 @@ START_TEST(test_devca_round_trip)
 }
 END_TEST
 
+TCase *tcase_json(void); /* certs_json.c */
+
 static Suite *certs_suite(void)
 {
     Suite *s = suite_create("certs");
     TCase *tc;
+
+    suite_add_tcase(s, tcase_json());
 
     tc = tcase_create("svid");
     tcase_add_checked_fixture(tc, setup, teardown);

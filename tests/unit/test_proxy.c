@@ -53,7 +53,7 @@ static const struct {
     {"{\"listeners\":[]}", "1:14: ", "listeners: at least one listener is required"},
     {"{}", "1:1: ", "missing required key \"listeners\""},
     {"[1]", "1:1: ", "expected an object"},
-    {"{\"listeners\": [}", "1:", "invalid JSON"},
+    {"{\"listeners\": [}", "1:16: ", "unexpected character"},
     {WITH("\"nodeid\":\"x\""), "2:1: ", "unknown key \"nodeid\""},
     {WITH("\"workers\":1,\"workers\":2"), "2:13: ", "duplicate key \"workers\""},
     {WITH("\"workers\":-1"), "2:11: ", "workers: expected an integer between 0 and 1024"},
@@ -117,7 +117,7 @@ static const struct {
      "limits.header_timeout: must be between 100ms and 1h"},
     {WITH("\"log\":{\"level\":\"verbose\"}"), "2:16: ",
      "log.level: expected one of \"debug\", \"info\", \"warn\", \"error\""},
-    {WITH("\"log\":{\"level\"}"), "2:8: ", "log: expected \"key\": value"},
+    {WITH("\"log\":{\"level\"}"), "2:15: ", "expected ':' after key"},
     {WITH("\"identity\":{}"), "2:1: ", "duplicate key \"identity\""},
     {"{\"identity\":{\"cert\":\"c\",\"key\":\"k\",\"trust_bundles\":{\"Example.org\":\"b\"}},"
      "\"listeners\":[" L0 "]}",
