@@ -243,8 +243,13 @@ int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err
     if (s->server_ctx == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        if (cfg->listeners[i].kind != PX_LISTENER_INBOUND)
-            continue;
+        if (cfg->listeners[i].kind != PX_LISTENER_INBOUND) {
+            /* Outbound mTLS origination is not built yet: refuse the config
+             * rather than forward what should be mTLS in plaintext. */
+            snprintf(err, errlen, "listeners[%zu] (%s): kind \"outbound\" is not supported by "
+                                  "this version", i, cfg->listeners[i].name);
+            goto fail;
+        }
         if (s->keypair == NULL || s->trust == NULL) {
             snprintf(err, errlen, "listeners[%zu]: an inbound listener needs identity.cert, "
                                   "identity.key and identity.trust_bundles", i);

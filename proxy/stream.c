@@ -281,19 +281,20 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
     st->reason = "upstream_timeout";
     px_log(PX_LOG_WARN, "upstream_timeout", "request_id", st->request_id, "upstream",
            st->upstream_name ? st->upstream_name : "", NULL);
-    if (st->status == 0) {
-        /* Answer first, then cancel: cancel() may free the stream if the
-         * downstream is already done. */
+    /* Cancel the upstream first: it ends the upstream side (up_done) and,
+     * when the client is already gone, frees the stream. Only then answer
+     * the client, so no path here reads a freed stream. */
+    {
+        int gone = st->down_done;
+        st->up->cancel(st);
+        if (gone)
+            return;
+    }
+    if (st->status == 0)
         px_stream_respond(st, 504, "upstream timeout\n", 4 /* DEADLINE_EXCEEDED */,
                           "upstream_timeout");
-        if (st->up)
-            st->up->cancel(st);
-    } else {
-        if (st->down && !st->resp_eof)
-            st->down->abort(st);
-        if (st->up)
-            st->up->cancel(st);
-    }
+    else if (st->down && !st->resp_eof)
+        st->down->abort(st);
 }
 
 void px_stream_up_activity(struct px_stream *st)

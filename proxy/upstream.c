@@ -60,6 +60,12 @@ void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
         px_stream_up_done(st);
         return;
     }
+    if (pool->proto == PX_UP_MTLS) {
+        /* Never send a request meant for mTLS over plaintext. */
+        px_stream_upstream_failed(st, 502, "mtls_upstream_unsupported");
+        px_stream_up_done(st);
+        return;
+    }
     if (pool->proto == PX_UP_H2C)
         px_up_h2_start(w, pool, st);
     else

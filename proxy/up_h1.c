@@ -1,0 +1,759 @@
+/*
+ * up_h1.c - upstream HTTP/1.1: keep-alive connection pools per worker and
+ * upstream, one exchange per connection at a time.
+ *
+ * A pool's idle connections hang off pool->conns (most recently used
+ * first: the one least likely to have been closed by the server); a busy
+ * connection belongs to its stream (st->up_ctx) until the exchange ends.
+ * At most IDLE_MAX idle connections per pool are kept; an idle connection
+ * the server closes, or that stays idle for IDLE_MS, is freed.
+ *
+ * The request is re-framed here, never passed through: we write
+ * Content-Length when the length is known and chunked otherwise, from what
+ * the downstream side checked. The response is parsed with http_parser;
+ * field names and values are checked here too (the library is built
+ * non-strict), and obs-fold is replaced by a space (RFC 9112 5.2 allows a
+ * proxy that).
+ *
+ * Bounds: request bytes move from req_body to the socket only while the
+ * output holds less than PX_H1_OUT_HIGH; response bytes are fed to the
+ * parser only up to the room left in resp_body (limits.stream_buffer), so
+ * resp_body never exceeds it, and the socket is not read meanwhile. One
+ * field being received is bounded by limits.max_header_list_size.
+ *
+ * Calls from the downstream side (request_ready, response_drained) only
+ * schedule work on c->kick. cancel() acts at once, as the stream requires;
+ * if it lands while this file is inside its own callback (c->busy), the
+ * connection is marked dead and freed when that callback unwinds.
+ */
+#include "h1_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <http_parser.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define IDLE_MAX 64      /* idle connections kept per pool */
+#define IDLE_MS 30000    /* an idle connection is closed after this (or idle_timeout_ms) */
+
+struct up_conn {
+    struct up_conn *next, *prev; /* pool idle list */
+    struct px_pool *pool;
+    struct px_worker *w;
+    struct bufferevent *bev;
+    struct event *kick;
+    http_parser hp;
+    struct px_stream *st; /* NULL when idle */
+    int connected, idle, reused, busy, dead, eof;
+    const char *fail_reason; /* a failure to report from the kick callback */
+
+    /* the exchange */
+    int head_sent, req_done, req_chunked, req_has_len, retried;
+    uint64_t req_left, body_sent;
+    int is_head, resp_began, interim, hdrs_done, hdrs_pending, body_pending, msg_done, paused;
+    int cb_err;
+    size_t limit; /* max_header_list_size */
+
+    /* the field being received: name bytes then value bytes */
+    char *fb;
+    size_t fb_len, fb_cap, fb_name;
+    int fstate; /* 0 none, 1 name, 2 value */
+};
+
+static const struct px_up_ops up_ops;
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* ---- connection lifetime ------------------------------------------------- */
+
+static void idle_unlink(struct up_conn *c)
+{
+    if (!c->idle)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->pool->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    c->idle = 0;
+    c->pool->nidle--;
+}
+
+static void conn_free(struct up_conn *c)
+{
+    idle_unlink(c);
+    c->pool->nconns--;
+    bufferevent_free(c->bev);
+    event_free(c->kick);
+    free(c->fb);
+    free(c);
+}
+
+/* Closes now, or when the callback we are inside unwinds. */
+static void conn_close(struct up_conn *c)
+{
+    if (c->busy > 0) {
+        c->dead = 1;
+        c->st = NULL;
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    conn_free(c);
+}
+
+static void enter(struct up_conn *c)
+{
+    c->busy++;
+}
+
+static void leave(struct up_conn *c)
+{
+    if (--c->busy == 0 && c->dead)
+        conn_free(c);
+}
+
+static void kick(struct up_conn *c)
+{
+    if (!c->dead)
+        event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* The exchange failed: detach first (so nothing calls cancel() on us while
+ * the stream answers), then let the stream answer or abort. */
+static void fail(struct up_conn *c, int status, const char *reason)
+{
+    struct px_stream *st = c->st;
+    int down_alive;
+    c->st = NULL;
+    conn_close(c);
+    if (st == NULL)
+        return;
+    down_alive = !st->down_done;
+    px_stream_up_done(st);
+    if (down_alive)
+        px_stream_upstream_failed(st, status, reason);
+}
+
+static void to_idle(struct up_conn *c)
+{
+    struct timeval tv;
+    int64_t ms = c->w->snap->cfg->limits.idle_timeout_ms;
+    if (c->pool->nidle >= IDLE_MAX || c->w->draining) {
+        conn_close(c);
+        return;
+    }
+    if (ms <= 0 || ms > IDLE_MS)
+        ms = IDLE_MS;
+    c->idle = c->reused = 1;
+    c->next = c->pool->conns;
+    c->prev = NULL;
+    if (c->next)
+        c->next->prev = c;
+    c->pool->conns = c;
+    c->pool->nidle++;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ); /* to notice the server closing it */
+}
+
+/* ---- response parsing ----------------------------------------------------- */
+
+static int fb_append(struct up_conn *c, const char *p, size_t n)
+{
+    if (c->fb_len + n > c->limit)
+        return -1;
+    if (c->fb_len + n > c->fb_cap) {
+        size_t cap = c->fb_cap ? c->fb_cap : 256;
+        char *nb;
+        while (cap < c->fb_len + n)
+            cap *= 2;
+        if (cap > c->limit)
+            cap = c->limit;
+        nb = realloc(c->fb, cap);
+        if (nb == NULL)
+            return -1;
+        c->fb = nb;
+        c->fb_cap = cap;
+    }
+    memcpy(c->fb + c->fb_len, p, n);
+    c->fb_len += n;
+    return 0;
+}
+
+static int flush_field(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    const char *v = c->fb + c->fb_name;
+    size_t vlen = c->fb_len - c->fb_name, nlen = c->fb_name;
+    int rc = 0;
+    if (c->fstate == 0)
+        return 0;
+    c->fstate = 0;
+    px_h1_trim(&v, &vlen);
+    if (!px_h1_name_ok(c->fb, nlen) || !px_h1_value_ok(v, vlen))
+        rc = -1;
+    else if (c->interim)
+        rc = 0; /* 1xx fields are not relayed */
+    else if (!c->hdrs_done) {
+        /* Framing stays here: the parser reads it, the stream gets the
+         * length as resp_content_length. */
+        if (!(nlen == 14 && strncasecmp(c->fb, "content-length", 14) == 0) &&
+            !(nlen == 17 && strncasecmp(c->fb, "transfer-encoding", 17) == 0))
+            rc = px_hdrs_add(&st->resp, c->fb, nlen, v, vlen, c->limit);
+    } else {
+        char lname[64];
+        size_t i;
+        for (i = 0; i < nlen && i < sizeof(lname); i++)
+            lname[i] = (char)((c->fb[i] >= 'A' && c->fb[i] <= 'Z') ? c->fb[i] + 32 : c->fb[i]);
+        if (nlen > sizeof(lname) || px_h1_trailer_allowed(lname, nlen))
+            rc = px_hdrs_add(&st->resp_trailers, c->fb, nlen, v, vlen, c->limit);
+    }
+    c->fb_len = c->fb_name = 0;
+    return rc;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct up_conn *c = p->data;
+    c->resp_began = 1;
+    c->hdrs_done = c->interim = 0;
+    c->fstate = 0;
+    c->fb_len = c->fb_name = 0;
+    return 0;
+}
+
+static int on_field(http_parser *p, const char *at, size_t n)
+{
+    struct up_conn *c = p->data;
+    if (c->fstate == 2 && flush_field(c) != 0)
+        return c->cb_err = -1;
+    if (c->fstate == 0) {
+        c->fb_len = c->fb_name = 0;
+        c->fstate = 1;
+    }
+    if (fb_append(c, at, n) != 0)
+        return c->cb_err = -1;
+    c->fb_name = c->fb_len;
+    return 0;
+}
+
+static int on_value(http_parser *p, const char *at, size_t n)
+{
+    struct up_conn *c = p->data;
+    /* A value arriving in several callbacks is either split across reads
+     * or obs-folded (the continuation starts with its whitespace, without
+     * the CRLF): concatenating gives the folded value with SP, as RFC 9112
+     * 5.2 allows a proxy to forward it. */
+    c->fstate = 2;
+    if (fb_append(c, at, n) != 0)
+        return c->cb_err = -1;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct up_conn *c = p->data;
+    struct px_stream *st = c->st;
+    int s = p->status_code;
+
+    if (flush_field(c) != 0)
+        return c->cb_err = -1;
+    if (s < 200) {
+        /* 100-continue, 102, 103: skipped. 101 is never asked for (Upgrade
+         * is hop-by-hop and not forwarded), so it is a protocol error. */
+        if (s == 101 || s < 100)
+            return c->cb_err = -1;
+        c->interim = 1;
+        return 1;
+    }
+    c->hdrs_done = 1;
+    c->hdrs_pending = 1;
+    st->status = s;
+    if ((p->flags & F_CHUNKED) || p->uses_transfer_encoding || !(p->flags & F_CONTENTLENGTH))
+        st->resp_content_length = -1;
+    else
+        st->resp_content_length = (int64_t)p->content_length;
+    return c->is_head || s == 204 || s == 304 ? 1 : 0; /* 1: no body follows */
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct up_conn *c = p->data;
+    if (evbuffer_add(c->st->resp_body, at, n) != 0)
+        return c->cb_err = -1;
+    c->body_pending = 1;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct up_conn *c = p->data;
+    if (flush_field(c) != 0) /* last trailer */
+        return c->cb_err = -1;
+    if (c->interim) {
+        c->interim = 0;
+        c->resp_began = 0; /* the final response is still to come */
+        px_hdrs_clear(&c->st->resp);
+        return 0;
+    }
+    c->msg_done = 1;
+    http_parser_pause(p, 1); /* nothing after this message is ours to parse */
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_message_begin = on_message_begin,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Hands what the parser produced to the stream, outside the parser's
+ * callbacks. Returns 0, or -1 if the exchange is gone meanwhile. */
+static int deliver(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    if (c->hdrs_pending) {
+        c->hdrs_pending = 0;
+        px_stream_response_headers(st);
+        if (c->st != st)
+            return -1;
+    }
+    if (c->body_pending) {
+        c->body_pending = 0;
+        if (st->down != NULL)
+            st->down->response_ready(st);
+        if (c->st != st)
+            return -1;
+    }
+    return 0;
+}
+
+/* The response is complete: detach (the stream is then the downstream's
+ * alone), and keep the connection if it can carry another exchange. */
+static void complete(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    int reuse = http_should_keep_alive(&c->hp) && c->req_done && !c->eof &&
+                evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+    int down_alive = !st->down_done;
+    c->st = NULL;
+    st->resp_eof = 1;
+    px_stream_up_done(st);
+    if (down_alive && st->down != NULL)
+        st->down->response_ready(st);
+    if (reuse && !c->dead) {
+        c->head_sent = c->req_done = c->msg_done = 0;
+        to_idle(c);
+    } else {
+        conn_close(c);
+    }
+}
+
+static void parse_input(struct up_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (c->st != NULL && !c->msg_done && evbuffer_get_length(in) > 0) {
+        struct px_stream *st = c->st;
+        size_t limit = (size_t)PX_LIMITS(st)->stream_buffer;
+        size_t have = evbuffer_get_length(st->resp_body), n, used;
+        struct evbuffer_iovec v;
+        enum http_errno e;
+
+        if (have >= limit) {
+            /* resp_body is full: stop reading until the downstream drains */
+            c->paused = 1;
+            bufferevent_disable(c->bev, EV_READ);
+            return;
+        }
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        /* Feed at most the room left, so body bytes never overshoot it. */
+        n = v.iov_len < limit - have ? v.iov_len : limit - have;
+        used = http_parser_execute(&c->hp, &resp_settings, v.iov_base, n);
+        e = HTTP_PARSER_ERRNO(&c->hp);
+        evbuffer_drain(in, used);
+        if (c->cb_err || (e != HPE_OK && e != HPE_PAUSED) || (e == HPE_OK && used < n)) {
+            fail(c, 502, "bad_upstream_response");
+            return;
+        }
+        if (deliver(c) != 0)
+            return;
+    }
+    if (c->st == NULL)
+        return;
+    if (!c->msg_done && c->eof && evbuffer_get_length(in) == 0 && !c->paused) {
+        /* EOF: ends a close-delimited body, else the response was cut. */
+        if (c->resp_began) {
+            http_parser_execute(&c->hp, &resp_settings, NULL, 0);
+            if (!c->cb_err && deliver(c) != 0)
+                return;
+        }
+        if (!c->msg_done) {
+            fail(c, 502, "upstream_reset");
+            return;
+        }
+    }
+    if (c->msg_done)
+        complete(c);
+}
+
+/* ---- request writing ----------------------------------------------------- */
+
+static int str_ok(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
+            return 0;
+    return 1;
+}
+
+static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int trailers, int *has_te)
+{
+    for (size_t i = 0; i < hs->n; i++) {
+        const struct px_hdr *f = &hs->v[i];
+        int te = f->nlen == 2 && memcmp(f->name, "te", 2) == 0;
+        if (!px_h1_name_ok(f->name, f->nlen) || !px_h1_value_ok(f->value, f->vlen) ||
+            strcmp(f->name, "host") == 0 || strcmp(f->name, "content-length") == 0 ||
+            (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers)) ||
+            (trailers && !px_h1_trailer_allowed(f->name, f->nlen)))
+            continue;
+        if (te && has_te)
+            *has_te = 1;
+        evbuffer_add(out, f->name, f->nlen);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, f->value, f->vlen);
+        evbuffer_add(out, "\r\n", 2);
+    }
+}
+
+static int method_has_body_semantics(const char *m)
+{
+    return strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0 && strcmp(m, "DELETE") != 0 &&
+           strcmp(m, "OPTIONS") != 0 && strcmp(m, "TRACE") != 0;
+}
+
+static void write_head(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int has_te = 0;
+
+    /* Defensive: whatever the downstream protocol allowed, nothing that
+     * could split the request line reaches the upstream. */
+    if (st->method == NULL || st->path == NULL || st->authority == NULL || !str_ok(st->method) ||
+        !str_ok(st->path) || !str_ok(st->authority) || st->path[0] != '/') {
+        fail(c, 400, "unsafe_request");
+        return;
+    }
+    evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", st->method, st->path,
+                        st->authority);
+    write_fields(out, &st->req, 0, &has_te);
+    if (has_te)
+        evbuffer_add(out, "Connection: te\r\n", 16); /* RFC 9110 10.1.4 */
+    if (st->req_content_length >= 0) {
+        c->req_has_len = 1;
+        c->req_left = (uint64_t)st->req_content_length;
+    } else if (st->req_eof && st->req_trailers.n == 0) {
+        c->req_has_len = 1;
+        c->req_left = evbuffer_get_length(st->req_body);
+    } else {
+        c->req_chunked = 1;
+    }
+    if (c->req_chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    else if (c->req_left > 0 || method_has_body_semantics(st->method))
+        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)c->req_left);
+    /* else: an empty body on GET and friends carries no framing at all
+     * (RFC 9110 8.6: no Content-Length where the method gives none meaning) */
+    evbuffer_add(out, "\r\n", 2);
+    c->head_sent = 1;
+}
+
+static void pump_request(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (st == NULL || !c->connected || c->req_done)
+        return;
+    if (!c->head_sent) {
+        write_head(c);
+        if (c->st != st)
+            return;
+    }
+    while (evbuffer_get_length(out) < PX_H1_OUT_HIGH) {
+        size_t n = evbuffer_get_length(st->req_body), room = PX_H1_OUT_HIGH -
+                                                             evbuffer_get_length(out);
+        if (n == 0)
+            break;
+        if (c->req_has_len && n > c->req_left) {
+            fail(c, 400, "request_length_mismatch");
+            return;
+        }
+        if (n > room)
+            n = room;
+        if (c->req_chunked)
+            evbuffer_add_printf(out, "%zx\r\n", n);
+        evbuffer_remove_buffer(st->req_body, out, n);
+        if (c->req_chunked)
+            evbuffer_add(out, "\r\n", 2);
+        c->req_left -= c->req_has_len ? n : 0;
+        c->body_sent += n;
+        if (st->down != NULL)
+            st->down->request_drained(st, n);
+        if (c->st != st)
+            return;
+    }
+    if (!st->req_eof || evbuffer_get_length(st->req_body) > 0)
+        return;
+    if (c->req_has_len && c->req_left != 0) {
+        fail(c, 400, "request_length_mismatch");
+        return;
+    }
+    if (c->req_chunked) {
+        evbuffer_add(out, "0\r\n", 3);
+        write_fields(out, &st->req_trailers, 1, NULL);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    c->req_done = 1;
+}
+
+/* ---- connecting, retrying ------------------------------------------------ */
+
+static void attach(struct up_conn *c, struct px_stream *st)
+{
+    c->st = st;
+    c->head_sent = c->req_done = c->req_chunked = c->req_has_len = 0;
+    c->req_left = c->body_sent = 0;
+    c->resp_began = c->interim = c->hdrs_done = c->hdrs_pending = c->body_pending = 0;
+    c->msg_done = c->paused = c->cb_err = c->eof = 0;
+    c->fstate = 0;
+    c->fb_len = c->fb_name = 0;
+    c->limit = (size_t)PX_LIMITS(st)->max_header_list_size;
+    if (c->limit == 0)
+        c->limit = 65536; /* 0 would mean "no limit": never unbounded here */
+    c->retried = 0;
+    c->is_head = st->method != NULL && strcmp(st->method, "HEAD") == 0;
+    http_parser_init(&c->hp, HTTP_RESPONSE);
+    c->hp.data = c;
+    st->up = &up_ops;
+    st->up_ctx = c;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+
+/* A new connection to the pool's address; the connect result arrives as
+ * an event. On an immediate failure the reason is reported from the kick. */
+static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struct px_stream *st)
+{
+    struct up_conn *c = calloc(1, sizeof(*c));
+    int one = 1;
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->pool = pool;
+    c->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    c->kick = event_new(w->base, -1, 0, kick_cb, c);
+    if (c->bev == NULL || c->kick == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        if (c->kick)
+            event_free(c->kick);
+        free(c);
+        return NULL;
+    }
+    pool->nconns++;
+    bufferevent_setcb(c->bev, read_cb, write_cb, conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, PX_H1_OUT_LOW, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, PX_H1_OUT_HIGH);
+    attach(c, st);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) !=
+        0) {
+        c->fail_reason = errno == ECONNREFUSED ? "connect_refused" : "connect_failed";
+        kick(c);
+        return c;
+    }
+    setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return c;
+}
+
+/* A reused connection that failed before any response byte, for a request
+ * without a body that may be replayed (RFC 9110 9.2.2): the server most
+ * likely closed it just as we sent. Retried once, on a new connection. */
+static int try_retry(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    struct up_conn *nc;
+    if (!c->reused || c->retried || c->resp_began || c->body_sent > 0 || !st->req_eof ||
+        evbuffer_get_length(st->req_body) > 0 || st->req_trailers.n > 0 ||
+        !px_h1_idempotent(st->method))
+        return 0;
+    c->st = NULL;
+    conn_close(c);
+    nc = conn_new(st->w, c->pool, st);
+    if (nc == NULL) {
+        int down_alive = !st->down_done;
+        px_stream_up_done(st);
+        if (down_alive)
+            px_stream_upstream_failed(st, 502, "connect_failed");
+        return 1;
+    }
+    nc->retried = 1;
+    return 1;
+}
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct up_conn *c = arg;
+    (void)bev;
+    enter(c);
+    if (what & BEV_EVENT_CONNECTED) {
+        c->connected = 1;
+        if (c->st == NULL)
+            conn_close(c);
+        else
+            pump_request(c);
+    } else if (c->st == NULL) {
+        conn_close(c); /* idle: closed by the server, error, or idle timeout */
+    } else if (!c->connected) {
+        int err = EVUTIL_SOCKET_ERROR();
+        fail(c, 502, err == ECONNREFUSED ? "connect_refused" : "connect_failed");
+    } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        c->eof = 1;
+        if (!c->resp_began && try_retry(c)) {
+            /* retried on a new connection */
+        } else if (!c->resp_began) {
+            fail(c, 502, "upstream_reset");
+        } else {
+            px_stream_up_activity(c->st);
+            parse_input(c); /* may end a close-delimited body */
+        }
+    }
+    leave(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct up_conn *c = arg;
+    (void)bev;
+    enter(c);
+    if (c->st == NULL) {
+        conn_close(c); /* bytes on an idle connection: nothing we asked for */
+    } else {
+        px_stream_up_activity(c->st);
+        parse_input(c);
+    }
+    leave(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct up_conn *c = arg;
+    (void)bev;
+    enter(c);
+    pump_request(c);
+    leave(c);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct up_conn *c = arg;
+    (void)fd;
+    (void)what;
+    enter(c);
+    if (c->fail_reason != NULL) {
+        const char *r = c->fail_reason;
+        c->fail_reason = NULL;
+        fail(c, 502, r);
+    } else if (c->st != NULL) {
+        pump_request(c);
+        if (c->st != NULL && c->paused &&
+            evbuffer_get_length(c->st->resp_body) < (size_t)PX_LIMITS(c->st)->stream_buffer) {
+            c->paused = 0;
+            bufferevent_enable(c->bev, EV_READ);
+            parse_input(c); /* what was left in the input when we paused */
+        }
+    }
+    leave(c);
+}
+
+/* ---- up ops ---------------------------------------------------------------- */
+
+static void op_request_ready(struct px_stream *st)
+{
+    struct up_conn *c = st->up_ctx;
+    if (c != NULL && c->st == st)
+        kick(c);
+}
+
+static void op_response_drained(struct px_stream *st, size_t n)
+{
+    struct up_conn *c = st->up_ctx;
+    (void)n;
+    if (c != NULL && c->st == st)
+        kick(c);
+}
+
+static void op_cancel(struct px_stream *st)
+{
+    struct up_conn *c = st->up_ctx;
+    /* The exchange cannot be complete here (complete() detaches first), so
+     * the connection is mid-message: it cannot be reused. */
+    if (c != NULL && c->st == st) {
+        c->st = NULL;
+        conn_close(c);
+    }
+    st->up_ctx = NULL;
+    px_stream_up_done(st);
+}
+
+static const struct px_up_ops up_ops = {
+    .request_ready = op_request_ready,
+    .response_drained = op_response_drained,
+    .cancel = op_cancel,
+};
+
+/* ---- entry points ----------------------------------------------------------- */
+
+void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st)
+{
+    struct up_conn *c = pool->conns;
+    if (c != NULL) {
+        idle_unlink(c);
+        attach(c, st);
+        kick(c); /* write from our own callback, not the dispatcher's stack */
+        return;
+    }
+    c = conn_new(w, pool, st);
+    if (c == NULL) {
+        px_stream_upstream_failed(st, 502, "connect_failed");
+        px_stream_up_done(st);
+    }
+}
+
+void px_up_h1_pool_free(struct px_pool *pool)
+{
+    /* Only idle connections are the pool's; busy ones went with their
+     * streams when the worker closed its downstream connections. */
+    while (pool->conns != NULL)
+        conn_close(pool->conns);
+}
