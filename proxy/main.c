@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cmd_bundle.h"
 #include "cmd_cert.h"
 #include "cmd_policy.h"
 #include "daemon.h"
@@ -21,6 +22,7 @@ static void usage(FILE *f)
                "                              local dev gateway with dev certs and a starter policy\n"
                "  cert init|issue|inspect|verify   dev CA and SVID tools\n"
                "  policy lint|eval|test       check and evaluate policy bundles\n"
+               "  bundle keygen|sign|verify   signed policy envelopes (DSSE)\n"
                "  version                     print the version\n");
 }
 
@@ -57,6 +59,8 @@ int main(int argc, char **argv)
         return px_cmd_cert(argc - 1, argv + 1);
     if (strcmp(argv[1], "policy") == 0)
         return px_cmd_policy(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bundle") == 0)
+        return px_cmd_bundle(argc - 1, argv + 1);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("picket %s\n", PICKET_VERSION);
         return 0;

@@ -920,6 +920,9 @@ START_TEST(test_eval_index_equivalence)
 }
 END_TEST
 
+TCase *tcase_envelope(void); /* policy_envelope.c */
+TCase *tcase_fetch(void);
+
 static Suite *policy_suite(void)
 {
     Suite *s = suite_create("policy");
@@ -949,6 +952,8 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_eval_index_equivalence);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
+    suite_add_tcase(s, tcase_envelope());
+    suite_add_tcase(s, tcase_fetch());
     return s;
 }
 
