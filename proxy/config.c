@@ -625,6 +625,7 @@ static int parse_route(struct cp *p, int t, const char *where, enum px_listener_
         up = NULL;
         if (get_spiffe(p, t, where, "server_id", &r->server_id, 1) < 0)
             goto out;
+        r->upstream.server_id = r->server_id;
     }
     rc = 0;
 out:

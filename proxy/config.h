@@ -18,6 +18,10 @@ struct px_upstream_addr {
     char *host; /* "127.0.0.1" (IPv4/IPv6 literal or name) */
     char *port; /* "8080" */
     char *url;  /* the original string, for logs */
+    const char *server_id; /* PX_UP_MTLS: expected SPIFFE ID of the server (borrowed from the
+                            * route or dispatch entry that owns it) */
+    int alpn_probe;        /* PX_UP_MTLS: offer h2 and http/1.1 (dispatch, control plane);
+                            * 0 = h2 only (picket to picket) */
 };
 
 struct px_route {

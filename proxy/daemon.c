@@ -384,8 +384,11 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     D.config_path = strdup(config_path);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
-    if (px_ssl_conn_idx < 0)
+    if (px_ssl_conn_idx < 0) {
         px_ssl_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        px_ssl_expect_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        px_ssl_reason_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    }
     if (px_snapshot_build(&D.snap, cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "picket: %s: %s\n", config_path, err);
         px_log(PX_LOG_ERROR, "start_failed", "error", err, NULL);

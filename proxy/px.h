@@ -130,6 +130,10 @@ struct px_worker {
 
 /* SSL ex_data index holding the struct px_conn of a server-side SSL. */
 extern int px_ssl_conn_idx;
+/* Client-side SSL ex_data: the expected server SPIFFE ID (const char *),
+ * and the refusal reason set by the verify callback (static string). */
+extern int px_ssl_expect_idx;
+extern int px_ssl_reason_idx;
 
 /* Counts of live downstream connections across all workers (limit check). */
 extern atomic_long px_active_conns;
@@ -284,16 +288,38 @@ void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
 void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
 void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
 
+enum px_pool_alpn { PX_ALPN_FIXED, PX_ALPN_PROBE };
+
 struct px_pool {
     struct px_pool *next;
-    char key[300];               /* proto://host:port */
-    enum px_upstream_proto proto;
+    char key[2400];              /* proto://host:port[#server_id] */
+    enum px_upstream_proto proto; /* PX_UP_H2C / PX_UP_H1, or PX_UP_MTLS until ALPN says */
+    int tls;                     /* connections are mTLS (client SVID, server SVID checked) */
+    int h2;                      /* protocol on the wire: 1 h2, 0 HTTP/1.1 */
+    enum px_pool_alpn alpn;      /* PROBE: offer h2 and http/1.1, settle on the first answer */
+    char server_id[2100];        /* tls: the SPIFFE ID the server must present */
+    char sni[256];               /* tls: server name sent, "" for IP literals */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    void *conns;                 /* protocol specific list */
+    void *conns;                 /* up_h1.c: idle HTTP/1.1 connections */
     size_t nconns;
     size_t nidle;
+    void *h2conns;               /* up_h2.c: multiplexed connections */
+    size_t nh2conns;
 };
+
+/* New, unconnected bufferevent for a connection of `pool`: a plain socket,
+ * or a client TLS one (own SVID, server SVID checked against
+ * pool->server_id) when pool->tls. NULL on failure. */
+struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool);
+/* After BEV_EVENT_CONNECTED on a TLS pool connection: 1 when ALPN chose h2. */
+int px_up_bev_is_h2(struct bufferevent *bev);
+/* Why a TLS pool connection failed (server identity reason, or "tls_error"),
+ * or NULL for plain connections / no TLS detail. Drains OpenSSL's errors. */
+const char *px_up_bev_fail_reason(struct bufferevent *bev);
+/* An h2 attempt on a PROBE pool got http/1.1 from ALPN: the pool becomes
+ * HTTP/1.1 and st is restarted there (its request was not sent yet). */
+void px_up_h2_fallback_h1(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
 
 /* Resolves host:port (numeric or name; blocking getaddrinfo: call at
  * config time or accept it on first use). */

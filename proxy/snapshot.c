@@ -39,6 +39,8 @@
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 int px_ssl_conn_idx = -1;
+int px_ssl_expect_idx = -1;
+int px_ssl_reason_idx = -1;
 
 struct px_snapshot *px_snapshot_ref(struct px_snapshot *s)
 {
@@ -115,6 +117,41 @@ static int verify_peer_cb(X509_STORE_CTX *xs, void *arg)
             }
             c->peer_cert_hash[64] = '\0';
         }
+    }
+    return 1;
+}
+
+/* Server side of an mTLS connection picket originates (outbound, dispatch,
+ * control plane): the full SVID rules, then the SPIFFE ID must be exactly
+ * the one this connection expects (SSL ex_data px_ssl_expect_idx). No
+ * request is ever sent to a server that fails this. */
+static int verify_server_cb(X509_STORE_CTX *xs, void *arg)
+{
+    struct px_snapshot *snap = arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const char *expect = ssl ? SSL_get_ex_data(ssl, px_ssl_expect_idx) : NULL;
+    X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+    char id[2100], err[256];
+    enum certs_reason r;
+
+    if (leaf == NULL || snap->trust == NULL || ssl == NULL) {
+        if (ssl)
+            SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)"no_certificate");
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    r = certs_svid_check(snap->trust, leaf, X509_STORE_CTX_get0_untrusted(xs),
+                         (int64_t)time(NULL), snap->cfg->identity.max_svid_lifetime_ms / 1000, id,
+                         sizeof(id), err, sizeof(err));
+    if (r != CERTS_R_OK) {
+        SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)certs_reason_name(r));
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    if (expect == NULL || strcmp(expect, id) != 0) {
+        SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)"server_id_mismatch");
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
     }
     return 1;
 }
@@ -199,6 +236,21 @@ static SSL_CTX *server_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
     return ctx;
 }
 
+static SSL_CTX *client_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = common_ctx(TLS_client_method(), err, errlen);
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (use_keypair(ctx, s->keypair, err, errlen) != 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, verify_server_cb, s);
+    return ctx;
+}
+
 int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err, size_t errlen)
 {
     struct px_snapshot *s = calloc(1, sizeof(*s));
@@ -239,16 +291,25 @@ int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err
     }
     if (s->own_id == NULL)
         goto nomem;
+    if (s->keypair != NULL && s->trust != NULL) {
+        s->client_ctx = client_ctx_new(s, e2, sizeof(e2));
+        if (s->client_ctx == NULL) {
+            snprintf(err, errlen, "identity: client TLS: %s", e2);
+            goto fail;
+        }
+    }
     s->server_ctx = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*s->server_ctx));
     if (s->server_ctx == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         if (cfg->listeners[i].kind != PX_LISTENER_INBOUND) {
-            /* Outbound mTLS origination is not built yet: refuse the config
-             * rather than forward what should be mTLS in plaintext. */
-            snprintf(err, errlen, "listeners[%zu] (%s): kind \"outbound\" is not supported by "
-                                  "this version", i, cfg->listeners[i].name);
-            goto fail;
+            if (s->client_ctx == NULL) {
+                snprintf(err, errlen, "listeners[%zu] (%s): an outbound listener needs "
+                                      "identity.cert, identity.key and identity.trust_bundles", i,
+                         cfg->listeners[i].name);
+                goto fail;
+            }
+            continue; /* plaintext from the local app; mTLS on the way out */
         }
         if (s->keypair == NULL || s->trust == NULL) {
             snprintf(err, errlen, "listeners[%zu]: an inbound listener needs identity.cert, "

@@ -219,10 +219,16 @@ static int grpc_code_for_http(int status)
 
 void px_stream_upstream_failed(struct px_stream *st, int status, const char *reason)
 {
+    char labels[96];
     if (st->reason == NULL)
         st->reason = reason;
     if (st->up_timer)
         evtimer_del(st->up_timer);
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    px_counter_add(px_counter_get("picket_upstream_failures_total",
+                                  "Upstream failures by reason (connect, reset, server identity)",
+                                  labels),
+                   1);
     px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->request_id, "upstream",
            st->upstream_name ? st->upstream_name : "", "reason", reason, NULL);
     if (st->down_done)
@@ -394,6 +400,11 @@ static void filter_request_headers(struct px_stream *st)
         px_hdrs_add(&st->req, "te", 2, "trailers", 8, 0);
 }
 
+static int is_outbound(const struct px_stream *st)
+{
+    return st->snap->cfg->listeners[st->conn->lst->index].kind == PX_LISTENER_OUTBOUND;
+}
+
 static void add_identity_headers(struct px_stream *st)
 {
     struct px_conn *c = st->conn;
@@ -408,6 +419,10 @@ static void add_identity_headers(struct px_stream *st)
         px_hdrs_del(&st->req, "x-request-id");
         make_request_id(st);
         px_hdrs_add(&st->req, "x-request-id", 12, st->request_id, strlen(st->request_id), 0);
+    }
+    if (is_outbound(st)) {
+        /* Leaving the pod: the remote sidecar writes XFCC from our SVID. */
+        return;
     }
     if (c->ssl != NULL) {
         px_hdrs_add(&st->req, "x-forwarded-proto", 17, "https", 5, 0);
@@ -511,13 +526,20 @@ void px_stream_dispatch(struct px_stream *st)
     filter_request_headers(st);
     add_identity_headers(st);
 
-    /* Policy: may answer locally (403, 503 when stale) and return 1. */
-    if (px_enforce_request(st) != 0)
+    /* Policy (inbound): may answer locally (403, 503 when stale) and
+     * return 1. Outbound requests come from our own app and are decided by
+     * the receiving sidecar's policy. */
+    if (is_outbound(st)) {
+        st->decision = "forward";
+        snprintf(st->rule, sizeof(st->rule), "outbound");
+    } else if (px_enforce_request(st) != 0) {
         return;
+    }
 
     up = pick_route(st);
     if (up == NULL) {
-        px_stream_respond(st, 404, "no route\n", 12, "no_route");
+        px_stream_respond(st, 404, is_outbound(st) ? "no route for this authority\n" : "no route\n",
+                          12, "no_route");
         return;
     }
     st->upstream_name = up->url;

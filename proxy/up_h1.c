@@ -569,7 +569,7 @@ static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struc
         return NULL;
     c->w = w;
     c->pool = pool;
-    c->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = px_up_bev_new(w, pool);
     c->kick = event_new(w->base, -1, 0, kick_cb, c);
     if (c->bev == NULL || c->kick == NULL) {
         if (c->bev)
@@ -636,7 +636,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_close(c); /* idle: closed by the server, error, or idle timeout */
     } else if (!c->connected) {
         int err = EVUTIL_SOCKET_ERROR();
-        fail(c, 502, err == ECONNREFUSED ? "connect_refused" : "connect_failed");
+        const char *tls_reason = px_up_bev_fail_reason(c->bev);
+        fail(c, 502, tls_reason ? tls_reason
+                                : err == ECONNREFUSED ? "connect_refused" : "connect_failed");
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         c->eof = 1;
         if (!c->resp_began && try_retry(c)) {

@@ -275,10 +275,10 @@ static void uc_free(struct uph2_conn *uc)
     if (uc->prev)
         uc->prev->next = uc->next;
     else
-        pool->conns = uc->next;
+        pool->h2conns = uc->next;
     if (uc->next)
         uc->next->prev = uc->prev;
-    pool->nconns--;
+    pool->nh2conns--;
     if (uc->s)
         nghttp2_session_del(uc->s);
     if (uc->bev)
@@ -369,6 +369,31 @@ static void uc_write_cb(struct bufferevent *bev, void *arg)
     uc_send(arg);
 }
 
+/* A probing mTLS pool whose server answered ALPN with http/1.1: the pool
+ * becomes HTTP/1.1 and the streams queued here (nothing was sent: we send
+ * only once connected) start over on up_h1.c. */
+static void uc_fallback_h1(struct uph2_conn *uc)
+{
+    struct px_pool *pool = uc->pool;
+    struct px_worker *w = uc->w;
+    pool->h2 = 0;
+    pool->alpn = PX_ALPN_FIXED;
+    uc->dead = 1;
+    while (uc->streams != NULL) {
+        struct uph2_stream *us = uc->streams;
+        struct px_stream *st = us->st;
+        nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
+        unlink_us(uc, us);
+        free(us);
+        if (st != NULL) {
+            st->up = NULL;
+            st->up_ctx = NULL;
+            px_up_h1_start(w, pool, st);
+        }
+    }
+    uc_free(uc);
+}
+
 static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct uph2_conn *uc = arg;
@@ -376,18 +401,32 @@ static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         evutil_socket_t fd = bufferevent_getfd(bev);
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (uc->pool->tls && !px_up_bev_is_h2(bev)) {
+            if (uc->pool->alpn == PX_ALPN_PROBE) {
+                uc_fallback_h1(uc);
+                return;
+            }
+            px_log(PX_LOG_WARN, "upstream_alpn_mismatch", "upstream", uc->pool->key, "msg",
+                   "server did not agree to h2", NULL);
+            uc_fail(uc, "alpn_mismatch");
+            return;
+        }
+        if (uc->pool->tls)
+            uc->pool->alpn = PX_ALPN_FIXED;
         uc->connected = 1;
         uc_send(uc);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         int err = EVUTIL_SOCKET_ERROR();
-        const char *reason = !uc->connected ? (err == ECONNREFUSED ? "connect_refused"
-                                                                   : "connect_failed")
-                                            : "upstream_reset";
+        const char *tls_reason = px_up_bev_fail_reason(bev);
+        const char *reason = tls_reason != NULL ? tls_reason
+                             : !uc->connected   ? (err == ECONNREFUSED ? "connect_refused"
+                                                                       : "connect_failed")
+                                                : "upstream_reset";
         if (!uc->connected)
-            px_log(PX_LOG_WARN, "upstream_connect_failed", "upstream", uc->pool->key, "error",
-                   evutil_socket_error_to_string(err), NULL);
+            px_log(PX_LOG_WARN, "upstream_connect_failed", "upstream", uc->pool->key, "reason",
+                   reason, "error", evutil_socket_error_to_string(err), NULL);
         uc_fail(uc, reason);
     }
 }
@@ -422,17 +461,17 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
     nghttp2_submit_settings(uc->s, NGHTTP2_FLAG_NONE, iv, 2);
     nghttp2_session_set_local_window_size(uc->s, NGHTTP2_FLAG_NONE, 0, UP_CONN_WINDOW);
     uc->send_ev = event_new(w->base, -1, 0, uc_send_cb, uc);
-    uc->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    uc->bev = px_up_bev_new(w, pool);
     if (uc->send_ev == NULL || uc->bev == NULL)
         goto fail;
     bufferevent_setcb(uc->bev, uc_read_cb, uc_write_cb, uc_event_cb, uc);
     bufferevent_setwatermark(uc->bev, EV_WRITE, UP_OUT_HIGH / 2, 0);
     bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
-    uc->next = pool->conns;
+    uc->next = pool->h2conns;
     if (uc->next)
         ((struct uph2_conn *)uc->next)->prev = uc;
-    pool->conns = uc;
-    pool->nconns++;
+    pool->h2conns = uc;
+    pool->nh2conns++;
     if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) !=
         0) {
         /* Immediate failure (e.g. no route): the caller still submits its
@@ -459,7 +498,7 @@ fail:
 static struct uph2_conn *pick_conn(struct px_worker *w, struct px_pool *pool)
 {
     struct uph2_conn *best = NULL;
-    for (struct uph2_conn *uc = pool->conns; uc != NULL; uc = uc->next) {
+    for (struct uph2_conn *uc = pool->h2conns; uc != NULL; uc = uc->next) {
         uint32_t peer_max;
         if (uc->dead || uc->goaway)
             continue;
@@ -472,7 +511,7 @@ static struct uph2_conn *pick_conn(struct px_worker *w, struct px_pool *pool)
         if (best == NULL || uc->nstreams < best->nstreams)
             best = uc;
     }
-    if (pool->nconns < UP_MAX_CONNS || best == NULL)
+    if (pool->nh2conns < UP_MAX_CONNS || best == NULL)
         return uc_new(w, pool);
     return best;
 }
@@ -546,6 +585,6 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
 
 void px_up_h2_pool_free(struct px_pool *pool)
 {
-    while (pool->conns != NULL)
-        uc_fail(pool->conns, "shutdown");
+    while (pool->h2conns != NULL)
+        uc_fail(pool->h2conns, "shutdown");
 }

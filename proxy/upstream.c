@@ -5,6 +5,7 @@
  */
 #include "px.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,9 +32,12 @@ static struct px_pool *pool_get(struct px_worker *w, const struct px_upstream_ad
 {
     char key[sizeof(((struct px_pool *)0)->key)];
     struct px_pool *p;
+    struct in6_addr a6;
+    struct in_addr a4;
 
-    snprintf(key, sizeof(key), "%s://%s:%s", up->proto == PX_UP_H2C ? "h2c" : "http", up->host,
-             up->port);
+    snprintf(key, sizeof(key), "%s://%s:%s#%s",
+             up->proto == PX_UP_H2C ? "h2c" : up->proto == PX_UP_H1 ? "http" : "mtls", up->host,
+             up->port, up->server_id ? up->server_id : "");
     for (p = w->pools; p != NULL; p = p->next)
         if (strcmp(p->key, key) == 0)
             return p;
@@ -42,6 +46,15 @@ static struct px_pool *pool_get(struct px_worker *w, const struct px_upstream_ad
         return NULL;
     memcpy(p->key, key, sizeof(key));
     p->proto = up->proto;
+    p->h2 = up->proto != PX_UP_H1;
+    if (up->proto == PX_UP_MTLS) {
+        p->tls = 1;
+        p->alpn = up->alpn_probe ? PX_ALPN_PROBE : PX_ALPN_FIXED;
+        snprintf(p->server_id, sizeof(p->server_id), "%s", up->server_id ? up->server_id : "");
+        /* SNI only for names (RFC 6066 3: literal IP addresses are not permitted). */
+        if (inet_pton(AF_INET, up->host, &a4) != 1 && inet_pton(AF_INET6, up->host, &a6) != 1)
+            snprintf(p->sni, sizeof(p->sni), "%s", up->host);
+    }
     if (px_resolve(up->host, up->port, &p->addr, &p->addrlen) != 0) {
         free(p);
         return NULL;
@@ -60,13 +73,7 @@ void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
         px_stream_up_done(st);
         return;
     }
-    if (pool->proto == PX_UP_MTLS) {
-        /* Never send a request meant for mTLS over plaintext. */
-        px_stream_upstream_failed(st, 502, "mtls_upstream_unsupported");
-        px_stream_up_done(st);
-        return;
-    }
-    if (pool->proto == PX_UP_H2C)
+    if (pool->h2)
         px_up_h2_start(w, pool, st);
     else
         px_up_h1_start(w, pool, st);
@@ -77,10 +84,9 @@ void px_pools_free(struct px_worker *w)
     while (w->pools != NULL) {
         struct px_pool *p = w->pools;
         w->pools = p->next;
-        if (p->proto == PX_UP_H2C)
-            px_up_h2_pool_free(p);
-        else
-            px_up_h1_pool_free(p);
+        /* a probing pool may hold connections of both kinds */
+        px_up_h2_pool_free(p);
+        px_up_h1_pool_free(p);
         free(p);
     }
 }

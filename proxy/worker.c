@@ -76,7 +76,7 @@ void px_conn_free(struct px_conn *c)
 
 void px_conn_drain(struct px_conn *c)
 {
-    if (!c->handshaken) {
+    if (c->proto == PX_PROTO_NONE) {
         px_conn_free(c);
         return;
     }
@@ -91,7 +91,7 @@ static void hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
     struct px_conn *c = arg;
     (void)fd;
     (void)what;
-    if (c->handshaken)
+    if (c->proto != PX_PROTO_NONE)
         return;
     px_counter_add(hs_counter(c->lst->name, "timeout"), 1);
     px_log(PX_LOG_INFO, "handshake_timeout", "listener", c->lst->name, "peer", c->peer_addr,
@@ -140,6 +140,41 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
                "reason", reason, "detail", c->hs_detail[0] ? c->hs_detail : detail, NULL);
         px_conn_free(c);
     }
+}
+
+/* Plaintext (outbound) listeners take HTTP/1.1 or h2c with prior
+ * knowledge from the local app: the first bytes decide (RFC 9113 3.4). */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void sniff_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct px_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in);
+    const unsigned char *p;
+    int rc;
+
+    if (n > 24)
+        n = 24;
+    p = evbuffer_pullup(in, (ssize_t)n);
+    if (p == NULL)
+        return;
+    if (memcmp(p, h2_preface, n) != 0)
+        rc = px_h1_conn_start(c);
+    else if (n == 24)
+        rc = px_h2_conn_start(c);
+    else
+        return; /* a prefix of the preface: wait for more */
+    evtimer_del(c->timer);
+    if (rc != 0)
+        px_conn_free(c);
+}
+
+static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        px_conn_free(arg);
 }
 
 static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
@@ -202,6 +237,16 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (l->conns_total)
         px_counter_add(l->conns_total, 1);
 
+    c->timer = evtimer_new(w->base, hs_timeout_cb, c);
+    ms = cfg->limits.handshake_timeout_ms;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    if (c->timer == NULL) {
+        close(fd);
+        px_conn_free(c);
+        return;
+    }
+    evtimer_add(c->timer, &tv);
     if (ctx == NULL) {
         /* plaintext listener (outbound, from the local app) */
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -211,8 +256,8 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             return;
         }
         c->handshaken = 1;
-        if (px_h1_conn_start(c) != 0)
-            px_conn_free(c);
+        bufferevent_setcb(c->bev, sniff_read_cb, NULL, sniff_event_cb, c);
+        bufferevent_enable(c->bev, EV_READ);
         return;
     }
     c->ssl = SSL_new(ctx);
@@ -231,12 +276,6 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    c->timer = evtimer_new(w->base, hs_timeout_cb, c);
-    ms = cfg->limits.handshake_timeout_ms;
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
-    if (c->timer)
-        evtimer_add(c->timer, &tv);
     bufferevent_setcb(c->bev, NULL, NULL, hs_event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
