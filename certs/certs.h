@@ -286,6 +286,12 @@ int certs_devca_issue(const char *cadir, const char *spiffe_id, int64_t ttl_s,
 /* Reads a whole file of at most max bytes into a malloc'ed, NUL-terminated
  * buffer (*out, length in *len; caller frees). Returns 0, CERTS_ERR_IO (err
  * holds strerror) or CERTS_ERR_TOO_LARGE. Refuses non-regular files. */
+/* Writes data to path atomically: a temp file in the same directory with
+ * mode `mode`, fsync, rename over path, fsync the directory. Returns 0 or
+ * CERTS_ERR_IO. */
+int certs_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
+                            char *err, size_t errlen);
+
 int certs_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
                     size_t errlen);
 

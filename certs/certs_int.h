@@ -22,11 +22,6 @@ void certs_ossl_err(char *err, size_t errlen, const char *prefix);
 /* ASN1_TIME -> Unix seconds. Returns 0 or -1. */
 int certs_asn1_to_unix(const ASN1_TIME *t, int64_t *out);
 
-/* Writes data to path atomically: a temp file in the same directory with
- * mode `mode`, fsync, rename over path, fsync the directory. Returns 0 or
- * CERTS_ERR_IO. */
-int certs_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
-                            char *err, size_t errlen);
 
 /* Parses one PEM private key (passphrase prompts are disabled: an
  * encrypted key is an error). Returns 0, CERTS_ERR_PARSE or

@@ -27,6 +27,7 @@
 #include "certs.h"
 #include "daemon.h"
 #include "enforce.h"
+#include "fetcher.h"
 #include "log.h"
 #include "metrics.h"
 #include "snapshot.h"
@@ -56,6 +57,8 @@ struct daemon {
     struct watch policy_watch;
     int draining;
     struct px_counter *reload_ok, *reload_failed;
+    struct px_worker ctl;           /* the control thread as a client (pools, snapshot) */
+    struct px_fetcher *fetcher;     /* policy.url */
 };
 
 static struct daemon D;
@@ -104,6 +107,10 @@ static void publish_snapshot(struct px_snapshot *s)
 {
     for (int i = 0; i < D.nworkers; i++)
         px_worker_post_snapshot(&D.workers[i], s);
+    if (D.ctl.base != NULL) {
+        px_snapshot_unref(D.ctl.snap);
+        D.ctl.snap = px_snapshot_ref(s);
+    }
     px_snapshot_unref(D.snap);
     D.snap = s;
 }
@@ -114,6 +121,24 @@ static void publish_policy(struct px_policy_state *p)
         px_worker_post_policy(&D.workers[i], p);
     px_policy_state_unref(D.policy);
     D.policy = p;
+}
+
+static void fetch_publish(void *arg, struct px_policy_state *p)
+{
+    char rev[32];
+    (void)arg;
+    snprintf(rev, sizeof(rev), "%lld", (long long)p->revision);
+    px_log(PX_LOG_INFO, "policy_loaded", "source", p->source, "revision", rev, "mode",
+           p->audit_mode ? "audit" : "enforce", NULL);
+    D.policy_error[0] = '\0';
+    publish_policy(p);
+}
+
+static void fetch_contact(void *arg, int64_t now_ms)
+{
+    (void)arg;
+    if (D.policy != NULL && D.policy->from_url)
+        atomic_store_explicit(&D.policy->contact_ms, now_ms, memory_order_relaxed);
 }
 
 static void load_policy(int force)
@@ -280,6 +305,11 @@ static int admin_ready(void *arg, struct evbuffer *why)
         evbuffer_add_printf(why, "policy stale: bundle expired at %lld\n",
                             (long long)D.policy->expires_at_s);
         ready = 0;
+    } else if (D.fetcher != NULL && D.policy != NULL &&
+               px_fetcher_is_stale(D.fetcher, px_now_ms(), cfg->policy.max_staleness_ms, 0)) {
+        evbuffer_add_printf(why, "policy stale: no contact with the control plane for %llds\n",
+                            (long long)((px_now_ms() - atomic_load(&D.policy->contact_ms)) / 1000));
+        ready = 0;
     }
     return ready;
 }
@@ -305,6 +335,10 @@ static int admin_policy(void *arg, struct evbuffer *out)
                                                                    : "null");
     }
     px_json_escape(esc, sizeof(esc), D.policy_error, strlen(D.policy_error));
+    if (D.fetcher != NULL) {
+        px_fetcher_status(D.fetcher, out);
+        evbuffer_add_printf(out, ",");
+    }
     evbuffer_add_printf(out, "\"last_error\":%s%s%s,\"on_stale\":\"%s\"}\n",
                         D.policy_error[0] ? "\"" : "", D.policy_error[0] ? esc : "null",
                         D.policy_error[0] ? "\"" : "",
@@ -338,6 +372,12 @@ static double policy_age_fn(void *arg)
 
 static void cleanup(void)
 {
+    px_fetcher_free(D.fetcher);
+    D.fetcher = NULL;
+    if (D.ctl.base != NULL) {
+        px_pools_free(&D.ctl);
+        px_snapshot_unref(D.ctl.snap);
+    }
     for (int i = 0; i < D.nworkers; i++)
         px_worker_free(&D.workers[i]);
     free(D.workers);
@@ -411,6 +451,17 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     D.base = event_base_new();
     if (D.base == NULL)
         goto out;
+    D.ctl.id = -1;
+    D.ctl.base = D.base;
+    D.ctl.snap = px_snapshot_ref(D.snap);
+    if (cfg->policy.url != NULL &&
+        px_fetcher_new(&D.fetcher, &D.ctl, cfg, fetch_publish, fetch_contact, NULL, err,
+                       sizeof(err)) != 0) {
+        fprintf(stderr, "picket: %s: %s\n", config_path, err);
+        px_log(PX_LOG_ERROR, "start_failed", "error", err, NULL);
+        rc = 2;
+        goto out;
+    }
     D.nworkers = cfg->workers > 0 ? cfg->workers : 1;
     D.workers = calloc((size_t)D.nworkers, sizeof(*D.workers));
     if (D.workers == NULL)

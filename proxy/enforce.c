@@ -144,16 +144,26 @@ int px_enforce_request(struct px_stream *st)
     st->bundle_revision = pol->revision;
     st->bundle_age_ms = now_ms - pol->loaded_at_ms;
     st->mode = pol->audit_mode ? "audit" : "enforce";
-    if (pol->expires_at_s > 0 && now_ms / 1000 >= pol->expires_at_s) {
-        if (cfg->policy.on_stale_deny) {
+    {
+        int stale = pol->expires_at_s > 0 && now_ms / 1000 >= pol->expires_at_s;
+        if (pol->from_url) {
+            /* From a control plane, a bundle is as old as the last time the
+             * control plane confirmed it (a 200 or a 304). */
+            int64_t contact = atomic_load_explicit(&pol->contact_ms, memory_order_relaxed);
+            st->bundle_age_ms = now_ms - contact;
+            if (cfg->policy.max_staleness_ms > 0 && st->bundle_age_ms > cfg->policy.max_staleness_ms)
+                stale = 1;
+        }
+        if (stale && cfg->policy.on_stale_deny) {
             st->decision = "deny";
             set_rule(st, "stale");
             px_counter_add(decision_counter("deny", "stale"), 1);
             px_stream_respond(st, 503, "policy is stale\n", 14, "stale");
             return 1;
         }
-        px_log(PX_LOG_WARN, "policy_stale_enforced", "request_id", st->request_id, "msg",
-               "bundle past expires_at; on_stale=last_known_good keeps enforcing it", NULL);
+        if (stale)
+            px_log(PX_LOG_WARN, "policy_stale_enforced", "request_id", st->request_id, "msg",
+                   "policy is stale; on_stale=last_known_good keeps enforcing it", NULL);
     }
 
     memset(&req, 0, sizeof(req));

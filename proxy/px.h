@@ -86,6 +86,9 @@ struct px_policy_state {
     int64_t expires_at_s;    /* 0 = none */
     int audit_mode;
     size_t nrules;
+    int from_url;                /* came from the control plane (or its cache) */
+    _Atomic int64_t contact_ms;  /* from_url: last successful contact (or cache mtime);
+                                  * written by the control thread, read by workers */
     char source[300];        /* "file:/path" or url */
 };
 
@@ -247,6 +250,11 @@ struct px_stream {
 /* Creates a stream on connection c (refs c's worker snapshot and policy). */
 struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops, void *down_ctx);
 
+/* A stream with no downstream connection: picket's own requests
+ * (client.c). Not access-logged, never policy-checked. */
+struct px_stream *px_stream_new_internal(struct px_worker *w, const struct px_down_ops *ops,
+                                         void *down_ctx);
+
 /* The downstream side filled method/scheme/authority/path/req headers:
  * normalize, filter headers, decide, and start the upstream or answer
  * locally. May call down->response_ready() before returning. */
@@ -261,6 +269,11 @@ void px_stream_respond(struct px_stream *st, int status, const char *body, int g
 /* Upstream side failed before/after response headers. Maps to 502/503/504
  * (before) or an abort (after). reason is logged ("connect_refused",...). */
 void px_stream_upstream_failed(struct px_stream *st, int status, const char *reason);
+
+/* The upstream side is finished and failed: px_stream_up_done() then
+ * px_stream_upstream_failed() (unless the downstream is already gone).
+ * The caller must not touch st afterwards. */
+void px_stream_up_fail(struct px_stream *st, int status, const char *reason);
 
 /* Upstream side: response headers are in (st->status, st->resp). */
 void px_stream_response_headers(struct px_stream *st);

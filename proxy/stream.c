@@ -38,7 +38,8 @@ int64_t px_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops, void *down_ctx)
+static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
+                                      const struct px_down_ops *ops, void *down_ctx)
 {
     struct px_stream *st = calloc(1, sizeof(*st));
     if (st == NULL)
@@ -54,14 +55,28 @@ struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops
         return NULL;
     }
     st->conn = c;
-    st->w = c->w;
-    st->snap = px_snapshot_ref(c->w->snap);
-    st->pol = c->w->policy ? px_policy_state_ref(c->w->policy) : NULL;
+    st->w = w;
+    st->snap = px_snapshot_ref(w->snap); /* the newest config, also on old connections */
+    st->pol = w->policy ? px_policy_state_ref(w->policy) : NULL;
     st->start_us = px_mono_us();
     st->req_content_length = -1;
     st->resp_content_length = -1;
     st->down = ops;
     st->down_ctx = down_ctx;
+    return st;
+}
+
+struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops, void *down_ctx)
+{
+    return stream_alloc(c->w, c, ops, down_ctx);
+}
+
+struct px_stream *px_stream_new_internal(struct px_worker *w, const struct px_down_ops *ops,
+                                         void *down_ctx)
+{
+    struct px_stream *st = stream_alloc(w, NULL, ops, down_ctx);
+    if (st != NULL)
+        st->logged = 1; /* picket's own requests are not access-logged */
     return st;
 }
 
@@ -241,6 +256,17 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
     } else if (!st->resp_eof && st->down) {
         st->down->abort(st);
     }
+}
+
+void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
+{
+    /* up_done first: the upstream side lets go before the downstream hears
+     * of the failure, so nothing the downstream does in reply (even freeing
+     * the stream) can reach back into upstream code. */
+    int gone = st->down_done;
+    px_stream_up_done(st);
+    if (!gone)
+        px_stream_upstream_failed(st, status, reason);
 }
 
 void px_stream_response_headers(struct px_stream *st)

@@ -746,10 +746,8 @@ void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
         return;
     }
     c = conn_new(w, pool, st);
-    if (c == NULL) {
-        px_stream_upstream_failed(st, 502, "connect_failed");
-        px_stream_up_done(st);
-    }
+    if (c == NULL)
+        px_stream_up_fail(st, 502, "connect_failed");
 }
 
 void px_up_h1_pool_free(struct px_pool *pool)

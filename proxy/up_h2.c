@@ -183,10 +183,11 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     if (st == NULL)
         return 0;
     if (!st->resp_eof)
-        px_stream_upstream_failed(st, error_code == NGHTTP2_REFUSED_STREAM ? 503 : 502,
-                                  error_code == NGHTTP2_REFUSED_STREAM ? "upstream_refused_stream"
-                                                                       : "upstream_reset");
-    px_stream_up_done(st);
+        px_stream_up_fail(st, error_code == NGHTTP2_REFUSED_STREAM ? 503 : 502,
+                          error_code == NGHTTP2_REFUSED_STREAM ? "upstream_refused_stream"
+                                                               : "upstream_reset");
+    else
+        px_stream_up_done(st);
     return 0;
 }
 
@@ -303,8 +304,9 @@ static void uc_fail(struct uph2_conn *uc, const char *reason)
         if (st != NULL) {
             st->up_ctx = NULL;
             if (!st->resp_eof)
-                px_stream_upstream_failed(st, 502, reason);
-            px_stream_up_done(st);
+                px_stream_up_fail(st, 502, reason);
+            else
+                px_stream_up_done(st);
         }
     }
     uc_free(uc);
@@ -527,8 +529,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     int32_t id;
 
     if (uc == NULL) {
-        px_stream_upstream_failed(st, 503, "no_memory");
-        px_stream_up_done(st);
+        px_stream_up_fail(st, 503, "no_memory");
         return;
     }
     us = calloc(1, sizeof(*us));
@@ -536,8 +537,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     if (us == NULL || nva == NULL) {
         free(us);
         free(nva);
-        px_stream_upstream_failed(st, 503, "no_memory");
-        px_stream_up_done(st);
+        px_stream_up_fail(st, 503, "no_memory");
         return;
     }
     nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)st->method, 7, strlen(st->method),
@@ -568,8 +568,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     free(nva);
     if (id < 0) {
         free(us);
-        px_stream_upstream_failed(st, 502, "upstream_submit_failed");
-        px_stream_up_done(st);
+        px_stream_up_fail(st, 502, "upstream_submit_failed");
         return;
     }
     us->id = id;

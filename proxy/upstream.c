@@ -69,8 +69,7 @@ void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
 {
     struct px_pool *pool = pool_get(w, up);
     if (pool == NULL) {
-        px_stream_upstream_failed(st, 503, "upstream_unresolvable");
-        px_stream_up_done(st);
+        px_stream_up_fail(st, 503, "upstream_unresolvable");
         return;
     }
     if (pool->h2)

@@ -1,0 +1,196 @@
+/*
+ * client.c - picket's own requests (see client.h). A call is a stream with
+ * an internal downstream side that collects the response (bounded by
+ * max_body) and hands it to the callback, so it gets the upstream pools,
+ * mTLS identity checks, flow control and timeouts of forwarded traffic.
+ */
+#include "client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct px_client_call {
+    struct px_stream *st;
+    px_client_cb cb;
+    void *arg;
+    struct event *timer;
+    struct event *kick; /* the stream's news is handled here, on our own stack */
+    int aborted;
+    struct evbuffer *body;
+    size_t max_body;
+    int done;
+    int64_t start_us;
+};
+
+static void call_free(struct px_client_call *call)
+{
+    if (call->timer)
+        event_free(call->timer);
+    if (call->kick)
+        event_free(call->kick);
+    if (call->body)
+        evbuffer_free(call->body);
+    free(call);
+}
+
+/* Ends the call: reports once (unless cancelled), lets the stream go. */
+static void finish(struct px_client_call *call, int status, const char *error)
+{
+    struct px_stream *st = call->st;
+    struct px_client_resp r;
+    char *body = NULL;
+    size_t n = evbuffer_get_length(call->body);
+
+    if (call->done)
+        return;
+    call->done = 1;
+    if (call->cb != NULL) {
+        memset(&r, 0, sizeof(r));
+        r.status = status;
+        r.error = error;
+        r.headers = status ? &st->resp : NULL;
+        body = malloc(n + 1);
+        if (body != NULL) {
+            evbuffer_remove(call->body, body, n);
+            body[n] = '\0';
+            r.body = body;
+            r.body_len = n;
+        } else if (status != 0) {
+            r.status = 0;
+            r.error = "out_of_memory";
+        }
+        r.duration_us = px_mono_us() - call->start_us;
+        call->cb(call->arg, &r);
+        free(body);
+    }
+    call->st = NULL;
+    st->down_ctx = NULL;
+    px_stream_down_done(st); /* cancels the upstream side if still running */
+    call_free(call);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_client_call *call = arg;
+    struct px_stream *st = call->st;
+    size_t n;
+    (void)fd;
+    (void)what;
+    if (call->done || st == NULL)
+        return;
+    if (call->aborted) {
+        finish(call, 0, st->reason ? st->reason : "upstream_reset");
+        return;
+    }
+    if (st->status == 0)
+        return;
+    if (st->local_response && st->status >= 500) {
+        /* px_stream_upstream_failed() answered for the upstream. */
+        finish(call, 0, st->reason ? st->reason : "upstream_error");
+        return;
+    }
+    n = evbuffer_get_length(st->resp_body);
+    if (n > 0) {
+        if (evbuffer_get_length(call->body) + n > call->max_body) {
+            finish(call, 0, "response_too_large");
+            return;
+        }
+        evbuffer_remove_buffer(st->resp_body, call->body, n);
+        if (st->up)
+            st->up->response_drained(st, n);
+    }
+    if (st->resp_eof)
+        finish(call, st->status, NULL);
+}
+
+/* Called from inside the upstream side or px_upstream_start(): defer. */
+static void c_response_ready(struct px_stream *st)
+{
+    struct px_client_call *call = st->down_ctx;
+    if (call != NULL && !call->done)
+        event_active(call->kick, EV_WRITE, 0);
+}
+
+static void c_request_drained(struct px_stream *st, size_t n)
+{
+    (void)st;
+    (void)n;
+}
+
+static void c_abort(struct px_stream *st)
+{
+    struct px_client_call *call = st->down_ctx;
+    if (call != NULL && !call->done) {
+        call->aborted = 1;
+        event_active(call->kick, EV_WRITE, 0);
+    }
+}
+
+static const struct px_down_ops client_ops = {c_response_ready, c_request_drained, c_abort};
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    finish(arg, 0, "timeout");
+}
+
+struct px_client_call *px_client_request(struct px_worker *w, const struct px_upstream_addr *up,
+                                         const struct px_client_req *req, px_client_cb cb,
+                                         void *arg)
+{
+    struct px_client_call *call = calloc(1, sizeof(*call));
+    struct px_stream *st = NULL;
+    struct timeval tv;
+
+    if (call == NULL)
+        return NULL;
+    call->cb = cb;
+    call->arg = arg;
+    call->max_body = req->max_body;
+    call->start_us = px_mono_us();
+    call->body = evbuffer_new();
+    call->timer = evtimer_new(w->base, timeout_cb, call);
+    call->kick = event_new(w->base, -1, 0, kick_cb, call);
+    st = px_stream_new_internal(w, &client_ops, call);
+    if (call->body == NULL || call->timer == NULL || call->kick == NULL || st == NULL)
+        goto fail;
+    call->st = st;
+    st->method = strdup(req->method);
+    st->scheme = strdup("https");
+    st->authority = strdup(req->authority);
+    st->path = strdup(req->path);
+    if (!st->method || !st->scheme || !st->authority || !st->path)
+        goto fail;
+    st->path_only_len = strcspn(st->path, "?");
+    for (size_t i = 0; req->headers != NULL && i < req->headers->n; i++)
+        if (px_hdrs_add(&st->req, req->headers->v[i].name, req->headers->v[i].nlen,
+                        req->headers->v[i].value, req->headers->v[i].vlen, 0) != 0)
+            goto fail;
+    if (req->body != NULL && req->body_len > 0)
+        evbuffer_add(st->req_body, req->body, req->body_len);
+    st->req_content_length = (int64_t)req->body_len;
+    st->req_eof = 1;
+    st->upstream_name = up->url;
+    tv.tv_sec = req->timeout_ms / 1000;
+    tv.tv_usec = (req->timeout_ms % 1000) * 1000;
+    evtimer_add(call->timer, &tv);
+    /* The stream's own upstream timeout is off: the call's deadline rules. */
+    px_upstream_start(w, up, st);
+    return call;
+fail:
+    if (st != NULL) {
+        st->down_ctx = NULL;
+        px_stream_down_done(st);
+    }
+    call_free(call);
+    return NULL;
+}
+
+void px_client_cancel(struct px_client_call *call)
+{
+    if (call == NULL || call->done)
+        return;
+    call->cb = NULL;
+    finish(call, 0, "cancelled");
+}
