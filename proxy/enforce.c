@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "certs.h"
+#include "dispatch.h"
 #include "enforce.h"
 #include "log.h"
 #include "metrics.h"
@@ -126,6 +127,7 @@ int px_enforce_request(struct px_stream *st)
     st->mode = "enforce";
     st->bundle_revision = -1;
     st->bundle_age_ms = -1;
+    st->cache_age_ms = -1;
 
     if (cfg->policy.file == NULL && cfg->policy.url == NULL) {
         /* No policy source: the verified SVID is the whole rule. */
@@ -193,13 +195,8 @@ int px_enforce_request(struct px_stream *st)
         px_stream_respond(st, 403, "forbidden by policy\n", 7, "policy_deny");
         return 1;
     }
-    if (v == POLICY_DISPATCH) {
-        /* No dispatch client in this build path yet: fail closed. */
-        st->reason = "dispatch_unavailable";
-        px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
-                          "dispatch_unavailable");
-        return 1;
-    }
+    if (v == POLICY_DISPATCH)
+        return px_dispatch_request(st, why.dispatch);
     return 0;
 }
 
@@ -218,7 +215,7 @@ void px_enforce_audit(struct px_stream *st)
     rec.mode = st->mode;
     rec.rule = st->rule;
     rec.decided_by = st->decided_by;
-    rec.dispatch_node = NULL;
+    rec.dispatch_node = st->dispatch_node;
     rec.bundle_revision = st->bundle_revision;
     rec.bundle_age_ms = st->bundle_age_ms;
     rec.peer = st->conn->peer_id[0] ? st->conn->peer_id : NULL;
@@ -228,7 +225,7 @@ void px_enforce_audit(struct px_stream *st)
     rec.status = status;
     rec.request_id = st->request_id;
     rec.reason = st->reason;
-    rec.cache_age_ms = -1;
+    rec.cache_age_ms = st->cache_age_ms;
     if (px_log_audit(&rec) != 0) {
         struct px_counter *c = px_counter_get("picket_audit_write_failures_total",
                                "Audit records that could not be written", "");

@@ -129,6 +129,7 @@ struct px_worker {
     int draining;
     uint64_t req_seq;                  /* request id generation */
     struct event *drain_timer;
+    struct px_dispatch_state *dispatch; /* dispatch.c: per-service caches, in-flight checks */
 };
 
 /* SSL ex_data index holding the struct px_conn of a server-side SSL. */
@@ -233,6 +234,8 @@ struct px_stream {
     const char *mode;            /* "enforce" | "audit" */
     int64_t bundle_revision;     /* -1 when no bundle */
     int64_t bundle_age_ms;
+    const char *dispatch_node;   /* SPIFFE ID of the authorization service that decided */
+    int64_t cache_age_ms;        /* decided_by "cache": age of the entry; else -1 */
     const char *decision;        /* "allow" "deny" ... static strings */
     char rule[128];
     const char *upstream_name;   /* url, for the access log */
@@ -259,6 +262,9 @@ struct px_stream *px_stream_new_internal(struct px_worker *w, const struct px_do
  * normalize, filter headers, decide, and start the upstream or answer
  * locally. May call down->response_ready() before returning. */
 void px_stream_dispatch(struct px_stream *st);
+
+/* After the decision allowed st: pick the route and start the upstream. */
+void px_stream_forward(struct px_stream *st);
 
 /* Answer locally (refusal or error): status, a short plain body (NULL
  * for none). gRPC requests get a trailers-only answer with grpc_status.

@@ -516,7 +516,6 @@ static const struct px_upstream_addr *pick_route(struct px_stream *st)
 void px_stream_dispatch(struct px_stream *st)
 {
     const struct px_hdr *ct, *cl;
-    const struct px_upstream_addr *up;
 
     ct = px_hdrs_get(&st->req, "content-type");
     if (ct != NULL && ct->vlen >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0)
@@ -552,17 +551,22 @@ void px_stream_dispatch(struct px_stream *st)
     filter_request_headers(st);
     add_identity_headers(st);
 
-    /* Policy (inbound): may answer locally (403, 503 when stale) and
-     * return 1. Outbound requests come from our own app and are decided by
-     * the receiving sidecar's policy. */
+    /* Policy (inbound): may answer locally (403, 503 when stale), or wait
+     * for a remote authorization service (dispatch.c continues the stream
+     * with px_stream_forward()). Outbound requests come from our own app
+     * and are decided by the receiving sidecar's policy. */
     if (is_outbound(st)) {
         st->decision = "forward";
         snprintf(st->rule, sizeof(st->rule), "outbound");
     } else if (px_enforce_request(st) != 0) {
         return;
     }
+    px_stream_forward(st);
+}
 
-    up = pick_route(st);
+void px_stream_forward(struct px_stream *st)
+{
+    const struct px_upstream_addr *up = pick_route(st);
     if (up == NULL) {
         px_stream_respond(st, 404, is_outbound(st) ? "no route for this authority\n" : "no route\n",
                           12, "no_route");

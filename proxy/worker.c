@@ -26,6 +26,7 @@
 #include "certs.h"
 #include "log.h"
 #include "metrics.h"
+#include "dispatch.h"
 #include "worker.h"
 
 atomic_long px_active_conns;
@@ -470,6 +471,7 @@ void px_worker_free(struct px_worker *w)
         if (w->listeners[i].evl)
             evconnlistener_free(w->listeners[i].evl);
     free(w->listeners);
+    px_dispatch_free(w);
     px_pools_free(w);
     if (w->drain_timer)
         event_free(w->drain_timer);
