@@ -232,6 +232,29 @@ static int reload(const char *why)
     return 0;
 }
 
+/* Warns once per SVID when less than a third of its lifetime is left
+ * (whoever renews it is late), and again when it has expired. */
+static void check_own_expiry(void)
+{
+    static int64_t warned_na, expired_na;
+    int64_t nb, na, now = (int64_t)time(NULL);
+    char left[32];
+    if (D.snap->keypair == NULL)
+        return;
+    nb = certs_keypair_not_before(D.snap->keypair);
+    na = certs_keypair_not_after(D.snap->keypair);
+    snprintf(left, sizeof(left), "%llds", (long long)(na - now));
+    if (now >= na && expired_na != na) {
+        expired_na = na;
+        px_log(PX_LOG_ERROR, "svid_expired", "own_id", D.snap->own_id, "msg",
+               "own SVID has expired: peers will refuse us and /readyz fails", NULL);
+    } else if (now < na && (na - now) * 3 < (na - nb) && warned_na != na) {
+        warned_na = na;
+        px_log(PX_LOG_WARN, "svid_expiring", "own_id", D.snap->own_id, "remaining", left, "msg",
+               "less than a third of the SVID lifetime left and no new one yet", NULL);
+    }
+}
+
 static void reload_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     int changed = 0;
@@ -240,6 +263,7 @@ static void reload_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     if (D.draining)
         return;
+    check_own_expiry();
     for (size_t i = 0; i < D.ncert_watch; i++)
         if (stat_changed(&D.cert_watch[i]))
             changed = 1;

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,8 +107,8 @@ static void demo_stop(struct demo *d)
     event_base_free(d->base);
 }
 
-/* 1 if the cert at path is a usable SVID for at least another hour. */
-static int cert_fresh(const char *path)
+/* 1 if the cert at path is usable for at least another min_left_s. */
+static int cert_fresh(const char *path, int64_t min_left_s)
 {
     char *data = NULL, err[256];
     size_t len = 0;
@@ -118,13 +119,13 @@ static int cert_fresh(const char *path)
         return 0;
     if (certs_pem_certs(data, len, &sk, err, sizeof(err)) == 0 && sk_X509_num(sk) > 0 &&
         certs_cert_validity(sk_X509_value(sk, 0), &nb, &na) == 0)
-        ok = na - (int64_t)time(NULL) > 3600;
+        ok = na - (int64_t)time(NULL) > min_left_s;
     sk_X509_pop_free(sk, X509_free);
     free(data);
     return ok;
 }
 
-static int ensure_material(const char *state, char *err, size_t errlen)
+static int ensure_material(const char *state, int64_t min_left_s, char *err, size_t errlen)
 {
     char ca[1024], capem[1100], p1[1100], k1[1100], e2[512];
     const char *dns[] = {"localhost"};
@@ -132,7 +133,14 @@ static int ensure_material(const char *state, char *err, size_t errlen)
 
     snprintf(ca, sizeof(ca), "%s/ca", state);
     snprintf(capem, sizeof(capem), "%s/ca.pem", ca);
-    if (!cert_fresh(capem)) {
+    if (!cert_fresh(capem, 7 * 24 * 3600)) {
+        /* A new CA (first run, or the old one has under a week left):
+         * every leaf must be re-issued under it. */
+        char cakey[1100];
+        snprintf(cakey, sizeof(cakey), "%s/ca.key", ca);
+        unlink(capem);
+        unlink(cakey);
+        min_left_s = INT64_MAX / 2;
         if (certs_devca_init(ca, DEV_TD, 30 * 24 * 3600, e2, sizeof(e2)) != 0) {
             snprintf(err, errlen, "dev CA: %s", e2);
             return -1;
@@ -141,7 +149,7 @@ static int ensure_material(const char *state, char *err, size_t errlen)
     }
     snprintf(p1, sizeof(p1), "%s/server.pem", state);
     snprintf(k1, sizeof(k1), "%s/server.key", state);
-    if (!cert_fresh(p1) &&
+    if (!cert_fresh(p1, min_left_s) &&
         certs_devca_issue(ca, DEV_SERVER_ID, DEV_CERT_TTL, dns, 1, ips, 1, p1, k1, e2,
                           sizeof(e2)) != 0) {
         snprintf(err, errlen, "server SVID: %s", e2);
@@ -149,7 +157,7 @@ static int ensure_material(const char *state, char *err, size_t errlen)
     }
     snprintf(p1, sizeof(p1), "%s/client.pem", state);
     snprintf(k1, sizeof(k1), "%s/client.key", state);
-    if (!cert_fresh(p1) &&
+    if (!cert_fresh(p1, min_left_s) &&
         certs_devca_issue(ca, DEV_CLIENT_ID, DEV_CERT_TTL, NULL, 0, NULL, 0, p1, k1, e2,
                           sizeof(e2)) != 0) {
         snprintf(err, errlen, "client SVID: %s", e2);
@@ -165,6 +173,36 @@ static int write_file(const char *path, const char *text)
         return -1;
     fputs(text, f);
     return fclose(f);
+}
+
+/* Renews the dev certificates before they expire (picket's file watcher
+ * then loads them without a restart): a thread that wakes every minute
+ * and re-issues any certificate with less than a third of its life left. */
+struct renewer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    char state[1024];
+};
+
+static void *renew_main(void *arg)
+{
+    struct renewer *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        struct timespec ts;
+        char err[600];
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 60;
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        if (r->stop)
+            break;
+        if (ensure_material(r->state, DEV_CERT_TTL / 3, err, sizeof(err)) != 0)
+            fprintf(stderr, "picket dev: renewing certificates: %s\n", err);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
 }
 
 struct ready_info {
@@ -197,6 +235,8 @@ int px_cmd_dev(int argc, char **argv)
     char err[600], path[1100], conf[4096], up[600], abs_state[1024];
     struct demo demo;
     struct ready_info ri;
+    struct renewer ren;
+    int renewing;
 
     memset(&demo, 0, sizeof(demo));
     for (int i = 1; i < argc; i++) {
@@ -228,7 +268,7 @@ int px_cmd_dev(int argc, char **argv)
         fprintf(stderr, "picket dev: %s: %s\n", state, strerror(errno));
         return 1;
     }
-    if (ensure_material(abs_state, err, sizeof(err)) != 0) {
+    if (ensure_material(abs_state, 3600, err, sizeof(err)) != 0) {
         fprintf(stderr, "picket dev: %s\n", err);
         return 1;
     }
@@ -274,7 +314,21 @@ int px_cmd_dev(int argc, char **argv)
     ri.state = abs_state;
     ri.port = port;
     ri.demo = upstream == NULL;
+    memset(&ren, 0, sizeof(ren));
+    snprintf(ren.state, sizeof(ren.state), "%s", abs_state);
+    pthread_mutex_init(&ren.mu, NULL);
+    pthread_cond_init(&ren.cv, NULL);
+    renewing = pthread_create(&ren.thread, NULL, renew_main, &ren) == 0;
     rc = px_run(path, on_ready, &ri);
+    if (renewing) {
+        pthread_mutex_lock(&ren.mu);
+        ren.stop = 1;
+        pthread_cond_signal(&ren.cv);
+        pthread_mutex_unlock(&ren.mu);
+        pthread_join(ren.thread, NULL);
+    }
+    pthread_cond_destroy(&ren.cv);
+    pthread_mutex_destroy(&ren.mu);
     demo_stop(&demo);
     return rc;
 }

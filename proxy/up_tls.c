@@ -70,8 +70,12 @@ const char *px_up_bev_fail_reason(struct bufferevent *bev)
     int tls_err = 0;
     if (ssl == NULL)
         return NULL;
-    while (bufferevent_get_openssl_error(bev) != 0)
-        tls_err = 1;
+    /* libevent also queues a pseudo-entry for a plain socket error (e.g.
+     * ECONNREFUSED during connect): only OpenSSL's own library errors
+     * mean the TLS layer failed. */
+    for (unsigned long e; (e = bufferevent_get_openssl_error(bev)) != 0;)
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL)
+            tls_err = 1;
     r = SSL_get_ex_data(ssl, px_ssl_reason_idx);
     if (r != NULL)
         return r;
