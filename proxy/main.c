@@ -6,6 +6,7 @@
 
 #include "cmd_bundle.h"
 #include "cmd_cert.h"
+#include "cmd_inject.h"
 #include "cmd_policy.h"
 #include "daemon.h"
 #include "dev.h"
@@ -23,6 +24,7 @@ static void usage(FILE *f)
                "  cert init|issue|inspect|verify   dev CA and SVID tools\n"
                "  policy lint|eval|test       check and evaluate policy bundles\n"
                "  bundle keygen|sign|verify   signed policy envelopes (DSSE)\n"
+               "  inject [serve] ...          Kubernetes sidecar injection (CLI filter / admission webhook)\n"
                "  version                     print the version\n");
 }
 
@@ -61,6 +63,8 @@ int main(int argc, char **argv)
         return px_cmd_policy(argc - 1, argv + 1);
     if (strcmp(argv[1], "bundle") == 0)
         return px_cmd_bundle(argc - 1, argv + 1);
+    if (strcmp(argv[1], "inject") == 0)
+        return px_cmd_inject(argc - 1, argv + 1);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("picket %s\n", PICKET_VERSION);
         return 0;

@@ -247,6 +247,7 @@ struct px_stream {
     void *up_ctx;
     int down_done, up_done;
     struct event *up_timer;      /* upstream_timeout */
+    int up_retries;              /* replays after REFUSED_STREAM */
     int logged;
 };
 

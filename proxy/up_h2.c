@@ -48,6 +48,7 @@ struct uph2_stream {
     int32_t id;
     int deferred;
     int got_final_headers;
+    int body_sent; /* some request body left req_body: the request cannot be replayed */
 };
 
 static const struct px_up_ops uph2_ops;
@@ -173,15 +174,28 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     struct uph2_conn *uc = arg;
     struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, id);
     struct px_stream *st;
+    int body_sent;
 
     if (us == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(s, id, NULL);
     unlink_us(uc, us);
     st = us->st;
+    body_sent = us->body_sent;
     free(us);
     if (st == NULL)
         return 0;
+    if (error_code == NGHTTP2_REFUSED_STREAM && st->status == 0 && !body_sent &&
+        st->up_retries < 3 && !st->down_done) {
+        /* REFUSED_STREAM means the server did not process it (RFC 9113
+         * 8.7), e.g. streams past a GOAWAY when a server recycles its
+         * connection: replay it on another connection. */
+        st->up_retries++;
+        st->up = NULL;
+        st->up_ctx = NULL;
+        px_up_h2_start(uc->w, uc->pool, st);
+        return 0;
+    }
     if (!st->resp_eof)
         px_stream_up_fail(st, error_code == NGHTTP2_REFUSED_STREAM ? 503 : 502,
                           error_code == NGHTTP2_REFUSED_STREAM ? "upstream_refused_stream"
@@ -209,6 +223,7 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     }
     if (n > 0) {
         evbuffer_remove(st->req_body, buf, n);
+        us->body_sent = 1;
         if (st->down)
             st->down->request_drained(st, n);
     }

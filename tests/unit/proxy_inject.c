@@ -1,0 +1,485 @@
+/*
+ * proxy_inject.c - TCase "inject" of the proxy suite: proxy/inject.c (the
+ * patch planner, the JSON Patch applier, the formatter, AdmissionReview).
+ * Every injected case also checks the mutated object (parsed back with
+ * certs_json_parse) and that injecting it again changes nothing.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "certs_json.h"
+#include "inject.h"
+
+TCase *tcase_inject(void);
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+#define C_APP "{\"name\":\"app\",\"image\":\"example/orders:1.4\"}"
+#define C_PICKET "{\"name\":\"picket\",\"image\":\"picket:0.1\"}"
+#define LBL "\"labels\":{\"app\":\"orders\"}"
+#define TPL(meta, spec) "\"template\":{" meta "\"spec\":" spec "}"
+#define DEPLOY(kind, meta, tmeta, spec)                                                            \
+    "{\"apiVersion\":\"apps/v1\",\"kind\":\"" kind "\",\"metadata\":{\"name\":\"orders\"" meta "},"  \
+    "\"spec\":{\"replicas\":2," TPL(tmeta, spec) "}}"
+#define POD(meta, spec) "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{" meta "},\"spec\":" spec "}"
+
+static const struct {
+    const char *id, *json;
+    int rc;                       /* 0 or PX_INJECT_E* */
+    enum px_inject_reason reason; /* when rc == 0 */
+    const char *in_patch[4];      /* fragments the patch must contain */
+    const char *spec, *meta;      /* dotted paths in the output (NULL: no object check) */
+    const char *cm;               /* expected ConfigMap name */
+    int64_t grace;                /* expected terminationGracePeriodSeconds */
+    const char *errpart;          /* error text fragment when rc != 0 */
+} cases[] = {
+    {"pod, no volumes, no annotations", POD("\"name\":\"orders-0\"", "{\"containers\":[" C_APP "]}"), 0,
+     PX_INJECT_INJECTED,
+     {"\"path\":\"/spec/containers/-\"", "\"path\":\"/spec/volumes\",\"value\":[",
+      "\"op\":\"add\",\"path\":\"/metadata/annotations\",\"value\":{\"picket.dev/injected\":\"true\"}",
+      "\"path\":\"/spec/terminationGracePeriodSeconds\",\"value\":30"},
+     "spec", "metadata", "orders-0-picket", 30, NULL},
+    {"pod with volumes and annotations, long grace",
+     POD("\"name\":\"p\"," LBL ",\"annotations\":{\"a\":\"b\"}",
+         "{\"containers\":[" C_APP "],\"volumes\":[{\"name\":\"data\",\"emptyDir\":{}}],"
+         "\"terminationGracePeriodSeconds\":60}"),
+     0, PX_INJECT_INJECTED,
+     {"\"path\":\"/spec/volumes/-\",\"value\":{\"name\":\"picket-config\"",
+      "\"path\":\"/metadata/annotations/picket.dev~1injected\",\"value\":\"true\"",
+      "\"secretName\":\"orders-svid\""},
+     "spec", "metadata", "orders-picket", 60, NULL},
+    {"pod, short grace is raised",
+     POD(LBL, "{\"containers\":[" C_APP "],\"terminationGracePeriodSeconds\":5}"), 0,
+     PX_INJECT_INJECTED, {"{\"op\":\"replace\",\"path\":\"/spec/terminationGracePeriodSeconds\","
+                          "\"value\":30}"},
+     "spec", "metadata", "orders-picket", 30, NULL},
+    {"deployment without template metadata", DEPLOY("Deployment", "", "", "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED,
+     {"\"path\":\"/spec/template/spec/containers/-\"",
+      "\"path\":\"/spec/template/metadata\",\"value\":{\"annotations\":{"},
+     "spec.template.spec", "spec.template.metadata", "orders-picket", 30, NULL},
+    {"statefulset, annotations null", DEPLOY("StatefulSet", "", "\"metadata\":{" LBL ",\"annotations\":null},",
+                                             "{\"containers\":[" C_APP "],\"volumes\":null}"),
+     0, PX_INJECT_INJECTED,
+     {"\"path\":\"/spec/template/metadata/annotations\",\"value\":{",
+      "\"path\":\"/spec/template/spec/volumes\",\"value\":["},
+     "spec.template.spec", "spec.template.metadata", "orders-picket", 30, NULL},
+    {"cronjob", "{\"kind\":\"CronJob\",\"metadata\":{\"name\":\"nightly\"},\"spec\":{\"schedule\":\"@daily\","
+                "\"jobTemplate\":{\"spec\":{\"template\":{\"spec\":{\"containers\":[" C_APP "]}}}}}}",
+     0, PX_INJECT_INJECTED, {"\"path\":\"/spec/jobTemplate/spec/template/spec/containers/-\""},
+     "spec.jobTemplate.spec.template.spec", "spec.jobTemplate.spec.template.metadata",
+     "nightly-picket", 30, NULL},
+    {"config map from annotation",
+     POD(LBL ",\"annotations\":{\"picket.dev/config-map\":\"shared-cfg\"}", "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"\"configMap\":{\"name\":\"shared-cfg\"}"}, "spec", "metadata",
+     "shared-cfg", 30, NULL},
+    {"non-ASCII text kept", POD(LBL ",\"annotations\":{\"note\":\"caf\xc3\xa9 \xf0\x9f\x90\x88 \\u00e9\"}",
+                                "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"/metadata/annotations/picket.dev~1injected"}, "spec", "metadata",
+     "orders-picket", 30, NULL},
+    {"already has picket", POD(LBL, "{\"containers\":[" C_APP "," C_PICKET "]}"), 0, PX_INJECT_ALREADY,
+     {"[]"}, "spec", "metadata", NULL, 0, NULL},
+    {"opt out by annotation",
+     POD(LBL ",\"annotations\":{\"picket.dev/inject\":\"false\"}", "{\"containers\":[" C_APP "]}"), 0,
+     PX_INJECT_OPT_OUT, {"[]"}, "spec", "metadata", NULL, 0, NULL},
+    {"opt out by label on the deployment",
+     DEPLOY("Deployment", ",\"labels\":{\"picket.dev/inject\":\"disabled\"}", "",
+            "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_OPT_OUT, {"[]"}, "spec.template.spec", NULL, NULL, 0, NULL},
+    {"excluded namespace", POD(LBL ",\"namespace\":\"kube-system\"", "{\"containers\":[" C_APP "]}"), 0,
+     PX_INJECT_NS_EXCLUDED, {"[]"}, "spec", "metadata", NULL, 0, NULL},
+    {"service passes through", "{\"kind\":\"Service\",\"metadata\":{\"name\":\"s\"},\"spec\":{}}", 0,
+     PX_INJECT_NOT_WORKLOAD, {"[]"}, NULL, NULL, NULL, 0, NULL},
+    {"list", "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":["
+             "{\"kind\":\"Service\",\"metadata\":{\"name\":\"s\"}},"
+             DEPLOY("Deployment", "", "", "{\"containers\":[" C_APP "]}") ","
+             POD(LBL, "{\"containers\":[" C_APP "," C_PICKET "]}") "]}",
+     0, PX_INJECT_INJECTED,
+     {"\"path\":\"/items/1/spec/template/spec/containers/-\"", "/items/1/spec/template/metadata\""},
+     "items.1.spec.template.spec", "items.1.spec.template.metadata", "orders-picket", 30, NULL},
+    {"empty list", "{\"kind\":\"DeploymentList\",\"items\":[]}", 0, PX_INJECT_NOT_WORKLOAD, {"[]"},
+     NULL, NULL, NULL, 0, NULL},
+    /* refusals */
+    {"trailing comma", "{\"kind\":\"Pod\",\n \"spec\":{\"containers\":[],}}", PX_INJECT_EINPUT, 0,
+     {NULL}, NULL, NULL, NULL, 0, "2:26: trailing comma"},
+    {"duplicate key", "{\"kind\":\"Pod\",\"kind\":\"Pod\"}", PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL,
+     NULL, 0, "duplicate key"},
+    {"not an object", "[1]", PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0, "1:1: expected a JSON object"},
+    {"no kind", "{\"metadata\":{}}", PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0, "kind: missing"},
+    {"no containers", POD(LBL, "{\"containers\":[]}"), PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0,
+     "containers: expected a non-empty array"},
+    {"deployment without template", "{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"x\"},\"spec\":{}}",
+     PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0, "no pod template"},
+    {"port taken", POD(LBL, "{\"containers\":[{\"name\":\"app\",\"ports\":[{\"containerPort\":15443}]}]}"),
+     PX_INJECT_EREFUSE, 0, {NULL}, NULL, NULL, NULL, 0, "containerPort 15443 is picket's"},
+    {"volume name taken",
+     POD(LBL, "{\"containers\":[" C_APP "],\"volumes\":[{\"name\":\"picket-svid\",\"emptyDir\":{}}]}"),
+     PX_INJECT_EREFUSE, 0, {NULL}, NULL, NULL, NULL, 0, "a volume named \"picket-svid\" already exists"},
+    {"no app name", POD("\"generateName\":\"orders-7d9f-\"", "{\"containers\":[" C_APP "]}"),
+     PX_INJECT_EREFUSE, 0, {NULL}, NULL, NULL, NULL, 0, "cannot tell the app's name"},
+    {"uppercase app name", POD("\"labels\":{\"app\":\"Orders\"}", "{\"containers\":[" C_APP "]}"),
+     PX_INJECT_EREFUSE, 0, {NULL}, NULL, NULL, NULL, 0, "not a valid lowercase DNS-1123 name"},
+    {"bad grace", POD(LBL, "{\"containers\":[" C_APP "],\"terminationGracePeriodSeconds\":\"30\"}"),
+     PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0, "terminationGracePeriodSeconds"},
+    {"invalid utf-8", "{\"kind\":\"Pod\",\"x\":\"\xff\"}", PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL,
+     NULL, 0, "1:20: invalid UTF-8"},
+    {"overlong utf-8", "{\"kind\":\"Pod\",\n\"x\":\"\xc0\xaf\"}", PX_INJECT_EINPUT, 0, {NULL}, NULL,
+     NULL, NULL, 0, "2:6: invalid UTF-8"},
+    {"utf-16 surrogate", "{\"kind\":\"Pod\",\"x\":\"\xed\xa0\x80\"}", PX_INJECT_EINPUT, 0, {NULL},
+     NULL, NULL, NULL, 0, "invalid UTF-8"},
+    {"list item not an object", "{\"kind\":\"List\",\"items\":[1]}", PX_INJECT_EINPUT, 0, {NULL}, NULL,
+     NULL, NULL, 0, "expected a Kubernetes object"},
+};
+
+/* Dotted path ("spec.template.spec", "items.1.spec") from token i, or -1. */
+static int jpath(const struct certs_json *j, int i, const char *path)
+{
+    char seg[64];
+    while (path != NULL && *path != '\0' && i >= 0) {
+        const char *dot = strchr(path, '.');
+        size_t n = dot ? (size_t)(dot - path) : strlen(path);
+        snprintf(seg, sizeof(seg), "%.*s", (int)n, path);
+        if (certs_json_is_arr(j, i)) {
+            int k = atoi(seg), e = certs_json_first(j, i);
+            while (e > 0 && k-- > 0)
+                e = certs_json_next_elem(j, e);
+            i = e;
+        } else {
+            i = certs_json_get(j, i, seg);
+        }
+        path = dot ? dot + 1 : NULL;
+    }
+    return i;
+}
+
+static int count_named(const struct certs_json *j, int arr, const char *name)
+{
+    int n = 0;
+    for (int e = certs_json_first(j, arr); e > 0; e = certs_json_next_elem(j, e))
+        if (certs_json_eq(j, certs_json_get(j, e, "name"), name))
+            n++;
+    return n;
+}
+
+static void check_object(int c, const char *out, size_t outlen)
+{
+    struct certs_json j;
+    char err[256], buf[256];
+    int spec, ctr, vols, cfg, meta;
+    int64_t g;
+    ck_assert_msg(certs_json_parse(&j, out, outlen, 0, err, sizeof(err)) == 0, "%s: %s",
+                  cases[c].id, err);
+    spec = jpath(&j, 0, cases[c].spec);
+    ck_assert_msg(certs_json_is_obj(&j, spec), "%s: no pod spec", cases[c].id);
+    ctr = certs_json_get(&j, spec, "containers");
+    if (cases[c].reason == PX_INJECT_OPT_OUT || cases[c].reason == PX_INJECT_NS_EXCLUDED) {
+        ck_assert_int_eq(count_named(&j, ctr, "picket"), 0);
+        certs_json_clear(&j);
+        return;
+    }
+    ck_assert_int_eq(count_named(&j, ctr, "picket"), 1);
+    if (cases[c].cm != NULL) {
+        int pk = certs_json_next_elem(&j, certs_json_first(&j, ctr));
+        /* the sidecar comes last, after the app */
+        ck_assert(certs_json_eq(&j, certs_json_get(&j, pk, "name"), "picket"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "args.2"), "/etc/picket/picket.json"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "ports.0.name"), "picket-mtls"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "readinessProbe.exec.command.2"),
+                                "http://127.0.0.1:15000/readyz"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "lifecycle.preStop.exec.command.0"), "sleep"));
+        vols = certs_json_get(&j, spec, "volumes");
+        ck_assert_int_eq(count_named(&j, vols, "picket-config"), 1);
+        ck_assert_int_eq(count_named(&j, vols, "picket-svid"), 1);
+        for (cfg = certs_json_first(&j, vols); cfg > 0; cfg = certs_json_next_elem(&j, cfg))
+            if (certs_json_eq(&j, certs_json_get(&j, cfg, "name"), "picket-config"))
+                break;
+        ck_assert_int_ge(certs_json_str(&j, jpath(&j, cfg, "configMap.name"), buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, cases[c].cm);
+        ck_assert_int_eq(certs_json_int(&j, certs_json_get(&j, spec, "terminationGracePeriodSeconds"),
+                                        &g), 0);
+        ck_assert_int_eq(g, cases[c].grace);
+        meta = jpath(&j, 0, cases[c].meta);
+        ck_assert(certs_json_eq(
+            &j, certs_json_get(&j, certs_json_get(&j, meta, "annotations"), "picket.dev/injected"),
+            "true"));
+    }
+    certs_json_clear(&j);
+}
+
+START_TEST(test_inject_table)
+{
+    struct px_inject_opts o;
+    struct px_inject_result r, r2;
+    char err[512] = "", *out = NULL, *out2 = NULL;
+    size_t outlen = 0, outlen2 = 0;
+    const char *js = cases[_i].json;
+    int rc;
+
+    px_inject_opts_init(&o);
+    rc = px_inject_patch(js, strlen(js), &o, &r, err, sizeof(err));
+    ck_assert_msg(rc == cases[_i].rc, "%s: rc %d (%s)", cases[_i].id, rc, err);
+    if (rc != 0) {
+        ck_assert_msg(strstr(err, cases[_i].errpart) != NULL, "%s: err \"%s\"", cases[_i].id, err);
+        ck_assert_int_eq(px_inject_object(js, strlen(js), &o, 1, &out, &outlen, &r, err,
+                                          sizeof(err)),
+                         cases[_i].rc);
+        ck_assert_ptr_null(out);
+        return;
+    }
+    ck_assert_msg(r.reason == cases[_i].reason, "%s: reason %s", cases[_i].id,
+                  px_inject_reason_name(r.reason));
+    for (size_t k = 0; k < N_ELEMS(cases[_i].in_patch) && cases[_i].in_patch[k]; k++)
+        ck_assert_msg(strstr(r.patch, cases[_i].in_patch[k]) != NULL, "%s: patch %s lacks %s",
+                      cases[_i].id, r.patch, cases[_i].in_patch[k]);
+    px_inject_result_clear(&r);
+
+    rc = px_inject_object(js, strlen(js), &o, _i % 2, &out, &outlen, &r, err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s: %s", cases[_i].id, err);
+    ck_assert_uint_eq(strlen(out), outlen);
+    if (cases[_i].spec != NULL)
+        check_object(_i, out, outlen);
+    /* Idempotent: the output injected again is the same bytes. */
+    rc = px_inject_object(out, outlen, &o, _i % 2, &out2, &outlen2, &r2, err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s: second pass: %s", cases[_i].id, err);
+    ck_assert_uint_eq(r2.injected, 0);
+    ck_assert_str_eq(out2, out);
+    free(out);
+    free(out2);
+    px_inject_result_clear(&r);
+    px_inject_result_clear(&r2);
+}
+END_TEST
+
+START_TEST(test_inject_list_counts)
+{
+    struct px_inject_opts o;
+    struct px_inject_result r;
+    char err[256];
+    const char *js = NULL;
+    for (size_t i = 0; i < N_ELEMS(cases); i++)
+        if (strcmp(cases[i].id, "list") == 0)
+            js = cases[i].json;
+    ck_assert_ptr_nonnull(js);
+    px_inject_opts_init(&o);
+    ck_assert_int_eq(px_inject_patch(js, strlen(js), &o, &r, err, sizeof(err)), 0);
+    ck_assert_uint_eq(r.injected, 1);
+    ck_assert_uint_eq(r.skipped, 2);
+    ck_assert_str_eq(r.kind, "List");
+    px_inject_result_clear(&r);
+}
+END_TEST
+
+START_TEST(test_inject_options)
+{
+    struct px_inject_opts o;
+    struct px_inject_result r;
+    char err[256];
+    const char *js = POD("\"generateName\":\"x-\"", "{\"containers\":[" C_APP "]}");
+    px_inject_opts_init(&o);
+    o.image = "registry.example/picket:1.2";
+    o.config_map = "cfg";
+    o.svid_secret = "sec";
+    o.inbound_port = 8443;
+    o.admin_port = 9901;
+    o.drain_timeout_s = 45;
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), 0);
+    ck_assert_int_eq(px_inject_patch(js, strlen(js), &o, &r, err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"image\":\"registry.example/picket:1.2\""));
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"containerPort\":8443"));
+    ck_assert_ptr_nonnull(strstr(r.patch, "http://127.0.0.1:9901/healthz"));
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"secretName\":\"sec\""));
+    ck_assert_ptr_nonnull(strstr(r.patch, "terminationGracePeriodSeconds\",\"value\":55"));
+    px_inject_result_clear(&r);
+
+    o.config_map = "Bad_Name";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.config_map = NULL;
+    o.image = "a b";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.image = "x";
+    o.admin_port = o.inbound_port;
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+}
+END_TEST
+
+START_TEST(test_inject_size_limit)
+{
+    struct px_inject_opts o;
+    struct px_inject_result r;
+    char err[256];
+    size_t n = PX_INJECT_MAX_BYTES + 16;
+    char *big = malloc(n);
+    ck_assert_ptr_nonnull(big);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    px_inject_opts_init(&o);
+    ck_assert_int_eq(px_inject_patch(big, n, &o, &r, err, sizeof(err)), PX_INJECT_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "too large"));
+    free(big);
+}
+END_TEST
+
+/* ---- the applier: RFC 6901 escaping and the supported subset ---------- */
+
+static const struct {
+    const char *doc, *patch, *want; /* want NULL: refused */
+} patches[] = {
+    {"{\"a/b\":{\"m~n\":[1]}}", "[{\"op\":\"add\",\"path\":\"/a~1b/m~0n/-\",\"value\":2}]",
+     "{\"a/b\":{\"m~n\":[1,2]}}\n"},
+    {"{\"a\\/b\":1}", "[{\"op\":\"replace\",\"path\":\"/a~1b\",\"value\":[]}]", "{\"a\\/b\":[]}\n"},
+    {"{\"x\":[]}", "[{\"op\":\"add\",\"path\":\"/x/-\",\"value\":1},{\"op\":\"add\",\"path\":\"/x/-\",\"value\":{}}]",
+     "{\"x\":[1,{}]}\n"},
+    {"{}", "[{\"op\":\"add\",\"path\":\"/k\",\"value\":\"v\"},{\"op\":\"add\",\"path\":\"/~0\",\"value\":null}]",
+     "{\"k\":\"v\",\"~\":null}\n"},
+    {"{\"k\":1}", "[{\"op\":\"add\",\"path\":\"/k\",\"value\":2}]", "{\"k\":2}\n"},
+    {"{\"l\":[{\"a\":1},{\"a\":2}]}", "[{\"op\":\"replace\",\"path\":\"/l/1/a\",\"value\":3}]",
+     "{\"l\":[{\"a\":1},{\"a\":3}]}\n"},
+    {"{\"k\":1}", "[]", "{\"k\":1}\n"},
+    {"{\"k\":1}", "[{\"op\":\"add\",\"path\":\"/a~2\",\"value\":1}]", NULL},       /* bad escape */
+    {"{\"k\":[1]}", "[{\"op\":\"add\",\"path\":\"/k/0\",\"value\":1}]", NULL},     /* by index */
+    {"{\"k\":1}", "[{\"op\":\"replace\",\"path\":\"/x\",\"value\":1}]", NULL},     /* missing */
+    {"{\"k\":1}", "[{\"op\":\"remove\",\"path\":\"/k\"}]", NULL},                 /* unsupported */
+    {"{}", "[{\"op\":\"add\",\"path\":\"/a\",\"value\":{}},{\"op\":\"add\",\"path\":\"/a/b\",\"value\":1}]",
+     NULL}, /* into a value an earlier op added */
+    {"{}", "[{\"op\":\"add\",\"path\":\"/a\",\"value\":1},{\"op\":\"add\",\"path\":\"/a\",\"value\":2}]",
+     NULL}, /* would duplicate a key: caught by the final strict parse */
+    {"{\"k\":{\"j\":1}}", "[{\"op\":\"replace\",\"path\":\"/k\",\"value\":1},{\"op\":\"add\",\"path\":\"/k/x\",\"value\":2}]",
+     NULL}, /* overlapping */
+    {"{\"k\":1}", "[{\"op\":\"add\",\"path\":\"\",\"value\":1}]", NULL},
+    {"{\"k\":1}", "{\"op\":\"add\"}", NULL},
+};
+
+START_TEST(test_patch_apply)
+{
+    char *out = NULL, err[256] = "";
+    size_t outlen = 0;
+    int rc = px_json_patch_apply(patches[_i].doc, strlen(patches[_i].doc), patches[_i].patch,
+                                 strlen(patches[_i].patch), 0, &out, &outlen, err, sizeof(err));
+    if (patches[_i].want == NULL) {
+        ck_assert_msg(rc == PX_INJECT_EINPUT, "row %d: rc %d out %s", _i, rc, out ? out : "");
+        ck_assert_ptr_null(out);
+        ck_assert(err[0] != '\0');
+        return;
+    }
+    ck_assert_msg(rc == 0, "row %d: %s", _i, err);
+    ck_assert_str_eq(out, patches[_i].want);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_format)
+{
+    const char *in = " { \"a\" : [ 1 , \"x \\\" ,{\" , { } , [ ] ] , \"b\":{\"c\":true} } ";
+    char *p = NULL, *p2 = NULL, *c = NULL;
+    size_t n = 0, n2 = 0, nc = 0;
+    ck_assert_int_eq(px_json_format(in, strlen(in), 0, &c, &nc), 0);
+    ck_assert_str_eq(c, "{\"a\":[1,\"x \\\" ,{\",{},[]],\"b\":{\"c\":true}}\n");
+    ck_assert_int_eq(px_json_format(in, strlen(in), 1, &p, &n), 0);
+    ck_assert_str_eq(p, "{\n  \"a\": [\n    1,\n    \"x \\\" ,{\",\n    {},\n    []\n  ],\n"
+                        "  \"b\": {\n    \"c\": true\n  }\n}\n");
+    ck_assert_int_eq(px_json_format(p, n, 1, &p2, &n2), 0);
+    ck_assert_str_eq(p2, p);
+    free(c);
+    free(p);
+    free(p2);
+}
+END_TEST
+
+/* ---- AdmissionReview ------------------------------------------------- */
+
+#define REVIEW(req) "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":" req "}"
+#define UID "\"uid\":\"705ab4f5-6393-11e8-b7cc-42010a800002\""
+
+static const struct {
+    const char *body;
+    int rc;
+    const char *resp_part, *err_part;
+    enum px_inject_reason reason;
+} reviews[] = {
+    {REVIEW("{" UID ",\"operation\":\"CREATE\",\"namespace\":\"shop\",\"object\":"
+            POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"W3si", NULL, PX_INJECT_INJECTED},
+    {REVIEW("{" UID ",\"operation\":\"UPDATE\",\"object\":" POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
+     0, "\"uid\":\"705ab4f5-6393-11e8-b7cc-42010a800002\",\"allowed\":true}}", NULL,
+     PX_INJECT_NOT_CREATE},
+    {REVIEW("{" UID ",\"namespace\":\"kube-system\",\"object\":" POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":true}}", NULL, PX_INJECT_NS_EXCLUDED},
+    {REVIEW("{" UID ",\"object\":" POD("\"generateName\":\"x-\"", "{\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":false,\"status\":{\"code\":403,\"message\":\"picket inject: ", "cannot tell",
+     PX_INJECT_REFUSED},
+    {REVIEW("{\"uid\":\"a\\\"b\",\"object\":{}}"), PX_INJECT_EINPUT, NULL, "request.uid", 0},
+    {REVIEW("{" UID "}"), PX_INJECT_EINPUT, NULL, "request.object", 0},
+    {REVIEW("[]"), PX_INJECT_EINPUT, NULL, "request: expected an object", 0},
+    {"{\"apiVersion\":\"admission.k8s.io/v1beta1\",\"kind\":\"AdmissionReview\"}", PX_INJECT_EINPUT,
+     NULL, "apiVersion", 0},
+    {"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"Pod\"}", PX_INJECT_EINPUT, NULL,
+     "kind: expected", 0},
+    {"{\"apiVersion\":", PX_INJECT_EINPUT, NULL, "1:15: unexpected end", 0},
+};
+
+START_TEST(test_review)
+{
+    struct px_inject_opts o;
+    struct px_inject_result r;
+    char *resp = NULL, uid[64], err[512] = "";
+    size_t len = 0;
+    int rc;
+    px_inject_opts_init(&o);
+    rc = px_inject_review(reviews[_i].body, strlen(reviews[_i].body), &o, &resp, &len, &r, uid,
+                          sizeof(uid), err, sizeof(err));
+    ck_assert_msg(rc == reviews[_i].rc, "row %d: rc %d %s", _i, rc, err);
+    if (reviews[_i].err_part != NULL)
+        ck_assert_msg(strstr(err, reviews[_i].err_part) != NULL, "row %d: err %s", _i, err);
+    if (rc != 0) {
+        ck_assert_ptr_null(resp);
+        return;
+    }
+    ck_assert_msg(strstr(resp, reviews[_i].resp_part) != NULL, "row %d: %s", _i, resp);
+    ck_assert_str_eq(uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+    ck_assert_int_eq(r.reason, reviews[_i].reason);
+    {
+        struct certs_json j;
+        int pt;
+        ck_assert_int_eq(certs_json_parse(&j, resp, len, 0, err, sizeof(err)), 0);
+        pt = jpath(&j, 0, "response.patch");
+        if (pt >= 0) {
+            /* the patch decodes to the same JSON Patch px_inject_patch makes */
+            struct px_inject_result r2;
+            int obj = jpath(&j, 0, "response");
+            size_t plen = (size_t)(j.tok[pt].end - j.tok[pt].start);
+            unsigned char *dec = malloc(plen);
+            const char *pod = strstr(reviews[_i].body, "\"object\":") + 9;
+            long dl;
+            ck_assert(obj >= 0);
+            ck_assert_ptr_nonnull(dec);
+            dl = certs_b64_decode(j.js + j.tok[pt].start, plen, dec, plen);
+            ck_assert_int_gt(dl, 0);
+            ck_assert_int_eq(px_inject_patch(pod, strlen(pod) - 2, &o, &r2, err, sizeof(err)), 0);
+            ck_assert_uint_eq((size_t)dl, r2.patch_len);
+            ck_assert(memcmp(dec, r2.patch, r2.patch_len) == 0);
+            px_inject_result_clear(&r2);
+            free(dec);
+        }
+        certs_json_clear(&j);
+    }
+    free(resp);
+    px_inject_result_clear(&r);
+}
+END_TEST
+
+TCase *tcase_inject(void)
+{
+    TCase *tc = tcase_create("inject");
+    tcase_add_loop_test(tc, test_inject_table, 0, (int)N_ELEMS(cases));
+    tcase_add_test(tc, test_inject_list_counts);
+    tcase_add_test(tc, test_inject_options);
+    tcase_add_test(tc, test_inject_size_limit);
+    tcase_add_loop_test(tc, test_patch_apply, 0, (int)N_ELEMS(patches));
+    tcase_add_test(tc, test_format);
+    tcase_add_loop_test(tc, test_review, 0, (int)N_ELEMS(reviews));
+    return tc;
+}
