@@ -30,6 +30,8 @@
 #include "metrics.h"
 #include "policy.h"
 
+static atomic_uint_fast64_t policy_gen = 1; /* 0 is for static rule names */
+
 struct px_policy_state *px_policy_state_ref(struct px_policy_state *p)
 {
     if (p != NULL)
@@ -63,6 +65,7 @@ int px_policy_state_from_json(struct px_policy_state **out, const char *json, si
         return -1;
     }
     atomic_init(&p->refs, 1);
+    p->gen = atomic_fetch_add(&policy_gen, 1);
     if (policy_engine_new(&p->engine, b, e2, sizeof(e2)) != 0) {
         snprintf(err, errlen, "%s", e2);
         policy_bundle_free(b);
@@ -98,13 +101,45 @@ int px_policy_state_load_file(struct px_policy_state **out, const char *path, ch
     return rc;
 }
 
-static struct px_counter *decision_counter(const char *decision, const char *rule)
+static struct px_counter *decision_counter_slow(const char *decision, const char *rule)
 {
     char labels[300], esc[200];
     px_metrics_label_escape(rule, esc, sizeof(esc));
     snprintf(labels, sizeof(labels), "decision=\"%s\",rule=\"%s\"", decision, esc);
     return px_counter_get("picket_policy_decisions_total", "Policy decisions by decision and rule",
                           labels);
+}
+
+/* The registry lookup takes a mutex and formats labels; a request must
+ * not. Each thread keeps a small direct-mapped cache keyed by the (static
+ * or engine-owned, hence stable) decision and rule strings; a miss, or a
+ * collision, falls back to the registry. */
+#define DC_SLOTS 256
+static _Thread_local struct {
+    const char *decision, *rule;
+    uint64_t gen; /* policy generation: a rule string of a freed engine may be reused */
+    struct px_counter *c;
+} dc_cache[DC_SLOTS];
+
+static struct px_counter *decision_counter_gen(uint64_t gen, const char *decision,
+                                               const char *rule)
+{
+    uintptr_t h = ((uintptr_t)rule >> 4) ^ ((uintptr_t)decision >> 3) ^ (uintptr_t)gen;
+    size_t i = (size_t)(h % DC_SLOTS);
+    if (dc_cache[i].rule == rule && dc_cache[i].decision == decision && dc_cache[i].gen == gen &&
+        dc_cache[i].c != NULL)
+        return dc_cache[i].c;
+    dc_cache[i].decision = decision;
+    dc_cache[i].rule = rule;
+    dc_cache[i].gen = gen;
+    dc_cache[i].c = decision_counter_slow(decision, rule);
+    return dc_cache[i].c;
+}
+
+/* For static rule names ("mtls", "stale", ...): generation 0. */
+static struct px_counter *decision_counter(const char *decision, const char *rule)
+{
+    return decision_counter_gen(0, decision, rule);
 }
 
 static void set_rule(struct px_stream *st, const char *rule)
@@ -188,7 +223,7 @@ int px_enforce_request(struct px_stream *st)
     v = policy_eval(pol->engine, &req, &why);
     st->decision = policy_verdict_name(v);
     set_rule(st, why.rule_id);
-    px_counter_add(decision_counter(st->decision, why.rule_id), 1);
+    px_counter_add(decision_counter_gen(pol->gen, st->decision, why.rule_id), 1);
     if (pol->audit_mode)
         return 0; /* audit: recorded, never enforced */
     if (v == POLICY_DENY) {

@@ -13,6 +13,37 @@
 #include <string.h>
 #include <strings.h>
 
+/* Names and values are copied into blocks owned by the list (one malloc
+ * per ~2 KiB of headers instead of one per field): a request's headers are
+ * freed together when its stream ends, and px_hdrs_del() only drops the
+ * index entry. */
+struct px_hdr_block {
+    struct px_hdr_block *next;
+    size_t used, cap;
+    char data[];
+};
+
+#define HDR_BLOCK_MIN 2048
+
+static char *block_alloc(struct px_hdrs *h, size_t n)
+{
+    struct px_hdr_block *b = h->blk;
+    char *p;
+    if (b == NULL || b->cap - b->used < n) {
+        size_t cap = n > HDR_BLOCK_MIN ? n : HDR_BLOCK_MIN;
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL)
+            return NULL;
+        b->used = 0;
+        b->cap = cap;
+        b->next = h->blk;
+        h->blk = b;
+    }
+    p = b->data + b->used;
+    b->used += n;
+    return p;
+}
+
 int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
                 size_t limit)
 {
@@ -29,7 +60,7 @@ int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *va
         h->v = nv;
         h->cap = ncap;
     }
-    mem = malloc(nlen + vlen + 2);
+    mem = block_alloc(h, nlen + vlen + 2);
     if (mem == NULL)
         return -1;
     for (size_t i = 0; i < nlen; i++) {
@@ -63,7 +94,6 @@ void px_hdrs_del(struct px_hdrs *h, const char *name)
     for (size_t i = 0; i < h->n; i++) {
         if (h->v[i].nlen == len && memcmp(h->v[i].name, name, len) == 0) {
             h->bytes -= h->v[i].nlen + h->v[i].vlen + 32;
-            free(h->v[i].name);
             continue;
         }
         h->v[o++] = h->v[i];
@@ -73,8 +103,11 @@ void px_hdrs_del(struct px_hdrs *h, const char *name)
 
 void px_hdrs_clear(struct px_hdrs *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        free(h->v[i].name);
+    while (h->blk != NULL) {
+        struct px_hdr_block *b = h->blk;
+        h->blk = b->next;
+        free(b);
+    }
     free(h->v);
     memset(h, 0, sizeof(*h));
 }

@@ -41,15 +41,18 @@ struct certs_keypair;
 /* ---- headers ---------------------------------------------------------- */
 
 struct px_hdr {
-    char *name; /* lowercase; name and value live in one allocation */
+    char *name; /* lowercase; name and value bytes live in the list's blocks */
     char *value;
     size_t nlen, vlen;
 };
+
+struct px_hdr_block;
 
 struct px_hdrs {
     struct px_hdr *v;
     size_t n, cap;
     size_t bytes; /* sum of name+value+32 per field (RFC 7541 4.1 accounting) */
+    struct px_hdr_block *blk; /* bytes of names and values, freed together */
 };
 
 /* Appends a copy. The name is lowercased. Returns 0, or -1 when the list
@@ -86,6 +89,7 @@ struct px_policy_state {
     int64_t expires_at_s;    /* 0 = none */
     int audit_mode;
     size_t nrules;
+    uint64_t gen;                /* unique per state (metric caches key on it) */
     int from_url;                /* came from the control plane (or its cache) */
     _Atomic int64_t contact_ms;  /* from_url: last successful contact (or cache mtime);
                                   * written by the control thread, read by workers */

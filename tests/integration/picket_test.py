@@ -996,3 +996,189 @@ class H2Client:
             self.sock.close()
         except OSError:
             pass
+
+
+# --------------------------------------------------------------------------
+# metrics, operational log, extra PKI material (identity and policy tests)
+
+_METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$')
+_METRIC_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def scrape_metrics(admin_port, timeout=5.0):
+    """GET /metrics on the admin listener, parsed: {(name, frozenset(labels)): value}."""
+    st, _, body = http_get_plain(admin_port, "/metrics", timeout=timeout)
+    if st != 200:
+        raise AssertionError("/metrics answered %d: %r" % (st, body[:300]))
+    out = {}
+    for line in body.decode(errors="replace").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _METRIC_LINE.match(line)
+        if not m:
+            continue
+        labels = {}
+        if m.group(2):
+            for lm in _METRIC_LABEL.finditer(m.group(2)):
+                labels[lm.group(1)] = lm.group(2).replace('\\"', '"').replace("\\\\", "\\")
+        try:
+            v = float(m.group(3))
+        except ValueError:
+            continue
+        out[(m.group(1), frozenset(labels.items()))] = v
+    return out
+
+
+def metric(samples, name, default=None, **labels):
+    """One sample from scrape_metrics() output (or an admin port to scrape) whose labels
+    include `labels`; the sum when several series match; `default` when none does."""
+    if isinstance(samples, int):
+        samples = scrape_metrics(samples)
+    want = set(labels.items())
+    found = [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]
+    if not found:
+        return default
+    return sum(found)
+
+
+def log_events(proc, event=None, since=0):
+    """picket's operational log (stderr JSON lines) from byte offset `since`, parsed;
+    only lines with "event" == event when given. Non-JSON lines are skipped."""
+    out = []
+    for ln in proc.stderr()[since:].splitlines():
+        ln = ln.strip()
+        if not ln.startswith("{"):
+            continue
+        try:
+            obj = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and (event is None or obj.get("event") == event):
+            out.append(obj)
+    return out
+
+
+def wait_log_event(proc, event, since=0, timeout=5.0, pred=None):
+    """Waits for a log line with "event" == event (and pred(obj) true); returns it or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for obj in log_events(proc, event, since):
+            if pred is None or pred(obj):
+                return obj
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
+def pki_add_ca(pki, name, trust_domain, cn=None):
+    """Adds a CA NAME (NAME.pem, NAME.key) for spiffe://trust_domain to `pki`; leaves can
+    then be issued with pki.issue(leaf, NAME, uri)."""
+    if not os.path.exists(pki.cert(name)):
+        pki._make_ca(name, cn or "picket test CA %s" % trust_domain, "spiffe://" + trust_domain)
+    return pki.cert(name)
+
+
+def write_spiffe_bundle(path, ca_pems):
+    """Writes a SPIFFE trust bundle (JWKS, use x509-svid) holding the given CA PEM files."""
+    import base64
+    keys = []
+    for pem in ca_pems:
+        der = _run(["openssl", "x509", "-in", pem, "-outform", "DER"])
+        keys.append({"use": "x509-svid", "kty": "EC", "x5c": [base64.b64encode(der).decode()]})
+    with open(path, "w") as f:
+        json.dump({"keys": keys}, f, indent=2)
+        f.write("\n")
+    return path
+
+
+def cert_serial(pem_path):
+    """The serial of a PEM certificate, uppercase hex without leading zeros."""
+    out = _run(["openssl", "x509", "-in", pem_path, "-noout", "-serial"]).decode().strip()
+    return out.split("=", 1)[1].upper().lstrip("0") or "0"
+
+
+def cert_not_after(pem_path):
+    """notAfter of a PEM certificate as a Unix time."""
+    import calendar
+    out = _run(["openssl", "x509", "-in", pem_path, "-noout", "-enddate"]).decode().strip()
+    return calendar.timegm(time.strptime(out.split("=", 1)[1].replace(" GMT", "").strip(),
+                                         "%b %d %H:%M:%S %Y"))
+
+
+def served_serial(port, timeout=5.0):
+    """The serial of the certificate picket presents on 127.0.0.1:port (new handshake,
+    no client certificate needed to see it), uppercase hex; None if nothing came back."""
+    try:
+        r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                            "-servername", "localhost", "-showcerts"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    m = re.search(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.stdout, re.S)
+    if not m:
+        return None
+    p = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=m.group(0),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if p.returncode != 0:
+        return None
+    return p.stdout.decode().strip().split("=", 1)[1].upper().lstrip("0") or "0"
+
+
+def run_picket_cli(args, cwd=None, timeout=30):
+    """Runs `picket ARGS...` (a CLI subcommand); returns (exit status, stdout, stderr)."""
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    r = subprocess.run([picket_bin()] + list(args), cwd=cwd, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env)
+    out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+    for m in SANITIZER_MARKERS:
+        if m in out or m in err:
+            raise AssertionError("sanitizer report from picket %s:\n%s" % (" ".join(args), err[-4000:]))
+    return r.returncode, out, err
+
+
+def pki_add_intermediate(pki, name, parent="ca", trust_domain=TRUST_DOMAIN):
+    """Adds an intermediate CA NAME signed by `parent` (NAME.pem, NAME.key, and a NAME.db
+    so pki.issue(leaf, NAME, uri) works). Leaves issued by it verify only when the
+    intermediate is sent along: see pki_chain()."""
+    if os.path.exists(pki.cert(name)):
+        return pki.cert(name)
+    pki._genkey(name)
+    csr = os.path.join(pki.dir, name + ".csr")
+    _run(["openssl", "req", "-new", "-key", pki.key(name), "-subj", "/CN=" + name, "-out", csr])
+    ext = os.path.join(pki.dir, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("[v3_int]\nbasicConstraints = critical, CA:TRUE, pathlen:0\n"
+                "keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n"
+                "authorityKeyIdentifier = keyid\nsubjectAltName = URI:spiffe://%s\n" % trust_domain)
+    now = time.time()
+    _run(["openssl", "ca", "-batch", "-notext", "-config",
+          os.path.join(pki.dir, parent + ".db", "ca.cnf"), "-extfile", ext, "-extensions", "v3_int",
+          "-startdate", _asn1_utc(now - 300), "-enddate", _asn1_utc(now + 86400),
+          "-in", csr, "-out", pki.cert(name)])
+    cadir = os.path.join(pki.dir, name + ".db")
+    os.makedirs(os.path.join(cadir, "new"), exist_ok=True)
+    open(os.path.join(cadir, "index.txt"), "w").close()
+    with open(os.path.join(cadir, "serial"), "w") as f:
+        f.write(os.urandom(8).hex().upper() + "\n")
+    with open(os.path.join(cadir, "ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = this_ca\n"
+                "[this_ca]\ndir = %s\ndatabase = $dir/index.txt\nnew_certs_dir = $dir/new\n"
+                "serial = $dir/serial\ncertificate = %s\nprivate_key = %s\n"
+                "default_md = sha256\npolicy = any_dn\nunique_subject = no\n"
+                "copy_extensions = none\nemail_in_dn = no\n"
+                "[any_dn]\ncommonName = supplied\n" % (cadir, pki.cert(name), pki.key(name)))
+    return pki.cert(name)
+
+
+def pki_chain(pki, leaf, *intermediates, name=None):
+    """Writes NAME.pem = leaf followed by the intermediates and NAME.key = the leaf's key
+    (so pki.cert(NAME)/pki.key(NAME) work with curl()). Returns NAME."""
+    name = name or leaf + "-chain"
+    with open(pki.cert(name), "w") as out:
+        for n in (leaf,) + intermediates:
+            with open(pki.cert(n)) as f:
+                out.write(f.read())
+    shutil.copyfile(pki.key(leaf), pki.key(name))
+    return name
