@@ -349,6 +349,10 @@ void px_up_h2_fallback_h1(struct px_worker *w, struct px_pool *pool, struct px_s
  * config time or accept it on first use). */
 int px_resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len);
 
+/* Bytes moved per read/write call on a connection (libevent's default is
+ * 16 KiB, one syscall per TLS record). */
+#define PX_IO_CHUNK (128 * 1024)
+
 /* Hop-by-hop header names (RFC 9110 7.6.1), plus those h2 forbids. */
 int px_is_hop_by_hop(const char *name, size_t len);
 

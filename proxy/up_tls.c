@@ -25,8 +25,14 @@ struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool)
     static const unsigned char alpn_h1[] = "\x08http/1.1";
     static const unsigned char alpn_both[] = "\x02h2\x08http/1.1";
 
-    if (!pool->tls)
-        return bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!pool->tls) {
+        bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (bev != NULL) {
+            bufferevent_set_max_single_read(bev, PX_IO_CHUNK);
+            bufferevent_set_max_single_write(bev, PX_IO_CHUNK);
+        }
+        return bev;
+    }
     if (w->snap->client_ctx == NULL)
         return NULL;
     ssl = SSL_new(w->snap->client_ctx);
@@ -49,6 +55,8 @@ struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool)
         return NULL;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    bufferevent_set_max_single_read(bev, PX_IO_CHUNK);
+    bufferevent_set_max_single_write(bev, PX_IO_CHUNK);
     return bev;
 }
 

@@ -256,6 +256,8 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             px_conn_free(c);
             return;
         }
+        bufferevent_set_max_single_read(c->bev, PX_IO_CHUNK);
+        bufferevent_set_max_single_write(c->bev, PX_IO_CHUNK);
         c->handshaken = 1;
         bufferevent_setcb(c->bev, sniff_read_cb, NULL, sniff_event_cb, c);
         bufferevent_enable(c->bev, EV_READ);
@@ -277,6 +279,10 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    /* libevent moves at most 16 KiB per read/write call by default: one
+     * syscall per TLS record. Larger moves cut syscalls for bulk bodies. */
+    bufferevent_set_max_single_read(c->bev, PX_IO_CHUNK);
+    bufferevent_set_max_single_write(c->bev, PX_IO_CHUNK);
     bufferevent_setcb(c->bev, NULL, NULL, hs_event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
