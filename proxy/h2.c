@@ -15,6 +15,7 @@
  */
 #include "px.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,7 @@ struct h2_conn {
     int goaway;
     int in_recv; /* inside mem_recv: defer sends */
     int dead;
+    int flush_close; /* protocol error: close once the GOAWAY is written */
 };
 
 static void h2_send(struct h2_conn *hc);
@@ -64,6 +66,7 @@ static void schedule_send(struct h2_conn *hc)
         event_active(hc->send_ev, EV_WRITE, 0);
 }
 static void arm_idle(struct h2_conn *hc);
+static void arm_close_deadline(struct h2_conn *hc);
 
 static const struct px_down_ops h2_ops;
 
@@ -249,7 +252,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     free(hs);
     if (st != NULL)
         px_stream_down_done(st);
-    if (hc->nstreams == 0)
+    if (hc->nstreams == 0 && !hc->flush_close)
         arm_idle(hc);
     return 0;
 }
@@ -416,12 +419,28 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
         unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
         ssize_t n = nghttp2_session_mem_recv(hc->s, p, len);
         if (n < 0) {
+            char labels[96];
+            snprintf(labels, sizeof(labels), "error=\"%s\"", nghttp2_strerror((int)n));
+            px_counter_add(px_counter_get("picket_h2_protocol_errors_total",
+                                          "HTTP/2 connections ended for protocol errors or floods",
+                                          labels),
+                           1);
             px_log(PX_LOG_INFO, "h2_protocol_error", "peer", hc->c->peer_addr, "error",
                    nghttp2_strerror((int)n), NULL);
             hc->in_recv = 0;
-            /* nghttp2 queued a GOAWAY for most errors: try to send it. */
+            /* nghttp2 queued a GOAWAY for most errors (ENHANCE_YOUR_CALM for
+             * floods): write it, stop reading, close once it is out. */
+            nghttp2_session_terminate_session(hc->s, NGHTTP2_PROTOCOL_ERROR);
             h2_send(hc);
-            h2_close(hc);
+            if (hc->dead)
+                return;
+            hc->flush_close = 1;
+            bufferevent_disable(hc->c->bev, EV_READ);
+            bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
+            if (evbuffer_get_length(bufferevent_get_output(hc->c->bev)) == 0)
+                h2_close(hc);
+            else
+                arm_close_deadline(hc);
             return;
         }
         evbuffer_drain(in, (size_t)n);
@@ -433,7 +452,11 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
 static void h2_write_cb(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
-    (void)bev;
+    if (hc->flush_close) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            h2_close(hc);
+        return;
+    }
     h2_send(hc);
 }
 
@@ -457,6 +480,10 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     struct h2_conn *hc = arg;
     (void)fd;
     (void)what;
+    if (hc->flush_close) {
+        h2_close(hc);
+        return;
+    }
     if (hc->nstreams == 0) {
         hc->goaway = 1;
         nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
@@ -465,6 +492,14 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
         nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
         h2_send(hc);
     }
+}
+
+/* A peer that does not read its GOAWAY gets 1 s, then the connection goes. */
+static void arm_close_deadline(struct h2_conn *hc)
+{
+    struct timeval tv = {1, 0};
+    if (hc->idle && !hc->dead)
+        evtimer_add(hc->idle, &tv);
 }
 
 static void arm_idle(struct h2_conn *hc)
@@ -542,6 +577,16 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* Flood limits (nghttp2 ends the connection with GOAWAY
+     * ENHANCE_YOUR_CALM past them): rapid reset (CVE-2023-44487: RST_STREAM
+     * bursts of 1000, refilled at 33/s), CONTINUATION floods (CVE-2024-27316
+     * class: at most 8 CONTINUATION frames per header block), control
+     * frames we would have to acknowledge (1000 queued ACKs), SETTINGS
+     * entries per frame. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    nghttp2_option_set_max_continuations(opt, 8);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
     /* Streams beyond the advertised limit are refused by nghttp2 itself. */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
     if (nghttp2_session_server_new2(&hc->s, cbs, hc, opt) != 0)
