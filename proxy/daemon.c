@@ -62,6 +62,25 @@ struct daemon {
 };
 
 static struct daemon D;
+static char *node_id_override; /* picket run --node-id: wins over the file, on reload too */
+
+void px_run_set_node_id(const char *id)
+{
+    free(node_id_override);
+    node_id_override = id ? strdup(id) : NULL;
+}
+
+static int apply_overrides(struct px_config *cfg)
+{
+    if (node_id_override != NULL) {
+        char *d = strdup(node_id_override);
+        if (d == NULL)
+            return -1;
+        free(cfg->node_id);
+        cfg->node_id = d;
+    }
+    return 0;
+}
 
 /* ---- file watching ------------------------------------------------------ */
 
@@ -205,9 +224,10 @@ static int reload(const char *why)
     struct px_snapshot *s = NULL;
     char err[1024];
 
-    if (px_config_load(&cfg, D.config_path, err, sizeof(err)) != 0) {
+    if (px_config_load(&cfg, D.config_path, err, sizeof(err)) != 0 || apply_overrides(cfg) != 0) {
         px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error", err, "msg",
                "keeping the running configuration", NULL);
+        px_config_free(cfg);
         px_counter_add(D.reload_failed, 1);
         return -1;
     }
@@ -439,6 +459,10 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     if (px_config_load(&cfg, config_path, err, sizeof(err)) != 0) {
         fprintf(stderr, "picket: %s\n", err);
         return 2;
+    }
+    if (apply_overrides(cfg) != 0) {
+        px_config_free(cfg);
+        return 1;
     }
     if (px_log_init(cfg->log.level, cfg->log.access, cfg->log.audit, err, sizeof(err)) != 0) {
         fprintf(stderr, "picket: log: %s\n", err);

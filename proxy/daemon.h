@@ -10,4 +10,8 @@
  * status: 0 after a drain, 2 for a bad config, 1 for other start failures. */
 int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg);
 
+/* Overrides node_id from the config file (picket run --node-id, e.g. the
+ * pod's namespace/name from the downward API). NULL clears it. */
+void px_run_set_node_id(const char *id);
+
 #endif

@@ -18,7 +18,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: picket <command> [args]\n"
                "\n"
                "commands:\n"
-               "  run -c FILE                 run the proxy with a config file\n"
+               "  run -c FILE [--node-id ID]  run the proxy with a config file\n"
                "  dev [--upstream URL] [--state DIR] [--port N]\n"
                "                              local dev gateway with dev certs and a starter policy\n"
                "  cert init|issue|inspect|verify   dev CA and SVID tools\n"
@@ -34,17 +34,25 @@ static int cmd_run(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             conf = argv[++i];
+        else if (strcmp(argv[i], "--node-id") == 0 && i + 1 < argc)
+            px_run_set_node_id(argv[++i]);
         else {
-            fprintf(stderr, "picket run: unknown argument '%s'\nusage: picket run -c FILE\n",
+            fprintf(stderr, "picket run: unknown argument '%s'\nusage: picket run -c FILE [--node-id ID]\n",
                     argv[i]);
+            px_run_set_node_id(NULL);
             return 2;
         }
     }
     if (conf == NULL) {
-        fprintf(stderr, "usage: picket run -c FILE\n");
+        fprintf(stderr, "usage: picket run -c FILE [--node-id ID]\n");
+        px_run_set_node_id(NULL);
         return 2;
     }
-    return px_run(conf, NULL, NULL);
+    {
+        int rc = px_run(conf, NULL, NULL);
+        px_run_set_node_id(NULL);
+        return rc;
+    }
 }
 
 int main(int argc, char **argv)
