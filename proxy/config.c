@@ -492,8 +492,8 @@ static int parse_policy(struct cp *p, int obj)
                 return -1;
         }
     }
-    if ((vmin = get_dur(p, obj, "policy", "poll_min", &c->policy.poll_min_ms, 1000, 86400000)) < 0 ||
-        (vmax = get_dur(p, obj, "policy", "poll_max", &c->policy.poll_max_ms, 1000, 86400000)) < 0 ||
+    if ((vmin = get_dur(p, obj, "policy", "poll_min", &c->policy.poll_min_ms, 100, 86400000)) < 0 ||
+        (vmax = get_dur(p, obj, "policy", "poll_max", &c->policy.poll_max_ms, 100, 86400000)) < 0 ||
         get_dur(p, obj, "policy", "long_poll", &c->policy.long_poll_ms, 0, 600000) < 0 ||
         get_dur(p, obj, "policy", "max_staleness", &c->policy.max_staleness_ms, 1000,
                 366LL * 86400000) < 0 ||

@@ -20,6 +20,7 @@
 #include "fetcher.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +44,11 @@ struct px_fetcher {
     struct policy_fetch *f;
     struct policy_keyring *kr;
     struct px_upstream_addr up;
+    char *server_id; /* owned; up.server_id points here */
     char authority[300];
     char path[2048];
     char cache_path[1100];
+    int cache_current; /* the cache file holds the bundle in force */
     int64_t long_poll_ms;
     struct event *timer;
     struct px_client_call *call;
@@ -126,12 +129,39 @@ static void persist(struct px_fetcher *fe, const char *env, size_t len)
     char err[300];
     if (fe->cache_path[0] == '\0')
         return;
-    if (certs_write_file_atomic(fe->cache_path, env, len, 0600, err, sizeof(err)) != 0) {
+    {
+        /* cache_dir may not exist yet on a first start (an emptyDir or a
+         * fresh host path): create it, private, one level only. */
+        char dir[sizeof(fe->cache_path)];
+        char *slash;
+        snprintf(dir, sizeof(dir), "%s", fe->cache_path);
+        slash = strrchr(dir, '/');
+        if (slash != NULL && slash != dir) {
+            *slash = '\0';
+            (void)mkdir(dir, 0700); /* EEXIST is fine; other errors show in the write */
+        }
+    }
+    fe->cache_current = 0;
+    if (certs_write_file_atomic(fe->cache_path, env, len, 0600, err, sizeof(err)) == 0) {
+        fe->cache_current = 1;
+    } else {
         count("picket_policy_cache_write_failures_total", "Envelopes that could not be persisted",
               "path", "cache_dir");
         px_log(PX_LOG_ERROR, "policy_cache_write_failed", "path", fe->cache_path, "error", err,
                "msg", "enforcement goes on with the bundle in memory", NULL);
     }
+}
+
+/* A 304 or an unchanged 200 confirmed the bundle in force: move the cache
+ * file's mtime to now, since an offline start counts staleness from it.
+ * Without this a sidecar restarted during a control-plane outage would find
+ * its cache as old as the last *change* and fail closed at once. Only when
+ * the file holds the bundle in force (a failed write leaves an older one,
+ * which must not look freshly confirmed). */
+static void touch_cache(struct px_fetcher *fe)
+{
+    if (fe->cache_path[0] != '\0' && fe->cache_current)
+        (void)utimensat(AT_FDCWD, fe->cache_path, NULL, 0);
 }
 
 static void publish_payload(struct px_fetcher *fe, const char *payload, size_t len,
@@ -205,6 +235,7 @@ static void on_response(void *arg, const struct px_client_resp *r)
     case POLICY_FETCH_NOT_MODIFIED:
     case POLICY_FETCH_UNCHANGED:
         fe->last_error[0] = '\0';
+        touch_cache(fe);
         break;
     case POLICY_FETCH_REFUSED:
         snprintf(fe->last_error, sizeof(fe->last_error), "%s: %s",
@@ -299,6 +330,7 @@ static void load_cache(struct px_fetcher *fe)
     px_log(PX_LOG_INFO, "policy_from_cache", "path", fe->cache_path, "msg",
            "using the persisted bundle until the control plane answers", NULL);
     publish_payload(fe, payload, plen, src, mtime_ms);
+    fe->cache_current = 1;
     policy_bundle_free(b);
     free(env);
     free(payload);
@@ -326,7 +358,14 @@ int px_fetcher_new(struct px_fetcher **out, struct px_worker *ctl, const struct 
     if (parse_url(fe, cfg->policy.url, err, errlen) != 0)
         goto fail;
     fe->up.proto = PX_UP_MTLS;
-    fe->up.server_id = cfg->policy.server_id;
+    /* Our own copy: a reload (SIGHUP, rotated SVID files) frees the config
+     * this fetcher was built from, while the fetcher lives on. */
+    fe->server_id = strdup(cfg->policy.server_id);
+    if (fe->server_id == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    fe->up.server_id = fe->server_id;
     fe->up.alpn_probe = 1;
     if (cfg->policy.cache_dir != NULL)
         snprintf(fe->cache_path, sizeof(fe->cache_path), "%s/%s", cfg->policy.cache_dir,
@@ -384,6 +423,7 @@ void px_fetcher_free(struct px_fetcher *fe)
     free(fe->up.host);
     free(fe->up.port);
     free(fe->up.url);
+    free(fe->server_id);
     free(fe);
 }
 

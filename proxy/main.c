@@ -6,6 +6,7 @@
 
 #include "cmd_bundle.h"
 #include "cmd_cert.h"
+#include "cmd_control.h"
 #include "cmd_inject.h"
 #include "cmd_policy.h"
 #include "daemon.h"
@@ -24,6 +25,8 @@ static void usage(FILE *f)
                "  cert init|issue|inspect|verify   dev CA and SVID tools\n"
                "  policy lint|eval|test       check and evaluate policy bundles\n"
                "  bundle keygen|sign|verify   signed policy envelopes (DSSE)\n"
+               "  control serve --dir DIR --bind ADDR --cert C --key K --bundle B\n"
+               "                              reference control plane (signed bundles over mTLS)\n"
                "  inject [serve] ...          Kubernetes sidecar injection (CLI filter / admission webhook)\n"
                "  version                     print the version\n");
 }
@@ -71,6 +74,8 @@ int main(int argc, char **argv)
         return px_cmd_policy(argc - 1, argv + 1);
     if (strcmp(argv[1], "bundle") == 0)
         return px_cmd_bundle(argc - 1, argv + 1);
+    if (strcmp(argv[1], "control") == 0)
+        return px_cmd_control(argc - 1, argv + 1);
     if (strcmp(argv[1], "inject") == 0)
         return px_cmd_inject(argc - 1, argv + 1);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {

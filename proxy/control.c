@@ -1,0 +1,954 @@
+/*
+ * control.c - the reference control plane (`picket control serve`): a folder
+ * of signed envelopes served over mTLS with ETags and long-poll. See
+ * control.h for the contract; the sidecar side is fetcher.c.
+ *
+ * One event base, evhttp over bufferevent_openssl (HTTP/1.1 only: the
+ * sidecar falls back from h2 by ALPN). Every client must present an
+ * X.509-SVID that passes certs_svid_check() against the configured trust
+ * bundles and, with --allow, names an allowed ID; the check runs in the
+ * handshake, so no request is parsed from an unverified peer.
+ *
+ * Files are read on every request and never cached across requests, so
+ * renaming a new envelope into the folder publishes it. The ETag is the
+ * SHA-256 of what was read, never of metadata. Held long-poll requests are
+ * grouped per file name ("watch"); one timer checks each watched file's
+ * stat identity (device, inode, size, mtime, ctime) every
+ * PX_CONTROL_WATCH_MS and re-reads it only when that changed, so a
+ * thousand held requests on one bundle cost one stat per tick and one read
+ * per change. inotify would answer sooner but misses renames into
+ * directories mounted from elsewhere (ConfigMap symlink swaps) unless the
+ * whole tree is watched; 200 ms is well under a round trip's worth of
+ * policy latency budget.
+ *
+ * The content read for a change is a reference-counted blob handed to every
+ * answer by reference (evbuffer_add_reference), so memory does not grow with
+ * the number of held requests. Held requests are capped (max_waiters);
+ * past the cap a matching request is answered 304 at once, which a sidecar
+ * treats as an ordinary poll. Header size is capped by evhttp.
+ *
+ * A held request whose client went away is detached from its connection by
+ * evhttp (it stays ours until we answer it; evhttp_send_reply then frees
+ * it), so every waiter is answered exactly once: on change, at its
+ * deadline, or at shutdown.
+ */
+#include "control.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+#include "policy.h"
+
+#define IO_TIMEOUT_S 10
+#define ETAG_LEN 66 /* '"' + 64 hex + '"' */
+#define PEER_MAX 80
+#define TLS12_CIPHERS                                                                              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* One version of one file, shared by every answer that sends it. */
+struct blob {
+    unsigned refs;
+    size_t len;
+    struct stat st;
+    char etag[ETAG_LEN + 1];
+    char data[];
+};
+
+/* Who asked, for the request's log line. */
+struct reqinfo {
+    char peer[PEER_MAX];
+    char id[CERTS_SPIFFE_ID_MAX + 1];
+    const char *method;
+    int64_t start_us;
+};
+
+struct watch;
+
+struct waiter {
+    struct waiter *prev, *next;
+    struct watch *w;
+    struct evhttp_request *req;
+    char etag[ETAG_LEN + 1];            /* the version the client holds */
+    char path[PX_CONTROL_NAME_MAX + 2]; /* "/" + name, for the log */
+    int64_t deadline_us;
+    struct reqinfo ri;
+};
+
+/* Held requests on one file name. */
+struct watch {
+    struct watch *next;
+    char name[PX_CONTROL_NAME_MAX + 1];
+    struct blob *cur; /* last version read */
+    struct waiter *waiters;
+};
+
+struct px_control {
+    struct px_control_opts o;
+    struct certs_trust *trust;
+    struct certs_keypair *kp;
+    SSL_CTX *ctx;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    struct event *tick, *sigterm, *sigint;
+    struct watch *watches;
+    size_t nwaiters;
+    int64_t max_life_s;
+    int port;
+    int stopping;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- pure helpers ---------------------------------------------------------- */
+
+int px_control_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > PX_CONTROL_NAME_MAX || name[0] == '.')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int px_control_etag_match(const char *inm, const char *etag)
+{
+    size_t elen = strlen(etag);
+    const char *p = inm;
+    while (*p != '\0') {
+        const char *s, *e;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '\0')
+            break;
+        s = p;
+        if (*s == '*')
+            return 1;
+        if (s[0] == 'W' && s[1] == '/')
+            s += 2;
+        if (*s != '"') { /* not an entity tag: skip to the next comma */
+            while (*p != '\0' && *p != ',')
+                p++;
+            continue;
+        }
+        e = strchr(s + 1, '"');
+        if (e == NULL)
+            return 0;
+        if ((size_t)(e + 1 - s) == elen && memcmp(s, etag, elen) == 0)
+            return 1;
+        p = e + 1;
+    }
+    return 0;
+}
+
+int64_t px_control_prefer_wait(const char *prefer)
+{
+    const char *p = prefer;
+    while (p != NULL && *p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (strncasecmp(p, "wait", 4) == 0) {
+            const char *q = p + 4;
+            while (*q == ' ' || *q == '\t')
+                q++;
+            if (*q == '=') {
+                int64_t n = 0;
+                int digits = 0;
+                q++;
+                while (*q == ' ' || *q == '\t')
+                    q++;
+                if (*q == '"')
+                    q++;
+                for (; *q >= '0' && *q <= '9'; q++, digits++)
+                    if (n < 86400)
+                        n = n * 10 + (*q - '0');
+                if (*q == '"')
+                    q++;
+                while (*q == ' ' || *q == '\t')
+                    q++;
+                if (digits > 0 && (*q == '\0' || *q == ',' || *q == ';'))
+                    return n > 86400 ? 86400 : n;
+                return -1;
+            }
+        }
+        /* skip this preference (and its parameters) up to the next comma */
+        while (*p != '\0' && *p != ',') {
+            if (*p == '"') {
+                const char *e = strchr(p + 1, '"');
+                if (e == NULL)
+                    return -1;
+                p = e;
+            }
+            p++;
+        }
+    }
+    return -1;
+}
+
+int px_control_allowed(const char *id, const char *const *pats, size_t n)
+{
+    size_t idlen = strlen(id);
+    if (n == 0)
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t pl = strlen(pats[i]);
+        if (pl >= 2 && pats[i][pl - 2] == '/' && pats[i][pl - 1] == '*') {
+            /* "prefix/" + "*": anything strictly under prefix/ */
+            if (idlen > pl - 1 && memcmp(id, pats[i], pl - 1) == 0)
+                return 1;
+        } else if (strcmp(id, pats[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- files ----------------------------------------------------------------- */
+
+static void blob_unref(struct blob *b)
+{
+    if (b != NULL && --b->refs == 0)
+        free(b);
+}
+
+static void blob_release_cb(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    blob_unref(arg);
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Reads DIR/name into a new blob (refs 1). Returns 200, 404 (missing, not a
+ * regular file) or 500 (unreadable, too large, out of memory; err says
+ * which). */
+static int read_blob(const struct px_control *c, const char *name, struct blob **out, char *err,
+                     size_t errlen)
+{
+    char path[4096];
+    struct stat st;
+    struct blob *b = NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    size_t got = 0;
+    int fd;
+
+    *out = NULL;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", c->o.dir, name) >= sizeof(path)) {
+        snprintf(err, errlen, "path too long");
+        return 500;
+    }
+    /* O_NONBLOCK: a FIFO dropped into the folder must not stall the loop. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) ? 404 : 500;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return 404;
+    }
+    if ((uint64_t)st.st_size > POLICY_BUNDLE_MAX_BYTES) {
+        snprintf(err, errlen, "%s: %lld bytes, over the %u-byte envelope cap", path,
+                 (long long)st.st_size, POLICY_BUNDLE_MAX_BYTES);
+        close(fd);
+        return 500;
+    }
+    b = malloc(sizeof(*b) + (size_t)st.st_size + 1);
+    if (b == NULL) {
+        snprintf(err, errlen, "out of memory");
+        close(fd);
+        return 500;
+    }
+    /* A file truncated while we read it gives what was there; one that grew
+     * is cut at the size fstat saw. Writers that rename never show either. */
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, b->data + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            close(fd);
+            free(b);
+            return 500;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    b->data[got] = '\0';
+    b->len = got;
+    b->refs = 1;
+    b->st = st;
+    if (EVP_Digest(b->data, got, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+        ERR_clear_error();
+        snprintf(err, errlen, "sha256 failed");
+        free(b);
+        return 500;
+    }
+    b->etag[0] = '"';
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(b->etag + 1 + 2 * i, 3, "%02x", md[i]);
+    b->etag[ETAG_LEN - 1] = '"';
+    b->etag[ETAG_LEN] = '\0';
+    *out = b;
+    return 200;
+}
+
+/* ---- answers --------------------------------------------------------------- */
+
+static void log_request(const struct reqinfo *ri, const char *path, int status, const char *etag,
+                        size_t bytes, const char *detail)
+{
+    char st[8], by[24], ms[24];
+    int64_t us = mono_us() - ri->start_us;
+    snprintf(st, sizeof(st), "%d", status);
+    snprintf(by, sizeof(by), "%zu", bytes);
+    snprintf(ms, sizeof(ms), "%lld.%03lld", (long long)(us / 1000), (long long)(us % 1000));
+    px_log(status >= 500 ? PX_LOG_ERROR : PX_LOG_INFO, "control_request", "peer", ri->peer,
+           "peer_id", ri->id[0] ? ri->id : NULL, "method", ri->method, "path", path, "status", st,
+           "etag", etag, "bytes", by, "duration_ms", ms, "detail", detail, NULL);
+}
+
+static void send_text(struct evhttp_request *req, int code, const char *reason, const char *msg)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    /* evhttp 2.1 writes a body even for HEAD (it only leaves out
+     * Content-Length), which would corrupt a keep-alive connection. */
+    if (b != NULL && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+        evbuffer_add(b, msg, strlen(msg));
+    evhttp_send_reply(req, code, reason, b);
+    if (b != NULL)
+        evbuffer_free(b);
+}
+
+/* 200 with the blob's bytes (by reference) or 304; returns bytes sent. */
+static size_t send_version(struct evhttp_request *req, int code, struct blob *b)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *buf = NULL;
+    evhttp_add_header(h, "ETag", b->etag);
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    if (code == 304) {
+        evhttp_send_reply(req, 304, "Not Modified", NULL);
+        return 0;
+    }
+    evhttp_add_header(h, "Content-Type", "application/json");
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* no body for HEAD (see send_text); say how long the GET's would be */
+        char cl[24];
+        snprintf(cl, sizeof(cl), "%zu", b->len);
+        evhttp_add_header(h, "Content-Length", cl);
+        evhttp_send_reply(req, 200, "OK", NULL);
+        return 0;
+    }
+    buf = evbuffer_new();
+    if (buf != NULL) {
+        b->refs++; /* released by blob_release_cb once the bytes are sent */
+        if (evbuffer_add_reference(buf, b->data, b->len, blob_release_cb, b) != 0) {
+            b->refs--;
+            evbuffer_free(buf);
+            buf = NULL;
+        }
+    }
+    if (buf == NULL) {
+        send_text(req, 500, "Internal Server Error", "out of memory\n");
+        return 0;
+    }
+    evhttp_send_reply(req, 200, "OK", buf);
+    evbuffer_free(buf);
+    return b->len;
+}
+
+/* ---- held requests ----------------------------------------------------------- */
+
+static void waiter_unlink(struct px_control *c, struct waiter *wt)
+{
+    if (wt->prev != NULL)
+        wt->prev->next = wt->next;
+    else
+        wt->w->waiters = wt->next;
+    if (wt->next != NULL)
+        wt->next->prev = wt->prev;
+    c->nwaiters--;
+}
+
+/* Answers a held request: 200/304 with w->cur, or `code` with a message. */
+static void waiter_finish(struct px_control *c, struct waiter *wt, int code, const char *detail)
+{
+    struct watch *w = wt->w;
+    size_t bytes = 0;
+    const char *etag = NULL;
+
+    waiter_unlink(c, wt);
+    if (code == 200 || code == 304) {
+        bytes = send_version(wt->req, code, w->cur);
+        etag = w->cur->etag;
+    } else {
+        send_text(wt->req, code, code == 404 ? "Not Found" : "Internal Server Error",
+                  code == 404 ? "not found\n" : "cannot read the bundle\n");
+    }
+    log_request(&wt->ri, wt->path, code, etag, bytes, detail);
+    free(wt);
+}
+
+/* Answers every waiter that holds a version other than w->cur. */
+static void watch_settle(struct px_control *c, struct watch *w)
+{
+    struct waiter *wt = w->waiters, *next;
+    for (; wt != NULL; wt = next) {
+        next = wt->next;
+        if (strcmp(wt->etag, w->cur->etag) != 0)
+            waiter_finish(c, wt, 200, "changed while held");
+    }
+}
+
+static void watch_fail_all(struct px_control *c, struct watch *w, int code, const char *detail)
+{
+    while (w->waiters != NULL)
+        waiter_finish(c, w->waiters, code, detail);
+}
+
+static void watch_drop_if_idle(struct px_control *c, struct watch *w)
+{
+    struct watch **pp;
+    if (w->waiters != NULL)
+        return;
+    for (pp = &c->watches; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    blob_unref(w->cur);
+    free(w);
+}
+
+/* Holds req (its If-None-Match matched b) for wait_us. Returns 0, or -1
+ * (out of memory: the caller answers at once). */
+static int hold(struct px_control *c, struct evhttp_request *req, const char *name, struct blob *b,
+                int64_t wait_us, const struct reqinfo *ri)
+{
+    struct watch *w;
+    struct waiter *wt = calloc(1, sizeof(*wt));
+
+    if (wt == NULL)
+        return -1;
+    for (w = c->watches; w != NULL; w = w->next)
+        if (strcmp(w->name, name) == 0)
+            break;
+    if (w == NULL) {
+        w = calloc(1, sizeof(*w));
+        if (w == NULL) {
+            free(wt);
+            return -1;
+        }
+        snprintf(w->name, sizeof(w->name), "%s", name);
+        w->next = c->watches;
+        c->watches = w;
+    }
+    if (w->cur == NULL || !same_file(&w->cur->st, &b->st)) {
+        /* b was read just now, so it is the newest version: holders of an
+         * older one learn about it at once. */
+        blob_unref(w->cur);
+        b->refs++;
+        w->cur = b;
+        watch_settle(c, w);
+    }
+    wt->w = w;
+    wt->req = req;
+    snprintf(wt->etag, sizeof(wt->etag), "%s", b->etag);
+    snprintf(wt->path, sizeof(wt->path), "/%s", name);
+    wt->deadline_us = mono_us() + wait_us;
+    wt->ri = *ri;
+    wt->next = w->waiters;
+    if (w->waiters != NULL)
+        w->waiters->prev = wt;
+    w->waiters = wt;
+    c->nwaiters++;
+    return 0;
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_control *c = arg;
+    struct watch *w, *next;
+    int64_t now = mono_us();
+    (void)fd;
+    (void)what;
+
+    for (w = c->watches; w != NULL; w = next) {
+        char path[4096], err[512];
+        struct stat st;
+        struct waiter *wt, *wn;
+        next = w->next;
+        snprintf(path, sizeof(path), "%s/%s", c->o.dir, w->name);
+        if (stat(path, &st) != 0 || !same_file(&st, &w->cur->st)) {
+            struct blob *b = NULL;
+            int code = read_blob(c, w->name, &b, err, sizeof(err));
+            if (code != 200) {
+                watch_fail_all(c, w, code, err);
+            } else {
+                blob_unref(w->cur);
+                w->cur = b;
+                watch_settle(c, w);
+            }
+        }
+        for (wt = w->waiters; wt != NULL; wt = wn) {
+            wn = wt->next;
+            if (now >= wt->deadline_us)
+                waiter_finish(c, wt, 304, NULL);
+        }
+        watch_drop_if_idle(c, w);
+    }
+}
+
+/* Answers every held request (304: the version they hold is still
+ * current as far as they can tell). */
+static void answer_all(struct px_control *c)
+{
+    while (c->watches != NULL) {
+        struct watch *w = c->watches;
+        while (w->waiters != NULL)
+            waiter_finish(c, w->waiters, 304, "shutting down");
+        watch_drop_if_idle(c, w);
+    }
+}
+
+/* ---- requests ---------------------------------------------------------------- */
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "OTHER";
+    }
+}
+
+/* name points just past the '/' of the request path (so name - 1 is the
+ * path, for the log). */
+static void serve_file(struct px_control *c, struct evhttp_request *req, const char *name,
+                       const struct reqinfo *ri)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *inm = evhttp_find_header(in, "If-None-Match");
+    const char *prefer = evhttp_find_header(in, "Prefer");
+    struct blob *b = NULL;
+    char err[512] = "";
+    int code = read_blob(c, name, &b, err, sizeof(err));
+    size_t bytes;
+
+    if (code != 200) {
+        send_text(req, code, code == 404 ? "Not Found" : "Internal Server Error",
+                  code == 404 ? "not found\n" : "cannot read the bundle\n");
+        log_request(ri, name - 1, code, NULL, 0, code == 404 ? NULL : err);
+        return;
+    }
+    if (inm != NULL && px_control_etag_match(inm, b->etag)) {
+        int64_t wait_s = prefer != NULL ? px_control_prefer_wait(prefer) : -1;
+        int64_t wait_us = wait_s > 0 ? wait_s * 1000000 : 0;
+        const char *detail = NULL;
+        if (wait_us > c->o.max_wait_ms * 1000)
+            wait_us = c->o.max_wait_ms * 1000;
+        if (wait_us > 0 && !c->stopping) {
+            if (c->nwaiters < c->o.max_waiters && hold(c, req, name, b, wait_us, ri) == 0) {
+                blob_unref(b);
+                return; /* logged when answered */
+            }
+            detail = "held-request cap reached; answered at once";
+        }
+        send_version(req, 304, b);
+        log_request(ri, name - 1, 304, b->etag, 0, detail);
+        blob_unref(b);
+        return;
+    }
+    bytes = send_version(req, 200, b);
+    log_request(ri, name - 1, 200, b->etag, bytes, NULL);
+    blob_unref(b);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct px_control *c = arg;
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn != NULL ? evhttp_connection_get_bufferevent(conn) : NULL;
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    struct reqinfo ri;
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    X509 *peer;
+
+    memset(&ri, 0, sizeof(ri));
+    ri.start_us = mono_us();
+    ri.method = method_name(cmd);
+    if (path == NULL)
+        path = "";
+    if (conn != NULL) {
+        evhttp_connection_get_peer(conn, &addr, &port);
+        snprintf(ri.peer, sizeof(ri.peer), "%s:%u", addr ? addr : "?", (unsigned)port);
+    }
+    /* evhttp falls back to a plain socket if the bufferevent callback fails
+     * (out of memory only): never serve anything without a verified peer. */
+    peer = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (peer == NULL || SSL_get_verify_result(ssl) != X509_V_OK) {
+        send_text(req, 400, "Bad Request", "mTLS required\n");
+        log_request(&ri, path, 400, NULL, 0, "no verified client certificate");
+        return;
+    }
+    if (certs_cert_spiffe_id(peer, ri.id, sizeof(ri.id)) != 0)
+        ri.id[0] = '\0';
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        send_text(req, 405, "Method Not Allowed", "method not allowed\n");
+        log_request(&ri, path, 405, NULL, 0, NULL);
+        return;
+    }
+    if (path[0] != '/' || path[1] == '\0') {
+        send_text(req, 404, "Not Found", "not found\n");
+        log_request(&ri, path, 404, NULL, 0, NULL);
+        return;
+    }
+    if (!px_control_name_ok(path + 1, strlen(path + 1))) {
+        send_text(req, 400, "Bad Request",
+                  "bad bundle name: a plain file name of [A-Za-z0-9._-] not starting with '.'\n");
+        log_request(&ri, path, 400, NULL, 0, "bad bundle name");
+        return;
+    }
+    serve_file(c, req, path + 1, &ri);
+}
+
+/* ---- TLS --------------------------------------------------------------------- */
+
+static void ssl_error(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "unknown error";
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(err, errlen, "%s: %s", what, buf);
+}
+
+static void ssl_peer(SSL *ssl, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    int fd = ssl != NULL ? SSL_get_fd(ssl) : -1;
+
+    if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        }
+    }
+    snprintf(out, outlen, "%s:%d", host, port);
+}
+
+/* Full SVID rules on the client certificate, then the allow list. Runs in
+ * the handshake; a refusal is logged with its stable reason. */
+static int verify_client_cb(X509_STORE_CTX *xs, void *arg)
+{
+    struct px_control *c = arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+    char id[CERTS_SPIFFE_ID_MAX + 1] = "", err[256] = "", peer[PEER_MAX];
+    const char *reason;
+    enum certs_reason r;
+
+    r = certs_svid_check(c->trust, leaf, X509_STORE_CTX_get0_untrusted(xs), (int64_t)time(NULL),
+                         c->max_life_s, id, sizeof(id), err, sizeof(err));
+    if (r == CERTS_R_OK && px_control_allowed(id, c->o.allow, c->o.nallow))
+        return 1;
+    if (r == CERTS_R_OK) {
+        reason = "not_allowed";
+        snprintf(err, sizeof(err), "not in --allow");
+    } else {
+        reason = certs_reason_name(r);
+        if (leaf != NULL && certs_cert_spiffe_id(leaf, id, sizeof(id)) != 0)
+            id[0] = '\0';
+    }
+    ssl_peer(ssl, peer, sizeof(peer));
+    px_log(PX_LOG_WARN, "control_handshake_refused", "peer", peer, "peer_id", id[0] ? id : NULL,
+           "reason", reason, "detail", err, NULL);
+    X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+}
+
+/* evhttp speaks HTTP/1.1 only: select it when offered, else no ALPN. */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    for (unsigned i = 0; i < inlen;) {
+        unsigned l = in[i];
+        if (i + 1 + l > inlen)
+            break;
+        if (l == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)l;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + l;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int tls_setup(struct px_control *c, char *err, size_t errlen)
+{
+    STACK_OF(X509) *chain = certs_keypair_chain(c->kp);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        ssl_error(err, errlen, "SSL_CTX_new");
+        return -1;
+    }
+    c->ctx = ctx;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* No resumption: a resumed session would skip the SVID check, and an
+     * SVID that expired since would keep working. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+        ssl_error(err, errlen, "cipher list");
+        return -1;
+    }
+    if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(c->kp)) != 1) {
+        ssl_error(err, errlen, "certificate");
+        return -1;
+    }
+    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
+            ssl_error(err, errlen, "certificate chain");
+            return -1;
+        }
+    }
+    if (SSL_CTX_use_PrivateKey(ctx, certs_keypair_key(c->kp)) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        ssl_error(err, errlen, "private key");
+        return -1;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, verify_client_cb, c);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    return 0;
+}
+
+static struct bufferevent *bev_cb(struct event_base *base, void *arg)
+{
+    struct px_control *c = arg;
+    SSL *ssl = SSL_new(c->ctx);
+    if (ssl == NULL)
+        return NULL; /* handle() refuses the plaintext fallback */
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* ---- lifetime ------------------------------------------------------------------ */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct px_control *c = arg;
+    struct timeval flush = {0, 200000};
+    (void)what;
+    if (c->stopping)
+        return;
+    c->stopping = 1;
+    px_logf(PX_LOG_INFO, "control_stopping", "signal %d", (int)sig);
+    if (c->sock != NULL) {
+        evhttp_del_accept_socket(c->http, c->sock);
+        c->sock = NULL;
+    }
+    answer_all(c);
+    /* a short grace so the answers just queued reach their clients */
+    event_base_loopexit(c->base, &flush);
+}
+
+int px_control_new(struct px_control **out, const struct px_control_opts *o, char *err,
+                   size_t errlen)
+{
+    struct px_control *c = calloc(1, sizeof(*c));
+    struct timeval every = {0, PX_CONTROL_WATCH_MS * 1000};
+    struct stat st;
+    char e2[512];
+
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->o = *o;
+    if (c->o.max_waiters == 0)
+        c->o.max_waiters = PX_CONTROL_MAX_WAITERS;
+    if (c->o.max_wait_ms < 0)
+        c->o.max_wait_ms = 0;
+    c->max_life_s = (o->max_svid_lifetime_ms > 0 ? o->max_svid_lifetime_ms : 86400000) / 1000;
+    if (stat(o->dir, &st) != 0) {
+        snprintf(err, errlen, "--dir %s: %s", o->dir, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--dir %s: not a directory", o->dir);
+        goto fail;
+    }
+    if (certs_trust_load(&c->trust, o->trust, o->ntrust, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "--trust-bundle: %s", e2);
+        goto fail;
+    }
+    if (certs_keypair_load(&c->kp, o->cert, o->key, (int64_t)time(NULL), e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "--cert/--key: %s", e2);
+        goto fail;
+    }
+    if (tls_setup(c, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "TLS: %s", e2);
+        goto fail;
+    }
+    c->base = event_base_new();
+    if (c->base == NULL || (c->http = evhttp_new(c->base)) == NULL) {
+        snprintf(err, errlen, "cannot create the event loop");
+        goto fail;
+    }
+    evhttp_set_bevcb(c->http, bev_cb, c);
+    evhttp_set_max_headers_size(c->http, PX_CONTROL_HEADERS_MAX);
+    evhttp_set_max_body_size(c->http, 0);
+    evhttp_set_timeout(c->http, IO_TIMEOUT_S);
+    evhttp_set_allowed_methods(c->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(c->http, handle, c);
+    c->sock = evhttp_bind_socket_with_handle(c->http, o->host, (ev_uint16_t)o->port);
+    if (c->sock == NULL) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
+        goto fail;
+    }
+    {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        c->port = o->port;
+        if (getsockname(evhttp_bound_socket_get_fd(c->sock), (struct sockaddr *)&ss, &sl) == 0)
+            c->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    c->tick = event_new(c->base, -1, EV_PERSIST, tick_cb, c);
+    c->sigterm = evsignal_new(c->base, SIGTERM, on_signal, c);
+    c->sigint = evsignal_new(c->base, SIGINT, on_signal, c);
+    if (c->tick == NULL || c->sigterm == NULL || c->sigint == NULL ||
+        event_add(c->tick, &every) != 0 || evsignal_add(c->sigterm, NULL) != 0 ||
+        evsignal_add(c->sigint, NULL) != 0) {
+        snprintf(err, errlen, "cannot install timers or signal handlers");
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    px_control_free(c);
+    return -1;
+}
+
+int px_control_port(const struct px_control *c)
+{
+    return c->port;
+}
+
+int px_control_run(struct px_control *c)
+{
+    char port[8], wait[24], cap[24];
+    snprintf(port, sizeof(port), "%d", c->port);
+    snprintf(wait, sizeof(wait), "%lld", (long long)(c->o.max_wait_ms / 1000));
+    snprintf(cap, sizeof(cap), "%zu", c->o.max_waiters);
+    px_log(PX_LOG_INFO, "control_listening", "host", c->o.host, "port", port, "dir", c->o.dir, "id",
+           certs_keypair_spiffe_id(c->kp), "max_wait_s", wait, "max_waiters", cap, NULL);
+    if (event_base_dispatch(c->base) < 0)
+        return 1;
+    answer_all(c);
+    px_log(PX_LOG_INFO, "control_stopped", NULL);
+    return 0;
+}
+
+void px_control_free(struct px_control *c)
+{
+    if (c == NULL)
+        return;
+    answer_all(c);
+    if (c->http != NULL)
+        evhttp_free(c->http);
+    if (c->tick != NULL)
+        event_free(c->tick);
+    if (c->sigterm != NULL)
+        event_free(c->sigterm);
+    if (c->sigint != NULL)
+        event_free(c->sigint);
+    if (c->base != NULL)
+        event_base_free(c->base);
+    SSL_CTX_free(c->ctx);
+    certs_keypair_unref(c->kp);
+    certs_trust_unref(c->trust);
+    free(c);
+}

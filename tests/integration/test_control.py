@@ -1,0 +1,377 @@
+#!/usr/bin/python3
+"""Policy from a control plane: `picket control serve` (the reference control plane)
+and the sidecar's fetcher (policy.url) end to end. ETag / If-None-Match / long-poll
+on the server; on the sidecar: enforcement of the fetched bundle, updates by
+long-poll, refusals that keep the running bundle (unknown key, tampered payload,
+rollback, same revision with other content), the control plane's SPIFFE ID
+(server_id), persistence to cache_dir and offline start, staleness (deny and
+last_known_good), no bundle at all, an unwritable cache_dir.
+
+    PICKET_BIN=build/picket /usr/bin/python3 tests/integration/test_control.py [-k PATTERN]
+"""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import signal
+import ssl
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import picket_test as pt  # noqa: E402
+
+CP_ID = "spiffe://example.org/control"
+WRONG_CP_ID = "spiffe://example.org/not-control"
+KEYID = "cp-1"
+
+# Two upstream paths (upstream.py answers both with 200). RULES_A allows A only (B is
+# denied by default); RULES_B the other way round.
+A, B = "/headers", "/bytes/3"
+RULES_A = [{"id": "allow-a", "action": "allow", "from": [pt.CLIENT_ID], "paths": [A]}]
+RULES_B = [{"id": "allow-b", "action": "allow", "from": [pt.CLIENT_ID], "paths": ["/bytes/**"]}]
+
+_MATERIAL = {}
+
+
+def material(pki):
+    """Control-plane SVIDs and signing keys, made once per process."""
+    if not _MATERIAL:
+        pki.issue("control", "ca", CP_ID, ["localhost"], ["127.0.0.1"])
+        pki.issue("wrongcp", "ca", WRONG_CP_ID, ["localhost"], ["127.0.0.1"])
+        for name in ("cpkey", "rogue"):
+            key = os.path.join(pki.dir, name + ".pem")
+            pub = os.path.join(pki.dir, name + ".pub")
+            if not os.path.exists(key):
+                rc, _, err = pt.run_picket_cli(["bundle", "keygen", "--type", "ed25519",
+                                                "--out", key, "--pub", pub])
+                if rc != 0:
+                    raise AssertionError("bundle keygen failed: %s" % err)
+            _MATERIAL[name] = (key, pub)
+    return _MATERIAL
+
+
+class ControlTest(pt.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        rc, out, err = pt.run_picket_cli(["control", "--help"])
+        if rc != 0 or "control serve" not in out:
+            raise AssertionError("`picket control` is not available in %s (wire px_cmd_control "
+                                 "into main.c): %s" % (pt.picket_bin(), err[-300:]))
+        cls.keys = material(cls.pki)
+
+    def setUp(self):
+        super().setUp()
+        self.cpdir = os.path.join(self.tmp, "bundles")
+        self.stage = os.path.join(self.tmp, "stage")
+        os.makedirs(self.cpdir)
+        os.makedirs(self.stage)
+        self.up_port = self.upstream("h1")
+        self.nsigned = 0
+
+    # ---- helpers ---------------------------------------------------------------
+
+    def sign(self, rules, revision, key="cpkey", keyid=KEYID):
+        """A signed envelope (bytes) of a bundle."""
+        self.nsigned += 1
+        src = os.path.join(self.stage, "b%d.json" % self.nsigned)
+        out = os.path.join(self.stage, "e%d.json" % self.nsigned)
+        with open(src, "w") as f:
+            json.dump({"revision": revision, "mode": "enforce", "default": "deny",
+                       "rules": rules}, f)
+        rc, _, err = pt.run_picket_cli(["bundle", "sign", "--key", self.keys[key][0],
+                                        "--keyid", keyid, "--out", out, src])
+        self.assertEqual(rc, 0, "bundle sign: %s" % err)
+        with open(out, "rb") as f:
+            return f.read()
+
+    def publish(self, data, name="shop.json"):
+        """Publishes envelope bytes the way an operator would: write aside, rename in."""
+        self.nsigned += 1
+        tmp = os.path.join(self.stage, "pub%d" % self.nsigned)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(self.cpdir, name))
+
+    def control(self, cert="control", port=None, extra=()):
+        port = port or pt.free_port()
+        args = ["control", "serve", "--dir", self.cpdir, "--bind", "127.0.0.1:%d" % port,
+                "--cert", self.pki.cert(cert), "--key", self.pki.key(cert),
+                "--bundle", self.pki.ca,
+                "--max-wait", "10s"] + list(extra)
+        p = pt.Picket(self.tmp, None, inbound_port=port, pki=self.pki, name="control", args=args)
+        self.addCleanup(self._stop_control, p)
+        p.start()
+        p.port = port
+        return p
+
+    def _stop_control(self, p):
+        rc = p.stop()
+        if self.failed() or pt.VERBOSE:
+            pt.log("control pid %d exit %s; stderr tail:\n%s" % (p.pid, rc, p.stderr()[-3000:]))
+        p.check_sanitizers()
+        if p.popen is not None and not p.killed:
+            self.assertEqual(rc, 0, "control plane exit status")
+
+    def sidecar(self, cp_port, name="picket.json", wait=True, **policy_extra):
+        pol = {"url": "https://localhost:%d/shop.json" % cp_port, "server_id": CP_ID,
+               "signing_keys": {KEYID: self.keys["cpkey"][1]},
+               "poll_min": "1s", "poll_max": "1s", "long_poll": "2s",
+               "cache_dir": os.path.join(self.tmp, "cache")}
+        pol.update(policy_extra)
+        pol = {k: v for k, v in pol.items() if v is not None}
+        # cache_dir is not created here: the sidecar makes it on first use
+        conf, _, inbound, admin = self.config(pt.upstream_url("h1", self.up_port), policy=pol,
+                                              name=name)
+        p = self.picket(conf, inbound_port=inbound, admin_port=admin, wait=wait)
+        p.inbound, p.admin = inbound, admin
+        return p
+
+    def status(self, p, path):
+        r = self.curl(p.inbound, path, http="1.1", timeout=5)
+        return r.status, r.body
+
+    def policy_json(self, p):
+        st, _, body = pt.http_get_plain(p.admin, "/policy")
+        self.assertEqual(st, 200)
+        return json.loads(body)
+
+    def wait_for(self, fn, timeout, step=0.05):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = fn()
+            if v or time.monotonic() > deadline:
+                return v
+            time.sleep(step)
+
+    def wait_revision(self, p, rev, timeout=5.0):
+        ok = self.wait_for(lambda: self.policy_json(p).get("revision") == rev, timeout)
+        self.assertTrue(ok, "revision %s not in force: %r\n%s" % (
+            rev, self.policy_json(p), p.stderr()[-2000:]))
+
+    def assert_r1_decisions(self, p, msg=""):
+        self.assertEqual(self.status(p, A)[0], 200, msg)
+        self.assertEqual(self.status(p, B)[0], 403, msg)
+
+    def readyz(self, p):
+        return pt.http_get_plain(p.admin, "/readyz")[0]
+
+    def cp_get(self, cp, path, headers=None, cert="client", timeout=10.0):
+        """One HTTPS request straight to the control plane: (status, headers, body)."""
+        ctx = pt.tls_context(self.pki, cert, alpn=("http/1.1",))
+        c = http.client.HTTPSConnection("localhost", cp.port, context=ctx, timeout=timeout)
+        try:
+            c.request("GET", path, headers=headers or {})
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    # ---- the control plane alone --------------------------------------------------
+
+    def test_control_plane_http(self):
+        env = self.sign(RULES_A, 1)
+        self.publish(env)
+        cp = self.control(extra=["--allow", "spiffe://example.org/ns/default/sa/client"])
+        etag = '"%s"' % hashlib.sha256(env).hexdigest()
+
+        st, h, body = self.cp_get(cp, "/shop.json")
+        self.assertEqual((st, body), (200, env))
+        self.assertEqual(h.get("etag"), etag)
+        st, h, body = self.cp_get(cp, "/shop.json", {"If-None-Match": etag})
+        self.assertEqual((st, body, h.get("etag")), (304, b"", etag))
+        st, _, _ = self.cp_get(cp, "/shop.json", {"If-None-Match": '"other"'})
+        self.assertEqual(st, 200)
+        self.assertEqual(self.cp_get(cp, "/nope.json")[0], 404)
+        for bad in ("/../bundles/shop.json", "/a/shop.json", "/.hidden", "/%2e%2e"):
+            self.assertIn(self.cp_get(cp, bad)[0], (400, 404), bad)
+
+        # long-poll: held until the deadline without a change...
+        t0 = time.monotonic()
+        st, _, _ = self.cp_get(cp, "/shop.json", {"If-None-Match": etag, "Prefer": "wait=1"})
+        held = time.monotonic() - t0
+        self.assertEqual(st, 304)
+        self.assertTrue(0.9 <= held < 2.0, "held %.2fs" % held)
+
+        # ...and answered as soon as the file changes
+        env2 = self.sign(RULES_B, 2)
+        res = {}
+
+        def poll():
+            t = time.monotonic()
+            res["r"] = self.cp_get(cp, "/shop.json", {"If-None-Match": etag, "Prefer": "wait=5"})
+            res["t"] = time.monotonic() - t
+        import threading
+        th = threading.Thread(target=poll)
+        th.start()
+        time.sleep(0.5)
+        self.publish(env2)
+        th.join(10)
+        self.assertEqual(res["r"][0], 200)
+        self.assertEqual(res["r"][2], env2)
+        self.assertTrue(res["t"] < 1.5, "change reached the held request after %.2fs" % res["t"])
+
+        # a verified SVID outside --allow, or no certificate at all, gets nothing
+        for cert in ("other", None):
+            with self.assertRaises((ssl.SSLError, OSError, http.client.HTTPException), msg=cert):
+                self.cp_get(cp, "/shop.json", cert=cert, timeout=3)
+        ev = pt.wait_log_event(cp, "control_handshake_refused",
+                               pred=lambda o: o.get("reason") == "not_allowed")
+        self.assertIsNotNone(ev, cp.stderr()[-2000:])
+        lines = pt.log_events(cp, "control_request")
+        self.assertTrue(any(o.get("status") == "200" and o.get("peer_id") == pt.CLIENT_ID
+                            for o in lines), lines[:3])
+
+    # ---- the sidecar against it -------------------------------------------------
+
+    def test_fetch_enforce_and_long_poll_update(self):
+        self.publish(self.sign(RULES_A, 1))
+        cp = self.control()
+        p = self.sidecar(cp.port)
+        self.wait_revision(p, 1)
+        self.assert_r1_decisions(p)
+        pol = self.policy_json(p)
+        self.assertEqual(pol["source"], "https://localhost:%d/shop.json" % cp.port)
+        self.assertIn(pol["fetch"]["last_result"], ("updated", "not_modified", "unchanged"))
+        self.assertEqual(self.readyz(p), 200)
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "cache", "policy.dsse.json")))
+
+        # the sidecar's next request is now held by the control plane; a new revision
+        # reaches it in about a round trip
+        time.sleep(1.2)
+        self.publish(self.sign(RULES_B, 2))
+        t0 = time.monotonic()
+        ok = self.wait_for(lambda: self.status(p, B)[0] == 200, 3.0)
+        took = time.monotonic() - t0
+        self.assertTrue(ok, "revision 2 never enforced: %r" % self.policy_json(p))
+        self.assertLess(took, 1.5, "revision 2 took %.2fs to be enforced" % took)
+        self.assertEqual(self.status(p, A)[0], 403)
+        self.assertEqual(self.policy_json(p)["revision"], 2)
+        held = [o for o in pt.log_events(cp, "control_request")
+                if o.get("peer_id") == pt.SERVER_ID and o.get("detail") == "changed while held"]
+        self.assertTrue(held, "no held request answered by the change:\n%s" % cp.stderr()[-2000:])
+
+        # a reload (SIGHUP; also what an SVID rotation triggers) frees the old config:
+        # the fetcher must go on without touching it
+        since = len(p.stderr())
+        p.signal(signal.SIGHUP)
+        self.assertIsNotNone(pt.wait_log_event(p, "reloaded", since=since), p.stderr()[since:])
+        time.sleep(0.5)
+        self.publish(self.sign(RULES_A, 3))
+        self.wait_revision(p, 3, timeout=4.0)
+        self.assert_r1_decisions(p, "after SIGHUP")
+
+    def test_refusals_keep_running_bundle(self):
+        self.publish(self.sign(RULES_A, 5))
+        cp = self.control()
+        p = self.sidecar(cp.port)
+        self.wait_revision(p, 5)
+        self.assert_r1_decisions(p)
+
+        good6 = json.loads(self.sign(RULES_B, 6))
+        payload = json.loads(base64.b64decode(good6["payload"]))
+        payload["rules"][0]["paths"] = ["/**"]  # would allow A and B
+        tampered = dict(good6, payload=base64.b64encode(json.dumps(payload).encode()).decode())
+        cases = [
+            ("unknown_key", self.sign(RULES_B, 6, key="rogue", keyid="cp-9")),
+            ("bad_signature", self.sign(RULES_B, 6, key="rogue")),  # right keyid, wrong key
+            ("bad_signature", json.dumps(tampered).encode()),
+            ("revision_rollback", self.sign(RULES_B, 4)),
+            ("revision_conflict", self.sign(RULES_B, 5)),
+        ]
+        for reason, env in cases:
+            since = len(p.stderr())
+            self.publish(env)
+            ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=4.0,
+                                   pred=lambda o, r=reason: o.get("reason") == r)
+            self.assertIsNotNone(ev, "%s: no policy_refused line; log:\n%s" % (
+                reason, p.stderr()[since:][-2000:]))
+            n = pt.metric(p.admin, "picket_policy_refusals_total", 0, reason=reason)
+            self.assertGreaterEqual(n, 1, reason)
+            self.assertEqual(self.policy_json(p)["revision"], 5, reason)
+            self.assert_r1_decisions(p, reason)
+        self.assertIn("revision_conflict", self.policy_json(p)["fetch"]["last_error"] or "")
+
+    def test_wrong_control_plane_identity(self):
+        self.publish(self.sign(RULES_A, 1))
+        cp = self.control(cert="wrongcp")
+        p = self.sidecar(cp.port)
+        ok = self.wait_for(lambda: self.policy_json(p)["fetch"]["failures"] >= 1, 5.0)
+        self.assertTrue(ok, self.policy_json(p))
+        st, body = self.status(p, A)
+        self.assertEqual(st, 503)
+        self.assertIn(b"no policy loaded", body)
+        self.assertEqual(self.readyz(p), 503)
+        pol = self.policy_json(p)
+        self.assertIsNone(pol["revision"])
+        self.assertEqual(pol["fetch"]["last_result"], "transport_error")
+        self.assertFalse(pt.log_events(p, "policy_fetched"))
+        self.assertFalse([o for o in pt.log_events(cp, "control_request")
+                          if o.get("status") == "200"], "the control plane served a bundle")
+
+    def test_cache_and_offline_start(self):
+        self.publish(self.sign(RULES_A, 3))
+        cp = self.control()
+        p = self.sidecar(cp.port)
+        self.wait_revision(p, 3)
+        cache = os.path.join(self.tmp, "cache", "policy.dsse.json")
+        self.assertTrue(os.path.exists(cache))
+        # every confirmation (a held request answered 304) moves the cache's mtime: an
+        # offline start counts staleness from it
+        m0 = os.stat(cache).st_mtime_ns
+        self.assertTrue(self.wait_for(lambda: os.stat(cache).st_mtime_ns > m0, 4.0, 0.1),
+                        "cache mtime not refreshed by a 304")
+        p.stop()
+        cp_port = cp.port
+        cp.stop()
+        self.assertTrue(pt.port_refuses(cp_port))
+
+        # offline start: the cached envelope is used
+        p2 = self.sidecar(cp_port, name="p2.json")
+        self.assertIsNotNone(pt.wait_log_event(p2, "policy_from_cache"), p2.stderr()[-2000:])
+        self.wait_revision(p2, 3)
+        self.assert_r1_decisions(p2, "from cache")
+        self.assertTrue(self.policy_json(p2)["source"].startswith("cache:"))
+        self.assertEqual(self.readyz(p2), 200)
+        p2.stop()
+
+        # offline with max_staleness 1s: the cache is older than that -> fail closed
+        p3 = self.sidecar(cp_port, name="p3.json", max_staleness="1s")
+        time.sleep(1.1)
+        st, body = self.status(p3, A)
+        self.assertEqual((st, body), (503, b"policy is stale\n"))
+        self.assertEqual(self.readyz(p3), 503)
+        p3.stop()
+
+        # on_stale last_known_good: still enforced, but not ready
+        p4 = self.sidecar(cp_port, name="p4.json", max_staleness="1s", on_stale="last_known_good")
+        time.sleep(1.1)
+        self.assert_r1_decisions(p4, "last_known_good")
+        self.assertEqual(self.readyz(p4), 503)
+
+    def test_no_bundle_fails_closed(self):
+        down = pt.free_port()
+        p = self.sidecar(down, cache_dir=None)
+        st, body = self.status(p, A)
+        self.assertEqual(st, 503)
+        self.assertIn(b"no policy loaded", body)
+        self.assertEqual(self.readyz(p), 503)
+
+    def test_unwritable_cache_dir(self):
+        blocker = os.path.join(self.tmp, "not-a-dir")
+        with open(blocker, "w") as f:
+            f.write("x")
+        self.publish(self.sign(RULES_A, 1))
+        cp = self.control()
+        p = self.sidecar(cp.port, cache_dir=os.path.join(blocker, "cache"))
+        self.wait_revision(p, 1)
+        self.assertIsNotNone(pt.wait_log_event(p, "policy_cache_write_failed"),
+                             p.stderr()[-2000:])
+        self.assert_r1_decisions(p, "unwritable cache_dir")
+
+
+if __name__ == "__main__":
+    pt.main(timeout=240)
