@@ -303,8 +303,7 @@ static int addable_header(const struct px_hdr *h)
      * identity and correlation headers picket itself vouches for. */
     if (h->nlen < 3 || strncmp(h->name, "x-", 2) != 0)
         return 0;
-    return strcmp(h->name, "x-forwarded-client-cert") != 0 &&
-           strcmp(h->name, "x-forwarded-proto") != 0 && strcmp(h->name, "x-request-id") != 0 &&
+    return strncmp(h->name, "x-forwarded-", 12) != 0 && strcmp(h->name, "x-request-id") != 0 &&
            strncmp(h->name, "x-picket-", 9) != 0 && strcmp(h->name, "x-envoy-auth-failure") != 0;
 }
 
@@ -465,8 +464,14 @@ static void on_answer(void *arg, const struct px_client_resp *r)
                 if (*q >= 'A' && *q <= 'Z')
                     *q = (char)(*q + 32);
             m = strstr(tmp, "max-age=");
-            if (m != NULL && strstr(tmp, "no-store") == NULL && strstr(tmp, "no-cache") == NULL)
-                ttl = strtoll(m + 8, NULL, 10) * 1000;
+            if (m != NULL && strstr(tmp, "no-store") == NULL && strstr(tmp, "no-cache") == NULL &&
+                strstr(tmp, "private") == NULL) {
+                long long secs = strtoll(m + 8, NULL, 10);
+                /* cap before scaling: a huge max-age must not overflow */
+                if (secs > 86400LL * 365)
+                    secs = 86400LL * 365;
+                ttl = secs > 0 ? (int64_t)secs * 1000 : 0;
+            }
         }
     }
     /* Hand the answer to every waiter. Each may free itself on the way. */
@@ -519,11 +524,17 @@ static struct px_client_call *send_check(struct px_stream *st, const struct px_d
         plen--;
     snprintf(path, sizeof(path), "%.*s%s", (int)plen, slash, st->path);
     memset(&h, 0, sizeof(h));
-    for (size_t i = 0; i < dc->nheaders; i++)
+    for (size_t i = 0; i < dc->nheaders; i++) {
+        /* picket adds the identity and correlation headers itself, once */
+        if (strcmp(dc->headers[i], "x-forwarded-client-cert") == 0 ||
+            strcmp(dc->headers[i], "x-request-id") == 0 ||
+            strncmp(dc->headers[i], "x-picket-", 9) == 0)
+            continue;
         for (size_t k = 0; k < st->req.n; k++)
             if (strcmp(st->req.v[k].name, dc->headers[i]) == 0)
                 px_hdrs_add(&h, st->req.v[k].name, st->req.v[k].nlen, st->req.v[k].value,
                             st->req.v[k].vlen, 0);
+    }
     if (xfcc != NULL)
         px_hdrs_add(&h, xfcc->name, xfcc->nlen, xfcc->value, xfcc->vlen, 0);
     px_hdrs_add(&h, "x-picket-peer-id", 16, st->conn->peer_id, strlen(st->conn->peer_id), 0);
