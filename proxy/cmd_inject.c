@@ -2,8 +2,9 @@
  * cmd_inject.c - `picket inject`: the CLI filter and the admission webhook
  * server around the pure injector in inject.c.
  *
- *   picket inject [-f FILE|-] [--patch] [--compact] [OPTIONS]
+ *   picket inject [FILE|-] [--patch] [--compact] [OPTIONS]
  *   picket inject serve --bind HOST:PORT --cert FILE --key FILE [OPTIONS]
+ *   picket inject write-config --out FILE      (inside the pod: $PICKET_CONFIG)
  *
  * The webhook is a single-threaded evhttp server over TLS (bufferevent_openssl
  * through evhttp_set_bevcb): reviews are small and pure CPU, so one event
@@ -15,8 +16,9 @@
  * expired certificate blocks every pod creation in opted-in namespaces.
  *
  * One log line per review (event "inject_review": uid, kind, name,
- * namespace, injected yes/no, reason), and "inject_review_bad" with the
- * parser's line:col message for a request that is not an AdmissionReview.
+ * namespace, injected yes/no, reason), and "inject_review_bad" (uid if
+ * readable, the parser's line:col message, the answer: allow or error) for
+ * a malformed review.
  */
 #include "cmd_inject.h"
 
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -50,22 +53,32 @@
 
 static const char usage_text[] =
     "usage:\n"
-    "  picket inject [-f FILE|-] [--patch] [--compact] [OPTIONS]\n"
-    "      reads a JSON Pod, workload or List (stdin by default; YAML is not read) and\n"
-    "      writes it with the picket sidecar added, e.g.\n"
-    "      kubectl get deploy orders -o json | picket inject | kubectl apply -f -\n"
-    "  picket inject serve --bind HOST:PORT --cert FILE --key FILE [OPTIONS]\n"
-    "      mutating admission webhook over HTTPS: POST /mutate, GET /healthz\n"
-    "options:\n"
+    "  picket inject [FILE|-] [--patch] [--compact] [OPTIONS]\n"
+    "      reads a JSON Pod, Deployment, StatefulSet, DaemonSet, Job or a List of them\n"
+    "      (FILE, or stdin when FILE is - or absent; -f FILE also works; YAML is not\n"
+    "      read) and writes it with the picket sidecar added, e.g.\n"
+    "      kubectl get deploy web -o json | picket inject - | kubectl apply -f -\n"
+    "  picket inject serve --bind ADDR --cert C --key K [--config FILE] [OPTIONS]\n"
+    "      mutating admission webhook over HTTPS: POST /inject (AdmissionReview v1;\n"
+    "      /mutate is an alias), GET /healthz\n"
+    "  picket inject write-config --out FILE\n"
+    "      writes $PICKET_CONFIG (JSON) to FILE: the init container of injected pods\n"
+    "      whose proxy config is generated into an emptyDir\n"
+    "options (override the --config file):\n"
+    "  --config FILE             injector config (JSON; deploy/kubernetes/injector-config.json)\n"
     "  --image IMG               sidecar image (picket:0.1)\n"
-    "  --config-map NAME         picket config ConfigMap (<app>-picket)\n"
-    "  --svid-secret NAME        SVID Secret (<app>-svid)\n"
+    "  --config-map NAME         picket config ConfigMap (<app>-picket; <app> is replaced)\n"
+    "  --svid-secret NAME        SVID from this Secret instead of the config's svid_volume\n"
     "  --inbound-port N          mTLS port (15443)\n"
     "  --admin-port N            loopback admin port used by the probes (15000)\n"
     "  --drain-timeout DURATION  picket's limits.drain_timeout (20s); the pod's grace\n"
     "                            period is raised to at least this + 10s\n"
     "  --exclude-namespace NS    never inject in NS (repeatable; default kube-system,\n"
-    "                            kube-public)\n";
+    "                            kube-public)\n"
+    "  --malformed-review allow|error\n"
+    "                            webhook answer to a malformed review or a pod that\n"
+    "                            cannot be injected: allow it unchanged, or refuse it\n"
+    "                            (default error)\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -117,10 +130,21 @@ static int common_opt(int argc, char **argv, int *i, struct px_inject_opts *o, i
 {
     const char *v = NULL;
     int64_t ms;
-    if (opt(argc, argv, i, "--image", &v))
+    if (opt(argc, argv, i, "--config", &v)) {
+        /* loaded before the other options (load_config) */
+    } else if (opt(argc, argv, i, "--image", &v))
         o->image = v;
-    else if (opt(argc, argv, i, "--config-map", &v))
+    else if (opt(argc, argv, i, "--config-map", &v)) {
         o->config_map = v;
+        o->proxy_config = NULL; /* an explicit ConfigMap wins over a generated config */
+    } else if (opt(argc, argv, i, "--malformed-review", &v)) {
+        if (v != NULL && strcmp(v, "allow") == 0)
+            o->malformed_allow = 1;
+        else if (v != NULL && strcmp(v, "error") == 0)
+            o->malformed_allow = 0;
+        else
+            return usage_error("--malformed-review: expected allow or error");
+    }
     else if (opt(argc, argv, i, "--svid-secret", &v))
         o->svid_secret = v;
     else if (opt(argc, argv, i, "--inbound-port", &v)) {
@@ -194,9 +218,49 @@ static int read_all(FILE *f, char **out, size_t *outlen)
     return 0;
 }
 
+/* Finds --config FILE in argv and loads it into *o, before the other
+ * options (which override it) are applied. 0, 1 (printed), 2 usage. */
+static int load_config(int argc, char **argv, struct px_inject_opts *o)
+{
+    const char *file = NULL, *v;
+    char *buf = NULL, err[512];
+    size_t len = 0;
+    FILE *f;
+    int rc;
+    for (int i = 1; i < argc; i++)
+        if (opt(argc, argv, &i, "--config", &v)) {
+            if (v == NULL || v[0] == '\0')
+                return usage_error("--config: missing file name");
+            if (file != NULL)
+                return usage_error("--config: given twice");
+            file = v;
+        }
+    if (file == NULL)
+        return 0;
+    f = fopen(file, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "picket inject: %s: %s\n", file, strerror(errno));
+        return 1;
+    }
+    rc = read_all(f, &buf, &len);
+    fclose(f);
+    if (rc != 0) {
+        fprintf(stderr, "picket inject: %s: %s\n", file,
+                rc == -2 ? "too large" : "read error");
+        return 1;
+    }
+    rc = px_inject_config_load(o, buf, len, err, sizeof(err));
+    free(buf);
+    if (rc != 0) {
+        fprintf(stderr, "picket inject: %s:%s\n", file, err);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_filter(int argc, char **argv, struct px_inject_opts *o)
 {
-    const char *file = "-", *src;
+    const char *file = NULL, *src;
     int patch_only = 0, pretty = 1, ns_reset = 0, rc;
     char *in = NULL, *out = NULL, err[512];
     size_t inlen = 0, outlen = 0;
@@ -218,12 +282,20 @@ static int cmd_filter(int argc, char **argv, struct px_inject_opts *o)
             fputs(usage_text, stdout);
             return 0;
         } else if (opt(argc, argv, &i, "-f", &v) || opt(argc, argv, &i, "--file", &v)) {
-            if (v == NULL)
+            if (v == NULL || v[0] == '\0')
                 return usage_error("-f: missing file name");
+            if (file != NULL)
+                return usage_error("more than one input file");
             file = v;
+        } else if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) {
+            if (file != NULL)
+                return usage_error("more than one input file");
+            file = argv[i];
         } else
             return usage_error("unknown argument '%s'", argv[i]);
     }
+    if (file == NULL)
+        file = "-";
     if (px_inject_opts_check(o, err, sizeof(err)) != 0)
         return usage_error("%s", err);
 
@@ -384,7 +456,7 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     reply(req, code, reason, "text/plain; charset=utf-8", msg, strlen(msg));
 }
 
-static void handle_mutate(struct server *s, struct evhttp_request *req, const char *peer)
+static void handle_review(struct server *s, struct evhttp_request *req, const char *peer)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
@@ -401,7 +473,9 @@ static void handle_mutate(struct server *s, struct evhttp_request *req, const ch
     rc = px_inject_review(body, len, s->opts, &resp, &resp_len, &res, uid, sizeof(uid), err,
                           sizeof(err));
     if (rc == PX_INJECT_EINPUT) {
-        px_log(PX_LOG_WARN, "inject_review_bad", "peer", peer, "error", err, NULL);
+        /* "error" mode and not even a uid to answer to */
+        px_log(PX_LOG_WARN, "inject_review_bad", "peer", peer, "error", err, "answer", "400",
+               NULL);
         snprintf(msg, sizeof(msg), "picket inject: %s\n", err);
         reply_text(req, 400, "Bad Request", msg);
         return;
@@ -411,10 +485,20 @@ static void handle_mutate(struct server *s, struct evhttp_request *req, const ch
         reply_text(req, 500, "Internal Server Error", "out of memory\n");
         return;
     }
-    px_log(res.reason == PX_INJECT_REFUSED ? PX_LOG_WARN : PX_LOG_INFO, "inject_review", "uid",
-           uid, "kind", res.kind, "name", res.name, "namespace", res.ns, "injected",
-           res.injected > 0 ? "yes" : "no", "reason", px_inject_reason_name(res.reason),
-           "detail", err[0] ? err : NULL, NULL);
+    if (res.reason == PX_INJECT_MALFORMED && res.kind[0] == '\0')
+        px_log(PX_LOG_WARN, "inject_review_bad", "peer", peer, "uid", uid[0] ? uid : NULL,
+               "error", err, "answer", s->opts->malformed_allow ? "allow" : "error", NULL);
+    else
+        px_log(res.reason == PX_INJECT_REFUSED || res.reason == PX_INJECT_MALFORMED
+                   ? PX_LOG_WARN
+                   : PX_LOG_INFO,
+               "inject_review", "uid", uid, "kind", res.kind, "name", res.name, "namespace",
+               res.ns, "injected", res.injected > 0 ? "yes" : "no", "reason",
+               px_inject_reason_name(res.reason), "detail", err[0] ? err : NULL, "answer",
+               res.reason == PX_INJECT_REFUSED || res.reason == PX_INJECT_MALFORMED
+                   ? (s->opts->malformed_allow ? "allow" : "error")
+                   : NULL,
+               NULL);
     reply(req, 200, "OK", "application/json", resp, resp_len);
     free(resp);
     px_inject_result_clear(&res);
@@ -449,14 +533,15 @@ static void handle(struct evhttp_request *req, void *arg)
         reply_text(req, 200, "OK", "ok\n");
         return;
     }
-    if (strcmp(path, "/mutate") == 0) {
-        /* The API server calls /mutate?timeout=10s; the query is ignored. */
+    if (strcmp(path, "/inject") == 0 || strcmp(path, "/mutate") == 0) {
+        /* The API server calls /inject?timeout=10s; the query is ignored.
+         * /mutate is the path of earlier webhook configurations. */
         if (cmd != EVHTTP_REQ_POST) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
             reply_text(req, 405, "Method Not Allowed", "method not allowed\n");
             return;
         }
-        handle_mutate(s, req, peer);
+        handle_review(s, req, peer);
         return;
     }
     reply_text(req, 404, "Not Found", "not found\n");
@@ -594,11 +679,73 @@ static int cmd_serve(int argc, char **argv, struct px_inject_opts *o)
     return rc;
 }
 
+/* picket inject write-config --out FILE: the generated proxy config, from
+ * $PICKET_CONFIG (set by the injector), into the pod's emptyDir. Checked
+ * to be one strict JSON object; written to FILE.tmp, then renamed. */
+static int cmd_write_config(int argc, char **argv)
+{
+    const char *out = NULL, *v, *cfg = getenv("PICKET_CONFIG");
+    char tmp[4096], err[512];
+    struct certs_json j;
+    size_t len;
+    FILE *f;
+    int ok;
+    for (int i = 1; i < argc; i++) {
+        if (opt(argc, argv, &i, "--out", &v) && v != NULL && v[0] != '\0')
+            out = v;
+        else
+            return usage_error("write-config: expected --out FILE");
+    }
+    if (out == NULL)
+        return usage_error("write-config: expected --out FILE");
+    if (cfg == NULL || cfg[0] == '\0') {
+        fprintf(stderr, "picket inject write-config: PICKET_CONFIG is not set\n");
+        return 1;
+    }
+    len = strlen(cfg);
+    if (px_inject_parse_doc(&j, cfg, len, PX_INJECT_MAX_TOKENS, err, sizeof(err)) != 0) {
+        fprintf(stderr, "picket inject write-config: PICKET_CONFIG:%s\n", err);
+        return 1;
+    }
+    certs_json_clear(&j);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", out) >= sizeof(tmp)) {
+        fprintf(stderr, "picket inject write-config: %s: name too long\n", out);
+        return 1;
+    }
+    f = fopen(tmp, "wb");
+    if (f == NULL) {
+        fprintf(stderr, "picket inject write-config: %s: %s\n", tmp, strerror(errno));
+        return 1;
+    }
+    ok = fwrite(cfg, 1, len, f) == len && fputc('\n', f) != EOF;
+    ok = fflush(f) == 0 && ok;
+    ok = fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, out) != 0) {
+        fprintf(stderr, "picket inject write-config: %s: %s\n", out, strerror(errno));
+        (void)unlink(tmp);
+        return 1;
+    }
+    fprintf(stderr, "picket inject write-config: wrote %s (%zu bytes)\n", out, len + 1);
+    return 0;
+}
+
 int px_cmd_inject(int argc, char **argv)
 {
     struct px_inject_opts o;
+    int rc;
+    if (argc >= 2 && strcmp(argv[1], "write-config") == 0)
+        return cmd_write_config(argc - 1, argv + 1);
     px_inject_opts_init(&o);
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0)
-        return cmd_serve(argc - 1, argv + 1, &o);
-    return cmd_filter(argc, argv, &o);
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
+        rc = load_config(argc - 1, argv + 1, &o);
+        if (rc == 0)
+            rc = cmd_serve(argc - 1, argv + 1, &o);
+    } else {
+        rc = load_config(argc, argv, &o);
+        if (rc == 0)
+            rc = cmd_filter(argc, argv, &o);
+    }
+    px_inject_opts_free(&o);
+    return rc;
 }

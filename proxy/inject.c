@@ -1,26 +1,20 @@
 /*
- * inject.c - sidecar injection core: the JSON Patch that turns a pod (or a
- * workload's pod template) into what deploy/kubernetes/sidecar.yaml
- * writes by hand, a small RFC 6902 applier for the CLI filter, a JSON
- * re-formatter and the AdmissionReview request/response mapping.
+ * inject.c - sidecar injection core: the injector config, the JSON Patch
+ * that turns a pod (or a workload's pod template) into one with picket as
+ * a native sidecar, and the AdmissionReview request/response mapping. The
+ * applier, formatter and strict reader are in inject_patch.c.
  *
  * Everything here is pure (see inject.h). Documents are read through
  * certs_json (strict RFC 8259, duplicate keys refused, nesting capped at
  * 64) after a size check, so a hostile review costs at most
  * PX_INJECT_MAX_BYTES plus a fixed token budget.
  *
- * The applier splices text into the original document instead of building
- * a DOM: each op resolves its path on the original token tree and becomes
- * "insert these bytes here" or "replace this value"; the result is then
- * re-formatted and re-parsed with the strict parser, so a patch that would
- * produce a duplicate key or broken JSON is an error, never output. The
- * cost of this design is that an op cannot target what an earlier op in
- * the same patch added; the patches built here never do (a missing
- * annotations object is added whole, with its member inside).
+ * Patches never point into a value an earlier op of the same patch added
+ * (a missing initContainers, volumes or annotations is added whole), so
+ * they apply in one pass with any RFC 6902 implementation, in order.
  */
 #include "inject.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,102 +23,10 @@
 
 #include "certs_json.h"
 
-#define OUT_MAX (64u * 1024 * 1024) /* any output buffer; far above 4 MiB in + ops */
-#define SEG_MAX 1024                /* one JSON Pointer segment, decoded */
-#define NAME_MAX_LEN 253            /* DNS-1123 subdomain */
-
-/* ---- growable output buffer ------------------------------------------- */
-
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *np;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (cap > OUT_MAX) {
-            b->oom = 1;
-            return;
-        }
-        np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    int n;
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        b->oom = 1; /* only used for short fixed texts; a cut one is a bug */
-        return;
-    }
-    sb_add(b, tmp, (size_t)n);
-}
-
-/* A JSON string literal, quotes included. */
-static void sb_json_str(struct sbuf *b, const char *s, size_t n)
-{
-    sb_add(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            sb_add(b, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            sb_printf(b, "\\u%04x", c);
-        } else {
-            sb_add(b, s + i, 1);
-        }
-    }
-    sb_add(b, "\"", 1);
-}
-
-static void sb_free(struct sbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
+#define NAME_MAX_LEN 253 /* DNS-1123 subdomain */
+#define APP_TOKEN "<app>"
 
 /* ---- small token helpers ---------------------------------------------- */
-
-/* The bytes of value token i in the document, quotes included for strings. */
-static void tok_range(const struct certs_json *j, int i, size_t *s, size_t *e)
-{
-    *s = (size_t)j->tok[i].start;
-    *e = (size_t)j->tok[i].end;
-    if (j->tok[i].type == JSMN_STRING) {
-        (*s)--;
-        (*e)++;
-    }
-}
 
 static int is_null(const struct certs_json *j, int i)
 {
@@ -156,20 +58,6 @@ static int meta_str(const struct certs_json *j, int meta, const char *section, c
         return -1;
     return get_str(j, certs_json_get(j, meta, section), key, buf, n);
 }
-
-/* Member of obj whose unescaped key equals key[0..klen), or -1. Keys are
- * compared unescaped because "a\/b" and "a/b" are the same key. */
-static int find_member(const struct certs_json *j, int obj, const char *key, size_t klen)
-{
-    char tmp[SEG_MAX + 1];
-    for (int k = certs_json_first(j, obj); k > 0; k = certs_json_next_key(j, k)) {
-        int n = certs_json_str(j, k, tmp, sizeof(tmp));
-        if (n >= 0 && (size_t)n == klen && memcmp(tmp, key, klen) == 0)
-            return k + 1;
-    }
-    return -1;
-}
-
 /* Lowercase RFC 1123 subdomain: what ConfigMap and Secret names must be. */
 static int dns1123_ok(const char *s)
 {
@@ -193,34 +81,103 @@ void px_inject_opts_init(struct px_inject_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->image = "picket:0.1";
+    o->config_map = APP_TOKEN "-picket";
+    o->svid_volume = PX_INJECT_DEFAULT_SVID_VOLUME;
     o->inbound_port = 15443;
     o->admin_port = 15000;
     o->drain_timeout_s = 20;
+    o->run_as_user = 65532;
     o->exclude_ns[0] = "kube-system";
     o->exclude_ns[1] = "kube-public";
     o->nexclude_ns = 2;
 }
 
+void px_inject_opts_free(struct px_inject_opts *o)
+{
+    for (size_t i = 0; i < o->nowned; i++)
+        free(o->owned[i]);
+    px_inject_opts_init(o);
+}
+
+/* tmpl with every "<app>" replaced by app. -1 if it does not fit. */
+static int subst_app(const char *tmpl, const char *app, char *out, size_t n)
+{
+    size_t o = 0, al = strlen(app);
+    for (const char *s = tmpl; *s != '\0';) {
+        if (strncmp(s, APP_TOKEN, sizeof(APP_TOKEN) - 1) == 0) {
+            if (o + al >= n)
+                return -1;
+            memcpy(out + o, app, al);
+            o += al;
+            s += sizeof(APP_TOKEN) - 1;
+        } else {
+            if (o + 1 >= n)
+                return -1;
+            out[o++] = *s++;
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int template_ok(const char *tmpl)
+{
+    char buf[NAME_MAX_LEN + 1];
+    return subst_app(tmpl, "app", buf, sizeof(buf)) == 0 && dns1123_ok(buf);
+}
+
+/* A JSON object given as text (resources, proxy_config, svid_volume): -1
+ * unless it parses strictly as an object with at least min_members. */
+static int json_obj_ok(const char *s, int min_members, int *members)
+{
+    struct certs_json j;
+    char err[128];
+    int ok;
+    if (certs_json_parse(&j, s, strlen(s), 16384, err, sizeof(err)) != 0)
+        return -1;
+    ok = certs_json_is_obj(&j, 0) && j.tok[0].size >= min_members;
+    if (members != NULL)
+        *members = ok ? j.tok[0].size : 0;
+    if (ok && members != NULL && certs_json_get(&j, 0, "name") >= 0)
+        ok = 0; /* a volume source must not carry its own name */
+    certs_json_clear(&j);
+    return ok ? 0 : -1;
+}
+
 int px_inject_opts_check(const struct px_inject_opts *o, char *err, size_t errlen)
 {
     size_t n = o->image ? strlen(o->image) : 0;
+    int members = 0;
     if (n == 0 || n > 512) {
-        snprintf(err, errlen, "--image: expected 1 to 512 characters");
+        snprintf(err, errlen, "image: expected 1 to 512 characters");
         return -1;
     }
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)o->image[i] <= 0x20 || (unsigned char)o->image[i] >= 0x7f) {
-            snprintf(err, errlen, "--image: no spaces or control characters allowed");
+            snprintf(err, errlen, "image: no spaces or control characters allowed");
             return -1;
         }
-    if (o->config_map != NULL && !dns1123_ok(o->config_map)) {
-        snprintf(err, errlen, "--config-map: \"%s\" is not a valid name (lowercase DNS-1123)",
-                 o->config_map);
+    if (o->config_map != NULL && !template_ok(o->config_map)) {
+        snprintf(err, errlen, "config map: \"%s\" is not a valid name (lowercase DNS-1123; "
+                              "\"<app>\" stands for the app's name)", o->config_map);
         return -1;
     }
-    if (o->svid_secret != NULL && !dns1123_ok(o->svid_secret)) {
-        snprintf(err, errlen, "--svid-secret: \"%s\" is not a valid name (lowercase DNS-1123)",
-                 o->svid_secret);
+    if (o->svid_secret != NULL && !template_ok(o->svid_secret)) {
+        snprintf(err, errlen, "svid secret: \"%s\" is not a valid name (lowercase DNS-1123; "
+                              "\"<app>\" stands for the app's name)", o->svid_secret);
+        return -1;
+    }
+    if (o->resources != NULL && json_obj_ok(o->resources, 0, NULL) != 0) {
+        snprintf(err, errlen, "resources: expected a JSON object");
+        return -1;
+    }
+    if (o->proxy_config != NULL && json_obj_ok(o->proxy_config, 1, NULL) != 0) {
+        snprintf(err, errlen, "proxy_config: expected a non-empty JSON object");
+        return -1;
+    }
+    if (o->svid_volume == NULL || json_obj_ok(o->svid_volume, 1, &members) != 0 || members != 1) {
+        snprintf(err, errlen, "svid_volume: expected a volume source object with exactly one "
+                              "member and no name, e.g. {\"csi\": {...}}");
         return -1;
     }
     if (o->inbound_port < 1 || o->inbound_port > 65535 || o->admin_port < 1 ||
@@ -229,10 +186,171 @@ int px_inject_opts_check(const struct px_inject_opts *o, char *err, size_t errle
         return -1;
     }
     if (o->drain_timeout_s < 0 || o->drain_timeout_s > 3600) {
-        snprintf(err, errlen, "--drain-timeout: expected 0s..1h");
+        snprintf(err, errlen, "drain timeout: expected 0s..1h");
+        return -1;
+    }
+    if (o->run_as_user < 1 || o->run_as_user > 2147483647) {
+        snprintf(err, errlen, "run_as_user: expected a non-root user id (1..2147483647)");
         return -1;
     }
     return 0;
+}
+
+/* ---- the injector config file ------------------------------------------ */
+
+static char *own(struct px_inject_opts *o, char *s)
+{
+    if (s == NULL)
+        return NULL;
+    if (o->nowned >= PX_INJECT_MAX_OWNED) {
+        free(s);
+        return NULL;
+    }
+    o->owned[o->nowned++] = s;
+    return s;
+}
+
+/* Value token v (an object) re-emitted compact, owned by o. */
+static char *own_json(struct px_inject_opts *o, const struct certs_json *j, int v)
+{
+    size_t s = (size_t)j->tok[v].start, e = (size_t)j->tok[v].end, n;
+    char *out = NULL;
+    if (px_json_format(j->js + s, e - s, 0, &out, &n) != 0)
+        return NULL;
+    out[n - 1] = '\0'; /* the trailing newline */
+    return own(o, out);
+}
+
+static int cfg_port(const struct certs_json *j, int v, const char *key, int *out, char *err,
+                    size_t errlen)
+{
+    int64_t x;
+    if (certs_json_int(j, v, &x) != 0 || x < 1 || x > 65535)
+        return certs_json_errf(j, v, err, errlen, "%s: expected a port number", key);
+    *out = (int)x;
+    return 0;
+}
+
+static int cfg_member(struct px_inject_opts *o, const struct certs_json *j, const char *key,
+                      int v, char *err, size_t errlen)
+{
+    static const char *const strs[] = {"image", "config_map", "svid_secret"};
+    static const char *const objs[] = {"resources", "proxy_config", "svid_volume"};
+    const char **sdst[] = {&o->image, &o->config_map, &o->svid_secret};
+    const char **odst[] = {&o->resources, &o->proxy_config, &o->svid_volume};
+    int64_t x;
+
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(key, strs[i]) == 0) {
+            if (!certs_json_is_str(j, v))
+                return certs_json_errf(j, v, err, errlen, "%s: expected a string", key);
+            if ((*sdst[i] = own(o, certs_json_strdup(j, v))) == NULL)
+                return certs_json_errf(j, v, err, errlen, "%s: bad string", key);
+            return 0;
+        }
+        if (strcmp(key, objs[i]) == 0) {
+            if (!certs_json_is_obj(j, v))
+                return certs_json_errf(j, v, err, errlen, "%s: expected an object", key);
+            if ((*odst[i] = own_json(o, j, v)) == NULL)
+                return certs_json_errf(j, v, err, errlen, "%s: out of memory", key);
+            return 0;
+        }
+    }
+    if (strcmp(key, "inbound_port") == 0)
+        return cfg_port(j, v, key, &o->inbound_port, err, errlen);
+    if (strcmp(key, "admin_port") == 0)
+        return cfg_port(j, v, key, &o->admin_port, err, errlen);
+    if (strcmp(key, "run_as_user") == 0) {
+        if (certs_json_int(j, v, &x) != 0 || x < 1 || x > 2147483647)
+            return certs_json_errf(j, v, err, errlen,
+                                   "run_as_user: expected a non-root user id (1..2147483647)");
+        o->run_as_user = (long long)x;
+        return 0;
+    }
+    if (strcmp(key, "drain_timeout") == 0) {
+        char d[32];
+        if (certs_json_str(j, v, d, sizeof(d)) < 0 || certs_duration_parse(d, strlen(d), &x) != 0 ||
+            x > 3600000)
+            return certs_json_errf(j, v, err, errlen,
+                                   "drain_timeout: expected a duration up to 1h (e.g. \"20s\")");
+        o->drain_timeout_s = (int)((x + 999) / 1000);
+        return 0;
+    }
+    if (strcmp(key, "malformed_review") == 0) {
+        if (certs_json_eq(j, v, "allow"))
+            o->malformed_allow = 1;
+        else if (certs_json_eq(j, v, "error"))
+            o->malformed_allow = 0;
+        else
+            return certs_json_errf(j, v, err, errlen,
+                                   "malformed_review: expected \"allow\" or \"error\"");
+        return 0;
+    }
+    if (strcmp(key, "exclude_namespaces") == 0) {
+        if (!certs_json_is_arr(j, v) || j->tok[v].size > PX_INJECT_MAX_EXCLUDED_NS)
+            return certs_json_errf(j, v, err, errlen,
+                                   "exclude_namespaces: expected an array of at most %d "
+                                   "namespaces", PX_INJECT_MAX_EXCLUDED_NS);
+        o->nexclude_ns = 0;
+        for (int e = certs_json_first(j, v); e > 0; e = certs_json_next_elem(j, e)) {
+            char *ns = certs_json_is_str(j, e) ? certs_json_strdup(j, e) : NULL;
+            if (ns == NULL || ns[0] == '\0' || strlen(ns) > 63) {
+                free(ns);
+                return certs_json_errf(j, e, err, errlen,
+                                       "exclude_namespaces: expected namespace names");
+            }
+            if (own(o, ns) == NULL)
+                return certs_json_errf(j, e, err, errlen, "exclude_namespaces: too many");
+            o->exclude_ns[o->nexclude_ns++] = ns;
+        }
+        return 0;
+    }
+    return -2;
+}
+
+int px_inject_config_load(struct px_inject_opts *o, const char *js, size_t len, char *err,
+                          size_t errlen)
+{
+    struct certs_json j;
+    int rc = 0, cm = -1, pc = -1, sv = -1, ss = -1;
+    if (len > PX_INJECT_CONFIG_MAX_BYTES) {
+        snprintf(err, errlen, "1:1: injector config too large (limit %u bytes)",
+                 PX_INJECT_CONFIG_MAX_BYTES);
+        return PX_INJECT_EINPUT;
+    }
+    if (px_inject_parse_doc(&j, js, len, 16384, err, errlen) != 0)
+        return PX_INJECT_EINPUT;
+    for (int k = certs_json_first(&j, 0); k > 0 && rc == 0; k = certs_json_next_key(&j, k)) {
+        char key[64];
+        if (certs_json_str(&j, k, key, sizeof(key)) < 0)
+            key[0] = '\0';
+        rc = cfg_member(o, &j, key, k + 1, err, errlen);
+        if (rc == -2)
+            rc = certs_json_errf(&j, k, err, errlen,
+                                 "unknown key \"%.60s\" (expected image, resources, config_map, "
+                                 "proxy_config, svid_volume, svid_secret, inbound_port, "
+                                 "admin_port, drain_timeout, run_as_user, malformed_review, "
+                                 "exclude_namespaces)", key);
+    }
+    if (rc == 0) {
+        cm = certs_json_get(&j, 0, "config_map");
+        pc = certs_json_get(&j, 0, "proxy_config");
+        sv = certs_json_get(&j, 0, "svid_volume");
+        ss = certs_json_get(&j, 0, "svid_secret");
+        if (cm >= 0 && pc >= 0)
+            rc = certs_json_errf(&j, pc, err, errlen,
+                                 "config_map and proxy_config are mutually exclusive");
+        else if (sv >= 0 && ss >= 0)
+            rc = certs_json_errf(&j, ss, err, errlen,
+                                 "svid_volume and svid_secret are mutually exclusive");
+    }
+    if (rc == 0 && px_inject_opts_check(o, err, errlen) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s", err);
+        rc = certs_json_errf(&j, 0, err, errlen, "%s", msg);
+    }
+    certs_json_clear(&j);
+    return rc == 0 ? 0 : PX_INJECT_EINPUT;
 }
 
 const char *px_inject_reason_name(enum px_inject_reason r)
@@ -252,6 +370,8 @@ const char *px_inject_reason_name(enum px_inject_reason r)
         return "not_create";
     case PX_INJECT_REFUSED:
         return "refused";
+    case PX_INJECT_MALFORMED:
+        return "malformed";
     }
     return "unknown";
 }
@@ -261,13 +381,12 @@ void px_inject_result_clear(struct px_inject_result *r)
     free(r->patch);
     memset(r, 0, sizeof(*r));
 }
-
 /* ---- planning: which ops one object needs ----------------------------- */
 
 struct plan {
     const struct certs_json *j;
     const struct px_inject_opts *o;
-    struct sbuf ops; /* "op,op,..." without the brackets */
+    struct px_sbuf ops; /* "op,op,..." without the brackets */
     int nops;
     unsigned injected, skipped;
     enum px_inject_reason first; /* first object's reason */
@@ -276,16 +395,24 @@ struct plan {
     size_t errlen;
 };
 
+/* Where one pod's config and SVID come from. */
+struct sources {
+    int generated;             /* proxy_config into an emptyDir (else the ConfigMap cm) */
+    char cm[NAME_MAX_LEN + 1];
+    int secret;                /* SVID from Secret sec (else o->svid_volume) */
+    char sec[NAME_MAX_LEN + 1];
+};
+
 /* Starts {"op":op,"path":prefix+suffix,"value": ; the caller writes the
  * value and the closing brace. Pointers are built from fixed segments and
  * ptr_escape()d keys, so they need no JSON escaping. */
 static void op_begin(struct plan *p, const char *op, const char *prefix, const char *suffix)
 {
-    sb_puts(&p->ops, p->nops++ ? "," : "");
-    sb_printf(&p->ops, "{\"op\":\"%s\",\"path\":\"", op);
-    sb_puts(&p->ops, prefix);
-    sb_puts(&p->ops, suffix);
-    sb_puts(&p->ops, "\",\"value\":");
+    px_sb_puts(&p->ops, p->nops++ ? "," : "");
+    px_sb_printf(&p->ops, "{\"op\":\"%s\",\"path\":\"", op);
+    px_sb_puts(&p->ops, prefix);
+    px_sb_puts(&p->ops, suffix);
+    px_sb_puts(&p->ops, "\",\"value\":");
 }
 
 /* Escapes one JSON Pointer segment (RFC 6901 section 3: '~' -> "~0", '/' -> "~1"). */
@@ -302,23 +429,30 @@ static void ptr_escape(char *out, size_t outlen, const char *seg)
     }
     out[o] = '\0';
 }
-
+/* picket.dev/inject: disabled (or "false") as an annotation or a label. */
 static int opted_out(const struct certs_json *j, int meta)
 {
+    static const char *const sections[] = {"annotations", "labels"};
     char v[64];
-    if (meta_str(j, meta, "annotations", "picket.dev/inject", v, sizeof(v)) == 0 &&
-        strcasecmp(v, "false") == 0)
-        return 1;
-    if (meta_str(j, meta, "labels", "picket.dev/inject", v, sizeof(v)) == 0 &&
-        (strcasecmp(v, "disabled") == 0 || strcasecmp(v, "false") == 0))
-        return 1;
+    for (size_t s = 0; s < 2; s++)
+        if (meta_str(j, meta, sections[s], "picket.dev/inject", v, sizeof(v)) == 0 &&
+            (strcasecmp(v, "disabled") == 0 || strcasecmp(v, "false") == 0))
+            return 1;
     return 0;
+}
+
+static int injected_annotation(const struct certs_json *j, int meta)
+{
+    char v[16];
+    return meta_str(j, meta, "annotations", "picket.dev/injected", v, sizeof(v)) == 0 &&
+           strcmp(v, "true") == 0;
 }
 
 /* Scans containers and initContainers: 1 if one is named picket; -1 (err
  * set) if one already uses one of picket's ports, which share the pod's
- * network namespace. */
-static int scan_containers(struct plan *p, int pspec)
+ * network namespace, or is named picket-config while the generated config
+ * needs that name. */
+static int scan_containers(struct plan *p, int pspec, int generated)
 {
     static const char *const lists[] = {"containers", "initContainers"};
     const struct certs_json *j = p->j;
@@ -327,9 +461,12 @@ static int scan_containers(struct plan *p, int pspec)
         if (!certs_json_is_arr(j, arr))
             continue;
         for (c = certs_json_first(j, arr); c > 0; c = certs_json_next_elem(j, c)) {
-            int ports = certs_json_get(j, c, "ports");
-            if (certs_json_eq(j, certs_json_get(j, c, "name"), "picket"))
+            int ports = certs_json_get(j, c, "ports"), nm = certs_json_get(j, c, "name");
+            if (certs_json_eq(j, nm, "picket"))
                 return 1;
+            if (generated && certs_json_eq(j, nm, "picket-config"))
+                return certs_json_errf(j, nm, p->err, p->errlen,
+                                       "a container named \"picket-config\" already exists");
             if (!certs_json_is_arr(j, ports))
                 continue;
             for (int q = certs_json_first(j, ports); q > 0; q = certs_json_next_elem(j, q)) {
@@ -339,7 +476,7 @@ static int scan_containers(struct plan *p, int pspec)
                     (v == p->o->inbound_port || v == p->o->admin_port))
                     return certs_json_errf(j, pt, p->err, p->errlen,
                                            "containerPort %lld is picket's; change the app's "
-                                           "port or picket's --inbound-port/--admin-port",
+                                           "port or picket's inbound_port/admin_port",
                                            (long long)v);
             }
         }
@@ -347,9 +484,8 @@ static int scan_containers(struct plan *p, int pspec)
     return 0;
 }
 
-/* The app name that ConfigMap and Secret names are derived from. */
-static int app_name(struct plan *p, int root, int ometa, int tmeta, int is_pod, char *buf,
-                    size_t n)
+/* The app name that "<app>" in name templates stands for. */
+static int app_name(struct plan *p, int root, int ometa, int tmeta, char *buf, size_t n)
 {
     const struct certs_json *j = p->j;
     int metas[2] = {tmeta, ometa};
@@ -362,107 +498,235 @@ static int app_name(struct plan *p, int root, int ometa, int tmeta, int is_pod, 
      * made, so pods need a label or an explicit name. */
     if (certs_json_is_obj(j, ometa) && get_str(j, ometa, "name", buf, n) == 0 && buf[0] != '\0')
         return 0;
-    (void)is_pod;
     return certs_json_errf(j, root, p->err, p->errlen,
-                           "cannot tell the app's name: add the label app.kubernetes.io/name "
-                           "or app, or set --config-map and --svid-secret");
+                           "cannot tell the app's name for \"<app>\": add the label "
+                           "app.kubernetes.io/name or app, or the annotation "
+                           "picket.dev/config-map");
 }
 
-/* Resolves the ConfigMap (which=0) or Secret (1) name into buf. */
-static int volume_name(struct plan *p, int root, int ometa, int tmeta, int is_pod, int which,
-                       char *buf, size_t n)
+/* A ConfigMap or Secret name: the annotation, else the template with
+ * "<app>" replaced. 1 if resolved into buf, 0 if neither applies, -1 (err
+ * set) on an invalid or underivable name. */
+static int resolve_name(struct plan *p, int root, int ometa, int tmeta, const char *ann,
+                        const char *tmpl, const char *what, char *buf, size_t n)
 {
-    const char *ann = which ? "picket.dev/svid-secret" : "picket.dev/config-map";
-    const char *flag = which ? p->o->svid_secret : p->o->config_map;
     char app[NAME_MAX_LEN + 1];
     if (meta_str(p->j, tmeta, "annotations", ann, buf, n) != 0 &&
         meta_str(p->j, ometa, "annotations", ann, buf, n) != 0) {
-        if (flag != NULL) {
-            snprintf(buf, n, "%s", flag);
+        if (tmpl == NULL)
+            return 0;
+        if (strstr(tmpl, APP_TOKEN) == NULL) {
+            snprintf(buf, n, "%s", tmpl);
         } else {
-            if (app_name(p, root, ometa, tmeta, is_pod, app, sizeof(app)) != 0)
+            if (app_name(p, root, ometa, tmeta, app, sizeof(app)) != 0)
                 return -1;
-            snprintf(buf, n, "%s%s", app, which ? "-svid" : "-picket");
+            if (subst_app(tmpl, app, buf, n) != 0)
+                buf[0] = '\0';
         }
     }
     if (!dns1123_ok(buf))
         return certs_json_errf(p->j, root, p->err, p->errlen,
-                               "%s name \"%.80s\" is not a valid lowercase DNS-1123 name",
-                               which ? "svid secret" : "config map", buf);
+                               "%s name \"%.80s\" is not a valid lowercase DNS-1123 name", what,
+                               buf);
+    return 1;
+}
+
+static int plan_sources(struct plan *p, int root, int ometa, int tmeta, struct sources *s)
+{
+    const struct px_inject_opts *o = p->o;
+    int r;
+    memset(s, 0, sizeof(*s));
+    /* the workload's annotation wins; then proxy_config; then the template */
+    r = resolve_name(p, root, ometa, tmeta, "picket.dev/config-map", NULL, "config map", s->cm,
+                     sizeof(s->cm));
+    if (r == 0 && o->proxy_config != NULL)
+        s->generated = 1;
+    else if (r == 0)
+        r = resolve_name(p, root, ometa, tmeta, "picket.dev/config-map",
+                         o->config_map ? o->config_map : APP_TOKEN "-picket", "config map",
+                         s->cm, sizeof(s->cm));
+    if (r < 0)
+        return -1;
+    r = resolve_name(p, root, ometa, tmeta, "picket.dev/svid-secret", o->svid_secret,
+                     "svid secret", s->sec, sizeof(s->sec));
+    if (r < 0)
+        return -1;
+    s->secret = r == 1;
     return 0;
 }
 
-static void emit_container(struct plan *p, const char *spec)
+static void exec_curl(struct plan *p, const char *path)
 {
-    const struct px_inject_opts *o = p->o;
-    op_begin(p, "add", spec, "/containers/-");
-    sb_puts(&p->ops, "{\"name\":\"picket\",\"image\":");
-    sb_json_str(&p->ops, o->image, strlen(o->image));
-    sb_puts(&p->ops, ",\"args\":[\"run\",\"-c\",\"/etc/picket/picket.json\"]");
-    sb_printf(&p->ops, ",\"ports\":[{\"containerPort\":%d,\"name\":\"picket-mtls\","
-                       "\"protocol\":\"TCP\"}]",
-              o->inbound_port);
-    /* The admin listener is loopback-only by design, so probes are exec
-     * probes run inside the pod (README "As a Kubernetes sidecar"). */
-    sb_printf(&p->ops, ",\"readinessProbe\":{\"exec\":{\"command\":[\"curl\",\"-fsS\","
-                       "\"http://127.0.0.1:%d/readyz\"]}}",
-              o->admin_port);
-    sb_printf(&p->ops, ",\"livenessProbe\":{\"exec\":{\"command\":[\"curl\",\"-fsS\","
-                       "\"http://127.0.0.1:%d/healthz\"]}}",
-              o->admin_port);
-    sb_puts(&p->ops, ",\"lifecycle\":{\"preStop\":{\"exec\":{\"command\":[\"sleep\",\"2\"]}}}");
-    sb_puts(&p->ops, ",\"volumeMounts\":[{\"name\":\"picket-config\",\"mountPath\":"
-                     "\"/etc/picket\",\"readOnly\":true},{\"name\":\"picket-svid\","
-                     "\"mountPath\":\"/var/run/secrets/svid\",\"readOnly\":true}]");
-    /* picket writes nothing to disk (logs go to stdout) and needs no
-     * capability to bind 15443. runAsNonRoot is left to the image. */
-    sb_puts(&p->ops, ",\"securityContext\":{\"allowPrivilegeEscalation\":false,"
-                     "\"readOnlyRootFilesystem\":true,\"capabilities\":{\"drop\":[\"ALL\"]}}}}");
+    px_sb_printf(&p->ops, "{\"exec\":{\"command\":[\"curl\",\"-fsS\",\"--max-time\",\"1\","
+                          "\"http://127.0.0.1:%d%s\"]}",
+                 p->o->admin_port, path);
 }
 
-static void emit_volume(struct plan *p, int which, const char *name)
+/* Non-root, read-only root filesystem, nothing to escalate to. */
+static void emit_common(struct plan *p)
 {
-    if (which == 0) {
-        sb_puts(&p->ops, "{\"name\":\"picket-config\",\"configMap\":{\"name\":");
-        sb_json_str(&p->ops, name, strlen(name));
-        sb_puts(&p->ops, "}}");
+    const struct px_inject_opts *o = p->o;
+    if (o->resources != NULL) {
+        px_sb_puts(&p->ops, ",\"resources\":");
+        px_sb_puts(&p->ops, o->resources);
+    }
+    px_sb_printf(&p->ops, ",\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":%lld,"
+                          "\"allowPrivilegeEscalation\":false,\"readOnlyRootFilesystem\":true,"
+                          "\"capabilities\":{\"drop\":[\"ALL\"]},"
+                          "\"seccompProfile\":{\"type\":\"RuntimeDefault\"}}",
+                 o->run_as_user);
+}
+
+/* The native sidecar (restartPolicy Always in initContainers). */
+static void emit_sidecar(struct plan *p)
+{
+    const struct px_inject_opts *o = p->o;
+    px_sb_puts(&p->ops, "{\"name\":\"picket\",\"image\":");
+    px_sb_json_str(&p->ops, o->image, strlen(o->image));
+    px_sb_puts(&p->ops, ",\"restartPolicy\":\"Always\"");
+    /* Kubernetes expands $(VAR) in args from the container's env. */
+    px_sb_puts(&p->ops, ",\"args\":[\"run\",\"-c\",\"" PX_INJECT_CONFIG_FILE "\","
+                        "\"--node-id\",\"$(PICKET_NODE_ID)\"]");
+    px_sb_puts(&p->ops, ",\"env\":[{\"name\":\"POD_NAMESPACE\",\"valueFrom\":{\"fieldRef\":"
+                        "{\"fieldPath\":\"metadata.namespace\"}}},"
+                        "{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":"
+                        "{\"fieldPath\":\"metadata.name\"}}},"
+                        "{\"name\":\"PICKET_NODE_ID\","
+                        "\"value\":\"$(POD_NAMESPACE)/$(POD_NAME)\"}]");
+    px_sb_printf(&p->ops, ",\"ports\":[{\"containerPort\":%d,\"name\":\"picket-mtls\","
+                          "\"protocol\":\"TCP\"}]",
+                 o->inbound_port);
+    /* The admin listener is loopback-only by design, so probes are exec
+     * probes run inside the pod; no admin port is declared. The startup
+     * probe holds the app containers back until picket is ready. */
+    px_sb_puts(&p->ops, ",\"startupProbe\":");
+    exec_curl(p, "/readyz");
+    px_sb_puts(&p->ops, ",\"periodSeconds\":1,\"timeoutSeconds\":2,\"failureThreshold\":120}");
+    px_sb_puts(&p->ops, ",\"readinessProbe\":");
+    exec_curl(p, "/readyz");
+    px_sb_puts(&p->ops, ",\"periodSeconds\":5,\"timeoutSeconds\":2}");
+    px_sb_puts(&p->ops, ",\"livenessProbe\":");
+    exec_curl(p, "/healthz");
+    px_sb_puts(&p->ops, ",\"periodSeconds\":10,\"timeoutSeconds\":2}");
+    px_sb_puts(&p->ops, ",\"volumeMounts\":[{\"name\":\"picket-config\",\"mountPath\":"
+                        "\"" PX_INJECT_CONFIG_DIR "\",\"readOnly\":true},{\"name\":\"picket-svid\","
+                        "\"mountPath\":\"" PX_INJECT_SVID_DIR "\",\"readOnly\":true}]");
+    emit_common(p);
+    px_sb_puts(&p->ops, "}");
+}
+
+/* The init container that writes proxy_config into the emptyDir. */
+static void emit_writer(struct plan *p)
+{
+    const struct px_inject_opts *o = p->o;
+    px_sb_puts(&p->ops, "{\"name\":\"picket-config\",\"image\":");
+    px_sb_json_str(&p->ops, o->image, strlen(o->image));
+    px_sb_puts(&p->ops, ",\"args\":[\"inject\",\"write-config\",\"--out\",\""
+                        PX_INJECT_CONFIG_FILE "\"],\"env\":[{\"name\":\"PICKET_CONFIG\","
+                        "\"value\":");
+    /* Kubernetes expands $(VAR) in env values and reduces "$$" to "$":
+     * doubling every '$' hands the config over byte for byte. */
+    {
+        struct px_sbuf esc = {0};
+        for (const char *c = o->proxy_config; *c != '\0'; c++)
+            px_sb_add(&esc, *c == '$' ? "$$" : c, *c == '$' ? 2 : 1);
+        if (esc.oom)
+            p->ops.oom = 1;
+        else
+            px_sb_json_str(&p->ops, esc.p ? esc.p : "", esc.len);
+        px_sb_free(&esc);
+    }
+    px_sb_puts(&p->ops, "}],\"volumeMounts\":[{\"name\":\"picket-config\",\"mountPath\":\""
+                        PX_INJECT_CONFIG_DIR "\"}]");
+    emit_common(p);
+    px_sb_puts(&p->ops, "}");
+}
+
+/* Init containers: the array added whole when absent or null, else appended
+ * to. 0 or PX_INJECT_EINPUT. */
+static int plan_init(struct plan *p, int pspec, const char *spec, const struct sources *s)
+{
+    const struct certs_json *j = p->j;
+    int ic = certs_json_get(j, pspec, "initContainers");
+    if (ic < 0 || is_null(j, ic)) {
+        op_begin(p, "add", spec, "/initContainers");
+        px_sb_puts(&p->ops, "[");
+        if (s->generated) {
+            emit_writer(p);
+            px_sb_puts(&p->ops, ",");
+        }
+        emit_sidecar(p);
+        px_sb_puts(&p->ops, "]}");
+        return 0;
+    }
+    if (!certs_json_is_arr(j, ic)) {
+        certs_json_errf(j, ic, p->err, p->errlen, "initContainers: expected an array");
+        return PX_INJECT_EINPUT;
+    }
+    if (s->generated) {
+        op_begin(p, "add", spec, "/initContainers/-");
+        emit_writer(p);
+        px_sb_puts(&p->ops, "}");
+    }
+    op_begin(p, "add", spec, "/initContainers/-");
+    emit_sidecar(p);
+    px_sb_puts(&p->ops, "}");
+    return 0;
+}
+
+static void emit_volume(struct plan *p, int which, const struct sources *s)
+{
+    const char *sv = p->o->svid_volume;
+    if (which == 0 && s->generated) {
+        px_sb_puts(&p->ops, "{\"name\":\"picket-config\",\"emptyDir\":{\"medium\":\"Memory\","
+                            "\"sizeLimit\":\"1Mi\"}}");
+    } else if (which == 0) {
+        px_sb_puts(&p->ops, "{\"name\":\"picket-config\",\"configMap\":{\"name\":");
+        px_sb_json_str(&p->ops, s->cm, strlen(s->cm));
+        px_sb_puts(&p->ops, "}}");
+    } else if (s->secret) {
+        px_sb_puts(&p->ops, "{\"name\":\"picket-svid\",\"secret\":{\"secretName\":");
+        px_sb_json_str(&p->ops, s->sec, strlen(s->sec));
+        px_sb_puts(&p->ops, "}}");
     } else {
-        sb_puts(&p->ops, "{\"name\":\"picket-svid\",\"secret\":{\"secretName\":");
-        sb_json_str(&p->ops, name, strlen(name));
-        sb_puts(&p->ops, "}}");
+        /* svid_volume is a checked compact object: splice its members */
+        px_sb_puts(&p->ops, "{\"name\":\"picket-svid\",");
+        px_sb_add(&p->ops, sv + 1, strlen(sv) - 1);
     }
 }
 
 /* Volumes: added whole when absent or null, else appended; an existing
- * volume with one of our names is refused rather than shadowed. */
-static int plan_volumes(struct plan *p, int pspec, const char *spec, const char *cm,
-                        const char *sec)
+ * volume with one of our names is refused rather than shadowed. 0,
+ * PX_INJECT_EINPUT or PX_INJECT_EREFUSE. */
+static int plan_volumes(struct plan *p, int pspec, const char *spec, const struct sources *s)
 {
     const struct certs_json *j = p->j;
     int vols = certs_json_get(j, pspec, "volumes");
     if (vols < 0 || is_null(j, vols)) {
         op_begin(p, "add", spec, "/volumes");
-        sb_puts(&p->ops, "[");
-        emit_volume(p, 0, cm);
-        sb_puts(&p->ops, ",");
-        emit_volume(p, 1, sec);
-        sb_puts(&p->ops, "]}");
+        px_sb_puts(&p->ops, "[");
+        emit_volume(p, 0, s);
+        px_sb_puts(&p->ops, ",");
+        emit_volume(p, 1, s);
+        px_sb_puts(&p->ops, "]}");
         return 0;
     }
-    if (!certs_json_is_arr(j, vols))
-        return certs_json_errf(j, vols, p->err, p->errlen, "volumes: expected an array");
+    if (!certs_json_is_arr(j, vols)) {
+        certs_json_errf(j, vols, p->err, p->errlen, "volumes: expected an array");
+        return PX_INJECT_EINPUT;
+    }
     for (int v = certs_json_first(j, vols); v > 0; v = certs_json_next_elem(j, v)) {
         int nm = certs_json_get(j, v, "name");
-        if (certs_json_eq(j, nm, "picket-config") || certs_json_eq(j, nm, "picket-svid"))
-            return certs_json_errf(j, nm, p->err, p->errlen,
-                                   "volumes: a volume named %.*s already exists",
-                                   j->tok[nm].end - j->tok[nm].start + 2,
-                                   j->js + j->tok[nm].start - 1);
+        if (certs_json_eq(j, nm, "picket-config") || certs_json_eq(j, nm, "picket-svid")) {
+            certs_json_errf(j, nm, p->err, p->errlen, "volumes: a volume named %.*s already exists",
+                            j->tok[nm].end - j->tok[nm].start + 2, j->js + j->tok[nm].start - 1);
+            return PX_INJECT_EREFUSE;
+        }
     }
     for (int w = 0; w < 2; w++) {
         op_begin(p, "add", spec, "/volumes/-");
-        emit_volume(p, w, w ? sec : cm);
-        sb_puts(&p->ops, "}");
+        emit_volume(p, w, s);
+        px_sb_puts(&p->ops, "}");
     }
     return 0;
 }
@@ -482,7 +746,7 @@ static int plan_grace(struct plan *p, int pspec, const char *spec)
     } else {
         return 0;
     }
-    sb_printf(&p->ops, "%lld}", (long long)min);
+    px_sb_printf(&p->ops, "%lld}", (long long)min);
     return 0;
 }
 
@@ -495,7 +759,7 @@ static int plan_annotation(struct plan *p, int tmeta, const char *tprefix)
     int ann;
     if (tmeta < 0 || is_null(j, tmeta)) {
         op_begin(p, "add", tprefix, "/metadata");
-        sb_puts(&p->ops, "{\"annotations\":{\"picket.dev/injected\":\"true\"}}}");
+        px_sb_puts(&p->ops, "{\"annotations\":{\"picket.dev/injected\":\"true\"}}}");
         return 0;
     }
     if (!certs_json_is_obj(j, tmeta))
@@ -503,7 +767,7 @@ static int plan_annotation(struct plan *p, int tmeta, const char *tprefix)
     ann = certs_json_get(j, tmeta, "annotations");
     if (ann < 0 || is_null(j, ann)) {
         op_begin(p, "add", tprefix, "/metadata/annotations");
-        sb_puts(&p->ops, "{\"picket.dev/injected\":\"true\"}}");
+        px_sb_puts(&p->ops, "{\"picket.dev/injected\":\"true\"}}");
         return 0;
     }
     if (!certs_json_is_obj(j, ann))
@@ -511,7 +775,7 @@ static int plan_annotation(struct plan *p, int tmeta, const char *tprefix)
     ptr_escape(seg, sizeof(seg), "picket.dev/injected");
     snprintf(suffix, sizeof(suffix), "/metadata/annotations/%s", seg);
     op_begin(p, "add", tprefix, suffix);
-    sb_puts(&p->ops, "\"true\"}");
+    px_sb_puts(&p->ops, "\"true\"}");
     return 0;
 }
 
@@ -557,8 +821,9 @@ static int plan_object(struct plan *p, int root, const char *prefix, const char 
 {
     const struct certs_json *j = p->j;
     enum px_inject_reason why = PX_INJECT_INJECTED;
-    char kind[64], ns[64], tprefix[128], spec[160], cm[NAME_MAX_LEN + 1], sec[NAME_MAX_LEN + 1];
-    int tmpl, ometa, tmeta, pspec, is_pod, r, ctr;
+    char kind[64], ns[64], tprefix[128], spec[160];
+    struct sources src;
+    int tmpl, ometa, tmeta, pspec, r, ctr;
 
     if (!certs_json_is_obj(j, root)) {
         certs_json_errf(j, root, p->err, p->errlen, "expected a Kubernetes object");
@@ -577,7 +842,6 @@ static int plan_object(struct plan *p, int root, const char *prefix, const char 
         why = PX_INJECT_NOT_WORKLOAD;
         goto skip;
     }
-    is_pod = tmpl == root;
     ometa = certs_json_get(j, root, "metadata");
     tmeta = certs_json_get(j, tmpl, "metadata");
     pspec = certs_json_get(j, tmpl, "spec");
@@ -600,26 +864,38 @@ static int plan_object(struct plan *p, int root, const char *prefix, const char 
         why = PX_INJECT_OPT_OUT;
         goto skip;
     }
+    if (injected_annotation(j, tmeta) || (tmpl != root && injected_annotation(j, ometa))) {
+        why = PX_INJECT_ALREADY;
+        goto skip;
+    }
     ctr = certs_json_get(j, pspec, "containers");
     if (!certs_json_is_arr(j, ctr) || j->tok[ctr].size == 0) {
         certs_json_errf(j, ctr >= 0 ? ctr : pspec, p->err, p->errlen,
                         "containers: expected a non-empty array");
         return PX_INJECT_EINPUT;
     }
-    r = scan_containers(p, pspec);
+    if (certs_json_is_obj(j, tmeta) == 0 && tmeta >= 0 && !is_null(j, tmeta)) {
+        certs_json_errf(j, tmeta, p->err, p->errlen, "metadata: expected an object");
+        return PX_INJECT_EINPUT;
+    }
+    /* a picket container means done, whatever the sources would be */
+    r = scan_containers(p, pspec, 0);
     if (r < 0)
         return PX_INJECT_EREFUSE;
     if (r == 1) {
         why = PX_INJECT_ALREADY;
         goto skip;
     }
-    if (volume_name(p, root, ometa, tmeta, is_pod, 0, cm, sizeof(cm)) != 0 ||
-        volume_name(p, root, ometa, tmeta, is_pod, 1, sec, sizeof(sec)) != 0)
+    if (plan_sources(p, root, ometa, tmeta, &src) != 0)
+        return PX_INJECT_EREFUSE;
+    if (src.generated && scan_containers(p, pspec, 1) < 0)
         return PX_INJECT_EREFUSE;
 
-    emit_container(p, spec);
-    if (plan_volumes(p, pspec, spec, cm, sec) != 0)
-        return PX_INJECT_EREFUSE;
+    r = plan_init(p, pspec, spec, &src);
+    if (r == 0)
+        r = plan_volumes(p, pspec, spec, &src);
+    if (r != 0)
+        return r;
     if (plan_grace(p, pspec, spec) != 0 || plan_annotation(p, tmeta, tprefix) != 0)
         return PX_INJECT_EINPUT;
     if (p->ops.oom)
@@ -661,7 +937,7 @@ static void fill_ident(const struct certs_json *j, int root, const char *ns_hint
     int meta = certs_json_get(j, root, "metadata");
     (void)get_str(j, root, "kind", res->kind, sizeof(res->kind));
     if (certs_json_is_obj(j, meta)) {
-        if (get_str(j, meta, "name", res->name, sizeof(res->name)) != 0)
+        if (get_str(j, meta, "name", res->name, sizeof(res->name)) != 0 || res->name[0] == '\0')
             (void)get_str(j, meta, "generateName", res->name, sizeof(res->name));
         (void)get_str(j, meta, "namespace", res->ns, sizeof(res->ns));
     }
@@ -675,7 +951,7 @@ static int plan_into(const struct certs_json *j, int root, const char *ns_hint,
                      size_t errlen)
 {
     struct plan p;
-    struct sbuf patch = {0};
+    struct px_sbuf patch = {0};
     int rc;
 
     memset(&p, 0, sizeof(p));
@@ -686,16 +962,16 @@ static int plan_into(const struct certs_json *j, int root, const char *ns_hint,
     fill_ident(j, root, ns_hint, res);
     rc = plan_object(&p, root, "", ns_hint, 0);
     if (rc == 0) {
-        sb_add(&patch, "[", 1);
+        px_sb_add(&patch, "[", 1);
         if (p.ops.len > 0)
-            sb_add(&patch, p.ops.p, p.ops.len);
-        sb_add(&patch, "]", 1);
+            px_sb_add(&patch, p.ops.p, p.ops.len);
+        px_sb_add(&patch, "]", 1);
         if (patch.oom || p.ops.oom)
             rc = PX_INJECT_ENOMEM;
     }
-    sb_free(&p.ops);
+    px_sb_free(&p.ops);
     if (rc != 0) {
-        sb_free(&patch);
+        px_sb_free(&patch);
         if (rc == PX_INJECT_ENOMEM)
             snprintf(err, errlen, "out of memory");
         return rc;
@@ -708,423 +984,18 @@ static int plan_into(const struct certs_json *j, int root, const char *ns_hint,
     return 0;
 }
 
-/* Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no
- * overlongs, no surrogates, at most U+10FFFF), or len. The strict parser
- * checks the grammar only; we re-emit strings byte for byte, so bad UTF-8
- * would reach kubectl and the API server, which refuse it. */
-static size_t utf8_bad_offset(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i], need, min, cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-            min = 0x80;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            min = 0x800;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            min = 0x10000;
-            cp = c & 0x07;
-        } else {
-            return i;
-        }
-        if (len - i <= need)
-            return i;
-        for (unsigned k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return i;
-        i += need + 1;
-    }
-    return len;
-}
-
-static int parse_doc(struct certs_json *j, const char *js, size_t len, int max_tokens, char *err,
-                     size_t errlen)
-{
-    size_t bad;
-    memset(j, 0, sizeof(*j));
-    if (len > PX_INJECT_MAX_BYTES) {
-        snprintf(err, errlen, "1:1: document too large (%zu bytes, limit %u)", len,
-                 PX_INJECT_MAX_BYTES);
-        return PX_INJECT_EINPUT;
-    }
-    bad = utf8_bad_offset((const unsigned char *)js, len);
-    if (bad < len) {
-        int line = 1, col = 1;
-        for (size_t i = 0; i < bad; i++) {
-            if (js[i] == '\n') {
-                line++;
-                col = 1;
-            } else {
-                col++;
-            }
-        }
-        snprintf(err, errlen, "%d:%d: invalid UTF-8", line, col);
-        return PX_INJECT_EINPUT;
-    }
-    if (certs_json_parse(j, js, len, max_tokens, err, errlen) != 0)
-        return PX_INJECT_EINPUT;
-    if (!certs_json_is_obj(j, 0)) {
-        certs_json_errf(j, 0, err, errlen, "expected a JSON object");
-        certs_json_clear(j);
-        return PX_INJECT_EINPUT;
-    }
-    return 0;
-}
-
 int px_inject_patch(const char *js, size_t len, const struct px_inject_opts *o,
                     struct px_inject_result *res, char *err, size_t errlen)
 {
     struct certs_json j;
     int rc;
     memset(res, 0, sizeof(*res));
-    rc = parse_doc(&j, js, len, PX_INJECT_MAX_TOKENS, err, errlen);
+    rc = px_inject_parse_doc(&j, js, len, PX_INJECT_MAX_TOKENS, err, errlen);
     if (rc != 0)
         return rc;
     rc = plan_into(&j, 0, NULL, o, res, err, errlen);
     certs_json_clear(&j);
     return rc;
-}
-
-/* ---- the applier -------------------------------------------------------- */
-
-struct splice {
-    size_t off, del;        /* replace doc[off, off+del) */
-    size_t pre_off, pre_len; /* then write pre (in the applier's text buffer) */
-    const char *val;        /* and the op's value, borrowed from the patch */
-    size_t val_len;
-    int seq;
-};
-
-static int splice_cmp(const void *a, const void *b)
-{
-    const struct splice *x = a, *y = b;
-    if (x->off != y->off)
-        return x->off < y->off ? -1 : 1;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-/* Decodes one pointer segment (RFC 6901 section 4). -1 on a bad "~x" or
- * an overlong segment. */
-static int seg_decode(const char *s, size_t n, char *out, size_t *outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (o >= SEG_MAX)
-            return -1;
-        if (s[i] != '~') {
-            out[o++] = s[i];
-            continue;
-        }
-        if (i + 1 >= n || (s[i + 1] != '0' && s[i + 1] != '1'))
-            return -1;
-        out[o++] = s[i + 1] == '0' ? '~' : '/';
-        i++;
-    }
-    *outlen = o;
-    return 0;
-}
-
-/* Array element `seg` (a decimal index without leading zeros) or -1. */
-static int array_elem(const struct certs_json *j, int arr, const char *seg, size_t n)
-{
-    long idx = 0;
-    int e, k = 0;
-    if (n == 0 || n > 9 || (n > 1 && seg[0] == '0'))
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (seg[i] < '0' || seg[i] > '9')
-            return -1;
-        idx = idx * 10 + (seg[i] - '0');
-    }
-    for (e = certs_json_first(j, arr); e > 0; e = certs_json_next_elem(j, e), k++)
-        if (k == idx)
-            return e;
-    return -1;
-}
-
-struct applier {
-    const struct certs_json *j;
-    struct splice *sp;
-    size_t nsp, capsp;
-    int *added; /* per container token: members/elements appended so far */
-    struct sbuf txt;
-};
-
-static int add_splice(struct applier *a, size_t off, size_t del, size_t pre_off, size_t pre_len,
-                      const char *val, size_t val_len)
-{
-    if (a->nsp == a->capsp) {
-        size_t cap = a->capsp ? a->capsp * 2 : 16;
-        struct splice *n = realloc(a->sp, cap * sizeof(*n));
-        if (n == NULL)
-            return PX_INJECT_ENOMEM;
-        a->sp = n;
-        a->capsp = cap;
-    }
-    a->sp[a->nsp] = (struct splice){off, del, pre_off, pre_len, val, val_len, (int)a->nsp};
-    a->nsp++;
-    return 0;
-}
-
-/* One op: resolve `path` on the document, record the splice. */
-static int apply_op(struct applier *a, int is_add, const char *path, size_t plen, const char *val,
-                    size_t vlen, char *err, size_t errlen)
-{
-    const struct certs_json *j = a->j;
-    char seg[SEG_MAX + 1];
-    size_t slen, i = 1, s, e;
-    int cur = 0, tgt;
-
-    if (plen == 0 || path[0] != '/') {
-        snprintf(err, errlen, "path \"%.*s\": expected a JSON Pointer below the root",
-                 (int)(plen > 200 ? 200 : plen), path);
-        return PX_INJECT_EINPUT;
-    }
-    for (;;) {
-        size_t end = i;
-        int last;
-        while (end < plen && path[end] != '/')
-            end++;
-        last = end == plen;
-        if (seg_decode(path + i, end - i, seg, &slen) != 0)
-            goto bad_path;
-        if (certs_json_is_obj(j, cur)) {
-            tgt = find_member(j, cur, seg, slen);
-        } else if (certs_json_is_arr(j, cur)) {
-            if (last && is_add && slen == 1 && seg[0] == '-')
-                tgt = -2;
-            else if (last && is_add)
-                goto bad_index;
-            else
-                tgt = array_elem(j, cur, seg, slen);
-        } else {
-            goto bad_path;
-        }
-        if (last)
-            break;
-        if (tgt < 0)
-            goto bad_path;
-        cur = tgt;
-        i = end + 1;
-    }
-    if (tgt >= 0) { /* replace an existing value (add on a member replaces it too) */
-        tok_range(j, tgt, &s, &e);
-        return add_splice(a, s, e - s, 0, 0, val, vlen);
-    }
-    if (!is_add)
-        goto bad_path;
-    {
-        size_t pre = a->txt.len;
-        int comma = j->tok[cur].size > 0 || a->added[cur] > 0;
-        sb_puts(&a->txt, comma ? "," : "");
-        if (tgt == -1) { /* new object member */
-            sb_json_str(&a->txt, seg, slen);
-            sb_add(&a->txt, ":", 1);
-        }
-        if (a->txt.oom)
-            return PX_INJECT_ENOMEM;
-        a->added[cur]++;
-        /* insert just before the closing '}' or ']' */
-        return add_splice(a, (size_t)j->tok[cur].end - 1, 0, pre, a->txt.len - pre, val, vlen);
-    }
-bad_index:
-    snprintf(err, errlen, "path \"%.*s\": array inserts by index are not supported; use \"-\"",
-             (int)(plen > 200 ? 200 : plen), path);
-    return PX_INJECT_EINPUT;
-bad_path:
-    snprintf(err, errlen, "path \"%.*s\": not found in the document",
-             (int)(plen > 200 ? 200 : plen), path);
-    return PX_INJECT_EINPUT;
-}
-
-static int collect_ops(struct applier *a, const struct certs_json *pj, char *err, size_t errlen)
-{
-    int n = 0;
-    if (!certs_json_is_arr(pj, 0)) {
-        snprintf(err, errlen, "patch: expected an array of operations");
-        return PX_INJECT_EINPUT;
-    }
-    for (int op = certs_json_first(pj, 0); op > 0; op = certs_json_next_elem(pj, op), n++) {
-        int o = certs_json_get(pj, op, "op"), pt = certs_json_get(pj, op, "path");
-        int v = certs_json_get(pj, op, "value"), is_add, rc;
-        size_t s, e;
-        if (!certs_json_is_str(pj, pt) || v < 0 ||
-            !(certs_json_eq(pj, o, "add") || certs_json_eq(pj, o, "replace"))) {
-            snprintf(err, errlen, "patch[%d]: only add and replace with path and value "
-                                  "are supported", n);
-            return PX_INJECT_EINPUT;
-        }
-        is_add = certs_json_eq(pj, o, "add");
-        {
-            char *path = certs_json_strdup(pj, pt);
-            if (path == NULL) {
-                snprintf(err, errlen, "patch[%d]: bad path string", n);
-                return PX_INJECT_EINPUT;
-            }
-            tok_range(pj, v, &s, &e);
-            rc = apply_op(a, is_add, path, strlen(path), pj->js + s, e - s, err, errlen);
-            free(path);
-        }
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int build_output(struct applier *a, const char *doc, size_t len, struct sbuf *out,
-                        char *err, size_t errlen)
-{
-    size_t pos = 0;
-    if (a->nsp > 1)
-        qsort(a->sp, a->nsp, sizeof(*a->sp), splice_cmp);
-    for (size_t k = 0; k < a->nsp; k++) {
-        const struct splice *s = &a->sp[k];
-        if (s->off < pos) {
-            snprintf(err, errlen, "patch: operations overlap");
-            return PX_INJECT_EINPUT;
-        }
-        sb_add(out, doc + pos, s->off - pos);
-        sb_add(out, a->txt.p ? a->txt.p + s->pre_off : "", s->pre_len);
-        sb_add(out, s->val, s->val_len);
-        pos = s->off + s->del;
-    }
-    sb_add(out, doc + pos, len - pos);
-    return out->oom ? PX_INJECT_ENOMEM : 0;
-}
-
-int px_json_patch_apply(const char *doc, size_t len, const char *patch, size_t plen, int pretty,
-                        char **out, size_t *outlen, char *err, size_t errlen)
-{
-    struct certs_json j = {0}, pj = {0}, chk = {0};
-    struct applier a;
-    struct sbuf raw = {0};
-    char *fmt = NULL;
-    size_t flen = 0;
-    int rc;
-
-    *out = NULL;
-    *outlen = 0;
-    memset(&a, 0, sizeof(a));
-    rc = parse_doc(&j, doc, len, PX_INJECT_MAX_TOKENS, err, errlen);
-    if (rc != 0)
-        return rc;
-    if (plen > PX_INJECT_MAX_BYTES || utf8_bad_offset((const unsigned char *)patch, plen) < plen ||
-        certs_json_parse(&pj, patch, plen, PX_INJECT_MAX_TOKENS, err, errlen) != 0) {
-        if (plen > PX_INJECT_MAX_BYTES || utf8_bad_offset((const unsigned char *)patch, plen) < plen)
-            snprintf(err, errlen, "patch: too large or not UTF-8");
-        rc = PX_INJECT_EINPUT;
-        goto done;
-    }
-    a.j = &j;
-    a.added = calloc((size_t)j.ntok, sizeof(*a.added));
-    rc = PX_INJECT_ENOMEM;
-    if (a.added == NULL)
-        goto done;
-    rc = collect_ops(&a, &pj, err, errlen);
-    if (rc == 0)
-        rc = build_output(&a, doc, len, &raw, err, errlen);
-    if (rc == 0)
-        rc = px_json_format(raw.p, raw.len, pretty, &fmt, &flen);
-    if (rc == 0 && certs_json_parse(&chk, fmt, flen, 4 * PX_INJECT_MAX_TOKENS, err, errlen) != 0) {
-        /* e.g. an add that repeats a key another add just created */
-        rc = PX_INJECT_EINPUT;
-    }
-    if (rc == 0) {
-        *out = fmt;
-        *outlen = flen;
-        fmt = NULL;
-    }
-done:
-    if (rc == PX_INJECT_ENOMEM)
-        snprintf(err, errlen, "out of memory");
-    certs_json_clear(&chk);
-    certs_json_clear(&pj);
-    certs_json_clear(&j);
-    free(a.sp);
-    free(a.added);
-    sb_free(&a.txt);
-    sb_free(&raw);
-    free(fmt);
-    return rc;
-}
-
-static void newline(struct sbuf *b, int pretty, int depth)
-{
-    static const char spaces[] = "                                ";
-    if (!pretty)
-        return;
-    sb_add(b, "\n", 1);
-    for (int d = 0; d < depth; d++)
-        sb_add(b, spaces, 2);
-}
-
-int px_json_format(const char *js, size_t len, int pretty, char **out, size_t *outlen)
-{
-    struct sbuf b = {0};
-    int depth = 0;
-    for (size_t i = 0; i < len && !b.oom; i++) {
-        char c = js[i];
-        size_t k;
-        switch (c) {
-        case '"':
-            for (k = i + 1; k < len && js[k] != '"'; k++)
-                if (js[k] == '\\')
-                    k++;
-            if (k >= len)
-                k = len - 1;
-            sb_add(&b, js + i, k - i + 1);
-            i = k;
-            break;
-        case ' ': case '\t': case '\n': case '\r':
-            break;
-        case '{': case '[':
-            for (k = i + 1; k < len && strchr(" \t\r\n", js[k]) != NULL && js[k] != '\0'; k++)
-                ;
-            if (k < len && js[k] == (c == '{' ? '}' : ']')) {
-                sb_add(&b, c == '{' ? "{}" : "[]", 2);
-                i = k;
-                break;
-            }
-            sb_add(&b, &c, 1);
-            newline(&b, pretty, ++depth);
-            break;
-        case '}': case ']':
-            newline(&b, pretty, --depth);
-            sb_add(&b, &c, 1);
-            break;
-        case ',':
-            sb_add(&b, ",", 1);
-            newline(&b, pretty, depth);
-            break;
-        case ':':
-            sb_add(&b, pretty ? ": " : ":", pretty ? 2 : 1);
-            break;
-        default:
-            sb_add(&b, &c, 1);
-            break;
-        }
-    }
-    sb_add(&b, "\n", 1);
-    if (b.oom) {
-        sb_free(&b);
-        return PX_INJECT_ENOMEM;
-    }
-    *out = b.p;
-    *outlen = b.len;
-    return 0;
 }
 
 int px_inject_object(const char *js, size_t len, const struct px_inject_opts *o, int pretty,
@@ -1159,33 +1030,70 @@ static int uid_ok(const char *u)
     return 1;
 }
 
-static int review_response(struct sbuf *b, const char *uid, const struct px_inject_result *res,
+/* deny: 0 allowed (with the patch if any), 1 allowed unchanged with a
+ * warning, 400 / 403 not allowed with that status code. */
+static int review_response(struct px_sbuf *b, const char *uid, const struct px_inject_result *res,
                            int deny, const char *msg)
 {
-    sb_puts(b, "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\","
-               "\"response\":{\"uid\":\"");
-    sb_puts(b, uid);
-    if (deny) {
-        char m[1024];
-        snprintf(m, sizeof(m), "picket inject: %s", msg);
-        sb_puts(b, "\",\"allowed\":false,\"status\":{\"code\":403,\"message\":");
-        sb_json_str(b, m, strlen(m));
-        sb_puts(b, "}}}");
+    char m[600];
+    snprintf(m, sizeof(m), "picket inject: %s", msg);
+    px_sb_puts(b, "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\","
+                  "\"response\":{\"uid\":\"");
+    px_sb_puts(b, uid);
+    if (deny >= 400) {
+        px_sb_printf(b, "\",\"allowed\":false,\"status\":{\"code\":%d,\"message\":", deny);
+        px_sb_json_str(b, m, strlen(m));
+        px_sb_puts(b, "}}}");
+    } else if (deny == 1) {
+        px_sb_puts(b, "\",\"allowed\":true,\"warnings\":[");
+        px_sb_json_str(b, m, strlen(m));
+        px_sb_puts(b, "]}}");
     } else if (res->patch != NULL && res->injected > 0) {
         size_t cap = 4 * ((res->patch_len + 2) / 3) + 1;
         char *b64 = malloc(cap);
         if (b64 == NULL)
             return PX_INJECT_ENOMEM;
         certs_b64_encode((const unsigned char *)res->patch, res->patch_len, b64);
-        sb_puts(b, "\",\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"");
-        sb_puts(b, b64);
-        sb_puts(b, "\"}}");
+        px_sb_puts(b, "\",\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"");
+        px_sb_puts(b, b64);
+        px_sb_puts(b, "\"}}");
         free(b64);
     } else {
-        sb_puts(b, "\",\"allowed\":true}}");
+        px_sb_puts(b, "\",\"allowed\":true}}");
     }
-    sb_add(b, "\n", 1);
+    px_sb_add(b, "\n", 1);
     return b->oom ? PX_INJECT_ENOMEM : 0;
+}
+
+/* Reads the review down to request.object. 0 with *objp set, or -1 with
+ * msg set (uid filled if it could be read). */
+static int review_shape(const struct certs_json *j, char *uid, size_t uidlen, int *reqp,
+                        int *objp, char *msg, size_t msglen)
+{
+    char ver[64];
+    int req, obj;
+    if (get_str(j, 0, "apiVersion", ver, sizeof(ver)) != 0 ||
+        strcmp(ver, "admission.k8s.io/v1") != 0)
+        return certs_json_errf(j, 0, msg, msglen, "apiVersion: expected \"admission.k8s.io/v1\"");
+    if (!certs_json_eq(j, certs_json_get(j, 0, "kind"), "AdmissionReview"))
+        return certs_json_errf(j, 0, msg, msglen, "kind: expected \"AdmissionReview\"");
+    req = certs_json_get(j, 0, "request");
+    if (!certs_json_is_obj(j, req))
+        return certs_json_errf(j, req >= 0 ? req : 0, msg, msglen,
+                               "request: expected an object");
+    if (get_str(j, req, "uid", uid, uidlen) != 0 || !uid_ok(uid)) {
+        if (uidlen > 0)
+            uid[0] = '\0';
+        return certs_json_errf(j, req, msg, msglen,
+                               "request.uid: expected a UID (1 to 128 of [A-Za-z0-9._-])");
+    }
+    obj = certs_json_get(j, req, "object");
+    if (!certs_json_is_obj(j, obj))
+        return certs_json_errf(j, obj >= 0 ? obj : req, msg, msglen,
+                               "request.object: expected an object");
+    *reqp = req;
+    *objp = obj;
+    return 0;
 }
 
 int px_inject_review(const char *body, size_t len, const struct px_inject_opts *o, char **resp,
@@ -1193,65 +1101,50 @@ int px_inject_review(const char *body, size_t len, const struct px_inject_opts *
                      char *err, size_t errlen)
 {
     struct certs_json j;
-    struct sbuf b = {0};
-    char ver[64], op[32], ns[64], msg[512] = "";
-    int req, obj, rc, deny = 0;
+    struct px_sbuf b = {0};
+    char op[32], ns[64], msg[512] = "";
+    int req = -1, obj = -1, rc, deny = 0, parsed;
 
     *resp = NULL;
     *resp_len = 0;
     memset(res, 0, sizeof(*res));
     if (uidlen > 0)
         uid[0] = '\0';
-    rc = parse_doc(&j, body, len, PX_INJECT_MAX_TOKENS, err, errlen);
-    if (rc != 0)
-        return rc;
-    rc = PX_INJECT_EINPUT;
-    if (get_str(&j, 0, "apiVersion", ver, sizeof(ver)) != 0 ||
-        strcmp(ver, "admission.k8s.io/v1") != 0) {
-        certs_json_errf(&j, 0, err, errlen, "apiVersion: expected \"admission.k8s.io/v1\"");
-        goto done;
-    }
-    if (!certs_json_eq(&j, certs_json_get(&j, 0, "kind"), "AdmissionReview")) {
-        certs_json_errf(&j, 0, err, errlen, "kind: expected \"AdmissionReview\"");
-        goto done;
-    }
-    req = certs_json_get(&j, 0, "request");
-    if (!certs_json_is_obj(&j, req)) {
-        certs_json_errf(&j, 0, err, errlen, "request: expected an object");
-        goto done;
-    }
-    if (get_str(&j, req, "uid", uid, uidlen) != 0 || !uid_ok(uid)) {
-        if (uidlen > 0)
-            uid[0] = '\0';
-        certs_json_errf(&j, req, err, errlen, "request.uid: expected a UID (1 to 128 of "
-                                              "[A-Za-z0-9._-])");
-        goto done;
-    }
-    obj = certs_json_get(&j, req, "object");
-    if (!certs_json_is_obj(&j, obj)) {
-        certs_json_errf(&j, req, err, errlen, "request.object: expected an object");
-        goto done;
-    }
-    if (get_str(&j, req, "namespace", ns, sizeof(ns)) != 0)
-        ns[0] = '\0';
-    if (get_str(&j, req, "operation", op, sizeof(op)) == 0 && strcmp(op, "CREATE") != 0) {
-        /* Containers of a running pod cannot be changed; only CREATE is ours. */
-        fill_ident(&j, obj, ns, res);
-        res->reason = PX_INJECT_NOT_CREATE;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    parsed = px_inject_parse_doc(&j, body, len, PX_INJECT_MAX_TOKENS, msg, sizeof(msg)) == 0;
+    if (!parsed || review_shape(&j, uid, uidlen, &req, &obj, msg, sizeof(msg)) != 0) {
+        /* malformed: no object to inject */
+        res->reason = PX_INJECT_MALFORMED;
         res->skipped = 1;
-    } else {
-        rc = plan_into(&j, obj, ns, o, res, msg, sizeof(msg));
-        if (rc == PX_INJECT_ENOMEM) {
-            snprintf(err, errlen, "out of memory");
+        if (!o->malformed_allow && (uidlen == 0 || uid[0] == '\0')) {
+            snprintf(err, errlen, "%s", msg);
+            rc = PX_INJECT_EINPUT; /* nothing to answer with: HTTP 400 */
             goto done;
         }
-        if (rc != 0) {
-            /* The pod asked for picket (the webhook matched it) but cannot
-             * get it: deny rather than let it run unprotected. */
-            deny = 1;
+        deny = o->malformed_allow ? 1 : 400;
+    } else {
+        if (get_str(&j, req, "namespace", ns, sizeof(ns)) != 0)
+            ns[0] = '\0';
+        if (get_str(&j, req, "operation", op, sizeof(op)) == 0 && strcmp(op, "CREATE") != 0) {
+            /* Containers of a running pod cannot be changed; only CREATE is ours. */
             fill_ident(&j, obj, ns, res);
-            res->reason = PX_INJECT_REFUSED;
+            res->reason = PX_INJECT_NOT_CREATE;
             res->skipped = 1;
+        } else {
+            rc = plan_into(&j, obj, ns, o, res, msg, sizeof(msg));
+            if (rc == PX_INJECT_ENOMEM) {
+                snprintf(err, errlen, "out of memory");
+                goto done;
+            }
+            if (rc != 0) {
+                /* The webhook matched the pod but cannot inject it: deny
+                 * (error) or let it through unchanged (allow), as set. */
+                fill_ident(&j, obj, ns, res);
+                res->reason = rc == PX_INJECT_EREFUSE ? PX_INJECT_REFUSED : PX_INJECT_MALFORMED;
+                res->skipped = 1;
+                deny = o->malformed_allow ? 1 : rc == PX_INJECT_EREFUSE ? 403 : 400;
+            }
         }
     }
     rc = review_response(&b, uid, res, deny, msg);
@@ -1265,8 +1158,9 @@ int px_inject_review(const char *body, size_t len, const struct px_inject_opts *
         snprintf(err, errlen, "out of memory");
     }
 done:
-    sb_free(&b);
-    certs_json_clear(&j);
+    px_sb_free(&b);
+    if (parsed)
+        certs_json_clear(&j);
     if (rc != 0)
         px_inject_result_clear(res);
     return rc;

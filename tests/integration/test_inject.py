@@ -1,11 +1,15 @@
-"""`picket inject` end to end: the CLI filter (stdin/file -> stdout) and the
+"""`picket inject` end to end: the CLI filter (FILE, `-`/stdin -> stdout) and the
 admission webhook over HTTPS with curl.
 
-The filter's output must parse with json.loads, carry the sidecar exactly once,
-equal the input with the --patch output applied (an independent RFC 6902
-applier below), and be unchanged when injected again. The webhook answers an
-AdmissionReview with a base64 JSONPatch that is the same patch, refuses a
-malformed review with 400, and exits 0 on SIGTERM.
+The filter's output must parse with json.loads, carry picket exactly once as a
+native sidecar (an init container with restartPolicy Always), leave the app
+containers (and their ports) alone, and be unchanged when injected again. The
+webhook answers an AdmissionReview v1 (POST /inject, /mutate is an alias) with
+the same review, response.uid copied, and a base64 JSONPatch which, applied to
+the original object with Debian's python3-jsonpatch, gives exactly the CLI's
+output. Malformed and hostile reviews get a clear error (malformed_review
+"error", the default) or are allowed unchanged with a warning ("allow"), and
+never crash the server.
 """
 import base64
 import copy
@@ -15,13 +19,22 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
 
+try:
+    import jsonpatch  # Debian: python3-jsonpatch
+except ImportError:  # pragma: no cover
+    jsonpatch = None
+
+NEED_JSONPATCH = unittest.skipUnless(jsonpatch is not None,
+                                     "python3-jsonpatch is not installed (apt-get install python3-jsonpatch)")
+
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INJECTOR_CONFIG = os.path.join(REPO, "deploy", "kubernetes", "injector-config.json")
 
 DEPLOY = {
     "apiVersion": "apps/v1", "kind": "Deployment",
@@ -32,7 +45,8 @@ DEPLOY = {
         "template": {
             "metadata": {"labels": {"app": "orders"},
                          "annotations": {"example.org/owner": "team~a"}},
-            "spec": {"containers": [{"name": "app", "image": "example/orders:1.4"}],
+            "spec": {"containers": [{"name": "app", "image": "example/orders:1.4",
+                                     "ports": [{"containerPort": 8080, "name": "http"}]}],
                      "volumes": [{"name": "data", "emptyDir": {}}]},
         },
     },
@@ -40,154 +54,269 @@ DEPLOY = {
 
 POD = {
     "apiVersion": "v1", "kind": "Pod",
-    "metadata": {"generateName": "orders-7d9f8c-", "labels": {"app": "orders"}},
-    "spec": {"containers": [{"name": "app", "image": "example/orders:1.4"}]},
+    "metadata": {"generateName": "orders-7d9f8c-", "namespace": "shop", "labels": {"app": "orders"}},
+    "spec": {"containers": [{"name": "app", "image": "example/orders:1.4"}],
+             "initContainers": [{"name": "migrate", "image": "example/migrate:1"}]},
 }
 
+STATEFULSET = {
+    "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+    "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+             "template": {"metadata": {"labels": {"app": "db"}},
+                          "spec": {"containers": [{"name": "db", "image": "example/db:1"}]}}},
+}
 
-def ptr_tokens(path):
-    assert path.startswith("/")
-    return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
-
-
-def json_patch(doc, ops):
-    """A small independent RFC 6902 applier (add/replace), to cross-check picket's."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        toks = ptr_tokens(op["path"])
-        parent = doc
-        for t in toks[:-1]:
-            parent = parent[int(t)] if isinstance(parent, list) else parent[t]
-        last = toks[-1]
-        if isinstance(parent, list):
-            if op["op"] == "add":
-                if last == "-":
-                    parent.append(op["value"])
-                else:
-                    parent.insert(int(last), op["value"])
-            else:
-                parent[int(last)] = op["value"]
-        else:
-            if op["op"] == "replace":
-                assert last in parent, op
-            parent[last] = op["value"]
-    return doc
+CSI = {"driver": "spiffe.csi.cert-manager.io", "readOnly": True}
 
 
 def pod_spec(obj):
-    return obj["spec"]["template"]["spec"] if obj["kind"] != "Pod" else obj["spec"]
+    return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
 
 
-class InjectFilter(unittest.TestCase):
+def pod_meta(obj):
+    return obj["metadata"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]
+
+
+def sidecar(obj):
+    found = [c for c in pod_spec(obj).get("initContainers", []) if c["name"] == "picket"]
+    assert len(found) == 1, pod_spec(obj)
+    return found[0]
+
+
+def apply_patch(doc, ops):
+    return jsonpatch.JsonPatch(ops).apply(copy.deepcopy(doc))
+
+
+class InjectCase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="picket-it-inject-")
         self.addCleanup(lambda: subprocess.run(["rm", "-rf", self.tmp]))
 
-    def run_inject(self, args, data=None):
+    def run_inject(self, args, data=None, env=None):
         r = subprocess.run([pt.picket_bin(), "inject"] + args, input=data, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=30)
+                           stderr=subprocess.PIPE, timeout=30, env=env)
         err = r.stderr.decode(errors="replace")
         for m in pt.SANITIZER_MARKERS:
             self.assertNotIn(m, err)
         return r.returncode, r.stdout, err
 
-    def test_deployment_from_stdin_and_file(self):
+    def write(self, name, obj):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(obj if isinstance(obj, bytes) else json.dumps(obj).encode())
+        return path
+
+    def check_sidecar(self, obj, admin=15000, inbound=15443, image="picket:0.1"):
+        sc = sidecar(obj)
+        self.assertEqual(sc["image"], image)
+        self.assertEqual(sc["restartPolicy"], "Always")
+        self.assertEqual(sc["args"], ["run", "-c", "/etc/picket/picket.json",
+                                      "--node-id", "$(PICKET_NODE_ID)"])
+        env = {e["name"]: e for e in sc["env"]}
+        self.assertEqual(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace")
+        self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name")
+        self.assertEqual(env["PICKET_NODE_ID"]["value"], "$(POD_NAMESPACE)/$(POD_NAME)")
+        # PICKET_NODE_ID refers to the two before it (Kubernetes expands in order)
+        self.assertEqual([e["name"] for e in sc["env"]], ["POD_NAMESPACE", "POD_NAME", "PICKET_NODE_ID"])
+        self.assertEqual(sc["ports"], [{"containerPort": inbound, "name": "picket-mtls", "protocol": "TCP"}])
+        readyz = "http://127.0.0.1:%d/readyz" % admin
+        self.assertEqual(sc["startupProbe"]["exec"]["command"][-1], readyz)
+        self.assertEqual(sc["readinessProbe"]["exec"]["command"][-1], readyz)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            self.assertNotIn("httpGet", sc[probe])  # the admin listener stays on loopback
+            self.assertTrue(sc[probe]["exec"]["command"][-1].startswith("http://127.0.0.1:"))
+        sec = sc["securityContext"]
+        self.assertEqual((sec["runAsNonRoot"], sec["readOnlyRootFilesystem"],
+                          sec["allowPrivilegeEscalation"], sec["capabilities"]),
+                         (True, True, False, {"drop": ["ALL"]}))
+        self.assertGreater(sec["runAsUser"], 0)
+        mounts = {m["name"]: m for m in sc["volumeMounts"]}
+        self.assertEqual(mounts["picket-config"]["mountPath"], "/etc/picket")
+        self.assertEqual(mounts["picket-svid"]["mountPath"], "/var/run/secrets/svid")
+        self.assertTrue(all(m["readOnly"] for m in sc["volumeMounts"]))
+        self.assertNotIn("picket", [c["name"] for c in pod_spec(obj)["containers"]])
+        self.assertEqual(pod_meta(obj)["annotations"]["picket.dev/injected"], "true")
+
+
+class InjectFilter(InjectCase):
+    def test_deployment_file_stdin_dash(self):
         data = json.dumps(DEPLOY, indent=4).encode()
-        rc, out, err = self.run_inject([], data)
+        rc, out, err = self.run_inject(["-"], data)
         self.assertEqual(rc, 0, err)
         obj = json.loads(out)
+        self.check_sidecar(obj)
         spec = pod_spec(obj)
-        names = [c["name"] for c in spec["containers"]]
-        self.assertEqual(names, ["app", "picket"])
-        sidecar = spec["containers"][1]
-        self.assertEqual(sidecar["args"], ["run", "-c", "/etc/picket/picket.json"])
-        self.assertEqual(sidecar["ports"][0]["containerPort"], 15443)
-        self.assertEqual(sidecar["readinessProbe"]["exec"]["command"][-1],
-                         "http://127.0.0.1:15000/readyz")
+        self.assertEqual(spec["containers"], DEPLOY["spec"]["template"]["spec"]["containers"])
         vols = {v["name"]: v for v in spec["volumes"]}
-        self.assertEqual(vols["picket-config"]["configMap"]["name"], "orders-picket")
-        self.assertEqual(vols["picket-svid"]["secret"]["secretName"], "orders-svid")
+        self.assertEqual(vols["picket-config"], {"name": "picket-config", "configMap": {"name": "orders-picket"}})
+        self.assertEqual(vols["picket-svid"], {"name": "picket-svid", "csi": CSI})
         self.assertIn("data", vols)
         self.assertEqual(spec["terminationGracePeriodSeconds"], 30)
-        ann = obj["spec"]["template"]["metadata"]["annotations"]
-        self.assertEqual(ann, {"example.org/owner": "team~a", "picket.dev/injected": "true"})
+        self.assertEqual(obj["spec"]["template"]["metadata"]["annotations"],
+                         {"example.org/owner": "team~a", "picket.dev/injected": "true"})
         # everything else is untouched
         stripped = copy.deepcopy(obj)
-        del stripped["spec"]["template"]["spec"]["containers"][1]
-        stripped["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
-        del stripped["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        tspec = stripped["spec"]["template"]["spec"]
+        del tspec["initContainers"]
+        tspec["volumes"] = [{"name": "data", "emptyDir": {}}]
+        del tspec["terminationGracePeriodSeconds"]
         del stripped["spec"]["template"]["metadata"]["annotations"]["picket.dev/injected"]
         self.assertEqual(stripped, DEPLOY)
 
-        path = os.path.join(self.tmp, "deploy.json")
-        with open(path, "wb") as f:
-            f.write(data)
-        rc2, out2, err2 = self.run_inject(["-f", path])
-        self.assertEqual((rc2, out2), (0, out), err2)
+        path = self.write("deploy.json", data)
+        for args, stdin in ((["-f", path], None), ([path], None), ([], data)):
+            rc2, out2, err2 = self.run_inject(args, stdin)
+            self.assertEqual((rc2, out2), (0, out), (args, err2))
 
         # idempotent: the output injected again is the same bytes
-        rc3, out3, err3 = self.run_inject([], out)
+        rc3, out3, err3 = self.run_inject(["-"], out)
         self.assertEqual(rc3, 0, err3)
         self.assertEqual(out3, out)
         self.assertIn("already_injected", err3)
 
-    def test_patch_matches_object(self):
-        for obj in (DEPLOY, POD):
-            data = json.dumps(obj).encode()
-            rc, patch, err = self.run_inject(["--patch"], data)
-            self.assertEqual(rc, 0, err)
-            rc, out, err = self.run_inject(["--compact"], data)
-            self.assertEqual(rc, 0, err)
-            self.assertEqual(out.count(b"\n"), 1)
-            self.assertEqual(json_patch(obj, json.loads(patch)), json.loads(out))
-
-    def test_options(self):
-        rc, out, err = self.run_inject(
-            ["--image", "registry.example/picket:0.2", "--config-map", "cfg", "--svid-secret=sec",
-             "--inbound-port", "8443", "--admin-port", "9901", "--drain-timeout", "45s"],
-            json.dumps(POD).encode())
+    def test_pod_keeps_its_init_containers(self):
+        rc, out, err = self.run_inject(["-"], json.dumps(POD).encode())
         self.assertEqual(rc, 0, err)
-        spec = json.loads(out)["spec"]
-        sidecar = [c for c in spec["containers"] if c["name"] == "picket"][0]
-        self.assertEqual(sidecar["image"], "registry.example/picket:0.2")
-        self.assertEqual(sidecar["livenessProbe"]["exec"]["command"][-1],
-                         "http://127.0.0.1:9901/healthz")
-        self.assertEqual(spec["terminationGracePeriodSeconds"], 55)
-        self.assertEqual([v.get("configMap", v.get("secret")) for v in spec["volumes"]],
-                         [{"name": "cfg"}, {"secretName": "sec"}])
+        obj = json.loads(out)
+        self.check_sidecar(obj)
+        # appended after the existing init containers: migrations run first,
+        # then picket starts, then the app
+        self.assertEqual([c["name"] for c in obj["spec"]["initContainers"]], ["migrate", "picket"])
+        self.assertEqual(obj["spec"]["containers"], POD["spec"]["containers"])
+
+    def test_already_injected_passes_unchanged(self):
+        annotated = copy.deepcopy(DEPLOY)
+        annotated["spec"]["template"]["metadata"]["annotations"]["picket.dev/injected"] = "true"
+        by_hand = copy.deepcopy(POD)
+        by_hand["spec"]["containers"].append({"name": "picket", "image": "picket:0.1"})
+        native = copy.deepcopy(POD)
+        native["spec"]["initContainers"].append({"name": "picket", "image": "picket:0.1",
+                                                 "restartPolicy": "Always"})
+        disabled = copy.deepcopy(DEPLOY)
+        disabled["metadata"]["annotations"] = {"picket.dev/inject": "disabled"}
+        false = copy.deepcopy(POD)
+        false["metadata"]["annotations"] = {"picket.dev/inject": "false"}
+        for obj, reason in ((annotated, "already_injected"), (by_hand, "already_injected"),
+                            (native, "already_injected"), (disabled, "opted_out"),
+                            (false, "opted_out")):
+            rc, out, err = self.run_inject(["-"], json.dumps(obj).encode())
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(json.loads(out), obj)
+            self.assertIn("not injected (%s)" % reason, err)
+            rc, patch, err = self.run_inject(["--patch", "-"], json.dumps(obj).encode())
+            self.assertEqual((rc, json.loads(patch)), (0, []), err)
 
     def test_list(self):
+        injected = json.loads(self.run_inject(["-"], json.dumps(DEPLOY).encode())[1])
         lst = {"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders"}, "spec": {}},
             DEPLOY,
-            dict(DEPLOY, metadata={"name": "legacy", "annotations": {"picket.dev/inject": "false"}}),
+            dict(DEPLOY, metadata={"name": "legacy", "annotations": {"picket.dev/inject": "disabled"}}),
+            injected,
+            POD,
+            STATEFULSET,
         ]}
-        rc, out, err = self.run_inject([], json.dumps(lst).encode())
+        rc, out, err = self.run_inject(["-"], json.dumps(lst).encode())
         self.assertEqual(rc, 0, err)
-        self.assertIn("1 injected, 2 left as they were", err)
+        self.assertIn("3 injected, 3 left as they were", err)
         items = json.loads(out)["items"]
         self.assertEqual(items[0], lst["items"][0])
-        self.assertEqual([c["name"] for c in pod_spec(items[1])["containers"]], ["app", "picket"])
+        self.check_sidecar(items[1])
+        self.assertEqual(items[1], injected)
         self.assertEqual(items[2], lst["items"][2])
+        self.assertEqual(items[3], injected)
+        self.check_sidecar(items[4])
+        self.check_sidecar(items[5])
+
+    @NEED_JSONPATCH
+    def test_patch_matches_object(self):
+        lst = {"apiVersion": "v1", "kind": "List", "items": [DEPLOY, POD, STATEFULSET]}
+        for obj in (DEPLOY, POD, STATEFULSET, lst):
+            data = json.dumps(obj).encode()
+            rc, patch, err = self.run_inject(["--patch", "-"], data)
+            self.assertEqual(rc, 0, err)
+            rc, out, err = self.run_inject(["--compact", "-"], data)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(out.count(b"\n"), 1)
+            self.assertEqual(apply_patch(obj, json.loads(patch)), json.loads(out))
+
+    def test_config_file_and_overrides(self):
+        rc, out, err = self.run_inject(["--config", INJECTOR_CONFIG, "-"], json.dumps(POD).encode())
+        self.assertEqual(rc, 0, err)
+        obj = json.loads(out)
+        self.check_sidecar(obj)
+        with open(INJECTOR_CONFIG) as f:
+            cfg = json.load(f)
+        sc = sidecar(obj)
+        self.assertEqual(sc["resources"], cfg["resources"])
+        self.assertEqual(sc["securityContext"]["runAsUser"], cfg["run_as_user"])
+        self.assertEqual([v for v in obj["spec"]["volumes"] if v["name"] == "picket-svid"],
+                         [dict(cfg["svid_volume"], name="picket-svid")])
+
+        # flags override the file
+        rc, out, err = self.run_inject(
+            ["--config", INJECTOR_CONFIG, "--image", "registry.example/picket:0.2",
+             "--config-map", "cfg", "--svid-secret=sec", "--inbound-port", "8443",
+             "--admin-port", "9901", "--drain-timeout", "45s", "-"], json.dumps(POD).encode())
+        self.assertEqual(rc, 0, err)
+        obj = json.loads(out)
+        self.check_sidecar(obj, admin=9901, inbound=8443, image="registry.example/picket:0.2")
+        self.assertEqual(obj["spec"]["terminationGracePeriodSeconds"], 55)
+        self.assertEqual([v.get("configMap", v.get("secret")) for v in obj["spec"]["volumes"]],
+                         [{"name": "cfg"}, {"secretName": "sec"}])
+
+        # a generated config: an emptyDir that an init container fills first
+        gen = self.write("gen.json", {"image": "picket:0.3", "svid_volume": {"csi": {"driver": "csi.spiffe.io", "readOnly": True}},
+                                      "proxy_config": {"node_id": "x", "log": {"access": "$(literal)"}}})
+        rc, out, err = self.run_inject(["--config", gen, "-"], json.dumps(DEPLOY).encode())
+        self.assertEqual(rc, 0, err)
+        obj = json.loads(out)
+        self.check_sidecar(obj, image="picket:0.3")
+        init = pod_spec(obj)["initContainers"]
+        self.assertEqual([c["name"] for c in init], ["picket-config", "picket"])
+        self.assertNotIn("restartPolicy", init[0])
+        self.assertEqual(init[0]["args"], ["inject", "write-config", "--out", "/etc/picket/picket.json"])
+        vols = {v["name"]: v for v in pod_spec(obj)["volumes"]}
+        self.assertIn("emptyDir", vols["picket-config"])
+        self.assertEqual(vols["picket-svid"]["csi"]["driver"], "csi.spiffe.io")
+
+        # ... and what that init container does with it (Kubernetes turns "$$" into "$")
+        value = init[0]["env"][0]["value"].replace("$$", "$")
+        out_path = os.path.join(self.tmp, "picket.json")
+        env = dict(os.environ, PICKET_CONFIG=value)
+        rc, _, err = self.run_inject(["write-config", "--out", out_path], env=env)
+        self.assertEqual(rc, 0, err)
+        with open(out_path) as f:
+            self.assertEqual(json.load(f), {"node_id": "x", "log": {"access": "$(literal)"}})
+        env["PICKET_CONFIG"] = "{not json"
+        rc, _, err = self.run_inject(["write-config", "--out", out_path], env=env)
+        self.assertEqual(rc, 1)
+        self.assertIn("PICKET_CONFIG:1:2", err)
 
     def test_refused(self):
-        rc, out, err = self.run_inject([], b'{"kind": "Pod",\n "spec": {"containers": [],}}')
+        rc, out, err = self.run_inject(["-"], b'{"kind": "Pod",\n "spec": {"containers": [],}}')
         self.assertEqual((rc, out), (1, b""))
         self.assertIn("<stdin>:2:28: trailing comma", err)
         rc, out, err = self.run_inject([], b"kind: Pod\n")  # YAML is out of scope
         self.assertEqual(rc, 1)
         self.assertIn("<stdin>:1:1:", err)
         bad = dict(POD, spec={"containers": [{"name": "app", "ports": [{"containerPort": 15443}]}]})
-        rc, out, err = self.run_inject([], json.dumps(bad).encode())
+        rc, out, err = self.run_inject(["-"], json.dumps(bad).encode())
         self.assertEqual(rc, 1)
         self.assertIn("containerPort 15443 is picket's", err)
-        rc, out, err = self.run_inject(["-f", os.path.join(self.tmp, "missing.json")])
+        rc, out, err = self.run_inject([os.path.join(self.tmp, "missing.json")])
         self.assertEqual(rc, 1)
         rc, out, err = self.run_inject(["--bogus"])
         self.assertEqual(rc, 2)
         self.assertIn("usage:", err)
-        rc, out, err = self.run_inject(["--config-map", "Not_Valid"], b"{}")
+        rc, out, err = self.run_inject(["a.json", "b.json"])
         self.assertEqual(rc, 2)
+        rc, out, err = self.run_inject(["--config-map", "Not_Valid", "-"], b"{}")
+        self.assertEqual(rc, 2)
+        cfg = self.write("bad.json", b'{"image": "x", "imag": "y"}')
+        rc, out, err = self.run_inject(["--config", cfg, "-"], json.dumps(POD).encode())
+        self.assertEqual(rc, 1)
+        self.assertIn('bad.json:1:16: unknown key "imag"', err)
 
 
 def make_cert(directory):
@@ -200,16 +329,57 @@ def make_cert(directory):
     return cert, key
 
 
-class InjectWebhook(unittest.TestCase):
+def review(obj, operation="CREATE", namespace="shop", uid=UID):
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                       "request": {"uid": uid, "operation": operation,
+                                   "namespace": namespace, "object": obj}}).encode()
+
+
+# Hostile or malformed reviews: (body, uid readable?)
+HOSTILE = [
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",}', False),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}', False),
+    (b'', False),
+    (b'null', False),
+    (b'\xff\xfe{"apiVersion": 1}', False),
+    (b'[' * 5000 + b']' * 5000, False),
+    (b'{"a":' * 200 + b'1' + b'}' * 200, False),
+    (b'[' + b'0,' * 1500000 + b'0]', False),  # ~3 MiB of tokens
+    (json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+                 "request": {"uid": UID}}).encode(), False),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                 "request": {"uid": 'x","allowed":true,"y":"', "object": POD}}).encode(), False),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                 "request": {"uid": "a" * 500, "object": POD}}).encode(), False),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",'
+     b'"uid":"u2","object":{}}}', False),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                 "request": {"uid": UID}}).encode(), True),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                 "request": {"uid": UID, "object": "Pod"}}).encode(), True),
+    (review({"kind": "Pod", "spec": {"containers": "app"}}), True),
+    (review({"kind": 7, "spec": {}}), True),
+    (review({"kind": "Pod", "metadata": [], "spec": {"containers": [{"name": "app"}]}}), True),
+    (review({"kind": "Pod", "metadata": {"labels": {"app": "x"}},
+             "spec": {"containers": [{"name": "app"}], "initContainers": {"name": "x"}}}), True),
+    (review(dict(POD, spec={"containers": [{"name": "app"}], "volumes": 3})), True),
+    (review(dict(POD, spec={"containers": [{"name": "app"}],
+                            "terminationGracePeriodSeconds": "G"})).replace(b'"G"', b"1e400"), True),
+]
+
+
+class WebhookCase(InjectCase):
+    extra_args = []
+
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="picket-it-webhook-")
+        super().setUp()
         self.cert, self.key = make_cert(self.tmp)
         self.port = pt.free_port()
         self.err_path = os.path.join(self.tmp, "serve.err")
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
             [pt.picket_bin(), "inject", "serve", "--bind", "127.0.0.1:%d" % self.port,
-             "--cert", self.cert, "--key", self.key, "--image", "picket:test"],
+             "--cert", self.cert, "--key", self.key, "--image", "picket:test"] + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err,
             start_new_session=True)
         self.addCleanup(self.stop)
@@ -224,7 +394,6 @@ class InjectWebhook(unittest.TestCase):
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._err.close()
-        subprocess.run(["rm", "-rf", self.tmp])
 
     def stderr(self):
         with open(self.err_path, "rb") as f:
@@ -244,79 +413,102 @@ class InjectWebhook(unittest.TestCase):
         body, _, code = r.stdout.rpartition(b"\n")
         return int(code), body
 
-    def review(self, obj, operation="CREATE", namespace="shop"):
-        return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                           "request": {"uid": UID, "operation": operation,
-                                       "namespace": namespace, "object": obj}}).encode()
+    def post_review(self, body, path="/inject?timeout=10s"):
+        code, resp = self.curl(path, body)
+        return code, resp
 
-    def test_review_and_shutdown(self):
-        code, body = self.curl("/healthz")
-        self.assertEqual((code, body), (200, b"ok\n"))
-
-        code, body = self.curl("/mutate?timeout=10s", self.review(POD))
-        self.assertEqual(code, 200, body)
-        resp = json.loads(body)
-        self.assertEqual((resp["apiVersion"], resp["kind"]), ("admission.k8s.io/v1", "AdmissionReview"))
-        r = resp["response"]
-        self.assertEqual((r["uid"], r["allowed"], r["patchType"]), (UID, True, "JSONPatch"))
-        patch = json.loads(base64.b64decode(r["patch"]))
-        pod = json_patch(POD, patch)
-        self.assertEqual([c["name"] for c in pod["spec"]["containers"]], ["app", "picket"])
-        self.assertEqual(pod["spec"]["containers"][1]["image"], "picket:test")
-        self.assertEqual(pod["metadata"]["annotations"], {"picket.dev/injected": "true"})
-        # the same patch the CLI prints
-        cli = subprocess.run([pt.picket_bin(), "inject", "--patch", "--image", "picket:test"],
-                             input=json.dumps(POD).encode(), stdout=subprocess.PIPE, timeout=30)
-        self.assertEqual(json.loads(cli.stdout), patch)
-
-        # already injected, opted out, UPDATE: allowed without a patch
-        for obj, op in ((pod, "CREATE"), (dict(POD, metadata=dict(
-                POD["metadata"], annotations={"picket.dev/inject": "false"})), "CREATE"),
-                (POD, "UPDATE")):
-            code, body = self.curl("/mutate", self.review(obj, op))
-            self.assertEqual(code, 200, body)
-            self.assertEqual(json.loads(body)["response"], {"uid": UID, "allowed": True})
-
-        # cannot be injected: denied, not let through unprotected
-        code, body = self.curl("/mutate", self.review(dict(POD, metadata={"generateName": "x-"})))
-        self.assertEqual(code, 200, body)
-        r = json.loads(body)["response"]
-        self.assertFalse(r["allowed"])
-        self.assertEqual(r["status"]["code"], 403)
-        self.assertIn("cannot tell the app's name", r["status"]["message"])
-
-        # malformed reviews: 400 with a message
-        code, body = self.curl("/mutate", b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",}')
-        self.assertEqual(code, 400)
-        self.assertIn(b"1:62: trailing comma", body)
-        code, body = self.curl("/mutate", b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}')
-        self.assertEqual(code, 400)
-        self.assertIn(b"request: expected an object", body)
-        code, _ = self.curl("/mutate")
-        self.assertEqual(code, 405)
-        code, _ = self.curl("/nope")
-        self.assertEqual(code, 404)
-        big = b'{"a":"' + b"x" * (5 * 1024 * 1024) + b'"}'
-        code, _ = self.curl("/mutate", big)
-        self.assertEqual(code, 413)
-        code, _ = self.curl("/healthz")
-        self.assertEqual(code, 200)
-
+    def shutdown_and_logs(self):
         self.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.proc.wait(10), 0)
         err = self.stderr()
         for m in pt.SANITIZER_MARKERS:
             self.assertNotIn(m, err)
-        lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+class InjectWebhook(WebhookCase):
+    @NEED_JSONPATCH
+    def test_review_patch_equals_cli(self):
+        code, body = self.curl("/healthz")
+        self.assertEqual((code, body), (200, b"ok\n"))
+        for obj in (POD, DEPLOY):
+            for path in ("/inject?timeout=10s", "/mutate"):
+                code, body = self.post_review(review(obj), path)
+                self.assertEqual(code, 200, body)
+                resp = json.loads(body)
+                self.assertEqual((resp["apiVersion"], resp["kind"]),
+                                 ("admission.k8s.io/v1", "AdmissionReview"))
+                r = resp["response"]
+                self.assertEqual((r["uid"], r["allowed"], r["patchType"]), (UID, True, "JSONPatch"))
+                patch = json.loads(base64.b64decode(r["patch"], validate=True))
+                patched = apply_patch(obj, patch)
+                self.check_sidecar(patched, image="picket:test")
+                # the patch applied to the original equals the CLI's output
+                rc, out, err = self.run_inject(["--image", "picket:test", "-"], json.dumps(obj).encode())
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(patched, json.loads(out))
+
+        # already injected, opted out, UPDATE: allowed without a patch
+        injected = apply_patch(POD, json.loads(self.run_inject(["--patch", "--image", "picket:test", "-"],
+                                                               json.dumps(POD).encode())[1]))
+        disabled = dict(POD, metadata=dict(POD["metadata"], annotations={"picket.dev/inject": "disabled"}))
+        for obj, op in ((injected, "CREATE"), (disabled, "CREATE"), (POD, "UPDATE")):
+            code, body = self.post_review(review(obj, op))
+            self.assertEqual(code, 200, body)
+            self.assertEqual(json.loads(body)["response"], {"uid": UID, "allowed": True})
+
+        # cannot be injected: denied (malformed_review "error"), not let through unprotected
+        code, body = self.post_review(review(dict(POD, metadata={"generateName": "x-"})))
+        self.assertEqual(code, 200, body)
+        r = json.loads(body)["response"]
+        self.assertEqual((r["uid"], r["allowed"], r["status"]["code"]), (UID, False, 403))
+        self.assertIn("cannot tell the app's name", r["status"]["message"])
+
+        code, _ = self.curl("/inject")
+        self.assertEqual(code, 405)
+        code, _ = self.curl("/nope")
+        self.assertEqual(code, 404)
+
+        lines = self.shutdown_and_logs()
         reviews = [ln for ln in lines if ln.get("event") == "inject_review"]
-        self.assertEqual(len(reviews), 5, err)
+        self.assertEqual(len(reviews), 8, lines)
         first = reviews[0]
         self.assertEqual((first["uid"], first["kind"], first["name"], first["namespace"],
                           first["injected"], first["reason"]),
                          (UID, "Pod", "orders-7d9f8c-", "shop", "yes", "injected"))
-        self.assertEqual([ln["reason"] for ln in reviews[1:]],
+        self.assertEqual([ln["reason"] for ln in reviews[4:]],
                          ["already_injected", "opted_out", "not_create", "refused"])
-        self.assertEqual(len([ln for ln in lines if ln.get("event") == "inject_review_bad"]), 2)
+
+    def test_hostile_reviews_error_mode(self):
+        for body, uid_known in HOSTILE:
+            code, resp = self.post_review(body)
+            if not uid_known:
+                # no uid to answer to: a plain 400 with the reason, so the API
+                # server applies the webhook's failurePolicy
+                self.assertEqual(code, 400, (body[:80], resp))
+                self.assertTrue(resp.startswith(b"picket inject: "), resp)
+            else:
+                self.assertEqual(code, 200, (body[:80], resp))
+                r = json.loads(resp)["response"]
+                self.assertEqual((r["uid"], r["allowed"]), (UID, False), resp)
+                self.assertEqual(r["status"]["code"], 400, resp)
+                self.assertTrue(r["status"]["message"].startswith("picket inject: "), resp)
+        code, resp = self.post_review(HOSTILE[0][0])
+        self.assertIn(b"1:62: trailing comma", resp)
+        # not a pod at all (nested Lists are not followed): nothing to do
+        code, resp = self.post_review(review({"kind": "List", "items": [{"kind": "List", "items": [POD]}]}))
+        self.assertEqual(json.loads(resp)["response"], {"uid": UID, "allowed": True})
+        big = b'{"a":"' + b"x" * (5 * 1024 * 1024) + b'"}'
+        code, _ = self.post_review(big)
+        self.assertEqual(code, 413)
+        # still serving, and injecting
+        code, _ = self.curl("/healthz")
+        self.assertEqual(code, 200)
+        code, body = self.post_review(review(POD))
+        self.assertEqual(json.loads(body)["response"]["patchType"], "JSONPatch")
+        lines = self.shutdown_and_logs()
+        bad = [ln for ln in lines if ln.get("event") == "inject_review_bad"]
+        self.assertGreaterEqual(len(bad), len([h for h in HOSTILE if not h[1]]))
 
     def test_tls_only(self):
         r = subprocess.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:%d/healthz" % self.port],
@@ -328,6 +520,42 @@ class InjectWebhook(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         code, _ = self.curl("/healthz")
         self.assertEqual(code, 200)
+
+
+class InjectWebhookAllow(WebhookCase):
+    """malformed_review "allow" (here from an injector config file): malformed
+    reviews and pods that cannot be injected are allowed unchanged, with the
+    reason in response.warnings."""
+
+    def setUp(self):
+        tmp = tempfile.mkdtemp(prefix="picket-it-inject-cfg-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", tmp]))
+        cfg = os.path.join(tmp, "injector.json")
+        with open(cfg, "w") as f:
+            json.dump({"malformed_review": "allow", "image": "picket:from-config"}, f)
+        self.extra_args = ["--config", cfg]
+        super().setUp()
+
+    def test_hostile_reviews_allowed_unchanged(self):
+        for body, uid_known in HOSTILE:
+            code, resp = self.post_review(body)
+            self.assertEqual(code, 200, (body[:80], resp))
+            r = json.loads(resp)["response"]
+            self.assertEqual(r["allowed"], True, resp)
+            self.assertEqual(r["uid"], UID if uid_known else "")
+            self.assertNotIn("patch", r)
+            self.assertTrue(r["warnings"][0].startswith("picket inject: "), resp)
+        code, body = self.post_review(review(dict(POD, metadata={"generateName": "x-"})))
+        r = json.loads(body)["response"]
+        self.assertEqual((r["uid"], r["allowed"]), (UID, True))
+        self.assertIn("cannot tell the app's name", r["warnings"][0])
+        # injection itself is unchanged; --image on the command line beat the file
+        code, body = self.post_review(review(POD))
+        patch = json.loads(base64.b64decode(json.loads(body)["response"]["patch"]))
+        self.assertIn('"image": "picket:test"', json.dumps(patch))
+        lines = self.shutdown_and_logs()
+        self.assertTrue(any(ln.get("answer") == "allow" for ln in lines
+                            if ln.get("event") == "inject_review_bad"), lines)
 
 
 def _knows_inject():

@@ -2,7 +2,8 @@
  * proxy_inject.c - TCase "inject" of the proxy suite: proxy/inject.c (the
  * patch planner, the JSON Patch applier, the formatter, AdmissionReview).
  * Every injected case also checks the mutated object (parsed back with
- * certs_json_parse) and that injecting it again changes nothing.
+ * certs_json_parse): picket is a native sidecar in initContainers, the app
+ * containers are untouched, and injecting it again changes nothing.
  */
 #include <check.h>
 #include <stdint.h>
@@ -38,7 +39,7 @@ static const struct {
 } cases[] = {
     {"pod, no volumes, no annotations", POD("\"name\":\"orders-0\"", "{\"containers\":[" C_APP "]}"), 0,
      PX_INJECT_INJECTED,
-     {"\"path\":\"/spec/containers/-\"", "\"path\":\"/spec/volumes\",\"value\":[",
+     {"\"path\":\"/spec/initContainers\",\"value\":[{\"name\":\"picket\"", "\"path\":\"/spec/volumes\",\"value\":[",
       "\"op\":\"add\",\"path\":\"/metadata/annotations\",\"value\":{\"picket.dev/injected\":\"true\"}",
       "\"path\":\"/spec/terminationGracePeriodSeconds\",\"value\":30"},
      "spec", "metadata", "orders-0-picket", 30, NULL},
@@ -49,7 +50,7 @@ static const struct {
      0, PX_INJECT_INJECTED,
      {"\"path\":\"/spec/volumes/-\",\"value\":{\"name\":\"picket-config\"",
       "\"path\":\"/metadata/annotations/picket.dev~1injected\",\"value\":\"true\"",
-      "\"secretName\":\"orders-svid\""},
+      "\"csi\":{\"driver\":\"spiffe.csi.cert-manager.io\",\"readOnly\":true}"},
      "spec", "metadata", "orders-picket", 60, NULL},
     {"pod, short grace is raised",
      POD(LBL, "{\"containers\":[" C_APP "],\"terminationGracePeriodSeconds\":5}"), 0,
@@ -58,7 +59,7 @@ static const struct {
      "spec", "metadata", "orders-picket", 30, NULL},
     {"deployment without template metadata", DEPLOY("Deployment", "", "", "{\"containers\":[" C_APP "]}"),
      0, PX_INJECT_INJECTED,
-     {"\"path\":\"/spec/template/spec/containers/-\"",
+     {"\"path\":\"/spec/template/spec/initContainers\"",
       "\"path\":\"/spec/template/metadata\",\"value\":{\"annotations\":{"},
      "spec.template.spec", "spec.template.metadata", "orders-picket", 30, NULL},
     {"statefulset, annotations null", DEPLOY("StatefulSet", "", "\"metadata\":{" LBL ",\"annotations\":null},",
@@ -69,7 +70,7 @@ static const struct {
      "spec.template.spec", "spec.template.metadata", "orders-picket", 30, NULL},
     {"cronjob", "{\"kind\":\"CronJob\",\"metadata\":{\"name\":\"nightly\"},\"spec\":{\"schedule\":\"@daily\","
                 "\"jobTemplate\":{\"spec\":{\"template\":{\"spec\":{\"containers\":[" C_APP "]}}}}}}",
-     0, PX_INJECT_INJECTED, {"\"path\":\"/spec/jobTemplate/spec/template/spec/containers/-\""},
+     0, PX_INJECT_INJECTED, {"\"path\":\"/spec/jobTemplate/spec/template/spec/initContainers\""},
      "spec.jobTemplate.spec.template.spec", "spec.jobTemplate.spec.template.metadata",
      "nightly-picket", 30, NULL},
     {"config map from annotation",
@@ -82,6 +83,20 @@ static const struct {
      "orders-picket", 30, NULL},
     {"already has picket", POD(LBL, "{\"containers\":[" C_APP "," C_PICKET "]}"), 0, PX_INJECT_ALREADY,
      {"[]"}, "spec", "metadata", NULL, 0, NULL},
+    {"already has picket as an init container",
+     POD(LBL, "{\"containers\":[" C_APP "],\"initContainers\":[" C_PICKET "]}"), 0, PX_INJECT_ALREADY,
+     {"[]"}, NULL, NULL, NULL, 0, NULL},
+    {"already annotated injected",
+     DEPLOY("Deployment", "", "\"metadata\":{\"annotations\":{\"picket.dev/injected\":\"true\"}},",
+            "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_ALREADY, {"[]"}, NULL, NULL, NULL, 0, NULL},
+    {"existing init containers are kept, picket appended",
+     POD(LBL, "{\"initContainers\":[{\"name\":\"migrate\",\"image\":\"m\"}],\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"\"path\":\"/spec/initContainers/-\",\"value\":{\"name\":\"picket\""},
+     "spec", "metadata", "orders-picket", 30, NULL},
+    {"opt out by annotation disabled",
+     POD(LBL ",\"annotations\":{\"picket.dev/inject\":\"disabled\"}", "{\"containers\":[" C_APP "]}"), 0,
+     PX_INJECT_OPT_OUT, {"[]"}, "spec", "metadata", NULL, 0, NULL},
     {"opt out by annotation",
      POD(LBL ",\"annotations\":{\"picket.dev/inject\":\"false\"}", "{\"containers\":[" C_APP "]}"), 0,
      PX_INJECT_OPT_OUT, {"[]"}, "spec", "metadata", NULL, 0, NULL},
@@ -98,7 +113,7 @@ static const struct {
              DEPLOY("Deployment", "", "", "{\"containers\":[" C_APP "]}") ","
              POD(LBL, "{\"containers\":[" C_APP "," C_PICKET "]}") "]}",
      0, PX_INJECT_INJECTED,
-     {"\"path\":\"/items/1/spec/template/spec/containers/-\"", "/items/1/spec/template/metadata\""},
+     {"\"path\":\"/items/1/spec/template/spec/initContainers\"", "/items/1/spec/template/metadata\""},
      "items.1.spec.template.spec", "items.1.spec.template.metadata", "orders-picket", 30, NULL},
     {"empty list", "{\"kind\":\"DeploymentList\",\"items\":[]}", 0, PX_INJECT_NOT_WORKLOAD, {"[]"},
      NULL, NULL, NULL, 0, NULL},
@@ -132,6 +147,10 @@ static const struct {
      NULL, NULL, NULL, 0, "invalid UTF-8"},
     {"list item not an object", "{\"kind\":\"List\",\"items\":[1]}", PX_INJECT_EINPUT, 0, {NULL}, NULL,
      NULL, NULL, 0, "expected a Kubernetes object"},
+    {"init containers not an array", POD(LBL, "{\"containers\":[" C_APP "],\"initContainers\":{}}"),
+     PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0, "initContainers: expected an array"},
+    {"volumes not an array", POD(LBL, "{\"containers\":[" C_APP "],\"volumes\":\"x\"}"),
+     PX_INJECT_EINPUT, 0, {NULL}, NULL, NULL, NULL, 0, "volumes: expected an array"},
 };
 
 /* Dotted path ("spec.template.spec", "items.1.spec") from token i, or -1. */
@@ -164,32 +183,63 @@ static int count_named(const struct certs_json *j, int arr, const char *name)
     return n;
 }
 
+/* The last element of array arr. */
+static int last_elem(const struct certs_json *j, int arr)
+{
+    int last = -1;
+    for (int e = certs_json_first(j, arr); e > 0; e = certs_json_next_elem(j, e))
+        last = e;
+    return last;
+}
+
 static void check_object(int c, const char *out, size_t outlen)
 {
     struct certs_json j;
     char err[256], buf[256];
-    int spec, ctr, vols, cfg, meta;
+    int spec, ctr, init, vols, cfg, meta, b;
     int64_t g;
     ck_assert_msg(certs_json_parse(&j, out, outlen, 0, err, sizeof(err)) == 0, "%s: %s",
                   cases[c].id, err);
     spec = jpath(&j, 0, cases[c].spec);
     ck_assert_msg(certs_json_is_obj(&j, spec), "%s: no pod spec", cases[c].id);
     ctr = certs_json_get(&j, spec, "containers");
+    init = certs_json_get(&j, spec, "initContainers");
     if (cases[c].reason == PX_INJECT_OPT_OUT || cases[c].reason == PX_INJECT_NS_EXCLUDED) {
         ck_assert_int_eq(count_named(&j, ctr, "picket"), 0);
+        ck_assert_int_eq(count_named(&j, init, "picket"), 0);
         certs_json_clear(&j);
         return;
     }
-    ck_assert_int_eq(count_named(&j, ctr, "picket"), 1);
+    ck_assert_int_eq(count_named(&j, ctr, "picket") + count_named(&j, init, "picket"), 1);
     if (cases[c].cm != NULL) {
-        int pk = certs_json_next_elem(&j, certs_json_first(&j, ctr));
-        /* the sidecar comes last, after the app */
+        /* a native sidecar: the last init container, restartPolicy Always;
+         * the app containers are untouched */
+        int pk = last_elem(&j, init);
+        ck_assert_int_eq(count_named(&j, ctr, "picket"), 0);
         ck_assert(certs_json_eq(&j, certs_json_get(&j, pk, "name"), "picket"));
+        ck_assert(certs_json_eq(&j, certs_json_get(&j, pk, "restartPolicy"), "Always"));
         ck_assert(certs_json_eq(&j, jpath(&j, pk, "args.2"), "/etc/picket/picket.json"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "args.3"), "--node-id"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "args.4"), "$(PICKET_NODE_ID)"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "env.0.valueFrom.fieldRef.fieldPath"),
+                                "metadata.namespace"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "env.1.valueFrom.fieldRef.fieldPath"),
+                                "metadata.name"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "env.2.value"), "$(POD_NAMESPACE)/$(POD_NAME)"));
         ck_assert(certs_json_eq(&j, jpath(&j, pk, "ports.0.name"), "picket-mtls"));
-        ck_assert(certs_json_eq(&j, jpath(&j, pk, "readinessProbe.exec.command.2"),
+        ck_assert_int_eq(j.tok[certs_json_get(&j, pk, "ports")].size, 1); /* no admin port */
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "startupProbe.exec.command.4"),
                                 "http://127.0.0.1:15000/readyz"));
-        ck_assert(certs_json_eq(&j, jpath(&j, pk, "lifecycle.preStop.exec.command.0"), "sleep"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "readinessProbe.exec.command.4"),
+                                "http://127.0.0.1:15000/readyz"));
+        ck_assert(certs_json_bool(&j, jpath(&j, pk, "securityContext.runAsNonRoot"), &b) == 0 && b);
+        ck_assert(certs_json_bool(&j, jpath(&j, pk, "securityContext.readOnlyRootFilesystem"),
+                                  &b) == 0 && b);
+        ck_assert(certs_json_bool(&j, jpath(&j, pk, "securityContext.allowPrivilegeEscalation"),
+                                  &b) == 0 && !b);
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "securityContext.capabilities.drop.0"), "ALL"));
+        ck_assert_int_eq(certs_json_int(&j, jpath(&j, pk, "securityContext.runAsUser"), &g), 0);
+        ck_assert_int_eq(g, 65532);
         vols = certs_json_get(&j, spec, "volumes");
         ck_assert_int_eq(count_named(&j, vols, "picket-config"), 1);
         ck_assert_int_eq(count_named(&j, vols, "picket-svid"), 1);
@@ -285,8 +335,13 @@ START_TEST(test_inject_options)
     o.inbound_port = 8443;
     o.admin_port = 9901;
     o.drain_timeout_s = 45;
+    o.run_as_user = 1000;
+    o.resources = "{\"limits\":{\"memory\":\"64Mi\"}}";
     ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), 0);
     ck_assert_int_eq(px_inject_patch(js, strlen(js), &o, &r, err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"resources\":{\"limits\":{\"memory\":\"64Mi\"}}"));
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"runAsUser\":1000"));
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"configMap\":{\"name\":\"cfg\"}"));
     ck_assert_ptr_nonnull(strstr(r.patch, "\"image\":\"registry.example/picket:1.2\""));
     ck_assert_ptr_nonnull(strstr(r.patch, "\"containerPort\":8443"));
     ck_assert_ptr_nonnull(strstr(r.patch, "http://127.0.0.1:9901/healthz"));
@@ -302,6 +357,130 @@ START_TEST(test_inject_options)
     o.image = "x";
     o.admin_port = o.inbound_port;
     ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.admin_port = 9901;
+    o.run_as_user = 0; /* root is never injected */
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.run_as_user = 1;
+    o.svid_volume = "{\"name\":\"x\",\"csi\":{}}";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.svid_volume = "{}";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.svid_volume = PX_INJECT_DEFAULT_SVID_VOLUME;
+    o.resources = "[1]";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.resources = NULL;
+    o.config_map = "<app>-Cfg";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), -1);
+    o.config_map = "cfg-<app>";
+    ck_assert_int_eq(px_inject_opts_check(&o, err, sizeof(err)), 0);
+}
+END_TEST
+
+/* ---- the injector config file ----------------------------------------- */
+
+static const struct {
+    const char *json, *errpart; /* errpart NULL: loads */
+} configs[] = {
+    {"{}", NULL},
+    {"{\"image\":\"reg.example/picket:2\",\"resources\":{\"requests\":{\"cpu\":\"10m\"}},"
+     "\"config_map\":\"mesh-<app>\",\"svid_volume\":{\"csi\":{\"driver\":\"csi.spiffe.io\","
+     "\"readOnly\":true}},\"inbound_port\":8443,\"admin_port\":9901,\"drain_timeout\":\"45s\","
+     "\"run_as_user\":1001,\"malformed_review\":\"allow\",\"exclude_namespaces\":[\"infra\"]}",
+     NULL},
+    {"{\"proxy_config\":{\"node_id\":\"x\"},\"svid_secret\":\"<app>-svid\"}", NULL},
+    {"{\"imag\":\"x\"}", "1:2: unknown key \"imag\""},
+    {"{\"image\":1}", "image: expected a string"},
+    {"{\"resources\":\"x\"}", "resources: expected an object"},
+    {"{\"inbound_port\":0}", "inbound_port: expected a port number"},
+    {"{\"drain_timeout\":\"2h\"}", "drain_timeout"},
+    {"{\"run_as_user\":0}", "run_as_user"},
+    {"{\"malformed_review\":\"ignore\"}", "malformed_review: expected"},
+    {"{\"exclude_namespaces\":[1]}", "exclude_namespaces"},
+    {"{\"config_map\":\"a\",\"proxy_config\":{\"a\":1}}", "mutually exclusive"},
+    {"{\"svid_volume\":{\"csi\":{}},\"svid_secret\":\"s\"}", "mutually exclusive"},
+    {"{\"svid_volume\":{\"csi\":{},\"secret\":{}}}", "svid_volume"},
+    {"{\"config_map\":\"Upper\"}", "config map"},
+    {"{\"image\":\"a\",\"image\":\"b\"}", "duplicate key"},
+    {"[]", "expected a JSON object"},
+};
+
+START_TEST(test_config_load)
+{
+    struct px_inject_opts o;
+    char err[512] = "";
+    int rc;
+    px_inject_opts_init(&o);
+    rc = px_inject_config_load(&o, configs[_i].json, strlen(configs[_i].json), err, sizeof(err));
+    if (configs[_i].errpart == NULL) {
+        ck_assert_msg(rc == 0, "row %d: %s", _i, err);
+    } else {
+        ck_assert_msg(rc == PX_INJECT_EINPUT, "row %d: loaded", _i);
+        ck_assert_msg(strstr(err, configs[_i].errpart) != NULL, "row %d: err %s", _i, err);
+    }
+    if (_i == 1) {
+        ck_assert_str_eq(o.image, "reg.example/picket:2");
+        ck_assert_str_eq(o.resources, "{\"requests\":{\"cpu\":\"10m\"}}");
+        ck_assert_str_eq(o.config_map, "mesh-<app>");
+        ck_assert_str_eq(o.svid_volume, "{\"csi\":{\"driver\":\"csi.spiffe.io\",\"readOnly\":true}}");
+        ck_assert_int_eq(o.inbound_port, 8443);
+        ck_assert_int_eq(o.admin_port, 9901);
+        ck_assert_int_eq(o.drain_timeout_s, 45);
+        ck_assert_int_eq(o.run_as_user, 1001);
+        ck_assert_int_eq(o.malformed_allow, 1);
+        ck_assert_uint_eq(o.nexclude_ns, 1);
+        ck_assert_str_eq(o.exclude_ns[0], "infra");
+    }
+    px_inject_opts_free(&o);
+    ck_assert_str_eq(o.image, "picket:0.1"); /* back to the defaults */
+}
+END_TEST
+
+/* proxy_config: an emptyDir filled by the picket-config init container,
+ * which runs before the sidecar; "$" doubled against $(VAR) expansion. */
+START_TEST(test_generated_config)
+{
+    static const char cfg[] = "{\"proxy_config\":{\"node_id\":\"a$(X)\",\"workers\":1},"
+                              "\"svid_secret\":\"<app>-svid\"}";
+    const char *js = POD(LBL, "{\"containers\":[" C_APP "]}");
+    struct px_inject_opts o;
+    struct px_inject_result r;
+    struct certs_json j;
+    char err[512], *out = NULL, buf[256];
+    size_t outlen = 0;
+    int init, vols;
+    px_inject_opts_init(&o);
+    ck_assert_int_eq(px_inject_config_load(&o, cfg, strlen(cfg), err, sizeof(err)), 0);
+    ck_assert_int_eq(px_inject_object(js, strlen(js), &o, 0, &out, &outlen, &r, err, sizeof(err)), 0);
+    ck_assert_int_eq(certs_json_parse(&j, out, outlen, 0, err, sizeof(err)), 0);
+    init = jpath(&j, 0, "spec.initContainers");
+    ck_assert_int_eq(j.tok[init].size, 2);
+    ck_assert(certs_json_eq(&j, jpath(&j, init, "0.name"), "picket-config"));
+    ck_assert(certs_json_get(&j, jpath(&j, init, "0"), "restartPolicy") < 0);
+    ck_assert(certs_json_eq(&j, jpath(&j, init, "0.args.1"), "write-config"));
+    ck_assert(certs_json_eq(&j, jpath(&j, init, "0.env.0.name"), "PICKET_CONFIG"));
+    ck_assert_int_ge(certs_json_str(&j, jpath(&j, init, "0.env.0.value"), buf, sizeof(buf)), 0);
+    ck_assert_str_eq(buf, "{\"node_id\":\"a$$(X)\",\"workers\":1}");
+    ck_assert(certs_json_eq(&j, jpath(&j, init, "1.name"), "picket"));
+    ck_assert(certs_json_eq(&j, jpath(&j, init, "1.restartPolicy"), "Always"));
+    vols = jpath(&j, 0, "spec.volumes");
+    ck_assert(certs_json_eq(&j, jpath(&j, vols, "0.emptyDir.medium"), "Memory"));
+    ck_assert(certs_json_eq(&j, jpath(&j, vols, "1.secret.secretName"), "orders-svid"));
+    certs_json_clear(&j);
+    free(out);
+    px_inject_result_clear(&r);
+
+    /* the workload's annotation picks its ConfigMap over the generated config */
+    js = POD(LBL ",\"annotations\":{\"picket.dev/config-map\":\"own\"}", "{\"containers\":[" C_APP "]}");
+    ck_assert_int_eq(px_inject_patch(js, strlen(js), &o, &r, err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(strstr(r.patch, "\"configMap\":{\"name\":\"own\"}"));
+    ck_assert_ptr_null(strstr(r.patch, "picket-config\",\"image"));
+    px_inject_result_clear(&r);
+
+    /* a container already named picket-config cannot coexist */
+    js = POD(LBL, "{\"containers\":[{\"name\":\"picket-config\",\"image\":\"x\"}]}");
+    ck_assert_int_eq(px_inject_patch(js, strlen(js), &o, &r, err, sizeof(err)), PX_INJECT_EREFUSE);
+    ck_assert_ptr_nonnull(strstr(err, "picket-config"));
+    px_inject_opts_free(&o);
 }
 END_TEST
 
@@ -399,26 +578,43 @@ static const struct {
     int rc;
     const char *resp_part, *err_part;
     enum px_inject_reason reason;
+    int allow; /* malformed_review "allow" */
 } reviews[] = {
     {REVIEW("{" UID ",\"operation\":\"CREATE\",\"namespace\":\"shop\",\"object\":"
             POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
-     0, "\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"W3si", NULL, PX_INJECT_INJECTED},
+     0, "\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"W3si", NULL, PX_INJECT_INJECTED, 0},
     {REVIEW("{" UID ",\"operation\":\"UPDATE\",\"object\":" POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
      0, "\"uid\":\"705ab4f5-6393-11e8-b7cc-42010a800002\",\"allowed\":true}}", NULL,
-     PX_INJECT_NOT_CREATE},
+     PX_INJECT_NOT_CREATE, 0},
     {REVIEW("{" UID ",\"namespace\":\"kube-system\",\"object\":" POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
-     0, "\"allowed\":true}}", NULL, PX_INJECT_NS_EXCLUDED},
+     0, "\"allowed\":true}}", NULL, PX_INJECT_NS_EXCLUDED, 0},
     {REVIEW("{" UID ",\"object\":" POD("\"generateName\":\"x-\"", "{\"containers\":[" C_APP "]}") "}"),
      0, "\"allowed\":false,\"status\":{\"code\":403,\"message\":\"picket inject: ", "cannot tell",
-     PX_INJECT_REFUSED},
-    {REVIEW("{\"uid\":\"a\\\"b\",\"object\":{}}"), PX_INJECT_EINPUT, NULL, "request.uid", 0},
-    {REVIEW("{" UID "}"), PX_INJECT_EINPUT, NULL, "request.object", 0},
-    {REVIEW("[]"), PX_INJECT_EINPUT, NULL, "request: expected an object", 0},
+     PX_INJECT_REFUSED, 0},
+    {REVIEW("{\"uid\":\"a\\\"b\",\"object\":{}}"), PX_INJECT_EINPUT, NULL, "request.uid", 0, 0},
+    {REVIEW("[]"), PX_INJECT_EINPUT, NULL, "request: expected an object", 0, 0},
     {"{\"apiVersion\":\"admission.k8s.io/v1beta1\",\"kind\":\"AdmissionReview\"}", PX_INJECT_EINPUT,
-     NULL, "apiVersion", 0},
+     NULL, "apiVersion", 0, 0},
     {"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"Pod\"}", PX_INJECT_EINPUT, NULL,
-     "kind: expected", 0},
-    {"{\"apiVersion\":", PX_INJECT_EINPUT, NULL, "1:15: unexpected end", 0},
+     "kind: expected", 0, 0},
+    {"{\"apiVersion\":", PX_INJECT_EINPUT, NULL, "1:15: unexpected end", 0, 0},
+    /* "error" mode with a readable uid: a clear AdmissionReview error */
+    {REVIEW("{" UID "}"), 0, "\"allowed\":false,\"status\":{\"code\":400,\"message\":\"picket inject: ",
+     "request.object", PX_INJECT_MALFORMED, 0},
+    {REVIEW("{" UID ",\"object\":" POD(LBL, "{\"containers\":[]}") "}"), 0,
+     "\"allowed\":false,\"status\":{\"code\":400", "containers", PX_INJECT_MALFORMED, 0},
+    {REVIEW("{" UID ",\"object\":\"x\"}"), 0, "\"code\":400", "request.object", PX_INJECT_MALFORMED, 0},
+    /* "allow" mode: allowed unchanged, the reason as a warning */
+    {REVIEW("{" UID "}"), 0, "\"allowed\":true,\"warnings\":[\"picket inject: ", "request.object",
+     PX_INJECT_MALFORMED, 1},
+    {REVIEW("{" UID ",\"object\":" POD("\"generateName\":\"x-\"", "{\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":true,\"warnings\":[", "cannot tell", PX_INJECT_REFUSED, 1},
+    {"{\"apiVersion\":", 0, "{\"uid\":\"\",\"allowed\":true,\"warnings\":[", "unexpected end",
+     PX_INJECT_MALFORMED, 1},
+    {REVIEW("{\"uid\":7}"), 0, "\"allowed\":true,\"warnings\":[", "request.uid", PX_INJECT_MALFORMED, 1},
+    /* injection is the same in both modes */
+    {REVIEW("{" UID ",\"operation\":\"CREATE\",\"object\":" POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"W3si", NULL, PX_INJECT_INJECTED, 1},
 };
 
 START_TEST(test_review)
@@ -429,6 +625,7 @@ START_TEST(test_review)
     size_t len = 0;
     int rc;
     px_inject_opts_init(&o);
+    o.malformed_allow = reviews[_i].allow;
     rc = px_inject_review(reviews[_i].body, strlen(reviews[_i].body), &o, &resp, &len, &r, uid,
                           sizeof(uid), err, sizeof(err));
     ck_assert_msg(rc == reviews[_i].rc, "row %d: rc %d %s", _i, rc, err);
@@ -439,7 +636,10 @@ START_TEST(test_review)
         return;
     }
     ck_assert_msg(strstr(resp, reviews[_i].resp_part) != NULL, "row %d: %s", _i, resp);
-    ck_assert_str_eq(uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+    if (strstr(reviews[_i].body, UID) != NULL) {
+        ck_assert_str_eq(uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        ck_assert_ptr_nonnull(strstr(resp, "{\"uid\":\"705ab4f5-6393-11e8-b7cc-42010a800002\","));
+    }
     ck_assert_int_eq(r.reason, reviews[_i].reason);
     {
         struct certs_json j;
@@ -477,6 +677,8 @@ TCase *tcase_inject(void)
     tcase_add_loop_test(tc, test_inject_table, 0, (int)N_ELEMS(cases));
     tcase_add_test(tc, test_inject_list_counts);
     tcase_add_test(tc, test_inject_options);
+    tcase_add_loop_test(tc, test_config_load, 0, (int)N_ELEMS(configs));
+    tcase_add_test(tc, test_generated_config);
     tcase_add_test(tc, test_inject_size_limit);
     tcase_add_loop_test(tc, test_patch_apply, 0, (int)N_ELEMS(patches));
     tcase_add_test(tc, test_format);
