@@ -1,0 +1,194 @@
+/*
+ * fuzz_json.c - certs_json_parse() on arbitrary bytes (certs/json.c).
+ *
+ * On success every token is walked with the accessors and checked:
+ *   - start <= end, both within the input; children lie inside their
+ *     parent; certs_json_skip() moves forward and stays in range;
+ *   - iterating a container with first/next_key/next_elem visits exactly
+ *     tok.size children, and certs_json_get() finds each raw key at the
+ *     token after it (duplicate keys are refused by the parser);
+ *   - certs_json_str() never writes more than the raw string, returns a
+ *     NUL-terminated result with no inner NUL, agrees with
+ *     certs_json_strdup(), and refuses buffers one byte too small;
+ *   - certs_json_int() / certs_json_bool() only succeed on primitives whose
+ *     text says so; certs_json_pos() gives line and column >= 1.
+ * On failure the error text must start with "line:col: ".
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "certs.h"
+#include "fuzz_common.h"
+
+/* Small budget: keeps each run fast and reaches the too-many-tokens path. */
+#define FUZZ_JSON_TOKENS 4096
+
+static void check_err_prefix(const char *err)
+{
+    int line = 0, col = 0, n = 0;
+    FUZZ_CHECKF(sscanf(err, "%d:%d: %n", &line, &col, &n) == 2 && n > 0 && line >= 1 && col >= 1,
+                "error text '%s'", err);
+}
+
+static void check_string(const struct certs_json *j, int i)
+{
+    const jsmntok_t *t = &j->tok[i];
+    size_t raw = (size_t)(t->end - t->start);
+    char *buf = malloc(raw + 1);
+    char *dup;
+    int n;
+
+    FUZZ_CHECK(buf != NULL);
+    n = certs_json_str(j, i, buf, raw + 1);
+    dup = certs_json_strdup(j, i);
+    if (n < 0) {
+        FUZZ_CHECK(dup == NULL);
+    } else {
+        FUZZ_CHECKF((size_t)n <= raw, "unescaped %d > raw %zu", n, raw);
+        FUZZ_CHECK(buf[n] == '\0');
+        FUZZ_CHECK(strlen(buf) == (size_t)n);
+        FUZZ_CHECK(dup != NULL && strcmp(dup, buf) == 0);
+        /* Escape-free strings come back byte for byte. */
+        if (memchr(j->js + t->start, '\\', raw) == NULL)
+            FUZZ_CHECK((size_t)n == raw && memcmp(buf, j->js + t->start, raw) == 0);
+        /* Exactly n + 1 bytes fit; n bytes must be refused, not truncated. */
+        {
+            char *tight = malloc((size_t)n + 1);
+            FUZZ_CHECK(tight != NULL);
+            FUZZ_CHECK(certs_json_str(j, i, tight, (size_t)n + 1) == n);
+            FUZZ_CHECK(memcmp(tight, buf, (size_t)n + 1) == 0);
+            if (n > 0)
+                FUZZ_CHECK(certs_json_str(j, i, tight, (size_t)n) == -1);
+            free(tight);
+        }
+        FUZZ_CHECK(certs_json_is_str(j, i));
+        FUZZ_CHECK(certs_json_eq(j, i, buf) == (raw == (size_t)n && memcmp(buf, j->js + t->start, raw) == 0));
+    }
+    free(dup);
+    free(buf);
+}
+
+static void check_primitive(const struct certs_json *j, int i)
+{
+    const jsmntok_t *t = &j->tok[i];
+    const char *p = j->js + t->start;
+    size_t n = (size_t)(t->end - t->start);
+    int64_t v = 0;
+    int b = -1;
+
+    FUZZ_CHECK(n > 0);
+    if (certs_json_int(j, i, &v) == 0) {
+        char txt[32];
+        /* Integers have one spelling we can compare against: no '+', no
+         * fraction or exponent. A leading zero ("007") is not JSON and
+         * must not get here. */
+        snprintf(txt, sizeof(txt), "%" PRId64, v);
+        FUZZ_CHECKF((strlen(txt) == n && memcmp(txt, p, n) == 0) || (n == 2 && memcmp(p, "-0", 2) == 0),
+                    "int %" PRId64 " from '%.*s'", v, (int)n, p);
+    }
+    if (certs_json_bool(j, i, &b) == 0) {
+        FUZZ_CHECK(b == 0 || b == 1);
+        FUZZ_CHECK(b ? (n == 4 && memcmp(p, "true", 4) == 0) : (n == 5 && memcmp(p, "false", 5) == 0));
+    }
+    {
+        char sb[8];
+        FUZZ_CHECK(certs_json_str(j, i, sb, sizeof(sb)) == -1);
+        FUZZ_CHECK(certs_json_strdup(j, i) == NULL);
+    }
+}
+
+static void check_container(const struct certs_json *j, int i)
+{
+    const jsmntok_t *t = &j->tok[i];
+    int obj = certs_json_is_obj(j, i);
+    int count = 0;
+    int k = certs_json_first(j, i);
+
+    FUZZ_CHECK(obj != certs_json_is_arr(j, i));
+    for (; k > 0 && count < t->size; count++) {
+        FUZZ_CHECK(k > i && k < j->ntok);
+        FUZZ_CHECK(j->tok[k].parent == i);
+        if (obj) {
+            const jsmntok_t *kt = &j->tok[k];
+            size_t kl = (size_t)(kt->end - kt->start);
+            FUZZ_CHECK(kt->type == JSMN_STRING && kt->size == 1);
+            FUZZ_CHECK(k + 1 < j->ntok && j->tok[k + 1].parent == k);
+            if (memchr(j->js + kt->start, '\0', kl) == NULL) {
+                char *key = malloc(kl + 1);
+                FUZZ_CHECK(key != NULL);
+                memcpy(key, j->js + kt->start, kl);
+                key[kl] = '\0';
+                FUZZ_CHECKF(certs_json_get(j, i, key) == k + 1, "key '%s'", key);
+                free(key);
+            }
+            k = certs_json_next_key(j, k);
+        } else {
+            k = certs_json_next_elem(j, k);
+        }
+    }
+    FUZZ_CHECKF(count == t->size, "visited %d of %d children", count, t->size);
+    FUZZ_CHECK(k == -1 || t->size == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *js = (const char *)data;
+    struct certs_json j;
+    char err[256] = "";
+
+    if (certs_json_parse(&j, js, size, FUZZ_JSON_TOKENS, err, sizeof(err)) != 0) {
+        check_err_prefix(err);
+        FUZZ_CHECK(j.tok == NULL && j.ntok == 0);
+        certs_json_clear(&j);
+        return 0;
+    }
+    FUZZ_CHECK(j.ntok >= 1 && j.ntok <= FUZZ_JSON_TOKENS);
+    FUZZ_CHECK(j.js == js && j.len == size);
+    FUZZ_CHECK(certs_json_skip(&j, 0) == j.ntok);
+    for (int i = 0; i < j.ntok; i++) {
+        const jsmntok_t *t = &j.tok[i];
+        int line = 0, col = 0, next;
+
+        FUZZ_CHECKF(t->start >= 0 && t->start <= t->end && (size_t)t->end <= size,
+                    "token %d [%d,%d) in %zu bytes", i, t->start, t->end, size);
+        if (i == 0)
+            FUZZ_CHECK(t->parent == -1);
+        else
+        {
+            /* A container holds its children; a key (string) is followed
+             * by its value. */
+            const jsmntok_t *pt;
+            FUZZ_CHECK(t->parent >= 0 && t->parent < i);
+            pt = &j.tok[t->parent];
+            if (pt->type == JSMN_STRING)
+                FUZZ_CHECK(pt->size == 1 && t->start > pt->end);
+            else
+                FUZZ_CHECK((pt->type == JSMN_OBJECT || pt->type == JSMN_ARRAY) &&
+                           pt->start <= t->start && pt->end >= t->end);
+        }
+        next = certs_json_skip(&j, i);
+        FUZZ_CHECK(next > i && next <= j.ntok);
+        certs_json_pos(&j, i, &line, &col);
+        FUZZ_CHECK(line >= 1 && col >= 1);
+        switch (t->type) {
+        case JSMN_STRING:
+            /* The quote before the string is in the input too. */
+            FUZZ_CHECK(t->start >= 1 && js[t->start - 1] == '"' && (size_t)t->end < size &&
+                       js[t->end] == '"');
+            check_string(&j, i);
+            break;
+        case JSMN_PRIMITIVE:
+            check_primitive(&j, i);
+            break;
+        case JSMN_OBJECT:
+        case JSMN_ARRAY:
+            check_container(&j, i);
+            break;
+        default:
+            FUZZ_CHECKF(0, "token %d has type %d", i, (int)t->type);
+        }
+    }
+    certs_json_clear(&j);
+    FUZZ_CHECK(j.tok == NULL && j.ntok == 0);
+    return 0;
+}
