@@ -78,7 +78,10 @@ const char *policy_strerror(int rc);
  * Output: out (outcap bytes, caller-owned) receives the normalized path, the
  * query, and a terminating NUL. *outlen (may be NULL) gets the total length
  * without the NUL and *pathlen (may be NULL) the length of the path part,
- * which is what rules match. outcap >= 3 * inlen + 2 always suffices.
+ * which is what rules match. outcap >= 3 * inlen + 2 always suffices; a
+ * smaller buffer must also hold the path before dot segments are removed
+ * (segments are written, then dropped when a ".." follows), else
+ * POLICY_PATH_TOO_LONG even if the final result would fit.
  *
  * Idempotent: normalizing the output again yields the same bytes.
  * Returns 0 or one of the POLICY_PATH_* codes (name: policy_path_error_name).
