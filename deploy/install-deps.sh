@@ -15,7 +15,7 @@ PKGS=(
   # test clients and PKI
   openssl curl nghttp2-client
   # integration test peers (run with /usr/bin/python3)
-  python3 python3-h2 python3-grpcio python3-yaml python3-jsonpatch systemd
+  python3 python3-h2 python3-grpcio python3-yaml python3-jsonpatch python3-cryptography systemd nginx
 )
 
 missing=()
