@@ -243,7 +243,11 @@ static void on_response(void *arg, const struct px_client_resp *r)
         count("picket_policy_refusals_total", "Fetched bundles refused, by reason", "reason",
               policy_env_reason_name(fe->next.reason));
         px_log(PX_LOG_ERROR, "policy_refused", "source", fe->up.url, "reason",
-               policy_env_reason_name(fe->next.reason), "detail", fe->next.detail, "revision", rev,
+               policy_env_reason_name(fe->next.reason), "detail", fe->next.detail, "revision",
+               (fe->next.reason == POLICY_ENV_REVISION_ROLLBACK ||
+                fe->next.reason == POLICY_ENV_REVISION_CONFLICT)
+                   ? rev
+                   : NULL, /* not parsed, so unknown */
                "msg", "keeping the policy in force", NULL);
         break;
     default: {
