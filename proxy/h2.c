@@ -257,6 +257,28 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     return 0;
 }
 
+/* Every connection-ending GOAWAY we send with an error code (protocol
+ * errors, and the floods nghttp2 cuts off by itself such as rapid reset)
+ * is counted and logged here, whichever path decided it. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2_conn *hc = arg;
+    char labels[96];
+    (void)s;
+    if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR)
+        return 0;
+    snprintf(labels, sizeof(labels), "error=\"%s\"",
+             nghttp2_http2_strerror(f->goaway.error_code));
+    px_counter_add(px_counter_get("picket_h2_protocol_errors_total",
+                                  "HTTP/2 connections ended with an error GOAWAY (protocol "
+                                  "errors, floods)",
+                                  labels),
+                   1);
+    px_log(PX_LOG_INFO, "h2_goaway_sent", "peer", hc->c->peer_addr, "error",
+           nghttp2_http2_strerror(f->goaway.error_code), NULL);
+    return 0;
+}
+
 static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
                              uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
@@ -419,12 +441,6 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
         unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
         ssize_t n = nghttp2_session_mem_recv(hc->s, p, len);
         if (n < 0) {
-            char labels[96];
-            snprintf(labels, sizeof(labels), "error=\"%s\"", nghttp2_strerror((int)n));
-            px_counter_add(px_counter_get("picket_h2_protocol_errors_total",
-                                          "HTTP/2 connections ended for protocol errors or floods",
-                                          labels),
-                           1);
             px_log(PX_LOG_INFO, "h2_protocol_error", "peer", hc->c->peer_addr, "error",
                    nghttp2_strerror((int)n), NULL);
             hc->in_recv = 0;
@@ -576,6 +592,7 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     /* Flood limits (nghttp2 ends the connection with GOAWAY
      * ENHANCE_YOUR_CALM past them): rapid reset (CVE-2023-44487: RST_STREAM
