@@ -211,20 +211,50 @@ struct ready_info {
     int demo;
 };
 
+/* A path as a shell word: as is when it is plain, else single-quoted, so
+ * the printed lines can be pasted whatever the state folder is called. */
+static const char *shq(const char *path, char *buf, size_t len)
+{
+    size_t o = 0;
+    if (strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-") ==
+        strlen(path))
+        return path;
+    buf[o++] = '\'';
+    for (const char *p = path; *p && o + 5 < len; p++) {
+        if (*p == '\'') {
+            memcpy(buf + o, "'\\''", 4);
+            o += 4;
+        } else {
+            buf[o++] = *p;
+        }
+    }
+    buf[o++] = '\'';
+    buf[o] = '\0';
+    return buf;
+}
+
 static void on_ready(void *arg)
 {
     struct ready_info *r = arg;
+    char cert[1200], key[1200], ca[1200], pol[1200], b[5000];
+    snprintf(b, sizeof(b), "%s/client.pem", r->state);
+    snprintf(cert, sizeof(cert), "%s", shq(b, b + 2500, 2500));
+    snprintf(b, sizeof(b), "%s/client.key", r->state);
+    snprintf(key, sizeof(key), "%s", shq(b, b + 2500, 2500));
+    snprintf(b, sizeof(b), "%s/ca/ca.pem", r->state);
+    snprintf(ca, sizeof(ca), "%s", shq(b, b + 2500, 2500));
+    snprintf(b, sizeof(b), "%s/policy.json", r->state);
+    snprintf(pol, sizeof(pol), "%s", shq(b, b + 2500, 2500));
     printf("\npicket dev gateway is listening on https://localhost:%d (mTLS, HTTP/2 and "
            "HTTP/1.1)\n"
-           "  server identity: %s\n  your identity:   %s (allowed by %s/policy.json)\n\n"
+           "  server identity: %s\n  your identity:   %s (allowed by %s)\n\n"
            "Call it:\n"
-           "  curl --http2 --cert %s/client.pem --key %s/client.key --cacert %s/ca/ca.pem "
-           "https://localhost:%d/\n\n"
-           "gRPC (grpcurl-style clients): target localhost:%d, root CA %s/ca/ca.pem, "
-           "client cert %s/client.pem, key %s/client.key\n"
+           "  curl --http2 --cert %s --key %s --cacert %s https://localhost:%d/\n\n"
+           "gRPC (grpcurl-style clients): target localhost:%d, root CA %s, "
+           "client cert %s, key %s\n"
            "Admin: curl http://127.0.0.1:%d/metrics   Stop: Ctrl-C\n\n",
-           r->port, DEV_SERVER_ID, DEV_CLIENT_ID, r->state, r->state, r->state, r->state, r->port,
-           r->port, r->state, r->state, r->state, r->port + 1);
+           r->port, DEV_SERVER_ID, DEV_CLIENT_ID, pol, cert, key, ca, r->port, r->port, ca, cert,
+           key, r->port + 1);
     fflush(stdout);
 }
 

@@ -136,6 +136,9 @@ struct px_worker {
     struct px_dispatch_state *dispatch; /* dispatch.c: per-service caches, in-flight checks */
 };
 
+/* The empty peer ID of a connection without a verified client cert. */
+extern char px_conn_no_peer[];
+
 /* SSL ex_data index holding the struct px_conn of a server-side SSL. */
 extern int px_ssl_conn_idx;
 /* Client-side SSL ex_data: the expected server SPIFFE ID (const char *),
@@ -162,10 +165,11 @@ struct px_conn {
     struct event *timer;          /* handshake / idle / header timeout */
     int64_t accepted_ms;
     char peer_addr[64];
-    char peer_id[2100];           /* SPIFFE ID of the verified client cert ("" if none) */
+    char *peer_id;                /* SPIFFE ID of the verified client cert; never NULL:
+                                   * px_conn_no_peer ("") until verified, then owned */
     char peer_cert_hash[65];      /* hex sha256 of the client cert DER */
     const char *hs_reason;        /* handshake refusal reason (static string) */
-    char hs_detail[256];
+    char *hs_detail;              /* handshake refusal detail (owned) or NULL */
     int handshaken;
     int closing;
 };

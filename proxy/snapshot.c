@@ -100,7 +100,8 @@ static int verify_peer_cb(X509_STORE_CTX *xs, void *arg)
     if (r != CERTS_R_OK) {
         if (c != NULL) {
             c->hs_reason = certs_reason_name(r);
-            snprintf(c->hs_detail, sizeof(c->hs_detail), "%s", err);
+            free(c->hs_detail);
+            c->hs_detail = strdup(err);
         }
         X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
@@ -109,7 +110,14 @@ static int verify_peer_cb(X509_STORE_CTX *xs, void *arg)
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
         static const char hex[] = "0123456789abcdef";
-        snprintf(c->peer_id, sizeof(c->peer_id), "%s", id);
+        char *pid = strdup(id);
+        if (pid == NULL) {
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_OUT_OF_MEM);
+            return 0;
+        }
+        if (c->peer_id != px_conn_no_peer)
+            free(c->peer_id);
+        c->peer_id = pid;
         if (X509_digest(leaf, EVP_sha256(), md, &mdlen) == 1) {
             for (unsigned i = 0; i < mdlen && i < 32; i++) {
                 c->peer_cert_hash[2 * i] = hex[md[i] >> 4];

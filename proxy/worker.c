@@ -30,6 +30,7 @@
 #include "worker.h"
 
 atomic_long px_active_conns;
+char px_conn_no_peer[1] = "";
 
 static struct px_counter *hs_counter(const char *listener, const char *result)
 {
@@ -70,6 +71,9 @@ void px_conn_free(struct px_conn *c)
         bufferevent_free(c->bev);
     }
     px_snapshot_unref(c->snap);
+    if (c->peer_id != px_conn_no_peer)
+        free(c->peer_id);
+    free(c->hs_detail);
     free(c);
     if (w->draining && w->nconns == 0)
         event_base_loopexit(w->base, NULL);
@@ -138,7 +142,7 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
             ;
         px_counter_add(hs_counter(c->lst->name, reason), 1);
         px_log(PX_LOG_INFO, "handshake_refused", "listener", c->lst->name, "peer", c->peer_addr,
-               "reason", reason, "detail", c->hs_detail[0] ? c->hs_detail : detail, NULL);
+               "reason", reason, "detail", c->hs_detail ? c->hs_detail : detail, NULL);
         px_conn_free(c);
     }
 }
@@ -225,6 +229,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     }
     c->w = w;
     c->lst = l;
+    c->peer_id = px_conn_no_peer;
     c->snap = px_snapshot_ref(w->snap);
     c->accepted_ms = px_now_ms();
     addr_str(sa, c->peer_addr, sizeof(c->peer_addr));

@@ -854,6 +854,7 @@ START_TEST(test_devca_round_trip)
 END_TEST
 
 TCase *tcase_json(void); /* certs_json.c */
+TCase *tcase_spiffe_hostile(void); /* certs_spiffe_hostile.c */
 
 static Suite *certs_suite(void)
 {
@@ -861,6 +862,7 @@ static Suite *certs_suite(void)
     TCase *tc;
 
     suite_add_tcase(s, tcase_json());
+    suite_add_tcase(s, tcase_spiffe_hostile());
 
     tc = tcase_create("svid");
     tcase_add_checked_fixture(tc, setup, teardown);
