@@ -47,6 +47,7 @@ struct h2_conn {
     struct event *idle;
     struct event *send_ev; /* sends run from here, never inside a caller's stack */
     int goaway;
+    int draining; /* shutdown notice sent; the final GOAWAY follows after DRAIN_NOTICE */
     int in_recv; /* inside mem_recv: defer sends */
     int dead;
     int flush_close; /* protocol error: close once the GOAWAY is written */
@@ -252,8 +253,15 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     free(hs);
     if (st != NULL)
         px_stream_down_done(st);
-    if (hc->nstreams == 0 && !hc->flush_close)
-        arm_idle(hc);
+    if (hc->nstreams == 0 && !hc->flush_close) {
+        if (hc->goaway) {
+            /* draining and the last stream is done: close */
+            nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+            schedule_send(hc);
+        } else if (!hc->draining) {
+            arm_idle(hc);
+        }
+    }
     return 0;
 }
 
@@ -500,7 +508,20 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
         h2_close(hc);
         return;
     }
-    if (hc->nstreams == 0) {
+    if (hc->draining && !hc->goaway) {
+        /* Phase 2 of a drain: the client has had a round trip to see the
+         * shutdown notice; streams it opened until now are served, later
+         * ones are refused (and are safe for it to retry elsewhere). */
+        hc->goaway = 1;
+        nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        if (hc->nstreams == 0)
+            nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+        h2_send(hc);
+        return;
+    }
+    if (hc->nstreams == 0 && !hc->draining) {
         hc->goaway = 1;
         nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
@@ -559,16 +580,23 @@ void px_h2_conn_close(struct px_conn *c)
         px_conn_free(c);
 }
 
+/* Two-phase shutdown (RFC 9113 6.8): first a GOAWAY with the maximum stream
+ * id (nghttp2's shutdown notice), so requests already on the wire are still
+ * served; DRAIN_NOTICE_MS later the real GOAWAY with the last stream we
+ * processed. A single immediate GOAWAY would refuse requests the client
+ * sent before it could see it, and clients that do not retry lose them. */
+#define DRAIN_NOTICE_MS 1000
+
 void px_h2_conn_drain(struct px_conn *c)
 {
     struct h2_conn *hc = c->proto_ctx;
-    if (hc == NULL || hc->dead || hc->goaway)
+    struct timeval tv = {DRAIN_NOTICE_MS / 1000, (DRAIN_NOTICE_MS % 1000) * 1000};
+    if (hc == NULL || hc->dead || hc->goaway || hc->draining)
         return;
-    hc->goaway = 1;
-    nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(hc->s),
-                          NGHTTP2_NO_ERROR, NULL, 0);
-    if (hc->nstreams == 0)
-        nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+    hc->draining = 1;
+    nghttp2_submit_shutdown_notice(hc->s);
+    if (hc->idle)
+        evtimer_add(hc->idle, &tv);
     schedule_send(hc);
 }
 

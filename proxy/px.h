@@ -114,6 +114,7 @@ struct px_listener {
     size_t index;                     /* in cfg->listeners */
     char name[64];
     struct evconnlistener *evl;
+    struct event *accept_retry;        /* re-enables evl after an accept failure */
     struct px_counter *by_status[600]; /* picket_requests_total{listener,status}, lazily */
     struct px_histogram *duration;     /* picket_request_duration_seconds{listener} */
     struct px_counter *conns_total;

@@ -311,8 +311,12 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
     if (st->up_done || st->up == NULL)
         return;
     st->reason = "upstream_timeout";
-    px_log(PX_LOG_WARN, "upstream_timeout", "request_id", st->request_id, "upstream",
-           st->upstream_name ? st->upstream_name : "", NULL);
+    px_counter_add(px_counter_get("picket_upstream_failures_total",
+                                  "Upstream failures by reason (connect, reset, server identity)",
+                                  "reason=\"upstream_timeout\""),
+                   1);
+    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->request_id, "upstream",
+           st->upstream_name ? st->upstream_name : "", "reason", "upstream_timeout", NULL);
     /* Cancel the upstream first: it ends the upstream side (up_done) and,
      * when the client is already gone, frees the stream. Only then answer
      * the client, so no path here reads a freed stream. */

@@ -292,15 +292,35 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_listener *l = arg;
+    (void)fd;
+    (void)what;
+    if (l->evl != NULL && !l->w->draining)
+        evconnlistener_enable(l->evl);
+}
+
 static void accept_error_cb(struct evconnlistener *evl, void *arg)
 {
     struct px_listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    (void)evl;
-    /* EMFILE/ENFILE: out of descriptors. Keep listening; the kernel queue
-     * holds the connection until a descriptor frees up. */
+    struct timeval tv = {0, 200 * 1000};
+    /* Out of descriptors (EMFILE/ENFILE) or buffers: the pending connection
+     * stays in the kernel queue and the socket stays readable, so retrying
+     * at once would spin. Pause this listener for 200 ms and log once per
+     * pause; existing connections carry on. */
+    px_counter_add(px_counter_get("picket_accept_failures_total",
+                                  "accept() failures (e.g. out of file descriptors)", ""),
+                   1);
     px_log(PX_LOG_WARN, "accept_failed", "listener", l->name, "error",
-           evutil_socket_error_to_string(err), NULL);
+           evutil_socket_error_to_string(err), "msg", "pausing this listener for 200ms", NULL);
+    if (l->accept_retry == NULL)
+        l->accept_retry = evtimer_new(l->w->base, accept_retry_cb, l);
+    if (l->accept_retry != NULL) {
+        evconnlistener_disable(evl);
+        evtimer_add(l->accept_retry, &tv);
+    }
 }
 
 int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
@@ -478,9 +498,12 @@ void px_worker_free(struct px_worker *w)
 {
     w->draining = 0; /* no loopexit calls from here on */
     close_all(w);
-    for (size_t i = 0; i < w->nlisteners; i++)
+    for (size_t i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].evl)
             evconnlistener_free(w->listeners[i].evl);
+        if (w->listeners[i].accept_retry)
+            event_free(w->listeners[i].accept_retry);
+    }
     free(w->listeners);
     px_dispatch_free(w);
     px_pools_free(w);
