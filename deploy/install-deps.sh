@@ -44,6 +44,16 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Packages like nginx start a system service on install; tests start their
+# own instances on loopback ports, so tell invoke-rc.d not to start anything
+# (the usual policy-rc.d convention), unless the machine already has a policy.
+policy_rc=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  policy_rc=/usr/sbin/policy-rc.d
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null
+  $SUDO chmod 755 "$policy_rc"
+  trap '$SUDO rm -f "$policy_rc"' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "install-deps: installed ${missing[*]}" >&2
