@@ -17,6 +17,7 @@
  *
  * Exit status: 0 success; 1 refused or failed; 2 usage error.
  */
+#include "cli.h"
 #include "cmd_bundle.h"
 
 #include <errno.h>
@@ -46,30 +47,11 @@ static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "picket bundle: ");
+    int rc;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    rc = px_cli_vusage_error("picket bundle", usage_text, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n%s", usage_text);
-    return 2;
-}
-
-/* Matches argv[*i] against "--name" (value in the next argument) or
- * "--name=value". Returns 1 with *val set (NULL if the value is missing),
- * 0 if argv[*i] is another argument. */
-static int opt(int argc, char **argv, int *i, const char *name, const char **val)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0')
-        return 0;
-    *val = *i + 1 < argc ? argv[++*i] : NULL;
-    return 1;
+    return rc;
 }
 
 static int write_all(int fd, const char *p, size_t len)
@@ -127,11 +109,11 @@ static int cmd_keygen(int argc, char **argv)
     int rc = 1;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--type", &v))
+        if (px_cli_opt(argc, argv, &i, "--type", &v))
             type = v;
-        else if (opt(argc, argv, &i, "--out", &v))
+        else if (px_cli_opt(argc, argv, &i, "--out", &v))
             out = v;
-        else if (opt(argc, argv, &i, "--pub", &v))
+        else if (px_cli_opt(argc, argv, &i, "--pub", &v))
             pub = v;
         else
             return usage_error("keygen: unexpected argument '%s'", argv[i]);
@@ -180,11 +162,11 @@ static int cmd_sign(int argc, char **argv)
     int rc = 1;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--key", &v))
+        if (px_cli_opt(argc, argv, &i, "--key", &v))
             key = v;
-        else if (opt(argc, argv, &i, "--keyid", &v))
+        else if (px_cli_opt(argc, argv, &i, "--keyid", &v))
             keyid = v;
-        else if (opt(argc, argv, &i, "--out", &v))
+        else if (px_cli_opt(argc, argv, &i, "--out", &v))
             out = v;
         else if (argv[i][0] == '-' && argv[i][1] == '-')
             return usage_error("sign: unknown option '%s'", argv[i]);
@@ -253,9 +235,9 @@ static int cmd_verify(int argc, char **argv)
     int rc = 1, e;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--key", &v))
+        if (px_cli_opt(argc, argv, &i, "--key", &v))
             key = v;
-        else if (opt(argc, argv, &i, "--keyid", &v))
+        else if (px_cli_opt(argc, argv, &i, "--keyid", &v))
             keyid = v;
         else if (argv[i][0] == '-' && argv[i][1] == '-')
             return usage_error("verify: unknown option '%s'", argv[i]);

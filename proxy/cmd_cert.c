@@ -14,6 +14,7 @@
  * to stdout, errors to stderr. Reason names printed here are the stable
  * names of certs_reason_name().
  */
+#include "cli.h"
 #include "cmd_cert.h"
 
 #include <arpa/inet.h>
@@ -49,30 +50,11 @@ static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "picket cert: ");
+    int rc;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    rc = px_cli_vusage_error("picket cert", usage_text, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n%s", usage_text);
-    return 2;
-}
-
-/* Matches argv[*i] against "--name" (value in the next argument) or
- * "--name=value". Returns 1 with *val set (NULL if the value is missing),
- * 0 if argv[*i] is another argument. */
-static int opt(int argc, char **argv, int *i, const char *name, const char **val)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0')
-        return 0;
-    *val = *i + 1 < argc ? argv[++*i] : NULL;
-    return 1;
+    return rc;
 }
 
 /* Duration flag in whole seconds (certs_duration_parse syntax: 90s, 1h30m). */
@@ -115,11 +97,11 @@ static int cmd_init(int argc, char **argv)
     int64_t ttl_s = 0;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--trust-domain", &v))
+        if (px_cli_opt(argc, argv, &i, "--trust-domain", &v))
             td = v;
-        else if (opt(argc, argv, &i, "--out", &v))
+        else if (px_cli_opt(argc, argv, &i, "--out", &v))
             out = v;
-        else if (opt(argc, argv, &i, "--ttl", &v))
+        else if (px_cli_opt(argc, argv, &i, "--ttl", &v))
             ttl = v;
         else
             return usage_error("init: unexpected argument '%s'", argv[i]);
@@ -161,21 +143,21 @@ static int cmd_issue(int argc, char **argv)
     int64_t ttl_s = 0;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--ca", &v))
+        if (px_cli_opt(argc, argv, &i, "--ca", &v))
             ca = v;
-        else if (opt(argc, argv, &i, "--spiffe-id", &v))
+        else if (px_cli_opt(argc, argv, &i, "--spiffe-id", &v))
             id = v;
-        else if (opt(argc, argv, &i, "--ttl", &v))
+        else if (px_cli_opt(argc, argv, &i, "--ttl", &v))
             ttl = v;
-        else if (opt(argc, argv, &i, "--out", &v))
+        else if (px_cli_opt(argc, argv, &i, "--out", &v))
             out = v;
-        else if (opt(argc, argv, &i, "--name", &v))
+        else if (px_cli_opt(argc, argv, &i, "--name", &v))
             name = v;
-        else if (opt(argc, argv, &i, "--dns", &v)) {
+        else if (px_cli_opt(argc, argv, &i, "--dns", &v)) {
             if (ndns == MAX_SANS)
                 return usage_error("issue: too many --dns (limit %d)", MAX_SANS);
             dns[ndns++] = v;
-        } else if (opt(argc, argv, &i, "--ip", &v)) {
+        } else if (px_cli_opt(argc, argv, &i, "--ip", &v)) {
             if (nips == MAX_SANS)
                 return usage_error("issue: too many --ip (limit %d)", MAX_SANS);
             ips[nips++] = v;
@@ -378,7 +360,7 @@ static int cmd_inspect(int argc, char **argv)
     BIO *out;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--max-lifetime", &v)) {
+        if (px_cli_opt(argc, argv, &i, "--max-lifetime", &v)) {
             if (v == NULL)
                 return usage_error("%s", "inspect: --max-lifetime needs a value");
             maxs = v;
@@ -434,11 +416,11 @@ static int cmd_verify(int argc, char **argv)
     int status = 1;
 
     for (int i = 2; i < argc; i++) {
-        if (opt(argc, argv, &i, "--bundle", &v))
+        if (px_cli_opt(argc, argv, &i, "--bundle", &v))
             bundle = v;
-        else if (opt(argc, argv, &i, "--trust-domain", &v))
+        else if (px_cli_opt(argc, argv, &i, "--trust-domain", &v))
             td = v;
-        else if (opt(argc, argv, &i, "--max-lifetime", &v))
+        else if (px_cli_opt(argc, argv, &i, "--max-lifetime", &v))
             maxs = v;
         else if (argv[i][0] == '-' || file != NULL)
             return usage_error("verify: unexpected argument '%s'", argv[i]);

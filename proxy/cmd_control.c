@@ -12,6 +12,7 @@
  * Exit status: 0 stopped by SIGTERM/SIGINT; 1 failed to start or run; 2
  * usage error.
  */
+#include "cli.h"
 #include "cmd_control.h"
 
 #include <signal.h>
@@ -39,28 +40,11 @@ static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "picket control: ");
+    int rc;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    rc = px_cli_vusage_error("picket control", usage_text, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n%s", usage_text);
-    return 2;
-}
-
-/* "--name VALUE" or "--name=VALUE": 1 with *val (NULL when missing), else 0. */
-static int opt(int argc, char **argv, int *i, const char *name, const char **val)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0')
-        return 0;
-    *val = *i + 1 < argc ? argv[++*i] : NULL;
-    return 1;
+    return rc;
 }
 
 /* "host:port" or "[v6]:port" -> host (brackets removed) and port 0..65535. */
@@ -115,8 +99,8 @@ static int cmd_serve(int argc, char **argv)
     o.max_wait_ms = PX_CONTROL_MAX_WAIT_MS;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
-        if (opt(argc, argv, &i, "--dir", &v) || opt(argc, argv, &i, "--bind", &v) ||
-            opt(argc, argv, &i, "--cert", &v) || opt(argc, argv, &i, "--key", &v)) {
+        if (px_cli_opt(argc, argv, &i, "--dir", &v) || px_cli_opt(argc, argv, &i, "--bind", &v) ||
+            px_cli_opt(argc, argv, &i, "--cert", &v) || px_cli_opt(argc, argv, &i, "--key", &v)) {
             const char *name = argv[i][0] == '-' ? argv[i] : argv[i - 1];
             if (v == NULL || v[0] == '\0')
                 return usage_error("%.*s needs a value", (int)strcspn(name, "="), name);
@@ -128,8 +112,8 @@ static int cmd_serve(int argc, char **argv)
                 cert = v;
             else
                 key = v;
-        } else if (opt(argc, argv, &i, "--bundle", &v) ||
-                   opt(argc, argv, &i, "--trust-bundle", &v)) {
+        } else if (px_cli_opt(argc, argv, &i, "--bundle", &v) ||
+                   px_cli_opt(argc, argv, &i, "--trust-bundle", &v)) {
             /* --bundle TD=FILE, or --bundle FILE for our own trust domain
              * (the one in --cert's SPIFFE ID, resolved once --cert is
              * known). --trust-bundle is the same option. */
@@ -150,20 +134,20 @@ static int cmd_serve(int argc, char **argv)
                     return usage_error("at most %d --bundle", MAX_LIST);
                 bare[nbare++] = v;
             }
-        } else if (opt(argc, argv, &i, "--allow", &v)) {
+        } else if (px_cli_opt(argc, argv, &i, "--allow", &v)) {
             if (v == NULL || !allow_ok(v))
                 return usage_error("--allow: expected a SPIFFE ID or spiffe://TD/PATH/*, got '%s'",
                                    v ? v : "");
             if (nallow == MAX_LIST)
                 return usage_error("at most %d --allow", MAX_LIST);
             allow[nallow++] = v;
-        } else if (opt(argc, argv, &i, "--max-wait", &v)) {
+        } else if (px_cli_opt(argc, argv, &i, "--max-wait", &v)) {
             if (v == NULL || certs_duration_parse(v, strlen(v), &o.max_wait_ms) != 0 ||
                 o.max_wait_ms > 3600000)
                 return usage_error("--max-wait: expected a duration up to 1h such as 60s, got "
                                    "'%s'",
                                    v ? v : "");
-        } else if (opt(argc, argv, &i, "--max-waiters", &v)) {
+        } else if (px_cli_opt(argc, argv, &i, "--max-waiters", &v)) {
             char *end = NULL;
             long n = v != NULL ? strtol(v, &end, 10) : 0;
             if (v == NULL || *end != '\0' || n < 1 || n > 100000)

@@ -20,6 +20,7 @@
  * readable, the parser's line:col message, the answer: allow or error) for
  * a malformed review.
  */
+#include "cli.h"
 #include "cmd_inject.h"
 
 #include <errno.h>
@@ -85,29 +86,11 @@ static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "picket inject: ");
+    int rc;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    rc = px_cli_vusage_error("picket inject", usage_text, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n%s", usage_text);
-    return 2;
-}
-
-/* Matches argv[*i] against "--name VALUE" or "--name=VALUE". Returns 1 with
- * *val set (NULL if the value is missing), 0 if it is another argument. */
-static int opt(int argc, char **argv, int *i, const char *name, const char **val)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0')
-        return 0;
-    *val = *i + 1 < argc ? argv[++*i] : NULL;
-    return 1;
+    return rc;
 }
 
 static int parse_port(const char *s, int *out)
@@ -130,14 +113,14 @@ static int common_opt(int argc, char **argv, int *i, struct px_inject_opts *o, i
 {
     const char *v = NULL;
     int64_t ms;
-    if (opt(argc, argv, i, "--config", &v)) {
+    if (px_cli_opt(argc, argv, i, "--config", &v)) {
         /* loaded before the other options (load_config) */
-    } else if (opt(argc, argv, i, "--image", &v))
+    } else if (px_cli_opt(argc, argv, i, "--image", &v))
         o->image = v;
-    else if (opt(argc, argv, i, "--config-map", &v)) {
+    else if (px_cli_opt(argc, argv, i, "--config-map", &v)) {
         o->config_map = v;
         o->proxy_config = NULL; /* an explicit ConfigMap wins over a generated config */
-    } else if (opt(argc, argv, i, "--malformed-review", &v)) {
+    } else if (px_cli_opt(argc, argv, i, "--malformed-review", &v)) {
         if (v != NULL && strcmp(v, "allow") == 0)
             o->malformed_allow = 1;
         else if (v != NULL && strcmp(v, "error") == 0)
@@ -145,19 +128,19 @@ static int common_opt(int argc, char **argv, int *i, struct px_inject_opts *o, i
         else
             return usage_error("--malformed-review: expected allow or error");
     }
-    else if (opt(argc, argv, i, "--svid-secret", &v))
+    else if (px_cli_opt(argc, argv, i, "--svid-secret", &v))
         o->svid_secret = v;
-    else if (opt(argc, argv, i, "--inbound-port", &v)) {
+    else if (px_cli_opt(argc, argv, i, "--inbound-port", &v)) {
         if (parse_port(v, &o->inbound_port) != 0)
             return usage_error("--inbound-port: expected a port number");
-    } else if (opt(argc, argv, i, "--admin-port", &v)) {
+    } else if (px_cli_opt(argc, argv, i, "--admin-port", &v)) {
         if (parse_port(v, &o->admin_port) != 0)
             return usage_error("--admin-port: expected a port number");
-    } else if (opt(argc, argv, i, "--drain-timeout", &v)) {
+    } else if (px_cli_opt(argc, argv, i, "--drain-timeout", &v)) {
         if (v == NULL || certs_duration_parse(v, strlen(v), &ms) != 0 || ms > 3600000)
             return usage_error("--drain-timeout: expected a duration up to 1h (e.g. 20s)");
         o->drain_timeout_s = (int)((ms + 999) / 1000);
-    } else if (opt(argc, argv, i, "--exclude-namespace", &v)) {
+    } else if (px_cli_opt(argc, argv, i, "--exclude-namespace", &v)) {
         if (!*ns_reset) {
             o->nexclude_ns = 0;
             *ns_reset = 1;
@@ -228,7 +211,7 @@ static int load_config(int argc, char **argv, struct px_inject_opts *o)
     FILE *f;
     int rc;
     for (int i = 1; i < argc; i++)
-        if (opt(argc, argv, &i, "--config", &v)) {
+        if (px_cli_opt(argc, argv, &i, "--config", &v)) {
             if (v == NULL || v[0] == '\0')
                 return usage_error("--config: missing file name");
             if (file != NULL)
@@ -281,7 +264,7 @@ static int cmd_filter(int argc, char **argv, struct px_inject_opts *o)
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;
-        } else if (opt(argc, argv, &i, "-f", &v) || opt(argc, argv, &i, "--file", &v)) {
+        } else if (px_cli_opt(argc, argv, &i, "-f", &v) || px_cli_opt(argc, argv, &i, "--file", &v)) {
             if (v == NULL || v[0] == '\0')
                 return usage_error("-f: missing file name");
             if (file != NULL)
@@ -638,11 +621,11 @@ static int cmd_serve(int argc, char **argv, struct px_inject_opts *o)
         if (c == 1)
             continue;
         const char *v = NULL, **dst = NULL;
-        if (opt(argc, argv, &i, "--bind", &v))
+        if (px_cli_opt(argc, argv, &i, "--bind", &v))
             dst = &bind;
-        else if (opt(argc, argv, &i, "--cert", &v))
+        else if (px_cli_opt(argc, argv, &i, "--cert", &v))
             dst = &cert;
-        else if (opt(argc, argv, &i, "--key", &v))
+        else if (px_cli_opt(argc, argv, &i, "--key", &v))
             dst = &key;
         else
             return usage_error("serve: unknown argument '%s'", argv[i]);
@@ -691,7 +674,7 @@ static int cmd_write_config(int argc, char **argv)
     FILE *f;
     int ok;
     for (int i = 1; i < argc; i++) {
-        if (opt(argc, argv, &i, "--out", &v) && v != NULL && v[0] != '\0')
+        if (px_cli_opt(argc, argv, &i, "--out", &v) && v != NULL && v[0] != '\0')
             out = v;
         else
             return usage_error("write-config: expected --out FILE");
