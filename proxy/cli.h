@@ -14,6 +14,7 @@ int px_cli_opt(int argc, char **argv, int *i, const char *name, const char **val
 
 /* Prints "PROG: message\n" and the usage text to stderr; returns 2 (the
  * exit status for usage errors). */
-int px_cli_vusage_error(const char *prog, const char *usage, const char *fmt, va_list ap);
+int px_cli_vusage_error(const char *prog, const char *usage, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #endif
