@@ -286,6 +286,10 @@ int certs_devca_issue(const char *cadir, const char *spiffe_id, int64_t ttl_s,
 /* Reads a whole file of at most max bytes into a malloc'ed, NUL-terminated
  * buffer (*out, length in *len; caller frees). Returns 0, CERTS_ERR_IO (err
  * holds strerror) or CERTS_ERR_TOO_LARGE. Refuses non-regular files. */
+/* Writes "<prefix>: <first OpenSSL error>" into err and empties OpenSSL's
+ * error queue, so a stale error never surfaces in a later call. */
+void certs_ossl_err(char *err, size_t errlen, const char *prefix);
+
 /* Writes data to path atomically: a temp file in the same directory with
  * mode `mode`, fsync, rename over path, fsync the directory. Returns 0 or
  * CERTS_ERR_IO. */

@@ -15,9 +15,6 @@
 void certs_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Writes "<prefix>: <first OpenSSL error>" into err and empties OpenSSL's
- * error queue, so a stale error never surfaces in a later call. */
-void certs_ossl_err(char *err, size_t errlen, const char *prefix);
 
 /* ASN1_TIME -> Unix seconds. Returns 0 or -1. */
 int certs_asn1_to_unix(const ASN1_TIME *t, int64_t *out);

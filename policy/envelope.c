@@ -56,20 +56,6 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Drains OpenSSL's queue into err so a stale error never shows up later. */
-static void ossl_errf(char *err, size_t errlen, const char *prefix)
-{
-    char buf[200];
-    unsigned long e = ERR_peek_error();
-    if (e != 0) {
-        ERR_error_string_n(e, buf, sizeof(buf));
-        errf(err, errlen, "%s: %s", prefix, buf);
-    } else {
-        errf(err, errlen, "%s", prefix);
-    }
-    ERR_clear_error();
-}
-
 const char *policy_envelope_strerror(int rc)
 {
     switch (rc) {
@@ -161,7 +147,7 @@ int policy_key_generate(enum policy_key_type type, EVP_PKEY **out, char *err, si
     else
         k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     if (k == NULL) {
-        ossl_errf(err, errlen, "key generation failed");
+        certs_ossl_err(err, errlen, "key generation failed");
         return POLICY_ERR_ENV_CRYPTO;
     }
     *out = k;
@@ -209,7 +195,7 @@ static int key_from_pem(EVP_PKEY **out, const char *pem, size_t len, int private
                 : PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
     BIO_free(bio);
     if (k == NULL) {
-        ossl_errf(err, errlen, private ? "bad PEM private key" : "bad PEM public key");
+        certs_ossl_err(err, errlen, private ? "bad PEM private key" : "bad PEM public key");
         return POLICY_ERR_ENV_KEY;
     }
     if (policy_key_type_name(k) == NULL) {
@@ -292,7 +278,7 @@ static int key_to_pem(const EVP_PKEY *k, int private, char **pem, size_t *len, c
     ok = private ? PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL)
                  : PEM_write_bio_PUBKEY(bio, k);
     if (!ok) {
-        ossl_errf(err, errlen, private ? "cannot write private key" : "cannot write public key");
+        certs_ossl_err(err, errlen, private ? "cannot write private key" : "cannot write public key");
         BIO_free(bio);
         return POLICY_ERR_ENV_KEY;
     }
@@ -402,14 +388,14 @@ int policy_keyring_add(struct policy_keyring *kr, const char *keyid, const EVP_P
     ERR_clear_error();
     n = i2d_PUBKEY(key, &der);
     if (n <= 0) {
-        ossl_errf(err, errlen, "cannot encode public key");
+        certs_ossl_err(err, errlen, "cannot encode public key");
         return POLICY_ERR_ENV_KEY;
     }
     p = der;
     pub = d2i_PUBKEY(NULL, &p, n);
     OPENSSL_free(der);
     if (pub == NULL) {
-        ossl_errf(err, errlen, "cannot decode public key");
+        certs_ossl_err(err, errlen, "cannot decode public key");
         return POLICY_ERR_ENV_KEY;
     }
     snprintf(kr->keys[kr->n].keyid, sizeof(kr->keys[kr->n].keyid), "%s", keyid);
@@ -548,7 +534,7 @@ static int sign_msg(EVP_PKEY *priv, const unsigned char *msg, size_t msglen, uns
     *siglen = n;
     return 0;
 fail:
-    ossl_errf(err, errlen, "signing failed");
+    certs_ossl_err(err, errlen, "signing failed");
     free(buf);
     EVP_MD_CTX_free(ctx);
     return POLICY_ERR_ENV_CRYPTO;
