@@ -258,6 +258,28 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
     }
 }
 
+/* Fields named in Connection are hop-by-hop too (RFC 9110 7.6.1): drop
+ * them (except "te" when keep_te: "te: trailers" is handled by the caller). */
+static void strip_connection_tokens(struct px_hdrs *h, int keep_te)
+{
+    const struct px_hdr *c = px_hdrs_get(h, "connection");
+    char tmp[256];
+    char *save = NULL, *tok;
+    size_t n;
+    if (c == NULL)
+        return;
+    n = c->vlen < sizeof(tmp) - 1 ? c->vlen : sizeof(tmp) - 1;
+    memcpy(tmp, c->value, n);
+    tmp[n] = '\0';
+    for (tok = strtok_r(tmp, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        for (char *p = tok; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p + 32);
+        if (!(keep_te && strcmp(tok, "te") == 0))
+            px_hdrs_del(h, tok);
+    }
+}
+
 void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
 {
     /* up_done first: the upstream side lets go before the downstream hears
@@ -271,21 +293,7 @@ void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
 
 void px_stream_response_headers(struct px_stream *st)
 {
-    const struct px_hdr *conn_hdr = px_hdrs_get(&st->resp, "connection");
-    /* Fields named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
-    if (conn_hdr != NULL) {
-        char tmp[256];
-        size_t n = conn_hdr->vlen < sizeof(tmp) - 1 ? conn_hdr->vlen : sizeof(tmp) - 1;
-        char *save = NULL, *tok;
-        memcpy(tmp, conn_hdr->value, n);
-        tmp[n] = '\0';
-        for (tok = strtok_r(tmp, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-            for (char *p = tok; *p; p++)
-                if (*p >= 'A' && *p <= 'Z')
-                    *p = (char)(*p + 32);
-            px_hdrs_del(&st->resp, tok);
-        }
-    }
+    strip_connection_tokens(&st->resp, 0);
     for (size_t i = 0; i < st->resp.n;) {
         if (px_is_hop_by_hop(st->resp.v[i].name, st->resp.v[i].nlen)) {
             char name[32];
@@ -387,26 +395,12 @@ static int request_id_ok(const char *v, size_t len)
  * fields that only picket may write. */
 static void filter_request_headers(struct px_stream *st)
 {
-    const struct px_hdr *c = px_hdrs_get(&st->req, "connection");
     const struct px_hdr *te = px_hdrs_get(&st->req, "te");
     int te_trailers = 0;
 
     if (te != NULL && te->vlen == 8 && strncasecmp(te->value, "trailers", 8) == 0)
         te_trailers = 1;
-    if (c != NULL) {
-        char tmp[256];
-        size_t n = c->vlen < sizeof(tmp) - 1 ? c->vlen : sizeof(tmp) - 1;
-        char *save = NULL, *tok;
-        memcpy(tmp, c->value, n);
-        tmp[n] = '\0';
-        for (tok = strtok_r(tmp, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-            for (char *p = tok; *p; p++)
-                if (*p >= 'A' && *p <= 'Z')
-                    *p = (char)(*p + 32);
-            if (strcmp(tok, "te") != 0)
-                px_hdrs_del(&st->req, tok);
-        }
-    }
+    strip_connection_tokens(&st->req, 1);
     for (size_t i = 0; i < st->req.n;) {
         const struct px_hdr *h = &st->req.v[i];
         int drop = px_is_hop_by_hop(h->name, h->nlen) ||

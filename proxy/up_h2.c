@@ -304,6 +304,19 @@ static void uc_free(struct uph2_conn *uc)
     free(uc);
 }
 
+/* Takes the first stream off a connection that is going away: forgets it
+ * in nghttp2 and frees our record. Returns its px_stream (may be NULL if
+ * the downstream already let go). */
+static struct px_stream *uc_pop_stream(struct uph2_conn *uc)
+{
+    struct uph2_stream *us = uc->streams;
+    struct px_stream *st = us->st;
+    nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
+    unlink_us(uc, us);
+    free(us);
+    return st;
+}
+
 /* The connection is unusable: every stream on it fails, then it goes. */
 static void uc_fail(struct uph2_conn *uc, const char *reason)
 {
@@ -311,11 +324,7 @@ static void uc_fail(struct uph2_conn *uc, const char *reason)
         return;
     uc->dead = 1;
     while (uc->streams != NULL) {
-        struct uph2_stream *us = uc->streams;
-        struct px_stream *st = us->st;
-        nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
-        unlink_us(uc, us);
-        free(us);
+        struct px_stream *st = uc_pop_stream(uc);
         if (st != NULL) {
             st->up_ctx = NULL;
             if (!st->resp_eof)
@@ -397,11 +406,7 @@ static void uc_fallback_h1(struct uph2_conn *uc)
     pool->alpn = PX_ALPN_FIXED;
     uc->dead = 1;
     while (uc->streams != NULL) {
-        struct uph2_stream *us = uc->streams;
-        struct px_stream *st = us->st;
-        nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
-        unlink_us(uc, us);
-        free(us);
+        struct px_stream *st = uc_pop_stream(uc);
         if (st != NULL) {
             st->up = NULL;
             st->up_ctx = NULL;
