@@ -53,7 +53,7 @@ struct h2_conn {
     int flush_close; /* protocol error: close once the GOAWAY is written */
 };
 
-static void h2_send(struct h2_conn *hc);
+static int h2_send(struct h2_conn *hc);
 static void h2_close(struct h2_conn *hc);
 
 /* The other side of a stream calls us from inside its own callbacks (an
@@ -415,27 +415,32 @@ static const struct px_down_ops h2_ops = {h2_response_ready, h2_request_drained,
 
 /* ---- I/O ---------------------------------------------------------------- */
 
-static void h2_send(struct h2_conn *hc)
+/* Writes what nghttp2 has queued. Returns -1 when the connection was
+ * closed (hc is freed: the caller must not touch it), else 0. */
+static int h2_send(struct h2_conn *hc)
 {
     struct evbuffer *out;
 
     if (hc->dead || hc->in_recv)
-        return;
+        return 0;
     out = bufferevent_get_output(hc->c->bev);
     while (evbuffer_get_length(out) < OUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(hc->s, &data);
         if (n < 0) {
             h2_close(hc);
-            return;
+            return -1;
         }
         if (n == 0)
             break;
         evbuffer_add(out, data, (size_t)n);
     }
     if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
-        evbuffer_get_length(out) == 0)
+        evbuffer_get_length(out) == 0) {
         h2_close(hc);
+        return -1;
+    }
+    return 0;
 }
 
 static void h2_read_cb(struct bufferevent *bev, void *arg)
@@ -455,9 +460,8 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
             /* nghttp2 queued a GOAWAY for most errors (ENHANCE_YOUR_CALM for
              * floods): write it, stop reading, close once it is out. */
             nghttp2_session_terminate_session(hc->s, NGHTTP2_PROTOCOL_ERROR);
-            h2_send(hc);
-            if (hc->dead)
-                return;
+            if (h2_send(hc) != 0)
+                return; /* closed and freed (found by fuzz_h2) */
             hc->flush_close = 1;
             bufferevent_disable(hc->c->bev, EV_READ);
             bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
@@ -496,7 +500,7 @@ static void send_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    h2_send(arg);
+    (void)h2_send(arg);
 }
 
 static void idle_cb(evutil_socket_t fd, short what, void *arg)

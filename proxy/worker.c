@@ -201,32 +201,15 @@ static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
-static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
 {
-    struct px_listener *l = arg;
     struct px_worker *w = l->w;
-    const struct px_config *cfg = w->snap->cfg;
-    struct px_conn *c;
-    SSL_CTX *ctx = w->snap->server_ctx[l->index];
-    int one = 1;
-    int64_t ms;
-    struct timeval tv;
-    (void)evl;
-    (void)salen;
+    struct px_conn *c = calloc(1, sizeof(*c));
+    int64_t ms = w->snap->cfg->limits.handshake_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 
-    if (w->draining ||
-        atomic_load(&px_active_conns) >= (long)cfg->limits.max_connections) {
-        px_counter_add(hs_counter(l->name, "over_max_connections"), 1);
-        close(fd);
-        return;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        close(fd);
-        return;
-    }
+    if (c == NULL)
+        return NULL;
     c->w = w;
     c->lst = l;
     c->peer_id = px_conn_no_peer;
@@ -242,17 +225,39 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     px_gauge_add(active_gauge(), 1);
     if (l->conns_total)
         px_counter_add(l->conns_total, 1);
-
     c->timer = evtimer_new(w->base, hs_timeout_cb, c);
-    ms = cfg->limits.handshake_timeout_ms;
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
     if (c->timer == NULL) {
-        close(fd);
         px_conn_free(c);
-        return;
+        return NULL;
     }
     evtimer_add(c->timer, &tv);
+    return c;
+}
+
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct px_listener *l = arg;
+    struct px_worker *w = l->w;
+    const struct px_config *cfg = w->snap->cfg;
+    struct px_conn *c;
+    SSL_CTX *ctx = w->snap->server_ctx[l->index];
+    int one = 1;
+    (void)evl;
+    (void)salen;
+
+    if (w->draining ||
+        atomic_load(&px_active_conns) >= (long)cfg->limits.max_connections) {
+        px_counter_add(hs_counter(l->name, "over_max_connections"), 1);
+        close(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c = px_conn_new(l, sa);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
     if (ctx == NULL) {
         /* plaintext listener (outbound, from the local app) */
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -323,7 +328,7 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
     }
 }
 
-int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
+int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen)
 {
     const struct px_config *cfg = w->snap->cfg;
     w->listeners = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*w->listeners));
@@ -333,21 +338,33 @@ int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
     }
     w->nlisteners = cfg->nlisteners;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        const struct px_listener_cfg *lc = &cfg->listeners[i];
         struct px_listener *l = &w->listeners[i];
-        struct sockaddr_storage ss;
-        socklen_t sl;
         char labels[120];
 
         l->w = w;
         l->index = i;
-        snprintf(l->name, sizeof(l->name), "%s", lc->name);
+        snprintf(l->name, sizeof(l->name), "%s", cfg->listeners[i].name);
         snprintf(labels, sizeof(labels), "listener=\"%s\"", l->name);
         l->duration = px_histogram_get("picket_request_duration_seconds",
                                        "Request duration from headers to end of response",
                                        labels, PX_LATENCY_BOUNDS, PX_LATENCY_NBOUNDS);
         l->conns_total = px_counter_get("picket_connections_total", "Accepted connections",
                                         labels);
+    }
+    return 0;
+}
+
+int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
+{
+    const struct px_config *cfg = w->snap->cfg;
+    if (px_worker_init_listeners(w, err, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct px_listener_cfg *lc = &cfg->listeners[i];
+        struct px_listener *l = &w->listeners[i];
+        struct sockaddr_storage ss;
+        socklen_t sl;
+
         if (px_resolve(lc->bind_host, lc->bind_port, &ss, &sl) != 0) {
             snprintf(err, errlen, "listeners[%zu] (%s): cannot resolve %s:%s", i, lc->name,
                      lc->bind_host, lc->bind_port);

@@ -10,6 +10,13 @@
 /* Binds this worker's listeners (SO_REUSEPORT) on w->base from w->snap.
  * Control thread, before px_worker_start(). */
 int px_worker_listen(struct px_worker *w, char *err, size_t errlen);
+/* The part of px_worker_listen() that opens no socket: w->listeners from
+ * w->snap, with their names and metrics. */
+int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen);
+/* A new downstream connection on l from sa, on l's worker's list, counted,
+ * with the handshake timer armed; no bufferevent yet (the caller sets
+ * c->bev). NULL when out of memory. */
+struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa);
 int px_worker_start(struct px_worker *w);
 /* Thread-safe: hand the worker a new snapshot / policy (a reference is
  * taken for the worker) or tell it to drain. */

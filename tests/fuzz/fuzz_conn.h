@@ -1,0 +1,346 @@
+/*
+ * fuzz_conn.h - a downstream connection of the real proxy, fed raw bytes:
+ * shared by fuzz_h1.c and fuzz_h2.c (static functions, one includer each).
+ *
+ * Built once per process: a dev CA and SVID in a temporary directory, a
+ * config with an inbound listener (default upstream: a canned HTTP/1.1
+ * server inside this process), an outbound listener (mTLS routes to a
+ * closed port) and a dispatch service (a closed port), and a policy with
+ * allow, deny, dispatch and header rules.
+ *
+ * Per input: a fresh worker (its own event base), one connection accepted
+ * on the inbound or outbound listener whose bufferevent is one end of a
+ * bufferevent pair; the harness writes the input into the other end in
+ * chunks, runs the event loop, closes its end and frees the worker. The
+ * code under test is picket's own: px_h1_conn_start()/px_h2_conn_start(),
+ * the request callbacks, px_stream_dispatch() (normalization, identity
+ * headers, policy, dispatch), the upstream pools and the access/audit log
+ * writers (to /dev/null).
+ *
+ * Input layout: byte 0 picks the chunk size and the listener (see
+ * conn_run()); the rest is what the client sends (for h2, after the
+ * connection preface, which the harness sends itself).
+ *
+ * Invariant checked here: every request the canned upstream receives has
+ * a well-formed HTTP/1.1 head (CRLF line ends only, a 3-part request line,
+ * token field names, no control bytes in values): whatever a client sends,
+ * picket never forwards a head with a framing of its own making.
+ */
+#ifndef PICKET_FUZZ_CONN_H
+#define PICKET_FUZZ_CONN_H
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "certs.h"
+#include "config.h"
+#include "enforce.h"
+#include "fuzz_common.h"
+#include "log.h"
+#include "px.h"
+#include "snapshot.h"
+#include "worker.h"
+
+#define FC_PEER_ID "spiffe://fuzz.test/ns/shop/sa/frontend"
+
+static struct {
+    int ready;
+    char dir[64];
+    int up_fd; /* listening socket of the canned upstream */
+    struct px_snapshot *snap;
+    struct px_policy_state *pol;
+} fc;
+
+static const char fc_policy[] =
+    "{\"revision\": 7, \"default\": \"deny\", \"rules\": ["
+    "{\"id\": \"reads\", \"action\": \"allow\", \"from\": [\"spiffe://fuzz.test/ns/shop/*\"],"
+    " \"methods\": [\"GET\", \"HEAD\", \"POST\"], \"paths\": [\"/orders/**\", \"/h2/**\", \"/\"]},"
+    "{\"id\": \"tenant\", \"action\": \"allow\", \"paths\": [\"/t/*\"],"
+    " \"headers\": {\"x-tenant\": [\"acme\"]}},"
+    "{\"id\": \"no-admin\", \"action\": \"deny\", \"paths\": [\"/orders/admin/**\"]},"
+    "{\"id\": \"pay\", \"action\": \"dispatch\", \"dispatch\": \"authz\","
+    " \"paths\": [\"/pay/**\"]}]}";
+
+static void fc_die(const char *what, const char *err)
+{
+    fprintf(stderr, "fuzz_conn setup: %s: %s\n", what, err);
+    abort();
+}
+
+static void fc_setup(void)
+{
+    char err[512], ca[128], cert[128], key[128], cfgjson[2048];
+    struct sockaddr_in sin = {0};
+    socklen_t sl = sizeof(sin);
+    struct px_config *cfg = NULL;
+    int n;
+
+    if (fc.ready)
+        return;
+    snprintf(fc.dir, sizeof(fc.dir), "/tmp/picket-fuzz-XXXXXX");
+    if (mkdtemp(fc.dir) == NULL)
+        fc_die("mkdtemp", "failed");
+    snprintf(ca, sizeof(ca), "%s/ca", fc.dir);
+    snprintf(cert, sizeof(cert), "%s/svid.pem", fc.dir);
+    snprintf(key, sizeof(key), "%s/svid.key", fc.dir);
+    if (certs_devca_init(ca, "fuzz.test", 30 * 86400, err, sizeof(err)) != 0)
+        fc_die("devca init", err);
+    if (certs_devca_issue(ca, "spiffe://fuzz.test/ns/shop/sa/orders", 86400, NULL, 0, NULL, 0,
+                          cert, key, err, sizeof(err)) != 0)
+        fc_die("devca issue", err);
+
+    /* The canned upstream: a listening socket; each worker accepts on it. */
+    fc.up_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fc.up_fd < 0 || bind(fc.up_fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+        listen(fc.up_fd, 128) != 0 || getsockname(fc.up_fd, (struct sockaddr *)&sin, &sl) != 0)
+        fc_die("upstream socket", "bind/listen failed");
+    evutil_make_socket_nonblocking(fc.up_fd);
+
+    n = snprintf(cfgjson, sizeof(cfgjson),
+                 "{\"node_id\": \"fuzz/picket\", \"workers\": 1,"
+                 " \"identity\": {\"cert\": \"svid.pem\", \"key\": \"svid.key\","
+                 "   \"trust_bundles\": {\"fuzz.test\": \"ca/ca.pem\"}},"
+                 " \"policy\": {\"file\": \"policy.json\"},"
+                 " \"dispatch\": {\"authz\": {\"url\": \"https://127.0.0.1:1\","
+                 "   \"server_id\": \"spiffe://fuzz.test/authz\", \"headers\": [\"x-user\"]}},"
+                 " \"listeners\": ["
+                 "  {\"name\": \"in\", \"kind\": \"inbound\", \"bind\": \"127.0.0.1:1\","
+                 "   \"upstream\": \"http://127.0.0.1:%d\","
+                 "   \"routes\": [{\"path_prefix\": \"/h2/\", \"upstream\": \"h2c://127.0.0.1:1\"}]},"
+                 "  {\"name\": \"out\", \"kind\": \"outbound\", \"bind\": \"127.0.0.1:2\","
+                 "   \"routes\": [{\"authority\": \"svc.fuzz.test\", \"upstream\": \"127.0.0.1:1\","
+                 "     \"server_id\": \"spiffe://fuzz.test/svc\"}]}],"
+                 " \"log\": {\"level\": \"error\", \"access\": \"/dev/null\", \"audit\": \"/dev/null\"},"
+                 " \"limits\": {\"max_concurrent_streams\": 16, \"max_header_list_size\": 8192,"
+                 "   \"stream_buffer\": 65536}}",
+                 ntohs(sin.sin_port));
+    if (n < 0 || (size_t)n >= sizeof(cfgjson))
+        fc_die("config", "too long");
+    if (px_config_parse(&cfg, "fuzz.json", fc.dir, cfgjson, (size_t)n, err, sizeof(err)) != 0)
+        fc_die("config", err);
+    if (px_log_init(cfg->log.level, cfg->log.access, cfg->log.audit, err, sizeof(err)) != 0)
+        fc_die("log", err);
+    px_ssl_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    px_ssl_expect_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    px_ssl_reason_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (px_snapshot_build(&fc.snap, cfg, err, sizeof(err)) != 0)
+        fc_die("snapshot", err);
+    snprintf(ca, sizeof(ca), "%s/policy.json", fc.dir);
+    if (certs_write_file_atomic(ca, fc_policy, sizeof(fc_policy) - 1, 0644, err, sizeof(err)) != 0 ||
+        px_policy_state_load_file(&fc.pol, ca, err, sizeof(err)) != 0)
+        fc_die("policy", err);
+    fc.ready = 1;
+}
+
+/* ---- the canned upstream ------------------------------------------------ */
+
+struct fc_up {
+    struct bufferevent *bev;
+    struct fc_up *next;
+    int answered;
+};
+
+struct fc_run {
+    struct px_worker *w;
+    struct evconnlistener *evl;
+    struct fc_up *ups;
+};
+
+static int fc_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* The forwarded head p[0..n) (up to and including the empty line). */
+static void fc_check_head(const unsigned char *p, size_t n)
+{
+    size_t i = 0, line = 0;
+    while (i < n) {
+        size_t s = i, e;
+        while (i < n && p[i] != '\r' && p[i] != '\n')
+            i++;
+        FUZZ_CHECKF(i + 1 < n + 1 && i < n && p[i] == '\r' && i + 1 < n && p[i + 1] == '\n',
+                    "forwarded head line %zu does not end in CRLF", line);
+        e = i;
+        i += 2;
+        if (e == s) {
+            FUZZ_CHECKF(i == n, "forwarded head has bytes after its empty line");
+            return;
+        }
+        if (line == 0) {
+            size_t sp = 0;
+            for (size_t k = s; k < e; k++) {
+                FUZZ_CHECKF(p[k] > 0x20 || p[k] == ' ', "control byte in the request line");
+                sp += p[k] == ' ';
+            }
+            FUZZ_CHECKF(sp == 2, "request line has %zu spaces", sp);
+            FUZZ_CHECK(e - s > 9 && memcmp(p + e - 9, " HTTP/1.1", 9) == 0);
+        } else {
+            size_t k = s;
+            while (k < e && p[k] != ':')
+                k++;
+            FUZZ_CHECKF(k < e && k > s, "forwarded field line %zu has no name", line);
+            for (size_t j = s; j < k; j++)
+                FUZZ_CHECKF(fc_tchar(p[j]), "forwarded field name byte 0x%02x", p[j]);
+            for (size_t j = k + 1; j < e; j++)
+                FUZZ_CHECKF(p[j] == '\t' || (p[j] >= 0x20 && p[j] != 0x7f),
+                            "forwarded field value byte 0x%02x", p[j]);
+        }
+        line++;
+    }
+    FUZZ_CHECKF(0, "forwarded head without an empty line");
+}
+
+static void fc_up_read(struct bufferevent *bev, void *arg)
+{
+    struct fc_up *u = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr end;
+    static const char resp[] = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"
+                               "connection: close\r\n\r\nok\n";
+
+    if (u->answered) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        /* picket writes a head in one piece; a partial head can only be
+         * the start of one that has not arrived yet. */
+        FUZZ_CHECK(evbuffer_get_length(in) < 1024 * 1024);
+        return;
+    }
+    fc_check_head(evbuffer_pullup(in, end.pos + 4), (size_t)end.pos + 4);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    u->answered = 1;
+    bufferevent_write(bev, resp, sizeof(resp) - 1);
+}
+
+static void fc_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    (void)arg;
+}
+
+static void fc_up_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                         int salen, void *arg)
+{
+    struct fc_run *r = arg;
+    struct fc_up *u = calloc(1, sizeof(*u));
+    (void)evl;
+    (void)sa;
+    (void)salen;
+    FUZZ_CHECK(u != NULL);
+    u->bev = bufferevent_socket_new(r->w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    FUZZ_CHECK(u->bev != NULL);
+    bufferevent_setcb(u->bev, fc_up_read, NULL, fc_up_event, u);
+    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    u->next = r->ups;
+    r->ups = u;
+}
+
+/* ---- one input ----------------------------------------------------------- */
+
+static void fc_loop(struct fc_run *r, struct bufferevent *client, struct evbuffer *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        event_base_loop(r->w->base, EVLOOP_NONBLOCK);
+        evbuffer_add_buffer(out, bufferevent_get_input(client));
+    }
+}
+
+/* Runs one connection. h2: send the client preface first. Byte 0 of
+ * data: bit 0 = listener (0 inbound, 1 outbound), bits 1-3 = chunk size
+ * (whole input, 1, 2, 3, 7, 16, 100, 1000 bytes). `out` gets everything
+ * picket wrote back. */
+static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *out)
+{
+    static const size_t chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    struct fc_run r = {0};
+    struct px_worker *w;
+    struct px_conn *c;
+    struct bufferevent *pair[2];
+    struct sockaddr_in peer = {0};
+    char err[256];
+    size_t chunk, li;
+
+    fc_setup();
+    if (size == 0)
+        return;
+    li = data[0] & 1;
+    chunk = chunks[(data[0] >> 1) & 7];
+    data++;
+    size--;
+    if (chunk == 0)
+        chunk = size ? size : 1;
+
+    w = calloc(1, sizeof(*w));
+    FUZZ_CHECK(w != NULL);
+    w->base = event_base_new();
+    FUZZ_CHECK(w->base != NULL);
+    w->snap = px_snapshot_ref(fc.snap);
+    w->policy = px_policy_state_ref(fc.pol);
+    FUZZ_CHECK(px_worker_init_listeners(w, err, sizeof(err)) == 0);
+    r.w = w;
+    r.evl = evconnlistener_new(w->base, fc_up_accept, &r, 0, -1, fc.up_fd);
+    FUZZ_CHECK(r.evl != NULL);
+
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons(40000);
+    peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    c = px_conn_new(&w->listeners[li], (struct sockaddr *)&peer);
+    FUZZ_CHECK(c != NULL);
+    FUZZ_CHECK(bufferevent_pair_new(w->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS,
+                                    pair) == 0);
+    c->bev = pair[0];
+    c->handshaken = 1;
+    evtimer_del(c->timer);
+    if (li == 0) {
+        c->peer_id = strdup(FC_PEER_ID);
+        FUZZ_CHECK(c->peer_id != NULL);
+    }
+    bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+    if (h2)
+        bufferevent_write(pair[1], preface, sizeof(preface) - 1);
+    if ((h2 ? px_h2_conn_start(c) : px_h1_conn_start(c)) != 0)
+        px_conn_free(c);
+
+    for (size_t off = 0; off < size; off += chunk) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        bufferevent_write(pair[1], data + off, n);
+        fc_loop(&r, pair[1], out, 2);
+    }
+    fc_loop(&r, pair[1], out, 12);
+    /* The client half-closes, then goes away. */
+    bufferevent_flush(pair[1], EV_WRITE, BEV_FINISHED);
+    fc_loop(&r, pair[1], out, 6);
+    bufferevent_free(pair[1]);
+
+    /* The canned upstream first: px_worker_free() frees the event base. */
+    while (r.ups != NULL) {
+        struct fc_up *u = r.ups;
+        r.ups = u->next;
+        bufferevent_free(u->bev);
+        free(u);
+    }
+    evconnlistener_free(r.evl);
+    px_worker_free(w);
+    free(w);
+}
+
+#endif
