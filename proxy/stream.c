@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "xfcc.h"
 #include "metrics.h"
 #include "policy.h"
 #include "enforce.h"
@@ -451,11 +452,9 @@ static void add_identity_headers(struct px_stream *st)
     if (c->ssl != NULL) {
         px_hdrs_add(&st->req, "x-forwarded-proto", 17, "https", 5, 0);
         if (c->peer_id[0]) {
-            /* Envoy's XFCC format; values are SPIFFE IDs and hex, which need
-             * no quoting (no ',', ';', '=' or '"' can occur in them). */
-            n = snprintf(xfcc, sizeof(xfcc), "By=%s;Hash=%s;URI=%s", st->snap->own_id,
-                         c->peer_cert_hash, c->peer_id);
-            if (n > 0 && (size_t)n < sizeof(xfcc))
+            n = px_xfcc_build(xfcc, sizeof(xfcc), st->snap->own_id, c->peer_cert_hash,
+                              c->peer_id);
+            if (n > 0)
                 px_hdrs_add(&st->req, "x-forwarded-client-cert", 23, xfcc, (size_t)n, 0);
         }
     } else {
