@@ -788,7 +788,8 @@ static int parse_limits(struct cp *p, int obj)
                                        "max_header_list_size", "header_timeout",
                                        "idle_timeout",     "upstream_timeout",
                                        "drain_timeout",    "handshake_timeout",
-                                       "stream_buffer",    NULL};
+                                       "stream_buffer",    "drain_notice_delay",
+                                       NULL};
     const char *w = "limits";
     struct px_config *c = p->cfg;
 
@@ -803,8 +804,15 @@ static int parse_limits(struct cp *p, int obj)
         get_dur(p, obj, w, "idle_timeout", &c->limits.idle_timeout_ms, 1000, 86400000) < 0 ||
         get_dur(p, obj, w, "upstream_timeout", &c->limits.upstream_timeout_ms, 100, 86400000) < 0 ||
         get_dur(p, obj, w, "drain_timeout", &c->limits.drain_timeout_ms, 0, 3600000) < 0 ||
-        get_dur(p, obj, w, "handshake_timeout", &c->limits.handshake_timeout_ms, 100, 300000) < 0)
+        get_dur(p, obj, w, "handshake_timeout", &c->limits.handshake_timeout_ms, 100, 300000) < 0 ||
+        get_dur(p, obj, w, "drain_notice_delay", &c->limits.drain_notice_delay_ms, 0, 3600000) < 0)
         return -1;
+    if (c->limits.drain_notice_delay_ms > 0 &&
+        c->limits.drain_notice_delay_ms >= c->limits.drain_timeout_ms) {
+        int k = certs_json_get(&p->j, obj, "drain_notice_delay");
+        return perr(p, k >= 0 ? k : obj,
+                    "limits.drain_notice_delay must be shorter than limits.drain_timeout");
+    }
     return 0;
 }
 

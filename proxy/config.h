@@ -111,6 +111,7 @@ struct px_config {
         int64_t idle_timeout_ms;        /* 60s */
         int64_t upstream_timeout_ms;    /* 30s */
         int64_t drain_timeout_ms;       /* 20s */
+        int64_t drain_notice_delay_ms;  /* 0: GOAWAY / Connection: close at once on drain */
         int64_t handshake_timeout_ms;   /* 10s */
         int64_t stream_buffer;          /* 262144: per-stream, per-direction body buffer */
     } limits;

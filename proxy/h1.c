@@ -1176,7 +1176,7 @@ int px_h1_conn_start(struct px_conn *c)
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, h);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     arm(h, TM_HEADER, c->snap->cfg->limits.header_timeout_ms);
-    if (c->w->draining)
+    if (c->w->drain_notified)
         h->draining = h->close_after = 1;
     /* TLS may have decrypted request bytes along with the handshake. */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)

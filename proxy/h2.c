@@ -662,6 +662,8 @@ int px_h2_conn_start(struct px_conn *c)
     rc = 0;
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
+    if (c->w->drain_notified)
+        px_h2_conn_drain(c);
     schedule_send(hc);
     /* Bytes that arrived with the handshake are already buffered. */
     if (!hc->dead && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)

@@ -81,10 +81,8 @@ void px_conn_free(struct px_conn *c)
 
 void px_conn_drain(struct px_conn *c)
 {
-    if (c->proto == PX_PROTO_NONE) {
-        px_conn_free(c);
-        return;
-    }
+    /* A connection still in its handshake finishes it; its protocol then
+     * starts drained (w->drain_notified). */
     if (c->proto == PX_PROTO_H2)
         px_h2_conn_drain(c);
     else if (c->proto == PX_PROTO_H1)
@@ -479,28 +477,71 @@ static void drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-static void drain_cb(evutil_socket_t fd, short what, void *arg)
+/* Connections already in the kernel's accept queue are taken before the
+ * listener closes: closing it would reset them (SO_REUSEPORT does not hand
+ * them to the other process's listener unless net.ipv4.tcp_migrate_req=1),
+ * and a client that connected before the drain began deserves an answer. */
+static void accept_pending(struct px_listener *l)
 {
-    struct px_worker *w = arg;
-    int64_t ms = w->snap->cfg->limits.drain_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    (void)fd;
-    (void)what;
-    w->draining = 1;
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].evl) {
-            evconnlistener_free(w->listeners[i].evl);
-            w->listeners[i].evl = NULL;
-        }
+    evutil_socket_t fd = evconnlistener_get_fd(l->evl);
+    for (int i = 0; i < 4096; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+            break;
+        accept_cb(l->evl, cfd, (struct sockaddr *)&ss, (int)sl, l);
     }
+}
+
+/* Tells every connection to finish: h2 two-phase GOAWAY, h1 close after
+ * the current response. */
+static void drain_notify(struct px_worker *w)
+{
+    w->drain_notified = 1;
     for (struct px_conn *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
         px_conn_drain(c);
     }
+    if (w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void drain_notice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    drain_notify(arg);
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    int64_t ms = w->snap->cfg->limits.drain_timeout_ms;
+    int64_t notice = w->snap->cfg->limits.drain_notice_delay_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval ntv = {(time_t)(notice / 1000), (suseconds_t)((notice % 1000) * 1000)};
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].evl) {
+            accept_pending(&w->listeners[i]);
+            evconnlistener_free(w->listeners[i].evl);
+            w->listeners[i].evl = NULL;
+        }
+    }
+    w->draining = 1;
     if (w->nconns == 0) {
         event_base_loopexit(w->base, NULL);
         return;
     }
+    /* With drain_notice_delay, connections carry on untouched for that
+     * long (clients that reconnect on their own schedule leave without a
+     * GOAWAY; those left are told then); the deadline counts from now. */
+    if (notice > 0 && (w->drain_notice = evtimer_new(w->base, drain_notice_cb, w)) != NULL)
+        evtimer_add(w->drain_notice, &ntv);
+    else
+        drain_notify(w);
     w->drain_timer = evtimer_new(w->base, drain_deadline_cb, w);
     if (w->drain_timer)
         evtimer_add(w->drain_timer, &tv);
@@ -526,6 +567,8 @@ void px_worker_free(struct px_worker *w)
     px_pools_free(w);
     if (w->drain_timer)
         event_free(w->drain_timer);
+    if (w->drain_notice)
+        event_free(w->drain_notice);
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);
     if (w->base)

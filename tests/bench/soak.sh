@@ -12,6 +12,7 @@
 # Knobs (environment): SOAK_SECONDS [600], SOAK_BURST [10] (h2load runs back to back,
 # so a drained connection ends only its burst; failures are counted per burst),
 # SOAK_CLIENTS [16], SOAK_STREAMS [10], SOAK_RPS [100 per client; 0 = unlimited],
+# SOAK_NOTICE_DELAY [SOAK_BURST+5 s: the drained picket's limits.drain_notice_delay],
 # SOAK_EVENT_EVERY [25], SOAK_WORKERS [1], SOAK_HANDOVER [1; 0 = no drain handover],
 # SOAK_RUN_DIR [/tmp/picket-soak.XXXXXX],
 # PICKET_BIN [build-release/picket, built if missing].

@@ -13,6 +13,14 @@ Environment (defaults in brackets):
   SOAK_EVENT_EVERY [25] seconds between rotation/policy/SIGHUP rounds
   SOAK_WORKERS [1]     picket workers
   SOAK_HANDOVER [1]    0 = skip the mid-run drain handover
+  SOAK_NOTICE_DELAY [SOAK_BURST + 5] limits.drain_notice_delay of the drained
+                       picket, in seconds. h2load gives up every request it has not
+                       sent yet, on every connection, as soon as it sees any GOAWAY (even
+                       the RFC 9113 shutdown notice) and never reconnects within a run;
+                       with a delay longer than a burst, its connections end with their
+                       burst and the next burst lands on the new process. 0 = notice at
+                       once (the default of picket itself): h2load then reports the
+                       requests it declined to send after the notice as failed.
   SOAK_RUN_DIR         run directory [new /tmp/picket-soak.XXXXXX]
   PICKET_BIN, SOAK_SHIM (set by soak.sh)
 
@@ -52,6 +60,7 @@ RPS = env_int("SOAK_RPS", 100)
 EVENT_EVERY = env_int("SOAK_EVENT_EVERY", 25)
 WORKERS = env_int("SOAK_WORKERS", 1)
 HANDOVER = env_int("SOAK_HANDOVER", 1)
+NOTICE_DELAY = env_int("SOAK_NOTICE_DELAY", BURST + 5)
 PICKET = os.environ.get("PICKET_BIN") or sys.exit("soak: PICKET_BIN not set")
 SHIM = os.environ.get("SOAK_SHIM") or sys.exit("soak: SOAK_SHIM not set")
 
@@ -296,7 +305,8 @@ def picket_config(run_dir, name, pki, port, admin, upstream_port, policy):
         "log": {"level": "info",
                 "access": os.path.join(run_dir, "logs", name + "-access.jsonl"),
                 "audit": os.path.join(run_dir, "logs", name + "-audit.jsonl")},
-        "limits": {"drain_timeout": "10s", "idle_timeout": "60s"},
+        "limits": {"drain_timeout": "%ds" % (NOTICE_DELAY + 10), "idle_timeout": "60s",
+                   "drain_notice_delay": "%ds" % NOTICE_DELAY},
     }
     path = os.path.join(run_dir, name + ".json")
     with open(path, "w") as f:
@@ -401,8 +411,10 @@ def main():
         run_dir = tempfile.mkdtemp(prefix="picket-soak.")
     for d in ("logs", "h2load"):
         os.makedirs(os.path.join(run_dir, d), exist_ok=True)
-    print("soak: run dir %s; %d s, bursts of %d s, h2load -c %d -m %d --rps %s, events every %d s"
-          % (run_dir, SECONDS, BURST, CLIENTS, STREAMS, RPS or "off", EVENT_EVERY), flush=True)
+    print("soak: run dir %s; %d s, bursts of %d s, h2load -c %d -m %d --rps %s, events every %d s,"
+          " drain_notice_delay %d s"
+          % (run_dir, SECONDS, BURST, CLIENTS, STREAMS, RPS or "off", EVENT_EVERY, NOTICE_DELAY),
+          flush=True)
 
     pki = Pki(run_dir)
     os.environ["_SOAK_CC"], os.environ["_SOAK_CK"] = pki.client_cert, pki.client_key
@@ -465,11 +477,12 @@ def main():
                 t1 = time.monotonic()
                 old.p.send_signal(signal.SIGTERM)
                 try:
-                    rc = old.p.wait(25)
+                    rc = old.p.wait(NOTICE_DELAY + 15)
                 except subprocess.TimeoutExpired:
                     rc = None
                 if rc != 0:
-                    problem("picket-a did not drain and exit 0 within 25 s (status %s)" % rc)
+                    problem("picket-a did not drain and exit 0 within %d s (status %s)"
+                            % (NOTICE_DELAY + 15, rc))
                 else:
                     event("handover: picket-a exited 0 after %.3f s of drain" % (time.monotonic() - t1))
                 continue

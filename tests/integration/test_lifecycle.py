@@ -81,6 +81,34 @@ class Lifecycle(pt.TestCase):
         self.assertEqual(rc, 0)
         self.assertLess(time.monotonic() - t0, 3.0, "an idle picket must not wait out drain_timeout")
 
+    def test_drain_notice_delay_keeps_connections_until_then(self):
+        # With drain_notice_delay, open connections carry on untouched after
+        # SIGTERM (new ones are refused); the GOAWAY comes when the delay ends.
+        self.start(limits={"drain_timeout": "8s", "drain_notice_delay": "2s"})
+        c = pt.H2Client(self.port, self.pki)
+        self.addCleanup(c.close)
+        self.assertEqual(c.request("/")[0], 200)
+        t0 = time.monotonic()
+        self.proc.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ok, info = pt.tls_probe(self.port, self.pki, timeout=1.0)
+        self.assertFalse(ok, "a new connection was accepted after SIGTERM")
+        self.assertFalse(c.wait_goaway(1.0), "GOAWAY before drain_notice_delay ended")
+        self.assertEqual(c.request("/")[0], 200, "request on an open connection during the delay")
+        self.assertTrue(c.wait_goaway(3.0), "no GOAWAY after drain_notice_delay")
+        self.assertGreater(time.monotonic() - t0, 1.8, "GOAWAY came before the delay ended")
+        c.close()
+        rc = self.proc.wait(5)
+        self.assertEqual(rc, 0, "exit status after a drain with a notice delay")
+
+    def test_drain_notice_delay_must_be_shorter_than_drain_timeout(self):
+        lines = self.good_lines()
+        lines.append('  "limits": {"drain_timeout": "5s",\n             "drain_notice_delay": "5s"}')
+        text = self.join(lines)
+        n = len(text.splitlines()) - 1
+        rc, err, conf = self.run_bad(text, "notice.json")
+        self.assert_located(rc, err, conf, n, "drain_notice_delay must be shorter")
+
     def test_drain_timeout_bounds_shutdown(self):
         self.start(limits={"drain_timeout": "1s"})
         p, out = self.bg_curl("/slow/10000", http="2")
