@@ -61,6 +61,11 @@ const char *certs_strerror(int rc);
 #define CERTS_SPIFFE_ID_MAX 2048     /* bytes, SPIFFE-ID spec 2.3 */
 #define CERTS_TRUST_DOMAIN_MAX 255   /* bytes, SPIFFE-ID spec 2.1 */
 #define CERTS_MAX_FILE (1024 * 1024) /* PEM and JWKS files larger than this are refused unread */
+/* Chains a peer may present: at most this many intermediate CAs between
+ * the leaf and a root of its trust domain, and at most CERTS_MAX_PEER_CERTS
+ * certificates sent (leaf included; extra ones cost verification time). */
+#define CERTS_MAX_CHAIN_DEPTH 4
+#define CERTS_MAX_PEER_CERTS 8
 
 /* ---- SPIFFE IDs ----------------------------------------------------- */
 

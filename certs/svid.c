@@ -328,6 +328,11 @@ static enum certs_reason verify_chain(X509_STORE *store, X509 *leaf, STACK_OF(X5
     X509_VERIFY_PARAM *param;
     enum certs_reason r = CERTS_R_INTERNAL;
 
+    if (chain != NULL && sk_X509_num(chain) > CERTS_MAX_PEER_CERTS) {
+        certs_errf(err, errlen, "%d certificates presented; at most %d are accepted",
+                   sk_X509_num(chain), CERTS_MAX_PEER_CERTS);
+        return CERTS_R_UNTRUSTED_CHAIN;
+    }
     ctx = X509_STORE_CTX_new();
     if (ctx == NULL || X509_STORE_CTX_init(ctx, store, leaf, chain) != 1) {
         certs_ossl_err(err, errlen, "cannot set up chain verification");
@@ -338,6 +343,7 @@ static enum certs_reason verify_chain(X509_STORE *store, X509 *leaf, STACK_OF(X5
      * intermediate alone must not end a path. */
     X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
     X509_VERIFY_PARAM_set_time(param, (time_t)now);
+    X509_VERIFY_PARAM_set_depth(param, CERTS_MAX_CHAIN_DEPTH);
     if (X509_verify_cert(ctx) == 1) {
         r = CERTS_R_OK;
     } else {

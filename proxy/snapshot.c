@@ -208,6 +208,12 @@ static int use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t
     return 0;
 }
 
+/* Bytes of the peer's Certificate message we accept (OpenSSL's default is
+ * 100 KiB). An ECDSA SVID is under 1 KiB; leaf plus CERTS_MAX_CHAIN_DEPTH
+ * RSA-4096 intermediates stays under 16 KiB. Larger: handshake refused
+ * ("excessive message size", reason tls_error). */
+#define PX_TLS_MAX_CERT_LIST (32 * 1024)
+
 static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(m);
@@ -219,6 +225,7 @@ static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_max_cert_list(ctx, PX_TLS_MAX_CERT_LIST);
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
         drain_ssl_errors(err, errlen, "cipher list");
         SSL_CTX_free(ctx);

@@ -21,6 +21,8 @@ import concurrent.futures
 import http.server
 import os
 import shutil
+import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -369,6 +371,42 @@ class Hardening(pt.TestCase):
 
     def test_tls_non_aead_refused(self):
         self._tls_refused(A.tls_non_aead)
+
+    def test_tls_oversized_client_chain_refused(self):
+        # A Certificate message over 32 KiB (leaf + 100 filler CA certs) is refused
+        # during the handshake; nothing of it is verified.
+        bundle = os.path.join(self.ctmp, "fat-chain.pem")
+        with open(self.pki.cert("client")) as f:
+            leaf = f.read()
+        with open(self.pki.ca) as f:
+            ca = f.read()
+        with open(bundle, "w") as f:
+            f.write(leaf + ca * 100)
+        self.assertGreater(os.path.getsize(bundle), 60 * 1024)  # PEM; about 3/4 of it in DER
+        ctx = pt.tls_context(self.pki, cert=None)
+        ctx.load_cert_chain(bundle, self.pki.key("client"))
+        def tls_errors():
+            samples = pt.scrape_metrics(self.admin)
+            return sum(v for (n, ls), v in samples.items()
+                       if n == "picket_handshakes_total" and dict(ls).get("result") == "tls_error")
+        before = tls_errors()
+        ok = False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    s.settimeout(2)
+                    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                    ok = bool(s.recv(1))
+        except (OSError, ssl.SSLError):
+            ok = False
+        self.assertFalse(ok, "a 32 KiB+ client certificate chain was accepted")
+        # refused by the size cap (OpenSSL: excessive message size -> tls_error), not
+        # by the SVID check (CERTS_MAX_PEER_CERTS would give untrusted_chain)
+        deadline = time.monotonic() + 3
+        while tls_errors() <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreater(tls_errors(), before, "no tls_error refusal counted: %r" % sorted((dict(ls).get("result"), v) for (n, ls), v in pt.scrape_metrics(self.admin).items() if n == "picket_handshakes_total"))
+        self.assert_unaffected()
 
     def test_tls_renegotiation_refused(self):
         verdict, detail = A.tls_renegotiation(self.target, self.opts())

@@ -416,6 +416,65 @@ START_TEST(test_svid_check_details)
 }
 END_TEST
 
+/* A chain of n intermediates under ca1 (chain[0] signs the leaf). */
+static X509 *leaf_under_intermediates(int n, STACK_OF(X509) * chain, EVP_PKEY **keys)
+{
+    static const struct spec s = {ID, NULL, LEAF_KU, LEAF_BC, -60, 3600};
+    X509 *issuer = ca1;
+    EVP_PKEY *issuer_key = ca1_key;
+    X509 *made[8];
+    for (int i = 0; i < n; i++) {
+        char cn[32];
+        snprintf(cn, sizeof(cn), "intermediate-%d", i);
+        keys[i] = key_new();
+        made[i] = cert_make(keys[i], issuer, issuer_key, cn, &CA_SPEC);
+        issuer = made[i];
+        issuer_key = keys[i];
+    }
+    for (int i = n - 1; i >= 0; i--)
+        sk_X509_push(chain, made[i]);
+    return cert_make(leaf_key, issuer, issuer_key, "leaf", &s);
+}
+
+START_TEST(test_svid_chain_caps)
+{
+    char err[256];
+    EVP_PKEY *keys[8] = {NULL};
+    for (int n = CERTS_MAX_CHAIN_DEPTH; n <= CERTS_MAX_CHAIN_DEPTH + 1; n++) {
+        STACK_OF(X509) *chain = sk_X509_new_null();
+        X509 *leaf = leaf_under_intermediates(n, chain, keys);
+        enum certs_reason r = certs_svid_check(trust, leaf, chain, NOW, DAY, NULL, 0, err,
+                                               sizeof(err));
+        if (n <= CERTS_MAX_CHAIN_DEPTH) {
+            ck_assert_msg(r == CERTS_R_OK, "%d intermediates: %s", n, err);
+        } else {
+            ck_assert_int_eq(r, CERTS_R_UNTRUSTED_CHAIN);
+            ck_assert_msg(strstr(err, "too long") != NULL, "%s", err);
+        }
+        X509_free(leaf);
+        sk_X509_pop_free(chain, X509_free);
+        for (int i = 0; i < n; i++)
+            EVP_PKEY_free(keys[i]);
+    }
+    /* More certificates than CERTS_MAX_PEER_CERTS: refused before any
+     * signature is checked, even if the path itself would be short. */
+    {
+        STACK_OF(X509) *chain = sk_X509_new_null();
+        X509 *leaf = leaf_under_intermediates(1, chain, keys);
+        for (int i = 0; i < CERTS_MAX_PEER_CERTS; i++)
+            sk_X509_push(chain, X509_dup(ca2));
+        ck_assert_int_eq(certs_svid_check(trust, leaf, chain, NOW, DAY, NULL, 0, err,
+                                          sizeof(err)),
+                         CERTS_R_UNTRUSTED_CHAIN);
+        ck_assert_msg(strstr(err, "at most") != NULL, "%s", err);
+        X509_free(leaf);
+        sk_X509_pop_free(chain, X509_free);
+        EVP_PKEY_free(keys[0]);
+    }
+    ck_assert_int_eq((int)ERR_peek_error(), 0);
+}
+END_TEST
+
 START_TEST(test_svid_inspect)
 {
     struct spec bad = {
@@ -871,6 +930,7 @@ static Suite *certs_suite(void)
     tcase_add_loop_test(tc, test_reason_names, 0, (int)N_ELEMS(reason_names));
     tcase_add_loop_test(tc, test_svid_check, 0, (int)N_ELEMS(svid_cases));
     tcase_add_test(tc, test_svid_check_details);
+    tcase_add_test(tc, test_svid_chain_caps);
     tcase_add_test(tc, test_svid_inspect);
     tcase_add_test(tc, test_cert_spiffe_id);
     suite_add_tcase(s, tc);
