@@ -51,7 +51,17 @@ struct h2_conn {
     int in_recv; /* inside mem_recv: defer sends */
     int dead;
     int flush_close; /* protocol error: close once the GOAWAY is written */
+    uint32_t streams_opened; /* request streams the client began */
+    uint32_t client_resets;  /* RST_STREAM frames the client sent */
 };
+
+/* Rapid reset (CVE-2023-44487): a client that has reset at least
+ * RESET_MIN streams, and at least half of all the streams it opened, is
+ * ending the connection's purpose; it gets GOAWAY ENHANCE_YOUR_CALM.
+ * Browsers and gRPC cancel streams too, but not most of them. nghttp2's
+ * own rate limit (bursts of 1000, refilled at 33/s, GOAWAY INTERNAL_ERROR)
+ * stays behind it as a second line. */
+#define RESET_MIN 100
 
 static int h2_send(struct h2_conn *hc);
 static void h2_close(struct h2_conn *hc);
@@ -89,6 +99,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     hs->hc = hc;
     hs->id = f->hd.stream_id;
+    hc->streams_opened++;
     hs->st = px_stream_new(hc->c, &h2_ops, hs);
     if (hs->st == NULL) {
         free(hs);
@@ -168,6 +179,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
     (void)s;
     if (f->hd.stream_id == 0)
         return 0;
+    if (f->hd.type == NGHTTP2_RST_STREAM && ++hc->client_resets >= RESET_MIN &&
+        (uint64_t)hc->client_resets * 2 >= hc->streams_opened) {
+        px_log(PX_LOG_WARN, "h2_rapid_reset", "peer", hc->c->peer_addr, "msg",
+               "most streams reset by the client: ending the connection", NULL);
+        nghttp2_session_terminate_session(hc->s, NGHTTP2_ENHANCE_YOUR_CALM);
+        return 0; /* nghttp2 ignores everything the client sends from here on */
+    }
     hs = nghttp2_session_get_stream_user_data(hc->s, f->hd.stream_id);
     if (hs == NULL)
         return 0;

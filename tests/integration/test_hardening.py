@@ -207,13 +207,38 @@ class Hardening(pt.TestCase):
         self.assert_unaffected()
 
     def test_h2_rapid_reset_counted(self):
-        # README: floods are "counted in picket_h2_protocol_errors_total{error}",
-        # rapid reset first. nghttp2's reset rate limit queues its GOAWAY itself
-        # (nghttp2_session_mem_recv returns no error), so h2_read_cb never counts it.
-        before = self.h2_errors()
+        # picket's own detector ends the connection with ENHANCE_YOUR_CALM after 100
+        # resets once at least half the client's streams were reset, long before
+        # nghttp2's rate limit (bursts of 1000); counted by error code.
+        before = pt.metric(self.admin, "picket_h2_protocol_errors_total", default=0,
+                           error="ENHANCE_YOUR_CALM")
         verdict, detail = A.h2_rapid_reset(self.target, self.opts(), n=5000)
         self.assertEqual(verdict, "ended", detail)
-        self.assertGreater(self.h2_errors(), before, "rapid reset not counted")
+        self.assertIn("ENHANCE_YOUR_CALM", detail)
+        self.assertGreater(pt.metric(self.admin, "picket_h2_protocol_errors_total", default=0,
+                                     error="ENHANCE_YOUR_CALM"), before,
+                           "rapid reset not counted as ENHANCE_YOUR_CALM")
+
+    def test_h2_cancelling_some_streams_is_fine(self):
+        # A client that cancels a minority of its streams (a browser navigating away,
+        # gRPC deadlines) keeps its connection: 300 streams, every third one reset.
+        c = A.H2Raw(self.target)
+        try:
+            c.run(2.0, until=lambda: c.settings is not None)
+            block = A.request_block("/")
+            for i in range(300):
+                sid = 2 * i + 1
+                data = A.frame(A.HEADERS, A.END_STREAM | A.END_HEADERS, sid, block)
+                if i % 3 == 0:
+                    data += A.rst_frame(sid)
+                c.send(data)
+                c.pump(0.005)
+            c.run(5.0, until=lambda: c.ended_by_server or len(c.ended) >= 200)
+            self.assertFalse(c.ended_by_server, c.describe())
+            self.assertGreaterEqual(len([s for s, v in c.status.items() if v == 200]), 190)
+        finally:
+            c.close()
+        self.assert_unaffected()
 
     def test_h2_continuation_flood_ends_connection(self):
         before = self.h2_errors()
@@ -273,14 +298,13 @@ class Hardening(pt.TestCase):
         self.assertIn(verdict, ("refused", "ended"), detail)
         self.assert_unaffected()
 
-    @unittest.expectedFailure
-    def test_h2_streams_over_acknowledged_limit_refused_not_fatal(self):
-        # README: "streams over max_concurrent_streams are refused"; h2.c: "Streams beyond
-        # the advertised limit are refused by nghttp2 itself". RFC 9113 5.1.2: a stream
-        # error (PROTOCOL_ERROR or REFUSED_STREAM). Once the client has ACKed SETTINGS,
-        # nghttp2 treats the 11th HEADERS as a *connection* error: GOAWAY PROTOCOL_ERROR,
-        # and the 10 streams in flight die with it (not counted in
-        # picket_h2_protocol_errors_total either).
+    def test_h2_streams_over_acknowledged_limit_end_connection(self):
+        # Once the client has ACKed SETTINGS, a HEADERS over max_concurrent_streams is a
+        # connection error for nghttp2 (RFC 9113 5.1.2 allows either): GOAWAY
+        # PROTOCOL_ERROR, counted; only that client's connection ends (README, Security).
+        before = pt.metric(self.admin, "picket_h2_protocol_errors_total", default=0,
+                           error="PROTOCOL_ERROR")
+        self.attack_starts()
         c = A.H2Raw(self.target)
         try:
             c.run(2.0, until=lambda: c.settings is not None)
@@ -288,12 +312,14 @@ class Hardening(pt.TestCase):
             block = A.request_block("/slow/1500")
             c.send(b"".join(A.frame(A.HEADERS, A.END_STREAM | A.END_HEADERS, 2 * i + 1, block)
                             for i in range(50)))
-            c.run(8.0, until=lambda: c.ended_by_server or len(c.ended) + len(c.rst) >= 50)
-            ok = sorted(s for s, v in c.status.items() if v == 200 and s in c.ended)
-            self.assertFalse(c.ended_by_server, c.describe())
-            self.assertEqual(ok, [2 * i + 1 for i in range(MAX_STREAMS)])
+            c.run(8.0, until=lambda: c.ended_by_server)
+            self.assertTrue(c.ended_by_server, c.describe())
+            self.assertEqual((c.goaway or ("closed",))[0], "PROTOCOL_ERROR", c.describe())
         finally:
             c.close()
+        self.assertGreater(pt.metric(self.admin, "picket_h2_protocol_errors_total", default=0,
+                                     error="PROTOCOL_ERROR"), before)
+        self.assert_unaffected()
 
     def _control_flood(self, kind):
         self.attack_starts()
