@@ -628,7 +628,7 @@ int px_h2_conn_start(struct px_conn *c)
     struct h2_conn *hc = calloc(1, sizeof(*hc));
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
-    nghttp2_settings_entry iv[4];
+    nghttp2_settings_entry iv[5];
     int rc = -1;
 
     if (hc == NULL)
@@ -665,7 +665,11 @@ int px_h2_conn_start(struct px_conn *c)
     iv[2] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
                                      (uint32_t)cfg->limits.max_header_list_size};
     iv[3] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
-    if (nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, 4) != 0)
+    /* RFC 9218: picket does not schedule by RFC 7540 priorities, so it says
+     * so and nghttp2 keeps no priority tree and no closed streams for it:
+     * PRIORITY floods (CVE-2019-9513 class) cost a frame parse, nothing more. */
+    iv[4] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
+    if (nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, 5) != 0)
         goto fail;
     nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     hc->idle = evtimer_new(c->w->base, idle_cb, hc);
