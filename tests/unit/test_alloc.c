@@ -1,0 +1,285 @@
+/*
+ * test_alloc.c - the unit_alloc suite: every allocation the parsers and
+ * builders make is failed in turn (failmalloc.c), and each time the call
+ * must fail cleanly: an error code and message, no crash, no leak (ASan's
+ * leak checker runs when each forked test exits), nothing half-built
+ * handed back. The inputs use every section of their format, so most
+ * allocation sites are reached.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "certs.h"
+#include "config.h"
+#include "enforce.h"
+#include "failmalloc.h"
+#include "policy.h"
+#include "px.h"
+
+/* Bodies must not call ck_assert while injection is armed (Check itself
+ * allocates, and is linked statically): they note a broken invariant here
+ * and each_failure() reports it once injection is off. */
+static const char *violation;
+#define EXPECT(cond)                                                                               \
+    do {                                                                                           \
+        if (!(cond) && violation == NULL)                                                          \
+            violation = #cond;                                                                     \
+    } while (0)
+
+/* Runs `body` with allocation n failing, for n = 1, 2, ... until a run in
+ * which no allocation failed (which must then succeed). `body` returns 0
+ * on success and cleans up after itself either way. Returns the number of
+ * allocations the successful run made. */
+static long each_failure(int (*body)(void *), void *arg, const char *what)
+{
+    for (long n = 1; n < 100000; n++) {
+        int rc, failed;
+        violation = NULL;
+        fm_fail_at(n);
+        rc = body(arg);
+        failed = fm_failed();
+        fm_fail_at(0);
+        ck_assert_msg(violation == NULL, "%s: allocation %ld failing: %s", what, n,
+                      violation ? violation : "");
+        if (!failed) {
+            ck_assert_msg(rc == 0, "%s: fails with no allocation failure", what);
+            fprintf(stderr, "%s: %ld allocations, each failed in turn\n", what, n - 1);
+            return n - 1;
+        }
+        ck_assert_msg(rc != 0, "%s: allocation %ld failed but the call reported success", what,
+                      n);
+    }
+    ck_abort_msg("%s: never finished", what);
+    return 0;
+}
+
+/* ---- certs --------------------------------------------------------------- */
+
+static const char json_doc[] =
+    "{\"a\": [1, 2, {\"b\": \"c\\u00e9\"}], \"d\": {\"e\": true, \"f\": null}, \"g\": -1.5e3}";
+
+static int body_json(void *arg)
+{
+    struct certs_json j = {0};
+    char err[256] = "";
+    int rc;
+    (void)arg;
+    rc = certs_json_parse(&j, json_doc, sizeof(json_doc) - 1, 256, err, sizeof(err));
+    if (rc != 0)
+        EXPECT(err[0] != '\0');
+    certs_json_clear(&j);
+    return rc;
+}
+
+START_TEST(alloc_json)
+{
+    ck_assert_int_gt(each_failure(body_json, NULL, "certs_json_parse"), 0);
+}
+END_TEST
+
+struct pem {
+    char *data;
+    size_t len;
+};
+
+static int body_trust(void *arg)
+{
+    struct pem *p = arg;
+    struct certs_trust *t = NULL;
+    char err[256] = "";
+    int rc = certs_trust_new(&t);
+    if (rc != 0)
+        return rc;
+    rc = certs_trust_add(t, "example.org", 11, p->data, p->len, err, sizeof(err));
+    if (rc != 0)
+        EXPECT(err[0] != '\0');
+    certs_trust_unref(t);
+    return rc;
+}
+
+START_TEST(alloc_trust)
+{
+    char dir[] = "/tmp/picket-alloc-XXXXXX", ca[64], path[96], err[256];
+    struct pem p = {NULL, 0};
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ca, sizeof(ca), "%s/ca", dir);
+    ck_assert_int_eq(certs_devca_init(ca, "example.org", 3600, err, sizeof(err)), 0);
+    snprintf(path, sizeof(path), "%s/ca.pem", ca);
+    ck_assert_int_eq(certs_read_file(path, CERTS_MAX_FILE, &p.data, &p.len, err, sizeof(err)), 0);
+    ck_assert_int_gt(each_failure(body_trust, &p, "certs_trust_add"), 0);
+    free(p.data);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/ca.key", ca);
+    unlink(path);
+    rmdir(ca);
+    rmdir(dir);
+}
+END_TEST
+
+/* ---- policy -------------------------------------------------------------- */
+
+static const char bundle_doc[] =
+    "{\"revision\": 3, \"expires_at\": \"2099-01-01T00:00:00Z\", \"mode\": \"enforce\","
+    " \"default\": \"deny\", \"rules\": ["
+    "{\"id\": \"reads\", \"action\": \"allow\","
+    " \"from\": [\"spiffe://example.org/ns/shop/sa/frontend\", \"spiffe://example.org/ns/ops/*\"],"
+    " \"hosts\": [\"orders.shop.svc\", \"*.example.org\"], \"methods\": [\"GET\", \"HEAD\"],"
+    " \"paths\": [\"/orders\", \"/orders/**\", \"/users/*/orders\"],"
+    " \"headers\": {\"x-tenant\": [\"acme\", \"globex\"]}},"
+    "{\"id\": \"no-admin\", \"action\": \"deny\", \"paths\": [\"/admin/**\"]},"
+    "{\"id\": \"any\", \"action\": \"allow\", \"from\": [\"*\"], \"paths\": [\"/public/**\"]},"
+    "{\"id\": \"pay\", \"action\": \"dispatch\", \"dispatch\": \"authz\","
+    " \"paths\": [\"/payments/**\"]}]}";
+
+static int body_bundle(void *arg)
+{
+    struct policy_bundle *b = NULL;
+    struct policy_engine *e = NULL;
+    char err[256] = "";
+    int rc;
+    (void)arg;
+    rc = policy_bundle_parse(&b, bundle_doc, sizeof(bundle_doc) - 1, err, sizeof(err));
+    if (rc == 0) {
+        rc = policy_engine_new(&e, b, err, sizeof(err));
+        policy_bundle_free(b);
+        if (rc == 0)
+            policy_engine_free(e);
+        else
+            EXPECT(e == NULL);
+    } else {
+        EXPECT(b == NULL);
+    }
+    if (rc != 0)
+        EXPECT(err[0] != '\0');
+    return rc;
+}
+
+START_TEST(alloc_bundle)
+{
+    ck_assert_int_gt(each_failure(body_bundle, NULL, "policy_bundle_parse+engine"), 0);
+}
+END_TEST
+
+/* ---- proxy --------------------------------------------------------------- */
+
+static const char config_doc[] =
+    "{\"node_id\": \"n1/picket\", \"workers\": 2,"
+    " \"identity\": {\"cert\": \"svid.pem\", \"key\": \"svid.key\","
+    "   \"trust_bundles\": {\"example.org\": \"bundle.pem\", \"partner.example\": \"p.jwks\"},"
+    "   \"max_svid_lifetime\": \"24h\", \"reload_interval\": \"5s\"},"
+    " \"policy\": {\"url\": \"https://cp.example.org:8443/bundle\","
+    "   \"server_id\": \"spiffe://example.org/control\","
+    "   \"signing_keys\": {\"k1\": \"k1.pub\", \"k2\": \"k2.pub\"}, \"cache_dir\": \"cache\","
+    "   \"max_staleness\": \"5m\", \"on_stale\": \"deny\"},"
+    " \"dispatch\": {\"authz\": {\"url\": \"https://authz:9443/check\","
+    "   \"server_id\": \"spiffe://example.org/authz\", \"timeout\": \"200ms\","
+    "   \"cache_entries\": 100, \"max_cache_ttl\": \"1m\", \"on_error\": \"deny\","
+    "   \"headers\": [\"x-user\", \"Authorization\"]}},"
+    " \"listeners\": ["
+    "  {\"name\": \"in\", \"kind\": \"inbound\", \"bind\": \"0.0.0.0:15443\","
+    "   \"upstream\": \"h2c://127.0.0.1:8080\","
+    "   \"routes\": [{\"authority\": \"a.example.org\", \"path_prefix\": \"/v2/\","
+    "                \"upstream\": \"http://127.0.0.1:8081\"}]},"
+    "  {\"name\": \"out\", \"kind\": \"outbound\", \"bind\": \"127.0.0.1:15001\","
+    "   \"routes\": [{\"authority\": \"orders.shop.svc\", \"upstream\": \"10.0.0.1:15443\","
+    "                \"server_id\": \"spiffe://example.org/ns/shop/sa/orders\"}]}],"
+    " \"admin\": {\"bind\": \"127.0.0.1:15000\"},"
+    " \"log\": {\"level\": \"info\", \"access\": \"access.jsonl\", \"audit\": \"-\"},"
+    " \"limits\": {\"max_connections\": 100, \"drain_timeout\": \"20s\","
+    "   \"drain_notice_delay\": \"5s\"}}";
+
+static int body_config(void *arg)
+{
+    struct px_config *cfg = NULL;
+    char err[512] = "";
+    int rc;
+    (void)arg;
+    rc = px_config_parse(&cfg, "alloc.json", "/etc/picket", config_doc, sizeof(config_doc) - 1,
+                         err, sizeof(err));
+    if (rc != 0) {
+        EXPECT(cfg == NULL);
+        EXPECT(strncmp(err, "alloc.json", 10) == 0);
+    }
+    px_config_free(cfg);
+    return rc;
+}
+
+START_TEST(alloc_config)
+{
+    ck_assert_int_gt(each_failure(body_config, NULL, "px_config_parse"), 10);
+}
+END_TEST
+
+static int body_policy_state(void *arg)
+{
+    struct px_policy_state *p = NULL;
+    char err[256] = "";
+    int rc;
+    (void)arg;
+    rc = px_policy_state_from_json(&p, bundle_doc, sizeof(bundle_doc) - 1, "file:x", err,
+                                   sizeof(err));
+    if (rc == 0)
+        px_policy_state_unref(p);
+    else
+        EXPECT(p == NULL);
+    return rc;
+}
+
+START_TEST(alloc_policy_state)
+{
+    ck_assert_int_gt(each_failure(body_policy_state, NULL, "px_policy_state_from_json"), 0);
+}
+END_TEST
+
+static int body_hdrs(void *arg)
+{
+    struct px_hdrs h = {0};
+    char name[32], value[600];
+    int rc = 0;
+    (void)arg;
+    memset(value, 'v', sizeof(value));
+    for (int i = 0; i < 60 && rc == 0; i++) {
+        int n = snprintf(name, sizeof(name), "X-Header-%d", i);
+        rc = px_hdrs_add(&h, name, (size_t)n, value, (size_t)(i * 10), 0);
+    }
+    if (rc == 0) {
+        EXPECT(h.n == 60);
+        EXPECT(px_hdrs_get(&h, "x-header-59") != NULL);
+    }
+    px_hdrs_clear(&h);
+    return rc;
+}
+
+START_TEST(alloc_hdrs)
+{
+    ck_assert_int_gt(each_failure(body_hdrs, NULL, "px_hdrs_add"), 1);
+}
+END_TEST
+
+static Suite *alloc_suite(void)
+{
+    Suite *s = suite_create("alloc");
+    TCase *tc = tcase_create("each_allocation_fails");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, alloc_json);
+    tcase_add_test(tc, alloc_trust);
+    tcase_add_test(tc, alloc_bundle);
+    tcase_add_test(tc, alloc_config);
+    tcase_add_test(tc, alloc_policy_state);
+    tcase_add_test(tc, alloc_hdrs);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(alloc_suite());
+    int failed;
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
