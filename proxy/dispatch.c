@@ -555,18 +555,8 @@ static struct px_client_call *send_check(struct px_stream *st, const struct px_d
 static int service_addr(const struct px_dispatch_cfg *dc, struct px_upstream_addr *up, char *host,
                         size_t hostcap, char *port, size_t portcap)
 {
-    const char *p = dc->url + 8, *end = p + strcspn(p, "/"), *colon;
-    colon = memchr(p, ':', (size_t)(end - p));
-    if (p[0] == '[') {
-        const char *rb = memchr(p, ']', (size_t)(end - p));
-        if (rb == NULL)
-            return -1;
-        snprintf(host, hostcap, "%.*s", (int)(rb - p - 1), p + 1);
-        colon = rb[1] == ':' ? rb + 1 : NULL;
-    } else {
-        snprintf(host, hostcap, "%.*s", (int)((colon ? colon : end) - p), p);
-    }
-    snprintf(port, portcap, "%.*s", colon ? (int)(end - colon - 1) : 3, colon ? colon + 1 : "443");
+    if (px_https_url_split(dc->url, host, hostcap, port, portcap, NULL) != 0)
+        return -1;
     memset(up, 0, sizeof(*up));
     up->proto = PX_UP_MTLS;
     up->host = host;

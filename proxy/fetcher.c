@@ -72,38 +72,15 @@ static void count(const char *name, const char *help, const char *label, const c
 /* "https://host[:port]/path" -> parts. */
 static int parse_url(struct px_fetcher *fe, const char *url, char *err, size_t errlen)
 {
-    const char *p, *slash, *colon;
-    char host[256], port[8] = "443";
-    size_t hl;
+    char host[256], port[8];
+    const char *path;
 
-    if (strncasecmp(url, "https://", 8) != 0) {
-        snprintf(err, errlen, "policy.url must start with https://");
+    if (px_https_url_split(url, host, sizeof(host), port, sizeof(port), &path) != 0) {
+        snprintf(err, errlen, "policy.url: expected https://host[:port][/path]");
         return -1;
     }
-    p = url + 8;
-    slash = strchr(p, '/');
-    if (slash == NULL)
-        slash = p + strlen(p);
-    snprintf(fe->authority, sizeof(fe->authority), "%.*s", (int)(slash - p), p);
-    snprintf(fe->path, sizeof(fe->path), "%s", *slash ? slash : "/");
-    colon = memchr(p, ']', (size_t)(slash - p)) ? strchr(memchr(p, ']', (size_t)(slash - p)), ':')
-                                                : memchr(p, ':', (size_t)(slash - p));
-    if (colon != NULL && colon < slash) {
-        hl = (size_t)(colon - p);
-        snprintf(port, sizeof(port), "%.*s", (int)(slash - colon - 1), colon + 1);
-    } else {
-        hl = (size_t)(slash - p);
-    }
-    if (hl == 0 || hl >= sizeof(host)) {
-        snprintf(err, errlen, "policy.url: bad host");
-        return -1;
-    }
-    memcpy(host, p, hl);
-    host[hl] = '\0';
-    if (host[0] == '[' && hl > 2) { /* [::1] */
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = '\0';
-    }
+    snprintf(fe->authority, sizeof(fe->authority), "%.*s", (int)strcspn(url + 8, "/"), url + 8);
+    snprintf(fe->path, sizeof(fe->path), "%s", path);
     fe->up.host = strdup(host);
     fe->up.port = strdup(port);
     fe->up.url = strdup(url);

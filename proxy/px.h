@@ -356,6 +356,14 @@ void px_up_h2_fallback_h1(struct px_worker *w, struct px_pool *pool, struct px_s
  * config time or accept it on first use). */
 int px_resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len);
 
+/* Splits an https:// URL (policy.url, dispatch urls: already checked by
+ * the config) into host (an IPv6 literal without its brackets), port
+ * (443 when absent) and, if path is not NULL, the path with its query ("/"
+ * when absent; points into url). Returns 0, or -1 when the URL is not
+ * https://, or the host or port is empty or does not fit. Pure. */
+int px_https_url_split(const char *url, char *host, size_t hostcap, char *port, size_t portcap,
+                       const char **path);
+
 /* Bytes moved per read/write call on a connection (libevent's default is
  * 16 KiB, one syscall per TLS record). */
 #define PX_IO_CHUNK (128 * 1024)

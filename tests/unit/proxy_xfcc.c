@@ -1,10 +1,11 @@
 /*
- * proxy_xfcc.c - TCase "xfcc" of the proxy suite: px_xfcc_build()
+ * proxy_xfcc.c - TCases "xfcc" and "url" of the proxy suite: px_xfcc_build()
  * (proxy/xfcc.c), the x-forwarded-client-cert value written for the app.
  */
 #include <check.h>
 #include <string.h>
 
+#include "px.h"
 #include "xfcc.h"
 
 TCase *tcase_xfcc(void);
@@ -61,5 +62,51 @@ TCase *tcase_xfcc(void)
     tcase_add_test(tc, xfcc_empty_fields_left_out);
     tcase_add_test(tc, xfcc_separators_quoted);
     tcase_add_test(tc, xfcc_refusals);
+    return tc;
+}
+
+/* ---- px_https_url_split (proxy/upstream.c), TCase "url" --------------- */
+
+TCase *tcase_url(void);
+
+START_TEST(url_split_cases)
+{
+    static const struct {
+        const char *url, *host, *port, *path;
+    } ok[] = {
+        {"https://cp.example.org", "cp.example.org", "443", "/"},
+        {"https://cp.example.org:8443/bundle?x=1", "cp.example.org", "8443", "/bundle?x=1"},
+        {"HTTPS://10.0.0.1/", "10.0.0.1", "443", "/"},
+        {"https://[::1]:9443/check", "::1", "9443", "/check"},
+        {"https://[fe80::1]", "fe80::1", "443", "/"},
+    };
+    static const char *const bad[] = {
+        "http://cp.example.org", "https://", "https:///x", "https://:443/", "https://h:/x",
+        "https://[::1", "https://[::1]x:80/", "https://h:123456789/",
+    };
+    char host[64], port[8];
+    const char *path;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        ck_assert_msg(px_https_url_split(ok[i].url, host, sizeof(host), port, sizeof(port),
+                                         &path) == 0,
+                      "%s", ok[i].url);
+        ck_assert_str_eq(host, ok[i].host);
+        ck_assert_str_eq(port, ok[i].port);
+        ck_assert_str_eq(path, ok[i].path);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(px_https_url_split(bad[i], host, sizeof(host), port, sizeof(port), NULL) != 0,
+                      "accepted %s", bad[i]);
+    /* a host that does not fit is refused, not truncated */
+    ck_assert_int_eq(px_https_url_split("https://abcdefgh/", host, 8, port, sizeof(port), NULL),
+                     -1);
+    ck_assert_int_eq(px_https_url_split("https://abcdefg/", host, 8, port, sizeof(port), NULL), 0);
+}
+END_TEST
+
+TCase *tcase_url(void)
+{
+    TCase *tc = tcase_create("url");
+    tcase_add_test(tc, url_split_cases);
     return tc;
 }

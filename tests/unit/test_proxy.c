@@ -850,12 +850,14 @@ static TCase *tcase_admin(void)
 
 TCase *tcase_inject(void); /* proxy_inject.c */
 TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
+TCase *tcase_url(void);    /* proxy_xfcc.c */
 
 static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
     suite_add_tcase(s, tcase_inject());
     suite_add_tcase(s, tcase_xfcc());
+    suite_add_tcase(s, tcase_url());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_metrics());
