@@ -1,6 +1,6 @@
 /*
  * cmd_inject.c - `picket inject`: the CLI filter and the admission webhook
- * server around the pure injector in inject.c.
+ * server around the pure injector in inject.c and inject_plan.c.
  *
  *   picket inject [FILE|-] [--patch] [--compact] [OPTIONS]
  *   picket inject serve --bind HOST:PORT --cert FILE --key FILE [OPTIONS]

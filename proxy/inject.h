@@ -201,7 +201,7 @@ int px_inject_review(const char *body, size_t len, const struct px_inject_opts *
                      size_t *resp_len, struct px_inject_result *res, char *uid, size_t uidlen,
                      char *err, size_t errlen);
 
-/* ---- shared by inject.c and inject_patch.c only ----------------------- */
+/* ---- shared by inject.c, inject_plan.c and inject_patch.c only -------- */
 
 /* Growable output buffer; oom is sticky, capped at 64 MiB. */
 struct px_sbuf {

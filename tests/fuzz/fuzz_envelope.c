@@ -1,6 +1,6 @@
 /*
- * fuzz_envelope.c - policy_envelope_verify() (policy/envelope.c) against a
- * fixed keyring.
+ * fuzz_envelope.c - policy_envelope_verify() (policy/envelope.c,
+ * envelope_parse.c) against a fixed keyring.
  *
  * The keyring holds three test keys (tests/fuzz/keys/, not secret):
  *   "fuzz-1"  Ed25519, made at first call from a fixed 32-byte seed

@@ -1,6 +1,7 @@
 /*
- * policy_envelope.c - TCases "envelope" (policy/envelope.c: keys, keyrings,
- * DSSE PAE, sign/verify, refusals, interop with the openssl CLI) and
+ * policy_envelope.c - TCases "envelope" (policy/envelope.c and
+ * envelope_parse.c: keys, keyrings, DSSE PAE, sign/verify, refusals,
+ * interop with the openssl CLI) and
  * "fetch" (policy/fetch.c: the control-plane fetch state machine). Linked
  * into test_policy; test_policy.c's main adds tcase_envelope() and
  * tcase_fetch().
