@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -53,7 +54,13 @@ struct h2_conn {
     int flush_close; /* protocol error: close once the GOAWAY is written */
     uint32_t streams_opened; /* request streams the client began */
     uint32_t client_resets;  /* RST_STREAM frames the client sent */
+    int lingering;           /* HTTP/2 is over; reading and dropping until EOF (h2_finish) */
 };
+
+/* After its last frame (a GOAWAY), a connection is half-closed and what
+ * the peer still sends is read and dropped for up to this long before the
+ * socket closes (h2_finish). */
+#define LINGER_MS 1000
 
 /* Rapid reset (CVE-2023-44487): a client that has reset at least
  * RESET_MIN streams, and at least half of all the streams it opened, is
@@ -65,6 +72,7 @@ struct h2_conn {
 
 static int h2_send(struct h2_conn *hc);
 static void h2_close(struct h2_conn *hc);
+static int h2_finish(struct h2_conn *hc);
 
 /* The other side of a stream calls us from inside its own callbacks (an
  * upstream nghttp2 session, a timer). Sending from there could close this
@@ -433,8 +441,8 @@ static const struct px_down_ops h2_ops = {h2_response_ready, h2_request_drained,
 
 /* ---- I/O ---------------------------------------------------------------- */
 
-/* Writes what nghttp2 has queued. Returns -1 when the connection was
- * closed (hc is freed: the caller must not touch it), else 0. */
+/* Writes what nghttp2 has queued. Returns -1 when the connection is over
+ * (closed and freed, or lingering: the caller must not touch hc), else 0. */
 static int h2_send(struct h2_conn *hc)
 {
     struct evbuffer *out;
@@ -454,10 +462,8 @@ static int h2_send(struct h2_conn *hc)
         evbuffer_add(out, data, (size_t)n);
     }
     if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
-        evbuffer_get_length(out) == 0) {
-        h2_close(hc);
-        return -1;
-    }
+        evbuffer_get_length(out) == 0)
+        return h2_finish(hc);
     return 0;
 }
 
@@ -484,7 +490,7 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
             bufferevent_disable(hc->c->bev, EV_READ);
             bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
             if (evbuffer_get_length(bufferevent_get_output(hc->c->bev)) == 0)
-                h2_close(hc);
+                h2_finish(hc);
             else
                 arm_close_deadline(hc);
             return;
@@ -500,7 +506,7 @@ static void h2_write_cb(struct bufferevent *bev, void *arg)
     struct h2_conn *hc = arg;
     if (hc->flush_close) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            h2_close(hc);
+            h2_finish(hc);
         return;
     }
     h2_send(hc);
@@ -526,8 +532,8 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     struct h2_conn *hc = arg;
     (void)fd;
     (void)what;
-    if (hc->flush_close) {
-        h2_close(hc);
+    if (hc->flush_close || hc->lingering) {
+        h2_close(hc); /* a peer that does not read its GOAWAY, or the end of a linger */
         return;
     }
     if (hc->draining && !hc->goaway) {
@@ -569,13 +575,9 @@ static void arm_idle(struct h2_conn *hc)
         evtimer_add(hc->idle, &tv);
 }
 
-/* Frees the connection and every stream still on it. */
-static void h2_close(struct h2_conn *hc)
+/* Frees every stream still on the connection and the nghttp2 session. */
+static void h2_release(struct h2_conn *hc)
 {
-    struct px_conn *c = hc->c;
-    if (hc->dead)
-        return;
-    hc->dead = 1;
     while (hc->streams != NULL) {
         struct h2_stream *hs = hc->streams;
         struct px_stream *st = hs->st;
@@ -584,14 +586,71 @@ static void h2_close(struct h2_conn *hc)
         if (st != NULL)
             px_stream_down_done(st);
     }
-    nghttp2_session_del(hc->s);
+    if (hc->s != NULL) {
+        nghttp2_session_del(hc->s);
+        hc->s = NULL;
+    }
+    if (hc->send_ev != NULL) {
+        event_free(hc->send_ev);
+        hc->send_ev = NULL;
+    }
+}
+
+/* Frees the connection and every stream still on it. */
+static void h2_close(struct h2_conn *hc)
+{
+    struct px_conn *c = hc->c;
+    if (hc->dead && !hc->lingering)
+        return;
+    hc->dead = 1;
+    hc->lingering = 0;
+    h2_release(hc);
     if (hc->idle)
         event_free(hc->idle);
-    if (hc->send_ev)
-        event_free(hc->send_ev);
     free(hc);
     c->proto_ctx = NULL;
     px_conn_free(c);
+}
+
+static void linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    (void)arg;
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        h2_close(arg);
+}
+
+/* Ends a connection whose last frame (a GOAWAY) has been written out: the
+ * streams and the session go now; the socket is half-closed and what the
+ * peer still sends is read and dropped until it closes too, for at most
+ * LINGER_MS. Closing with unread input would make the kernel send a
+ * reset, and a peer that gets one may drop our GOAWAY unread: it would
+ * never learn why (ENHANCE_YOUR_CALM) or which streams were processed.
+ * Always returns -1: HTTP/2 on hc is over, the caller must not use it. */
+static int h2_finish(struct h2_conn *hc)
+{
+    struct bufferevent *bev = hc->c->bev;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+
+    if (fd < 0 || hc->idle == NULL || hc->lingering) {
+        h2_close(hc);
+        return -1;
+    }
+    hc->dead = 1; /* every stream op and nghttp2 path bails out from here on */
+    h2_release(hc);
+    hc->lingering = 1;
+    shutdown(fd, SHUT_WR);
+    bufferevent_setcb(bev, linger_read_cb, NULL, linger_event_cb, hc);
+    bufferevent_enable(bev, EV_READ);
+    evtimer_add(hc->idle, &tv);
+    return -1;
 }
 
 void px_h2_conn_close(struct px_conn *c)
