@@ -38,7 +38,7 @@ done
 if [ -z "${PICKET_BIN:-}" ]; then
   PICKET_BIN=$ROOT/build-release/picket
   if [ ! -x "$PICKET_BIN" ]; then
-    cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DPICKET_TESTS=OFF >/dev/null
+    cmake -S "$ROOT" -B "$ROOT/build-release" -DPICKET_SANITIZE=OFF -DCMAKE_BUILD_TYPE=Release -DPICKET_TESTS=OFF >/dev/null
     cmake --build "$ROOT/build-release" -j"${PICKET_JOBS:-2}" --target picket
   fi
 fi
