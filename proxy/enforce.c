@@ -144,7 +144,9 @@ static struct px_counter *decision_counter(const char *decision, const char *rul
 
 static void set_rule(struct px_stream *st, const char *rule)
 {
-    snprintf(st->rule, sizeof(st->rule), "%s", rule);
+    size_t n = strnlen(rule, sizeof(st->rule) - 1); /* truncated like snprintf, without it */
+    memcpy(st->rule, rule, n);
+    st->rule[n] = '\0';
 }
 
 int px_enforce_request(struct px_stream *st)

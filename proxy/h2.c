@@ -370,7 +370,10 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
 
     if (nva == NULL)
         return -1;
-    snprintf(status, sizeof(status), "%03d", st->status);
+    status[0] = (char)('0' + st->status / 100 % 10);
+    status[1] = (char)('0' + st->status / 10 % 10);
+    status[2] = (char)('0' + st->status % 10);
+    status[3] = '\0';
     nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < st->resp.n; i++) {
         const struct px_hdr *h = &st->resp.v[i];
@@ -378,8 +381,8 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
                                 NGHTTP2_NV_FLAG_NONE};
     }
     if (st->resp_content_length >= 0) {
-        snprintf(clen, sizeof(clen), "%lld", (long long)st->resp_content_length);
-        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
+        size_t clen_n = px_fmt_i64(clen, st->resp_content_length);
+        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, clen_n,
                                 NGHTTP2_NV_FLAG_NONE};
     }
     has_body = !(st->resp_eof && evbuffer_get_length(st->resp_body) == 0 &&

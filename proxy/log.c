@@ -84,6 +84,20 @@ static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
     return len;
 }
 
+/* 1 for bytes copied as they are: printable ASCII other than '"' (0x22)
+ * and '\\' (0x5c). A table: this runs over every byte of every log value. */
+#define R16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const unsigned char json_plain[256] = {
+    R16(0), R16(0),                                 /* 0x00-0x1f: controls */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20-0x2f */
+    R16(1), R16(1),                                 /* 0x30-0x4f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50-0x5f */
+    R16(1),                                         /* 0x60-0x6f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, /* 0x70-0x7f: DEL */
+    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), /* 0x80-0xff */
+};
+#undef R16
+
 size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
 {
     static const char hex[] = "0123456789abcdef";
@@ -95,15 +109,29 @@ size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
     while (i < inlen) {
         char tmp[8];
         const char *piece = tmp;
-        size_t plen = 1, adv = 1;
-        unsigned c = s[i], cp;
+        size_t plen = 1, adv = 1, run = i;
+        unsigned c, cp;
 
+        /* Most of a log value is plain ASCII: copy it a run at a time
+         * (a run may be cut anywhere when out is full). */
+        while (run < inlen && json_plain[s[run]])
+            run++;
+        if (run > i) {
+            size_t n = run - i;
+            if (n > outlen - 1 - o)
+                n = outlen - 1 - o;
+            memcpy(out + o, in + i, n);
+            o += n;
+            i += n;
+            if (i < run)
+                break;
+            continue;
+        }
+        c = s[i];
         if (c == '"' || c == '\\') {
             tmp[0] = '\\';
             tmp[1] = (char)c;
             plen = 2;
-        } else if (c >= 0x20 && c < 0x7f) {
-            piece = in + i;
         } else if (c >= 0x80 && (adv = utf8_seq(s + i, inlen - i, &cp)) != 0) {
             plen = adv;
             piece = in + i;
@@ -127,6 +155,29 @@ size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
     }
     out[o] = '\0';
     return o;
+}
+
+size_t px_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+size_t px_fmt_i64(char *out, int64_t v)
+{
+    if (v < 0) {
+        out[0] = '-';
+        return 1 + px_fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+    }
+    return px_fmt_u64(out, (uint64_t)v);
 }
 
 /* ---- line builder ------------------------------------------------------ */
@@ -169,12 +220,21 @@ static void jb_str(struct jb *b, const char *s)
     jb_lit(b, "\"", 1);
 }
 
+/* Keys are picket's own literals ([a-z_]), written without escaping. */
 static void jb_key(struct jb *b, const char *key)
 {
+    size_t n = strlen(key);
+    if (b->trunc || b->len + n + 4 + RESERVE > b->cap) {
+        b->trunc = 1;
+        return;
+    }
     if (b->len > 1)
-        jb_lit(b, ",", 1);
-    jb_str(b, key);
-    jb_lit(b, ":", 1);
+        b->p[b->len++] = ',';
+    b->p[b->len++] = '"';
+    memcpy(b->p + b->len, key, n);
+    b->len += n;
+    b->p[b->len++] = '"';
+    b->p[b->len++] = ':';
 }
 
 /* A field is written whole or not at all, so the line stays valid JSON. */
@@ -198,11 +258,11 @@ static void jb_field_raw(struct jb *b, const char *key, const char *raw)
 
 static void jb_field_i64(struct jb *b, const char *key, int64_t v, int null_if_negative)
 {
-    char num[32];
+    char num[24];
     if (null_if_negative && v < 0)
-        snprintf(num, sizeof(num), "null");
+        memcpy(num, "null", 5);
     else
-        snprintf(num, sizeof(num), "%lld", (long long)v);
+        px_fmt_i64(num, v);
     jb_field_raw(b, key, num);
 }
 
@@ -213,17 +273,56 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void put2(char *p, int v)
+{
+    p[0] = (char)('0' + v / 10 % 10);
+    p[1] = (char)('0' + v % 10);
+}
+
 char *px_log_fmt_ts(int64_t ms, char *buf, size_t buflen)
 {
-    time_t sec = (time_t)(ms / 1000);
-    struct tm tm;
+    /* "YYYY-MM-DDTHH:MM:SS." changes once a second: each thread keeps the
+     * last one it formatted, so a busy worker calls gmtime_r once a second
+     * and formats only the milliseconds for every line. */
+    static _Thread_local int64_t tl_sec = -1;
+    static _Thread_local char tl_prefix[21];
+    int64_t sec = ms / 1000;
+    int msec = (int)(ms % 1000);
 
-    if (ms < 0 || gmtime_r(&sec, &tm) == NULL) {
+    if (buflen < 25 || ms < 0) {
         snprintf(buf, buflen, "1970-01-01T00:00:00.000Z");
         return buf;
     }
-    snprintf(buf, buflen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    if (sec != tl_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        int year;
+        if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999) {
+            snprintf(buf, buflen, "1970-01-01T00:00:00.000Z");
+            return buf;
+        }
+        year = tm.tm_year + 1900;
+        put2(tl_prefix, year / 100);
+        put2(tl_prefix + 2, year % 100);
+        tl_prefix[4] = '-';
+        put2(tl_prefix + 5, tm.tm_mon + 1);
+        tl_prefix[7] = '-';
+        put2(tl_prefix + 8, tm.tm_mday);
+        tl_prefix[10] = 'T';
+        put2(tl_prefix + 11, tm.tm_hour);
+        tl_prefix[13] = ':';
+        put2(tl_prefix + 14, tm.tm_min);
+        tl_prefix[16] = ':';
+        put2(tl_prefix + 17, tm.tm_sec);
+        tl_prefix[19] = '.';
+        tl_prefix[20] = '\0';
+        tl_sec = sec;
+    }
+    memcpy(buf, tl_prefix, 20);
+    buf[20] = (char)('0' + msec / 100);
+    put2(buf + 21, msec % 100);
+    buf[23] = 'Z';
+    buf[24] = '\0';
     return buf;
 }
 
@@ -354,11 +453,18 @@ void px_log_access(const struct px_access_rec *r)
     jb_field_str(&b, "path", r->path);
     jb_field_str(&b, "proto", r->proto);
     jb_field_i64(&b, "status", r->status, 0);
-    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)r->bytes_in);
+    px_fmt_u64(dur, r->bytes_in);
     jb_field_raw(&b, "bytes_in", dur);
-    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)r->bytes_out);
+    px_fmt_u64(dur, r->bytes_out);
     jb_field_raw(&b, "bytes_out", dur);
-    snprintf(dur, sizeof(dur), "%lld.%03lld", (long long)(us / 1000), (long long)(us % 1000));
+    {
+        size_t n = px_fmt_i64(dur, us / 1000);
+        int frac = (int)(us % 1000);
+        dur[n] = '.';
+        dur[n + 1] = (char)('0' + frac / 100);
+        put2(dur + n + 2, frac % 100);
+        dur[n + 4] = '\0';
+    }
     jb_field_raw(&b, "duration_ms", dur);
     jb_field_str(&b, "upstream", r->upstream);
     jb_field_str(&b, "decision", r->decision);

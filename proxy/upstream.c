@@ -72,19 +72,34 @@ int px_resolve(const char *host, const char *port, struct sockaddr_storage *out,
     return 0;
 }
 
+/* 1 if key is exactly the concatenation of the n parts (no formatting on
+ * the per-request lookup). */
+static int key_is(const char *key, const char *const *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(parts[i]);
+        if (strncmp(key, parts[i], len) != 0)
+            return 0;
+        key += len;
+    }
+    return *key == '\0';
+}
+
 static struct px_pool *pool_get(struct px_worker *w, const struct px_upstream_addr *up)
 {
     char key[sizeof(((struct px_pool *)0)->key)];
+    const char *parts[7] = {up->proto == PX_UP_H2C ? "h2c" : up->proto == PX_UP_H1 ? "http" : "mtls",
+                            "://", up->host, ":", up->port, "#",
+                            up->server_id ? up->server_id : ""};
     struct px_pool *p;
     struct in6_addr a6;
     struct in_addr a4;
 
-    snprintf(key, sizeof(key), "%s://%s:%s#%s",
-             up->proto == PX_UP_H2C ? "h2c" : up->proto == PX_UP_H1 ? "http" : "mtls", up->host,
-             up->port, up->server_id ? up->server_id : "");
     for (p = w->pools; p != NULL; p = p->next)
-        if (strcmp(p->key, key) == 0)
+        if (key_is(p->key, parts, 7))
             return p;
+    snprintf(key, sizeof(key), "%s%s%s%s%s%s%s", parts[0], parts[1], parts[2], parts[3], parts[4],
+             parts[5], parts[6]);
     p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;

@@ -15,42 +15,52 @@
 
 #include <string.h>
 
-static int needs_quote(unsigned char ch)
+/* ' ' '"' ',' ';' '=' (all below 64) and '\\' make a value quoted. */
+#define QUOTE_LOW ((1ULL << ' ') | (1ULL << '"') | (1ULL << ',') | (1ULL << ';') | (1ULL << '='))
+
+static int needs_quote(unsigned c)
 {
-    return ch == ',' || ch == ';' || ch == '=' || ch == '"' || ch == '\\' || ch == ' ';
+    return c < 64 ? (int)((QUOTE_LOW >> c) & 1) : c == '\\';
 }
 
 /* Appends key=value at out[*pos]; returns -1 on a refused byte or no room. */
 static int put_field(char *out, size_t outlen, size_t *pos, const char *key, const char *v)
 {
-    size_t klen = strlen(key), p = *pos, vlen = 0;
+    const unsigned char *s = (const unsigned char *)v;
+    size_t klen = strlen(key), p = *pos, n = 0, escapes = 0;
     int quote = 0;
 
     if (v == NULL || v[0] == '\0')
         return 0;
-    for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
-        if (*s < 0x20 || *s >= 0x7f)
+    for (; s[n] != '\0'; n++) {
+        unsigned c = s[n];
+        if (c - 0x20u >= 0x5fu) /* below 0x20, DEL, or not ASCII */
             return -1;
-        quote |= needs_quote(*s);
-        vlen += 1 + (*s == '"' || *s == '\\');
+        if (needs_quote(c)) {
+            quote = 1;
+            escapes += c == '"' || c == '\\';
+        }
     }
     /* [';'] key '=' ['"'] value with escapes ['"'] NUL */
-    if (p + (p > 0) + klen + 1 + (quote ? 2u : 0u) + vlen + 1 > outlen)
+    if (p + (p > 0) + klen + 1 + (quote ? 2u : 0u) + n + escapes + 1 > outlen)
         return -1;
     if (p > 0)
         out[p++] = ';';
     memcpy(out + p, key, klen);
     p += klen;
     out[p++] = '=';
-    if (quote)
+    if (!quote) {
+        memcpy(out + p, v, n);
+        p += n;
+    } else {
         out[p++] = '"';
-    for (const char *s = v; *s; s++) {
-        if (quote && (*s == '"' || *s == '\\'))
-            out[p++] = '\\';
-        out[p++] = *s;
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == '"' || s[i] == '\\')
+                out[p++] = '\\';
+            out[p++] = (char)s[i];
+        }
+        out[p++] = '"';
     }
-    if (quote)
-        out[p++] = '"';
     out[p] = '\0';
     *pos = p;
     return 0;

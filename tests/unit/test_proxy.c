@@ -579,6 +579,27 @@ START_TEST(test_log_truncation)
 }
 END_TEST
 
+START_TEST(test_log_numbers_and_time)
+{
+    char b[32];
+    ck_assert_uint_eq(px_fmt_u64(b, 0), 1);
+    ck_assert_str_eq(b, "0");
+    ck_assert_uint_eq(px_fmt_u64(b, 18446744073709551615ULL), 20);
+    ck_assert_str_eq(b, "18446744073709551615");
+    ck_assert_uint_eq(px_fmt_i64(b, -9223372036854775807LL - 1), 20);
+    ck_assert_str_eq(b, "-9223372036854775808");
+    ck_assert_uint_eq(px_fmt_i64(b, 4096), 4);
+    ck_assert_str_eq(b, "4096");
+    /* the per-thread second cache: same second, next second, earlier again */
+    ck_assert_str_eq(px_log_fmt_ts(1795432841123LL, b, sizeof(b)), "2026-11-23T11:20:41.123Z");
+    ck_assert_str_eq(px_log_fmt_ts(1795432841999LL, b, sizeof(b)), "2026-11-23T11:20:41.999Z");
+    ck_assert_str_eq(px_log_fmt_ts(1795432842005LL, b, sizeof(b)), "2026-11-23T11:20:42.005Z");
+    ck_assert_str_eq(px_log_fmt_ts(0, b, sizeof(b)), "1970-01-01T00:00:00.000Z");
+    ck_assert_str_eq(px_log_fmt_ts(951782400050LL, b, sizeof(b)), "2000-02-29T00:00:00.050Z");
+    ck_assert_str_eq(px_log_fmt_ts(-1, b, sizeof(b)), "1970-01-01T00:00:00.000Z");
+}
+END_TEST
+
 static TCase *tcase_log(void)
 {
     TCase *tc = tcase_create("log");
@@ -589,6 +610,7 @@ static TCase *tcase_log(void)
     tcase_add_test(tc, test_log_reopen_and_errors);
     tcase_add_test(tc, test_log_operational);
     tcase_add_test(tc, test_log_truncation);
+    tcase_add_test(tc, test_log_numbers_and_time);
     return tc;
 }
 
