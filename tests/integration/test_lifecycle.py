@@ -101,6 +101,30 @@ class Lifecycle(pt.TestCase):
         rc = self.proc.wait(5)
         self.assertEqual(rc, 0, "exit status after a drain with a notice delay")
 
+    def test_connection_accepted_before_sigterm_is_served(self):
+        # A client that connected before the drain but had not finished its TLS
+        # handshake is served (then told to go), not dropped.
+        import socket
+        import ssl
+        self.start(limits={"drain_timeout": "5s"})
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.addCleanup(raw.close)
+        time.sleep(0.2)  # accepted by picket, handshake not started
+        self.proc.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ctx = pt.tls_context(self.pki, alpn=("http/1.1",))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:200])
+        self.assertIn(b"connection: close", data.lower(), "a drained HTTP/1.1 answer closes")
+        self.assertEqual(self.proc.wait(6), 0)
+
     def test_drain_notice_delay_must_be_shorter_than_drain_timeout(self):
         lines = self.good_lines()
         lines.append('  "limits": {"drain_timeout": "5s",\n             "drain_notice_delay": "5s"}')
