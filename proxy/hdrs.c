@@ -101,6 +101,28 @@ void px_hdrs_del(struct px_hdrs *h, const char *name)
     h->n = o;
 }
 
+void px_hdrs_del_ci(struct px_hdrs *h, const char *name, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].nlen == len && strncasecmp(h->v[i].name, name, len) == 0) {
+            h->bytes -= h->v[i].nlen + h->v[i].vlen + 32;
+            continue;
+        }
+        h->v[o++] = h->v[i];
+    }
+    h->n = o;
+}
+
+void px_hdrs_remove_at(struct px_hdrs *h, size_t i)
+{
+    if (i >= h->n)
+        return;
+    h->bytes -= h->v[i].nlen + h->v[i].vlen + 32;
+    memmove(&h->v[i], &h->v[i + 1], (h->n - i - 1) * sizeof(h->v[0]));
+    h->n--;
+}
+
 void px_hdrs_clear(struct px_hdrs *h)
 {
     while (h->blk != NULL) {

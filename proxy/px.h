@@ -61,6 +61,11 @@ int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *va
                 size_t limit);
 const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name);
 void px_hdrs_del(struct px_hdrs *h, const char *name);
+/* Drops every field named name[0..len), ASCII case-insensitively (name
+ * need not be NUL-terminated or lowercase). */
+void px_hdrs_del_ci(struct px_hdrs *h, const char *name, size_t len);
+/* Drops the field at index i (the ones after it move down by one). */
+void px_hdrs_remove_at(struct px_hdrs *h, size_t i);
 void px_hdrs_clear(struct px_hdrs *h);
 
 /* ---- snapshots -------------------------------------------------------- */

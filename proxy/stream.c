@@ -264,21 +264,34 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
 static void strip_connection_tokens(struct px_hdrs *h, int keep_te)
 {
     const struct px_hdr *c = px_hdrs_get(h, "connection");
-    char tmp[256];
-    char *save = NULL, *tok;
-    size_t n;
+    const char *p, *end;
+    char *value;
+
     if (c == NULL)
         return;
-    n = c->vlen < sizeof(tmp) - 1 ? c->vlen : sizeof(tmp) - 1;
-    memcpy(tmp, c->value, n);
-    tmp[n] = '\0';
-    for (tok = strtok_r(tmp, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-        for (char *p = tok; *p; p++)
-            if (*p >= 'A' && *p <= 'Z')
-                *p = (char)(*p + 32);
-        if (!(keep_te && strcmp(tok, "te") == 0))
-            px_hdrs_del(h, tok);
+    /* Our own copy: deleting fields must not pull the value from under us.
+     * The whole value is walked (no length cap, so no token is missed). */
+    value = malloc(c->vlen + 1);
+    if (value == NULL) {
+        px_hdrs_del(h, "connection");
+        return;
     }
+    memcpy(value, c->value, c->vlen);
+    value[c->vlen] = '\0';
+    for (p = value, end = value + c->vlen; p < end;) {
+        const char *tok;
+        size_t n;
+        while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
+            p++;
+        tok = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        n = (size_t)(p - tok);
+        if (n == 0 || (keep_te && n == 2 && strncasecmp(tok, "te", 2) == 0))
+            continue;
+        px_hdrs_del_ci(h, tok, n);
+    }
+    free(value);
 }
 
 void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
@@ -297,9 +310,7 @@ void px_stream_response_headers(struct px_stream *st)
     strip_connection_tokens(&st->resp, 0);
     for (size_t i = 0; i < st->resp.n;) {
         if (px_is_hop_by_hop(st->resp.v[i].name, st->resp.v[i].nlen)) {
-            char name[32];
-            snprintf(name, sizeof(name), "%s", st->resp.v[i].name);
-            px_hdrs_del(&st->resp, name);
+            px_hdrs_remove_at(&st->resp, i);
             continue;
         }
         i++;
@@ -411,11 +422,10 @@ static void filter_request_headers(struct px_stream *st)
                    (h->nlen == 17 && memcmp(h->name, "x-forwarded-proto", 17) == 0) ||
                    (h->nlen >= 9 && memcmp(h->name, "x-picket-", 9) == 0);
         if (drop) {
-            char name[64];
-            size_t n = h->nlen < sizeof(name) - 1 ? h->nlen : sizeof(name) - 1;
-            memcpy(name, h->name, n);
-            name[n] = '\0';
-            px_hdrs_del(&st->req, name);
+            /* By index, never by a copied name: a name longer than a copy
+             * buffer would not match, nothing would be removed, and this
+             * loop would spin forever (found by fuzz_h1). */
+            px_hdrs_remove_at(&st->req, i);
             continue;
         }
         i++;
