@@ -81,6 +81,17 @@ struct service {
     int64_t revision;
 };
 
+/* First ASCII case-insensitive occurrence of needle (lowercase) in
+ * s[0..n), or NULL. */
+static const char *ci_find(const char *s, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; k <= n && i <= n - k; i++)
+        if (strncasecmp(s + i, needle, k) == 0)
+            return s + i;
+    return NULL;
+}
+
 struct px_dispatch_state {
     struct service **svc; /* each allocated on its own: in-flight checks point at them */
     size_t nsvc;
@@ -456,20 +467,21 @@ static void on_answer(void *arg, const struct px_client_resp *r)
                 a.ctype = strndup(ct->value, ct->vlen < 200 ? ct->vlen : 200);
         }
         if (cc != NULL) {
-            /* max-age=N; no-store / no-cache / private mean: do not reuse */
-            char tmp[200];
-            const char *m;
-            snprintf(tmp, sizeof(tmp), "%.*s", (int)cc->vlen, cc->value);
-            for (char *q = tmp; *q; q++)
-                if (*q >= 'A' && *q <= 'Z')
-                    *q = (char)(*q + 32);
-            m = strstr(tmp, "max-age=");
-            if (m != NULL && strstr(tmp, "no-store") == NULL && strstr(tmp, "no-cache") == NULL &&
-                strstr(tmp, "private") == NULL) {
-                long long secs = strtoll(m + 8, NULL, 10);
-                /* cap before scaling: a huge max-age must not overflow */
-                if (secs > 86400LL * 365)
-                    secs = 86400LL * 365;
+            /* max-age=N; no-store / no-cache / private mean: do not reuse.
+             * The whole value is searched, however long: a directive past
+             * any fixed-size copy must still count. */
+            const char *m = ci_find(cc->value, cc->vlen, "max-age=");
+            if (m != NULL && ci_find(cc->value, cc->vlen, "no-store") == NULL &&
+                ci_find(cc->value, cc->vlen, "no-cache") == NULL &&
+                ci_find(cc->value, cc->vlen, "private") == NULL) {
+                const char *end = cc->value + cc->vlen;
+                long long secs = 0;
+                for (m += 8; m < end && *m >= '0' && *m <= '9'; m++) {
+                    secs = secs * 10 + (*m - '0');
+                    /* cap while reading: a huge max-age must not overflow */
+                    if (secs > 86400LL * 365)
+                        secs = 86400LL * 365;
+                }
                 ttl = secs > 0 ? (int64_t)secs * 1000 : 0;
             }
         }

@@ -11,6 +11,7 @@ tests/bench/bench_dispatch.sh): an ext_authz-style HTTP service over mutual TLS.
     --max-age-for P=N    max-age N for check paths starting with P (repeatable, first match
                          wins, overrides --max-age; 0 = no Cache-Control)
     --deny-max-age N     Cache-Control: max-age=N on deny answers too (default: none)
+    --cache-control-extra S  appended to every Cache-Control value sent (", S")
     --delay-ms MS        answer every check MS milliseconds late (h1: per connection thread,
                          h2: per stream, other streams keep flowing)
     --hostile-headers    allow answers also carry headers picket must NOT pass upstream
@@ -122,7 +123,8 @@ def decide(method, path, headers, protocol, body_len, peer_id):
         h = [("x-authz-user", "alice"), ("x-authz-tenant", "acme")]
         n = max_age_for(path)
         if n > 0:
-            h.append(("cache-control", "max-age=%d" % n))
+            h.append(("cache-control", "max-age=%d%s" % (
+                n, ", " + ARGS.cache_control_extra if ARGS.cache_control_extra else "")))
         if ARGS.hostile_headers:
             h += HOSTILE
         return 200, h, b""
@@ -358,6 +360,7 @@ def main(argv):
     ap.add_argument("--max-age", type=int, default=0)
     ap.add_argument("--max-age-for", type=_prefix_n, action="append", default=[])
     ap.add_argument("--deny-max-age", type=int, default=0)
+    ap.add_argument("--cache-control-extra", default="")
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--hostile-headers", action="store_true")
     ap.add_argument("--state")

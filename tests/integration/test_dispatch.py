@@ -232,6 +232,16 @@ class CoreMixin:
         self.assertEqual(az.checks(), n)
         self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="deny"), n)
 
+    def test_no_store_far_into_cache_control_is_honoured(self):
+        # "max-age=30, <300 bytes of other directives>, no-store": the no-store
+        # wins wherever it sits in the value, so nothing is cached.
+        az = self.authz("--max-age", "30", "--cache-control-extra",
+                        "x-pad=" + "p" * 300 + ", no-store")
+        self.start(az.port)
+        for i in range(4):
+            self.assertOK(self.get("/headers", rid="dsp-nostore-%d" % i), "request %d" % i)
+        self.assertEqual(az.checks(), 4, "no-store must disable caching")
+
     def test_cache_ten_sequential_one_check(self):
         az = self.authz("--max-age", "30")
         self.start(az.port)
