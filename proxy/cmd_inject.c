@@ -20,6 +20,7 @@
  * readable, the parser's line:col message, the answer: allow or error) for
  * a malformed review.
  */
+#include "certs.h"
 #include "cli.h"
 #include "cmd_inject.h"
 
@@ -335,21 +336,12 @@ struct server {
     const struct px_inject_opts *opts;
 };
 
-static void ssl_error(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "unknown error";
-    if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    ERR_clear_error();
-    snprintf(err, errlen, "%s: %s", what, buf);
-}
 
 static SSL_CTX *tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
-        ssl_error(err, errlen, "SSL_CTX_new");
+        certs_ossl_err(err, errlen, "SSL_CTX_new");
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -357,19 +349,19 @@ static SSL_CTX *tls_ctx_new(const char *cert, const char *key, char *err, size_t
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
-        ssl_error(err, errlen, "cipher list");
+        certs_ossl_err(err, errlen, "cipher list");
         goto fail;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        ssl_error(err, errlen, cert);
+        certs_ossl_err(err, errlen, cert);
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        ssl_error(err, errlen, key);
+        certs_ossl_err(err, errlen, key);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        ssl_error(err, errlen, "the key does not match the certificate");
+        certs_ossl_err(err, errlen, "the key does not match the certificate");
         goto fail;
     }
     return ctx;

@@ -26,6 +26,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "certs.h"
 #include "log.h"
 
 #define IO_TIMEOUT_S 10
@@ -35,15 +36,6 @@
 
 /* ---- TLS --------------------------------------------------------------------- */
 
-static void ssl_error(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "unknown error";
-    if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    ERR_clear_error();
-    snprintf(err, errlen, "%s: %s", what, buf);
-}
 
 static void ssl_peer(SSL *ssl, char *out, size_t outlen)
 {
@@ -122,7 +114,7 @@ static int tls_setup(struct px_control *c, char *err, size_t errlen)
     STACK_OF(X509) *chain = certs_keypair_chain(c->kp);
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
-        ssl_error(err, errlen, "SSL_CTX_new");
+        certs_ossl_err(err, errlen, "SSL_CTX_new");
         return -1;
     }
     c->ctx = ctx;
@@ -135,22 +127,22 @@ static int tls_setup(struct px_control *c, char *err, size_t errlen)
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
-        ssl_error(err, errlen, "cipher list");
+        certs_ossl_err(err, errlen, "cipher list");
         return -1;
     }
     if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(c->kp)) != 1) {
-        ssl_error(err, errlen, "certificate");
+        certs_ossl_err(err, errlen, "certificate");
         return -1;
     }
     for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
         if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
-            ssl_error(err, errlen, "certificate chain");
+            certs_ossl_err(err, errlen, "certificate chain");
             return -1;
         }
     }
     if (SSL_CTX_use_PrivateKey(ctx, certs_keypair_key(c->kp)) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
-        ssl_error(err, errlen, "private key");
+        certs_ossl_err(err, errlen, "private key");
         return -1;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);

@@ -66,15 +66,6 @@ void px_snapshot_unref(struct px_snapshot *s)
     free(s);
 }
 
-static void drain_ssl_errors(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "unknown error";
-    if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    ERR_clear_error();
-    snprintf(err, errlen, "%s: %s", what, buf);
-}
 
 /* Full SVID validation of the client certificate, instead of OpenSSL's
  * default verification. Runs once per handshake. */
@@ -191,18 +182,18 @@ static int use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t
 {
     STACK_OF(X509) *chain = certs_keypair_chain(kp);
     if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(kp)) != 1) {
-        drain_ssl_errors(err, errlen, "certificate");
+        certs_ossl_err(err, errlen, "certificate");
         return -1;
     }
     for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
         if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
-            drain_ssl_errors(err, errlen, "certificate chain");
+            certs_ossl_err(err, errlen, "certificate chain");
             return -1;
         }
     }
     if (SSL_CTX_use_PrivateKey(ctx, certs_keypair_key(kp)) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
-        drain_ssl_errors(err, errlen, "private key");
+        certs_ossl_err(err, errlen, "private key");
         return -1;
     }
     return 0;
@@ -218,7 +209,7 @@ static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(m);
     if (ctx == NULL) {
-        drain_ssl_errors(err, errlen, "SSL_CTX_new");
+        certs_ossl_err(err, errlen, "SSL_CTX_new");
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -227,7 +218,7 @@ static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_max_cert_list(ctx, PX_TLS_MAX_CERT_LIST);
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
-        drain_ssl_errors(err, errlen, "cipher list");
+        certs_ossl_err(err, errlen, "cipher list");
         SSL_CTX_free(ctx);
         return NULL;
     }
