@@ -45,13 +45,11 @@
 #include "certs_json.h"
 #include "inject.h"
 #include "log.h"
+#include "px.h"
 
 #define CERT_CHECK_S 30
 #define HEADERS_MAX 16384
 #define IO_TIMEOUT_S 10
-#define TLS12_CIPHERS                                                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 static const char usage_text[] =
     "usage:\n"
@@ -348,7 +346,7 @@ static SSL_CTX *tls_ctx_new(const char *cert, const char *key, char *err, size_t
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+    if (SSL_CTX_set_cipher_list(ctx, PX_TLS12_CIPHERS) != 1) {
         certs_ossl_err(err, errlen, "cipher list");
         goto fail;
     }

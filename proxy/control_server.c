@@ -28,11 +28,9 @@
 
 #include "certs.h"
 #include "log.h"
+#include "snapshot.h"
 
 #define IO_TIMEOUT_S 10
-#define TLS12_CIPHERS                                                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 /* ---- TLS --------------------------------------------------------------------- */
 
@@ -111,40 +109,16 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 
 static int tls_setup(struct px_control *c, char *err, size_t errlen)
 {
-    STACK_OF(X509) *chain = certs_keypair_chain(c->kp);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL) {
-        certs_ossl_err(err, errlen, "SSL_CTX_new");
+    SSL_CTX *ctx = px_tls_ctx_new(TLS_server_method(), err, errlen);
+    if (ctx == NULL)
         return -1;
-    }
     c->ctx = ctx;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     /* No resumption: a resumed session would skip the SVID check, and an
      * SVID that expired since would keep working. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
-        certs_ossl_err(err, errlen, "cipher list");
+    if (px_tls_use_keypair(ctx, c->kp, err, errlen) != 0)
         return -1;
-    }
-    if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(c->kp)) != 1) {
-        certs_ossl_err(err, errlen, "certificate");
-        return -1;
-    }
-    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
-        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
-            certs_ossl_err(err, errlen, "certificate chain");
-            return -1;
-        }
-    }
-    if (SSL_CTX_use_PrivateKey(ctx, certs_keypair_key(c->kp)) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        certs_ossl_err(err, errlen, "private key");
-        return -1;
-    }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     SSL_CTX_set_cert_verify_callback(ctx, verify_client_cb, c);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);

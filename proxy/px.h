@@ -369,6 +369,12 @@ int px_resolve(const char *host, const char *port, struct sockaddr_storage *out,
 int px_https_url_split(const char *url, char *host, size_t hostcap, char *port, size_t portcap,
                        const char **path);
 
+/* TLS 1.2 suites picket offers (ECDHE + AEAD only); TLS 1.3 uses OpenSSL's
+ * AEAD-only defaults. */
+#define PX_TLS12_CIPHERS                                                                           \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 /* Bytes moved per read/write call on a connection (libevent's default is
  * 16 KiB, one syscall per TLS record). */
 #define PX_IO_CHUNK (128 * 1024)

@@ -34,9 +34,6 @@
 #include "metrics.h"
 #include "snapshot.h"
 
-#define TLS12_CIPHERS                                                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 int px_ssl_conn_idx = -1;
 int px_ssl_expect_idx = -1;
@@ -178,7 +175,7 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-static int use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t errlen)
+int px_tls_use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t errlen)
 {
     STACK_OF(X509) *chain = certs_keypair_chain(kp);
     if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(kp)) != 1) {
@@ -205,7 +202,7 @@ static int use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t
  * ("excessive message size", reason tls_error). */
 #define PX_TLS_MAX_CERT_LIST (32 * 1024)
 
-static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
+SSL_CTX *px_tls_ctx_new(const SSL_METHOD *m, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(m);
     if (ctx == NULL) {
@@ -217,7 +214,7 @@ static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_max_cert_list(ctx, PX_TLS_MAX_CERT_LIST);
-    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+    if (SSL_CTX_set_cipher_list(ctx, PX_TLS12_CIPHERS) != 1) {
         certs_ossl_err(err, errlen, "cipher list");
         SSL_CTX_free(ctx);
         return NULL;
@@ -227,12 +224,12 @@ static SSL_CTX *common_ctx(const SSL_METHOD *m, char *err, size_t errlen)
 
 static SSL_CTX *server_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
 {
-    SSL_CTX *ctx = common_ctx(TLS_server_method(), err, errlen);
+    SSL_CTX *ctx = px_tls_ctx_new(TLS_server_method(), err, errlen);
     if (ctx == NULL)
         return NULL;
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
-    if (use_keypair(ctx, s->keypair, err, errlen) != 0) {
+    if (px_tls_use_keypair(ctx, s->keypair, err, errlen) != 0) {
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -244,11 +241,11 @@ static SSL_CTX *server_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
 
 static SSL_CTX *client_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
 {
-    SSL_CTX *ctx = common_ctx(TLS_client_method(), err, errlen);
+    SSL_CTX *ctx = px_tls_ctx_new(TLS_client_method(), err, errlen);
     if (ctx == NULL)
         return NULL;
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (use_keypair(ctx, s->keypair, err, errlen) != 0) {
+    if (px_tls_use_keypair(ctx, s->keypair, err, errlen) != 0) {
         SSL_CTX_free(ctx);
         return NULL;
     }
