@@ -90,15 +90,7 @@ const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name)
 
 void px_hdrs_del(struct px_hdrs *h, const char *name)
 {
-    size_t len = strlen(name), o = 0;
-    for (size_t i = 0; i < h->n; i++) {
-        if (h->v[i].nlen == len && memcmp(h->v[i].name, name, len) == 0) {
-            h->bytes -= h->v[i].nlen + h->v[i].vlen + 32;
-            continue;
-        }
-        h->v[o++] = h->v[i];
-    }
-    h->n = o;
+    px_hdrs_del_ci(h, name, strlen(name)); /* stored names are lowercase */
 }
 
 void px_hdrs_del_ci(struct px_hdrs *h, const char *name, size_t len)

@@ -266,20 +266,13 @@ static void strip_connection_tokens(struct px_hdrs *h, int keep_te)
 {
     const struct px_hdr *c = px_hdrs_get(h, "connection");
     const char *p, *end;
-    char *value;
 
     if (c == NULL)
         return;
-    /* Our own copy: deleting fields must not pull the value from under us.
-     * The whole value is walked (no length cap, so no token is missed). */
-    value = malloc(c->vlen + 1);
-    if (value == NULL) {
-        px_hdrs_del(h, "connection");
-        return;
-    }
-    memcpy(value, c->value, c->vlen);
-    value[c->vlen] = '\0';
-    for (p = value, end = value + c->vlen; p < end;) {
+    /* The value's bytes live in the list's blocks, which deleting fields
+     * does not free, so it is walked in place (all of it: no token is
+     * missed however long the value); only c itself may move. */
+    for (p = c->value, end = c->value + c->vlen; p < end;) {
         const char *tok;
         size_t n;
         while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
@@ -292,7 +285,6 @@ static void strip_connection_tokens(struct px_hdrs *h, int keep_te)
             continue;
         px_hdrs_del_ci(h, tok, n);
     }
-    free(value);
 }
 
 void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
