@@ -34,11 +34,8 @@
 
 /* ---- field syntax (shared with up_h1.c) -------------------------------- */
 
-int px_h1_name_ok(const char *p, size_t n)
+int px_h1_alnum_or(const char *p, size_t n, const char *extra)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (n == 0)
-        return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)p[i];
         if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
@@ -47,6 +44,11 @@ int px_h1_name_ok(const char *p, size_t n)
             return 0;
     }
     return 1;
+}
+
+int px_h1_name_ok(const char *p, size_t n)
+{
+    return n > 0 && px_h1_alnum_or(p, n, "!#$%&'*+-.^_`|~");
 }
 
 int px_h1_value_ok(const char *p, size_t n)

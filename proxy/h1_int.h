@@ -25,6 +25,10 @@
 /* The write callback fires when the output drains to this. */
 #define PX_H1_OUT_LOW (16 * 1024)
 
+/* 1 if every byte of p[0..n) is an ASCII letter, a digit or one of extra
+ * (NUL never is). */
+int px_h1_alnum_or(const char *p, size_t n, const char *extra);
+
 /* 1 if p[0..n) is a field name: 1*tchar (RFC 9110 5.1, 5.6.2). Rejects
  * empty names, spaces and anything before a colon that is not a token. */
 int px_h1_name_ok(const char *p, size_t n);

@@ -206,17 +206,7 @@ static int host_ok(const char *p, size_t n)
 {
     /* RFC 3986 3.2.2 reg-name / IP-literal, and a port. No userinfo ('@'),
      * no path or query characters, no whitespace. */
-    static const char extra[] = "-._~!$&'()*+,;=:[]%";
-    if (n == 0 || n > 300)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-            continue;
-        if (ch == 0 || strchr(extra, ch) == NULL)
-            return 0;
-    }
-    return 1;
+    return n > 0 && n <= 300 && px_h1_alnum_or(p, n, "-._~!$&'()*+,;=:[]%");
 }
 
 static int target_ok(const char *p, size_t n)
