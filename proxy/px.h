@@ -138,7 +138,6 @@ struct px_worker {
     size_t nconns;
     int draining;                      /* SIGTERM seen: listeners closed */
     int drain_notified;                /* connections told to finish (after drain_notice_delay) */
-    uint64_t req_seq;                  /* request id generation */
     struct event *drain_timer;
     struct event *drain_notice;        /* fires after limits.drain_notice_delay */
     struct px_dispatch_state *dispatch; /* dispatch.c: per-service caches, in-flight checks */

@@ -172,7 +172,7 @@ static void fc_check_head(const unsigned char *p, size_t n)
         size_t s = i, e;
         while (i < n && p[i] != '\r' && p[i] != '\n')
             i++;
-        FUZZ_CHECKF(i + 1 < n + 1 && i < n && p[i] == '\r' && i + 1 < n && p[i + 1] == '\n',
+        FUZZ_CHECKF(i + 1 < n && p[i] == '\r' && p[i + 1] == '\n',
                     "forwarded head line %zu does not end in CRLF", line);
         e = i;
         i += 2;

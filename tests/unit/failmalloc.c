@@ -37,11 +37,6 @@ int fm_failed(void)
     return failed;
 }
 
-long fm_calls(void)
-{
-    return calls;
-}
-
 static int should_fail(void)
 {
     if (fail_at <= 0)

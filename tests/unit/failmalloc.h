@@ -9,7 +9,5 @@
 void fm_fail_at(long n);
 /* 1 once the armed allocation has failed. */
 int fm_failed(void);
-/* Allocations counted since fm_fail_at(). */
-long fm_calls(void);
 
 #endif
