@@ -126,7 +126,11 @@ static void c_abort(struct px_stream *st)
     }
 }
 
-static const struct px_down_ops client_ops = {c_response_ready, c_request_drained, c_abort};
+static const struct px_down_ops client_ops = {
+    .response_ready = c_response_ready,
+    .request_drained = c_request_drained,
+    .abort = c_abort,
+};
 
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -156,20 +160,14 @@ struct px_client_call *px_client_request(struct px_worker *w, const struct px_up
     if (call->body == NULL || call->timer == NULL || call->kick == NULL || st == NULL)
         goto fail;
     call->st = st;
-    st->method = strdup(req->method);
-    st->scheme = strdup("https");
-    st->authority = strdup(req->authority);
-    st->path = strdup(req->path);
-    if (!st->method || !st->scheme || !st->authority || !st->path)
+    /* picket's own request: taken as given, never filtered or judged */
+    if (px_request_set_internal(&st->rq, req->method, req->authority, req->path, req->headers) !=
+        0)
         goto fail;
-    st->path_only_len = strcspn(st->path, "?");
-    for (size_t i = 0; req->headers != NULL && i < req->headers->n; i++)
-        if (px_hdrs_add(&st->req, req->headers->v[i].name, req->headers->v[i].nlen,
-                        req->headers->v[i].value, req->headers->v[i].vlen, 0) != 0)
-            goto fail;
     if (req->body != NULL && req->body_len > 0)
         evbuffer_add(st->req_body, req->body, req->body_len);
-    st->req_content_length = (int64_t)req->body_len;
+    st->rq.content_length = (int64_t)req->body_len;
+    st->allowed = 1;
     st->req_eof = 1;
     st->upstream_name = up->url;
     tv.tv_sec = req->timeout_ms / 1000;

@@ -20,6 +20,8 @@
  */
 #include "config_int.h"
 
+#include "authority.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -236,12 +238,17 @@ static int parse_route(struct cp *p, int t, const char *where, enum px_listener_
                                     : px_cfg_need_str(p, t, where, "authority", &r->authority);
     if (v < 0)
         return -1;
-    for (char *s = r->authority; s != NULL && *s != '\0'; s++) {
-        if (!px_cfg_is_name_char(*s) && *s != '*')
-            return px_cfg_perr(p, v, "%s: expected a host name without port",
+    if (r->authority != NULL) {
+        /* The request's authority parser, so a route names hosts exactly as
+         * requests are matched: "Orders.Shop.svc." is "orders.shop.svc".
+         * "*.example.org" matches any name under example.org. */
+        struct px_authority a;
+        int wild = strncmp(r->authority, "*.", 2) == 0;
+        const char *h = r->authority + (wild ? 2 : 0);
+        if (px_authority_parse(h, strlen(h), &a) != 0 || a.port != 0 || a.host[0] == '[')
+            return px_cfg_perr(p, v, "%s: expected a host name without port (or \"*.\" and one)",
                                px_cfg_kp(b, where, "authority"));
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
+        snprintf(r->authority, strlen(r->authority) + 1, "%s%s", wild ? "*." : "", a.host);
     }
     if (kind == PX_LISTENER_INBOUND) {
         if ((v = px_cfg_get_str(p, t, where, "path_prefix", &r->path_prefix)) < 0)
@@ -288,10 +295,46 @@ static int name_ok(const char *s)
     return n <= 64;
 }
 
+static int parse_trusted_forwarders(struct cp *p, int t, const char *where,
+                                    struct px_listener_cfg *l)
+{
+    char b[WHERE_MAX];
+    int arr = certs_json_get(&p->j, t, "trusted_forwarders");
+
+    if (arr < 0)
+        return 0;
+    if (!certs_json_is_arr(&p->j, arr) || p->j.tok[arr].size > MAX_MAP)
+        return px_cfg_perr(p, arr, "%s: expected an array of at most %d SPIFFE IDs",
+                           px_cfg_kp(b, where, "trusted_forwarders"), MAX_MAP);
+    if (l->kind != PX_LISTENER_INBOUND)
+        return px_cfg_perr(p, arr, "%s: only for inbound listeners (outbound ones pass the "
+                                   "app's forwarding headers on)",
+                           px_cfg_kp(b, where, "trusted_forwarders"));
+    l->trusted_forwarders = calloc((size_t)p->j.tok[arr].size + 1, sizeof(char *));
+    if (l->trusted_forwarders == NULL)
+        return px_cfg_oom(p, arr);
+    for (int e = certs_json_first(&p->j, arr); e > 0; e = certs_json_next_elem(&p->j, e)) {
+        char *id = NULL;
+        if (px_cfg_tok_str(p, e, "trusted_forwarders", &id) < 0)
+            return -1;
+        l->trusted_forwarders[l->ntrusted_forwarders++] = id;
+        if (!px_cfg_spiffe_ok(id))
+            return px_cfg_perr(p, e, "%s: \"%.200s\" is not a valid SPIFFE ID",
+                               px_cfg_kp(b, where, "trusted_forwarders"), id);
+    }
+    return 0;
+}
+
 static int parse_listener(struct cp *p, int t, size_t idx)
 {
-    static const char *const keys[] = {"name", "kind", "bind", "upstream", "routes", NULL};
+    static const char *const keys[] = {"name",         "kind",
+                                       "bind",         "upstream",
+                                       "routes",       "trusted_forwarders",
+                                       "allow_remote", "headers_with_underscores",
+                                       "path_params",  NULL};
     static const char *const kinds[] = {"inbound", "outbound", NULL};
+    static const char *const underscores[] = {"drop", "reject", "allow", NULL};
+    static const char *const params[] = {"reject", "keep", NULL};
     struct px_config *c = p->cfg;
     struct px_listener_cfg *l = &c->listeners[idx];
     char where[WHERE_MAX], rw[WHERE_MAX], *s = NULL;
@@ -322,6 +365,29 @@ static int parse_listener(struct cp *p, int t, size_t idx)
                         c->listeners[i].name);
             goto out;
         }
+    if ((v = px_cfg_get_bool(p, t, where, "allow_remote", &l->allow_remote)) < 0)
+        goto out;
+    if (v > 0 && l->kind != PX_LISTENER_OUTBOUND) {
+        px_cfg_perr(p, v, "%s.allow_remote: only for outbound listeners", where);
+        goto out;
+    }
+    if (l->kind == PX_LISTENER_OUTBOUND && !l->allow_remote &&
+        !px_config_host_is_loopback(l->bind_host)) {
+        /* An outbound listener lends the workload's SVID to whoever can
+         * reach it: on a pod or host address it is an open relay. */
+        px_cfg_perr(p, certs_json_get(&p->j, t, "bind"),
+                    "%s.bind: an outbound listener must bind a loopback address (127.0.0.0/8, "
+                    "[::1] or localhost): anyone who reaches it speaks with this workload's "
+                    "identity; set \"allow_remote\": true to accept that",
+                    where);
+        goto out;
+    }
+    if (px_cfg_get_enum(p, t, where, "headers_with_underscores", underscores, &l->underscores) <
+            0 ||
+        px_cfg_get_enum(p, t, where, "path_params", params, &l->path_params) < 0)
+        goto out;
+    if (parse_trusted_forwarders(p, t, where, l) < 0)
+        goto out;
     free(s);
     s = NULL;
     if ((v = px_cfg_get_str(p, t, where, "upstream", &s)) < 0)
@@ -434,6 +500,7 @@ static int parse_limits(struct cp *p, int obj)
 {
     static const char *const keys[] = {"max_connections",  "max_concurrent_streams",
                                        "max_header_list_size", "header_timeout",
+                                       "max_headers",      "max_target_length",
                                        "idle_timeout",     "upstream_timeout",
                                        "drain_timeout",    "handshake_timeout",
                                        "stream_buffer",    "drain_notice_delay",
@@ -447,6 +514,9 @@ static int parse_limits(struct cp *p, int obj)
                        10000) < 0 ||
         px_cfg_get_int(p, obj, w, "max_header_list_size", &c->limits.max_header_list_size, 1024,
                        16 << 20) < 0 ||
+        px_cfg_get_int(p, obj, w, "max_headers", &c->limits.max_headers, 8, 10000) < 0 ||
+        px_cfg_get_int(p, obj, w, "max_target_length", &c->limits.max_target_length, 256,
+                       1 << 20) < 0 ||
         px_cfg_get_int(p, obj, w, "stream_buffer", &c->limits.stream_buffer, 16384, 64 << 20) < 0 ||
         px_cfg_get_dur(p, obj, w, "header_timeout", &c->limits.header_timeout_ms, 100,
                        3600000) < 0 ||
@@ -481,6 +551,8 @@ static void set_defaults(struct px_config *c)
     c->limits.max_connections = 10000;
     c->limits.max_concurrent_streams = 100;
     c->limits.max_header_list_size = 65536;
+    c->limits.max_headers = 100;
+    c->limits.max_target_length = 8192;
     c->limits.header_timeout_ms = 10000;
     c->limits.idle_timeout_ms = 60000;
     c->limits.upstream_timeout_ms = 30000;
@@ -719,6 +791,7 @@ void px_config_free(struct px_config *c)
             free_upstream(&l->routes[r].upstream);
         }
         free(l->routes);
+        free_strv(l->trusted_forwarders, l->ntrusted_forwarders);
     }
     free(c->listeners);
     free(c->admin.bind_host);

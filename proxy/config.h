@@ -42,6 +42,11 @@ struct px_listener_cfg {
     struct px_upstream_addr upstream; /* default upstream (inbound) */
     struct px_route *routes;
     size_t nroutes;
+    char **trusted_forwarders; /* SPIFFE IDs whose forwarding headers are kept */
+    size_t ntrusted_forwarders;
+    int allow_remote;          /* outbound: may bind a non-loopback address */
+    int underscores;           /* enum px_underscores (request.h): drop, reject, allow */
+    int path_params;           /* enum px_path_params (request.h): reject, keep */
 };
 
 struct px_trust_domain_cfg {
@@ -107,6 +112,8 @@ struct px_config {
         int64_t max_connections;        /* 10000 */
         int64_t max_concurrent_streams; /* 100 */
         int64_t max_header_list_size;   /* 65536 */
+        int64_t max_headers;            /* 100: fields per header (and trailer) section */
+        int64_t max_target_length;      /* 8192: bytes of the request target (path + query) */
         int64_t header_timeout_ms;      /* 10s */
         int64_t idle_timeout_ms;        /* 60s */
         int64_t upstream_timeout_ms;    /* 30s */

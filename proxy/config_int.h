@@ -72,6 +72,12 @@ int px_cfg_get_dur(struct cp *p, int obj, const char *where, const char *key, in
 int px_cfg_get_int(struct cp *p, int obj, const char *where, const char *key, int64_t *out,
                    int64_t min, int64_t max);
 
+/* true / false into *out. 0 when absent, else the token, or -1. */
+int px_cfg_get_bool(struct cp *p, int obj, const char *where, const char *key, int *out);
+
+/* "spiffe://td/path" syntax (as px_cfg_get_spiffe checks it). */
+int px_cfg_spiffe_ok(const char *s);
+
 /* One of names (NULL terminated); *out = its index. */
 int px_cfg_get_enum(struct cp *p, int obj, const char *where, const char *key,
                     const char *const *names, int *out);

@@ -225,6 +225,18 @@ int px_cfg_get_int(struct cp *p, int obj, const char *where, const char *key, in
     return v;
 }
 
+int px_cfg_get_bool(struct cp *p, int obj, const char *where, const char *key, int *out)
+{
+    char b[WHERE_MAX];
+    int v = certs_json_get(&p->j, obj, key);
+
+    if (v < 0)
+        return 0;
+    if (certs_json_bool(&p->j, v, out) < 0)
+        return px_cfg_perr(p, v, "%s: expected true or false", px_cfg_kp(b, where, key));
+    return v;
+}
+
 /* names: NULL-terminated; *out = index. */
 int px_cfg_get_enum(struct cp *p, int obj, const char *where, const char *key,
                     const char *const *names, int *out)
@@ -327,6 +339,11 @@ static int spiffe_ok(const char *s)
             return 0;
     }
     return *q == '\0';
+}
+
+int px_cfg_spiffe_ok(const char *s)
+{
+    return spiffe_ok(s);
 }
 
 int px_cfg_get_spiffe(struct cp *p, int obj, const char *where, const char *key, char **out,

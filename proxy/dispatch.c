@@ -66,6 +66,9 @@ struct inflight {
     size_t klen;
     uint64_t hash;
     struct service *svc;
+    struct px_worker *w;
+    const struct px_snapshot *snap; /* the generation the check was sent under: an answer */
+    int64_t revision;               /* that outlives it (reload, new bundle) is not cached */
     struct px_client_call *call;
     struct waiter *waiters;
     size_t nwaiters;
@@ -284,28 +287,92 @@ static struct service *service_get(struct px_worker *w, const struct px_dispatch
 
 /* ---- the check ------------------------------------------------------------ */
 
-/* The cache and coalescing key: everything the check request carries. */
-static size_t build_key(const struct px_stream *st, const struct px_dispatch_cfg *dc, char *buf,
-                        size_t cap)
+/* The check request: built once, sent as is, and its bytes are the cache
+ * and coalescing key, so nothing it carries can be left out of the key. */
+struct check {
+    char *path;            /* service path prefix + the whole forwarded target */
+    const char *authority; /* the request's canonical authority, as Envoy's ext_authz sends
+                            * Host (the connection goes to the service URL's host) */
+    struct px_hdrs h;      /* allow-listed fields, picket's identity fields */
+};
+
+static void check_clear(struct check *c)
+{
+    free(c->path);
+    px_hdrs_clear(&c->h);
+}
+
+static int build_check(const struct px_stream *st, const struct px_dispatch_cfg *dc,
+                       struct check *c)
+{
+    const char *p = dc->url + 8, *slash = strchr(p, '/');
+    const struct px_hdr *xfcc = px_hdrs_get(&st->rq.hdrs, "x-forwarded-client-cert");
+    const char *peer = st->conn->peer_id;
+    size_t plen;
+
+    memset(c, 0, sizeof(*c));
+    if (slash == NULL)
+        slash = p + strlen(p);
+    c->authority = st->rq.authority;
+    /* service path prefix (without a trailing '/') + the request's target,
+     * all of it: the service judges exactly what the upstream will get */
+    plen = strlen(slash);
+    while (plen > 0 && slash[plen - 1] == '/')
+        plen--;
+    c->path = malloc(plen + st->rq.target_len + 1);
+    if (c->path == NULL)
+        return -1;
+    memcpy(c->path, slash, plen);
+    memcpy(c->path + plen, st->rq.target, st->rq.target_len + 1);
+    for (size_t i = 0; i < dc->nheaders; i++) {
+        /* picket adds the identity and correlation headers itself, once */
+        if (strcmp(dc->headers[i], "x-forwarded-client-cert") == 0 ||
+            strcmp(dc->headers[i], "x-request-id") == 0 ||
+            strncmp(dc->headers[i], "x-picket-", 9) == 0)
+            continue;
+        for (size_t k = 0; k < st->rq.hdrs.n; k++)
+            if (strcmp(st->rq.hdrs.v[k].name, dc->headers[i]) == 0 &&
+                px_hdrs_add(&c->h, st->rq.hdrs.v[k].name, st->rq.hdrs.v[k].nlen,
+                            st->rq.hdrs.v[k].value, st->rq.hdrs.v[k].vlen, 0) != 0)
+                return -1;
+    }
+    if (xfcc != NULL && px_hdrs_add(&c->h, xfcc->name, xfcc->nlen, xfcc->value, xfcc->vlen, 0))
+        return -1;
+    if (px_hdrs_add(&c->h, "x-picket-peer-id", 16, peer, strlen(peer), 0) != 0)
+        return -1;
+    return 0;
+}
+
+static size_t put_piece(char *buf, size_t cap, size_t o, const char *p, size_t n)
+{
+    char len[24];
+    size_t ln = px_fmt_u64(len, n);
+    if (o + ln + 1 + n > cap)
+        return (size_t)-1;
+    memcpy(buf + o, len, ln);
+    buf[o + ln] = ':';
+    memcpy(buf + o + ln + 1, p, n);
+    return o + ln + 1 + n;
+}
+
+/* The key: every piece of the check, length-prefixed (no two checks share
+ * one), except x-request-id, which the check also carries but which names
+ * the request, not what is decided. Returns its length, or 0 when it does
+ * not fit (such checks are neither cached nor coalesced). */
+static size_t build_key(const struct px_stream *st, const struct check *c, char *buf, size_t cap)
 {
     size_t o = 0;
-    int n = snprintf(buf, cap, "%s\n%s\n%s\n%s\n", st->conn->peer_id, st->method, st->authority,
-                     st->path);
-    if (n < 0 || (size_t)n >= cap)
-        return 0;
-    o = (size_t)n;
-    for (size_t i = 0; i < dc->nheaders; i++) {
-        for (size_t k = 0; k < st->req.n; k++) {
-            const struct px_hdr *h = &st->req.v[k];
-            if (strcmp(h->name, dc->headers[i]) != 0)
-                continue;
-            n = snprintf(buf + o, cap - o, "%s:%.*s\n", h->name, (int)h->vlen, h->value);
-            if (n < 0 || (size_t)n >= cap - o)
-                return 0;
-            o += (size_t)n;
-        }
+    o = put_piece(buf, cap, o, st->rq.method, st->rq.method_len);
+    if (o != (size_t)-1)
+        o = put_piece(buf, cap, o, c->authority, strlen(c->authority));
+    if (o != (size_t)-1)
+        o = put_piece(buf, cap, o, c->path, strlen(c->path));
+    for (size_t i = 0; i < c->h.n && o != (size_t)-1; i++) {
+        o = put_piece(buf, cap, o, c->h.v[i].name, c->h.v[i].nlen);
+        if (o != (size_t)-1)
+            o = put_piece(buf, cap, o, c->h.v[i].value, c->h.v[i].vlen);
     }
-    return o;
+    return o == (size_t)-1 ? 0 : o;
 }
 
 static int addable_header(const struct px_hdr *h)
@@ -328,8 +395,8 @@ static void apply(struct px_stream *st, const struct answer *a, const char *svc_
     if (a->status == 200) {
         st->decision = "allow";
         for (size_t i = 0; i < a->add.n; i++) {
-            px_hdrs_del(&st->req, a->add.v[i].name);
-            px_hdrs_add(&st->req, a->add.v[i].name, a->add.v[i].nlen, a->add.v[i].value,
+            px_hdrs_del(&st->rq.hdrs, a->add.v[i].name);
+            px_hdrs_add(&st->rq.hdrs, a->add.v[i].name, a->add.v[i].nlen, a->add.v[i].value,
                         a->add.v[i].vlen, 0);
         }
         px_stream_forward(st);
@@ -338,7 +405,7 @@ static void apply(struct px_stream *st, const struct answer *a, const char *svc_
     st->decision = "deny";
     st->local_response = 1;
     st->reason = "dispatch_deny";
-    if (st->is_grpc) {
+    if (st->rq.is_grpc) {
         px_stream_respond(st, a->status, "forbidden by authorization service\n", 7,
                           "dispatch_deny");
         return;
@@ -353,8 +420,9 @@ static void apply(struct px_stream *st, const struct answer *a, const char *svc_
         evbuffer_add(st->resp_body, a->body, a->body_len);
     st->resp_content_length = (int64_t)a->body_len;
     st->resp_eof = 1;
-    if (st->request_id[0])
-        px_hdrs_add(&st->resp, "x-request-id", 12, st->request_id, strlen(st->request_id), 0);
+    if (st->rq.request_id[0])
+        px_hdrs_add(&st->resp, "x-request-id", 12, st->rq.request_id, strlen(st->rq.request_id),
+                    0);
     if (st->down)
         st->down->response_ready(st);
 }
@@ -367,7 +435,7 @@ static void apply_error(struct px_stream *st, const struct px_dispatch_cfg *dc, 
     if (dc->on_error_allow) {
         st->decision = "allow";
         px_log(PX_LOG_WARN, "dispatch_error_allowed", "service", dc->name, "error", why,
-               "request_id", st->request_id, NULL);
+               "request_id", st->rq.request_id, NULL);
         px_stream_forward(st);
         return;
     }
@@ -506,7 +574,12 @@ static void on_answer(void *arg, const struct px_client_resp *r)
         else
             apply(st, &a, dc->server_id, "dispatch", -1);
     }
-    if (err == NULL && dc != NULL && inf->klen > 0) {
+    /* Cached only if the cache is still the one the check was asked for:
+     * after a flush (new bundle revision, reload) the answer serves its
+     * waiters and nothing else. */
+    if (err == NULL && dc != NULL && inf->klen > 0 && s->snap == inf->snap &&
+        s->revision == inf->revision && inf->w->snap == inf->snap &&
+        (inf->w->policy != NULL ? inf->w->policy->revision : -1) == inf->revision) {
         if (ttl > dc->max_cache_ttl_ms)
             ttl = dc->max_cache_ttl_ms;
         cache_put(s, inf->key, inf->klen, inf->hash, &a, now, ttl);
@@ -517,50 +590,23 @@ static void on_answer(void *arg, const struct px_client_resp *r)
 }
 
 static struct px_client_call *send_check(struct px_stream *st, const struct px_dispatch_cfg *dc,
-                                         struct inflight *inf, struct px_upstream_addr *up)
+                                         struct check *c, struct inflight *inf,
+                                         struct px_upstream_addr *up)
 {
-    struct px_hdrs h;
     struct px_client_req req;
-    struct px_client_call *call;
-    char path[4096], authority[300];
-    const char *p = dc->url + 8, *slash = strchr(p, '/');
-    const struct px_hdr *xfcc = px_hdrs_get(&st->req, "x-forwarded-client-cert");
-    size_t plen;
 
-    if (slash == NULL)
-        slash = p + strlen(p);
-    snprintf(authority, sizeof(authority), "%.*s", (int)(slash - p), p);
-    /* service path prefix (without a trailing '/') + the request's path */
-    plen = strlen(slash);
-    while (plen > 0 && slash[plen - 1] == '/')
-        plen--;
-    snprintf(path, sizeof(path), "%.*s%s", (int)plen, slash, st->path);
-    memset(&h, 0, sizeof(h));
-    for (size_t i = 0; i < dc->nheaders; i++) {
-        /* picket adds the identity and correlation headers itself, once */
-        if (strcmp(dc->headers[i], "x-forwarded-client-cert") == 0 ||
-            strcmp(dc->headers[i], "x-request-id") == 0 ||
-            strncmp(dc->headers[i], "x-picket-", 9) == 0)
-            continue;
-        for (size_t k = 0; k < st->req.n; k++)
-            if (strcmp(st->req.v[k].name, dc->headers[i]) == 0)
-                px_hdrs_add(&h, st->req.v[k].name, st->req.v[k].nlen, st->req.v[k].value,
-                            st->req.v[k].vlen, 0);
-    }
-    if (xfcc != NULL)
-        px_hdrs_add(&h, xfcc->name, xfcc->nlen, xfcc->value, xfcc->vlen, 0);
-    px_hdrs_add(&h, "x-picket-peer-id", 16, st->conn->peer_id, strlen(st->conn->peer_id), 0);
-    px_hdrs_add(&h, "x-request-id", 12, st->request_id, strlen(st->request_id), 0);
+    /* the one field not in the key (build_key) */
+    if (px_hdrs_add(&c->h, "x-request-id", 12, st->rq.request_id, strlen(st->rq.request_id),
+                    0) != 0)
+        return NULL;
     memset(&req, 0, sizeof(req));
-    req.method = st->method;
-    req.authority = authority;
-    req.path = path;
-    req.headers = &h;
+    req.method = st->rq.method;
+    req.authority = c->authority;
+    req.path = c->path;
+    req.headers = &c->h;
     req.timeout_ms = dc->timeout_ms;
     req.max_body = DISPATCH_MAX_BODY * 4;
-    call = px_client_request(st->w, up, &req, on_answer, inf);
-    px_hdrs_clear(&h);
-    return call;
+    return px_client_request(st->w, up, &req, on_answer, inf);
 }
 
 /* Parses https://host[:port]/... into up (strings point into bufs). */
@@ -587,6 +633,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     struct inflight *inf;
     struct waiter *wt;
     struct px_upstream_addr up;
+    struct check chk;
     char host[256], port[8];
     char *key;
     size_t klen;
@@ -601,27 +648,32 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     }
     s = service_get(st->w, dc, st);
     key = malloc(DISPATCH_MAX_KEY);
-    if (s == NULL || key == NULL) {
+    if (s == NULL || key == NULL || build_check(st, dc, &chk) != 0) {
         free(key);
+        check_clear(&chk);
         apply_error(st, dc, "out_of_memory");
         return 1;
     }
-    klen = build_key(st, dc, key, DISPATCH_MAX_KEY);
+    klen = build_key(st, &chk, key, DISPATCH_MAX_KEY);
     h = hash_bytes(key, klen);
     if (klen > 0 && (e = cache_get(s, key, klen, h, now)) != NULL) {
         count("picket_dispatch_cache_total", "Dispatch cache lookups and evictions", s->name,
               "hit");
         free(key);
+        check_clear(&chk);
         apply(st, &e->a, dc->server_id, "cache", now - e->stored_ms);
         return 1;
     }
     count("picket_dispatch_cache_total", "Dispatch cache lookups and evictions", s->name, "miss");
-    /* Coalesce on an identical check in flight. */
+    /* Coalesce on an identical check in flight, sent under the same
+     * generation (a check sent before a reload answers for the old one). */
     for (inf = klen > 0 ? s->inflight : NULL; inf != NULL; inf = inf->next)
-        if (inf->hash == h && inf->klen == klen && memcmp(inf->key, key, klen) == 0)
+        if (inf->hash == h && inf->klen == klen && memcmp(inf->key, key, klen) == 0 &&
+            inf->snap == st->snap && inf->revision == st->bundle_revision)
             break;
     if (inf != NULL && inf->nwaiters >= DISPATCH_MAX_WAITERS) {
         free(key);
+        check_clear(&chk);
         st->reason = "dispatch_overloaded";
         px_stream_respond(st, 503, "authorization busy\n", 14, "dispatch_overloaded");
         return 1;
@@ -629,6 +681,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     wt = calloc(1, sizeof(*wt));
     if (wt == NULL) {
         free(key);
+        check_clear(&chk);
         apply_error(st, dc, "out_of_memory");
         return 1;
     }
@@ -642,6 +695,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
             free(inf);
             free(wt);
             free(key);
+            check_clear(&chk);
             apply_error(st, dc, "bad_service_url");
             return 1;
         }
@@ -649,9 +703,12 @@ int px_dispatch_request(struct px_stream *st, const char *name)
         inf->klen = klen;
         inf->hash = h;
         inf->svc = s;
+        inf->w = st->w;
+        inf->snap = st->snap;
+        inf->revision = st->bundle_revision;
         inf->next = s->inflight;
         s->inflight = inf;
-        inf->call = send_check(st, dc, inf, &up);
+        inf->call = send_check(st, dc, &chk, inf, &up);
         if (inf->call == NULL) {
             inflight_remove(s, inf);
             free(inf->key);
@@ -661,6 +718,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
             return 1;
         }
     }
+    check_clear(&chk);
     wt->st = st;
     wt->inf = inf;
     wt->next = inf->waiters;

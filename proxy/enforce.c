@@ -155,7 +155,7 @@ int px_enforce_request(struct px_stream *st)
     struct px_policy_state *pol = st->pol;
     struct policy_request req;
     struct policy_decision why;
-    struct policy_header hbuf[64];
+    struct policy_header local[128], *hbuf;
     enum policy_verdict v;
     int64_t now_ms = px_now_ms();
 
@@ -201,28 +201,23 @@ int px_enforce_request(struct px_stream *st)
             return 1;
         }
         if (stale)
-            px_log(PX_LOG_WARN, "policy_stale_enforced", "request_id", st->request_id, "msg",
+            px_log(PX_LOG_WARN, "policy_stale_enforced", "request_id", st->rq.request_id, "msg",
                    "policy is stale; on_stale=last_known_good keeps enforcing it", NULL);
     }
 
-    memset(&req, 0, sizeof(req));
-    req.peer = st->conn->peer_id;
-    req.peer_len = strlen(st->conn->peer_id);
-    req.method = st->method;
-    req.method_len = strlen(st->method);
-    req.authority = st->authority;
-    req.authority_len = strlen(st->authority);
-    req.path = st->path;
-    req.path_len = st->path_only_len;
-    for (size_t i = 0; i < st->req.n && i < 64; i++) {
-        hbuf[i].name = st->req.v[i].name;
-        hbuf[i].name_len = st->req.v[i].nlen;
-        hbuf[i].value = st->req.v[i].value;
-        hbuf[i].value_len = st->req.v[i].vlen;
-        req.nheaders = i + 1;
+    /* The policy sees every field the upstream will get (request.h):
+     * limits.max_headers bounds them; past the stack array, one malloc. */
+    hbuf = st->rq.hdrs.n <= 128 ? local : malloc(st->rq.hdrs.n * sizeof(*hbuf));
+    if (hbuf == NULL) {
+        st->decision = "deny";
+        set_rule(st, "out_of_memory");
+        px_stream_respond(st, 503, "out of memory\n", 14, "out_of_memory");
+        return 1;
     }
-    req.headers = hbuf;
+    px_request_policy_input(&st->rq, st->conn->peer_id, hbuf, &req);
     v = policy_eval(pol->engine, &req, &why);
+    if (hbuf != local)
+        free(hbuf);
     st->decision = policy_verdict_name(v);
     set_rule(st, why.rule_id);
     px_counter_add(decision_counter_gen(pol->gen, st->decision, why.rule_id), 1);
@@ -256,11 +251,19 @@ void px_enforce_audit(struct px_stream *st)
     rec.bundle_revision = st->bundle_revision;
     rec.bundle_age_ms = st->bundle_age_ms;
     rec.peer = st->conn->peer_id[0] ? st->conn->peer_id : NULL;
-    rec.method = st->method;
-    rec.authority = st->authority;
-    rec.path = st->path;
+    /* The canonical request: exactly what the policy saw and the upstream got. */
+    rec.method = st->rq.built ? st->rq.method : st->rq.raw_method;
+    rec.authority = st->rq.built ? st->rq.authority : st->rq.raw_authority;
+    rec.host = st->rq.built ? st->rq.host : NULL;
+    rec.host_len = st->rq.host_len;
+    rec.path = st->rq.built ? st->rq.match_path : st->rq.raw_target;
+    rec.path_len = st->rq.built ? st->rq.match_path_len : st->rq.raw_target_len;
+    if (st->rq.built && st->rq.target_len > st->rq.path_len) {
+        rec.query = st->rq.target + st->rq.path_len + 1; /* after the '?' */
+        rec.query_len = st->rq.target_len - st->rq.path_len - 1;
+    }
     rec.status = status;
-    rec.request_id = st->request_id;
+    rec.request_id = st->rq.request_id;
     rec.reason = st->reason;
     rec.cache_age_ms = st->cache_age_ms;
     if (px_log_audit(&rec) != 0) {

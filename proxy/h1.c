@@ -71,20 +71,6 @@ void px_h1_trim(const char **p, size_t *n)
         (*n)--;
 }
 
-int px_h1_trailer_allowed(const char *name, size_t n)
-{
-    static const char *const deny[] = {"content-length", "host", "x-forwarded-client-cert",
-                                       "x-forwarded-proto", "x-forwarded-for", "x-request-id",
-                                       "authorization", "content-type", "content-encoding",
-                                       "expect", "trailer"};
-    if (px_is_hop_by_hop(name, n) || (n >= 9 && strncasecmp(name, "x-picket-", 9) == 0))
-        return 0;
-    for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++)
-        if (strlen(deny[i]) == n && strncasecmp(deny[i], name, n) == 0)
-            return 0;
-    return 1;
-}
-
 int px_h1_idempotent(const char *m)
 {
     return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0 ||
@@ -212,7 +198,7 @@ static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int tra
          * a CR or LF must never reach the client (response splitting). */
         if (!px_h1_name_ok(f->name, f->nlen) || !px_h1_value_ok(f->value, f->vlen) ||
             strcmp(f->name, "content-length") == 0 || px_is_hop_by_hop(f->name, f->nlen) ||
-            (trailers && !px_h1_trailer_allowed(f->name, f->nlen)))
+            (trailers && !px_trailer_allowed(f->name, f->nlen)))
             continue;
         evbuffer_add(out, f->name, f->nlen);
         evbuffer_add(out, ": ", 2);
@@ -238,7 +224,12 @@ static void write_head(struct px_h1 *h)
      * rest of the body is not worth reading (RFC 9112 9.6). */
     if (h->rq != RQ_DONE || h->draining)
         h->close_after = 1;
-    h->resp_nobody = strcmp(st->method ? st->method : "", "HEAD") == 0 || s == 204 || s == 304;
+    /* A request refused as malformed: whoever sent it may not agree with
+     * us on where the next one starts (RFC 9112 9.6, 11.2). */
+    if (st->malformed)
+        h->close_after = 1;
+    h->resp_nobody = (st->rq.method != NULL && strcmp(st->rq.method, "HEAD") == 0) || s == 204 ||
+                     s == 304;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", s, reason_phrase(s));
     write_fields(out, &st->resp, 0);
     if (s == 204) {
@@ -472,6 +463,18 @@ static void op_request_drained(struct px_stream *st, size_t n)
         kick(h);
 }
 
+/* The request was allowed: a client that asked (Expect: 100-continue)
+ * may send its body now, and the body is read from here on. */
+static void op_request_allowed(struct px_stream *st)
+{
+    struct px_h1 *h = st->down_ctx;
+    if (h->st != st)
+        return;
+    if (st->rq.expect_continue && h->rq == RQ_BODY && !h->resp_started)
+        evbuffer_add(bufferevent_get_output(h->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    kick(h);
+}
+
 static void op_abort(struct px_stream *st)
 {
     struct px_h1 *h = st->down_ctx;
@@ -484,6 +487,7 @@ static void op_abort(struct px_stream *st)
 const struct px_down_ops px_h1_ops = {
     .response_ready = op_response_ready,
     .request_drained = op_request_drained,
+    .request_allowed = op_request_allowed,
     .abort = op_abort,
 };
 

@@ -41,12 +41,6 @@ int px_h1_value_ok(const char *p, size_t n);
 /* Strips optional whitespace (SP / HTAB) from both ends of *p[0..*n). */
 void px_h1_trim(const char **p, size_t *n);
 
-/* 1 if a field named name[0..n) (lowercase) may be forwarded as a
- * trailer. Framing, routing and identity fields are refused in trailers
- * (RFC 9110 6.5.1), including the ones picket itself writes into
- * headers, so an app that merges trailers into headers cannot be fooled. */
-int px_h1_trailer_allowed(const char *name, size_t n);
-
 /* 1 for methods a proxy may replay after a connection failure
  * (RFC 9110 9.2.2). */
 int px_h1_idempotent(const char *method);
@@ -79,7 +73,7 @@ struct px_h1 {
     const char *err_reason;
 
     /* request */
-    int http10, keep_alive, expect_continue;
+    int http10, keep_alive;
     enum body_mode body;
     uint64_t body_left;
     enum ck_state ck;

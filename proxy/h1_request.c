@@ -122,13 +122,18 @@ static int flush_field(struct px_h1 *h)
         h->err_reason = "bad_header";
         return -1;
     }
-    if (px_hdrs_add(&h->st->req, h->fname, h->fname_len, v, vlen,
-                    (size_t)LIM(h)->max_header_list_size) != 0) {
-        h->err_status = 431;
-        h->err_reason = "headers_too_large";
+    switch (px_request_add_field(&h->st->rq, h->c->snap->cfg, h->fname, h->fname_len, v, vlen)) {
+    case 0:
+        return 0;
+    case -1: /* limits.max_headers or max_header_list_size, counted as received */
+        h->err_status = h->st->rq.limit_status;
+        h->err_reason = h->st->rq.limit_reason;
+        return -1;
+    default:
+        h->err_status = 500;
+        h->err_reason = "out_of_memory";
         return -1;
     }
-    return 0;
 }
 
 /* The whole block is one contiguous buffer, so every element arrives in
@@ -202,13 +207,6 @@ static const http_parser_settings req_settings = {
     .on_message_complete = on_message_complete,
 };
 
-static int host_ok(const char *p, size_t n)
-{
-    /* RFC 3986 3.2.2 reg-name / IP-literal, and a port. No userinfo ('@'),
-     * no path or query characters, no whitespace. */
-    return n > 0 && n <= 300 && px_h1_alnum_or(p, n, "-._~!$&'()*+,;=:[]%");
-}
-
 static int target_ok(const char *p, size_t n)
 {
     /* origin-form only (RFC 9112 3.2.1); absolute-form, authority-form and
@@ -232,13 +230,16 @@ static int eq_ci(const struct px_hdr *f, const char *s)
     return strlen(s) == n && strncasecmp(v, s, n) == 0;
 }
 
-/* Framing and routing checks on the parsed head (RFC 9112 3.2, 6.1, 6.3).
- * Returns 0, or refuses the request and returns -1. */
+/* Framing checks on the parsed head (RFC 9112 3.2, 6.1, 6.3): what must
+ * hold before anyone can know where this request ends. Everything about
+ * what the request means (method, Host, path, fields) is the canonical
+ * request's (request.h), the same code for HTTP/2. Returns 0, or refuses
+ * the request and returns -1. */
 static int check_head(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
-    const struct px_hdr *host = NULL, *cl = NULL;
-    size_t nhost = 0, nte = 0, ncl = 0;
+    const struct px_hdr *cl = NULL;
+    size_t nte = 0, ncl = 0;
     int te_chunked = 0;
     uint64_t len = 0;
 
@@ -247,16 +248,14 @@ static int check_head(struct px_h1 *h)
         return -1;
     }
     h->http10 = h->hp.http_minor == 0;
-    if (h->hp.method == HTTP_CONNECT || !target_ok(h->url, h->url_len)) {
+    st->http10 = h->http10;
+    if (!target_ok(h->url, h->url_len)) {
         px_h1_refuse(h, 400, "bad_target");
         return -1;
     }
-    for (size_t i = 0; i < st->req.n; i++) {
-        const struct px_hdr *f = &st->req.v[i];
-        if (strcmp(f->name, "host") == 0) {
-            host = f;
-            nhost++;
-        } else if (strcmp(f->name, "transfer-encoding") == 0) {
+    for (size_t i = 0; i < st->rq.hdrs.n; i++) {
+        const struct px_hdr *f = &st->rq.hdrs.v[i];
+        if (strcmp(f->name, "transfer-encoding") == 0) {
             nte++;
             te_chunked = eq_ci(f, "chunked");
         } else if (strcmp(f->name, "content-length") == 0) {
@@ -267,11 +266,6 @@ static int check_head(struct px_h1 *h)
             cl = f;
             ncl++;
         }
-    }
-    /* Exactly one Host, required even for 1.0: routing and policy need it. */
-    if (nhost != 1 || !host_ok(host->value, host->vlen)) {
-        px_h1_refuse(h, 400, nhost == 0 ? "missing_host" : "bad_host");
-        return -1;
     }
     if (nte > 0) {
         /* Both length mechanisms is the classic smuggling setup; a 1.0
@@ -303,31 +297,19 @@ static int check_head(struct px_h1 *h)
         }
         h->body = len > 0 ? BODY_LENGTH : BODY_NONE;
         h->body_left = len;
-        st->req_content_length = (int64_t)len;
+        st->rq.content_length = (int64_t)len;
     } else {
         h->body = BODY_NONE; /* RFC 9112 6.3 rule 7: no body */
     }
-    st->authority = strndup(host->value, host->vlen);
-    st->path = strndup(h->url, h->url_len);
-    st->method = strdup(http_method_str((enum http_method)h->hp.method));
-    st->scheme = strdup(h->c->ssl != NULL ? "https" : "http");
-    if (st->authority == NULL || st->path == NULL || st->method == NULL || st->scheme == NULL) {
-        px_h1_refuse(h, 500, "out_of_memory");
-        return -1;
+    {
+        const char *m = http_method_str((enum http_method)h->hp.method);
+        if (px_request_set_method(&st->rq, m, strlen(m)) != 0 ||
+            px_request_set_target(&st->rq, h->url, h->url_len) != 0) {
+            px_h1_refuse(h, 500, "out_of_memory");
+            return -1;
+        }
     }
     return 0;
-}
-
-/* The Expect we answer ourselves (RFC 9110 10.1.1): an interim 100 goes to
- * the client once the request is on its way, so the upstream never sees it
- * and never sends its own 100 (which up_h1.c would skip anyway). */
-static void take_expect(struct px_h1 *h)
-{
-    const struct px_hdr *e = px_hdrs_get(&h->st->req, "expect");
-    if (e == NULL || !eq_ci(e, "100-continue"))
-        return;
-    h->expect_continue = !h->http10 && h->body != BODY_NONE;
-    px_hdrs_del(&h->st->req, "expect");
 }
 
 static void process_head(struct px_h1 *h)
@@ -358,7 +340,7 @@ static void process_head(struct px_h1 *h)
     h->resp_ready_seen = h->resp_started = h->resp_done = 0;
     h->url = h->fname = h->fval = NULL;
     h->url_len = h->fname_len = h->fval_len = 0;
-    h->fstate = h->msg_seen = h->err_status = h->expect_continue = 0;
+    h->fstate = h->msg_seen = h->err_status = 0;
     h->err_reason = NULL;
     http_parser_init(&h->hp, HTTP_REQUEST);
     h->hp.data = h;
@@ -380,7 +362,6 @@ static void process_head(struct px_h1 *h)
     h->keep_alive = http_should_keep_alive(&h->hp);
     if (!h->keep_alive)
         h->close_after = 1;
-    take_expect(h);
     evbuffer_drain(in, len);
     px_h1_disarm(h); /* the upstream timeout covers the rest of the exchange */
     if (h->body == BODY_NONE) {
@@ -389,11 +370,9 @@ static void process_head(struct px_h1 *h)
     } else {
         h->rq = RQ_BODY;
     }
+    /* An Expect: 100-continue is answered by px_h1_ops.request_allowed
+     * once (and only if) the decision lets the request through. */
     px_stream_dispatch(st);
-    /* dispatch may have answered locally (status set, kick pending); only a
-     * request on its way upstream is told to send its body. */
-    if (h->st == st && st->status == 0 && h->expect_continue && h->rq == RQ_BODY)
-        evbuffer_add(bufferevent_get_output(h->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
 /* ---- request body (RFC 9112 6.3, 7.1) ---------------------------------- */
@@ -480,8 +459,10 @@ static int chunk_byte(struct px_h1 *h, unsigned char ch)
     }
 }
 
-/* The trailer section, once scanned: "name: value" lines into
- * st->req_trailers, same rules as header fields. */
+/* The trailer section, once scanned: "name: value" lines into the
+ * request's trailers, same syntax rules as header fields; the canonical
+ * request filters them (px_stream_trailers_done). Returns 1, -1 on bad
+ * syntax, -2 over a limit (431). */
 static int take_trailers(struct px_h1 *h, struct evbuffer *in)
 {
     size_t len = h->scan_off, pos = 0;
@@ -503,10 +484,9 @@ static int take_trailers(struct px_h1 *h, struct evbuffer *in)
         px_h1_trim(&v, &vlen);
         if (!px_h1_value_ok(v, vlen))
             return -1;
-        if (px_h1_trailer_allowed(line, (size_t)(colon - line)) &&
-            px_hdrs_add(&h->st->req_trailers, line, (size_t)(colon - line), v, vlen,
-                        (size_t)LIM(h)->max_header_list_size) != 0)
-            return -1;
+        if (px_request_add_trailer(&h->st->rq, h->c->snap->cfg, line, (size_t)(colon - line), v,
+                                   vlen) != 0)
+            return -2;
         pos = (size_t)(eol - p) + 2;
     }
     evbuffer_drain(in, len);
@@ -544,7 +524,7 @@ static int body_chunked(struct px_h1 *h, struct evbuffer *in, size_t *room)
         if (h->ck == CK_TRAILER) {
             int r = scan_input(h, in, (size_t)LIM(h)->max_header_list_size);
             if (r <= 0)
-                return r == 0 ? 0 : -1;
+                return r == 0 ? 0 : r == -2 ? -2 : -1;
             return take_trailers(h, in);
         }
         if (avail == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -577,6 +557,10 @@ static void process_body(struct px_h1 *h)
         done = h->body_left == 0;
     } else {
         done = body_chunked(h, in, &room);
+        if (done == -2) {
+            px_h1_refuse(h, 431, st->rq.limit_reason ? st->rq.limit_reason : "headers_too_large");
+            return;
+        }
         if (done < 0) {
             px_h1_refuse(h, 400, "bad_chunk");
             return;
@@ -585,6 +569,8 @@ static void process_body(struct px_h1 *h)
     if (done) {
         st->req_eof = 1;
         h->rq = RQ_DONE;
+        if (st->rq.trailers.n > 0 && px_stream_trailers_done(st) != 0)
+            return;
     }
     if ((room != room0 || done) && st->up != NULL)
         st->up->request_ready(st);
@@ -614,6 +600,11 @@ void px_h1_process_input(struct px_h1 *h)
             break;
         case RQ_BODY:
             if (h->st == NULL)
+                return;
+            /* A client waiting for 100 Continue sends nothing before it;
+             * one that sends anyway is not read until the decision: a
+             * denied request's body is never read. */
+            if (h->st->rq.expect_continue && !h->st->allowed)
                 return;
             process_body(h);
             if (h->rq == RQ_BODY)

@@ -36,7 +36,6 @@ struct h2_stream {
     struct h2_stream *next, *prev;
     int submitted;   /* response HEADERS submitted */
     int deferred;    /* data provider returned DEFERRED */
-    int header_overflow;
     int dispatched;
 };
 
@@ -124,52 +123,39 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
     return 0;
 }
 
-static char *dupn(const uint8_t *p, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, p, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct h2_conn *hc = arg;
     struct h2_stream *hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-    struct px_stream *st;
-    size_t limit = (size_t)hc->c->snap->cfg->limits.max_header_list_size;
-    char **slot = NULL;
+    const struct px_config *cfg = hc->c->snap->cfg;
+    struct px_request *rq;
+    const char *n = (const char *)name, *v = (const char *)value;
+    int rc = 0;
 
     (void)flags;
     if (hs == NULL || f->hd.type != NGHTTP2_HEADERS)
         return 0;
-    st = hs->st;
+    rq = &hs->st->rq;
+    /* Collected as received; px_stream_dispatch() builds the canonical
+     * request from it, with the same rules as HTTP/1.1 (request.h). */
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS) {
         /* trailers; nghttp2 already refused pseudo-headers here */
-        if (px_hdrs_add(&st->req_trailers, (const char *)name, nlen, (const char *)value, vlen,
-                        limit) != 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        return 0;
-    }
-    if (nlen > 0 && name[0] == ':') {
+        rc = px_request_add_trailer(rq, cfg, n, nlen, v, vlen);
+    } else if (nlen > 0 && name[0] == ':') {
         if (nlen == 7 && memcmp(name, ":method", 7) == 0)
-            slot = &st->method;
+            rc = px_request_set_method(rq, v, vlen);
         else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
-            slot = &st->path;
-        else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0)
-            slot = &st->scheme;
+            rc = px_request_set_target(rq, v, vlen);
         else if (nlen == 10 && memcmp(name, ":authority", 10) == 0)
-            slot = &st->authority;
-        if (slot != NULL && *slot == NULL)
-            *slot = dupn(value, vlen);
-        return 0;
+            rc = px_request_set_authority(rq, v, vlen);
+        /* :scheme: the connection's, never the client's word */
+    } else {
+        rc = px_request_add_field(rq, cfg, n, nlen, v, vlen);
     }
-    if (px_hdrs_add(&st->req, (const char *)name, nlen, (const char *)value, vlen, limit) != 0)
-        hs->header_overflow = 1;
-    return 0;
+    /* Over a limit (-1) the request is refused once the block is in;
+     * out of memory (-2) resets the stream. */
+    return rc == -2 ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
 static void request_body_ready(struct px_stream *st)
@@ -203,20 +189,12 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
                 st->req_eof = 1;
-            if (st->authority == NULL) {
-                const struct px_hdr *h = px_hdrs_get(&st->req, "host");
-                if (h)
-                    st->authority = dupn((const uint8_t *)h->value, h->vlen);
-            }
             hs->dispatched = 1;
-            if (hs->header_overflow) {
-                px_stream_respond(st, 431, "request headers too large\n", 8,
-                                  "header_list_too_large");
-                return 0;
-            }
-            px_stream_dispatch(st);
+            px_stream_dispatch(st); /* refuses 431 when a limit was passed */
         } else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
             st->req_eof = 1; /* trailers */
+            if (px_stream_trailers_done(st) != 0)
+                return 0;
             request_body_ready(st);
         }
         break;
@@ -335,20 +313,18 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
     if (st->resp_eof && evbuffer_get_length(st->resp_body) == 0) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->resp_trailers.n > 0) {
-            nghttp2_nv nva[64];
-            size_t k = 0;
-            for (size_t i = 0; i < st->resp_trailers.n && k < 64; i++) {
-                nva[k].name = (uint8_t *)st->resp_trailers.v[i].name;
-                nva[k].namelen = st->resp_trailers.v[i].nlen;
-                nva[k].value = (uint8_t *)st->resp_trailers.v[i].value;
-                nva[k].valuelen = st->resp_trailers.v[i].vlen;
-                nva[k].flags = NGHTTP2_NV_FLAG_NONE;
-                k++;
-            }
+            const struct px_hdrs *t = &st->resp_trailers;
+            nghttp2_nv *nva = calloc(t->n, sizeof(*nva));
+            if (nva == NULL)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+            for (size_t i = 0; i < t->n; i++)
+                nva[i] = (nghttp2_nv){(uint8_t *)t->v[i].name, (uint8_t *)t->v[i].value,
+                                      t->v[i].nlen, t->v[i].vlen, NGHTTP2_NV_FLAG_NONE};
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(s, id, nva, k);
+            nghttp2_submit_trailer(s, id, nva, t->n);
+            free(nva);
         }
-        if (!st->req_eof && !st->is_grpc)
+        if (!st->req_eof && !st->rq.is_grpc)
             /* Answered before the request finished (e.g. refused upload):
              * tell the client to stop sending (RFC 9113 8.1). Not for
              * gRPC: grpc-core 1.51 turns RST_STREAM(NO_ERROR) into
@@ -387,7 +363,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     }
     has_body = !(st->resp_eof && evbuffer_get_length(st->resp_body) == 0 &&
                  st->resp_trailers.n == 0);
-    if (strcmp(st->method ? st->method : "", "HEAD") == 0 || st->status == 204 ||
+    if ((st->rq.method != NULL && strcmp(st->rq.method, "HEAD") == 0) || st->status == 204 ||
         st->status == 304)
         has_body = has_body && st->resp_trailers.n > 0;
     prd.source.ptr = hs;
@@ -395,7 +371,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     rc = nghttp2_submit_response(hc->s, hs->id, nva, k, has_body ? &prd : NULL);
     free(nva);
     hs->submitted = 1;
-    if (!has_body && !st->req_eof && !st->is_grpc)
+    if (!has_body && !st->req_eof && !st->rq.is_grpc)
         nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_NO_ERROR);
     return rc;
 }
@@ -431,6 +407,19 @@ static void h2_request_drained(struct px_stream *st, size_t n)
     schedule_send(hs->hc);
 }
 
+/* The request was allowed: a client that sent "expect: 100-continue"
+ * gets its interim response now (RFC 9110 10.1.1), never before. */
+static void h2_request_allowed(struct px_stream *st)
+{
+    struct h2_stream *hs = st->down_ctx;
+    static const nghttp2_nv cont[] = {
+        {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+    if (hs->hc->dead || !st->rq.expect_continue || st->req_eof || hs->submitted)
+        return;
+    nghttp2_submit_headers(hs->hc->s, NGHTTP2_FLAG_NONE, hs->id, NULL, cont, 1, NULL);
+    schedule_send(hs->hc);
+}
+
 static void h2_abort(struct px_stream *st)
 {
     struct h2_stream *hs = st->down_ctx;
@@ -440,7 +429,12 @@ static void h2_abort(struct px_stream *st)
     schedule_send(hs->hc);
 }
 
-static const struct px_down_ops h2_ops = {h2_response_ready, h2_request_drained, h2_abort};
+static const struct px_down_ops h2_ops = {
+    .response_ready = h2_response_ready,
+    .request_drained = h2_request_drained,
+    .request_allowed = h2_request_allowed,
+    .abort = h2_abort,
+};
 
 /* ---- I/O ---------------------------------------------------------------- */
 

@@ -7,7 +7,7 @@
  * what SETTINGS_MAX_HEADER_LIST_SIZE counts, so the h1 and h2 paths share
  * one limit.
  */
-#include "px.h"
+#include "hdrs.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +79,22 @@ int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *va
     return 0;
 }
 
+char *px_hdrs_alloc(struct px_hdrs *h, size_t n)
+{
+    char *p = block_alloc(h, n + 1);
+    if (p != NULL)
+        p[n] = '\0';
+    return p;
+}
+
+char *px_hdrs_strdup(struct px_hdrs *h, const char *p, size_t n)
+{
+    char *d = px_hdrs_alloc(h, n);
+    if (d != NULL && n > 0)
+        memcpy(d, p, n);
+    return d;
+}
+
 const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name)
 {
     size_t len = strlen(name);
@@ -129,12 +145,14 @@ void px_hdrs_clear(struct px_hdrs *h)
 int px_is_hop_by_hop(const char *name, size_t len)
 {
     /* RFC 9110 7.6.1 connection-specific fields, plus the legacy ones
-     * proxies must not forward (RFC 9113 8.2.2 forbids them in h2). */
+     * proxies must not forward (RFC 9113 8.2.2 forbids them in h2).
+     * Picked by length first: this runs for every field of every message. */
     static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
                                       "transfer-encoding", "upgrade", "te", "http2-settings",
                                       "proxy-authenticate", "proxy-authorization"};
+    static const unsigned char hoplen[] = {10, 10, 16, 17, 7, 2, 14, 18, 19};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+        if (hoplen[i] == len && strncasecmp(hop[i], name, len) == 0)
             return 1;
     return 0;
 }

@@ -201,7 +201,7 @@ static void jb_lit(struct jb *b, const char *s, size_t n)
 }
 
 /* A JSON string (cut to fit the line), or null. */
-static void jb_str(struct jb *b, const char *s)
+static void jb_strn(struct jb *b, const char *s, size_t n)
 {
     size_t room;
 
@@ -216,8 +216,13 @@ static void jb_str(struct jb *b, const char *s)
     if (room > PX_LOG_VALUE_MAX + 1)
         room = PX_LOG_VALUE_MAX + 1;
     if (room > 1)
-        b->len += px_json_escape(b->p + b->len, room - 1, s, strlen(s));
+        b->len += px_json_escape(b->p + b->len, room - 1, s, n);
     jb_lit(b, "\"", 1);
+}
+
+static void jb_str(struct jb *b, const char *s)
+{
+    jb_strn(b, s, s != NULL ? strlen(s) : 0);
 }
 
 /* Keys are picket's own literals ([a-z_]), written without escaping. */
@@ -243,6 +248,15 @@ static void jb_field_str(struct jb *b, const char *key, const char *val)
     size_t save = b->len;
     jb_key(b, key);
     jb_str(b, val);
+    if (b->trunc)
+        b->len = save;
+}
+
+static void jb_field_strn(struct jb *b, const char *key, const char *val, size_t n)
+{
+    size_t save = b->len;
+    jb_key(b, key);
+    jb_strn(b, val, n);
     if (b->trunc)
         b->len = save;
 }
@@ -491,7 +505,9 @@ int px_log_audit(const struct px_audit_rec *r)
     jb_field_str(&b, "peer", r->peer);
     jb_field_str(&b, "method", r->method);
     jb_field_str(&b, "authority", r->authority);
-    jb_field_str(&b, "path", r->path);
+    jb_field_strn(&b, "host", r->host, r->host_len);
+    jb_field_strn(&b, "path", r->path, r->path != NULL ? r->path_len : 0);
+    jb_field_strn(&b, "query", r->query, r->query_len);
     jb_field_i64(&b, "status", r->status, 0);
     jb_field_str(&b, "request_id", r->request_id);
     if (r->reason != NULL)

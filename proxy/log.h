@@ -21,8 +21,8 @@
 
 enum { PX_LOG_DEBUG = 0, PX_LOG_INFO = 1, PX_LOG_WARN = 2, PX_LOG_ERROR = 3 };
 
-#define PX_LOG_LINE_MAX 16384 /* bytes per line, including the newline */
-#define PX_LOG_VALUE_MAX 4096 /* escaped bytes per string value */
+#define PX_LOG_LINE_MAX 32768 /* bytes per line, including the newline */
+#define PX_LOG_VALUE_MAX 8192 /* escaped bytes per string value (a default-limit target fits) */
 
 /* Opens the sinks. level: PX_LOG_DEBUG..PX_LOG_ERROR (lines below it are
  * skipped). access_path / audit_path: a file (opened O_APPEND|O_CREAT,
@@ -77,13 +77,16 @@ void px_log_access(const struct px_access_rec *r);
 
 /* One audit record. Keys in order: ts, node, decision, mode, rule,
  * decided_by, dispatch_node, bundle_revision, bundle_age_ms, peer, method,
- * authority, path, status, request_id, then reason (when not NULL) and
+ * authority, host, path, query, status, request_id, then reason (when not
+ * NULL) and
  * cache_age_ms (when >= 0). bundle_revision / bundle_age_ms < 0 (no
  * bundle) are written as null. ts_ms 0 = now. */
 struct px_audit_rec {
     int64_t ts_ms;
     const char *node, *decision, *mode, *rule, *decided_by, *dispatch_node, *peer, *method,
-        *authority, *path, *request_id, *reason;
+        *authority, *request_id, *reason;
+    const char *host, *path, *query; /* with lengths: they point into the request's target */
+    size_t host_len, path_len, query_len;
     int64_t bundle_revision, bundle_age_ms, cache_age_ms;
     int status;
 };

@@ -30,6 +30,8 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "hdrs.h"
+#include "request.h"
 
 struct px_worker;
 struct px_conn;
@@ -37,36 +39,6 @@ struct px_stream;
 struct policy_engine;
 struct certs_trust;
 struct certs_keypair;
-
-/* ---- headers ---------------------------------------------------------- */
-
-struct px_hdr {
-    char *name; /* lowercase; name and value bytes live in the list's blocks */
-    char *value;
-    size_t nlen, vlen;
-};
-
-struct px_hdr_block;
-
-struct px_hdrs {
-    struct px_hdr *v;
-    size_t n, cap;
-    size_t bytes; /* sum of name+value+32 per field (RFC 7541 4.1 accounting) */
-    struct px_hdr_block *blk; /* bytes of names and values, freed together */
-};
-
-/* Appends a copy. The name is lowercased. Returns 0, or -1 when the list
- * would exceed `limit` bytes (0 = no limit) or memory runs out. */
-int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
-                size_t limit);
-const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name);
-void px_hdrs_del(struct px_hdrs *h, const char *name);
-/* Drops every field named name[0..len), ASCII case-insensitively (name
- * need not be NUL-terminated or lowercase). */
-void px_hdrs_del_ci(struct px_hdrs *h, const char *name, size_t len);
-/* Drops the field at index i (the ones after it move down by one). */
-void px_hdrs_remove_at(struct px_hdrs *h, size_t i);
-void px_hdrs_clear(struct px_hdrs *h);
 
 /* ---- snapshots -------------------------------------------------------- */
 
@@ -172,6 +144,7 @@ struct px_conn {
     struct event *timer;          /* handshake / idle / header timeout */
     int64_t accepted_ms;
     char peer_addr[64];
+    char peer_ip[48];             /* the address alone, as x-forwarded-for carries it */
     char *peer_id;                /* SPIFFE ID of the verified client cert; never NULL:
                                    * px_conn_no_peer ("") until verified, then owned */
     char peer_cert_hash[65];      /* hex sha256 of the client cert DER */
@@ -197,6 +170,9 @@ struct px_down_ops {
     void (*response_ready)(struct px_stream *st);
     /* The upstream side took n bytes out of req_body: let more in. */
     void (*request_drained)(struct px_stream *st, size_t n);
+    /* The request was allowed and goes upstream: a client waiting for
+     * "100 Continue" gets it now, and the body may be read. May be NULL. */
+    void (*request_allowed)(struct px_stream *st);
     /* The upstream failed after the response started: the downstream must
      * end the stream abruptly (h2 RST_STREAM, h1 close the connection). */
     void (*abort)(struct px_stream *st);
@@ -220,18 +196,16 @@ struct px_stream {
     struct px_policy_state *pol; /* ref, the policy the request was decided on */
     int64_t start_us;            /* monotonic */
 
-    /* request, as received (method, authority etc. point into req_pseudo) */
-    char *method, *scheme, *authority, *path; /* path: normalized + query */
-    size_t path_only_len;                     /* length of the path without the query */
-    char *orig_path;                          /* as received */
-    struct px_hdrs req;                       /* regular headers, filtered for upstream */
+    /* The canonical request (request.h): built once by px_stream_dispatch()
+     * from what the downstream side collected; the policy, the route, the
+     * dispatch check, the records and the upstream serializers read it. */
+    struct px_request rq;
     struct evbuffer *req_body;
-    struct px_hdrs req_trailers;
     int req_eof;                 /* downstream finished the request (body and trailers) */
-    int64_t req_content_length;  /* -1 unknown */
+    int allowed;                 /* the decision let it through: the upstream side may start */
+    int http10;                  /* HTTP/1.0 client (no 100 Continue) */
+    int malformed;               /* refused by px_request_build(): HTTP/1.1 closes after */
     uint64_t bytes_in;
-    char request_id[64];
-    int is_grpc;
 
     /* response */
     int status;                  /* 0 until response headers are known */
@@ -262,6 +236,7 @@ struct px_stream {
     void *up_ctx;
     int down_done, up_done;
     struct event *up_timer;      /* upstream_timeout */
+    int64_t up_last_us;          /* last progress either way (monotonic), for up_timer */
     int up_retries;              /* replays after REFUSED_STREAM */
     int logged;
 };
@@ -274,9 +249,10 @@ struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops
 struct px_stream *px_stream_new_internal(struct px_worker *w, const struct px_down_ops *ops,
                                          void *down_ctx);
 
-/* The downstream side filled method/scheme/authority/path/req headers:
- * normalize, filter headers, decide, and start the upstream or answer
- * locally. May call down->response_ready() before returning. */
+/* The downstream side collected the request head into st->rq: build the
+ * canonical request (refusing it with 400/414/417/431 when it does not
+ * hold), decide, and start the upstream or answer locally. May call
+ * down->response_ready() before returning. */
 void px_stream_dispatch(struct px_stream *st);
 
 /* After the decision allowed st: pick the route and start the upstream. */
@@ -306,7 +282,15 @@ void px_stream_response_headers(struct px_stream *st);
 void px_stream_down_done(struct px_stream *st);
 void px_stream_up_done(struct px_stream *st);
 
-/* Upstream activity: re-arm the upstream timeout. */
+/* The downstream side has all request trailers (st->rq.trailers): filter
+ * them. Returns 0, or refuses/aborts the stream and returns -1. */
+int px_stream_trailers_done(struct px_stream *st);
+
+/* The upstream side moved n request body bytes onward: progress for the
+ * upstream timeout, and room for the downstream side to read more. */
+void px_stream_request_sent(struct px_stream *st, size_t n);
+
+/* Upstream activity (either direction): the upstream timeout counts from here. */
 void px_stream_up_activity(struct px_stream *st);
 
 /* Time helpers. */
@@ -377,9 +361,6 @@ int px_https_url_split(const char *url, char *host, size_t hostcap, char *port, 
 /* Bytes moved per read/write call on a connection (libevent's default is
  * 16 KiB, one syscall per TLS record). */
 #define PX_IO_CHUNK (128 * 1024)
-
-/* Hop-by-hop header names (RFC 9110 7.6.1), plus those h2 forbids. */
-int px_is_hop_by_hop(const char *name, size_t len);
 
 /* Limits for this stream's worker, from the snapshot. */
 #define PX_LIMITS(st) (&(st)->snap->cfg->limits)

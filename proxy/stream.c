@@ -18,8 +18,6 @@
 #include <unistd.h>
 #include <time.h>
 
-#include <openssl/rand.h>
-
 #include "log.h"
 #include "xfcc.h"
 #include "metrics.h"
@@ -61,7 +59,7 @@ static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
     st->snap = px_snapshot_ref(w->snap); /* the newest config, also on old connections */
     st->pol = w->policy ? px_policy_state_ref(w->policy) : NULL;
     st->start_us = px_mono_us();
-    st->req_content_length = -1;
+    px_request_init(&st->rq);
     st->resp_content_length = -1;
     st->down = ops;
     st->down_ctx = down_ctx;
@@ -108,11 +106,12 @@ static void stream_log(struct px_stream *st)
     memset(&rec, 0, sizeof(rec));
     rec.ts_ms = px_now_ms();
     rec.listener = l ? l->name : NULL;
-    rec.request_id = st->request_id[0] ? st->request_id : NULL;
+    rec.request_id = st->rq.request_id[0] ? st->rq.request_id : NULL;
     rec.peer = st->conn && st->conn->peer_id[0] ? st->conn->peer_id : NULL;
-    rec.method = st->method;
-    rec.authority = st->authority;
-    rec.path = st->path ? st->path : st->orig_path;
+    /* The canonical request once built; what arrived when it was refused. */
+    rec.method = st->rq.built ? st->rq.method : st->rq.raw_method;
+    rec.authority = st->rq.built ? st->rq.authority : st->rq.raw_authority;
+    rec.path = st->rq.built ? st->rq.target : st->rq.raw_target;
     rec.proto = st->conn ? (st->conn->proto == PX_PROTO_H2 ? "h2" : "http/1.1") : NULL;
     rec.status = status;
     rec.bytes_in = st->bytes_in;
@@ -130,13 +129,7 @@ static void stream_free(struct px_stream *st)
     stream_log(st);
     if (st->up_timer)
         event_free(st->up_timer);
-    free(st->method);
-    free(st->scheme);
-    free(st->authority);
-    free(st->path);
-    free(st->orig_path);
-    px_hdrs_clear(&st->req);
-    px_hdrs_clear(&st->req_trailers);
+    px_request_clear(&st->rq);
     px_hdrs_clear(&st->resp);
     px_hdrs_clear(&st->resp_trailers);
     evbuffer_free(st->req_body);
@@ -198,7 +191,7 @@ void px_stream_respond(struct px_stream *st, int status, const char *body, int g
     st->local_response = 1;
     if (reason != NULL)
         st->reason = reason;
-    if (st->is_grpc && grpc_status >= 0) {
+    if (st->rq.is_grpc && grpc_status >= 0) {
         /* gRPC clients read errors from grpc-status, not the HTTP status: a
          * trailers-only response (one HEADERS frame with END_STREAM). */
         char code[16];
@@ -216,8 +209,9 @@ void px_stream_respond(struct px_stream *st, int status, const char *body, int g
     } else {
         set_status_body(st, status, "text/plain; charset=utf-8", body);
     }
-    if (st->request_id[0])
-        px_hdrs_add(&st->resp, "x-request-id", 12, st->request_id, strlen(st->request_id), 0);
+    if (st->rq.request_id[0])
+        px_hdrs_add(&st->resp, "x-request-id", 12, st->rq.request_id, strlen(st->rq.request_id),
+                    0);
     if (st->down)
         st->down->response_ready(st);
 }
@@ -246,7 +240,7 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
                                   "Upstream failures by reason (connect, reset, server identity)",
                                   labels),
                    1);
-    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->request_id, "upstream",
+    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
            st->upstream_name ? st->upstream_name : "", "reason", reason, NULL);
     if (st->down_done)
         return;
@@ -257,33 +251,6 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
         px_stream_respond(st, status, body, grpc_code_for_http(status), reason);
     } else if (!st->resp_eof && st->down) {
         st->down->abort(st);
-    }
-}
-
-/* Fields named in Connection are hop-by-hop too (RFC 9110 7.6.1): drop
- * them (except "te" when keep_te: "te: trailers" is handled by the caller). */
-static void strip_connection_tokens(struct px_hdrs *h, int keep_te)
-{
-    const struct px_hdr *c = px_hdrs_get(h, "connection");
-    const char *p, *end;
-
-    if (c == NULL)
-        return;
-    /* The value's bytes live in the list's blocks, which deleting fields
-     * does not free, so it is walked in place (all of it: no token is
-     * missed however long the value); only c itself may move. */
-    for (p = c->value, end = c->value + c->vlen; p < end;) {
-        const char *tok;
-        size_t n;
-        while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
-            p++;
-        tok = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-            p++;
-        n = (size_t)(p - tok);
-        if (n == 0 || (keep_te && n == 2 && strncasecmp(tok, "te", 2) == 0))
-            continue;
-        px_hdrs_del_ci(h, tok, n);
     }
 }
 
@@ -300,15 +267,7 @@ void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
 
 void px_stream_response_headers(struct px_stream *st)
 {
-    strip_connection_tokens(&st->resp, 0);
-    for (size_t i = 0; i < st->resp.n;) {
-        if (px_is_hop_by_hop(st->resp.v[i].name, st->resp.v[i].nlen)) {
-            px_hdrs_remove_at(&st->resp, i);
-            continue;
-        }
-        i++;
-    }
-    px_hdrs_del(&st->resp, "content-length");
+    px_response_fields_filter(&st->resp); /* hop-by-hop, Connection-named, framing */
     px_stream_up_activity(st);
     if (st->down)
         st->down->response_ready(st);
@@ -316,19 +275,37 @@ void px_stream_response_headers(struct px_stream *st)
 
 /* ---- upstream timeout -------------------------------------------------- */
 
+/* limits.upstream_timeout is "no progress in either direction": request
+ * body bytes moving upstream count as much as response bytes, so a long
+ * upload or a client-streaming gRPC call lives as long as it moves.
+ * Progress only stamps the time; the timer, when it fires early, re-arms
+ * itself for what is left, so a busy stream costs no timer operation per
+ * chunk. */
+static void arm_up_timer(struct px_stream *st, int64_t us)
+{
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    evtimer_add(st->up_timer, &tv);
+}
+
 static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_stream *st = arg;
+    int64_t limit_us = PX_LIMITS(st)->upstream_timeout_ms * 1000;
+    int64_t idle_us = px_mono_us() - st->up_last_us;
     (void)fd;
     (void)what;
     if (st->up_done || st->up == NULL)
         return;
+    if (idle_us < limit_us) {
+        arm_up_timer(st, limit_us - idle_us);
+        return;
+    }
     st->reason = "upstream_timeout";
     px_counter_add(px_counter_get("picket_upstream_failures_total",
                                   "Upstream failures by reason (connect, reset, server identity)",
                                   "reason=\"upstream_timeout\""),
                    1);
-    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->request_id, "upstream",
+    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
            st->upstream_name ? st->upstream_name : "", "reason", "upstream_timeout", NULL);
     /* Cancel the upstream first: it ends the upstream side (up_done) and,
      * when the client is already gone, frees the stream. Only then answer
@@ -349,211 +326,79 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
 void px_stream_up_activity(struct px_stream *st)
 {
     int64_t ms = PX_LIMITS(st)->upstream_timeout_ms;
-    struct timeval tv;
     if (ms <= 0 || st->up_done)
         return;
+    st->up_last_us = px_mono_us();
     if (st->up_timer == NULL) {
         st->up_timer = evtimer_new(st->w->base, up_timeout_cb, st);
         if (st->up_timer == NULL)
             return;
     }
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
-    evtimer_add(st->up_timer, &tv);
+    if (!evtimer_pending(st->up_timer, NULL))
+        arm_up_timer(st, ms * 1000);
 }
 
-/* ---- request checks and forwarding ------------------------------------ */
-
-/* Request IDs need to be unique, not secret (they correlate logs and
- * travel in clear headers). OpenSSL's DRBG cost ~6,600 instructions per ID
- * (callgrind: 10% of a request with logs off); each thread now seeds a
- * xoshiro256** generator from RAND_bytes once and draws 128 bits per ID. */
-static _Thread_local uint64_t rid_state[4];
-static _Thread_local int rid_seeded;
-
-static uint64_t rotl64(uint64_t x, int k)
+void px_stream_request_sent(struct px_stream *st, size_t n)
 {
-    return (x << k) | (x >> (64 - k));
+    px_stream_up_activity(st);
+    if (st->down != NULL)
+        st->down->request_drained(st, n);
 }
 
-static uint64_t rid_next(void)
-{
-    uint64_t *s = rid_state;
-    uint64_t out = rotl64(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return out;
-}
-
-static void rid_seed(struct px_stream *st)
-{
-    if (RAND_bytes((unsigned char *)rid_state, sizeof(rid_state)) != 1) {
-        /* No entropy: still unique per thread and start, which is all an
-         * ID needs (splitmix64 spreads the inputs over the state). */
-        uint64_t x = (uint64_t)px_mono_us() ^ ((uint64_t)st->w->id << 56) ^ (uint64_t)getpid();
-        for (int i = 0; i < 4; i++) {
-            uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-            rid_state[i] = z ^ (z >> 31);
-        }
-    }
-    if ((rid_state[0] | rid_state[1] | rid_state[2] | rid_state[3]) == 0)
-        rid_state[0] = 1; /* the one state xoshiro cannot leave */
-    rid_seeded = 1;
-}
-
-static void make_request_id(struct px_stream *st)
-{
-    unsigned char r[16];
-    static const char hex[] = "0123456789abcdef";
-    char *o = st->request_id;
-    uint64_t a, b;
-
-    if (!rid_seeded)
-        rid_seed(st);
-    a = rid_next();
-    b = rid_next();
-    for (int i = 0; i < 8; i++) {
-        r[i] = (unsigned char)(a >> (8 * i));
-        r[8 + i] = (unsigned char)(b >> (8 * i));
-    }
-    r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* UUID v4 */
-    r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *o++ = '-';
-        *o++ = hex[r[i] >> 4];
-        *o++ = hex[r[i] & 15];
-    }
-    *o = '\0';
-}
-
-static int request_id_ok(const char *v, size_t len)
-{
-    if (len == 0 || len >= 64)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (v[i] <= 0x20 || v[i] >= 0x7f || v[i] == '"' || v[i] == '\\')
-            return 0;
-    return 1;
-}
-
-/* Removes hop-by-hop fields, fields named by Connection, and the identity
- * fields that only picket may write. */
-static void filter_request_headers(struct px_stream *st)
-{
-    const struct px_hdr *te = px_hdrs_get(&st->req, "te");
-    int te_trailers = 0;
-
-    if (te != NULL && te->vlen == 8 && strncasecmp(te->value, "trailers", 8) == 0)
-        te_trailers = 1;
-    strip_connection_tokens(&st->req, 1);
-    for (size_t i = 0; i < st->req.n;) {
-        const struct px_hdr *h = &st->req.v[i];
-        int drop = px_is_hop_by_hop(h->name, h->nlen) ||
-                   (h->nlen == 4 && memcmp(h->name, "host", 4) == 0) ||
-                   (h->nlen == 14 && memcmp(h->name, "content-length", 14) == 0) ||
-                   (h->nlen == 23 && memcmp(h->name, "x-forwarded-client-cert", 23) == 0) ||
-                   (h->nlen == 17 && memcmp(h->name, "x-forwarded-proto", 17) == 0) ||
-                   (h->nlen >= 9 && memcmp(h->name, "x-picket-", 9) == 0);
-        if (drop) {
-            /* By index, never by a copied name: a name longer than a copy
-             * buffer would not match, nothing would be removed, and this
-             * loop would spin forever (found by fuzz_h1). */
-            px_hdrs_remove_at(&st->req, i);
-            continue;
-        }
-        i++;
-    }
-    /* gRPC needs "te: trailers" end to end; it is the one TE value h2 allows. */
-    if (te_trailers)
-        px_hdrs_add(&st->req, "te", 2, "trailers", 8, 0);
-}
+/* ---- the request ------------------------------------------------------ */
 
 static int is_outbound(const struct px_stream *st)
 {
     return st->snap->cfg->listeners[st->conn->lst->index].kind == PX_LISTENER_OUTBOUND;
 }
 
-static void add_identity_headers(struct px_stream *st)
+static void request_ctx(const struct px_stream *st, struct px_request_ctx *ctx)
 {
-    struct px_conn *c = st->conn;
-    const struct px_hdr *rid = px_hdrs_get(&st->req, "x-request-id");
-    char xfcc[4400];
-    int n;
+    const struct px_conn *c = st->conn;
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->cfg = st->snap->cfg;
+    ctx->lc = &st->snap->cfg->listeners[c->lst->index];
+    ctx->tls = c->ssl != NULL;
+    ctx->outbound = ctx->lc->kind == PX_LISTENER_OUTBOUND;
+    ctx->peer_id = c->peer_id;
+    ctx->peer_cert_hash = c->peer_cert_hash;
+    ctx->peer_ip = c->peer_ip;
+    ctx->own_id = st->snap->own_id;
+}
 
-    if (rid != NULL && request_id_ok(rid->value, rid->vlen)) {
-        memcpy(st->request_id, rid->value, rid->vlen);
-        st->request_id[rid->vlen] = '\0';
-    } else {
-        px_hdrs_del(&st->req, "x-request-id");
-        make_request_id(st);
-        px_hdrs_add(&st->req, "x-request-id", 12, st->request_id, strlen(st->request_id), 0);
-    }
-    if (is_outbound(st)) {
-        /* Leaving the pod: the remote sidecar writes XFCC from our SVID. */
-        return;
-    }
-    if (c->ssl != NULL) {
-        px_hdrs_add(&st->req, "x-forwarded-proto", 17, "https", 5, 0);
-        if (c->peer_id[0]) {
-            n = px_xfcc_build(xfcc, sizeof(xfcc), st->snap->own_id, c->peer_cert_hash,
-                              c->peer_id);
-            if (n > 0)
-                px_hdrs_add(&st->req, "x-forwarded-client-cert", 23, xfcc, (size_t)n, 0);
-        }
-    } else {
-        px_hdrs_add(&st->req, "x-forwarded-proto", 17, "http", 4, 0);
+static const char *refusal_body(int status)
+{
+    switch (status) {
+    case 414: return "request target too long\n";
+    case 417: return "expectation failed\n";
+    case 431: return "request header fields too large\n";
+    case 500: return "internal error\n";
+    default: return "bad request\n";
     }
 }
 
-static int normalize_path(struct px_stream *st)
+/* "*.example.org" matches names under example.org; anything else exactly.
+ * Both sides are canonical (authority.h), so byte comparison is enough. */
+static int route_host_match(const char *pat, const char *h, size_t hlen)
 {
-    size_t inlen = strlen(st->path), outlen = 0, pathlen = 0;
-    char *out = malloc(inlen * 3 + 2);
-    int rc;
-    if (out == NULL)
-        return -1;
-    rc = policy_path_normalize(st->path, inlen, out, inlen * 3 + 2, &outlen, &pathlen);
-    if (rc != 0) {
-        free(out);
-        st->reason = policy_path_error_name(rc);
-        return -1;
-    }
-    out[outlen] = '\0';
-    st->orig_path = st->path;
-    st->path = out;
-    st->path_only_len = pathlen;
-    return 0;
+    size_t plen = strlen(pat);
+    if (plen > 2 && pat[0] == '*' && pat[1] == '.')
+        return hlen > plen - 1 && memcmp(h + hlen - (plen - 1), pat + 1, plen - 1) == 0;
+    return plen == hlen && memcmp(pat, h, hlen) == 0;
 }
 
 static const struct px_upstream_addr *pick_route(struct px_stream *st)
 {
     const struct px_listener_cfg *lc = &st->snap->cfg->listeners[st->conn->lst->index];
-    size_t alen = 0;
-    const char *a = st->authority;
+    const struct px_request *rq = &st->rq;
 
-    if (a != NULL) {
-        /* authority without port, for matching */
-        const char *colon = strrchr(a, ':');
-        const char *rb = strrchr(a, ']');
-        alen = strlen(a);
-        if (colon != NULL && (rb == NULL || colon > rb))
-            alen = (size_t)(colon - a);
-    }
     for (size_t i = 0; i < lc->nroutes; i++) {
         const struct px_route *r = &lc->routes[i];
-        if (r->authority != NULL &&
-            (a == NULL || strlen(r->authority) != alen || strncasecmp(r->authority, a, alen) != 0))
+        if (r->authority != NULL && !route_host_match(r->authority, rq->host, rq->host_len))
             continue;
         if (r->path_prefix != NULL &&
-            (strlen(r->path_prefix) > st->path_only_len ||
-             strncmp(st->path, r->path_prefix, strlen(r->path_prefix)) != 0))
+            (strlen(r->path_prefix) > rq->match_path_len ||
+             strncmp(rq->match_path, r->path_prefix, strlen(r->path_prefix)) != 0))
             continue;
         return &r->upstream;
     }
@@ -562,41 +407,19 @@ static const struct px_upstream_addr *pick_route(struct px_stream *st)
 
 void px_stream_dispatch(struct px_stream *st)
 {
-    const struct px_hdr *ct, *cl;
+    struct px_request_ctx ctx;
+    const char *reason = NULL;
+    int rc;
 
-    ct = px_hdrs_get(&st->req, "content-type");
-    if (ct != NULL && ct->vlen >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0)
-        st->is_grpc = 1;
-    if (st->method == NULL || st->path == NULL || st->authority == NULL || st->path[0] != '/') {
-        if (st->path == NULL && st->orig_path == NULL)
-            st->path = strdup("");
-        px_stream_respond(st, 400, "bad request\n", 13, "malformed_request");
+    request_ctx(st, &ctx);
+    ctx.body_follows = !st->req_eof;
+    ctx.http10 = st->http10;
+    rc = px_request_build(&st->rq, &ctx, &reason);
+    if (rc != 0) {
+        st->malformed = 1;
+        px_stream_respond(st, rc, refusal_body(rc), grpc_code_for_http(rc), reason);
         return;
     }
-    cl = px_hdrs_get(&st->req, "content-length");
-    if (cl != NULL && st->req_content_length < 0) {
-        char tmp[24];
-        char *end = NULL;
-        long long v;
-        if (cl->vlen == 0 || cl->vlen >= sizeof(tmp)) {
-            px_stream_respond(st, 400, "bad content-length\n", 13, "bad_content_length");
-            return;
-        }
-        memcpy(tmp, cl->value, cl->vlen);
-        tmp[cl->vlen] = '\0';
-        v = strtoll(tmp, &end, 10);
-        if (*end != '\0' || v < 0 || tmp[0] < '0' || tmp[0] > '9') {
-            px_stream_respond(st, 400, "bad content-length\n", 13, "bad_content_length");
-            return;
-        }
-        st->req_content_length = v;
-    }
-    if (normalize_path(st) != 0) {
-        px_stream_respond(st, 400, "bad request path\n", 13, st->reason ? st->reason : "bad_path");
-        return;
-    }
-    filter_request_headers(st);
-    add_identity_headers(st);
 
     /* Policy (inbound): may answer locally (403, 503 when stale), or wait
      * for a remote authorization service (dispatch.c continues the stream
@@ -611,6 +434,31 @@ void px_stream_dispatch(struct px_stream *st)
     px_stream_forward(st);
 }
 
+int px_stream_trailers_done(struct px_stream *st)
+{
+    struct px_request_ctx ctx;
+    const char *reason = NULL;
+    int rc;
+
+    if (!st->rq.built || st->local_response) {
+        px_hdrs_clear(&st->rq.trailers); /* nobody forwards them */
+        return 0;
+    }
+    request_ctx(st, &ctx);
+    rc = px_request_build_trailers(&st->rq, &ctx, &reason);
+    if (rc == 0)
+        return 0;
+    px_log(PX_LOG_INFO, "request_trailers_refused", "request_id", st->rq.request_id, "reason",
+           reason, NULL);
+    if (st->up != NULL && !st->up_done)
+        st->up->cancel(st); /* the upstream saw part of a request we now refuse */
+    if (st->status == 0)
+        px_stream_respond(st, rc, refusal_body(rc), grpc_code_for_http(rc), reason);
+    else if (st->down != NULL && !st->resp_eof)
+        st->down->abort(st);
+    return -1;
+}
+
 void px_stream_forward(struct px_stream *st)
 {
     const struct px_upstream_addr *up = pick_route(st);
@@ -619,7 +467,10 @@ void px_stream_forward(struct px_stream *st)
                           12, "no_route");
         return;
     }
+    st->allowed = 1;
     st->upstream_name = up->url;
+    if (st->down != NULL && st->down->request_allowed != NULL)
+        st->down->request_allowed(st);
     px_stream_up_activity(st);
     px_upstream_start(st->w, up, st);
 }

@@ -211,12 +211,12 @@ static int flush_field(struct up_conn *c)
             !(nlen == 17 && strncasecmp(c->fb, "transfer-encoding", 17) == 0))
             rc = px_hdrs_add(&st->resp, c->fb, nlen, v, vlen, c->limit);
     } else {
-        char lname[64];
-        size_t i;
-        for (i = 0; i < nlen && i < sizeof(lname); i++)
-            lname[i] = (char)((c->fb[i] >= 'A' && c->fb[i] <= 'Z') ? c->fb[i] + 32 : c->fb[i]);
-        if (nlen > sizeof(lname) || px_h1_trailer_allowed(lname, nlen))
-            rc = px_hdrs_add(&st->resp_trailers, c->fb, nlen, v, vlen, c->limit);
+        /* trailers: added (lowercased), then kept only if a trailer may
+         * carry that field (request.h), the rule both directions share */
+        rc = px_hdrs_add(&st->resp_trailers, c->fb, nlen, v, vlen, c->limit);
+        if (rc == 0 && !px_trailer_allowed(st->resp_trailers.v[st->resp_trailers.n - 1].name,
+                                           nlen))
+            px_hdrs_remove_at(&st->resp_trailers, st->resp_trailers.n - 1);
     }
     c->fb_len = c->fb_name = 0;
     return rc;
@@ -420,6 +420,11 @@ static int str_ok(const char *s)
     return 1;
 }
 
+/* The fields are the canonical request's (request.h): already filtered,
+ * and exactly what the policy saw. The checks here are a second line that
+ * can only drop what no request may carry as HTTP/1.1 bytes; they never
+ * fire for a request that went through px_request_build() (fuzz_request
+ * checks that the forwarded fields equal the canonical ones). */
 static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int trailers, int *has_te)
 {
     for (size_t i = 0; i < hs->n; i++) {
@@ -428,7 +433,7 @@ static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int tra
         if (!px_h1_name_ok(f->name, f->nlen) || !px_h1_value_ok(f->value, f->vlen) ||
             strcmp(f->name, "host") == 0 || strcmp(f->name, "content-length") == 0 ||
             (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers)) ||
-            (trailers && !px_h1_trailer_allowed(f->name, f->nlen)))
+            (trailers && !px_trailer_allowed(f->name, f->nlen)))
             continue;
         if (te && has_te)
             *has_te = 1;
@@ -453,20 +458,24 @@ static void write_head(struct up_conn *c)
 
     /* Defensive: whatever the downstream protocol allowed, nothing that
      * could split the request line reaches the upstream. */
-    if (st->method == NULL || st->path == NULL || st->authority == NULL || !str_ok(st->method) ||
-        !str_ok(st->path) || !str_ok(st->authority) || st->path[0] != '/') {
+    if (!st->rq.built || !str_ok(st->rq.method) || !str_ok(st->rq.target) ||
+        !str_ok(st->rq.authority) || st->rq.target[0] != '/') {
         fail(c, 400, "unsafe_request");
         return;
     }
-    evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", st->method, st->path,
-                        st->authority);
-    write_fields(out, &st->req, 0, &has_te);
+    evbuffer_add(out, st->rq.method, st->rq.method_len);
+    evbuffer_add(out, " ", 1);
+    evbuffer_add(out, st->rq.target, st->rq.target_len);
+    evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
+    evbuffer_add(out, st->rq.authority, st->rq.authority_len);
+    evbuffer_add(out, "\r\n", 2);
+    write_fields(out, &st->rq.hdrs, 0, &has_te);
     if (has_te)
         evbuffer_add(out, "Connection: te\r\n", 16); /* RFC 9110 10.1.4 */
-    if (st->req_content_length >= 0) {
+    if (st->rq.content_length >= 0) {
         c->req_has_len = 1;
-        c->req_left = (uint64_t)st->req_content_length;
-    } else if (st->req_eof && st->req_trailers.n == 0) {
+        c->req_left = (uint64_t)st->rq.content_length;
+    } else if (st->req_eof && st->rq.trailers.n == 0) {
         c->req_has_len = 1;
         c->req_left = evbuffer_get_length(st->req_body);
     } else {
@@ -474,7 +483,7 @@ static void write_head(struct up_conn *c)
     }
     if (c->req_chunked)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    else if (c->req_left > 0 || method_has_body_semantics(st->method))
+    else if (c->req_left > 0 || method_has_body_semantics(st->rq.method))
         evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)c->req_left);
     /* else: an empty body on GET and friends carries no framing at all
      * (RFC 9110 8.6: no Content-Length where the method gives none meaning) */
@@ -512,8 +521,7 @@ static void pump_request(struct up_conn *c)
             evbuffer_add(out, "\r\n", 2);
         c->req_left -= c->req_has_len ? n : 0;
         c->body_sent += n;
-        if (st->down != NULL)
-            st->down->request_drained(st, n);
+        px_stream_request_sent(st, n); /* progress, and room downstream */
         if (c->st != st)
             return;
     }
@@ -525,7 +533,7 @@ static void pump_request(struct up_conn *c)
     }
     if (c->req_chunked) {
         evbuffer_add(out, "0\r\n", 3);
-        write_fields(out, &st->req_trailers, 1, NULL);
+        write_fields(out, &st->rq.trailers, 1, NULL);
         evbuffer_add(out, "\r\n", 2);
     }
     c->req_done = 1;
@@ -546,7 +554,7 @@ static void attach(struct up_conn *c, struct px_stream *st)
     if (c->limit == 0)
         c->limit = 65536; /* 0 would mean "no limit": never unbounded here */
     c->retried = 0;
-    c->is_head = st->method != NULL && strcmp(st->method, "HEAD") == 0;
+    c->is_head = st->rq.method != NULL && strcmp(st->rq.method, "HEAD") == 0;
     http_parser_init(&c->hp, HTTP_RESPONSE);
     c->hp.data = c;
     st->up = &up_ops;
@@ -602,8 +610,8 @@ static int try_retry(struct up_conn *c)
     struct px_stream *st = c->st;
     struct up_conn *nc;
     if (!c->reused || c->retried || c->resp_began || c->body_sent > 0 || !st->req_eof ||
-        evbuffer_get_length(st->req_body) > 0 || st->req_trailers.n > 0 ||
-        !px_h1_idempotent(st->method))
+        evbuffer_get_length(st->req_body) > 0 || st->rq.trailers.n > 0 ||
+        !px_h1_idempotent(st->rq.method))
         return 0;
     c->st = NULL;
     conn_close(c);

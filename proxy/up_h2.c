@@ -87,7 +87,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         return 0;
     st = us->st;
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS && us->got_final_headers) {
-        px_hdrs_add(&st->resp_trailers, (const char *)name, nlen, (const char *)value, vlen, 0);
+        if (px_trailer_allowed((const char *)name, nlen))
+            px_hdrs_add(&st->resp_trailers, (const char *)name, nlen, (const char *)value, vlen,
+                        0);
         return 0;
     }
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
@@ -224,21 +226,22 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     if (n > 0) {
         evbuffer_remove(st->req_body, buf, n);
         us->body_sent = 1;
-        if (st->down)
-            st->down->request_drained(st, n);
+        px_stream_request_sent(st, n); /* progress, and room downstream */
     }
     if (st->req_eof && evbuffer_get_length(st->req_body) == 0) {
+        const struct px_hdrs *t = &st->rq.trailers;
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (st->req_trailers.n > 0) {
-            nghttp2_nv nva[64];
-            size_t k = 0;
-            for (size_t i = 0; i < st->req_trailers.n && k < 64; i++, k++)
-                nva[k] = (nghttp2_nv){(uint8_t *)st->req_trailers.v[i].name,
-                                      (uint8_t *)st->req_trailers.v[i].value,
-                                      st->req_trailers.v[i].nlen, st->req_trailers.v[i].vlen,
-                                      NGHTTP2_NV_FLAG_NONE};
+        if (t->n > 0) {
+            /* every trailer the canonical request kept, never a prefix */
+            nghttp2_nv *nva = calloc(t->n, sizeof(*nva));
+            if (nva == NULL)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+            for (size_t i = 0; i < t->n; i++)
+                nva[i] = (nghttp2_nv){(uint8_t *)t->v[i].name, (uint8_t *)t->v[i].value,
+                                      t->v[i].nlen, t->v[i].vlen, NGHTTP2_NV_FLAG_NONE};
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(s, id, nva, k);
+            nghttp2_submit_trailer(s, id, nva, t->n);
+            free(nva);
         }
     }
     return (ssize_t)n;
@@ -553,25 +556,28 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
         return;
     }
     us = calloc(1, sizeof(*us));
-    nva = calloc(st->req.n + 5, sizeof(*nva));
+    nva = calloc(st->rq.hdrs.n + 5, sizeof(*nva));
     if (us == NULL || nva == NULL) {
         free(us);
         free(nva);
         px_stream_up_fail(st, 503, "no_memory");
         return;
     }
-    nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)st->method, 7, strlen(st->method),
+    /* The canonical request, as the policy saw it (request.h). */
+    nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)st->rq.method, 7, st->rq.method_len,
                             NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)st->authority, 10,
-                            strlen(st->authority), NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)st->path, 5, strlen(st->path),
+    nva[k++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)(pool->tls ? "https" : "http"), 7,
+                            pool->tls ? 5 : 4, NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)st->rq.authority, 10,
+                            st->rq.authority_len, NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)st->rq.target, 5, st->rq.target_len,
                             NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < st->req.n; i++)
-        nva[k++] = (nghttp2_nv){(uint8_t *)st->req.v[i].name, (uint8_t *)st->req.v[i].value,
-                                st->req.v[i].nlen, st->req.v[i].vlen, NGHTTP2_NV_FLAG_NONE};
-    if (st->req_content_length >= 0) {
-        snprintf(clen, sizeof(clen), "%lld", (long long)st->req_content_length);
+    for (size_t i = 0; i < st->rq.hdrs.n; i++)
+        nva[k++] = (nghttp2_nv){(uint8_t *)st->rq.hdrs.v[i].name,
+                                (uint8_t *)st->rq.hdrs.v[i].value, st->rq.hdrs.v[i].nlen,
+                                st->rq.hdrs.v[i].vlen, NGHTTP2_NV_FLAG_NONE};
+    if (st->rq.content_length >= 0) {
+        snprintf(clen, sizeof(clen), "%lld", (long long)st->rq.content_length);
         nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
                                 NGHTTP2_NV_FLAG_NONE};
     }
@@ -581,7 +587,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     prd.read_callback = read_request;
     id = nghttp2_submit_request(uc->s, NULL, nva, k,
                                 (st->req_eof && evbuffer_get_length(st->req_body) == 0 &&
-                                 st->req_trailers.n == 0)
+                                 st->rq.trailers.n == 0)
                                     ? NULL
                                     : &prd,
                                 us);

@@ -463,8 +463,9 @@ START_TEST(test_log_access_audit)
     struct px_audit_rec u = {
         .ts_ms = 1795432841123LL, .node = "shop/picket", .decision = "allow", .mode = "enforce",
         .rule = "payments", .decided_by = "cache", .dispatch_node = "spiffe://example.org/authz",
-        .peer = "spiffe://example.org/a", .method = "POST", .authority = "pay",
-        .path = "/payments/1", .request_id = "r-2", .reason = NULL, .bundle_revision = 17,
+        .peer = "spiffe://example.org/a", .method = "POST", .authority = "pay:8443",
+        .host = "pay:8443", .host_len = 3, .path = "/payments/1?a=b", .path_len = 11,
+        .query = "a=b", .query_len = 3, .request_id = "r-2", .reason = NULL, .bundle_revision = 17,
         .bundle_age_ms = 4200, .cache_age_ms = 350, .status = 200};
 
     ck_assert_int_eq(px_log_init(PX_LOG_INFO, g_access, g_audit, err, sizeof(err)), 0);
@@ -489,13 +490,14 @@ START_TEST(test_log_access_audit)
         "\"mode\":\"enforce\",\"rule\":\"payments\",\"decided_by\":\"cache\","
         "\"dispatch_node\":\"spiffe://example.org/authz\",\"bundle_revision\":17,"
         "\"bundle_age_ms\":4200,\"peer\":\"spiffe://example.org/a\",\"method\":\"POST\","
-        "\"authority\":\"pay\",\"path\":\"/payments/1\",\"status\":200,\"request_id\":\"r-2\","
-        "\"cache_age_ms\":350}\n"
+        "\"authority\":\"pay:8443\",\"host\":\"pay\",\"path\":\"/payments/1\",\"query\":\"a=b\","
+        "\"status\":200,\"request_id\":\"r-2\",\"cache_age_ms\":350}\n"
         "{\"ts\":\"2026-11-23T11:20:41.123Z\",\"node\":\"shop/picket\",\"decision\":\"allow\","
         "\"mode\":\"enforce\",\"rule\":\"payments\",\"decided_by\":\"cache\","
         "\"dispatch_node\":null,\"bundle_revision\":null,\"bundle_age_ms\":null,"
-        "\"peer\":\"spiffe://example.org/a\",\"method\":\"POST\",\"authority\":\"pay\","
-        "\"path\":\"/payments/1\",\"status\":200,\"request_id\":\"r-2\",\"reason\":\"stale\"}\n");
+        "\"peer\":\"spiffe://example.org/a\",\"method\":\"POST\",\"authority\":\"pay:8443\","
+        "\"host\":\"pay\",\"path\":\"/payments/1\",\"query\":\"a=b\",\"status\":200,"
+        "\"request_id\":\"r-2\",\"reason\":\"stale\"}\n");
 }
 END_TEST
 

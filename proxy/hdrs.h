@@ -1,0 +1,49 @@
+/*
+ * hdrs.h - header field lists (hdrs.c): what a request or response
+ * carries, names lowercased, bytes owned by the list.
+ */
+#ifndef PX_HDRS_H
+#define PX_HDRS_H
+
+#include <stddef.h>
+
+struct px_hdr {
+    char *name; /* lowercase; name and value bytes live in the list's blocks */
+    char *value;
+    size_t nlen, vlen;
+};
+
+struct px_hdr_block;
+
+struct px_hdrs {
+    struct px_hdr *v;
+    size_t n, cap;
+    size_t bytes; /* sum of name+value+32 per field (RFC 7541 4.1 accounting) */
+    struct px_hdr_block *blk; /* bytes of names and values, freed together */
+};
+
+/* Appends a copy. The name is lowercased. Returns 0, or -1 when the list
+ * would exceed `limit` bytes (0 = no limit) or memory runs out. */
+int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
+                size_t limit);
+const struct px_hdr *px_hdrs_get(const struct px_hdrs *h, const char *name);
+void px_hdrs_del(struct px_hdrs *h, const char *name);
+/* Drops every field named name[0..len), ASCII case-insensitively (name
+ * need not be NUL-terminated or lowercase). */
+void px_hdrs_del_ci(struct px_hdrs *h, const char *name, size_t len);
+/* Drops the field at index i (the ones after it move down by one). */
+void px_hdrs_remove_at(struct px_hdrs *h, size_t i);
+void px_hdrs_clear(struct px_hdrs *h);
+
+/* n bytes (plus a NUL at p[n]) in the list's blocks, freed with the list;
+ * NULL when memory runs out. */
+char *px_hdrs_alloc(struct px_hdrs *h, size_t n);
+/* Copies p[0..n) into the list's blocks (freed with the list) and adds a
+ * NUL. Returns the copy, or NULL when memory runs out. The list's size
+ * accounting is not changed. */
+char *px_hdrs_strdup(struct px_hdrs *h, const char *p, size_t n);
+
+/* Hop-by-hop header names (RFC 9110 7.6.1), plus those h2 forbids. */
+int px_is_hop_by_hop(const char *name, size_t len);
+
+#endif
