@@ -784,7 +784,7 @@ static int add_own(struct px_request *rq, const char *name, size_t nlen, const c
 static int extend_field(struct px_request *rq, size_t i, const char *piece, size_t plen)
 {
     struct px_hdr *f = &rq->hdrs.v[i];
-    char *nv = px_hdrs_strdup(&rq->hdrs, "", f->vlen + 2 + plen);
+    char *nv = px_hdrs_alloc(&rq->hdrs, f->vlen + 2 + plen);
     if (nv == NULL)
         return -1;
     memcpy(nv, f->value, f->vlen);

@@ -874,6 +874,8 @@ static TCase *tcase_admin(void)
 
 TCase *tcase_inject(void); /* proxy_inject.c */
 TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
+TCase *tcase_authority(void); /* proxy_request.c */
+TCase *tcase_request(void);   /* proxy_request.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 
 static Suite *proxy_suite(void)
@@ -881,6 +883,8 @@ static Suite *proxy_suite(void)
     Suite *s = suite_create("proxy");
     suite_add_tcase(s, tcase_inject());
     suite_add_tcase(s, tcase_xfcc());
+    suite_add_tcase(s, tcase_authority());
+    suite_add_tcase(s, tcase_request());
     suite_add_tcase(s, tcase_url());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
