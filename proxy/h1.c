@@ -34,33 +34,6 @@
 
 /* ---- field syntax (shared with up_h1.c) -------------------------------- */
 
-int px_h1_alnum_or(const char *p, size_t n, const char *extra)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-            continue;
-        if (ch == 0 || strchr(extra, ch) == NULL)
-            return 0;
-    }
-    return 1;
-}
-
-int px_h1_name_ok(const char *p, size_t n)
-{
-    return n > 0 && px_h1_alnum_or(p, n, "!#$%&'*+-.^_`|~");
-}
-
-int px_h1_value_ok(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
 void px_h1_trim(const char **p, size_t *n)
 {
     while (*n > 0 && (**p == ' ' || **p == '\t')) {
@@ -196,7 +169,7 @@ static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int tra
         const struct px_hdr *f = &hs->v[i];
         /* Framing is ours; and whatever the upstream protocol let through,
          * a CR or LF must never reach the client (response splitting). */
-        if (!px_h1_name_ok(f->name, f->nlen) || !px_h1_value_ok(f->value, f->vlen) ||
+        if (!px_field_name_ok(f->name, f->nlen) || !px_field_value_ok(f->value, f->vlen) ||
             strcmp(f->name, "content-length") == 0 || px_is_hop_by_hop(f->name, f->nlen) ||
             (trailers && !px_trailer_allowed(f->name, f->nlen)))
             continue;

@@ -25,21 +25,17 @@
 /* The write callback fires when the output drains to this. */
 #define PX_H1_OUT_LOW (16 * 1024)
 
-/* 1 if every byte of p[0..n) is an ASCII letter, a digit or one of extra
- * (NUL never is). */
-int px_h1_alnum_or(const char *p, size_t n, const char *extra);
-
-/* 1 if p[0..n) is a field name: 1*tchar (RFC 9110 5.1, 5.6.2). Rejects
- * empty names, spaces and anything before a colon that is not a token. */
-int px_h1_name_ok(const char *p, size_t n);
-
-/* 1 if p[0..n) may appear in a field value: HTAB, SP, VCHAR, obs-text
- * (RFC 9110 5.5). CR, LF, NUL and other controls are refused: they are
- * how responses get split and requests smuggled. */
-int px_h1_value_ok(const char *p, size_t n);
-
 /* Strips optional whitespace (SP / HTAB) from both ends of *p[0..*n). */
 void px_h1_trim(const char **p, size_t *n);
+
+/* Writes the head of the canonical request rq as HTTP/1.1 (up_h1.c):
+ * request line, Host, every field of rq->hdrs, then the framing picket
+ * chose: chunked, or Content-Length len (left out for an empty body of a
+ * method without body semantics). Returns 0, or -1 when rq is not built or
+ * could split the request line (never for a built request). Pure apart
+ * from appending to out. */
+int px_h1_write_request_head(struct evbuffer *out, const struct px_request *rq, int chunked,
+                             uint64_t len);
 
 /* 1 for methods a proxy may replay after a connection failure
  * (RFC 9110 9.2.2). */

@@ -117,7 +117,7 @@ static int flush_field(struct px_h1 *h)
     if (v == NULL)
         v = "";
     px_h1_trim(&v, &vlen);
-    if (!px_h1_name_ok(h->fname, h->fname_len) || !px_h1_value_ok(v, vlen)) {
+    if (!px_field_name_ok(h->fname, h->fname_len) || !px_field_value_ok(v, vlen)) {
         h->err_status = 400;
         h->err_reason = "bad_header";
         return -1;
@@ -477,12 +477,12 @@ static int take_trailers(struct px_h1 *h, struct evbuffer *in)
         if (eol == line)
             break;
         colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon == NULL || !px_h1_name_ok(line, (size_t)(colon - line)))
+        if (colon == NULL || !px_field_name_ok(line, (size_t)(colon - line)))
             return -1;
         v = colon + 1;
         vlen = (size_t)(eol - v);
         px_h1_trim(&v, &vlen);
-        if (!px_h1_value_ok(v, vlen))
+        if (!px_field_value_ok(v, vlen))
             return -1;
         if (px_request_add_trailer(&h->st->rq, h->c->snap->cfg, line, (size_t)(colon - line), v,
                                    vlen) != 0)

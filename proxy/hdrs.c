@@ -142,6 +142,35 @@ void px_hdrs_clear(struct px_hdrs *h)
     memset(h, 0, sizeof(*h));
 }
 
+/* ---- field syntax (RFC 9110 5.1, 5.5): one rule for every direction ---- */
+
+int px_field_alnum_or(const char *p, size_t n, const char *extra)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+            continue;
+        if (ch == 0 || strchr(extra, ch) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+int px_field_name_ok(const char *p, size_t n)
+{
+    return n > 0 && px_field_alnum_or(p, n, "!#$%&'*+-.^_`|~");
+}
+
+int px_field_value_ok(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 int px_is_hop_by_hop(const char *name, size_t len)
 {
     /* RFC 9110 7.6.1 connection-specific fields, plus the legacy ones

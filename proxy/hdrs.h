@@ -43,6 +43,19 @@ char *px_hdrs_alloc(struct px_hdrs *h, size_t n);
  * accounting is not changed. */
 char *px_hdrs_strdup(struct px_hdrs *h, const char *p, size_t n);
 
+/* 1 if every byte of p[0..n) is an ASCII letter, a digit or one of extra
+ * (NUL never is). */
+int px_field_alnum_or(const char *p, size_t n, const char *extra);
+
+/* 1 if p[0..n) is a field name: 1*tchar (RFC 9110 5.1, 5.6.2). Rejects
+ * empty names, spaces and anything before a colon that is not a token. */
+int px_field_name_ok(const char *p, size_t n);
+
+/* 1 if p[0..n) may appear in a field value: HTAB, SP, VCHAR, obs-text
+ * (RFC 9110 5.5). CR, LF, NUL and other controls are refused: they are
+ * how responses get split and requests smuggled. */
+int px_field_value_ok(const char *p, size_t n);
+
 /* Hop-by-hop header names (RFC 9110 7.6.1), plus those h2 forbids. */
 int px_is_hop_by_hop(const char *name, size_t len);
 

@@ -493,6 +493,16 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
         int us, keep = 0;
         enum fclass fc = classify(f.name, f.nlen, &us);
 
+        /* One field syntax for both protocols, so no serializer ever has
+         * a field to leave out: what the policy saw is what is sent. */
+        if (!px_field_name_ok(f.name, f.nlen) || !px_field_value_ok(f.value, f.vlen) ||
+            (f.vlen > 0 && (f.value[0] == ' ' || f.value[0] == '\t' ||
+                            f.value[f.vlen - 1] == ' ' || f.value[f.vlen - 1] == '\t'))) {
+            *reason = "bad_header";
+            rc = 400;
+            goto out;
+        }
+
         if (us && fc != FC_OTHER && fc != FC_CTYPE) {
             keep = 0; /* a look-alike of a field with meaning: never */
         } else if (us && us_mode == PX_US_REJECT) {
@@ -513,6 +523,15 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
                 /* gRPC needs "te: trailers" end to end, the one TE value h2 allows */
                 keep = !te_kept && value_is(f.value, f.vlen, "trailers");
                 te_kept |= keep;
+                if (keep && (f.vlen != 8 || memcmp(f.value, "trailers", 8) != 0)) {
+                    /* sent as the one token it means: "te: trailers" */
+                    if ((f.value = px_hdrs_strdup(h, "trailers", 8)) == NULL) {
+                        *reason = "out_of_memory";
+                        rc = 500;
+                        goto out;
+                    }
+                    f.vlen = 8;
+                }
                 break;
             case FC_HOST:
                 if (sn->nhost++ == 0)
@@ -684,6 +703,16 @@ static int build_target(struct px_request *rq, const struct px_request_ctx *ctx,
     if (rq->raw_target[0] != '/') {
         *reason = "bad_target"; /* origin-form only: no "*", absolute- or authority-form */
         return 400;
+    }
+    /* Visible ASCII only, path and query alike (RFC 3986 2, RFC 9112 3.2):
+     * the rule HTTP/1.1's request line already imposes, now for :path too,
+     * so no byte reaches an upstream that an HTTP/1.1 client could not send. */
+    for (size_t i = 0; i < inlen; i++) {
+        unsigned char c = (unsigned char)rq->raw_target[i];
+        if (c <= 0x20 || c >= 0x7f || c == '#') {
+            *reason = c == '#' ? "fragment" : "bad_target";
+            return 400;
+        }
     }
     /* 3 x + 2 always holds the result (policy.h); most targets fit the stack */
     out = inlen * 3 + 2 <= sizeof(local) ? local : malloc(inlen * 3 + 2);

@@ -200,7 +200,7 @@ static int flush_field(struct up_conn *c)
         return 0;
     c->fstate = 0;
     px_h1_trim(&v, &vlen);
-    if (!px_h1_name_ok(c->fb, nlen) || !px_h1_value_ok(v, vlen))
+    if (!px_field_name_ok(c->fb, nlen) || !px_field_value_ok(v, vlen))
         rc = -1;
     else if (c->interim)
         rc = 0; /* 1xx fields are not relayed */
@@ -430,7 +430,7 @@ static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int tra
     for (size_t i = 0; i < hs->n; i++) {
         const struct px_hdr *f = &hs->v[i];
         int te = f->nlen == 2 && memcmp(f->name, "te", 2) == 0;
-        if (!px_h1_name_ok(f->name, f->nlen) || !px_h1_value_ok(f->value, f->vlen) ||
+        if (!px_field_name_ok(f->name, f->nlen) || !px_field_value_ok(f->value, f->vlen) ||
             strcmp(f->name, "host") == 0 || strcmp(f->name, "content-length") == 0 ||
             (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers)) ||
             (trailers && !px_trailer_allowed(f->name, f->nlen)))
@@ -450,28 +450,39 @@ static int method_has_body_semantics(const char *m)
            strcmp(m, "OPTIONS") != 0 && strcmp(m, "TRACE") != 0;
 }
 
-static void write_head(struct up_conn *c)
+int px_h1_write_request_head(struct evbuffer *out, const struct px_request *rq, int chunked,
+                             uint64_t len)
 {
-    struct px_stream *st = c->st;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     int has_te = 0;
 
     /* Defensive: whatever the downstream protocol allowed, nothing that
      * could split the request line reaches the upstream. */
-    if (!st->rq.built || !str_ok(st->rq.method) || !str_ok(st->rq.target) ||
-        !str_ok(st->rq.authority) || st->rq.target[0] != '/') {
-        fail(c, 400, "unsafe_request");
-        return;
-    }
-    evbuffer_add(out, st->rq.method, st->rq.method_len);
+    if (!rq->built || !str_ok(rq->method) || !str_ok(rq->target) || !str_ok(rq->authority) ||
+        rq->target[0] != '/')
+        return -1;
+    evbuffer_add(out, rq->method, rq->method_len);
     evbuffer_add(out, " ", 1);
-    evbuffer_add(out, st->rq.target, st->rq.target_len);
+    evbuffer_add(out, rq->target, rq->target_len);
     evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
-    evbuffer_add(out, st->rq.authority, st->rq.authority_len);
+    evbuffer_add(out, rq->authority, rq->authority_len);
     evbuffer_add(out, "\r\n", 2);
-    write_fields(out, &st->rq.hdrs, 0, &has_te);
+    write_fields(out, &rq->hdrs, 0, &has_te);
     if (has_te)
         evbuffer_add(out, "Connection: te\r\n", 16); /* RFC 9110 10.1.4 */
+    if (chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    else if (len > 0 || method_has_body_semantics(rq->method))
+        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)len);
+    /* else: an empty body on GET and friends carries no framing at all
+     * (RFC 9110 8.6: no Content-Length where the method gives none meaning) */
+    evbuffer_add(out, "\r\n", 2);
+    return 0;
+}
+
+static void write_head(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+
     if (st->rq.content_length >= 0) {
         c->req_has_len = 1;
         c->req_left = (uint64_t)st->rq.content_length;
@@ -481,13 +492,11 @@ static void write_head(struct up_conn *c)
     } else {
         c->req_chunked = 1;
     }
-    if (c->req_chunked)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    else if (c->req_left > 0 || method_has_body_semantics(st->rq.method))
-        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)c->req_left);
-    /* else: an empty body on GET and friends carries no framing at all
-     * (RFC 9110 8.6: no Content-Length where the method gives none meaning) */
-    evbuffer_add(out, "\r\n", 2);
+    if (px_h1_write_request_head(bufferevent_get_output(c->bev), &st->rq, c->req_chunked,
+                                 c->req_left) != 0) {
+        fail(c, 400, "unsafe_request");
+        return;
+    }
     c->head_sent = 1;
 }
 
