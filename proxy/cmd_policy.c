@@ -4,6 +4,11 @@
  * expected decisions. A thin shell over policy.h; the only I/O is reading
  * the two files and printing.
  *
+ * eval and test build each request with the proxy's own canonical request
+ * (request.h, default listener settings and limits), so a request the proxy
+ * would refuse is refused here with the same reason, and the policy sees the
+ * same method, host, path and fields it would see in the proxy.
+ *
  * Exit status: lint 0 ok / 1 invalid; eval 0 allow / 1 deny (or a refused
  * path) / 3 dispatch; test 0 all pass / 1 otherwise; 2 for usage errors
  * and unreadable files.
@@ -16,7 +21,9 @@
 #include <time.h>
 
 #include "certs_json.h"
+#include "config.h"
 #include "policy.h"
+#include "request.h"
 
 #define TABLE_MAX_BYTES (16u * 1024u * 1024u)
 #define TABLE_MAX_TOKENS (1024 * 1024)
@@ -160,6 +167,67 @@ static int split_header(char *arg, struct policy_header *h)
     return 0;
 }
 
+/* Host used when a case names none: the reserved .invalid name (RFC 6761),
+ * which no deployed hosts rule names. */
+#define NO_HOST "invalid"
+
+/* Builds the request as the proxy would (request.h) and evaluates it.
+ * Returns 0 with *d filled, or 1 when the proxy would refuse the request,
+ * with "STATUS:reason" in refused. `shown` gets the path the policy saw. */
+static int canonical_eval(const struct policy_engine *e, const char *peer, const char *method,
+                          const char *host, const char *path, const struct policy_header *h,
+                          size_t nh, struct policy_decision *d, char *refused, size_t rlen,
+                          char *shown, size_t slen)
+{
+    static struct px_config cfg;
+    static struct px_listener_cfg lc;
+    struct px_request rq;
+    struct px_request_ctx ctx;
+    struct policy_header *hb = NULL;
+    struct policy_request q;
+    const char *reason = "out_of_memory";
+    int rc = 500;
+
+    cfg.limits.max_headers = 100; /* the daemon's defaults (config.c) */
+    cfg.limits.max_header_list_size = 65536;
+    cfg.limits.max_target_length = 8192;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.cfg = &cfg;
+    ctx.lc = &lc;
+    ctx.tls = 1;
+    ctx.peer_id = peer;
+    ctx.peer_cert_hash = "";
+    ctx.peer_ip = "";
+    ctx.own_id = "";
+    px_request_init(&rq);
+    if (px_request_set_method(&rq, method, strlen(method)) == 0 &&
+        px_request_set_target(&rq, path, strlen(path)) == 0 &&
+        px_request_set_authority(&rq, host, strlen(host)) == 0) {
+        rc = 0;
+        for (size_t i = 0; i < nh && rc == 0; i++)
+            if (px_request_add_field(&rq, &cfg, h[i].name, h[i].name_len, h[i].value,
+                                     h[i].value_len) == -2)
+                rc = 500;
+        if (rc == 0)
+            rc = px_request_build(&rq, &ctx, &reason);
+    }
+    if (rc == 0 && (hb = calloc(rq.hdrs.n + 1, sizeof(*hb))) == NULL) {
+        rc = 500;
+        reason = "out_of_memory";
+    }
+    if (rc != 0) {
+        snprintf(refused, rlen, "%d:%s", rc, reason != NULL ? reason : "refused");
+        px_request_clear(&rq);
+        return 1;
+    }
+    px_request_policy_input(&rq, peer, hb, &q);
+    policy_eval(e, &q, d);
+    snprintf(shown, slen, "%.*s", (int)rq.match_path_len, rq.match_path);
+    free(hb);
+    px_request_clear(&rq);
+    return 0;
+}
+
 static int cmd_eval(int argc, char **argv)
 {
     struct policy_header hdrs[MAX_CLI_HEADERS];
@@ -168,8 +236,7 @@ static int cmd_eval(int argc, char **argv)
     struct policy_bundle *b = NULL;
     struct policy_engine *e = NULL;
     const char *path = NULL, *peer = "", *host = "";
-    char *norm = NULL;
-    size_t plen = 0, outlen = 0, cap;
+    char refused[96], shown[8300];
     int rc;
 
     if (argc < 3) {
@@ -213,35 +280,21 @@ static int cmd_eval(int argc, char **argv)
     }
     if ((rc = load(argv[2], &b, &e)) != 0)
         return rc;
-    cap = 3 * strlen(path) + 2;
-    norm = malloc(cap);
-    if (norm == NULL) {
-        rc = 2;
-        goto out;
-    }
-    rc = policy_path_normalize(path, strlen(path), norm, cap, &outlen, &plen);
-    if (rc != 0) {
-        printf("decision: refused (400)\nreason: %s (%s)\n", policy_strerror(rc),
-               policy_path_error_name(rc));
+    if (canonical_eval(e, peer, q.method, host[0] ? host : NO_HOST, path, hdrs, q.nheaders, &d,
+                       refused, sizeof(refused), shown, sizeof(shown)) != 0) {
+        /* the proxy answers this itself: it never reaches the policy */
+        printf("decision: refused (%.3s)\nreason: %s\n", refused, strchr(refused, ':') + 1);
         rc = 1;
         goto out;
     }
-    q.peer = peer;
-    q.peer_len = strlen(peer);
-    q.authority = host;
-    q.authority_len = strlen(host);
-    q.path = norm;
-    q.path_len = plen;
-    policy_eval(e, &q, &d);
     printf("decision: %s\nrule: %s\n", policy_verdict_name(d.verdict), d.rule_id);
     if (d.dispatch != NULL)
         printf("dispatch: %s\n", d.dispatch);
-    printf("path: %s\nrevision: %lld\n", norm, (long long)d.revision);
+    printf("path: %s\nrevision: %lld\n", shown, (long long)d.revision);
     if (d.audit)
         printf("mode: audit (would %s; not enforced)\n", policy_verdict_name(d.verdict));
     rc = verdict_exit(d.verdict);
 out:
-    free(norm);
     policy_engine_free(e);
     policy_bundle_free(b);
     return rc;
@@ -342,29 +395,15 @@ static int tcase_run(const struct policy_engine *e, const struct tcase *t, const
                      int line, int idx)
 {
     const char *got, *rule;
-    char norm[8192];
-    size_t plen = 0;
+    char refused[96], shown[8300];
     struct policy_decision d;
-    struct policy_request q = {0};
-    char refused[64];
-    int rc = policy_path_normalize(t->path, strlen(t->path), norm, sizeof(norm), NULL, &plen);
 
-    if (rc != 0) {
-        got = "deny"; /* a refused path never reaches the upstream */
-        snprintf(refused, sizeof(refused), "400:%s", policy_path_error_name(rc));
+    if (canonical_eval(e, t->peer != NULL ? t->peer : "", t->method != NULL ? t->method : "GET",
+                       t->host != NULL ? t->host : NO_HOST, t->path, t->hdrs, t->nh, &d, refused,
+                       sizeof(refused), shown, sizeof(shown)) != 0) {
+        got = "deny"; /* a refused request never reaches the upstream */
         rule = refused;
     } else {
-        q.peer = t->peer != NULL ? t->peer : "";
-        q.peer_len = strlen(q.peer);
-        q.method = t->method != NULL ? t->method : "GET";
-        q.method_len = strlen(q.method);
-        q.authority = t->host != NULL ? t->host : "";
-        q.authority_len = strlen(q.authority);
-        q.path = norm;
-        q.path_len = plen;
-        q.headers = t->hdrs;
-        q.nheaders = t->nh;
-        policy_eval(e, &q, &d);
         got = policy_verdict_name(d.verdict);
         rule = d.rule_id;
     }
