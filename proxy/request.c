@@ -826,12 +826,57 @@ static int extend_field(struct px_request *rq, size_t i, const char *piece, size
     return 0;
 }
 
+/* Joins every field named name (lowercase) into its first occurrence with
+ * ", " (RFC 9110 5.3: one list), so an app reading one line reads all of
+ * it. Returns the index of that field, -1 when there is none, -2 when out
+ * of memory. Two passes over the list. */
+static ssize_t merge_fields(struct px_hdrs *h, const char *name, size_t nlen)
+{
+    size_t total = 0, count = 0, o = 0;
+    ssize_t first = -1;
+    char *buf;
+
+    for (size_t i = 0; i < h->n; i++)
+        if (h->v[i].nlen == nlen && memcmp(h->v[i].name, name, nlen) == 0) {
+            total += h->v[i].vlen + (count ? 2 : 0);
+            if (count++ == 0)
+                first = (ssize_t)i;
+        }
+    if (count < 2)
+        return first;
+    if ((buf = px_hdrs_alloc(h, total)) == NULL)
+        return -2;
+    for (size_t i = 0, k = 0; i < h->n; i++) {
+        struct px_hdr f = h->v[i];
+        if (f.nlen == nlen && memcmp(f.name, name, nlen) == 0) {
+            if (k > 0) {
+                memcpy(buf + o, ", ", 2);
+                o += 2;
+            }
+            memcpy(buf + o, f.value, f.vlen);
+            o += f.vlen;
+            if (k++ > 0)
+                continue; /* merged into the first */
+            f.value = buf;
+        }
+        h->v[i - (k > 1 ? k - 1 : 0)] = f;
+    }
+    h->n -= count - 1;
+    h->v[first].vlen = total;
+    buf[total] = '\0';
+    h->bytes = 0;
+    for (size_t i = 0; i < h->n; i++)
+        h->bytes += h->v[i].nlen + h->v[i].vlen + 32;
+    return first;
+}
+
 static int identity_headers(struct px_request *rq, const struct px_request_ctx *ctx,
                             const struct seen *sn)
 {
     const char *ip = ctx->peer_ip != NULL ? ctx->peer_ip : "";
     size_t iplen = strlen(ip);
     char xfcc[4400], fwd[80];
+    ssize_t xff = -1, fw = -1;
     int n;
 
     if (!sn->has_rid) {
@@ -851,16 +896,21 @@ static int identity_headers(struct px_request *rq, const struct px_request_ctx *
     }
     if (iplen == 0)
         return 0;
-    if (sn->xff >= 0) {
-        if (extend_field(rq, (size_t)sn->xff, ip, iplen) != 0)
+    /* A trusted forwarder's lists, each as one field, with this hop added. */
+    if (sn->xff >= 0 && (xff = merge_fields(&rq->hdrs, "x-forwarded-for", 15)) == -2)
+        return -1;
+    if (sn->fwd >= 0 && (fw = merge_fields(&rq->hdrs, "forwarded", 9)) == -2)
+        return -1;
+    if (xff >= 0) {
+        if (extend_field(rq, (size_t)xff, ip, iplen) != 0)
             return -1;
     } else if (add_own(rq, "x-forwarded-for", 15, ip, iplen) != 0) {
         return -1;
     }
-    if (sn->fwd >= 0) {
+    if (fw >= 0) {
         /* RFC 7239 6: an IPv6 node is quoted and bracketed */
         n = snprintf(fwd, sizeof(fwd), strchr(ip, ':') ? "for=\"[%s]\"" : "for=%s", ip);
-        if (n < 0 || (size_t)n >= sizeof(fwd) || extend_field(rq, (size_t)sn->fwd, fwd, (size_t)n))
+        if (n < 0 || (size_t)n >= sizeof(fwd) || extend_field(rq, (size_t)fw, fwd, (size_t)n))
             return -1;
     }
     return 0;

@@ -156,7 +156,7 @@ static void check_built(const struct px_request *rq, int outbound, int drop_us, 
     struct field m, t;
     struct policy_request pr;
     struct px_authority a;
-    size_t n, k = 0, ncookie = 0, nrid = 0, nxfcc = 0;
+    size_t n, k = 0, ncookie = 0, nrid = 0, nxfcc = 0, nxff = 0;
     const char *head;
     int nf;
     char *norm;
@@ -211,8 +211,10 @@ static void check_built(const struct px_request *rq, int outbound, int drop_us, 
         ncookie += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "cookie", 6);
         nrid += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "x-request-id", 12);
         nxfcc += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "x-forwarded-client-cert", 23);
+        nxff += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "x-forwarded-for", 15);
     }
     FUZZ_CHECK(ncookie <= 1 && nrid == 1 && nxfcc == (outbound ? 0u : 1u));
+    FUZZ_CHECK(outbound || nxff == 1); /* one list, ending with this hop */
     for (size_t i = 0; !outbound && i < rq->hdrs.n; i++) {
         const struct px_hdr *h = &rq->hdrs.v[i];
         if (eq(h->name, h->nlen, "x-forwarded-client-cert", 23))

@@ -483,6 +483,9 @@ START_TEST(request_trusted_forwarder)
         "x_forwarded_for: 6.6.6.6\nx-request-id: r1"};
     struct px_request rq;
 
+    static const struct rcase c2 = {"trusted, two lines", "GET", "/", "s",
+                                    "x-forwarded-for: 1.1.1.1\nx-a: 1\nx-forwarded-for: 2.2.2.2\n"
+                                    "x-request-id: r1"};
     reset_cfg();
     run_case(&c, &rq, "spiffe://example.org/gw");
     ck_assert_str_eq(dump(&rq.hdrs),
@@ -490,6 +493,13 @@ START_TEST(request_trusted_forwarder)
                      "x-forwarded-host: shop.example\n" RID "x-forwarded-proto: https\n"
                      "x-forwarded-client-cert: By=spiffe://example.org/me;Hash=abcd;"
                      "URI=spiffe://example.org/gw\n");
+    px_request_clear(&rq);
+    /* one list in one field: an app reading the first line reads it all */
+    run_case(&c2, &rq, "spiffe://example.org/gw");
+    ck_assert_str_eq(dump(&rq.hdrs), "x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7\nx-a: 1\n" RID
+                                     "x-forwarded-proto: https\n"
+                                     "x-forwarded-client-cert: By=spiffe://example.org/me;"
+                                     "Hash=abcd;URI=spiffe://example.org/gw\n");
     px_request_clear(&rq);
 }
 END_TEST
