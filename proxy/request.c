@@ -896,10 +896,10 @@ static int identity_headers(struct px_request *rq, const struct px_request_ctx *
     }
     if (iplen == 0)
         return 0;
-    /* A trusted forwarder's lists, each as one field, with this hop added. */
+    /* A trusted forwarder's lists, each as one field, with this hop added.
+     * Each merge moves the fields after it, so each list is merged and
+     * extended before the next is merged. */
     if (sn->xff >= 0 && (xff = merge_fields(&rq->hdrs, "x-forwarded-for", 15)) == -2)
-        return -1;
-    if (sn->fwd >= 0 && (fw = merge_fields(&rq->hdrs, "forwarded", 9)) == -2)
         return -1;
     if (xff >= 0) {
         if (extend_field(rq, (size_t)xff, ip, iplen) != 0)
@@ -907,6 +907,8 @@ static int identity_headers(struct px_request *rq, const struct px_request_ctx *
     } else if (add_own(rq, "x-forwarded-for", 15, ip, iplen) != 0) {
         return -1;
     }
+    if (sn->fwd >= 0 && (fw = merge_fields(&rq->hdrs, "forwarded", 9)) == -2)
+        return -1;
     if (fw >= 0) {
         /* RFC 7239 6: an IPv6 node is quoted and bracketed */
         n = snprintf(fwd, sizeof(fwd), strchr(ip, ':') ? "for=\"[%s]\"" : "for=%s", ip);

@@ -484,8 +484,8 @@ START_TEST(request_trusted_forwarder)
     struct px_request rq;
 
     static const struct rcase c2 = {"trusted, two lines", "GET", "/", "s",
-                                    "x-forwarded-for: 1.1.1.1\nx-a: 1\nx-forwarded-for: 2.2.2.2\n"
-                                    "x-request-id: r1"};
+                                    "x-forwarded-for: 1.1.1.1\nforwarded: for=a\nx-a: 1\n"
+                                    "x-forwarded-for: 2.2.2.2\nforwarded: for=b\nx-request-id: r1"};
     reset_cfg();
     run_case(&c, &rq, "spiffe://example.org/gw");
     ck_assert_str_eq(dump(&rq.hdrs),
@@ -496,7 +496,8 @@ START_TEST(request_trusted_forwarder)
     px_request_clear(&rq);
     /* one list in one field: an app reading the first line reads it all */
     run_case(&c2, &rq, "spiffe://example.org/gw");
-    ck_assert_str_eq(dump(&rq.hdrs), "x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7\nx-a: 1\n" RID
+    ck_assert_str_eq(dump(&rq.hdrs), "x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7\n"
+                                     "forwarded: for=a, for=b, for=10.0.0.7\nx-a: 1\n" RID
                                      "x-forwarded-proto: https\n"
                                      "x-forwarded-client-cert: By=spiffe://example.org/me;"
                                      "Hash=abcd;URI=spiffe://example.org/gw\n");
