@@ -29,6 +29,7 @@
 #include "enforce.h"
 #include "fetcher.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "snapshot.h"
 #include "worker.h"
@@ -247,6 +248,7 @@ static int reload(const char *why)
     }
     publish_snapshot(s);
     watch_certs(s->cfg);
+    px_mem_configure(s->cfg->limits.memory_budget);
     px_counter_add(D.reload_ok, 1);
     px_log(PX_LOG_INFO, "reloaded", "trigger", why, "own_id", s->own_id, NULL);
     return 0;
@@ -503,6 +505,7 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     D.reload_ok = px_counter_get("picket_reloads_total", "Reloads by result", "result=\"ok\"");
     D.reload_failed =
         px_counter_get("picket_reloads_total", "Reloads by result", "result=\"refused\"");
+    px_mem_configure(cfg->limits.memory_budget);
     px_gauge_fn("picket_svid_expiry_seconds", "Seconds until the own SVID expires", "",
                 svid_expiry_fn, NULL);
     px_gauge_fn("picket_policy_revision", "Revision of the policy bundle in force (-1: none)", "",

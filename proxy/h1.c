@@ -359,8 +359,7 @@ static void progress(struct px_h1 *h)
     }
     /* Stop reading while req_body is full; the watermark bounds the rest. */
     st = h->st;
-    if (h->rq == RQ_BODY && st != NULL &&
-        evbuffer_get_length(st->req_body) >= (size_t)PX_LIMITS(st)->stream_buffer)
+    if (h->rq == RQ_BODY && st != NULL && px_stream_req_room(st) == 0)
         bufferevent_disable(h->c->bev, EV_READ);
     else
         bufferevent_enable(h->c->bev, EV_READ);
@@ -474,7 +473,7 @@ int px_h1_conn_start(struct px_conn *c)
     h->c = c;
     h->timer = evtimer_new(c->w->base, timer_cb, h);
     h->kick = event_new(c->w->base, -1, 0, kick_cb, h);
-    if (h->timer == NULL || h->kick == NULL) {
+    if (h->timer == NULL || h->kick == NULL || px_conn_track(c) != 0) {
         if (h->timer)
             event_free(h->timer);
         if (h->kick)

@@ -329,6 +329,17 @@ static void process_head(struct px_h1 *h)
     len = h->scan_off;
     block = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
     st = px_stream_new(h->c, &px_h1_ops, h);
+    if (st != NULL && px_stream_refuse_for_memory(st)) {
+        /* this connection holds more than its share of a budget under
+         * pressure: no new request on it (503, then close) */
+        h->st = st;
+        h->resp_ready_seen = h->resp_started = h->resp_done = 0;
+        evbuffer_drain(in, len);
+        h->rq = RQ_DEAD;
+        h->close_after = 1;
+        px_stream_respond(st, 503, "overloaded\n", 14, "memory_pressure");
+        return;
+    }
     if (block == NULL || st == NULL) {
         if (st != NULL)
             px_stream_down_done(st);
@@ -541,8 +552,7 @@ static void process_body(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
     struct evbuffer *in = bufferevent_get_input(h->c->bev);
-    size_t limit = (size_t)PX_LIMITS(st)->stream_buffer, have = evbuffer_get_length(st->req_body);
-    size_t room = have < limit ? limit - have : 0, room0 = room;
+    size_t room = px_stream_req_room(st), room0 = room; /* limit and memory budget */
     int done;
 
     if (h->body == BODY_LENGTH) {

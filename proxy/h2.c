@@ -37,6 +37,8 @@ struct h2_stream {
     int submitted;   /* response HEADERS submitted */
     int deferred;    /* data provider returned DEFERRED */
     int dispatched;
+    size_t owed;     /* request body bytes sent on but not yet given back as window:
+                      * held back while the memory budget is under pressure */
 };
 
 struct h2_conn {
@@ -112,6 +114,15 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         free(hs);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
+    if (px_stream_refuse_for_memory(hs->st)) {
+        /* this connection holds more than its share of a budget under
+         * pressure: the stream is refused, safe for the client to retry */
+        hs->st->logged = 1;
+        px_stream_down_done(hs->st);
+        free(hs);
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
     hs->next = hc->streams;
     if (hc->streams)
         hc->streams->prev = hs;
@@ -171,8 +182,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
     struct px_stream *st;
 
     (void)s;
-    if (f->hd.stream_id == 0)
+    if (f->hd.stream_id == 0) {
+        if (f->hd.type == NGHTTP2_WINDOW_UPDATE)
+            for (struct h2_stream *x = hc->streams; x != NULL; x = x->next)
+                if (x->st != NULL && x->st->up != NULL && !x->st->up_done)
+                    x->st->up->response_drained(x->st, 0);
         return 0;
+    }
     if (f->hd.type == NGHTTP2_RST_STREAM && ++hc->client_resets >= RESET_MIN &&
         (uint64_t)hc->client_resets * 2 >= hc->streams_opened) {
         px_log(PX_LOG_WARN, "h2_rapid_reset", "peer", hc->c->peer_addr, "msg",
@@ -185,6 +201,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         return 0;
     st = hs->st;
     switch (f->hd.type) {
+    case NGHTTP2_WINDOW_UPDATE:
+        /* the client can take more: the upstream side may read ahead again */
+        if (st->up != NULL && !st->up_done)
+            st->up->response_drained(st, 0);
+        break;
     case NGHTTP2_HEADERS:
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
@@ -398,13 +419,39 @@ static void h2_response_ready(struct px_stream *st)
     schedule_send(hc);
 }
 
+/* The upstream took n request body bytes: the client gets them back as
+ * window, unless the memory budget is under pressure and the stream holds
+ * its share already; what is held back is given back on a later drain
+ * (the stream then holds less, or the pressure is gone). */
 static void h2_request_drained(struct px_stream *st, size_t n)
 {
     struct h2_stream *hs = st->down_ctx;
+    size_t room, pay;
     if (hs->hc->dead)
         return;
-    nghttp2_session_consume_stream(hs->hc->s, hs->id, n);
+    hs->owed += n;
+    room = px_stream_req_room(st);
+    pay = hs->owed < room ? hs->owed : room;
+    if (pay == 0)
+        return;
+    hs->owed -= pay;
+    nghttp2_session_consume_stream(hs->hc->s, hs->id, pay);
     schedule_send(hs->hc);
+}
+
+/* What the client can take on this stream now: the smaller of its stream
+ * and connection windows. */
+static size_t h2_resp_window(struct px_stream *st)
+{
+    struct h2_stream *hs = st->down_ctx;
+    int32_t sw, cw;
+    if (hs == NULL || hs->hc->dead)
+        return SIZE_MAX;
+    sw = nghttp2_session_get_stream_remote_window_size(hs->hc->s, hs->id);
+    cw = nghttp2_session_get_remote_window_size(hs->hc->s);
+    if (sw < 0 || cw < 0)
+        return 0;
+    return (size_t)(sw < cw ? sw : cw);
 }
 
 /* The request was allowed: a client that sent "expect: 100-continue"
@@ -433,6 +480,7 @@ static const struct px_down_ops h2_ops = {
     .response_ready = h2_response_ready,
     .request_drained = h2_request_drained,
     .request_allowed = h2_request_allowed,
+    .resp_window = h2_resp_window,
     .abort = h2_abort,
 };
 
@@ -691,7 +739,8 @@ int px_h2_conn_start(struct px_conn *c)
         return -1;
     hc->c = c;
     c->proto = PX_PROTO_H2;
-    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
+    if (px_conn_track(c) != 0 || nghttp2_session_callbacks_new(&cbs) != 0 ||
+        nghttp2_option_new(&opt) != 0)
         goto fail;
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mem.h"
+
 /* Names and values are copied into blocks owned by the list (one malloc
  * per ~2 KiB of headers instead of one per field): a request's headers are
  * freed together when its stream ends, and px_hdrs_del() only drops the
@@ -34,6 +36,7 @@ static char *block_alloc(struct px_hdrs *h, size_t n)
         b = malloc(sizeof(*b) + cap);
         if (b == NULL)
             return NULL;
+        px_mem_charge(PX_MEM_HEADERS, NULL, (int64_t)cap); /* the memory budget (mem.h) */
         b->used = 0;
         b->cap = cap;
         b->next = h->blk;
@@ -136,6 +139,7 @@ void px_hdrs_clear(struct px_hdrs *h)
     while (h->blk != NULL) {
         struct px_hdr_block *b = h->blk;
         h->blk = b->next;
+        px_mem_charge(PX_MEM_HEADERS, NULL, -(int64_t)b->cap);
         free(b);
     }
     free(h->v);

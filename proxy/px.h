@@ -31,6 +31,7 @@
 
 #include "config.h"
 #include "hdrs.h"
+#include "mem.h"
 #include "request.h"
 
 struct px_worker;
@@ -113,6 +114,8 @@ struct px_worker {
     struct event *drain_timer;
     struct event *drain_notice;        /* fires after limits.drain_notice_delay */
     struct px_dispatch_state *dispatch; /* dispatch.c: per-service caches, in-flight checks */
+    struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
+    struct event *mem_ev;              /* resets the heaviest streams when over the budget */
 };
 
 /* The empty peer ID of a connection without a verified client cert. */
@@ -152,6 +155,8 @@ struct px_conn {
     char *hs_detail;              /* handshake refusal detail (owned) or NULL */
     int handshaken;
     int closing;
+    struct px_mem_acct mem;       /* bytes held for this connection and its streams */
+    struct px_mem_tracker trk_in, trk_out; /* its plaintext input and output buffers */
 };
 
 /* Starts protocol handling once TLS (if any) is up. */
@@ -159,6 +164,9 @@ int px_h2_conn_start(struct px_conn *c);
 int px_h1_conn_start(struct px_conn *c);
 /* Tells the worker a connection is gone; frees it. Called by h2.c/h1.c. */
 void px_conn_free(struct px_conn *c);
+/* Counts the connection's plaintext buffers in the memory budget (mem.h);
+ * called by the protocol start functions. 0 or -1 (ENOMEM). */
+int px_conn_track(struct px_conn *c);
 /* Ask the protocol to stop taking new requests and close when idle (drain). */
 void px_conn_drain(struct px_conn *c);
 
@@ -173,6 +181,10 @@ struct px_down_ops {
     /* The request was allowed and goes upstream: a client waiting for
      * "100 Continue" gets it now, and the body may be read. May be NULL. */
     void (*request_allowed)(struct px_stream *st);
+    /* Response bytes the client can take now (its HTTP/2 stream window), so
+     * the upstream side buffers no more than that plus a little; SIZE_MAX
+     * when the protocol has no window. May be NULL (= SIZE_MAX). */
+    size_t (*resp_window)(struct px_stream *st);
     /* The upstream failed after the response started: the downstream must
      * end the stream abruptly (h2 RST_STREAM, h1 close the connection). */
     void (*abort)(struct px_stream *st);
@@ -239,6 +251,9 @@ struct px_stream {
     int64_t up_last_us;          /* last progress either way (monotonic), for up_timer */
     int up_retries;              /* replays after REFUSED_STREAM */
     int logged;
+    struct px_mem_acct mem;      /* bytes held for this stream (parent: the connection's) */
+    struct px_mem_tracker trk_req, trk_resp;
+    struct px_stream *wnext, *wprev; /* worker list (w->streams) */
 };
 
 /* Creates a stream on connection c (refs c's worker snapshot and policy). */
@@ -289,6 +304,23 @@ int px_stream_trailers_done(struct px_stream *st);
 /* The upstream side moved n request body bytes onward: progress for the
  * upstream timeout, and room for the downstream side to read more. */
 void px_stream_request_sent(struct px_stream *st, size_t n);
+
+/* Room, under the memory budget (mem.h), for more request / response body
+ * bytes in this stream's buffers: limits.stream_buffer less what is held,
+ * at most PX_MEM_FLOOR in all under pressure; the response side also at
+ * most the client's HTTP/2 window plus PX_STREAM_SLACK. */
+size_t px_stream_req_room(const struct px_stream *st);
+size_t px_stream_resp_room(const struct px_stream *st);
+#define PX_STREAM_SLACK (4 * 1024)
+
+/* 1 when a new stream on st's connection must be refused because the
+ * memory budget is at the refuse level and the connection holds more than
+ * its share (counted); the caller refuses it. */
+int px_stream_refuse_for_memory(struct px_stream *st);
+
+/* Memory over the budget: resets this worker's heaviest streams until the
+ * total is under it again (or none is left). Worker thread. */
+void px_stream_mem_reset(struct px_worker *w);
 
 /* Upstream activity (either direction): the upstream timeout counts from here. */
 void px_stream_up_activity(struct px_stream *st);

@@ -56,6 +56,19 @@ static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
     }
     st->conn = c;
     st->w = w;
+    st->mem.parent = c != NULL ? &c->mem : NULL;
+    if (px_mem_track(&st->trk_req, st->req_body, PX_MEM_REQ_BODY, &st->mem) != 0 ||
+        px_mem_track(&st->trk_resp, st->resp_body, PX_MEM_RESP_BODY, &st->mem) != 0) {
+        px_mem_untrack(&st->trk_req);
+        evbuffer_free(st->req_body);
+        evbuffer_free(st->resp_body);
+        free(st);
+        return NULL;
+    }
+    st->wnext = w->streams;
+    if (w->streams != NULL)
+        w->streams->wprev = st;
+    w->streams = st;
     st->snap = px_snapshot_ref(w->snap); /* the newest config, also on old connections */
     st->pol = w->policy ? px_policy_state_ref(w->policy) : NULL;
     st->start_us = px_mono_us();
@@ -132,8 +145,16 @@ static void stream_free(struct px_stream *st)
     px_request_clear(&st->rq);
     px_hdrs_clear(&st->resp);
     px_hdrs_clear(&st->resp_trailers);
+    px_mem_untrack(&st->trk_req);
+    px_mem_untrack(&st->trk_resp);
     evbuffer_free(st->req_body);
     evbuffer_free(st->resp_body);
+    if (st->wprev != NULL)
+        st->wprev->wnext = st->wnext;
+    else
+        st->w->streams = st->wnext;
+    if (st->wnext != NULL)
+        st->wnext->wprev = st->wprev;
     px_policy_state_unref(st->pol);
     px_snapshot_unref(st->snap);
     free(st);
@@ -343,6 +364,71 @@ void px_stream_request_sent(struct px_stream *st, size_t n)
     px_stream_up_activity(st);
     if (st->down != NULL)
         st->down->request_drained(st, n);
+}
+
+/* ---- memory ------------------------------------------------------------ */
+
+size_t px_stream_req_room(const struct px_stream *st)
+{
+    return px_mem_room((int64_t)evbuffer_get_length(st->req_body),
+                       (size_t)PX_LIMITS(st)->stream_buffer);
+}
+
+size_t px_stream_resp_room(const struct px_stream *st)
+{
+    size_t limit = (size_t)PX_LIMITS(st)->stream_buffer;
+    if (st->down != NULL && st->down->resp_window != NULL) {
+        /* A client that can take nothing (an HTTP/2 window of 0) gets
+         * nothing buffered for it but a little: reading ahead of what the
+         * client accepts is how a zero-window reader makes a proxy hold
+         * every response whole. */
+        size_t win = st->down->resp_window((struct px_stream *)st);
+        if (win < limit - PX_STREAM_SLACK)
+            limit = win + PX_STREAM_SLACK;
+    }
+    return px_mem_room((int64_t)evbuffer_get_length(st->resp_body), limit);
+}
+
+int px_stream_refuse_for_memory(struct px_stream *st)
+{
+    long conns = atomic_load_explicit(&px_active_conns, memory_order_relaxed);
+    int64_t share;
+    if (st->conn == NULL || px_mem_level() < PX_MEM_REFUSE)
+        return 0;
+    /* "More than its share": above the average over open connections, and
+     * more than a light stream's worth. */
+    share = px_mem_used() / (conns > 0 ? conns : 1);
+    if (st->conn->mem.held <= share || st->conn->mem.held <= PX_MEM_FLOOR)
+        return 0;
+    px_mem_pressure(PX_MEM_ACT_REFUSE);
+    return 1;
+}
+
+void px_stream_mem_reset(struct px_worker *w)
+{
+    while (px_mem_level() >= PX_MEM_RESET) {
+        struct px_stream *st, *heavy = NULL;
+        for (st = w->streams; st != NULL; st = st->wnext)
+            if (st->conn != NULL && !st->down_done && (heavy == NULL || st->mem.held > heavy->mem.held))
+                heavy = st;
+        if (heavy == NULL || heavy->mem.held <= PX_MEM_FLOOR)
+            return; /* nothing here holds more than a light stream */
+        px_mem_pressure(PX_MEM_ACT_RESET);
+        px_log(PX_LOG_WARN, "memory_reset", "request_id", heavy->rq.request_id, "msg",
+               "over limits.memory_budget: resetting the heaviest stream", NULL);
+        heavy->reason = "memory_pressure";
+        /* what it holds goes now: its buffers are dropped with it */
+        if (heavy->up != NULL && !heavy->up_done)
+            heavy->up->cancel(heavy);
+        evbuffer_drain(heavy->resp_body, evbuffer_get_length(heavy->resp_body));
+        evbuffer_drain(heavy->req_body, evbuffer_get_length(heavy->req_body));
+        if (heavy->status == 0)
+            px_stream_respond(heavy, 503, "overloaded\n", 14, "memory_pressure");
+        else if (heavy->down != NULL)
+            heavy->down->abort(heavy);
+        if (heavy->mem.held > PX_MEM_FLOOR)
+            return; /* could not shed it (its connection's output): stop, no loop */
+    }
 }
 
 /* ---- the request ------------------------------------------------------ */

@@ -49,6 +49,7 @@ struct up_conn {
     struct px_pool *pool;
     struct px_worker *w;
     struct bufferevent *bev;
+    struct px_mem_tracker trk_in, trk_out; /* its buffers, in the memory budget */
     struct event *kick;
     http_parser hp;
     struct px_stream *st; /* NULL when idle */
@@ -92,6 +93,8 @@ static void conn_free(struct up_conn *c)
 {
     idle_unlink(c);
     c->pool->nconns--;
+    px_mem_untrack(&c->trk_in);
+    px_mem_untrack(&c->trk_out);
     bufferevent_free(c->bev);
     event_free(c->kick);
     free(c->fb);
@@ -367,21 +370,25 @@ static void parse_input(struct up_conn *c)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     while (c->st != NULL && !c->msg_done && evbuffer_get_length(in) > 0) {
         struct px_stream *st = c->st;
-        size_t limit = (size_t)PX_LIMITS(st)->stream_buffer;
-        size_t have = evbuffer_get_length(st->resp_body), n, used;
+        /* room under the stream bound, the client's window and the memory
+         * budget (px_stream_resp_room) */
+        size_t room = px_stream_resp_room(st), n, used;
         struct evbuffer_iovec v;
         enum http_errno e;
 
-        if (have >= limit) {
-            /* resp_body is full: stop reading until the downstream drains */
+        if (room == 0) {
+            /* stop reading until the downstream drains (or takes more) */
             c->paused = 1;
             bufferevent_disable(c->bev, EV_READ);
             return;
         }
+        /* and read no further ahead of it than it can take */
+        bufferevent_setwatermark(c->bev, EV_READ, 0,
+                                 room < 4096 ? 4096 : room > PX_H1_OUT_HIGH ? PX_H1_OUT_HIGH : room);
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         /* Feed at most the room left, so body bytes never overshoot it. */
-        n = v.iov_len < limit - have ? v.iov_len : limit - have;
+        n = v.iov_len < room ? v.iov_len : room;
         used = http_parser_execute(&c->hp, &resp_settings, v.iov_base, n);
         e = HTTP_PARSER_ERRNO(&c->hp);
         evbuffer_drain(in, used);
@@ -588,7 +595,10 @@ static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struc
     c->pool = pool;
     c->bev = px_up_bev_new(w, pool);
     c->kick = event_new(w->base, -1, 0, kick_cb, c);
-    if (c->bev == NULL || c->kick == NULL) {
+    if (c->bev == NULL || c->kick == NULL ||
+        px_mem_track(&c->trk_in, bufferevent_get_input(c->bev), PX_MEM_SOCKETS, NULL) != 0 ||
+        px_mem_track(&c->trk_out, bufferevent_get_output(c->bev), PX_MEM_SOCKETS, NULL) != 0) {
+        px_mem_untrack(&c->trk_in);
         if (c->bev)
             bufferevent_free(c->bev);
         if (c->kick)
@@ -705,8 +715,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         fail(c, 502, r);
     } else if (c->st != NULL) {
         pump_request(c);
-        if (c->st != NULL && c->paused &&
-            evbuffer_get_length(c->st->resp_body) < (size_t)PX_LIMITS(c->st)->stream_buffer) {
+        if (c->st != NULL && c->paused && px_stream_resp_room(c->st) > 0) {
             c->paused = 0;
             bufferevent_enable(c->bev, EV_READ);
             parse_input(c); /* what was left in the input when we paused */

@@ -34,6 +34,7 @@ struct uph2_conn {
     struct px_worker *w;
     struct uph2_conn *next, *prev;
     struct bufferevent *bev;
+    struct px_mem_tracker trk_in, trk_out; /* its buffers, in the memory budget */
     nghttp2_session *s;
     struct event *send_ev;
     struct uph2_stream *streams;
@@ -49,6 +50,7 @@ struct uph2_stream {
     int deferred;
     int got_final_headers;
     int body_sent; /* some request body left req_body: the request cannot be replayed */
+    size_t owed;   /* response bytes sent on downstream, not yet given back as window */
 };
 
 static const struct px_up_ops uph2_ops;
@@ -261,12 +263,35 @@ static void uph2_request_ready(struct px_stream *st)
     schedule_send(us->uc);
 }
 
+/* Sizes the stream's window to what it may hold now (px_stream_resp_room:
+ * the stream bound, the client's own window, the memory budget) and gives
+ * back the bytes the downstream took, no more than that allows. So an
+ * upstream can never send more than the client can take plus a little, and
+ * under memory pressure heavy streams get no window back until they drain. */
+static void uph2_window(struct uph2_stream *us)
+{
+    struct px_stream *st = us->st;
+    nghttp2_session *s = us->uc->s;
+    size_t room = px_stream_resp_room(st), pay;
+    size_t want = evbuffer_get_length(st->resp_body) + room;
+    int32_t cur = nghttp2_session_get_stream_effective_local_window_size(s, us->id);
+
+    if (cur >= 0 && want > (size_t)cur + PX_STREAM_SLACK && want <= INT32_MAX)
+        nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, us->id, (int32_t)want);
+    pay = us->owed < room ? us->owed : room;
+    if (pay > 0) {
+        us->owed -= pay;
+        nghttp2_session_consume_stream(s, us->id, pay);
+    }
+}
+
 static void uph2_response_drained(struct px_stream *st, size_t n)
 {
     struct uph2_stream *us = st->up_ctx;
-    if (us == NULL || us->uc->dead)
+    if (us == NULL || us->uc->dead || us->st != st)
         return;
-    nghttp2_session_consume_stream(us->uc->s, us->id, n);
+    us->owed += n;
+    uph2_window(us);
     schedule_send(us->uc);
 }
 
@@ -300,6 +325,8 @@ static void uc_free(struct uph2_conn *uc)
     pool->nh2conns--;
     if (uc->s)
         nghttp2_session_del(uc->s);
+    px_mem_untrack(&uc->trk_in);
+    px_mem_untrack(&uc->trk_out);
     if (uc->bev)
         bufferevent_free(uc->bev);
     if (uc->send_ev)
@@ -481,13 +508,16 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
     cbs = NULL;
     opt = NULL;
     iv[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
-    iv[1] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
-                                     (uint32_t)w->snap->cfg->limits.stream_buffer};
+    /* Small at first; each stream's window is then sized to what its
+     * client can take (uph2_window), up to limits.stream_buffer. */
+    iv[1] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PX_STREAM_SLACK};
     nghttp2_submit_settings(uc->s, NGHTTP2_FLAG_NONE, iv, 2);
     nghttp2_session_set_local_window_size(uc->s, NGHTTP2_FLAG_NONE, 0, UP_CONN_WINDOW);
     uc->send_ev = event_new(w->base, -1, 0, uc_send_cb, uc);
     uc->bev = px_up_bev_new(w, pool);
-    if (uc->send_ev == NULL || uc->bev == NULL)
+    if (uc->send_ev == NULL || uc->bev == NULL ||
+        px_mem_track(&uc->trk_in, bufferevent_get_input(uc->bev), PX_MEM_SOCKETS, NULL) != 0 ||
+        px_mem_track(&uc->trk_out, bufferevent_get_output(uc->bev), PX_MEM_SOCKETS, NULL) != 0)
         goto fail;
     bufferevent_setcb(uc->bev, uc_read_cb, uc_write_cb, uc_event_cb, uc);
     bufferevent_setwatermark(uc->bev, EV_WRITE, UP_OUT_HIGH / 2, 0);
@@ -514,6 +544,8 @@ fail:
         nghttp2_session_del(uc->s);
     if (uc->send_ev)
         event_free(uc->send_ev);
+    px_mem_untrack(&uc->trk_in);
+    px_mem_untrack(&uc->trk_out);
     if (uc->bev)
         bufferevent_free(uc->bev);
     free(uc);
@@ -598,6 +630,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
         return;
     }
     us->id = id;
+    uph2_window(us); /* from PX_STREAM_SLACK to what the client can take */
     us->next = uc->streams;
     if (uc->streams)
         uc->streams->prev = us;

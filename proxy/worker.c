@@ -65,6 +65,8 @@ void px_conn_free(struct px_conn *c)
     px_gauge_add(active_gauge(), -1);
     if (c->timer)
         event_free(c->timer);
+    px_mem_untrack(&c->trk_in);
+    px_mem_untrack(&c->trk_out);
     if (c->bev) {
         if (c->ssl != NULL && c->handshaken)
             SSL_set_shutdown(c->ssl, SSL_RECEIVED_SHUTDOWN);
@@ -77,6 +79,16 @@ void px_conn_free(struct px_conn *c)
     free(c);
     if (w->draining && w->nconns == 0)
         event_base_loopexit(w->base, NULL);
+}
+
+int px_conn_track(struct px_conn *c)
+{
+    if (px_mem_track(&c->trk_in, bufferevent_get_input(c->bev), PX_MEM_SOCKETS, &c->mem) != 0 ||
+        px_mem_track(&c->trk_out, bufferevent_get_output(c->bev), PX_MEM_SOCKETS, &c->mem) != 0) {
+        px_mem_untrack(&c->trk_in);
+        return -1;
+    }
+    return 0;
 }
 
 void px_conn_drain(struct px_conn *c)
@@ -382,10 +394,21 @@ int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
     return 0;
 }
 
+static void mem_reset_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    px_stream_mem_reset(arg);
+}
+
 static void *worker_main(void *arg)
 {
     struct px_worker *w = arg;
+    if (w->mem_ev == NULL)
+        w->mem_ev = event_new(w->base, -1, 0, mem_reset_cb, w);
+    px_mem_thread_event(w->mem_ev);
     event_base_dispatch(w->base);
+    px_mem_thread_event(NULL);
     return NULL;
 }
 
@@ -569,6 +592,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->drain_timer);
     if (w->drain_notice)
         event_free(w->drain_notice);
+    if (w->mem_ev)
+        event_free(w->mem_ev);
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);
     if (w->base)
