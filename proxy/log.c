@@ -483,6 +483,8 @@ void px_log_access(const struct px_access_rec *r)
     jb_field_str(&b, "upstream", r->upstream);
     jb_field_str(&b, "decision", r->decision);
     jb_field_str(&b, "rule", r->rule);
+    if (r->reason != NULL)
+        jb_field_str(&b, "reason", r->reason);
     jb_close(&b);
     (void)write_line(SINK_ACCESS, b.p, b.len);
 }

@@ -62,7 +62,8 @@ void px_logf(int level, const char *event, const char *fmt, ...)
 /* One access-log line. Borrowed strings; NULL strings are written as null.
  * ts_ms 0 = now. Keys in this order: ts, listener, request_id, peer,
  * method, authority, path, proto, status, bytes_in, bytes_out, duration_ms
- * (3 decimals), upstream, decision, rule. */
+ * (3 decimals), upstream, decision, rule, then reason (when not NULL: why
+ * picket answered itself or the exchange failed). */
 struct px_access_rec {
     int64_t ts_ms;
     const char *listener, *request_id, *peer, *method, *authority, *path, *upstream, *proto;
@@ -70,6 +71,7 @@ struct px_access_rec {
     uint64_t bytes_in, bytes_out;
     int64_t duration_us;
     const char *decision, *rule;
+    const char *reason;
 };
 
 /* Any thread; a no-op when the access log is off. */

@@ -133,6 +133,7 @@ static void stream_log(struct px_stream *st)
     rec.upstream = st->upstream_name;
     rec.decision = st->decision;
     rec.rule = st->rule[0] ? st->rule : NULL;
+    rec.reason = st->reason;
     px_log_access(&rec);
     px_enforce_audit(st);
 }
@@ -212,6 +213,8 @@ void px_stream_respond(struct px_stream *st, int status, const char *body, int g
     st->local_response = 1;
     if (reason != NULL)
         st->reason = reason;
+    if (st->rq.request_id[0] == '\0' && st->conn != NULL)
+        px_request_id_new(st->rq.request_id); /* refused before it had one: logs still join */
     if (st->rq.is_grpc && grpc_status >= 0) {
         /* gRPC clients read errors from grpc-status, not the HTTP status: a
          * trailers-only response (one HEADERS frame with END_STREAM). */

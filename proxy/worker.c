@@ -192,6 +192,19 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
         px_conn_free(arg);
 }
 
+/* The address alone (x-forwarded-for): "10.0.0.7", "2001:db8::1"; "" when
+ * not an IP socket. */
+static void addr_ip(const struct sockaddr *sa, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                  (socklen_t)len);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+                  (socklen_t)len);
+}
+
 static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -226,6 +239,7 @@ struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
     c->snap = px_snapshot_ref(w->snap);
     c->accepted_ms = px_now_ms();
     addr_str(sa, c->peer_addr, sizeof(c->peer_addr));
+    addr_ip(sa, c->peer_ip, sizeof(c->peer_ip));
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

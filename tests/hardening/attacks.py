@@ -1129,6 +1129,80 @@ def h1_pipeline_flood(t, opts, n=1000):
     return ("ended" if closed else "survived"), d
 
 
+def h2_zero_window_800(t, opts):
+    """The memory-budget benchmark's attack (issue 14): 8 connections x 100 streams of
+    --big-path, window 0, held 10 s."""
+    return h2_zero_window(t, opts, conns=8, streams=100, hold=10.0)
+
+
+def _normal_clients(t, opts, stop, out, nthreads=4):
+    """Well-behaved clients: each thread makes fresh mTLS h2 GETs of --path in a loop
+    until stop is set; out gets (ok, latency ms) per request."""
+    def run():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            st = h2_get(t, opts.path, timeout=3.0)
+            out.append((st == 200, (time.monotonic() - t0) * 1000.0))
+    ths = [threading.Thread(target=run, daemon=True) for _ in range(nthreads)]
+    for th in ths:
+        th.start()
+    return ths
+
+
+def memory_mix(t, opts, hold=10.0):
+    """The memory-budget benchmark's mix: the 8 x 100 zero-window readers, 100 idle TCP
+    connections and 20 HTTP/1.1 clients trickling headers (slowloris), and 4 normal
+    clients making GETs of --path all along; the detail gives the normal clients'
+    success and p99."""
+    stop = threading.Event()
+    normal = []
+    socks, slow = [], []
+    ths = _normal_clients(t, opts, stop, normal)
+    zw = {}
+
+    def zero_window():
+        zw["r"] = h2_zero_window(t, opts, conns=8, streams=100, hold=hold)
+    zt = threading.Thread(target=zero_window, daemon=True)
+    zt.start()
+    try:
+        for _ in range(100):
+            try:
+                socks.append(t.tcp())
+            except OSError:
+                break
+        for _ in range(20):
+            try:
+                s = t.tls(("http/1.1",), timeout=5.0)
+                s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n" % (opts.path, t.servername)).encode())
+                slow.append(s)
+            except (OSError, ssl.SSLError):
+                break
+        deadline = time.monotonic() + hold
+        while time.monotonic() < deadline:
+            for s in list(slow):
+                try:
+                    s.sendall(b"X")
+                except (OSError, ssl.SSLError):
+                    slow.remove(s)
+            time.sleep(0.5)
+        zt.join(hold + 30)
+    finally:
+        stop.set()
+        for th in ths:
+            th.join(10)
+        for s in socks + slow:
+            try:
+                s.close()
+            except OSError:
+                pass
+    lat = sorted(ms for ok, ms in normal if ok)
+    ok = sum(1 for k, _ in normal if k)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+    d = "zero-window 8x100 + 100 idle TCP + 20 h1 slowloris; normal clients %d/%d ok, p99 %s; %s" % (
+        ok, len(normal), "-" if p99 is None else "%.0f ms" % p99, zw.get("r", ("?", "zero-window: no result"))[1])
+    return ("survived" if ok == len(normal) and normal else "degraded"), d
+
+
 ATTACKS = [
     ("h2_rapid_reset", h2_rapid_reset),
     ("h2_continuation_flood", h2_continuation_flood),
@@ -1150,6 +1224,8 @@ ATTACKS = [
     ("h1_large_headers", h1_large_headers),
     ("h1_slow_headers", h1_slow_headers),
     ("h1_pipeline_flood", h1_pipeline_flood),
+    ("h2_zero_window_800", h2_zero_window_800),
+    ("memory_mix", memory_mix),
 ]
 
 
