@@ -24,6 +24,7 @@ listeners serves most of the file: "in-h2c" (upstream: recorder --h2c) and "in-h
 
     /usr/bin/python3 tests/integration/test_integrity.py [-k PATTERN]
 """
+import calendar
 import hashlib
 import http.server
 import itertools
@@ -89,6 +90,8 @@ class Resp:
         self.interim = list(interim)   # statuses of 1xx answers, in order
         self.reset = reset             # h2 RST_STREAM error code, if the stream was reset
         self.error = error             # connection-level problem text, if any
+        self.local_port = None         # the client's port (picket logs peer addresses)
+        self.t_sent = None             # when the connection was opened (time.time())
 
     def header(self, name):
         for k, v in self.headers:
@@ -193,6 +196,7 @@ def h1_exchange(port, pki, data, cert="client", timeout=10.0, head_request=False
     a generator may pace them) on a fresh mTLS connection (ALPN http/1.1) and reads
     one response (1xx answers are collected in .interim)."""
     ctx = pt.tls_context(pki, cert, alpn=("http/1.1",))
+    t0 = time.time()
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s = ctx.wrap_socket(raw, server_hostname="localhost")
@@ -200,16 +204,16 @@ def h1_exchange(port, pki, data, cert="client", timeout=10.0, head_request=False
         raw.close()
         return Resp(0, error="handshake: %s" % e)
     with s:
+        local_port = s.getsockname()[1]
         pieces = [data] if isinstance(data, bytes) else data
         try:
             for p in pieces:
                 s.sendall(p)
         except (OSError, ssl.SSLError):
             pass  # refused early: the answer may still be there
-        return _read_h1_response(s, head_request)
-
-
-H2_FIELDS = ((":scheme", "https"),)
+        resp = _read_h1_response(s, head_request)
+        resp.local_port, resp.t_sent = local_port, t0
+        return resp
 
 
 class H2:
@@ -294,33 +298,31 @@ class H2:
         return True
 
     def _send_data(self, sid, data, end):
-        """Sends data within the flow-control windows. False if the stream is gone."""
+        """Sends data within the flow-control windows (waiting for WINDOW_UPDATEs only
+        when a window is empty). False if the stream is gone."""
+        mv = memoryview(data)
         while True:
             st = self.st.get(sid)
             if st and st["done"]:
                 return False
             try:
-                win = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
-            except self.exc.StreamClosedError:
-                return False
-            if win >= len(data) or (win > 0 and data):
-                n = min(win, len(data))
-                try:
-                    self.conn.send_data(sid, data[:n], end_stream=end and n == len(data))
-                    self.sock.sendall(self.conn.data_to_send())
-                except (self.exc.StreamClosedError, self.exc.ProtocolError, OSError):
-                    return False
-                data = data[n:]
-                if not data:
+                if not mv:
+                    if end:
+                        self.conn.send_data(sid, b"", end_stream=True)
+                        self.sock.sendall(self.conn.data_to_send())
                     return True
-            elif not data:
-                try:
-                    self.conn.send_data(sid, b"", end_stream=end)
+                win = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+                if win > 0:
+                    n = min(win, len(mv))
+                    self.conn.send_data(sid, bytes(mv[:n]), end_stream=end and n == len(mv))
                     self.sock.sendall(self.conn.data_to_send())
-                except (self.exc.StreamClosedError, self.exc.ProtocolError, OSError):
-                    return False
-                return True
-            if not self.pump(0.2):
+                    mv = mv[n:]
+                    if not mv:
+                        return True
+                    continue
+            except (self.exc.StreamClosedError, self.exc.ProtocolError, OSError):
+                return False
+            if not self.pump(0.2):  # windows empty: wait for picket's WINDOW_UPDATE
                 return False
 
     def request(self, hdrs, body=None, pieces=None, trailers=None, timeout=10.0):
@@ -399,12 +401,15 @@ class H2:
 
 def h2_exchange(port, pki, hdrs, cert="client", **kw):
     """One request on a fresh HTTP/2 connection."""
+    t0 = time.time()
     try:
         c = H2(port, pki, cert)
     except (OSError, ssl.SSLError, AssertionError) as e:
         return Resp(0, error="connect: %s" % e)
     try:
-        return c.request(hdrs, **kw)
+        resp = c.request(hdrs, **kw)
+        resp.local_port, resp.t_sent = c.sock.getsockname()[1], t0
+        return resp
     finally:
         c.close()
 
@@ -445,6 +450,46 @@ def send(proto, port, pki, method, target, authority="localhost", headers=(), bo
 
 # --------------------------------------------------------------------------
 # logs
+
+class OpLog:
+    """picket's operational log (stderr JSON lines), read incrementally; events that
+    name a peer address are indexed by it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.off = 0
+        self.partial = b""
+        self.by_peer = {}
+
+    @staticmethod
+    def _ts(obj):
+        try:
+            t = obj["ts"]
+            return calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + t[19:].rstrip("Z"))
+        except (KeyError, ValueError, TypeError):
+            return 0.0
+
+    def last_for_peer(self, peer, since):
+        """The newest event naming `peer` logged at `since` (a Unix time) or later."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.off)
+                data = f.read()
+        except OSError:
+            data = b""
+        self.off += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        for ln in lines:
+            try:
+                obj = json.loads(ln.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("peer"), str):
+                self.by_peer[obj["peer"]] = obj
+        ev = self.by_peer.get(peer)
+        return ev if ev is not None and self._ts(ev) >= since else None
+
 
 class JsonLog:
     """A JSON-lines file read incrementally; records indexed by a key field."""
@@ -670,6 +715,7 @@ class Fixture(pt.TestCase):
         cls.access = JsonLog(os.path.join(cls.ctmp, "access.jsonl"))
         cls.audit = JsonLog(os.path.join(cls.ctmp, "audit.jsonl"))
         cls.proc = pt.Picket(cls.ctmp, cls.conf, admin_port=cls.admin, pki=cls.pki)
+        cls.oplog = OpLog(cls.proc.err_path)
         cls.start_error = None
         try:
             cls.proc.start()
@@ -737,6 +783,13 @@ class Fixture(pt.TestCase):
                 what, seen[0]["method"], seen[0]["target"], seen[0]["authority"]))
         if reason and resp.status == status:
             self.reasons.append((what, r, reason))
+            if resp.local_port:
+                # picket's operational log names refusals made before a request id is
+                # known by the peer address: the newest event for our port is ours
+                ev = self.oplog.last_for_peer("127.0.0.1:%d" % resp.local_port, resp.t_sent - 1.0)
+                if ev is not None and ev.get("reason") not in (None, reason):
+                    fails.append("%s: logged reason %r (event %s), want %r" % (
+                        what, ev.get("reason"), ev.get("event"), reason))
 
     def check_reasons(self, fails):
         """The refusal reasons, checked once the test's requests are done (records of
