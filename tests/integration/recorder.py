@@ -10,7 +10,11 @@ Binds 127.0.0.1 only and prints "ready" on stdout once it listens (like upstream
 
 Every request, whatever its method or target, is answered 200 with the body "ok\\n"
 (Content-Length 3, "x-recorder: h1|h2c"; HEAD: the same head, no body), after its whole
-body (and trailers) came in.
+body (and trailers) came in. A request with a field "x-recorder-trailers" gets the body
+without Content-Length (h1: chunked) and a trailer section: "x-resp-ok: 1",
+"x-resp-also: 2" and, on h1, fields a proxy must not pass on (connection, keep-alive,
+transfer-encoding, content-length; they would make an h2 message malformed, so h2c
+sends them only for "x-recorder-trailers: all").
 Before the answer is sent, one JSON object is appended to FILE and flushed:
 
     {"protocol": "HTTP/1.1" | "HTTP/2",
@@ -198,6 +202,18 @@ def h1_request(rd, conn_id):
 H1_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-recorder: h1\r\n"
                b"content-length: 3\r\n\r\nok\n")
 H1_RESPONSE_HEAD = H1_RESPONSE[:-3]  # the same head, no body
+# asked for with a request field "x-recorder-trailers": a chunked answer whose trailer
+# section has an ordinary field and fields no proxy may pass on in trailers
+RESPONSE_TRAILERS = [("x-resp-ok", "1"), ("connection", "close"), ("keep-alive", "timeout=5"),
+                     ("transfer-encoding", "chunked"), ("content-length", "99"), ("x-resp-also", "2")]
+# connection-specific fields, and content-length in trailers, make an HTTP/2 message
+# malformed (RFC 9113 8.1, 8.2.2): the h2c side leaves them out unless the request says
+# "x-recorder-trailers: all"
+H2_FORBIDDEN = ("connection", "keep-alive", "transfer-encoding", "content-length")
+H1_RESPONSE_TRAILERS = (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-recorder: h1\r\n"
+                        b"transfer-encoding: chunked\r\n\r\n3\r\nok\n\r\n0\r\n"
+                        + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in RESPONSE_TRAILERS)
+                        + b"\r\n")
 
 
 def h1_conn(sock):
@@ -211,7 +227,12 @@ def h1_conn(sock):
                 break
             rec, close = got
             write_record(rec)
-            sock.sendall(H1_RESPONSE_HEAD if rec["method"] == "HEAD" else H1_RESPONSE)
+            if rec["method"] == "HEAD":
+                sock.sendall(H1_RESPONSE_HEAD)
+            elif first_value(rec["headers"], "x-recorder-trailers") is not None:
+                sock.sendall(H1_RESPONSE_TRAILERS)
+            else:
+                sock.sendall(H1_RESPONSE)
             if close:
                 break
     except (OSError, ConnectionError, ValueError) as e:
@@ -323,13 +344,20 @@ def h2_conn(sock):
                         "request_id": first_value(st.headers, "x-request-id"),
                         "conn": conn_id, "t": st.t})
                     head = ps.get(":method") == "HEAD"
+                    with_trailers = first_value(st.headers, "x-recorder-trailers") is not None
                     try:
-                        conn.send_headers(e.stream_id, [(":status", "200"),
-                                                        ("content-type", "text/plain"),
-                                                        ("x-recorder", "h2c"),
-                                                        ("content-length", "3")], end_stream=head)
+                        hdrs = [(":status", "200"), ("content-type", "text/plain"),
+                                ("x-recorder", "h2c")]
+                        if not with_trailers:
+                            hdrs.append(("content-length", "3"))
+                        conn.send_headers(e.stream_id, hdrs, end_stream=head)
                         if not head:
-                            conn.send_data(e.stream_id, b"ok\n", end_stream=True)
+                            conn.send_data(e.stream_id, b"ok\n", end_stream=not with_trailers)
+                            if with_trailers:
+                                ask = first_value(st.headers, "x-recorder-trailers")
+                                tr = [kv for kv in RESPONSE_TRAILERS
+                                      if kv[0] not in H2_FORBIDDEN or ask == "all"]
+                                conn.send_headers(e.stream_id, tr, end_stream=True)
                     except h2.exceptions.H2Error:
                         pass
                 elif isinstance(e, ev.StreamReset):
