@@ -1,6 +1,5 @@
 #!/usr/bin/python3
-"""Request integrity (issue 13, /work/notes/integrity_spec.md): what picket judges is
-exactly what the app receives.
+"""Request integrity (issue 13): what picket judges is exactly what the app receives.
 
 Every request here goes through picket to recorder.py, which writes down the bytes it
 received (request line, header lines in order with duplicates, trailers, body hash).
@@ -10,17 +9,27 @@ answer) and with the policy's expected decision:
   * test_01 .. test_13: the thirteen defects of the issue, each as a named test, over
     HTTP/1.1 (raw TLS sockets: every byte is ours) and HTTP/2 (python h2 with header
     validation off: lowercase methods, underscore names, odd authorities), against an
-    h2c and an HTTP/1.1 upstream where it applies.
+    h2c and an HTTP/1.1 upstream where it applies; test_01b/03b/03c/04b/09b cover the
+    new options and the response direction.
   * test_differential_table: a table of requests (host spellings, ports, trailing
     dots, dot segments, escapes, queries, header orders, duplicates, trailers,
-    methods), each over h1 and h2 and both upstream kinds: the audit record's method,
-    host, authority, path and query must equal what the recorder received, the
-    decision must be the expected one, and a refused request never reaches the app.
+    methods, dispatch), each over h1 and h2 and both upstream kinds: the audit
+    record's method, host, authority, path and query (and the access record's
+    authority and path) must equal what the recorder received, the decision must be
+    the expected one, and a refused or denied request never reaches the app.
 
 One picket (workers=1, so the dispatch cache is one cache) with two inbound
 listeners serves most of the file: "in-h2c" (upstream: recorder --h2c) and "in-h1"
-(upstream: recorder --h1). The options that are not defaults live in a second picket
-(IntegrityModes); case 7 runs `picket run` on configs of its own.
+(upstream: recorder --h1), a policy file, and dispatch "authz" to an authorization
+service in this process (Authz: decides by path, by an x-decide field or by the
+client certificate's hash, and can hold an answer until the test releases it). The
+options that are not defaults live in a second picket (IntegrityModes; a binary
+that refuses them fails each of its tests with picket's message); case 7 runs
+`picket run` on configs of its own.
+
+Refusal reasons are checked where picket writes them down: a `reason` in the access
+or audit record of the request id, or an operational-log event naming the client's
+address (refusals made before the request id is parsed have no id).
 
     /usr/bin/python3 tests/integration/test_integrity.py [-k PATTERN]
 """
