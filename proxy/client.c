@@ -78,6 +78,16 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (call->done || st == NULL)
         return;
+    /* Too large is decided before anything else, on what is known, so the
+     * answer does not depend on whether the peer's reset arrived first: an
+     * announced length over the limit is refused before its body is read,
+     * and a body that passed the limit stays "too large" however it ends. */
+    if (st->status != 0 && !st->local_response &&
+        (st->resp_content_length > (int64_t)call->max_body ||
+         evbuffer_get_length(call->body) + evbuffer_get_length(st->resp_body) > call->max_body)) {
+        finish(call, 0, "response_too_large");
+        return;
+    }
     if (call->aborted) {
         finish(call, 0, st->reason ? st->reason : "upstream_reset");
         return;
