@@ -126,6 +126,7 @@ static int flush_field(struct px_h1 *h)
     case 0:
         return 0;
     case -1: /* limits.max_headers or max_header_list_size, counted as received */
+    case -3:
         h->err_status = h->st->rq.limit_status;
         h->err_reason = h->st->rq.limit_reason;
         return -1;

@@ -56,7 +56,16 @@ struct h2_conn {
     uint32_t streams_opened; /* request streams the client began */
     uint32_t client_resets;  /* RST_STREAM frames the client sent */
     int lingering;           /* HTTP/2 is over; reading and dropping until EOF (h2_finish) */
+    int calm;                /* a peer over a limit: end with ENHANCE_YOUR_CALM */
+    size_t turn_decoded;     /* field bytes decoded in this loop turn */
+    int recv_paused;         /* input left for the next turn (H2_TURN_DECODE) */
+    struct event *resume_ev; /* that next turn */
 };
+
+/* Field bytes (name + value + 32 each) one connection may decode per loop
+ * turn before the worker serves the others: an HPACK block can make a few
+ * wire bytes decode into many. */
+#define H2_TURN_DECODE (256 * 1024)
 
 /* After its last frame (a GOAWAY), a connection is half-closed and what
  * the peer still sends is read and dropped for up to this long before the
@@ -164,9 +173,25 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     } else {
         rc = px_request_add_field(rq, cfg, n, nlen, v, vlen);
     }
-    /* Over a limit (-1) the request is refused once the block is in;
-     * out of memory (-2) resets the stream. */
-    return rc == -2 ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    if (rc == -3) {
+        /* Over limits.max_header_list_size of decoded fields: finishing the
+         * block (which HPACK requires to keep the connection) is the work
+         * an HPACK bomb wants done, so the connection ends here. */
+        px_log(PX_LOG_INFO, "h2_header_list_too_large", "peer", hc->c->peer_addr, NULL);
+        hc->calm = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    if (rc == -2)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* out of memory: reset the stream */
+    /* Over the field count (-1) the request is refused once the block is
+     * in. One connection decodes at most H2_TURN_DECODE bytes of fields per
+     * loop turn, then lets the others run. */
+    hc->turn_decoded += nlen + vlen + 32;
+    if (hc->turn_decoded > H2_TURN_DECODE) {
+        hc->recv_paused = 1;
+        return NGHTTP2_ERR_PAUSE;
+    }
+    return 0;
 }
 
 static void request_body_ready(struct px_stream *st)
@@ -517,7 +542,11 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
     struct h2_conn *hc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
+    if (hc->lingering)
+        return;
     hc->in_recv = 1;
+    hc->turn_decoded = 0;
+    hc->recv_paused = 0;
     while (evbuffer_get_length(in) > 0 && !hc->dead) {
         size_t len = evbuffer_get_contiguous_space(in);
         unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
@@ -528,7 +557,8 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
             hc->in_recv = 0;
             /* nghttp2 queued a GOAWAY for most errors (ENHANCE_YOUR_CALM for
              * floods): write it, stop reading, close once it is out. */
-            nghttp2_session_terminate_session(hc->s, NGHTTP2_PROTOCOL_ERROR);
+            nghttp2_session_terminate_session(hc->s, hc->calm ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                              : NGHTTP2_PROTOCOL_ERROR);
             if (h2_send(hc) != 0)
                 return; /* closed and freed (found by fuzz_h2) */
             hc->flush_close = 1;
@@ -541,9 +571,24 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         evbuffer_drain(in, (size_t)n);
+        if (hc->recv_paused) {
+            /* this connection's share of the turn is used: the rest of its
+             * input waits for the next one, others run first */
+            event_active(hc->resume_ev, EV_READ, 0);
+            break;
+        }
     }
     hc->in_recv = 0;
     h2_send(hc);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_conn *hc = arg;
+    (void)fd;
+    (void)what;
+    if (!hc->dead)
+        h2_read_cb(hc->c->bev, hc);
 }
 
 static void h2_write_cb(struct bufferevent *bev, void *arg)
@@ -638,6 +683,10 @@ static void h2_release(struct h2_conn *hc)
     if (hc->send_ev != NULL) {
         event_free(hc->send_ev);
         hc->send_ev = NULL;
+    }
+    if (hc->resume_ev != NULL) {
+        event_free(hc->resume_ev);
+        hc->resume_ev = NULL;
     }
 }
 
@@ -779,7 +828,8 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     hc->idle = evtimer_new(c->w->base, idle_cb, hc);
     hc->send_ev = event_new(c->w->base, -1, 0, send_cb, hc);
-    if (hc->idle == NULL || hc->send_ev == NULL)
+    hc->resume_ev = event_new(c->w->base, -1, 0, resume_cb, hc);
+    if (hc->idle == NULL || hc->send_ev == NULL || hc->resume_ev == NULL)
         goto fail;
     c->proto_ctx = hc;
     bufferevent_setcb(c->bev, h2_read_cb, h2_write_cb, h2_event_cb, hc);
@@ -805,6 +855,8 @@ fail:
         event_free(hc->idle);
     if (hc->send_ev)
         event_free(hc->send_ev);
+    if (hc->resume_ev)
+        event_free(hc->resume_ev);
     free(hc);
     c->proto_ctx = NULL;
     return -1;

@@ -183,16 +183,20 @@ static int add_counted(struct px_request *rq, struct px_hdrs *h, size_t *count,
                        const char *value, size_t vlen)
 {
     size_t limit = (size_t)cfg->limits.max_header_list_size;
+    /* Every field received counts towards the size, stored or not: what a
+     * peer can make us decode is bounded too (HPACK references to one big
+     * table entry cost the wire a byte each). */
+    rq->seen_bytes += nlen + vlen + 32;
+    if (rq->seen_bytes > limit) {
+        rq->limit_status = 431;
+        rq->limit_reason = "headers_too_large";
+        return -3;
+    }
     if (rq->limit_status != 0)
         return -1;
     if (++*count > (size_t)cfg->limits.max_headers) {
         rq->limit_status = 431;
         rq->limit_reason = "too_many_headers";
-        return -1;
-    }
-    if (h->bytes + nlen + vlen + 32 > limit) {
-        rq->limit_status = 431;
-        rq->limit_reason = "headers_too_large";
         return -1;
     }
     return px_hdrs_add(h, name, nlen, value, vlen, 0) == 0 ? 0 : -2;
@@ -207,6 +211,8 @@ int px_request_add_field(struct px_request *rq, const struct px_config *cfg, con
 int px_request_add_trailer(struct px_request *rq, const struct px_config *cfg, const char *name,
                            size_t nlen, const char *value, size_t vlen)
 {
+    if (rq->ntrailers == 0)
+        rq->seen_bytes = 0; /* the trailer section has its own size */
     return add_counted(rq, &rq->trailers, &rq->ntrailers, cfg, name, nlen, value, vlen);
 }
 

@@ -78,6 +78,7 @@ struct px_request {
     const char *raw_method, *raw_target, *raw_authority;
     size_t raw_method_len, raw_target_len, raw_authority_len;
     size_t nfields, ntrailers; /* counted as received, before any filtering */
+    size_t seen_bytes;         /* name + value + 32 of every field of the section received */
     int limit_status;          /* 431 once a limit was passed while collecting */
     const char *limit_reason;
 };
@@ -109,8 +110,11 @@ int px_request_set_authority(struct px_request *rq, const char *p, size_t n);
  * against limits.max_headers and limits.max_header_list_size of cfg. On
  * the first field over a limit, rq->limit_status becomes 431 with reason
  * "too_many_headers" or "headers_too_large" and nothing more is stored;
- * the build then refuses the request. Returns 0, -1 over a limit (the
- * caller may stop reading the block), -2 out of memory. */
+ * the build then refuses the request. Every field received counts towards
+ * the size, stored or not. Returns 0; -1 over the count (the fields that
+ * follow are only counted); -3 over the size (the section is more than
+ * picket will decode: HTTP/2 ends the connection at once, since finishing
+ * the block is the work an HPACK bomb wants done); -2 out of memory. */
 int px_request_add_field(struct px_request *rq, const struct px_config *cfg, const char *name,
                          size_t nlen, const char *value, size_t vlen);
 int px_request_add_trailer(struct px_request *rq, const struct px_config *cfg, const char *name,

