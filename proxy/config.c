@@ -501,7 +501,7 @@ static int parse_limits(struct cp *p, int obj)
     static const char *const keys[] = {"max_connections",  "max_concurrent_streams",
                                        "max_header_list_size", "header_timeout",
                                        "max_headers",      "max_target_length",
-                                       "memory_budget",
+                                       "memory_budget",    "max_handshakes",
                                        "idle_timeout",     "upstream_timeout",
                                        "drain_timeout",    "handshake_timeout",
                                        "stream_buffer",    "drain_notice_delay",
@@ -516,6 +516,7 @@ static int parse_limits(struct cp *p, int obj)
         px_cfg_get_int(p, obj, w, "max_header_list_size", &c->limits.max_header_list_size, 1024,
                        16 << 20) < 0 ||
         px_cfg_get_int(p, obj, w, "max_headers", &c->limits.max_headers, 8, 10000) < 0 ||
+        px_cfg_get_int(p, obj, w, "max_handshakes", &c->limits.max_handshakes, 1, 1000000) < 0 ||
         px_cfg_get_int(p, obj, w, "memory_budget", &c->limits.memory_budget, 1 << 20,
                        (int64_t)1 << 40) < 0 ||
         px_cfg_get_int(p, obj, w, "max_target_length", &c->limits.max_target_length, 256,
@@ -557,6 +558,7 @@ static void set_defaults(struct px_config *c)
     c->limits.max_headers = 100;
     c->limits.max_target_length = 8192;
     c->limits.memory_budget = 64 << 20;
+    c->limits.max_handshakes = 256;
     c->limits.header_timeout_ms = 10000;
     c->limits.idle_timeout_ms = 60000;
     c->limits.upstream_timeout_ms = 30000;

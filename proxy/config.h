@@ -109,7 +109,8 @@ struct px_config {
     } log;
 
     struct {
-        int64_t max_connections;        /* 10000 */
+        int64_t max_connections;        /* 10000, per listener kind (inbound, outbound) */
+        int64_t max_handshakes;         /* 256: connections still in their TLS handshake */
         int64_t max_concurrent_streams; /* 100 */
         int64_t max_header_list_size;   /* 65536 */
         int64_t max_headers;            /* 100: fields per header (and trailer) section */

@@ -154,6 +154,7 @@ struct px_conn {
     const char *hs_reason;        /* handshake refusal reason (static string) */
     char *hs_detail;              /* handshake refusal detail (owned) or NULL */
     int handshaken;
+    int counted_handshake;        /* in the handshake count (limits.max_handshakes) */
     int closing;
     struct px_mem_acct mem;       /* bytes held for this connection and its streams */
     struct px_mem_tracker trk_in, trk_out; /* its plaintext input and output buffers */

@@ -30,6 +30,12 @@
 #include "worker.h"
 
 atomic_long px_active_conns;
+/* Per listener kind (inbound, outbound), and connections still in their
+ * TLS handshake: an unauthenticated flood on the inbound listener fills
+ * its own counts, never the app's outbound listener's (the admin listener
+ * has its own, admin.c). */
+static atomic_long conns_by_kind[2];
+static atomic_long handshaking;
 char px_conn_no_peer[1] = "";
 
 static struct px_counter *hs_counter(const char *listener, const char *result)
@@ -51,6 +57,11 @@ static struct px_gauge *active_gauge(void)
     return v;
 }
 
+static int conn_kind(const struct px_conn *c)
+{
+    return c->snap->cfg->listeners[c->lst->index].kind == PX_LISTENER_OUTBOUND;
+}
+
 void px_conn_free(struct px_conn *c)
 {
     struct px_worker *w = c->w;
@@ -62,6 +73,9 @@ void px_conn_free(struct px_conn *c)
         c->next->prev = c->prev;
     w->nconns--;
     atomic_fetch_sub(&px_active_conns, 1);
+    atomic_fetch_sub(&conns_by_kind[conn_kind(c)], 1);
+    if (c->counted_handshake)
+        atomic_fetch_sub(&handshaking, 1);
     px_gauge_add(active_gauge(), -1);
     if (c->timer)
         event_free(c->timer);
@@ -123,6 +137,10 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         c->handshaken = 1;
+        if (c->counted_handshake) {
+            c->counted_handshake = 0;
+            atomic_fetch_sub(&handshaking, 1);
+        }
         evtimer_del(c->timer);
         px_counter_add(hs_counter(c->lst->name, "ok"), 1);
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpnlen);
@@ -246,6 +264,7 @@ struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
     w->conns = c;
     w->nconns++;
     atomic_fetch_add(&px_active_conns, 1);
+    atomic_fetch_add(&conns_by_kind[conn_kind(c)], 1);
     px_gauge_add(active_gauge(), 1);
     if (l->conns_total)
         px_counter_add(l->conns_total, 1);
@@ -271,8 +290,16 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     (void)salen;
 
     if (w->draining ||
-        atomic_load(&px_active_conns) >= (long)cfg->limits.max_connections) {
+        atomic_load(&conns_by_kind[cfg->listeners[l->index].kind == PX_LISTENER_OUTBOUND]) >=
+            (long)cfg->limits.max_connections) {
         px_counter_add(hs_counter(l->name, "over_max_connections"), 1);
+        close(fd);
+        return;
+    }
+    if (ctx != NULL && atomic_load(&handshaking) >= (long)cfg->limits.max_handshakes) {
+        /* connections that have not yet shown a certificate have their own
+         * cap, so a handshake flood cannot fill max_connections */
+        px_counter_add(hs_counter(l->name, "over_max_handshakes"), 1);
         close(fd);
         return;
     }
@@ -297,6 +324,8 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         bufferevent_enable(c->bev, EV_READ);
         return;
     }
+    c->counted_handshake = 1;
+    atomic_fetch_add(&handshaking, 1);
     c->ssl = SSL_new(ctx);
     if (c->ssl == NULL) {
         close(fd);
