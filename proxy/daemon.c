@@ -30,6 +30,7 @@
 #include "fetcher.h"
 #include "log.h"
 #include "mem.h"
+#include "dispatch_int.h"
 #include "metrics.h"
 #include "snapshot.h"
 #include "worker.h"
@@ -443,6 +444,7 @@ static void cleanup(void)
     for (int i = 0; i < D.nworkers; i++)
         px_worker_free(&D.workers[i]);
     free(D.workers);
+    px_dcache_shutdown(); /* after every worker: they hold references into it */
     px_admin_free(D.admin);
     if (D.sig_term)
         event_free(D.sig_term);

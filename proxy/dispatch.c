@@ -1,33 +1,39 @@
 /*
  * dispatch.c - remote authorization for the rules that say `dispatch`,
  * with the contract of Envoy's HTTP ext_authz: the check request carries
- * the original method and path (below the service URL's path prefix), the
- * allow-listed headers, and the caller's identity (x-forwarded-client-cert
- * as picket wrote it, and x-picket-peer-id); no body. 200 allows (and the
- * x- headers it returns are added upstream); anything else denies, and its
- * status and body go back to the client. Timeouts and errors deny unless
- * on_error is "allow": a missing answer is never an allow by accident.
+ * the original method and authority, the service URL's path prefix plus
+ * the whole target, the allow-listed headers, and the caller's identity
+ * (x-forwarded-client-cert as picket wrote it, and x-picket-peer-id); no
+ * body. 200 allows (and the x- headers it returns are added upstream);
+ * anything else denies, and its status and body go back to the client.
+ * Timeouts and errors deny unless on_error is "allow": a missing answer is
+ * never an allow by accident.
  *
- * Per worker, per service (no locks on the request path):
- *   - an LRU cache keyed by everything the check carried (identity, method,
- *     authority, path with query, forwarded header values), each entry kept
- *     for the answer's Cache-Control max-age (no max-age: not cached),
- *     never longer than max_cache_ttl, at most cache_entries entries; a new
- *     policy revision or config snapshot empties it;
- *   - in-flight checks: identical checks wait on the one already sent
- *     (coalescing), at most DISPATCH_MAX_WAITERS per check.
+ * Caching and coalescing (dispatch_cache.c holds the shared parts):
+ *   - one cache per service for the whole process, keyed by everything the
+ *     check carried, each entry kept for the answer's Cache-Control max-age
+ *     (no max-age: not cached), never longer than max_cache_ttl, at most
+ *     cache_entries entries, inside the memory budget; a new policy revision
+ *     or config snapshot empties it;
+ *   - per worker, a small direct-mapped first level (L1_SLOTS) of the
+ *     entries it used, so a warm cache is read without a lock;
+ *   - identical checks in flight are coalesced, on this worker (waiters on
+ *     one record, at most DISPATCH_MAX_WAITERS) and across workers (the
+ *     record joins the owner's check; the answer comes back as a message).
  * A waiting stream occupies its upstream slot (st->up) with ops whose
  * cancel() takes it off the wait list, so a client that leaves while its
  * check is in flight is forgotten cleanly.
  */
 #include "dispatch.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "client.h"
+#include "dispatch_int.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -36,52 +42,60 @@
 #define DISPATCH_MAX_KEY 16384      /* longer check keys are not cached or coalesced */
 #define DISPATCH_MAX_ADD_HEADERS 32 /* headers taken from an allow answer */
 
+#define L1_SLOTS 256 /* per worker and service: the lock-free first level */
+
 struct waiter {
     struct px_stream *st;
     struct inflight *inf;
     struct waiter *next, *prev;
 };
 
-struct answer {
-    int status;
-    char *body;
-    size_t body_len;
-    char *ctype;
-    struct px_hdrs add; /* headers to add upstream (allow) */
-};
-
-struct entry {
-    struct entry *hnext;           /* hash chain */
-    struct entry *lprev, *lnext;   /* LRU list, most recent first */
-    char *key;
-    size_t klen;
-    uint64_t hash;
-    int64_t stored_ms, expires_ms;
-    struct answer a;
-};
-
+/* One check this worker waits for: sent by it (owner) or by another worker
+ * (joined). Streams of this worker with the same key wait on it. */
 struct inflight {
-    struct inflight *next;
+    struct inflight *next, *prev;
     char *key;
     size_t klen;
     uint64_t hash;
+    struct px_dgen gen;
     struct service *svc;
-    struct px_worker *w;
-    const struct px_snapshot *snap; /* the generation the check was sent under: an answer */
-    int64_t revision;               /* that outlives it (reload, new bundle) is not cached */
-    struct px_client_call *call;
+    struct px_client_call *call; /* owner: the check; NULL when joined */
+    int owner;
+    int64_t max_ttl_ms; /* max_cache_ttl of the config it was asked under */
     struct waiter *waiters;
     size_t nwaiters;
 };
 
+/* A first-level slot: a reference to an entry of the shared cache. */
+struct l1slot {
+    struct px_dentry *e; /* NULL: empty */
+};
+
+/* A service as one worker sees it. */
 struct service {
     char name[80];
-    struct entry **table;
-    size_t nbuckets, nentries, cap;
-    struct entry *lru_head, *lru_tail;
+    struct px_dsvc *shared;
+    struct px_dgen gen;
+    int has_gen;
+    struct l1slot l1[L1_SLOTS];
     struct inflight *inflight;
-    const struct px_snapshot *snap; /* the snapshot whose config the cache was filled under */
-    int64_t revision;
+};
+
+/* An answer for a check another worker sent, queued for this worker. */
+struct mail {
+    struct mail *next;
+    struct inflight *local;
+    struct px_answer *a;
+    const char *err;
+};
+
+struct px_dispatch_state {
+    struct px_worker *w;
+    struct service **svc; /* each allocated on its own: in-flight records point at them */
+    size_t nsvc;
+    pthread_mutex_t mail_mu;
+    struct mail *mail_head, *mail_tail;
+    struct event *mail_ev;
 };
 
 /* First ASCII case-insensitive occurrence of needle (lowercase) in
@@ -95,11 +109,6 @@ static const char *ci_find(const char *s, size_t n, const char *needle)
     return NULL;
 }
 
-struct px_dispatch_state {
-    struct service **svc; /* each allocated on its own: in-flight checks point at them */
-    size_t nsvc;
-};
-
 /* ---- small helpers ------------------------------------------------------- */
 
 static uint64_t hash_bytes(const char *p, size_t n)
@@ -110,14 +119,6 @@ static uint64_t hash_bytes(const char *p, size_t n)
         h *= 1099511628211ULL;
     }
     return h;
-}
-
-static void answer_clear(struct answer *a)
-{
-    free(a->body);
-    free(a->ctype);
-    px_hdrs_clear(&a->add);
-    memset(a, 0, sizeof(*a));
 }
 
 static void count(const char *name, const char *help, const char *svc, const char *result)
@@ -135,130 +136,65 @@ static const struct px_dispatch_cfg *find_cfg(const struct px_config *cfg, const
     return NULL;
 }
 
-/* ---- cache ------------------------------------------------------------------ */
+/* ---- the first level (this worker's, no lock) ------------------------------ */
 
-static void lru_unlink(struct service *s, struct entry *e)
+static void l1_clear(struct service *s)
 {
-    if (e->lprev)
-        e->lprev->lnext = e->lnext;
-    else
-        s->lru_head = e->lnext;
-    if (e->lnext)
-        e->lnext->lprev = e->lprev;
-    else
-        s->lru_tail = e->lprev;
-    e->lprev = e->lnext = NULL;
+    for (size_t i = 0; i < L1_SLOTS; i++) {
+        px_dentry_unref(s->l1[i].e);
+        s->l1[i].e = NULL;
+    }
 }
 
-static void lru_push(struct service *s, struct entry *e)
+/* The entry for key if this worker holds it and the cache still does (its
+ * dead flag is the only shared state read: no lock). */
+static struct px_dentry *l1_get(struct service *s, const char *key, size_t klen, uint64_t h,
+                                int64_t now)
 {
-    e->lnext = s->lru_head;
-    e->lprev = NULL;
-    if (s->lru_head)
-        s->lru_head->lprev = e;
-    s->lru_head = e;
-    if (s->lru_tail == NULL)
-        s->lru_tail = e;
-}
-
-static void entry_remove(struct service *s, struct entry *e)
-{
-    struct entry **pp = &s->table[e->hash % s->nbuckets];
-    while (*pp != NULL && *pp != e)
-        pp = &(*pp)->hnext;
-    if (*pp == e)
-        *pp = e->hnext;
-    lru_unlink(s, e);
-    answer_clear(&e->a);
-    free(e->key);
-    free(e);
-    s->nentries--;
-}
-
-static void cache_clear(struct service *s)
-{
-    while (s->lru_head != NULL)
-        entry_remove(s, s->lru_head);
-}
-
-static struct entry *cache_get(struct service *s, const char *key, size_t klen, uint64_t h,
-                               int64_t now)
-{
-    struct entry *e;
-    if (s->table == NULL)
+    struct l1slot *sl = &s->l1[h % L1_SLOTS];
+    struct px_dentry *e = sl->e;
+    if (e == NULL || e->hash != h || e->klen != klen || memcmp(e->key, key, klen) != 0)
         return NULL;
-    for (e = s->table[h % s->nbuckets]; e != NULL; e = e->hnext) {
-        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0) {
-            if (now >= e->expires_ms) {
-                entry_remove(s, e); /* the authority's word has run out */
-                return NULL;
-            }
-            lru_unlink(s, e);
-            lru_push(s, e);
-            return e;
-        }
+    if (atomic_load_explicit(&e->dead, memory_order_acquire) || !px_dgen_eq(e->gen, s->gen) ||
+        now >= e->expires_ms) {
+        px_dentry_unref(e); /* evicted, flushed, or the authority's word has run out */
+        sl->e = NULL;
+        return NULL;
     }
-    return NULL;
+    return e;
 }
 
-static void cache_put(struct service *s, const char *key, size_t klen, uint64_t h,
-                      const struct answer *a, int64_t now, int64_t ttl_ms)
+/* Keeps e (a reference the caller hands over) in its slot. */
+static void l1_put(struct service *s, struct px_dentry *e)
 {
-    struct entry *e;
-    if (s->cap == 0 || ttl_ms <= 0)
-        return;
-    if (s->table == NULL) {
-        /* buckets ~ entries, at most 1M: a bounded, one-time allocation */
-        s->nbuckets = s->cap < 1024 ? 1024 : (s->cap > 1048576 ? 1048576 : s->cap);
-        s->table = calloc(s->nbuckets, sizeof(*s->table));
-        if (s->table == NULL)
-            return;
-    }
-    while (s->nentries >= s->cap && s->lru_tail != NULL) {
-        entry_remove(s, s->lru_tail);
-        count("picket_dispatch_cache_total", "Dispatch cache lookups and evictions", s->name,
-              "eviction");
-    }
-    e = calloc(1, sizeof(*e));
-    if (e == NULL)
-        return;
-    e->key = malloc(klen);
-    if (e->key == NULL) {
-        free(e);
-        return;
-    }
-    memcpy(e->key, key, klen);
-    e->klen = klen;
-    e->hash = h;
-    e->stored_ms = now;
-    e->expires_ms = now + ttl_ms;
-    e->a.status = a->status;
-    e->a.body = a->body ? malloc(a->body_len + 1) : NULL;
-    if (e->a.body) {
-        memcpy(e->a.body, a->body, a->body_len + 1);
-        e->a.body_len = a->body_len;
-    }
-    e->a.ctype = a->ctype ? strdup(a->ctype) : NULL;
-    for (size_t i = 0; i < a->add.n; i++)
-        px_hdrs_add(&e->a.add, a->add.v[i].name, a->add.v[i].nlen, a->add.v[i].value,
-                    a->add.v[i].vlen, 0);
-    e->hnext = s->table[h % s->nbuckets];
-    s->table[h % s->nbuckets] = e;
-    lru_push(s, e);
-    s->nentries++;
+    struct l1slot *sl = &s->l1[e->hash % L1_SLOTS];
+    px_dentry_unref(sl->e);
+    sl->e = e;
 }
 
 /* ---- per-worker state ----------------------------------------------------- */
+
+static void mail_cb(evutil_socket_t fd, short what, void *arg);
 
 static struct service *service_get(struct px_worker *w, const struct px_dispatch_cfg *dc,
                                    const struct px_stream *st)
 {
     struct px_dispatch_state *ds = w->dispatch;
     struct service *s = NULL;
+    struct px_dgen g = {st->snap->gen, st->bundle_revision};
+
     if (ds == NULL) {
         ds = calloc(1, sizeof(*ds));
         if (ds == NULL)
             return NULL;
+        ds->w = w;
+        pthread_mutex_init(&ds->mail_mu, NULL);
+        ds->mail_ev = event_new(w->base, -1, 0, mail_cb, ds);
+        if (ds->mail_ev == NULL) {
+            pthread_mutex_destroy(&ds->mail_mu);
+            free(ds);
+            return NULL;
+        }
         w->dispatch = ds;
     }
     for (size_t i = 0; i < ds->nsvc; i++)
@@ -275,12 +211,20 @@ static struct service *service_get(struct px_worker *w, const struct px_dispatch
         ds->svc[ds->nsvc++] = s;
         snprintf(s->name, sizeof(s->name), "%s", dc->name);
     }
-    s->cap = dc->cache_entries > 0 ? (size_t)dc->cache_entries : 0;
-    /* A new policy revision or config snapshot starts from an empty cache. */
-    if (s->snap != st->snap || s->revision != st->bundle_revision) {
-        cache_clear(s);
-        s->snap = st->snap;
-        s->revision = st->bundle_revision;
+    s->shared = px_dsvc_get(dc->name, dc->cache_entries > 0 ? (size_t)dc->cache_entries : 0);
+    if (s->shared == NULL)
+        return NULL;
+    /* A new policy revision or config snapshot starts from an empty cache,
+     * here and (if it is newer) for every worker. */
+    if (!s->has_gen || !px_dgen_eq(s->gen, g)) {
+        l1_clear(s);
+        s->gen = g;
+        s->has_gen = 1;
+        px_dsvc_generation(s->shared, g);
+    }
+    if (px_mem_level() >= PX_MEM_EVICT) {
+        l1_clear(s);
+        px_dcache_evict_for_memory();
     }
     return s;
 }
@@ -386,7 +330,7 @@ static int addable_header(const struct px_hdr *h)
 }
 
 /* Applies an answer (fresh or cached) to a stream: forward or refuse. */
-static void apply(struct px_stream *st, const struct answer *a, const char *svc_id,
+static void apply(struct px_stream *st, const struct px_answer *a, const char *svc_id,
                   const char *decided_by, int64_t age_ms)
 {
     st->decided_by = decided_by;
@@ -481,28 +425,108 @@ static void w_cancel(struct px_stream *st)
 
 static const struct px_up_ops wait_ops = {w_request_ready, w_response_drained, w_cancel};
 
-static void inflight_remove(struct service *s, struct inflight *inf)
+static void inflight_unlink(struct service *s, struct inflight *inf)
 {
-    struct inflight **pp = &s->inflight;
-    while (*pp != NULL && *pp != inf)
-        pp = &(*pp)->next;
-    if (*pp == inf)
-        *pp = inf->next;
+    if (inf->prev)
+        inf->prev->next = inf->next;
+    else
+        s->inflight = inf->next;
+    if (inf->next)
+        inf->next->prev = inf->prev;
+    inf->next = inf->prev = NULL;
+}
+
+/* The answer to inf's check (a, or the error err) for every stream of
+ * this worker waiting on it; frees inf. */
+static void deliver(struct inflight *inf, const struct px_answer *a, const char *err)
+{
+    const struct px_dispatch_cfg *dc = NULL;
+    inflight_unlink(inf->svc, inf);
+    /* Each waiter may free itself on the way. */
+    while (inf->waiters != NULL) {
+        struct waiter *wt = inf->waiters;
+        struct px_stream *st = wt->st;
+        waiter_unlink(wt);
+        free(wt);
+        st->up = NULL;
+        st->up_ctx = NULL;
+        dc = find_cfg(st->snap->cfg, inf->svc->name);
+        if (dc == NULL) {
+            px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
+                              "dispatch_unavailable");
+            continue;
+        }
+        if (err != NULL || a == NULL)
+            apply_error(st, dc, err != NULL ? err : "error");
+        else
+            apply(st, a, dc->server_id, "dispatch", -1);
+    }
+    free(inf->key);
+    free(inf);
+}
+
+/* Max-age from Cache-Control: no-store / no-cache / private mean "do not
+ * reuse". The whole value is searched, however long: a directive past any
+ * fixed-size copy must still count. Capped at a year while reading. */
+static int64_t answer_ttl_ms(const struct px_hdr *cc)
+{
+    const char *m;
+    long long secs = 0;
+    if (cc == NULL || (m = ci_find(cc->value, cc->vlen, "max-age=")) == NULL ||
+        ci_find(cc->value, cc->vlen, "no-store") != NULL ||
+        ci_find(cc->value, cc->vlen, "no-cache") != NULL ||
+        ci_find(cc->value, cc->vlen, "private") != NULL)
+        return 0;
+    for (m += 8; m < cc->value + cc->vlen && *m >= '0' && *m <= '9'; m++) {
+        secs = secs * 10 + (*m - '0');
+        if (secs > 86400LL * 365)
+            secs = 86400LL * 365;
+    }
+    return secs > 0 ? (int64_t)secs * 1000 : 0;
+}
+
+/* The service's answer as a shared, immutable px_answer. NULL when out of
+ * memory. */
+static struct px_answer *answer_from(const struct px_client_resp *r)
+{
+    struct px_answer *a = px_answer_new();
+    const struct px_hdr *ct = px_hdrs_get(r->headers, "content-type");
+    if (a == NULL)
+        return NULL;
+    a->status = r->status;
+    if (r->status == 200) {
+        for (size_t i = 0; i < r->headers->n && a->add.n < DISPATCH_MAX_ADD_HEADERS; i++)
+            if (addable_header(&r->headers->v[i]) &&
+                px_hdrs_add(&a->add, r->headers->v[i].name, r->headers->v[i].nlen,
+                            r->headers->v[i].value, r->headers->v[i].vlen, 0) != 0)
+                goto fail;
+    } else {
+        size_t n = r->body_len < DISPATCH_MAX_BODY ? r->body_len : DISPATCH_MAX_BODY;
+        if ((a->body = malloc(n + 1)) == NULL)
+            goto fail;
+        memcpy(a->body, r->body, n);
+        a->body[n] = '\0';
+        a->body_len = n;
+        if (ct != NULL && (a->ctype = strndup(ct->value, ct->vlen < 200 ? ct->vlen : 200)) == NULL)
+            goto fail;
+    }
+    a->bytes = sizeof(*a) + a->body_len + (a->ctype ? strlen(a->ctype) : 0) + a->add.bytes;
+    return a;
+fail:
+    px_answer_unref(a);
+    return NULL;
 }
 
 static void on_answer(void *arg, const struct px_client_resp *r)
 {
     struct inflight *inf = arg;
     struct service *s = inf->svc;
-    struct answer a;
+    struct px_answer *a = NULL;
     int64_t now = px_now_ms(), ttl = 0;
-    const struct px_dispatch_cfg *dc = NULL;
     const char *err = NULL;
     char latency_labels[120];
 
     inf->call = NULL;
-    inflight_remove(s, inf);
-    memset(&a, 0, sizeof(a));
     snprintf(latency_labels, sizeof(latency_labels), "service=\"%s\"", s->name);
     px_histogram_observe(px_histogram_get("picket_dispatch_check_duration_seconds",
                                           "Authorization check latency", latency_labels,
@@ -513,80 +537,65 @@ static void on_answer(void *arg, const struct px_client_resp *r)
         count("picket_dispatch_checks_total", "Authorization checks by result", s->name,
               strcmp(err, "timeout") == 0 ? "timeout" : "error");
     } else {
-        const struct px_hdr *cc = px_hdrs_get(r->headers, "cache-control");
-        const struct px_hdr *ct = px_hdrs_get(r->headers, "content-type");
-        a.status = r->status;
         count("picket_dispatch_checks_total", "Authorization checks by result", s->name,
               r->status == 200 ? "allow" : "deny");
-        if (r->status == 200) {
-            for (size_t i = 0; i < r->headers->n && a.add.n < DISPATCH_MAX_ADD_HEADERS; i++)
-                if (addable_header(&r->headers->v[i]))
-                    px_hdrs_add(&a.add, r->headers->v[i].name, r->headers->v[i].nlen,
-                                r->headers->v[i].value, r->headers->v[i].vlen, 0);
-        } else {
-            size_t n = r->body_len < DISPATCH_MAX_BODY ? r->body_len : DISPATCH_MAX_BODY;
-            a.body = malloc(n + 1);
-            if (a.body) {
-                memcpy(a.body, r->body, n);
-                a.body[n] = '\0';
-                a.body_len = n;
-            }
-            if (ct)
-                a.ctype = strndup(ct->value, ct->vlen < 200 ? ct->vlen : 200);
-        }
-        if (cc != NULL) {
-            /* max-age=N; no-store / no-cache / private mean: do not reuse.
-             * The whole value is searched, however long: a directive past
-             * any fixed-size copy must still count. */
-            const char *m = ci_find(cc->value, cc->vlen, "max-age=");
-            if (m != NULL && ci_find(cc->value, cc->vlen, "no-store") == NULL &&
-                ci_find(cc->value, cc->vlen, "no-cache") == NULL &&
-                ci_find(cc->value, cc->vlen, "private") == NULL) {
-                const char *end = cc->value + cc->vlen;
-                long long secs = 0;
-                for (m += 8; m < end && *m >= '0' && *m <= '9'; m++) {
-                    secs = secs * 10 + (*m - '0');
-                    /* cap while reading: a huge max-age must not overflow */
-                    if (secs > 86400LL * 365)
-                        secs = 86400LL * 365;
-                }
-                ttl = secs > 0 ? (int64_t)secs * 1000 : 0;
-            }
-        }
+        a = answer_from(r);
+        if (a == NULL)
+            err = "out_of_memory";
+        ttl = answer_ttl_ms(px_hdrs_get(r->headers, "cache-control"));
     }
-    /* Hand the answer to every waiter. Each may free itself on the way. */
-    while (inf->waiters != NULL) {
-        struct waiter *wt = inf->waiters;
-        struct px_stream *st = wt->st;
-        waiter_unlink(wt);
-        free(wt);
-        st->up = NULL;
-        st->up_ctx = NULL;
-        if (dc == NULL)
-            dc = find_cfg(st->snap->cfg, s->name);
-        if (dc == NULL) {
-            px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
-                              "dispatch_unavailable");
-            continue;
-        }
-        if (err != NULL)
-            apply_error(st, dc, err);
-        else
-            apply(st, &a, dc->server_id, "dispatch", -1);
+    if (ttl > inf->max_ttl_ms)
+        ttl = inf->max_ttl_ms;
+    /* the shared cache (if this generation is still current) and every
+     * worker that joined this check; then this worker's own waiters */
+    if (inf->klen > 0) /* a key too long to keep is neither cached nor shared */
+        px_dsvc_complete(s->shared, inf->key, inf->klen, inf->hash, inf->gen, a, err, now, ttl);
+    deliver(inf, a, err);
+    px_answer_unref(a);
+}
+
+/* ---- answers from other workers ------------------------------------------ */
+
+void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, const char *err)
+{
+    struct px_dispatch_state *ds = w->dispatch;
+    struct mail *m = malloc(sizeof(*m));
+    if (m == NULL) {
+        /* the waiters there answer when their clients time out; nothing else to do */
+        px_answer_unref(a);
+        return;
     }
-    /* Cached only if the cache is still the one the check was asked for:
-     * after a flush (new bundle revision, reload) the answer serves its
-     * waiters and nothing else. */
-    if (err == NULL && dc != NULL && inf->klen > 0 && s->snap == inf->snap &&
-        s->revision == inf->revision && inf->w->snap == inf->snap &&
-        (inf->w->policy != NULL ? inf->w->policy->revision : -1) == inf->revision) {
-        if (ttl > dc->max_cache_ttl_ms)
-            ttl = dc->max_cache_ttl_ms;
-        cache_put(s, inf->key, inf->klen, inf->hash, &a, now, ttl);
+    m->next = NULL;
+    m->local = local;
+    m->a = a;
+    m->err = err; /* a static string */
+    pthread_mutex_lock(&ds->mail_mu);
+    if (ds->mail_tail != NULL)
+        ds->mail_tail->next = m;
+    else
+        ds->mail_head = m;
+    ds->mail_tail = m;
+    pthread_mutex_unlock(&ds->mail_mu);
+    event_active(ds->mail_ev, EV_READ, 0);
+}
+
+static void mail_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_dispatch_state *ds = arg;
+    struct mail *m;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&ds->mail_mu);
+    m = ds->mail_head;
+    ds->mail_head = ds->mail_tail = NULL;
+    pthread_mutex_unlock(&ds->mail_mu);
+    while (m != NULL) {
+        struct mail *next = m->next;
+        deliver(m->local, m->a, m->err);
+        px_answer_unref(m->a);
+        free(m);
+        m = next;
     }
-    answer_clear(&a);
-    free(inf->key);
-    free(inf);
 }
 
 static struct px_client_call *send_check(struct px_stream *st, const struct px_dispatch_cfg *dc,
@@ -625,11 +634,25 @@ static int service_addr(const struct px_dispatch_cfg *dc, struct px_upstream_add
     return 0;
 }
 
+static void wait_on(struct px_stream *st, struct inflight *inf, struct waiter *wt)
+{
+    wt->st = st;
+    wt->inf = inf;
+    wt->prev = NULL;
+    wt->next = inf->waiters;
+    if (inf->waiters)
+        inf->waiters->prev = wt;
+    inf->waiters = wt;
+    inf->nwaiters++;
+    st->up = &wait_ops;
+    st->up_ctx = wt;
+}
+
 int px_dispatch_request(struct px_stream *st, const char *name)
 {
     const struct px_dispatch_cfg *dc = find_cfg(st->snap->cfg, name);
     struct service *s;
-    struct entry *e;
+    struct px_dentry *e;
     struct inflight *inf;
     struct waiter *wt;
     struct px_upstream_addr up;
@@ -640,6 +663,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     uint64_t h;
     int64_t now = px_now_ms();
 
+    memset(&chk, 0, sizeof(chk));
     if (dc == NULL) {
         st->reason = "dispatch_not_configured";
         px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
@@ -656,20 +680,23 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     }
     klen = build_key(st, &chk, key, DISPATCH_MAX_KEY);
     h = hash_bytes(key, klen);
-    if (klen > 0 && (e = cache_get(s, key, klen, h, now)) != NULL) {
+    /* 1. this worker's first level, no lock; 2. the shared cache */
+    if (klen > 0 && ((e = l1_get(s, key, klen, h, now)) != NULL ||
+                     (e = px_dsvc_lookup(s->shared, key, klen, h, s->gen, now)) != NULL)) {
         count("picket_dispatch_cache_total", "Dispatch cache lookups and evictions", s->name,
               "hit");
         free(key);
         check_clear(&chk);
-        apply(st, &e->a, dc->server_id, "cache", now - e->stored_ms);
+        if (s->l1[h % L1_SLOTS].e != e)
+            l1_put(s, e); /* from the shared cache: keep our reference here */
+        apply(st, e->a, dc->server_id, "cache", now - e->stored_ms);
         return 1;
     }
     count("picket_dispatch_cache_total", "Dispatch cache lookups and evictions", s->name, "miss");
-    /* Coalesce on an identical check in flight, sent under the same
-     * generation (a check sent before a reload answers for the old one). */
+    /* 3. an identical check this worker already waits for */
     for (inf = klen > 0 ? s->inflight : NULL; inf != NULL; inf = inf->next)
-        if (inf->hash == h && inf->klen == klen && memcmp(inf->key, key, klen) == 0 &&
-            inf->snap == st->snap && inf->revision == st->bundle_revision)
+        if (inf->hash == h && inf->klen == klen && px_dgen_eq(inf->gen, s->gen) &&
+            memcmp(inf->key, key, klen) == 0)
             break;
     if (inf != NULL && inf->nwaiters >= DISPATCH_MAX_WAITERS) {
         free(key);
@@ -687,47 +714,48 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     }
     if (inf != NULL) {
         free(key);
+        check_clear(&chk);
         count("picket_dispatch_coalesced_total", "Requests that waited on an identical check",
               s->name, "coalesced");
-    } else {
-        inf = calloc(1, sizeof(*inf));
-        if (inf == NULL || service_addr(dc, &up, host, sizeof(host), port, sizeof(port)) != 0) {
-            free(inf);
-            free(wt);
-            free(key);
-            check_clear(&chk);
-            apply_error(st, dc, "bad_service_url");
-            return 1;
-        }
-        inf->key = key;
-        inf->klen = klen;
-        inf->hash = h;
-        inf->svc = s;
-        inf->w = st->w;
-        inf->snap = st->snap;
-        inf->revision = st->bundle_revision;
-        inf->next = s->inflight;
-        s->inflight = inf;
-        inf->call = send_check(st, dc, &chk, inf, &up);
-        if (inf->call == NULL) {
-            inflight_remove(s, inf);
-            free(inf->key);
-            free(inf);
-            free(wt);
-            apply_error(st, dc, "dispatch_start_failed");
-            return 1;
-        }
+        wait_on(st, inf, wt);
+        return 1;
     }
+    inf = calloc(1, sizeof(*inf));
+    if (inf == NULL || service_addr(dc, &up, host, sizeof(host), port, sizeof(port)) != 0) {
+        free(inf);
+        free(wt);
+        free(key);
+        check_clear(&chk);
+        apply_error(st, dc, "bad_service_url");
+        return 1;
+    }
+    inf->key = key;
+    inf->klen = klen;
+    inf->hash = h;
+    inf->gen = s->gen;
+    inf->svc = s;
+    inf->max_ttl_ms = dc->max_cache_ttl_ms;
+    inf->next = s->inflight;
+    if (s->inflight)
+        s->inflight->prev = inf;
+    s->inflight = inf;
+    wait_on(st, inf, wt);
+    /* 4. an identical check another worker sent, or a check of our own */
+    inf->owner = klen == 0 || px_dsvc_join(s->shared, key, klen, h, s->gen, st->w, inf);
+    if (!inf->owner) {
+        check_clear(&chk);
+        count("picket_dispatch_coalesced_total", "Requests that waited on an identical check",
+              s->name, "coalesced");
+        return 1;
+    }
+    inf->call = send_check(st, dc, &chk, inf, &up);
     check_clear(&chk);
-    wt->st = st;
-    wt->inf = inf;
-    wt->next = inf->waiters;
-    if (inf->waiters)
-        inf->waiters->prev = wt;
-    inf->waiters = wt;
-    inf->nwaiters++;
-    st->up = &wait_ops;
-    st->up_ctx = wt;
+    if (inf->call == NULL) {
+        if (klen > 0) /* workers that joined meanwhile get the failure too */
+            px_dsvc_complete(s->shared, key, klen, h, inf->gen, NULL, "dispatch_start_failed",
+                             now, 0);
+        deliver(inf, NULL, "dispatch_start_failed");
+    }
     return 1;
 }
 
@@ -740,8 +768,9 @@ void px_dispatch_free(struct px_worker *w)
         struct service *s = ds->svc[i];
         while (s->inflight != NULL) {
             struct inflight *inf = s->inflight;
-            s->inflight = inf->next;
-            px_client_cancel(inf->call);
+            inflight_unlink(s, inf);
+            if (inf->call != NULL)
+                px_client_cancel(inf->call);
             while (inf->waiters != NULL) {
                 struct waiter *wt = inf->waiters;
                 waiter_unlink(wt);
@@ -752,10 +781,18 @@ void px_dispatch_free(struct px_worker *w)
             free(inf->key);
             free(inf);
         }
-        cache_clear(s);
-        free(s->table);
+        l1_clear(s);
         free(s);
     }
+    while (ds->mail_head != NULL) {
+        struct mail *m = ds->mail_head;
+        ds->mail_head = m->next;
+        px_answer_unref(m->a);
+        free(m);
+    }
+    if (ds->mail_ev != NULL)
+        event_free(ds->mail_ev);
+    pthread_mutex_destroy(&ds->mail_mu);
     free(ds->svc);
     free(ds);
     w->dispatch = NULL;

@@ -47,6 +47,7 @@ struct certs_keypair;
  * published; shared by all workers; freed when the last user unrefs it. */
 struct px_snapshot {
     atomic_int refs;
+    uint64_t gen;                   /* unique, increasing: newer snapshots have larger ones */
     struct px_config *cfg;
     struct certs_trust *trust;      /* may be NULL when no trust bundles */
     struct certs_keypair *keypair;  /* own SVID; may be NULL (no identity) */

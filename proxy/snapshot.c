@@ -39,6 +39,8 @@ int px_ssl_conn_idx = -1;
 int px_ssl_expect_idx = -1;
 int px_ssl_reason_idx = -1;
 
+static atomic_uint_fast64_t snapshot_gen = 1;
+
 struct px_snapshot *px_snapshot_ref(struct px_snapshot *s)
 {
     if (s != NULL)
@@ -265,6 +267,7 @@ int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err
         return -1;
     }
     atomic_init(&s->refs, 1);
+    s->gen = atomic_fetch_add(&snapshot_gen, 1);
     s->cfg = cfg;
     if (cfg->identity.ntrust_bundles > 0) {
         struct certs_trust_source *src = calloc(cfg->identity.ntrust_bundles, sizeof(*src));

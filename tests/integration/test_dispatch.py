@@ -505,12 +505,15 @@ class DispatchH1(DispatchBase, CoreMixin):
         self.assertOK(self.get("/headers"))
         self.assertEqual(az.checks(), 2)
 
-    def test_workers_each_cache_at_most_once(self):
+    def test_one_cache_for_all_workers(self):
+        """The decision cache is the process's, not a worker's: 10 identical requests on
+        10 connections (spread over 2 workers by SO_REUSEPORT) make one check."""
         az = self.authz("--max-age", "30")
         self.start(az.port, workers=2)
-        for _ in range(12):
+        for _ in range(10):
             self.assertOK(self.get("/headers"))
-        self.assertIn(az.checks(), (1, 2), "per-worker cache: at most one check per worker")
+        self.assertEqual(az.checks(), 1, "one cache for the process")
+        self.assertEqual(self.m("picket_dispatch_cache_total", service="authz", result="hit"), 9)
 
     # -- coalescing over separate connections, and clients that leave -------------------
 
@@ -540,6 +543,37 @@ class DispatchH1(DispatchBase, CoreMixin):
             t.join(15)
         self.assertEqual(out, [(200, "alice")] * 20)
         self.assertEqual(az.checks(), 1, "20 connections, one worker, one check")
+
+    def test_coalesce_across_workers(self):
+        """20 concurrent identical requests on 20 connections, 2 workers: one check;
+        the worker that did not send it gets the answer from the one that did."""
+        az = self.authz("--delay-ms", "1500", "--max-age", "0")
+        self.start(az.port, workers=2)
+        ctx = pt.tls_context(self.pki, alpn=("http/1.1",))
+        conns = []
+        for _ in range(20):
+            c = HTTPSConnection("localhost", self.port, context=ctx, timeout=10)
+            c.connect()
+            conns.append(c)
+        self.addCleanup(lambda: [c.close() for c in conns])
+        out = [None] * 20
+
+        def one(i):
+            try:
+                conns[i].request("GET", "/headers", headers={"x-tenant": "acme"})
+                r = conns[i].getresponse()
+                out[i] = (r.status, json.loads(r.read())["headers"].get("x-authz-user"))
+            except Exception as e:  # noqa: BLE001
+                out[i] = repr(e)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(15)
+        self.assertEqual(out, [(200, "alice")] * 20)
+        self.assertEqual(az.checks(), 1, "20 connections, two workers, one check")
+        self.assertEqual(self.m("picket_dispatch_coalesced_total", service="authz",
+                                result="coalesced"), 19)
 
     def test_client_leaves_while_check_in_flight(self):
         az = self.authz("--delay-ms", "800", "--max-age", "0")
