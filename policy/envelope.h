@@ -322,6 +322,12 @@ void policy_fetch_free(struct policy_fetch *f); /* NULL is a no-op */
 /* Replaces the borrowed keyring (after a config reload). */
 void policy_fetch_set_keyring(struct policy_fetch *f, const struct policy_keyring *kr);
 
+/* The revision floor an earlier run persisted (revision and the SHA-256 of
+ * its payload): until a bundle is in force, a bundle older than it, or of
+ * the same revision with other content, is refused as a rollback /
+ * conflict. Returns 0 or POLICY_ERR_INVAL. */
+int policy_fetch_set_floor(struct policy_fetch *f, int64_t revision, const unsigned char sha[32]);
+
 /* Declares a bundle already in force: payload[0..len) (borrowed; the signed
  * bundle JSON, for the same-revision content check) at revision. With
  * from_cache = 1 (the envelope persisted in cache_dir and verified at

@@ -33,6 +33,8 @@ struct policy_fetch {
     uint64_t rng;
     int64_t revision;      /* -1: none in force */
     unsigned char sha[32]; /* SHA-256 of the payload in force */
+    int64_t floor;         /* -1: none; else the revision a bundle must reach (an earlier run's) */
+    unsigned char floor_sha[32];
     char etag[POLICY_FETCH_ETAG_MAX + 1];
     char etag_sent[POLICY_FETCH_ETAG_MAX + 1]; /* If-None-Match of the last action */
     int64_t last_contact_ms;                   /* -1: never */
@@ -114,6 +116,7 @@ int policy_fetch_new(struct policy_fetch **out, const struct policy_fetch_config
     f->kr = kr;
     f->rng = cfg->seed;
     f->revision = -1;
+    f->floor = -1;
     f->last_contact_ms = -1;
     f->fresh_since_ms = -1;
     *out = f;
@@ -151,6 +154,15 @@ int policy_fetch_seed(struct policy_fetch *f, const char *payload, size_t len, i
     f->fresh_since_ms = as_of_ms;
     if (!from_cache)
         f->last_contact_ms = as_of_ms;
+    return 0;
+}
+
+int policy_fetch_set_floor(struct policy_fetch *f, int64_t revision, const unsigned char sha[32])
+{
+    if (f == NULL || sha == NULL || revision < 0)
+        return POLICY_ERR_INVAL;
+    f->floor = revision;
+    memcpy(f->floor_sha, sha, sizeof(f->floor_sha));
     return 0;
 }
 
@@ -259,6 +271,19 @@ static void on_body(struct policy_fetch *f, const struct policy_fetch_result *re
         a->reason = POLICY_ENV_REVISION_ROLLBACK;
         snprintf(detail, sizeof(detail), "revision %lld is older than %lld in force",
                  (long long)rev, (long long)f->revision);
+        goto refused;
+    }
+    if (f->floor >= 0 &&
+        (rev < f->floor || (rev == f->floor && memcmp(h, f->floor_sha, sizeof(h)) != 0))) {
+        /* an earlier run accepted this revision: a replayed older bundle
+         * (or another one under the same revision) is a rollback, whoever
+         * serves it */
+        a->reason = rev < f->floor ? POLICY_ENV_REVISION_ROLLBACK : POLICY_ENV_REVISION_CONFLICT;
+        snprintf(detail, sizeof(detail),
+                 rev < f->floor ? "revision %lld is older than %lld, the floor an earlier run "
+                                  "accepted"
+                                : "revision %lld differs from the one an earlier run accepted",
+                 (long long)rev, (long long)f->floor);
         goto refused;
     }
     if (f->revision >= 0 && rev == f->revision) {

@@ -587,15 +587,17 @@ static int check_identity(struct cp *p)
 
 static int parse_root(struct cp *p)
 {
-    static const char *const keys[] = {"node_id", "workers", "identity", "policy", "dispatch",
-                                       "listeners", "admin", "log", "limits", NULL};
+    static const char *const keys[] = {"node_id", "workers",   "identity", "policy",
+                                       "dispatch", "listeners", "admin",    "log",
+                                       "limits",  "state_dir", NULL};
     struct px_config *c = p->cfg;
     int64_t workers = 0;
     int v;
 
     if (px_cfg_check_obj(p, 0, "", keys) < 0 ||
         (v = px_cfg_get_str(p, 0, "", "node_id", &c->node_id)) < 0 ||
-        px_cfg_get_int(p, 0, "", "workers", &workers, 0, 1024) < 0)
+        px_cfg_get_int(p, 0, "", "workers", &workers, 0, 1024) < 0 ||
+        px_cfg_get_path(p, 0, "", "state_dir", &c->state_dir) < 0)
         return -1;
     for (const char *s = c->node_id; s != NULL && *s != '\0'; s++)
         if ((unsigned char)*s < 0x20 || *s == 0x7f || s - c->node_id >= 255)
@@ -777,6 +779,7 @@ void px_config_free(struct px_config *c)
     free_strv(c->policy.signing_key_ids, c->policy.nsigning_keys);
     free_strv(c->policy.signing_key_files, c->policy.nsigning_keys);
     free(c->policy.cache_dir);
+    free(c->state_dir);
     for (size_t i = 0; i < c->ndispatch; i++) {
         free(c->dispatch[i].name);
         free(c->dispatch[i].url);

@@ -70,6 +70,7 @@ struct px_config {
     char *path; /* the file it came from */
     char *node_id; /* default: "<hostname>/picket" */
     int workers;   /* 0 in the file = number of CPUs; resolved here to >= 1 */
+    char *state_dir; /* picket's small state files (the policy revision floor); NULL = none */
 
     struct {
         char *cert, *key; /* paths, resolved relative to the config file's directory */

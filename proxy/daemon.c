@@ -30,6 +30,7 @@
 #include "fetcher.h"
 #include "log.h"
 #include "mem.h"
+#include "floor.h"
 #include "dispatch_int.h"
 #include "metrics.h"
 #include "snapshot.h"
@@ -61,6 +62,7 @@ struct daemon {
     struct px_counter *reload_ok, *reload_failed;
     struct px_worker ctl;           /* the control thread as a client (pools, snapshot) */
     struct px_fetcher *fetcher;     /* policy.url */
+    struct px_floor floor;          /* the policy revision floor across restarts (floor.h) */
 };
 
 static struct daemon D;
@@ -152,6 +154,7 @@ static void fetch_publish(void *arg, struct px_policy_state *p)
     px_log(PX_LOG_INFO, "policy_loaded", "source", p->source, "revision", rev, "mode",
            p->audit_mode ? "audit" : "enforce", NULL);
     D.policy_error[0] = '\0';
+    px_floor_raise(&D.floor, p->revision, p->sha);
     publish_policy(p);
 }
 
@@ -184,10 +187,14 @@ static void load_policy(int force)
                NULL);
         return;
     }
-    if (D.policy != NULL && p->revision < D.policy->revision) {
-        snprintf(D.policy_error, sizeof(D.policy_error),
-                 "revision %lld is older than %lld in force", (long long)p->revision,
-                 (long long)D.policy->revision);
+    if ((D.policy != NULL && p->revision < D.policy->revision) ||
+        px_floor_check(&D.floor, p->revision, p->sha, err, sizeof(err)) != 0) {
+        if (D.policy != NULL && p->revision < D.policy->revision)
+            snprintf(D.policy_error, sizeof(D.policy_error),
+                     "revision %lld is older than %lld in force", (long long)p->revision,
+                     (long long)D.policy->revision);
+        else
+            snprintf(D.policy_error, sizeof(D.policy_error), "%s", err);
         px_log(PX_LOG_ERROR, "policy_refused", "source", cfg->policy.file, "error",
                D.policy_error, NULL);
         px_counter_add(px_counter_get("picket_policy_loads_total", "Policy bundle loads by result",
@@ -203,6 +210,7 @@ static void load_policy(int force)
     px_counter_add(px_counter_get("picket_policy_loads_total", "Policy bundle loads by result",
                                   "result=\"accepted\""),
                    1);
+    px_floor_raise(&D.floor, p->revision, p->sha);
     publish_policy(p);
 }
 
@@ -386,10 +394,12 @@ static int admin_policy(void *arg, struct evbuffer *out)
         px_fetcher_status(D.fetcher, out);
         evbuffer_add_printf(out, ",");
     }
-    evbuffer_add_printf(out, "\"last_error\":%s%s%s,\"on_stale\":\"%s\"}\n",
+    evbuffer_add_printf(out, "\"last_error\":%s%s%s,\"on_stale\":\"%s\"",
                         D.policy_error[0] ? "\"" : "", D.policy_error[0] ? esc : "null",
                         D.policy_error[0] ? "\"" : "",
                         cfg->policy.on_stale_deny ? "deny" : "last_known_good");
+    px_floor_status(&D.floor, out);
+    evbuffer_add_printf(out, "}\n");
     return 0;
 }
 
@@ -452,6 +462,12 @@ static void cleanup(void)
         event_free(D.sig_int);
     if (D.sig_hup)
         event_free(D.sig_hup);
+    /* Freeing the signal events restores the default actions: a second
+     * SIGTERM now would kill the process before it exits cleanly (and
+     * lose its exit status). Stopping is already under way. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     if (D.reload_timer)
         event_free(D.reload_timer);
     for (size_t i = 0; i < D.ncert_watch; i++)
@@ -515,6 +531,7 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     px_gauge_fn("picket_policy_age_seconds", "Seconds since the policy in force was accepted", "",
                 policy_age_fn, NULL);
     watch_certs(cfg);
+    px_floor_load(&D.floor, cfg);
     load_policy(1);
 
     D.base = event_base_new();
@@ -524,7 +541,7 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     D.ctl.base = D.base;
     D.ctl.snap = px_snapshot_ref(D.snap);
     if (cfg->policy.url != NULL &&
-        px_fetcher_new(&D.fetcher, &D.ctl, cfg, fetch_publish, fetch_contact, NULL, err,
+        px_fetcher_new(&D.fetcher, &D.ctl, cfg, &D.floor, fetch_publish, fetch_contact, NULL, err,
                        sizeof(err)) != 0) {
         fprintf(stderr, "picket: %s: %s\n", config_path, err);
         px_log(PX_LOG_ERROR, "start_failed", "error", err, NULL);

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
+
 #include "certs.h"
 #include "dispatch.h"
 #include "enforce.h"
@@ -73,6 +75,13 @@ int px_policy_state_from_json(struct px_policy_state **out, const char *json, si
         return -1;
     }
     p->revision = policy_bundle_revision(b);
+    if (EVP_Digest(json, len, p->sha, NULL, EVP_sha256(), NULL) != 1) {
+        snprintf(err, errlen, "SHA-256 failed");
+        policy_engine_free(p->engine);
+        policy_bundle_free(b);
+        free(p);
+        return -1;
+    }
     p->expires_at_s = policy_bundle_expires_at(b);
     p->audit_mode = policy_bundle_mode(b) == POLICY_MODE_AUDIT;
     p->loaded_at_ms = px_now_ms();

@@ -27,12 +27,14 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "certs.h"
 #include "client.h"
 #include "enforce.h"
 #include "envelope.h"
+#include "floor.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -280,7 +282,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Uses the envelope persisted in cache_dir, if it still verifies. */
-static void load_cache(struct px_fetcher *fe)
+static void load_cache(struct px_fetcher *fe, const struct px_floor *floor)
 {
     char *env = NULL, *payload = NULL, err[300], keyid[POLICY_KEYID_MAX + 1];
     size_t len = 0, plen = 0;
@@ -305,6 +307,20 @@ static void load_cache(struct px_fetcher *fe)
         free(payload);
         return;
     }
+    if (floor != NULL) {
+        unsigned char h[32];
+        char why[300];
+        if (EVP_Digest(payload, plen, h, NULL, EVP_sha256(), NULL) != 1 ||
+            px_floor_check(floor, policy_bundle_revision(b), h, why, sizeof(why)) != 0) {
+            /* a cache file put back from an older backup is a rollback too */
+            px_log(PX_LOG_ERROR, "policy_cache_unusable", "path", fe->cache_path, "reason",
+                   "revision_rollback", "error", why, NULL);
+            policy_bundle_free(b);
+            free(env);
+            free(payload);
+            return;
+        }
+    }
     mtime_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
     policy_fetch_seed(fe->f, payload, plen, policy_bundle_revision(b), 1, mtime_ms);
     snprintf(src, sizeof(src), "cache:%s", fe->cache_path);
@@ -318,8 +334,8 @@ static void load_cache(struct px_fetcher *fe)
 }
 
 int px_fetcher_new(struct px_fetcher **out, struct px_worker *ctl, const struct px_config *cfg,
-                   px_fetcher_publish_fn publish, px_fetcher_contact_fn contact, void *arg,
-                   char *err, size_t errlen)
+                   const struct px_floor *floor, px_fetcher_publish_fn publish,
+                   px_fetcher_contact_fn contact, void *arg, char *err, size_t errlen)
 {
     struct px_fetcher *fe = calloc(1, sizeof(*fe));
     struct policy_keyring_source *src = NULL;
@@ -380,7 +396,9 @@ int px_fetcher_new(struct px_fetcher **out, struct px_worker *ctl, const struct 
         goto fail;
     }
     free(src);
-    load_cache(fe);
+    if (floor != NULL && floor->revision >= 0)
+        policy_fetch_set_floor(fe->f, floor->revision, floor->sha);
+    load_cache(fe, floor);
     policy_fetch_start(fe->f, px_now_ms(), &fe->next);
     schedule(fe, 0);
     *out = fe;

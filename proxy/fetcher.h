@@ -17,9 +17,13 @@ typedef void (*px_fetcher_contact_fn)(void *arg, int64_t now_ms);
 /* Loads the keyring, uses a verified envelope from cache_dir if present
  * (publish is called before this returns), and starts polling on ctl's
  * event base. Returns 0 or -1 with err. */
+struct px_floor;
+/* floor (borrowed for the call; may be NULL): the revision floor an
+ * earlier run persisted (floor.h); bundles below it, the cached one too,
+ * are refused. */
 int px_fetcher_new(struct px_fetcher **out, struct px_worker *ctl, const struct px_config *cfg,
-                   px_fetcher_publish_fn publish, px_fetcher_contact_fn contact, void *arg,
-                   char *err, size_t errlen);
+                   const struct px_floor *floor, px_fetcher_publish_fn publish,
+                   px_fetcher_contact_fn contact, void *arg, char *err, size_t errlen);
 void px_fetcher_free(struct px_fetcher *fe); /* NULL is a no-op */
 
 /* policy_fetch_is_stale() of the machine (no bundle, too old, expired). */

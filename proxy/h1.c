@@ -241,9 +241,9 @@ static void send_response(struct px_h1 *h)
         if (h->abort_pending)
             return;
     }
-    while (!h->abort_pending && evbuffer_get_length(out) < PX_H1_OUT_HIGH) {
-        size_t n = evbuffer_get_length(st->resp_body), room = PX_H1_OUT_HIGH -
-                                                              evbuffer_get_length(out);
+    while (!h->abort_pending && evbuffer_get_length(out) < px_conn_out_high(PX_H1_OUT_HIGH)) {
+        size_t n = evbuffer_get_length(st->resp_body),
+               room = px_conn_out_high(PX_H1_OUT_HIGH) - evbuffer_get_length(out);
         if (n == 0)
             break;
         if (n > room)

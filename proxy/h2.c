@@ -39,6 +39,7 @@ struct h2_stream {
     int dispatched;
     size_t owed;     /* request body bytes sent on but not yet given back as window:
                       * held back while the memory budget is under pressure */
+    size_t granted;  /* window beyond H2_FIRST_WINDOW, from px_mem_window_take() */
 };
 
 struct h2_conn {
@@ -66,6 +67,12 @@ struct h2_conn {
  * turn before the worker serves the others: an HPACK block can make a few
  * wire bytes decode into many. */
 #define H2_TURN_DECODE (256 * 1024)
+
+/* Every stream's window at first (SETTINGS_INITIAL_WINDOW_SIZE, the
+ * protocol's default); each then grows to limits.stream_buffer from the
+ * process-wide window allowance (mem.h), so the uploads picket has
+ * promised to take are bounded in all, not per stream. */
+#define H2_FIRST_WINDOW 65535
 
 /* After its last frame (a GOAWAY), a connection is half-closed and what
  * the peer still sends is read and dropped for up to this long before the
@@ -123,7 +130,15 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         free(hs);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
+    {
+        size_t want = (size_t)hc->c->snap->cfg->limits.stream_buffer;
+        if (want > H2_FIRST_WINDOW && px_mem_level() < PX_MEM_PAUSE &&
+            (hs->granted = px_mem_window_take(want - H2_FIRST_WINDOW)) > 0)
+            nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, hs->id,
+                                                  H2_FIRST_WINDOW + (int32_t)hs->granted);
+    }
     if (px_stream_refuse_for_memory(hs->st)) {
+        px_mem_window_give(hs->granted);
         /* this connection holds more than its share of a budget under
          * pressure: the stream is refused, safe for the client to retry */
         hs->st->logged = 1;
@@ -300,6 +315,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     nghttp2_session_set_stream_user_data(s, id, NULL);
     unlink_stream(hc, hs);
     st = hs->st;
+    px_mem_window_give(hs->granted);
     free(hs);
     if (st != NULL)
         px_stream_down_done(st);
@@ -520,7 +536,7 @@ static int h2_send(struct h2_conn *hc)
     if (hc->dead || hc->in_recv)
         return 0;
     out = bufferevent_get_output(hc->c->bev);
-    while (evbuffer_get_length(out) < OUT_HIGH) {
+    while (evbuffer_get_length(out) < px_conn_out_high(OUT_HIGH)) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(hc->s, &data);
         if (n < 0) {
@@ -672,6 +688,7 @@ static void h2_release(struct h2_conn *hc)
         struct h2_stream *hs = hc->streams;
         struct px_stream *st = hs->st;
         unlink_stream(hc, hs);
+        px_mem_window_give(hs->granted);
         free(hs);
         if (st != NULL)
             px_stream_down_done(st);
@@ -815,7 +832,9 @@ int px_h2_conn_start(struct px_conn *c)
     iv[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
                                      (uint32_t)cfg->limits.max_concurrent_streams};
     iv[1] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
-                                     (uint32_t)cfg->limits.stream_buffer};
+                                     cfg->limits.stream_buffer < H2_FIRST_WINDOW
+                                         ? (uint32_t)cfg->limits.stream_buffer
+                                         : H2_FIRST_WINDOW};
     iv[2] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
                                      (uint32_t)cfg->limits.max_header_list_size};
     iv[3] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};

@@ -25,7 +25,7 @@ struct px_hdr_block {
     char data[];
 };
 
-#define HDR_BLOCK_MIN 2048
+#define HDR_BLOCK_MIN 1024
 
 static char *block_alloc(struct px_hdrs *h, size_t n)
 {

@@ -21,6 +21,9 @@
 
 static _Atomic int64_t pool_bytes[PX_MEM_NPOOLS];
 static _Atomic int64_t total_bytes;
+/* HTTP/2 window bytes picket may still grant peers beyond each stream's
+ * first PX_STREAM_SLACK: budget/4 in all (px_mem_window_take). */
+static _Atomic int64_t window_avail = 16 * 1024 * 1024;
 static _Thread_local struct event *over_ev; /* this thread's "over the budget" event */
 static _Atomic int64_t budget = 64 * 1024 * 1024;
 static struct px_counter *pressure[4];
@@ -53,8 +56,10 @@ static double budget_gauge(void *arg)
 void px_mem_configure(int64_t b)
 {
     char labels[64];
-    if (b > 0)
-        atomic_store_explicit(&budget, b, memory_order_relaxed);
+    if (b > 0) {
+        int64_t old = atomic_exchange_explicit(&budget, b, memory_order_relaxed);
+        atomic_fetch_add_explicit(&window_avail, b / 4 - old / 4, memory_order_relaxed);
+    }
     for (uintptr_t i = 0; i < PX_MEM_NPOOLS; i++) {
         snprintf(labels, sizeof(labels), "pool=\"%s\"", pool_names[i]);
         px_gauge_fn("picket_memory_bytes", "Bytes held for peers, by pool (limits.memory_budget)",
@@ -114,6 +119,25 @@ enum px_mem_level px_mem_level(void)
     if (used >= b / 4)
         return PX_MEM_PAUSE;
     return PX_MEM_OK;
+}
+
+size_t px_mem_window_take(size_t want)
+{
+    int64_t avail = atomic_load_explicit(&window_avail, memory_order_relaxed);
+    for (;;) {
+        int64_t n = avail < (int64_t)want ? avail : (int64_t)want;
+        if (n <= 0)
+            return 0;
+        if (atomic_compare_exchange_weak_explicit(&window_avail, &avail, avail - n,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return (size_t)n;
+    }
+}
+
+void px_mem_window_give(size_t n)
+{
+    if (n > 0)
+        atomic_fetch_add_explicit(&window_avail, (int64_t)n, memory_order_relaxed);
 }
 
 void px_mem_pressure(enum px_mem_action a)

@@ -98,6 +98,14 @@ int64_t px_mem_pool_bytes(enum px_mem_pool p);
 int64_t px_mem_used(void);
 enum px_mem_level px_mem_level(void);
 
+/* HTTP/2 flow-control windows are memory promised before it is used: a
+ * peer may send what a window allows at once, many streams together. So
+ * the window picket grants beyond a stream's first few KiB comes from one
+ * process-wide allowance of budget/4: take() returns how much of `want`
+ * is granted (possibly 0), give() returns it when the stream ends. */
+size_t px_mem_window_take(size_t want);
+void px_mem_window_give(size_t n);
+
 /* Counts one pressure action (picket_memory_pressure_total{action}). */
 void px_mem_pressure(enum px_mem_action a);
 

@@ -68,6 +68,7 @@ struct px_policy_state {
     int64_t expires_at_s;    /* 0 = none */
     int audit_mode;
     size_t nrules;
+    unsigned char sha[32];       /* SHA-256 of the bundle JSON (the revision floor's content) */
     uint64_t gen;                /* unique per state (metric caches key on it) */
     int from_url;                /* came from the control plane (or its cache) */
     _Atomic int64_t contact_ms;  /* from_url: last successful contact (or cache mtime);
@@ -319,6 +320,10 @@ size_t px_stream_resp_room(const struct px_stream *st);
  * memory budget is at the refuse level and the connection holds more than
  * its share (counted); the caller refuses it. */
 int px_stream_refuse_for_memory(struct px_stream *st);
+
+/* Bytes a connection may queue for a peer that does not read: `usual`, or
+ * PX_MEM_FLOOR while the memory budget is under pressure. */
+size_t px_conn_out_high(size_t usual);
 
 /* Memory over the budget: resets this worker's heaviest streams until the
  * total is under it again (or none is left). Worker thread. */

@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "policy.h"
 #include "enforce.h"
+#include "worker.h"
 
 int64_t px_now_ms(void)
 {
@@ -398,10 +399,11 @@ int px_stream_refuse_for_memory(struct px_stream *st)
     int64_t share;
     if (st->conn == NULL || px_mem_level() < PX_MEM_REFUSE)
         return 0;
-    /* "More than its share": above the average over open connections, and
-     * more than a light stream's worth. */
-    share = px_mem_used() / (conns > 0 ? conns : 1);
-    if (st->conn->mem.held <= share || st->conn->mem.held <= PX_MEM_FLOOR)
+    /* "Among those holding the most": at least half the average over open
+     * connections, and more than a few light streams' worth. A new or
+     * light connection is never refused. */
+    share = px_mem_used() / (2 * (conns > 0 ? conns : 1));
+    if (st->conn->mem.held <= share || st->conn->mem.held <= 4 * PX_MEM_FLOOR)
         return 0;
     px_mem_pressure(PX_MEM_ACT_REFUSE);
     return 1;
@@ -409,11 +411,32 @@ int px_stream_refuse_for_memory(struct px_stream *st)
 
 void px_stream_mem_reset(struct px_worker *w)
 {
-    while (px_mem_level() >= PX_MEM_RESET) {
+    int rounds = 0;
+    while (px_mem_level() >= PX_MEM_RESET && rounds++ < 1000) {
         struct px_stream *st, *heavy = NULL;
+        struct px_conn *c, *hconn = NULL;
         for (st = w->streams; st != NULL; st = st->wnext)
-            if (st->conn != NULL && !st->down_done && (heavy == NULL || st->mem.held > heavy->mem.held))
+            if (st->conn != NULL && !st->down_done &&
+                (heavy == NULL || st->mem.held > heavy->mem.held))
                 heavy = st;
+        for (c = w->conns; c != NULL; c = c->next)
+            if (hconn == NULL || c->mem.held > hconn->mem.held)
+                hconn = c;
+        if (hconn != NULL && hconn->mem.held > 4 * PX_MEM_FLOOR &&
+            (heavy == NULL || hconn->mem.held > 2 * heavy->mem.held)) {
+            /* what a connection holds itself (output its peer does not read)
+             * goes only with the connection */
+            px_mem_pressure(PX_MEM_ACT_RESET);
+            px_log(PX_LOG_WARN, "memory_reset", "peer", hconn->peer_addr, "msg",
+                   "over limits.memory_budget: closing the connection holding the most", NULL);
+            if (hconn->proto == PX_PROTO_H2)
+                px_h2_conn_close(hconn);
+            else if (hconn->proto == PX_PROTO_H1)
+                px_h1_conn_close(hconn);
+            else
+                px_conn_free(hconn);
+            continue;
+        }
         if (heavy == NULL || heavy->mem.held <= PX_MEM_FLOOR)
             return; /* nothing here holds more than a light stream */
         px_mem_pressure(PX_MEM_ACT_RESET);
@@ -430,8 +453,15 @@ void px_stream_mem_reset(struct px_worker *w)
         else if (heavy->down != NULL)
             heavy->down->abort(heavy);
         if (heavy->mem.held > PX_MEM_FLOOR)
-            return; /* could not shed it (its connection's output): stop, no loop */
+            return; /* could not shed it: stop, no loop */
     }
+}
+
+/* Bytes a connection may queue for a peer that does not read: its usual
+ * bound, or PX_MEM_FLOOR under memory pressure. */
+size_t px_conn_out_high(size_t usual)
+{
+    return px_mem_level() >= PX_MEM_PAUSE && usual > PX_MEM_FLOOR ? PX_MEM_FLOOR : usual;
 }
 
 /* ---- the request ------------------------------------------------------ */

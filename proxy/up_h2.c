@@ -51,6 +51,7 @@ struct uph2_stream {
     int got_final_headers;
     int body_sent; /* some request body left req_body: the request cannot be replayed */
     size_t owed;   /* response bytes sent on downstream, not yet given back as window */
+    size_t granted; /* window beyond PX_STREAM_SLACK, from px_mem_window_take() */
 };
 
 static const struct px_up_ops uph2_ops;
@@ -186,6 +187,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     unlink_us(uc, us);
     st = us->st;
     body_sent = us->body_sent;
+    px_mem_window_give(us->granted);
     free(us);
     if (st == NULL)
         return 0;
@@ -276,8 +278,16 @@ static void uph2_window(struct uph2_stream *us)
     size_t want = evbuffer_get_length(st->resp_body) + room;
     int32_t cur = nghttp2_session_get_stream_effective_local_window_size(s, us->id);
 
-    if (cur >= 0 && want > (size_t)cur + PX_STREAM_SLACK && want <= INT32_MAX)
-        nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, us->id, (int32_t)want);
+    if (cur >= 0 && want > (size_t)cur + PX_STREAM_SLACK && want <= INT32_MAX &&
+        px_mem_level() < PX_MEM_PAUSE) {
+        /* more window only from the process-wide allowance (mem.h) */
+        size_t more = px_mem_window_take(want - (size_t)cur);
+        if (more > 0) {
+            us->granted += more;
+            nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, us->id,
+                                                  cur + (int32_t)more);
+        }
+    }
     pay = us->owed < room ? us->owed : room;
     if (pay > 0) {
         us->owed -= pay;
@@ -343,6 +353,7 @@ static struct px_stream *uc_pop_stream(struct uph2_conn *uc)
     struct px_stream *st = us->st;
     nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
     unlink_us(uc, us);
+    px_mem_window_give(us->granted);
     free(us);
     return st;
 }

@@ -876,6 +876,7 @@ TCase *tcase_inject(void); /* proxy_inject.c */
 TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
 TCase *tcase_authority(void); /* proxy_request.c */
 TCase *tcase_request(void);   /* proxy_request.c */
+TCase *tcase_mem(void);       /* proxy_mem.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 
 static Suite *proxy_suite(void)
@@ -885,6 +886,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_xfcc());
     suite_add_tcase(s, tcase_authority());
     suite_add_tcase(s, tcase_request());
+    suite_add_tcase(s, tcase_mem());
     suite_add_tcase(s, tcase_url());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
