@@ -14,8 +14,8 @@ the happy path against `picket control serve`):
   * nginx (Debian's /usr/sbin/nginx) as the control plane, configured as in the README:
     fetched and enforced, an update renamed in is picked up, If-None-Match -> 304.
 
-Needs python3-cryptography and nginx (Debian packages); the tests that need a missing
-one are skipped with a message.
+Needs python3-cryptography and nginx (Debian packages); a missing one fails the tests
+that need it, naming the package (`bash deploy/install-deps.sh` installs both).
 
     PICKET_BIN=build/picket /usr/bin/python3 tests/integration/test_control_faults.py [-k PATTERN]
 """
@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
@@ -39,7 +38,7 @@ try:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     HAVE_CRYPTOGRAPHY = True
-except ImportError:  # pragma: no cover - Debian python3-cryptography missing
+except ImportError:  # InteropTest fails in setUp, naming the package
     HAVE_CRYPTOGRAPHY = False
 
 NGINX = "/usr/sbin/nginx"
@@ -664,8 +663,12 @@ class FaultTest(FaultsBase):
 
 # --------------------------------------------------------------------------
 
-@unittest.skipUnless(HAVE_CRYPTOGRAPHY, "python3-cryptography not installed")
 class InteropTest(FaultsBase):
+
+    def setUp(self):
+        pt.require_module("cryptography.hazmat.primitives.asymmetric.ed25519",
+                          "python3-cryptography")
+        super().setUp()
 
     def py_keys(self):
         """Ed25519 and P-256 keys made in Python; public halves as SPKI PEM files."""
@@ -836,8 +839,11 @@ class InteropTest(FaultsBase):
 
 # --------------------------------------------------------------------------
 
-@unittest.skipUnless(os.access(NGINX, os.X_OK), "nginx not installed (Debian package nginx)")
 class NginxTest(FaultsBase):
+
+    def setUp(self):
+        pt.require_tool("nginx", "nginx", path=NGINX)
+        super().setUp()
 
     def test_nginx_as_control_plane(self):
         """Two server blocks as in the README, one with http2 and one without: a sidecar

@@ -119,6 +119,10 @@ class Hardening(pt.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        # attacks.py decodes response headers with hpack; without it every :status is
+        # silently missing and the checks on them would not run
+        pt.require_module("hpack", "python3-hpack")
+        pt.require_tool("openssl", "openssl")  # the TLS refusal cases use s_client
         cls.ctmp = tempfile.mkdtemp(prefix="picket-it-hardening-")
         cls.up, up_port = pt.start_upstream(cls.ctmp, "h2c", name="main")
         cls.counting = CountingUpstream()

@@ -31,7 +31,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
-import grpc  # noqa: E402
+grpc = pt.require_module("grpc", "python3-grpcio")  # fails naming the package if missing
 import grpc_app  # noqa: E402
 import upstream as upmod  # noqa: E402
 
