@@ -179,7 +179,12 @@ class FaultServer:
                     self._stop.wait()
                     return
                 if mode == "raw":
+                    # blocking while it writes: picket reads a large body at the pace of
+                    # its stream buffer, and the 0.1 s poll timeout above would cut the
+                    # body short (a reset picket reports as such) on a loaded machine
+                    s.settimeout(60)
                     s.sendall(self.body)  # a whole response, as is
+                    s.settimeout(0.1)
                     if self.close_after:
                         return
                     continue
