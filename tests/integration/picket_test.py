@@ -416,17 +416,37 @@ class Proc:
                 pass
 
 
-def start_upstream(workdir, kind, port=None, name=None):
+def start_upstream(workdir, kind, port=None, name=None, log_requests=True):
     """kind: "h1" or "h2c". `name` goes into every response's x-upstream-name header.
-    Returns (Proc, port)."""
+    With log_requests (the default) the upstream notes each request as its head arrives
+    (upstream_requests(), TestCase.wait_upstream_request()). Returns (Proc, port)."""
     assert kind in ("h1", "h2c")
     port = port or free_port()
     argv = [PYTHON, os.path.join(HERE, "upstream.py"), "--" + kind, str(port)]
     if name:
         argv += ["--name", name]
+    if log_requests:
+        argv.append("--log-requests")
+    argv += ["--hold-dir", workdir]  # GET /hold/NAME waits for workdir/hold-NAME
     p = Proc(argv, workdir, "upstream-%s-%d" % (kind, port))
     p.port = port
     return p, port
+
+
+def upstream_requests(proc):
+    """[(method, path)] of the requests an upstream started with log_requests has seen
+    so far (heads that arrived; the answers may still be pending)."""
+    out = []
+    try:
+        with open(proc.out_path, "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return out
+    for ln in text.splitlines():
+        parts = ln.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "request":
+            out.append((parts[1], parts[2]))
+    return out
 
 
 def upstream_url(kind, port):
@@ -594,6 +614,8 @@ class Picket:
 
     def signal(self, sig):
         self.popen.send_signal(sig)
+        if sig == signal.SIGTERM:
+            self.sigterm_sent = True
 
     def wait(self, timeout):
         """Waits for exit; returns the exit code or None on timeout."""
@@ -628,11 +650,15 @@ class Picket:
         if timeout is None:
             timeout = self.drain_bound()
         if self.popen.poll() is None:
-            try:
-                self.popen.send_signal(signal.SIGTERM)
-                self.sigterm_sent = True
-            except ProcessLookupError:
-                pass
+            # One SIGTERM only: a test that sent its own is waiting for that drain, and a
+            # second one while picket tears down after its drain would kill it by the
+            # default action (exit -15, no LeakSanitizer report).
+            if not self.sigterm_sent:
+                try:
+                    self.popen.send_signal(signal.SIGTERM)
+                    self.sigterm_sent = True
+                except ProcessLookupError:
+                    pass
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -969,7 +995,25 @@ class TestCase(unittest.TestCase):
     def upstream(self, kind, port=None, name=None):
         p, port = start_upstream(self.tmp, kind, port, name)
         self.addCleanup(p.stop)
+        if not hasattr(self, "_upstreams"):
+            self._upstreams = {}
+        self._upstreams[port] = p
         return port
+
+    def release_hold(self, name):
+        """Lets every upstream request GET /hold/NAME of this test be answered."""
+        open(os.path.join(self.tmp, "hold-" + name), "w").close()
+
+    def wait_upstream_request(self, port, path, timeout=60.0):
+        """Waits until the upstream this test started on `port` has received a request
+        for `path` (its head: the request is in flight through picket); fails otherwise."""
+        p = self._upstreams[port]
+        deadline = time.monotonic() + timeout
+        while not any(rp == path for _, rp in upstream_requests(p)):
+            if time.monotonic() > deadline:
+                self.fail("no request for %s reached the upstream on port %d within %.0fs: %r"
+                          % (path, port, timeout, upstream_requests(p)[-10:]))
+            time.sleep(0.02)
 
     def grpc_app(self):
         p, port = start_grpc_app(self.tmp)

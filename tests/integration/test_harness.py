@@ -87,6 +87,17 @@ class Harness(pt.TestCase):
         rc, out, err = plain_curl(base + "/slow/300", *proto)
         self.assertGreaterEqual(time.monotonic() - t0, 0.29)
         self.assertEqual(out, b"slow done\n")
+        # /hold/NAME: noted as it arrives, answered only once the test releases it
+        cmd = ["curl", "-sS", "--noproxy", "*", "--max-time", "60"] + proto + [base + "/hold/h-" + kind]
+        held = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(lambda: held.poll() is None and (held.kill(), held.wait()))
+        self.wait_upstream_request(port, "/hold/h-" + kind)
+        self.assertIsNone(held.poll(), "answered before it was released")
+        self.release_hold("h-" + kind)
+        out, _ = held.communicate(timeout=60)
+        self.assertEqual((held.returncode, out), (0, b"released\n"))
+        self.assertIn(("GET", "/slow/300"), pt.upstream_requests(self._upstreams[port]))
         if kind == "h2c":
             r = subprocess.run(["nghttp", "-v", base + "/trailers"], stdout=subprocess.PIPE, timeout=10)
             self.assertIn(b"x-checksum: abc", r.stdout)
