@@ -405,9 +405,12 @@ class FaultsBase(pt.TestCase):
         if p.popen is None:
             return
         rc = p.stop()
-        if self.failed() or pt.VERBOSE:
+        if self.failed() or pt.VERBOSE or p.hung:
             pt.log("control pid %d exit %s; stderr tail:\n%s" % (p.pid, rc, p.stderr()[-3000:]))
-        p.check_sanitizers()
+        # a control plane the test stopped itself (cp.stop()) must have exited 0 as well
+        problems = p.stop_problems(expect_exit=None if p.killed and not p.hung else 0)
+        if problems:
+            self.fail("control plane: " + "\n".join(problems))
 
     def fault(self, port, mode, **kw):
         s = FaultServer(self.pki, port, mode, **kw)

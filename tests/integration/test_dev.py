@@ -87,13 +87,13 @@ class Dev(pt.TestCase):
         p = pt.Picket(self.tmp, None, name="picket-dev", args=args)
 
         def fin():
-            rc = p.stop(15)
-            if self.failed():
+            rc = p.stop()
+            if self.failed() or p.hung:
                 pt.log("picket dev exit %s; stdout:\n%s\nstderr tail:\n%s" % (
                     rc, p.stdout(), p.stderr()[-3000:]))
-            p.check_sanitizers()
-            if not p.killed:
-                self.assertEqual(rc, 0, "picket dev exit status after SIGTERM")
+            problems = p.stop_problems(expect_exit=0)
+            if problems:
+                self.fail("picket dev after SIGTERM: " + "\n".join(problems))
         self.addCleanup(fin)
         p.start(wait=False)
         deadline = time.monotonic() + timeout
