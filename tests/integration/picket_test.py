@@ -474,7 +474,7 @@ def picket_bin():
     return os.path.join(REPO, "build-test", "picket")
 
 
-def http_get_plain(port, path, timeout=5.0, host="127.0.0.1"):
+def http_get_plain(port, path, timeout=30.0, host="127.0.0.1"):
     """A plain HTTP/1.1 GET (for the admin listener). Returns (status, headers, body)."""
     c = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -495,10 +495,11 @@ def tls_context(pki, cert="client", alpn=("h2", "http/1.1")):
     return ctx
 
 
-def tls_probe(port, pki, cert="client", timeout=3.0):
+def tls_probe(port, pki, cert="client", timeout=10.0):
     """Connects and completes a TLS handshake, then checks the server did not reject us
     (with TLS 1.3 a refused client certificate shows only after the handshake, as an
-    alert on the first read). Returns (ok, alpn or error text)."""
+    alert on the first read). With h2 it waits (up to `timeout`) for the server's
+    SETTINGS or its refusal, whichever comes. Returns (ok, alpn or error text)."""
     ctx = tls_context(pki, cert)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
@@ -507,12 +508,15 @@ def tls_probe(port, pki, cert="client", timeout=3.0):
                 s.settimeout(0.3)
                 if alpn == "h2":
                     # preface + empty SETTINGS: a live h2 server answers with SETTINGS
+                    s.settimeout(timeout)
                     s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
                 try:
                     if not s.recv(1):
                         return False, "closed by server"
                 except socket.timeout:
-                    pass  # nothing to read yet (http/1.1): accepted
+                    if alpn == "h2":
+                        return False, "no SETTINGS within %.0fs" % timeout
+                    # http/1.1: nothing to read yet is what an accepting server says
                 return True, alpn
     except (OSError, ssl.SSLError) as e:
         return False, "%s: %s" % (type(e).__name__, e)
@@ -1161,7 +1165,7 @@ class H2Client:
                 pass
         return True
 
-    def request(self, path, method="GET", headers=(), timeout=10.0):
+    def request(self, path, method="GET", headers=(), timeout=30.0):
         """Sends a request and waits for the whole response: (status, headers, body, trailers)."""
         sid = self.conn.get_next_available_stream_id()
         hdrs = [(":method", method), (":scheme", "https"), (":authority", "localhost"),
@@ -1199,7 +1203,7 @@ _METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\
 _METRIC_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
 
 
-def scrape_metrics(admin_port, timeout=5.0):
+def scrape_metrics(admin_port, timeout=30.0):
     """GET /metrics on the admin listener, parsed: {(name, frozenset(labels)): value}."""
     st, _, body = http_get_plain(admin_port, "/metrics", timeout=timeout)
     if st != 200:
