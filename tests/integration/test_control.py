@@ -290,7 +290,7 @@ class ControlTest(pt.TestCase):
         for reason, env in cases:
             since = len(p.stderr())
             self.publish(env)
-            ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=4.0,
+            ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=30,
                                    pred=lambda o, r=reason: o.get("reason") == r)
             self.assertIsNotNone(ev, "%s: no policy_refused line; log:\n%s" % (
                 reason, p.stderr()[since:][-2000:]))

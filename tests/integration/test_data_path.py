@@ -143,7 +143,7 @@ class DataPath(pt.TestCase):
             hdrs = ["%s: spoofed" % long_picket, "%s: hop" % long_token]
             if http != "2":  # Connection is not allowed in h2
                 hdrs.append("Connection: keep-alive, %s" % long_token.upper())
-            r = self.curl(port, "/headers", http=http, headers=hdrs, timeout=10)
+            r = self.curl(port, "/headers", http=http, headers=hdrs, timeout=60)
             self.assertOK(r)
             h = r.json()["headers"]
             self.assertNotIn(long_picket, h, "x-picket-* reached the app over HTTP/%s" % http)

@@ -168,7 +168,7 @@ class DispatchBase(pt.TestCase):
         return pt.read_jsonl(os.path.join(self.tmp, "audit.jsonl"), timeout=5.0,
                              min_lines=min_lines)
 
-    def audit_for(self, rid, timeout=5.0):
+    def audit_for(self, rid, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
             recs = [x for x in pt.read_jsonl(os.path.join(self.tmp, "audit.jsonl"), timeout=0)

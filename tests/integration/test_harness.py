@@ -156,10 +156,17 @@ class FakePicket(pt.TestCase):
         self.addCleanup(p.kill)
         return p
 
+    def wait_file(self, path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path):
+            self.assertLess(time.monotonic(), deadline, "the stand-in never started")
+            time.sleep(0.01)
+
     def test_hang_on_sigterm_is_a_failure(self):
         # SIG_IGN survives exec: the sleep ignores SIGTERM, as a hung picket would
-        p = self.start_fake(self.fake("trap '' TERM\nexec sleep 600", "hangs"))
-        time.sleep(0.2)  # let the shell install its trap (a startup race, not an assertion)
+        ready = os.path.join(self.tmp, "hangs.ready")
+        p = self.start_fake(self.fake("trap '' TERM\ntouch %s\nexec sleep 600" % ready, "hangs"))
+        self.wait_file(ready)  # its trap is in place
         t0 = time.monotonic()
         with self.assertRaises(AssertionError) as cm:
             p.stop_and_check(timeout=1.0)
@@ -168,10 +175,11 @@ class FakePicket(pt.TestCase):
         self.assertGreaterEqual(time.monotonic() - t0, 1.0, "SIGKILL came before the bound")
 
     def test_bad_exit_status_and_sanitizer_report_fail(self):
+        ready = os.path.join(self.tmp, "exits23.ready")
         p = self.start_fake(self.fake("trap 'echo ==1==ERROR: LeakSanitizer: detected memory "
-                                      "leaks >&2; exit 23' TERM\nwhile :; do sleep 0.05; done",
-                                      "exits23"))
-        time.sleep(0.2)
+                                      "leaks >&2; exit 23' TERM\ntouch %s\n"
+                                      "while :; do sleep 0.05; done" % ready, "exits23"))
+        self.wait_file(ready)
         with self.assertRaises(AssertionError) as cm:
             p.stop_and_check()
         self.assertFalse(p.hung)
@@ -179,7 +187,9 @@ class FakePicket(pt.TestCase):
         self.assertIn("LeakSanitizer", str(cm.exception))
 
     def test_testcase_cleanup_fails_on_hang(self):
-        script = self.fake("trap '' TERM\nexec sleep 600", "hangs")
+        ready = os.path.join(self.tmp, "hangs.ready")
+        script = self.fake("trap '' TERM\ntouch %s\nexec sleep 600" % ready, "hangs")
+        outer = self
 
         class Inner(pt.TestCase):
             def test_it(inner):
@@ -190,7 +200,7 @@ class FakePicket(pt.TestCase):
                                  stop_timeout=1.0)
                 finally:
                     del os.environ["PICKET_BIN"]
-                time.sleep(0.2)
+                outer.wait_file(ready)
 
         Inner.pki = self.pki  # setUpClass does not run for a lone .run()
         old = os.environ.pop("PICKET_BIN", None)

@@ -519,7 +519,7 @@ class Mesh(unittest.TestCase):
         mTLS route (not `tls_error`), in the log and in the metric."""
         since = len(self.A.stderr())
         before = pt.metric(self.a_admin, "picket_upstream_failures_total", 0, reason="connect_refused")
-        r = self.curl(self.a_port, "/", host="down", timeout=10)
+        r = self.curl(self.a_port, "/", host="down", timeout=60)
         self.assertEqual(r.status, 502, r)
         ev = pt.wait_log_event(self.A, "upstream_failed", since=since)
         self.assertIsNotNone(ev)
