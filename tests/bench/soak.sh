@@ -19,9 +19,10 @@
 #
 # Prints total and failed requests, RSS (VmRSS of the live picket) and open fds at
 # each minute, and "SOAK PASS" (exit 0) or "SOAK FAIL" (exit 1). PASS needs: no failed,
-# errored, timed-out or non-2xx request in any burst; every rotation, policy change and
-# reload seen in force; the drained process exiting 0; no status other than 200 (or 499,
-# a client gone at a burst's end) in picket's access logs; RSS at the last minute within
+# errored, timed-out, non-2xx or unanswered request in any burst (a burst is a request
+# count, h2load -n, so every request it starts must be answered); every rotation, policy
+# change and reload seen in force; the drained process exiting 0; no status other than
+# 200 in picket's access logs (499, a client gone, included); RSS at the last minute within
 # 10% + 2 MiB of minute 1, and the fd count within max(8, 10%) of minute 1.
 set -euo pipefail
 

@@ -6,10 +6,16 @@ the first one drains (SIGTERM). Run it through tests/bench/soak.sh.
 
 Environment (defaults in brackets):
   SOAK_SECONDS [600]   length of the load phase
-  SOAK_BURST [10]      seconds per h2load burst (bursts run back to back)
+  SOAK_BURST [10]      seconds per h2load burst (bursts run back to back): a burst is a
+                       fixed number of requests (h2load -n), SOAK_CLIENTS x SOAK_RPS x
+                       SOAK_BURST, or SOAK_BURST_REQUESTS when SOAK_RPS is 0, so every
+                       request h2load starts must finish: one started and not done is a
+                       failure (with -D, h2load dropped the requests in flight at the
+                       deadline and they went uncounted)
   SOAK_CLIENTS [16]    h2load -c
   SOAK_STREAMS [10]    h2load -m
   SOAK_RPS [100]       h2load --rps (per client; 0 = unlimited)
+  SOAK_BURST_REQUESTS [20000] requests per burst when SOAK_RPS is 0
   SOAK_EVENT_EVERY [25] seconds between rotation/policy/SIGHUP rounds
   SOAK_WORKERS [1]     picket workers
   SOAK_HANDOVER [1]    0 = skip the mid-run drain handover
@@ -57,6 +63,7 @@ BURST = env_int("SOAK_BURST", 10)
 CLIENTS = env_int("SOAK_CLIENTS", 16)
 STREAMS = env_int("SOAK_STREAMS", 10)
 RPS = env_int("SOAK_RPS", 100)
+BURST_REQUESTS = env_int("SOAK_BURST_REQUESTS", 20000)
 EVENT_EVERY = env_int("SOAK_EVENT_EVERY", 25)
 WORKERS = env_int("SOAK_WORKERS", 1)
 HANDOVER = env_int("SOAK_HANDOVER", 1)
@@ -369,7 +376,10 @@ H2_ST = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 def h2load_burst(run_dir, port, idx, seconds):
     env = dict(os.environ, LD_PRELOAD=SHIM, H2LOAD_CLIENT_CERT=os.environ["_SOAK_CC"],
                H2LOAD_CLIENT_KEY=os.environ["_SOAK_CK"])
-    argv = ["h2load", "-t", "1", "-c", str(CLIENTS), "-m", str(STREAMS), "-D", str(seconds)]
+    # A request count, not a duration: with -D h2load gives up what is in flight at the
+    # deadline, so "started but not done" could not tell a lost request from a dropped one.
+    n = CLIENTS * RPS * seconds if RPS > 0 else BURST_REQUESTS
+    argv = ["h2load", "-t", "1", "-c", str(CLIENTS), "-m", str(STREAMS), "-n", str(max(n, CLIENTS))]
     if RPS > 0:
         argv += ["--rps", str(RPS)]
     argv.append("https://127.0.0.1:%d/" % port)
@@ -381,7 +391,7 @@ def h2load_burst(run_dir, port, idx, seconds):
         with LOCK:
             PROCS.append(p)
         try:
-            rc = p.wait(seconds + 30)
+            rc = p.wait(seconds * 3 + 60)
         except subprocess.TimeoutExpired:
             stop(p, 1)
             rc = "killed"
@@ -395,8 +405,11 @@ def h2load_burst(run_dir, port, idx, seconds):
     c2, c3, c4, c5 = map(int, s.groups())
     r.update(total=total, started=started, done=done, succeeded=ok, failed=failed,
              errored=errored, timeout=tmo, s2xx=c2, non2xx=c3 + c4 + c5,
-             # started but not done: in flight when -D ended (h2load drops them; no failure)
-             lost=max(0, started - done))
+             # asked for but never answered (not started, or started and not done): with a
+             # request count every one must be answered, so each of these is a failure
+             lost=max(0, total - done))
+    if rc != 0:
+        r["lost"] = max(r["lost"], 1)  # h2load itself failed or was killed
     return r
 
 
@@ -543,14 +556,14 @@ def main():
             problem("burst %d: h2load output not parsed (exit %s), see %s" % (r["idx"], r["rc"], r["file"]))
             time.sleep(1)
             continue
-        bad = r["failed"] + r["errored"] + r["timeout"] + r["non2xx"]
-        say("burst %d: %d done, %d 2xx, %d failed, %d errored, %d timeout, %d non-2xx "
-            "(%d in flight at the end)%s"
-            % (r["idx"], r["done"], r["s2xx"], r["failed"], r["errored"], r["timeout"], r["non2xx"],
-               r["lost"],
-               "" if not bad else "  <-- FAILURES"))
+        bad = r["failed"] + r["errored"] + r["timeout"] + r["non2xx"] + r["lost"]
+        say("burst %d: %d of %d done, %d 2xx, %d failed, %d errored, %d timeout, %d non-2xx, "
+            "%d never answered%s"
+            % (r["idx"], r["done"], r["total"], r["s2xx"], r["failed"], r["errored"], r["timeout"],
+               r["non2xx"], r["lost"], "" if not bad else "  <-- FAILURES"))
         if bad:
-            problem("burst %d had %d failed/errored/timeout/non-2xx requests (%s)" % (r["idx"], bad, r["file"]))
+            problem("burst %d had %d failed/errored/timeout/non-2xx/unanswered requests (%s)"
+                    % (r["idx"], bad, r["file"]))
         if not cur["p"].alive():
             problem("%s died (status %s)" % (cur["p"].name, cur["p"].p.returncode))
             break
@@ -564,12 +577,13 @@ def main():
     total = sum(b["done"] for b in ok_bursts)
     s2xx = sum(b["s2xx"] for b in ok_bursts)
     failed = sum(b["failed"] + b["errored"] + b["timeout"] for b in ok_bursts)
-    inflight = sum(b["lost"] for b in ok_bursts)
+    unanswered = sum(b["lost"] for b in ok_bursts)
     for f in sorted(os.listdir(os.path.join(run_dir, "logs"))):
         if "-access.jsonl" in f:
             scan_access_log(os.path.join(run_dir, "logs", f))
     picket_total = sum(ACCESS.values())
-    picket_bad = sum(v for k, v in ACCESS.items() if k not in (200, 499))
+    # 499 (the client went away) is a failure too: with request counts no client leaves
+    picket_bad = sum(v for k, v in ACCESS.items() if k != 200)
     non2xx = sum(b["non2xx"] for b in ok_bursts)
 
     # per minute: the last sample with exactly one live picket at or before each mark
@@ -603,16 +617,15 @@ def main():
     print("load: %d s in %d h2load bursts of %d s (-c %d -m %d --rps %s)"
           % (round(load_end), len(bursts), BURST, CLIENTS, STREAMS, RPS or "off"))
     print("total requests:  %d done, %d 2xx (%.0f req/s)" % (total, s2xx, total / max(1, load_end)))
-    print("failed requests: %d (h2load failed+errored+timeout), non-2xx: %d" % (failed, non2xx))
-    print("  (%d requests were in flight when a burst's -D ended; h2load drops them)" % inflight)
-    print("picket access logs: %d requests, statuses %s; %d other than 200/499 (499 = client "
-          "went away, as h2load does at the end of a burst)"
+    print("failed requests: %d (h2load failed+errored+timeout), non-2xx: %d, never answered: %d"
+          % (failed, non2xx, unanswered))
+    print("picket access logs: %d requests, statuses %s; %d other than 200"
           % (picket_total, dict(sorted(ACCESS.items())), picket_bad))
     bad_bursts = [b for b in ok_bursts
-                  if b["failed"] + b["errored"] + b["timeout"] + b["non2xx"]]
+                  if b["failed"] + b["errored"] + b["timeout"] + b["non2xx"] + b["lost"]]
     print("bursts with failures: %d of %d%s" % (len(bad_bursts), len(bursts),
-          "".join("\n  burst %d at %.0fs: %d failed %d errored %d timeout %d non-2xx"
-                  % (b["idx"], b["t"], b["failed"], b["errored"], b["timeout"], b["non2xx"])
+          "".join("\n  burst %d at %.0fs: %d failed %d errored %d timeout %d non-2xx %d unanswered"
+                  % (b["idx"], b["t"], b["failed"], b["errored"], b["timeout"], b["non2xx"], b["lost"])
                   for b in bad_bursts)))
     print("events: %d" % len(EVENTS))
     for t, e in EVENTS:
@@ -627,9 +640,9 @@ def main():
     if PROBLEMS:
         verdict = False
         reasons.append("%d problems" % len(PROBLEMS))
-    if failed or non2xx or picket_bad:
+    if failed or non2xx or unanswered or picket_bad:
         verdict = False
-        reasons.append("failed requests")
+        reasons.append("failed or unanswered requests")
     if total == 0:
         verdict = False
         reasons.append("no requests")

@@ -21,6 +21,15 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
+/* Optional, defined by targets with an invariant over a whole corpus (not one
+ * input): called by replay_main.c after every input ran, with their count.
+ * Returns 0 when the corpus-wide invariant holds, else prints why and returns
+ * non-zero (the replay then exits 1). Never called under libFuzzer, whose
+ * random inputs need not meet it. Example: the h1/h2 targets require that some
+ * seed was forwarded to the upstream, so a picket that forwards nothing cannot
+ * pass their replays. */
+int fuzz_replay_done(size_t ninputs);
+
 #define FUZZ_CHECK(cond)                                                                           \
     do {                                                                                           \
         if (!(cond)) {                                                                             \

@@ -25,6 +25,12 @@
  * a well-formed HTTP/1.1 head (CRLF line ends only, a 3-part request line,
  * token field names, no control bytes in values): whatever a client sends,
  * picket never forwards a head with a framing of its own making.
+ *
+ * And over a replayed corpus (fuzz_replay_done(), replay_main.c only): at
+ * least one seed's request reached the canned upstream and at least one
+ * upstream answer reached the client (the includer counts those in
+ * fc.relayed). Without it a picket that forwards nothing would pass every
+ * per-input invariant above, since they only look at what was forwarded.
  */
 #ifndef PICKET_FUZZ_CONN_H
 #define PICKET_FUZZ_CONN_H
@@ -59,7 +65,12 @@ static struct {
     int up_fd; /* listening socket of the canned upstream */
     struct px_snapshot *snap;
     struct px_policy_state *pol;
+    size_t forwarded; /* heads the canned upstream received (checked) */
+    size_t relayed;   /* upstream answers seen by the client (counted by the includer) */
 } fc;
+
+/* The canned upstream's answer body; the includer counts it in picket's output. */
+#define FC_UP_BODY "ok\n"
 
 static const char fc_policy[] =
     "{\"revision\": 7, \"default\": \"deny\", \"rules\": ["
@@ -210,7 +221,7 @@ static void fc_up_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer_ptr end;
     static const char resp[] = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"
-                               "connection: close\r\n\r\nok\n";
+                               "connection: close\r\n\r\n" FC_UP_BODY;
 
     if (u->answered) {
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -224,6 +235,7 @@ static void fc_up_read(struct bufferevent *bev, void *arg)
         return;
     }
     fc_check_head(evbuffer_pullup(in, end.pos + 4), (size_t)end.pos + 4);
+    fc.forwarded++;
     evbuffer_drain(in, evbuffer_get_length(in));
     u->answered = 1;
     bufferevent_write(bev, resp, sizeof(resp) - 1);
@@ -341,6 +353,19 @@ static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *ou
     evconnlistener_free(r.evl);
     px_worker_free(w);
     free(w);
+}
+
+int fuzz_replay_done(size_t ninputs)
+{
+    fprintf(stderr, "fuzz_conn: over %zu inputs, %zu requests reached the upstream and %zu "
+                    "answers reached the client\n",
+            ninputs, fc.forwarded, fc.relayed);
+    if (fc.forwarded == 0 || fc.relayed == 0) {
+        fprintf(stderr, "fuzz_conn: invariant violated: %s over the whole corpus\n",
+                fc.forwarded == 0 ? "no request was forwarded" : "no answer was relayed");
+        return 1;
+    }
+    return 0;
 }
 
 #endif

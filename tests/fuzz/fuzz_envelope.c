@@ -21,6 +21,15 @@
  * reason is one verify can give (not the fetch-only rollback, conflict or
  * bad_bundle). And policy_envelope_pae() builds exactly
  * "DSSEv1 <len> <type> <len> <body>" from a split of the input.
+ *
+ * Positive control, so that a verifier that refuses everything cannot pass:
+ * once per process (LLVMFuzzerInitialize), an envelope built here without
+ * policy/ (PAE by hand, an Ed25519 signature with the fuzz-1 key through EVP,
+ * base64 by EVP_EncodeBlock, JSON by snprintf) must be accepted with keyid
+ * "fuzz-1" and exactly its payload; the same envelope with one signature bit
+ * flipped, with another payload, or naming the P-256 key must be refused as
+ * bad_signature. And over a replayed corpus (fuzz_replay_done()): the signed
+ * seeds were accepted, under each of the three keys.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -55,6 +64,9 @@ static const char *const signed_payloads[] = {
  * does not count memory still reachable from a static). */
 static struct policy_keyring *keyring;
 
+/* Corpus-wide counts (replay): accepted inputs by the keyid that verified. */
+static size_t accepted_fuzz1, accepted_p256, accepted_anon;
+
 static void build_keyring(void)
 {
     EVP_PKEY *k;
@@ -74,12 +86,123 @@ static void build_keyring(void)
     FUZZ_CHECK(policy_keyring_count(keyring) == 3);
 }
 
+/* An envelope for payload[0..plen) signed with `key` (Ed25519), keyid `keyid`
+ * (NULL: none), built without policy/. flip_bit >= 0 flips that bit of the
+ * signature. Returns a malloc'ed NUL-terminated JSON text. */
+static char *independent_envelope(EVP_PKEY *key, const char *keyid, const char *payload,
+                                  size_t plen, int flip_bit)
+{
+    static const char type[] = POLICY_ENVELOPE_PAYLOAD_TYPE;
+    unsigned char pae[512], sig[64], sig64[96], pl64[256];
+    size_t siglen = sizeof(sig);
+    int n = snprintf((char *)pae, sizeof(pae), "DSSEv1 %zu %s %zu ", strlen(type), type, plen);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char *env = malloc(1024);
+
+    FUZZ_CHECK(n > 0 && (size_t)n + plen <= sizeof(pae) && md != NULL && env != NULL);
+    memcpy(pae + n, payload, plen);
+    FUZZ_CHECK(EVP_DigestSignInit(md, NULL, NULL, NULL, key) == 1);
+    FUZZ_CHECK(EVP_DigestSign(md, sig, &siglen, pae, (size_t)n + plen) == 1 && siglen == 64);
+    EVP_MD_CTX_free(md);
+    if (flip_bit >= 0)
+        sig[flip_bit / 8] ^= (unsigned char)(1u << (flip_bit % 8));
+    FUZZ_CHECK(EVP_EncodeBlock(sig64, sig, 64) > 0);
+    FUZZ_CHECK(4 * ((plen + 2) / 3) < sizeof(pl64));
+    FUZZ_CHECK(EVP_EncodeBlock(pl64, (const unsigned char *)payload, (int)plen) >= 0);
+    n = snprintf(env, 1024,
+                 "{\"payloadType\": \"%s\", \"payload\": \"%s\", \"signatures\": "
+                 "[{%s%s%s\"sig\": \"%s\"}]}",
+                 type, pl64, keyid ? "\"keyid\": \"" : "", keyid ? keyid : "", keyid ? "\", " : "",
+                 sig64);
+    FUZZ_CHECK(n > 0 && n < 1024);
+    return env;
+}
+
+static void positive_control(void)
+{
+    static const char payload[] = "{\"revision\": 3, \"default\": \"deny\", \"rules\": []}";
+    static const char other[] = "{\"revision\": 4, \"default\": \"deny\", \"rules\": []}";
+    EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, fuzz1_seed,
+                                               sizeof(fuzz1_seed));
+    char keyid[POLICY_KEYID_MAX + 1], err[512];
+    char *out = NULL, *env;
+    size_t outlen = 0;
+    enum policy_env_reason r;
+
+    FUZZ_CHECK(k != NULL);
+    /* accepted, with its keyid and exactly its payload */
+    env = independent_envelope(k, "fuzz-1", payload, sizeof(payload) - 1, -1);
+    r = policy_envelope_verify(keyring, env, strlen(env), &out, &outlen, keyid, sizeof(keyid), err,
+                               sizeof(err));
+    FUZZ_CHECKF(r == POLICY_ENV_OK, "positive control refused (%s: %s): %s",
+                policy_env_reason_name(r), err, env);
+    FUZZ_CHECK(strcmp(keyid, "fuzz-1") == 0);
+    FUZZ_CHECK(outlen == sizeof(payload) - 1 && memcmp(out, payload, outlen) == 0);
+    free(out);
+    free(env);
+    /* one signature bit flipped: refused */
+    for (int bit = 0; bit < 512; bit += 97) {
+        out = NULL;
+        env = independent_envelope(k, "fuzz-1", payload, sizeof(payload) - 1, bit);
+        r = policy_envelope_verify(keyring, env, strlen(env), &out, &outlen, keyid, sizeof(keyid),
+                                   err, sizeof(err));
+        FUZZ_CHECKF(r == POLICY_ENV_BAD_SIGNATURE && out == NULL,
+                    "signature bit %d flipped: %s", bit, policy_env_reason_name(r));
+        free(env);
+    }
+    /* the signature of one payload on another: refused */
+    env = independent_envelope(k, "fuzz-1", payload, sizeof(payload) - 1, -1);
+    {
+        char *swapped = NULL, pl64[256];
+        char *p = strstr(env, "\"payload\": \"");
+        char *q;
+        FUZZ_CHECK(p != NULL);
+        p += 12;
+        q = strchr(p, '"');
+        FUZZ_CHECK(q != NULL && EVP_EncodeBlock((unsigned char *)pl64, (const unsigned char *)other,
+                                                (int)(sizeof(other) - 1)) > 0);
+        swapped = malloc(strlen(env) + strlen(pl64) + 1);
+        FUZZ_CHECK(swapped != NULL);
+        snprintf(swapped, strlen(env) + strlen(pl64) + 1, "%.*s%s%s", (int)(p - env), env, pl64, q);
+        out = NULL;
+        r = policy_envelope_verify(keyring, swapped, strlen(swapped), &out, &outlen, keyid,
+                                   sizeof(keyid), err, sizeof(err));
+        FUZZ_CHECKF(r == POLICY_ENV_BAD_SIGNATURE && out == NULL, "swapped payload: %s",
+                    policy_env_reason_name(r));
+        free(swapped);
+    }
+    free(env);
+    /* a keyid naming another key (P-256): that key cannot verify it */
+    env = independent_envelope(k, "fuzz-p", payload, sizeof(payload) - 1, -1);
+    out = NULL;
+    r = policy_envelope_verify(keyring, env, strlen(env), &out, &outlen, keyid, sizeof(keyid), err,
+                               sizeof(err));
+    FUZZ_CHECKF(r == POLICY_ENV_BAD_SIGNATURE && out == NULL, "keyid fuzz-p: %s",
+                policy_env_reason_name(r));
+    free(env);
+    EVP_PKEY_free(k);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (keyring == NULL)
+    if (keyring == NULL) {
         build_keyring();
+        positive_control();
+    }
+    return 0;
+}
+
+int fuzz_replay_done(size_t ninputs)
+{
+    fprintf(stderr, "fuzz_envelope: %zu inputs, accepted under fuzz-1 %zu, fuzz-p %zu, no keyid %zu\n",
+            ninputs, accepted_fuzz1, accepted_p256, accepted_anon);
+    if (accepted_fuzz1 == 0 || accepted_p256 == 0 || accepted_anon == 0) {
+        fprintf(stderr, "fuzz_envelope: invariant violated: the signed seeds were not all "
+                        "accepted (each key must verify at least one)\n");
+        return 1;
+    }
     return 0;
 }
 
@@ -136,8 +259,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[512] = "";
     enum policy_env_reason r;
 
-    if (keyring == NULL)
+    if (keyring == NULL) {
         build_keyring();
+        positive_control();
+    }
     r = policy_envelope_verify(keyring, (const char *)data, size, &payload, &plen, keyid,
                                sizeof(keyid), err, sizeof(err));
     FUZZ_CHECKF((unsigned)r < POLICY_ENV_R_COUNT, "reason %d", (int)r);
@@ -147,6 +272,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     "accepted a payload we never signed (%zu bytes, keyid '%s'): %.*s", plen, keyid,
                     (int)(plen > 300 ? 300 : plen), payload);
         FUZZ_CHECK(keyid[0] == '\0' || policy_keyid_valid(keyid));
+        if (strcmp(keyid, "fuzz-1") == 0)
+            accepted_fuzz1++;
+        else if (strcmp(keyid, "fuzz-p") == 0)
+            accepted_p256++;
+        else
+            accepted_anon++;
         free(payload);
     } else {
         FUZZ_CHECKF(r != POLICY_ENV_BAD_BUNDLE && r != POLICY_ENV_REVISION_ROLLBACK &&

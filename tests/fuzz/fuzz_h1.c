@@ -6,7 +6,8 @@
  *
  * Invariants: the forwarded head is well-formed (fuzz_conn.h); whatever
  * picket writes back starts with an HTTP/1.1 status line; no crash, leak
- * or UB.
+ * or UB. Over a replayed corpus: some request reached the upstream and some
+ * upstream answer (a 200 with its body) reached the client (fuzz_conn.h).
  */
 #include "fuzz_conn.h"
 
@@ -26,6 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         p[10] >= '0' && p[10] <= '9' && p[11] >= '0' && p[11] <= '9' &&
                         p[12] == ' ',
                     "response does not start with a status line (%zu bytes)", n);
+        /* the canned upstream's answer relayed: a 200 whose body is FC_UP_BODY */
+        p = evbuffer_pullup(out, -1);
+        if (fc.forwarded > 0 && memcmp(p, "HTTP/1.1 200 ", 13) == 0 &&
+            memmem(p, n, "\r\n\r\n" FC_UP_BODY, 4 + sizeof(FC_UP_BODY) - 1) != NULL)
+            fc.relayed++;
     }
     evbuffer_free(out);
     return 0;

@@ -7,7 +7,9 @@
  * Invariants: the forwarded head is well-formed (fuzz_conn.h); picket's
  * output starts with a SETTINGS frame on stream 0 (its connection
  * preface) and is a sequence of whole frames no larger than the default
- * SETTINGS_MAX_FRAME_SIZE; no crash, leak or UB.
+ * SETTINGS_MAX_FRAME_SIZE; no crash, leak or UB. Over a replayed corpus:
+ * some request reached the upstream and some upstream answer reached the
+ * client as a DATA frame carrying exactly its body (fuzz_conn.h).
  */
 #include "fuzz_conn.h"
 
@@ -30,6 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (off + 9 <= n) {
         size_t len = ((size_t)p[off] << 16) | ((size_t)p[off + 1] << 8) | p[off + 2];
         FUZZ_CHECKF(len <= 16384, "frame of %zu bytes at offset %zu", len, off);
+        /* a DATA frame (type 0, unpadded) on a stream, carrying the upstream's body */
+        if (p[off + 3] == 0x0 && !(p[off + 4] & 0x8) && len == sizeof(FC_UP_BODY) - 1 &&
+            off + 9 + len <= n && memcmp(p + off + 9, FC_UP_BODY, len) == 0)
+            fc.relayed++;
         off += 9 + len;
     }
     FUZZ_CHECKF(off == n, "output ends inside a frame (%zu of %zu bytes)", off, n);

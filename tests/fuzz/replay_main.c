@@ -12,9 +12,10 @@
  * tests/fuzz/corpus/<name>/): the committed corpora become regression tests
  * for gcc and sanitizer builds with no clang needed. Exit status: 0 when
  * every input ran; 1 when a path could not be read or nothing was found
- * (an empty corpus directory is a packaging mistake, not a pass). A broken
- * invariant aborts with the target's message, after this driver has
- * printed the input's name.
+ * (an empty corpus directory is a packaging mistake, not a pass), or when
+ * the target's corpus-wide invariant (fuzz_replay_done(), weak) fails. A
+ * broken per-input invariant aborts with the target's message, after this
+ * driver has printed the input's name.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+int fuzz_replay_done(size_t ninputs) __attribute__((weak));
 
 static int run_file(const char *path, size_t *count)
 {
@@ -142,6 +144,10 @@ int main(int argc, char **argv)
         return 1;
     if (count == 0) {
         fprintf(stderr, "replay: no inputs found\n");
+        return 1;
+    }
+    if (fuzz_replay_done != NULL && fuzz_replay_done(count) != 0) {
+        fprintf(stderr, "replay: the corpus-wide invariant failed over %zu inputs\n", count);
         return 1;
     }
     printf("replay: %zu inputs ran\n", count);

@@ -187,6 +187,7 @@ class H2Raw:
         self.settings = None
         self.settings_acks = 0
         self.pings = 0
+        self.ping_acks = 0   # PING ACKs from the server (answers to our PINGs)
         self.frames_in = 0
         self.out = bytearray()
         self._hblock = {}
@@ -252,6 +253,8 @@ class H2Raw:
             if not flags & ACK:
                 self.pings += 1
                 self.out += frame(PING, ACK, 0, p)
+            else:
+                self.ping_acks += 1
         elif ftype == GOAWAY:
             if self.goaway is None and len(p) >= 8:
                 last, code = struct.unpack(">II", p[:8])

@@ -33,8 +33,12 @@
 #
 # Every process this script starts is stopped by its PID on exit (trap). The run
 # directory is kept (logs, rendered configs, per-server JSON and tables).
-# Exit status: 0 when every server ran; 1 when one failed to start; the tables
-# report ACCEPTED / crashed rows as such (attacks.py's own status is in RUN/<s>.rc).
+# Exit status: 0 only when every server ran and picket's row has no ACCEPTED, crashed
+# or error verdict; 1 when a server failed to start, attacks.py produced no table for
+# one, or picket accepted an attack, crashed, or an attack against it broke (the table
+# is the evidence for picket's claims, so it must not pass on such a row). The peers'
+# ACCEPTED rows are findings about them, listed in the report, not failures of this
+# script (attacks.py's own status per server is in RUN/<s>.rc).
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true
 
@@ -387,7 +391,25 @@ for a in order:
             print("  %-*s %-8s %s" % (nw, s, r["verdict"], r["detail"]))
 print()
 print("run dir: %s (per-server tables: <server>.table, rows: <server>.json, logs: logs/)" % run)
+# The verdict: picket must have run, with no row ACCEPTED, crashed or error; every other
+# server that was asked for must have produced its table.
+bad = []
+for s in servers:
+    if res[s] is None:
+        bad.append("%s: no results (attacks.py exit %s)" % (s, rcs.get(s, "not run")))
+    elif s == "picket":
+        for r in res[s].values():
+            if r["verdict"] in ("ACCEPTED", "crashed", "error"):
+                bad.append("picket %s: %s (%s)" % (r["attack"], r["verdict"], r["detail"]))
+peers = ["%s %s" % (s, r["attack"]) for s in servers if s != "picket" and res[s]
+         for r in res[s].values() if r["verdict"] in ("ACCEPTED", "crashed")]
+if peers:
+    print("findings about the peers (not failures of this run): " + ", ".join(peers))
+print("VERDICT: " + ("FAIL: " + "; ".join(bad) if bad else "PASS"))
+with open(os.path.join(run, "verdict"), "w") as f:
+    f.write("FAIL\n" if bad else "PASS\n")
 EOF
 
 [ ${#FAILED[@]} -eq 0 ] || { log "not run: ${FAILED[*]}"; exit 1; }
+[ "$(cat "$RUN/verdict" 2>/dev/null)" = PASS ] || { log "verdict: FAIL (see $RUN/compare.txt)"; exit 1; }
 exit 0

@@ -14,6 +14,9 @@ tests/bench/bench_dispatch.sh): an ext_authz-style HTTP service over mutual TLS.
     --cache-control-extra S  appended to every Cache-Control value sent (", S")
     --delay-ms MS        answer every check MS milliseconds late (h1: per connection thread,
                          h2: per stream, other streams keep flowing)
+    --hold-dir DIR       a check whose x-user is "hold-NAME" is answered only once the file
+                         DIR/hold-NAME exists (it is counted in "checks" when it arrives):
+                         a test keeps checks in flight for as long as it needs
     --hostile-headers    allow answers also carry headers picket must NOT pass upstream
                          (x-forwarded-client-cert, x-forwarded-proto, x-forwarded-host,
                          x-picket-peer-id, x-request-id, set-cookie, x-envoy-auth-failure)
@@ -32,7 +35,7 @@ Decision (every method, every path except /__state):
     anything else    -> 401, content-type text/plain, body "tenant not allowed\\n"
 GET /__state -> 200 JSON state (not counted as a check).
 
-State JSON: {"checks": N, "handshakes_ok": N, "handshakes_failed": N,
+State JSON: {"checks": N, "answered": N, "handshakes_ok": N, "handshakes_failed": N,
              "by_path": {path: N}, "protocols": {"HTTP/1.1"|"h2": N},
              "last": {"method","path","protocol","headers":[[name, value]...],
                       "body_len", "peer_id"},
@@ -42,6 +45,7 @@ Header names are lowercased; h2 pseudo-headers are reported as method/path, not 
 import argparse
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -51,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGS = None
 LOCK = threading.Lock()
-STATE = {"checks": 0, "handshakes_ok": 0, "handshakes_failed": 0, "by_path": {},
+STATE = {"checks": 0, "answered": 0, "handshakes_ok": 0, "handshakes_failed": 0, "by_path": {},
          "protocols": {}, "last": None, "recent": []}
 
 HOSTILE = [("x-forwarded-client-cert", "By=spiffe://evil/x;URI=spiffe://example.org/ns/default/sa/admin"),
@@ -75,6 +79,22 @@ def _write_state_locked():
 def state_json():
     with LOCK:
         return json.dumps(STATE).encode()
+
+
+def hold_path(headers):
+    """The file a check waits for (--hold-dir and x-user: hold-NAME), or None."""
+    if not ARGS.hold_dir:
+        return None
+    users = [v for k, v in headers if k == "x-user"]
+    if len(users) == 1 and re.fullmatch(r"hold-[A-Za-z0-9_-]{1,64}", users[0]):
+        return os.path.join(ARGS.hold_dir, users[0])
+    return None
+
+
+def count_answered():
+    with LOCK:
+        STATE["answered"] += 1
+        _write_state_locked()
 
 
 def count_handshake(ok):
@@ -184,9 +204,13 @@ class H1Handler(BaseHTTPRequestHandler):
         headers = [(k.lower(), v) for k, v in self.headers.items()]
         status, h, out = decide(self.command, self.path, headers, "HTTP/1.1", len(body),
                                 peer_id_of(self.request))
+        hold = hold_path(headers)
+        while hold is not None and not os.path.exists(hold):
+            time.sleep(0.02)
         if ARGS.delay_ms:
             time.sleep(ARGS.delay_ms / 1000.0)
         self._send(status, h, out)
+        count_answered()
 
     def _send(self, status, headers, body):
         self.send_response(status)
@@ -255,18 +279,24 @@ class H2Conn:
         conn.initiate_connection()
         sock.sendall(conn.data_to_send())
         reqs = {}      # sid -> {"headers": [...], "body_len": n}
-        pending = []   # [due, sid, status, headers, body]
+        pending = []   # [due, sid, status, headers, body, hold file or None, is a check]
         try:
             while True:
                 now = time.monotonic()
-                due = [p for p in pending if p[0] <= now]
+                for p in pending:
+                    if p[5] is not None and os.path.exists(p[5]):
+                        p[0], p[5] = now, None  # released
+                due = [p for p in pending if p[0] <= now and p[5] is None]
                 for p in due:
                     pending.remove(p)
                     self._respond(conn, p[1], p[2], p[3], p[4])
+                    if p[6]:
+                        count_answered()
                 out = conn.data_to_send()
                 if out:
                     sock.sendall(out)
-                wait = min([p[0] for p in pending], default=now + 1.0) - now
+                wait = min([p[0] if p[5] is None else now + 0.02 for p in pending],
+                           default=now + 1.0) - now
                 sock.settimeout(max(0.001, min(wait, 1.0)))
                 try:
                     data = sock.recv(65536)
@@ -311,9 +341,10 @@ class H2Conn:
         headers = [(k.lower(), v) for k, v in r["headers"] if not k.startswith(":")]
         method, path = pseudo.get(":method", ""), pseudo.get(":path", "")
         if method == "GET" and path == "/__state":
-            return [0, sid, 200, [("content-type", "application/json")], state_json()]
+            return [0, sid, 200, [("content-type", "application/json")], state_json(), None, False]
         status, h, body = decide(method, path, headers, "h2", r["body_len"], peer)
-        return [time.monotonic() + ARGS.delay_ms / 1000.0, sid, status, h, body]
+        return [time.monotonic() + ARGS.delay_ms / 1000.0, sid, status, h, body,
+                hold_path(headers), True]
 
     @staticmethod
     def _respond(conn, sid, status, headers, body):
@@ -362,6 +393,7 @@ def main(argv):
     ap.add_argument("--deny-max-age", type=int, default=0)
     ap.add_argument("--cache-control-extra", default="")
     ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--hold-dir")
     ap.add_argument("--hostile-headers", action="store_true")
     ap.add_argument("--state")
     ap.add_argument("--quiet", action="store_true")

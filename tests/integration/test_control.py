@@ -110,11 +110,11 @@ class ControlTest(pt.TestCase):
 
     def _stop_control(self, p):
         rc = p.stop()
-        if self.failed() or pt.VERBOSE:
+        if self.failed() or pt.VERBOSE or p.hung:
             pt.log("control pid %d exit %s; stderr tail:\n%s" % (p.pid, rc, p.stderr()[-3000:]))
-        p.check_sanitizers()
-        if p.popen is not None and not p.killed:
-            self.assertEqual(rc, 0, "control plane exit status")
+        problems = p.stop_problems(expect_exit=None if p.killed and not p.hung else 0)
+        if problems:
+            self.fail("control plane: " + "\n".join(problems))
 
     def sidecar(self, cp_port, name="picket.json", wait=True, **policy_extra):
         pol = {"url": "https://localhost:%d/shop.json" % cp_port, "server_id": CP_ID,
@@ -131,7 +131,7 @@ class ControlTest(pt.TestCase):
         return p
 
     def status(self, p, path):
-        r = self.curl(p.inbound, path, http="1.1", timeout=5)
+        r = self.curl(p.inbound, path, http="1.1", timeout=60)
         return r.status, r.body
 
     def policy_json(self, p):
@@ -147,7 +147,7 @@ class ControlTest(pt.TestCase):
                 return v
             time.sleep(step)
 
-    def wait_revision(self, p, rev, timeout=5.0):
+    def wait_revision(self, p, rev, timeout=30.0):
         ok = self.wait_for(lambda: self.policy_json(p).get("revision") == rev, timeout)
         self.assertTrue(ok, "revision %s not in force: %r\n%s" % (
             rev, self.policy_json(p), p.stderr()[-2000:]))
@@ -194,7 +194,8 @@ class ControlTest(pt.TestCase):
         st, _, _ = self.cp_get(cp, "/shop.json", {"If-None-Match": etag, "Prefer": "wait=1"})
         held = time.monotonic() - t0
         self.assertEqual(st, 304)
-        self.assertTrue(0.9 <= held < 2.0, "held %.2fs" % held)
+        # held for the client's wait=1, not less, and not until --max-wait (10 s)
+        self.assertTrue(0.9 <= held < 10.0, "held %.2fs" % held)
 
         # ...and answered as soon as the file changes
         env2 = self.sign(RULES_B, 2)
@@ -207,12 +208,12 @@ class ControlTest(pt.TestCase):
         import threading
         th = threading.Thread(target=poll)
         th.start()
-        time.sleep(0.5)
+        time.sleep(0.5)  # spacing, so the request is most likely held when the file changes
         self.publish(env2)
-        th.join(10)
+        th.join(60)
+        # a held request the change did not reach would end at wait=5 with a 304
         self.assertEqual(res["r"][0], 200)
         self.assertEqual(res["r"][2], env2)
-        self.assertTrue(res["t"] < 1.5, "change reached the held request after %.2fs" % res["t"])
 
         # a verified SVID outside --allow, or no certificate at all, gets nothing
         for cert in ("other", None):
@@ -239,29 +240,33 @@ class ControlTest(pt.TestCase):
         self.assertEqual(self.readyz(p), 200)
         self.assertTrue(os.path.exists(os.path.join(self.tmp, "cache", "policy.dsse.json")))
 
-        # the sidecar's next request is now held by the control plane; a new revision
-        # reaches it in about a round trip
-        time.sleep(1.2)
-        self.publish(self.sign(RULES_B, 2))
-        t0 = time.monotonic()
-        ok = self.wait_for(lambda: self.status(p, B)[0] == 200, 3.0)
-        took = time.monotonic() - t0
-        self.assertTrue(ok, "revision 2 never enforced: %r" % self.policy_json(p))
-        self.assertLess(took, 1.5, "revision 2 took %.2fs to be enforced" % took)
-        self.assertEqual(self.status(p, A)[0], 403)
-        self.assertEqual(self.policy_json(p)["revision"], 2)
-        held = [o for o in pt.log_events(cp, "control_request")
-                if o.get("peer_id") == pt.SERVER_ID and o.get("detail") == "changed while held"]
-        self.assertTrue(held, "no held request answered by the change:\n%s" % cp.stderr()[-2000:])
+        # The sidecar's next request is held by the control plane, and a new revision
+        # must be what answers it ("changed while held"), not the end of its wait (a
+        # 304). A revision published before the request got there is answered at once,
+        # which is correct too but shows nothing: publish again until one was held.
+        def held_answers():
+            return [o for o in pt.log_events(cp, "control_request")
+                    if o.get("peer_id") == pt.SERVER_ID and o.get("detail") == "changed while held"]
+        rev = 1
+        while not held_answers():
+            self.assertLess(rev, 11, "10 revisions, none answered a held request:\n%s"
+                            % cp.stderr()[-2000:])
+            time.sleep(0.5)  # spacing only: the sidecar sends its next long-poll
+            rev += 1
+            rules_a = rev % 2 == 1
+            self.publish(self.sign(RULES_A if rules_a else RULES_B, rev))
+            self.wait_revision(p, rev, timeout=60.0)
+            self.assertEqual((self.status(p, A)[0], self.status(p, B)[0]),
+                             (200, 403) if rules_a else (403, 200), "revision %d enforced" % rev)
 
         # a reload (SIGHUP; also what an SVID rotation triggers) frees the old config:
         # the fetcher must go on without touching it
         since = len(p.stderr())
         p.signal(signal.SIGHUP)
-        self.assertIsNotNone(pt.wait_log_event(p, "reloaded", since=since), p.stderr()[since:])
-        time.sleep(0.5)
-        self.publish(self.sign(RULES_A, 3))
-        self.wait_revision(p, 3, timeout=4.0)
+        self.assertIsNotNone(pt.wait_log_event(p, "reloaded", since=since, timeout=30),
+                             p.stderr()[since:])
+        self.publish(self.sign(RULES_A, rev + 1))
+        self.wait_revision(p, rev + 1, timeout=60.0)
         self.assert_r1_decisions(p, "after SIGHUP")
 
     def test_refusals_keep_running_bundle(self):
@@ -285,7 +290,7 @@ class ControlTest(pt.TestCase):
         for reason, env in cases:
             since = len(p.stderr())
             self.publish(env)
-            ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=4.0,
+            ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=30,
                                    pred=lambda o, r=reason: o.get("reason") == r)
             self.assertIsNotNone(ev, "%s: no policy_refused line; log:\n%s" % (
                 reason, p.stderr()[since:][-2000:]))
@@ -340,7 +345,7 @@ class ControlTest(pt.TestCase):
 
         # offline with max_staleness 1s: the cache is older than that -> fail closed
         p3 = self.sidecar(cp_port, name="p3.json", max_staleness="1s")
-        time.sleep(1.1)
+        self.assertTrue(self.wait_for(lambda: self.readyz(p3) == 503, 60), self.policy_json(p3))
         st, body = self.status(p3, A)
         self.assertEqual((st, body), (503, b"policy is stale\n"))
         self.assertEqual(self.readyz(p3), 503)
@@ -348,7 +353,7 @@ class ControlTest(pt.TestCase):
 
         # on_stale last_known_good: still enforced, but not ready
         p4 = self.sidecar(cp_port, name="p4.json", max_staleness="1s", on_stale="last_known_good")
-        time.sleep(1.1)
+        self.assertTrue(self.wait_for(lambda: self.readyz(p4) == 503, 60), self.policy_json(p4))
         self.assert_r1_decisions(p4, "last_known_good")
         self.assertEqual(self.readyz(p4), 503)
 

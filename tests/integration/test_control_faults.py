@@ -14,8 +14,8 @@ the happy path against `picket control serve`):
   * nginx (Debian's /usr/sbin/nginx) as the control plane, configured as in the README:
     fetched and enforced, an update renamed in is picked up, If-None-Match -> 304.
 
-Needs python3-cryptography and nginx (Debian packages); the tests that need a missing
-one are skipped with a message.
+Needs python3-cryptography and nginx (Debian packages); a missing one fails the tests
+that need it, naming the package (`bash deploy/install-deps.sh` installs both).
 
     PICKET_BIN=build/picket /usr/bin/python3 tests/integration/test_control_faults.py [-k PATTERN]
 """
@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
@@ -39,7 +38,7 @@ try:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     HAVE_CRYPTOGRAPHY = True
-except ImportError:  # pragma: no cover - Debian python3-cryptography missing
+except ImportError:  # InteropTest fails in setUp, naming the package
     HAVE_CRYPTOGRAPHY = False
 
 NGINX = "/usr/sbin/nginx"
@@ -180,7 +179,12 @@ class FaultServer:
                     self._stop.wait()
                     return
                 if mode == "raw":
+                    # blocking while it writes: picket reads a large body at the pace of
+                    # its stream buffer, and the 0.1 s poll timeout above would cut the
+                    # body short (a reset picket reports as such) on a loaded machine
+                    s.settimeout(60)
                     s.sendall(self.body)  # a whole response, as is
+                    s.settimeout(0.1)
                     if self.close_after:
                         return
                     continue
@@ -401,9 +405,12 @@ class FaultsBase(pt.TestCase):
         if p.popen is None:
             return
         rc = p.stop()
-        if self.failed() or pt.VERBOSE:
+        if self.failed() or pt.VERBOSE or p.hung:
             pt.log("control pid %d exit %s; stderr tail:\n%s" % (p.pid, rc, p.stderr()[-3000:]))
-        p.check_sanitizers()
+        # a control plane the test stopped itself (cp.stop()) must have exited 0 as well
+        problems = p.stop_problems(expect_exit=None if p.killed and not p.hung else 0)
+        if problems:
+            self.fail("control plane: " + "\n".join(problems))
 
     def fault(self, port, mode, **kw):
         s = FaultServer(self.pki, port, mode, **kw)
@@ -428,7 +435,7 @@ class FaultsBase(pt.TestCase):
         return "https://localhost:%d%s" % (port, path)
 
     def status(self, p, path):
-        r = self.curl(p.inbound, path, http="1.1", timeout=5)
+        r = self.curl(p.inbound, path, http="1.1", timeout=60)
         return r.status, r.body
 
     def policy_json(self, p):
@@ -444,7 +451,7 @@ class FaultsBase(pt.TestCase):
                 return v
             time.sleep(step)
 
-    def wait_revision(self, p, rev, timeout=5.0):
+    def wait_revision(self, p, rev, timeout=30.0):
         ok = self.wait_for(lambda: self.policy_json(p).get("revision") == rev, timeout)
         self.assertTrue(ok, "revision %s not in force: %r\n%s" % (
             rev, self.policy_json(p), p.stderr()[-2000:]))
@@ -476,39 +483,61 @@ class FaultsBase(pt.TestCase):
 
 class FaultTest(FaultsBase):
 
+    def wait_stale(self, p, max_staleness_ms, msg, timeout=60.0):
+        """Waits for /readyz 503 (the event), then checks picket's own clock agrees it is
+        past max_staleness: /policy fetch.staleness_ms >= max_staleness_ms. Going stale
+        early fails here; going stale late only makes the wait longer."""
+        ok = self.wait_for(lambda: self.readyz(p) == 503, timeout, 0.05)
+        self.assertTrue(ok, "%s: never stale: %r" % (msg, self.policy_json(p)))
+        pol = self.policy_json(p)
+        self.assertGreaterEqual(pol["fetch"]["staleness_ms"], max_staleness_ms,
+                                "%s: stale before max_staleness: %r" % (msg, pol))
+        self.assert_stale(p, msg)
+
     def test_error_answers_keep_bundle_then_stale_then_recover(self):
         """500s and garbage 200s leave revision 1 in force and are counted; they are not
-        contact, so past max_staleness (6s) the sidecar fails closed; a good control plane
-        on the same port brings it back."""
+        contact, so past max_staleness the sidecar fails closed; a good control plane on
+        the same port brings it back.
+
+        Two sidecars, so that no check depends on the test being fast: `keep`
+        (max_staleness 300 s) is checked for enforcement through the faults; `short`
+        (max_staleness 3 s) hears only garbage 200s from its own fault server and must
+        go stale, by picket's own staleness clock, not before 3 s."""
         env1 = self.sign(RULES_A, 1)
         self.publish(env1)
         cp = self.control()
         port = cp.port
-        p = self.sidecar(self.url(port), max_staleness="6s")
-        self.wait_revision(p, 1)
-        self.assert_decisions(p, msg="revision 1")
-        self.assertEqual(self.readyz(p), 200)
-        with open(p.cache, "rb") as f:
-            self.assertEqual(f.read(), env1)
-        self.wait_fetches(p, "not_modified", 1, 3.0)  # If-None-Match answered 304
+        cp2 = self.control()
+        port2 = cp2.port
+        keep = self.sidecar(self.url(port), max_staleness="300s", name="keep.json")
+        short = self.sidecar(self.url(port2), max_staleness="3s", name="short.json")
+        for p in (keep, short):
+            self.wait_revision(p, 1)
+            self.assert_decisions(p, msg="revision 1")
+            self.assertEqual(self.readyz(p), 200)
+            with open(p.cache, "rb") as f:
+                self.assertEqual(f.read(), env1)
+            self.wait_fetches(p, "not_modified", 1, 30.0)  # If-None-Match answered 304
 
-        # --- the control plane answers 500 ---
+        # --- short's control plane answers 200s that are no envelope, from now on ---
+        cp2.stop()
+        srv2 = self.fault(port2, "garbage", body=b'{"revision": 99, "rules": []}')
+        # --- keep's control plane answers 500 ---
         cp.stop()
-        t_down = time.monotonic()
         srv = self.fault(port, "status", status=500)
-        since = len(p.stderr())
-        n0 = self.fetches(p, "http_error")
-        self.wait_fetches(p, "http_error", n0 + 2, 4.0)
-        ev = pt.wait_log_event(p, "policy_fetch_failed", since=since,
+        since = len(keep.stderr())
+        n0 = self.fetches(keep, "http_error")
+        self.wait_fetches(keep, "http_error", n0 + 2, 30.0)
+        ev = pt.wait_log_event(keep, "policy_fetch_failed", since=since, timeout=30,
                                pred=lambda o: o.get("status") == "500")
-        self.assertIsNotNone(ev, p.stderr()[since:][-2000:])
+        self.assertIsNotNone(ev, keep.stderr()[since:][-2000:])
         self.assertEqual(ev.get("result"), "http_error", ev)
-        pol = self.policy_json(p)
+        pol = self.policy_json(keep)
         self.assertEqual(pol["revision"], 1)
         self.assertIn("500", pol["fetch"]["last_error"] or "", pol)
         self.assertGreaterEqual(pol["fetch"]["failures"], 2, pol)
-        self.assert_decisions(p, msg="control plane answers 500")
-        self.assertEqual(self.readyz(p), 200)
+        self.assert_decisions(keep, msg="control plane answers 500")
+        self.assertEqual(self.readyz(keep), 200)
         # the sidecar kept its validator across the failure
         self.assertTrue(any(h.get("if-none-match") for _, h in srv.requests), srv.requests)
 
@@ -523,38 +552,38 @@ class FaultTest(FaultsBase):
         reasons = {}
         for what, body in garbage:
             srv.body = body
-            since = len(p.stderr())
-            ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=4.0)
-            self.assertIsNotNone(ev, "%s: no policy_refused:\n%s" % (what, p.stderr()[since:][-2000:]))
+            since = len(keep.stderr())
+            ev = pt.wait_log_event(keep, "policy_refused", since=since, timeout=30.0)
+            self.assertIsNotNone(ev, "%s: no policy_refused:\n%s" % (what, keep.stderr()[since:][-2000:]))
             reasons[what] = ev.get("reason")
-            self.assertEqual(self.policy_json(p)["revision"], 1, what)
-            self.assert_decisions(p, msg=what)
+            self.assertEqual(self.policy_json(keep)["revision"], 1, what)
+            self.assert_decisions(keep, msg=what)
+            self.assertEqual(self.readyz(keep), 200, what)
         self.assertEqual(reasons["non-JSON bytes"], "bad_envelope", reasons)
-        self.assertGreaterEqual(self.fetches(p, "refused"), len(garbage))
-        self.assertGreaterEqual(pt.metric(p.admin, "picket_policy_refusals_total", 0,
+        self.assertGreaterEqual(self.fetches(keep, "refused"), len(garbage))
+        self.assertGreaterEqual(pt.metric(keep.admin, "picket_policy_refusals_total", 0,
                                           reason="bad_envelope"), 1)
-        with open(p.cache, "rb") as f:
+        with open(keep.cache, "rb") as f:
             self.assertEqual(f.read(), env1, "a refused body reached cache_dir")
-        up_for = time.monotonic() - t_down
-        self.assertLess(up_for, 5.5, "test too slow to check enforcement before max_staleness")
-        self.assertEqual(self.readyz(p), 200, "stale after %.1fs without contact" % up_for)
 
-        # --- no contact for 6s (refused 200s are not contact): fail closed ---
-        ok = self.wait_for(lambda: self.readyz(p) == 503, 8.0, 0.1)
-        stale_after = time.monotonic() - t_down
-        self.assertTrue(ok, "never stale: %r" % self.policy_json(p))
-        self.assertGreater(stale_after, 5.0, "stale after only %.1fs" % stale_after)
-        self.assert_stale(p, "garbage for 6s")
-        self.assertGreater(self.policy_json(p)["fetch"]["staleness_ms"], 6000)
+        # --- no contact (refused 200s are not contact): short fails closed ---
+        self.wait_stale(short, 3000, "garbage 200s only")
+        self.assertGreaterEqual(self.fetches(short, "refused"), 1, "short never heard garbage")
+        self.assertEqual(self.policy_json(short)["revision"], 1)
+        with open(short.cache, "rb") as f:
+            self.assertEqual(f.read(), env1)
 
-        # --- a good control plane is back on the same port, with revision 2 ---
+        # --- good control planes are back on the same ports, with revision 2 ---
         srv.stop()
+        srv2.stop()
         self.publish(self.sign(RULES_B, 2))
         self.control(port=port)
-        self.wait_revision(p, 2, timeout=6.0)
-        self.assertTrue(self.wait_for(lambda: self.readyz(p) == 200, 3.0), self.policy_json(p))
-        self.assert_decisions(p, rules_a=False, msg="recovered")
-        self.assertEqual(self.policy_json(p)["fetch"]["failures"], 0)
+        self.control(port=port2)
+        for p in (keep, short):
+            self.wait_revision(p, 2, timeout=30.0)
+            self.assertTrue(self.wait_for(lambda: self.readyz(p) == 200, 30.0), self.policy_json(p))
+            self.assert_decisions(p, rules_a=False, msg="recovered")
+            self.assertEqual(self.policy_json(p)["fetch"]["failures"], 0)
 
     def test_broken_answers_keep_bundle(self):
         """Answers that are not a usable HTTP response, from a start with a good cache:
@@ -586,7 +615,7 @@ class FaultTest(FaultsBase):
             srv.body = body
             since = len(p.stderr())
             ev = pt.wait_log_event(
-                p, "policy_fetch_failed", since=since, timeout=5.0,
+                p, "policy_fetch_failed", since=since, timeout=30.0,
                 pred=lambda o, r=result, e=error: o.get("result") == r and (e is None or o.get("error") == e))
             self.assertIsNotNone(ev, "%s: no policy_fetch_failed result=%s error=%s:\n%s" % (
                 what, result, error, p.stderr()[since:][-1500:]))
@@ -599,73 +628,83 @@ class FaultTest(FaultsBase):
             self.assertEqual(f.read(), env1)
 
     def test_hung_control_plane(self):
-        """Two sidecars start from a good cache (revision 1): one's control plane reads
-        the request and never answers, the other's never completes the handshake. Both
-        enforce revision 1, go stale after max_staleness (3s), time the fetch out, and
-        recover when a good control plane takes the port over: one with the same
-        revision (unchanged -> fresh), one with revision 2."""
+        """Sidecars start from a good cache (revision 1): one control plane reads the
+        request and never answers, the other never completes the handshake. For each:
+        `keep` (max_staleness 300 s) enforces revision 1 from the cache and times the
+        fetch out (long_poll + 10 s) with policy_fetch_failed result=timeout; `short`
+        (max_staleness 3 s) goes stale, by picket's own clock not before 3 s. All recover
+        when a good control plane takes the port over: the hung one's with the same
+        revision (unchanged -> fresh), the other's with revision 2."""
         env1 = self.sign(RULES_A, 1)
         cases = {}
         for mode in ("hang", "handshake"):
             port = pt.free_port()
             srv = self.fault(port, mode)
-            cache = os.path.join(self.tmp, mode + ".cache")
-            os.makedirs(cache)
-            with open(os.path.join(cache, "policy.dsse.json"), "wb") as f:
-                f.write(env1)
-            p = self.sidecar(self.url(port), name=mode + ".json", cache_dir=cache,
-                             max_staleness="3s", long_poll="1s")
-            cases[mode] = (srv, p, port, time.monotonic())
-        for mode, (srv, p, port, t0) in cases.items():
-            self.assertIsNotNone(pt.wait_log_event(p, "policy_from_cache"), p.stderr()[-2000:])
-            self.assertEqual(self.policy_json(p)["revision"], 1, mode)
-            self.assert_decisions(p, msg="%s, from cache" % mode)
-            self.assertEqual(self.readyz(p), 200, mode)
-            self.assertLess(time.monotonic() - t0, 2.5, "too slow to check before max_staleness")
+            ps = {}
+            for kind, staleness in (("keep", "300s"), ("short", "3s")):
+                cache = os.path.join(self.tmp, "%s-%s.cache" % (mode, kind))
+                os.makedirs(cache)
+                with open(os.path.join(cache, "policy.dsse.json"), "wb") as f:
+                    f.write(env1)
+                ps[kind] = self.sidecar(self.url(port), name="%s-%s.json" % (mode, kind),
+                                        cache_dir=cache, max_staleness=staleness, long_poll="1s")
+            cases[mode] = (srv, ps, port)
+        for mode, (srv, ps, port) in cases.items():
+            for kind, p in ps.items():
+                self.assertIsNotNone(pt.wait_log_event(p, "policy_from_cache", timeout=30),
+                                     p.stderr()[-2000:])
+            keep = ps["keep"]
+            self.assertEqual(self.policy_json(keep)["revision"], 1, mode)
+            self.assert_decisions(keep, msg="%s, from cache" % mode)
+            self.assertEqual(self.readyz(keep), 200, mode)
         # the hung server really holds a request; the other one never saw a handshake
         hang_srv = cases["hang"][0]
-        self.assertTrue(self.wait_for(lambda: hang_srv.requests, 3.0), "no request read")
+        self.assertTrue(self.wait_for(lambda: hang_srv.requests, 30.0), "no request read")
         self.assertTrue(hang_srv.requests[0][0].startswith("GET /shop.json "), hang_srv.requests)
         self.assertEqual(hang_srv.requests[0][1].get("prefer"), "wait=1", hang_srv.requests)
         hs_srv = cases["handshake"][0]
         self.assertGreaterEqual(hs_srv.accepted, 1)
         self.assertEqual(hs_srv.handshakes, 0)
 
-        for mode, (srv, p, port, t0) in cases.items():
-            ok = self.wait_for(lambda: self.readyz(p) == 503, max(0.5, t0 + 5 - time.monotonic()))
-            self.assertTrue(ok, "%s: never stale: %r" % (mode, self.policy_json(p)))
-            self.assert_stale(p, mode)
+        for mode, (srv, ps, port) in cases.items():
+            self.wait_stale(ps["short"], 3000, mode)
         # the held request ends by the fetcher's own deadline (long_poll + 10s)
-        for mode, (srv, p, port, t0) in cases.items():
-            self.wait_fetches(p, "timeout", 1, max(1.0, t0 + 14 - time.monotonic()))
-            ev = pt.wait_log_event(p, "policy_fetch_failed",
+        for mode, (srv, ps, port) in cases.items():
+            keep = ps["keep"]
+            self.wait_fetches(keep, "timeout", 1, 60.0)
+            ev = pt.wait_log_event(keep, "policy_fetch_failed",
                                    pred=lambda o: o.get("result") == "timeout")
             self.assertIsNotNone(ev, "%s: no policy_fetch_failed result=timeout" % mode)
-            self.assertEqual(self.policy_json(p)["revision"], 1, mode)
-            self.assert_stale(p, mode + ", after the timeout")
+            self.assertEqual(self.policy_json(keep)["revision"], 1, mode)
+            self.assert_decisions(keep, msg=mode + ", after the timeout")
+            self.assertEqual(self.readyz(keep), 200, mode)
+            self.assert_stale(ps["short"], mode + ", after the timeout")
 
         # recovery: good control planes on the same ports
-        dirs = {}
-        for mode, (srv, p, port, t0) in cases.items():
+        for mode, (srv, ps, port) in cases.items():
             srv.stop()
             d = os.path.join(self.tmp, "cp-" + mode)
             os.makedirs(d)
             self.publish(env1 if mode == "hang" else self.sign(RULES_B, 2), cpdir=d)
-            dirs[mode] = self.control(port=port, cpdir=d)
-        for mode, (srv, p, port, t0) in cases.items():
-            ok = self.wait_for(lambda: self.readyz(p) == 200, 6.0, 0.1)
-            self.assertTrue(ok, "%s: not ready again: %r\n%s" % (mode, self.policy_json(p),
-                                                                 p.stderr()[-2000:]))
-            self.assert_decisions(p, rules_a=(mode == "hang"), msg=mode + " recovered")
-            pol = self.policy_json(p)
-            self.assertEqual(pol["revision"], 1 if mode == "hang" else 2, pol)
-            self.assertEqual(pol["fetch"]["failures"], 0, pol)
+            self.control(port=port, cpdir=d)
+        for mode, (srv, ps, port) in cases.items():
+            for kind, p in ps.items():
+                ok = self.wait_for(lambda: self.readyz(p) == 200, 60.0, 0.1)
+                self.assertTrue(ok, "%s/%s: not ready again: %r\n%s" % (
+                    mode, kind, self.policy_json(p), p.stderr()[-2000:]))
+                self.wait_revision(p, 1 if mode == "hang" else 2, timeout=30.0)
+                self.assert_decisions(p, rules_a=(mode == "hang"), msg="%s/%s recovered" % (mode, kind))
+                self.assertEqual(self.policy_json(p)["fetch"]["failures"], 0)
 
 
 # --------------------------------------------------------------------------
 
-@unittest.skipUnless(HAVE_CRYPTOGRAPHY, "python3-cryptography not installed")
 class InteropTest(FaultsBase):
+
+    def setUp(self):
+        pt.require_module("cryptography.hazmat.primitives.asymmetric.ed25519",
+                          "python3-cryptography")
+        super().setUp()
 
     def py_keys(self):
         """Ed25519 and P-256 keys made in Python; public halves as SPKI PEM files."""
@@ -766,7 +805,7 @@ class InteropTest(FaultsBase):
         since = len(p.stderr())
         self.publish(self.py_envelope(bundle_bytes(RULES_B, 4),
                                       [("py-ec", self.py_sig(ecp, bundle_bytes(RULES_B, 5)))]))
-        ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=4.0)
+        ev = pt.wait_log_event(p, "policy_refused", since=since, timeout=30.0)
         self.assertIsNotNone(ev, p.stderr()[since:][-2000:])
         self.assertEqual(ev.get("reason"), "bad_signature", ev)
         self.assertEqual(self.policy_json(p)["revision"], 3)
@@ -836,8 +875,11 @@ class InteropTest(FaultsBase):
 
 # --------------------------------------------------------------------------
 
-@unittest.skipUnless(os.access(NGINX, os.X_OK), "nginx not installed (Debian package nginx)")
 class NginxTest(FaultsBase):
+
+    def setUp(self):
+        pt.require_tool("nginx", "nginx", path=NGINX)
+        super().setUp()
 
     def test_nginx_as_control_plane(self):
         """Two server blocks as in the README, one with http2 and one without: a sidecar
@@ -871,7 +913,7 @@ class NginxTest(FaultsBase):
             self.assertEqual(self.readyz(p), 200)
         for proto, p in sidecars.items():
             # polls with If-None-Match get 304s
-            self.wait_fetches(p, "not_modified", 2, 4.0)
+            self.wait_fetches(p, "not_modified", 2, 30.0)
             lines = access(proto)
             n304 = [ln for ln in lines if ln.startswith("304 ")]
             self.assertGreaterEqual(len(n304), 2, "\n".join(lines[-10:]))
@@ -887,13 +929,13 @@ class NginxTest(FaultsBase):
         self.publish(env2, cpdir=bundles, mtime=t_pub + 5)
         os.chmod(os.path.join(bundles, "shop.json"), 0o644)
         for proto, p in sidecars.items():
-            self.wait_revision(p, 2, timeout=4.0)
+            self.wait_revision(p, 2, timeout=30.0)
             self.assert_decisions(p, rules_a=False, msg="revision 2 from nginx over " + proto)
             with open(p.cache, "rb") as f:
                 self.assertEqual(f.read(), env2)
         for proto, p in sidecars.items():
             n = self.fetches(p, "not_modified")
-            self.wait_fetches(p, "not_modified", n + 2, 4.0)
+            self.wait_fetches(p, "not_modified", n + 2, 30.0)
             lines = access(proto)
             self.assertEqual(len([ln for ln in lines if ln.startswith("200 ")]), 2,
                              "\n".join(lines))

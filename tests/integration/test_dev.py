@@ -87,13 +87,13 @@ class Dev(pt.TestCase):
         p = pt.Picket(self.tmp, None, name="picket-dev", args=args)
 
         def fin():
-            rc = p.stop(15)
-            if self.failed():
+            rc = p.stop()
+            if self.failed() or p.hung:
                 pt.log("picket dev exit %s; stdout:\n%s\nstderr tail:\n%s" % (
                     rc, p.stdout(), p.stderr()[-3000:]))
-            p.check_sanitizers()
-            if not p.killed:
-                self.assertEqual(rc, 0, "picket dev exit status after SIGTERM")
+            problems = p.stop_problems(expect_exit=0)
+            if problems:
+                self.fail("picket dev after SIGTERM: " + "\n".join(problems))
         self.addCleanup(fin)
         p.start(wait=False)
         deadline = time.monotonic() + timeout
@@ -268,14 +268,14 @@ class Dev(pt.TestCase):
         with open(tmp, "w") as f:
             json.dump(pol, f, indent=2)
         os.replace(tmp, pol_path)
-        deadline = time.monotonic() + 8.0
+        deadline = time.monotonic() + 60.0  # a wait for the reload, not a speed bound
         status = 403
         while time.monotonic() < deadline:
             body, status, _ = self.run_line(line, url)
             if status == 200:
                 break
             time.sleep(0.25)
-        self.assertEqual(status, 200, "policy edit not picked up within 8s")
+        self.assertEqual(status, 200, "policy edit not picked up within 60s")
         self.assertTrue(body.startswith(b"hello from the picket demo upstream\n\nGET /admin/x\n"),
                         body[:200])
         self.stop_dev(p)

@@ -15,11 +15,19 @@ metrics, both service protocols (ALPN h2, http/1.1, none).
 Most tests run picket with workers=1: the cache and the in-flight table are per
 worker, so exact check counts need one worker.
 
+Nothing here bounds how long something takes. A check the service must keep in
+flight is held there (authz_app --hold-dir: x-user hold-NAME) until the test releases
+it after the event it waits for (the service counted the check, picket counted a
+coalesced waiter); timeouts and refusals are told apart by their result label
+(picket_dispatch_checks_total{result=timeout|error}), not by a stopwatch; cache ages
+are picket's own (audit cache_age_ms), bracketed by what the test measured.
+
     /usr/bin/python3 tests/integration/test_dispatch.py [-k PATTERN]
 """
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -118,7 +126,7 @@ class DispatchBase(pt.TestCase):
         state = os.path.join(self.tmp, "authz-%d.json" % port)
         argv = [pt.PYTHON, os.path.join(pt.HERE, "authz_app.py"), "--port", str(port),
                 "--cert", self.pki.cert(cert), "--key", self.pki.key(cert), "--ca", self.pki.ca,
-                "--state", state] + list(self.SERVICE_ARGS) + list(args)
+                "--state", state, "--hold-dir", self.tmp] + list(self.SERVICE_ARGS) + list(args)
         p = pt.Proc(argv, self.tmp, "authz-%d" % port)
         self.addCleanup(p.stop)
         return Authz(p, port, state)
@@ -147,12 +155,8 @@ class DispatchBase(pt.TestCase):
         cfg["dispatch"] = {"authz": d}
         pt.write_config(path, cfg)
         self.cfg, self.port, self.admin = cfg, port, admin
-        if sanitizer_check:
-            self.proc = self.picket(path, inbound_port=port, admin_port=admin)
-        else:  # for expected failures that are sanitizer reports: the test body checks
-            self.proc = pt.Picket(self.tmp, path, admin_port=admin, inbound_port=port, pki=self.pki)
-            self.addCleanup(self.proc.stop)
-            self.proc.start()
+        # (sanitizer_check is kept for callers; the harness always checks now)
+        self.proc = self.picket(path, inbound_port=port, admin_port=admin)
         return port
 
     def h2(self, cert="client"):
@@ -164,7 +168,7 @@ class DispatchBase(pt.TestCase):
         return pt.read_jsonl(os.path.join(self.tmp, "audit.jsonl"), timeout=5.0,
                              min_lines=min_lines)
 
-    def audit_for(self, rid, timeout=5.0):
+    def audit_for(self, rid, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
             recs = [x for x in pt.read_jsonl(os.path.join(self.tmp, "audit.jsonl"), timeout=0)
@@ -176,6 +180,23 @@ class DispatchBase(pt.TestCase):
 
     def m(self, name, **labels):
         return pt.metric(pt.scrape_metrics(self.admin), name, default=0, **labels)
+
+    def release(self, name):
+        """Lets the service answer every check held on x-user: hold-NAME."""
+        open(os.path.join(self.tmp, "hold-" + name), "w").close()
+
+    def wait_for(self, what, fn, timeout=60.0):
+        """Waits for fn() to be true (an event: a counter reached, a state seen)."""
+        deadline = time.monotonic() + timeout
+        while not fn():
+            if time.monotonic() > deadline:
+                self.fail("waited %.0fs for %s" % (timeout, what))
+            time.sleep(0.02)
+
+    def wait_coalesced(self, n, timeout=60.0):
+        self.wait_for("picket_dispatch_coalesced_total >= %d" % n,
+                      lambda: self.m("picket_dispatch_coalesced_total", service="authz") >= n,
+                      timeout)
 
     def get(self, path, tenant="acme", http="2", cert="client", rid=None, extra_headers=(), **kw):
         hs = list(extra_headers)
@@ -267,43 +288,65 @@ class CoreMixin:
         self.assertEqual(self.m("picket_dispatch_cache_total", service="authz", result="miss"), 1)
         self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="allow"), 1)
 
+    def held_many(self, cli, reqs, hold, coalesced):
+        """h2_many() in a thread while the service holds the check (x-user hold-NAME in
+        reqs): waits until picket counts `coalesced` waiters on it, releases it, returns
+        the results."""
+        out = {}
+
+        def run():
+            try:
+                out["r"] = h2_many(cli, reqs, timeout=120)
+            except AssertionError as e:
+                out["e"] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.wait_coalesced(coalesced)
+        self.assertTrue(t.is_alive(), "answered while the check was held: %r" % out)
+        self.release(hold)
+        t.join(150)
+        if "e" in out:
+            raise out["e"]
+        return out["r"]
+
     def test_coalesce_twenty_concurrent(self):
-        # no max-age: nothing is cached, so one check for 20 requests can only be coalescing
-        az = self.authz("--delay-ms", "500", "--max-age", "0")
+        # no max-age: nothing is cached, so one check for 20 requests can only be
+        # coalescing; the service holds that check until all 20 wait on it
+        az = self.authz("--max-age", "0")
         self.start(az.port)
         cli = self.h2()
-        t0 = time.monotonic()
-        res = h2_many(cli, [("/headers", [("x-tenant", "acme"), ("x-request-id", "dsp-co-%d" % i)])
-                            for i in range(20)])
-        took = time.monotonic() - t0
+        res = self.held_many(cli, [("/headers", [("x-tenant", "acme"), ("x-user", "hold-co"),
+                                                 ("x-request-id", "dsp-co-%d" % i)])
+                                   for i in range(20)], "co", 19)
         self.assertEqual(az.checks(), 1, "20 identical concurrent requests: one check")
         for st, _, body in res:
             self.assertEqual(st, 200, body[:200])
             self.assertEqual(json.loads(body)["headers"].get("x-authz-user"), "alice")
-        self.assertLess(took, 3.0)
         self.assertEqual(self.m("picket_dispatch_coalesced_total", service="authz"), 19)
         by = [self.audit_for("dsp-co-%d" % i)["decided_by"] for i in range(20)]
         self.assertEqual(set(by), {"dispatch"}, by)
         # the same for a denial: one check, 20 x 401 with the body
-        res = h2_many(cli, [("/headers", [("x-tenant", "evil")]) for _ in range(20)])
+        res = self.held_many(cli, [("/headers", [("x-tenant", "evil"), ("x-user", "hold-co2")])
+                                   for _ in range(20)], "co2", 38)
         self.assertEqual(az.checks(), 2)
         self.assertEqual([(st, b) for st, _, b in res], [(401, DENY_BODY)] * 20)
 
     def test_timeout_denies_fast(self):
-        az = self.authz("--delay-ms", "1500")
+        # the service never answers (held, never released): only picket's timeout (the
+        # 200 ms default) can answer, with a 403; not before the timeout
+        az = self.authz()
         self.start(az.port, dispatch={"timeout": None})  # the default: 200ms
         cli = self.h2()
         t0 = time.monotonic()
-        st, hs, body, _ = cli.request("/headers", headers=[("x-tenant", "acme"),
-                                                            ("x-request-id", "dsp-to-1")])
+        st, hs, body, _ = cli.request("/headers", headers=[("x-tenant", "acme"), ("x-user", "hold-never"),
+                                                            ("x-request-id", "dsp-to-1")], timeout=60)
         took = time.monotonic() - t0
         self.assertEqual((st, body), (403, UNAVAILABLE))
-        self.assertLess(took, 0.6, "answered at the 200ms default timeout, not the service's 1.5s")
-        self.assertGreater(took, 0.15, "not before the timeout")
+        self.assertGreaterEqual(took, 0.15, "not before the timeout")
         rec = self.audit_for("dsp-to-1")
         self.assertEqual((rec["decision"], rec["decided_by"], rec["status"]), ("deny", "dispatch", 403))
         self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="timeout"), 1)
-        self.assertEqual(az.checks(), 1, "the service did get the check")
+        self.wait_for("the service to get the check", lambda: az.checks() == 1)
 
 
 class DispatchH1(DispatchBase, CoreMixin):
@@ -346,10 +389,9 @@ class DispatchH1(DispatchBase, CoreMixin):
         self.assertEqual(hdr_values(az.state()["last"]["headers"], "x-picket-peer-id"), [pt.OTHER_ID])
 
     def test_allow_list_of_identity_headers_sends_one_copy(self):
-        """Allow-listing a header picket sends anyway must not send it twice.
-        dispatch.c send_check() adds the allow-listed headers from the request and then
-        x-forwarded-client-cert and x-request-id again: with those in `headers` the
-        service gets two copies of each."""
+        """Allow-listing a header picket sends anyway (x-request-id,
+        x-forwarded-client-cert, x-picket-peer-id) sends it once, with picket's value,
+        never a second copy from the request."""
         az = self.authz()
         self.start(az.port, headers=["x-tenant", "x-request-id", "x-forwarded-client-cert",
                                      "x-picket-peer-id"])
@@ -378,9 +420,8 @@ class DispatchH1(DispatchBase, CoreMixin):
             self.assertNotIn("x-envoy-auth-failure", up)
 
     def test_service_cannot_set_x_forwarded_host(self):
-        """Brief/contract: x-forwarded-* from the service are never added upstream.
-        dispatch.c addable_header() only refuses x-forwarded-client-cert and
-        x-forwarded-proto, so x-forwarded-host / -for from the service reach the app."""
+        """Contract: x-forwarded-* from the service are never added upstream (the whole
+        family, x-forwarded-host included, not only -client-cert and -proto)."""
         az = self.authz("--hostile-headers")
         self.start(az.port)
         r = self.get("/headers")
@@ -427,24 +468,41 @@ class DispatchH1(DispatchBase, CoreMixin):
         self.assertEqual(az.checks(), 10, "no Cache-Control: nothing cached")
         self.assertEqual(self.m("picket_dispatch_cache_total", service="authz", result="hit"), 0)
 
+    def _until_rechecked(self, path, ttl_ms, tag, give_up_s):
+        """Requests `path` until the cached answer expires and the service is asked again.
+        Every answer from the cache must be younger than ttl_ms (picket's own
+        cache_age_ms in the audit record); the re-check must come within give_up_s
+        (a bound far from ttl_ms, only so a broken expiry fails instead of hanging).
+        Returns the ages of the cache hits."""
+        ages = []
+        deadline = time.monotonic() + give_up_s
+        i = 0
+        while True:
+            rid = "dsp-ttl-%s-%d" % (tag, i)
+            i += 1
+            self.assertOK(self.get(path, rid=rid))
+            rec = self.audit_for(rid)
+            if rec["decided_by"] == "dispatch":
+                return ages
+            self.assertEqual(rec["decided_by"], "cache", rec)
+            self.assertLess(rec["cache_age_ms"], ttl_ms, "%s served from a cache entry older "
+                            "than %d ms: %r" % (path, ttl_ms, rec))
+            ages.append(rec["cache_age_ms"])
+            self.assertLess(time.monotonic(), deadline, "%s still cached after %.0fs (ages %s)"
+                            % (path, give_up_s, ages[-5:]))
+
     def test_cache_expiry_and_max_cache_ttl(self):
         az = self.authz("--max-age-for", "/authz/headers?short=1=1", "--max-age", "30")
         self.start(az.port, dispatch={"max_cache_ttl": "1500ms"})
-        # max-age 1: expires after 1 s
-        self.assertOK(self.get("/headers?short=1"))
+        # max-age 1: never served older than 1 s, then asked again
         self.assertOK(self.get("/headers?short=1"))
         self.assertEqual(az.checks(), 1)
-        # max-age 30 capped by max_cache_ttl 1.5 s
+        self._until_rechecked("/headers?short=1", 1000, "short", 20)
+        self.assertEqual(az.checks(), 2, "max-age 1 ran out")
+        # max-age 30 capped by max_cache_ttl 1.5 s: asked again long before 30 s
         self.assertOK(self.get("/headers?long=1"))
-        self.assertOK(self.get("/headers?long=1"))
-        self.assertEqual(az.checks(), 2)
-        time.sleep(1.1)
-        self.assertOK(self.get("/headers?short=1"))
-        self.assertEqual(az.checks(), 3, "max-age 1 ran out")
-        self.assertOK(self.get("/headers?long=1"))
-        self.assertEqual(az.checks(), 3, "still inside max_cache_ttl")
-        time.sleep(0.6)
-        self.assertOK(self.get("/headers?long=1"))
+        self.assertEqual(az.checks(), 3)
+        self._until_rechecked("/headers?long=1", 1500, "long", 20)
         self.assertEqual(az.checks(), 4, "max-age 30 capped at max_cache_ttl 1.5s")
 
     def test_cache_lru_bounded_by_cache_entries(self):
@@ -465,12 +523,11 @@ class DispatchH1(DispatchBase, CoreMixin):
         self.assertEqual(self.m("picket_dispatch_cache_total", service="authz", result="eviction"), 3)
 
     def test_huge_max_age_is_capped_not_overflowed(self):
-        """A max-age beyond 2^63/1000 s must be capped at max_cache_ttl like any long one.
-        dispatch.c on_answer(): `strtoll(m + 8, NULL, 10) * 1000` overflows (signed: UB;
-        UBSan halts picket at the first such answer; a Release build wraps to a negative
-        TTL and caches nothing)."""
+        """A max-age beyond 2^63/1000 s is capped at max_cache_ttl like any long one
+        (no signed overflow: UBSan would halt picket, a Release build would wrap to a
+        negative TTL and cache nothing)."""
         az = self.authz("--max-age", "9223372036854775807")
-        self.start(az.port, dispatch={"max_cache_ttl": "30s"}, sanitizer_check=False)
+        self.start(az.port, dispatch={"max_cache_ttl": "30s"})
         r = [self.get("/headers").status for _ in range(3)]
         self.assertIsNone(self.proc.sanitizer_report())
         self.assertEqual(r, [200] * 3)
@@ -518,12 +575,12 @@ class DispatchH1(DispatchBase, CoreMixin):
     # -- coalescing over separate connections, and clients that leave -------------------
 
     def test_coalesce_separate_connections(self):
-        az = self.authz("--delay-ms", "1500", "--max-age", "0")
+        az = self.authz("--max-age", "0")
         self.start(az.port)
         ctx = pt.tls_context(self.pki, alpn=("http/1.1",))
         conns = []
         for _ in range(20):  # connect first, so all requests go out within a few ms
-            c = HTTPSConnection("localhost", self.port, context=ctx, timeout=10)
+            c = HTTPSConnection("localhost", self.port, context=ctx, timeout=120)
             c.connect()
             conns.append(c)
         self.addCleanup(lambda: [c.close() for c in conns])
@@ -531,7 +588,7 @@ class DispatchH1(DispatchBase, CoreMixin):
 
         def one(i):
             try:
-                conns[i].request("GET", "/headers", headers={"x-tenant": "acme"})
+                conns[i].request("GET", "/headers", headers={"x-tenant": "acme", "x-user": "hold-sep"})
                 r = conns[i].getresponse()
                 out[i] = (r.status, json.loads(r.read())["headers"].get("x-authz-user"))
             except Exception as e:  # noqa: BLE001
@@ -539,20 +596,23 @@ class DispatchH1(DispatchBase, CoreMixin):
         ts = [threading.Thread(target=one, args=(i,)) for i in range(20)]
         for t in ts:
             t.start()
+        self.wait_coalesced(19)  # all 20 wait on the one held check
+        self.release("sep")
         for t in ts:
-            t.join(15)
+            t.join(120)
         self.assertEqual(out, [(200, "alice")] * 20)
         self.assertEqual(az.checks(), 1, "20 connections, one worker, one check")
 
     def test_coalesce_across_workers(self):
         """20 concurrent identical requests on 20 connections, 2 workers: one check;
-        the worker that did not send it gets the answer from the one that did."""
-        az = self.authz("--delay-ms", "1500", "--max-age", "0")
+        the worker that did not send it gets the answer from the one that did (the
+        check is held at the service until all 20 wait on it)."""
+        az = self.authz("--max-age", "0")
         self.start(az.port, workers=2)
         ctx = pt.tls_context(self.pki, alpn=("http/1.1",))
         conns = []
         for _ in range(20):
-            c = HTTPSConnection("localhost", self.port, context=ctx, timeout=10)
+            c = HTTPSConnection("localhost", self.port, context=ctx, timeout=120)
             c.connect()
             conns.append(c)
         self.addCleanup(lambda: [c.close() for c in conns])
@@ -560,7 +620,7 @@ class DispatchH1(DispatchBase, CoreMixin):
 
         def one(i):
             try:
-                conns[i].request("GET", "/headers", headers={"x-tenant": "acme"})
+                conns[i].request("GET", "/headers", headers={"x-tenant": "acme", "x-user": "hold-xw"})
                 r = conns[i].getresponse()
                 out[i] = (r.status, json.loads(r.read())["headers"].get("x-authz-user"))
             except Exception as e:  # noqa: BLE001
@@ -568,40 +628,59 @@ class DispatchH1(DispatchBase, CoreMixin):
         ts = [threading.Thread(target=one, args=(i,)) for i in range(20)]
         for t in ts:
             t.start()
+        self.wait_coalesced(19)  # all 20 wait on the one held check, on both workers
+        self.release("xw")
         for t in ts:
-            t.join(15)
+            t.join(120)
         self.assertEqual(out, [(200, "alice")] * 20)
         self.assertEqual(az.checks(), 1, "20 connections, two workers, one check")
-        self.assertEqual(self.m("picket_dispatch_coalesced_total", service="authz",
-                                result="coalesced"), 19)
+
+    def bg_get(self, path, headers):
+        """curl in the background (HTTP/1.1, no time limit of its own): a client that
+        can be made to leave (kill) at a moment of the test's choosing."""
+        cmd = pt.curl_args(self.port, path, self.pki, http="1.1")
+        cmd[1:1] = ["--max-time", "120", "-o", "/dev/null"] + sum((["-H", h] for h in headers), [])
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        self.addCleanup(lambda: p.poll() is None and (pt._kill_group(p), p.wait(5)))
+        return p
 
     def test_client_leaves_while_check_in_flight(self):
-        az = self.authz("--delay-ms", "800", "--max-age", "0")
+        az = self.authz("--max-age", "0")
         self.start(az.port)
         cli = self.h2()
         # two coalesced streams, one reset while waiting: the other still gets its answer
         sid1 = cli.conn.get_next_available_stream_id()
         hdrs = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
-                (":path", "/headers"), ("x-tenant", "acme")]
+                (":path", "/headers"), ("x-tenant", "acme"), ("x-user", "hold-p1")]
         cli.conn.send_headers(sid1, hdrs, end_stream=True)
         sid2 = sid1 + 2
         cli.conn.send_headers(sid2, hdrs, end_stream=True)
         cli.sock.sendall(cli.conn.data_to_send())
-        time.sleep(0.2)
+        self.wait_coalesced(1)  # both wait on the one held check
         cli.conn.reset_stream(sid1)
         cli.sock.sendall(cli.conn.data_to_send())
-        deadline = time.monotonic() + 5
+        self.release("p1")
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not cli.streams.get(sid2, {}).get("done"):
             cli._pump(0.2)
         st = cli.streams.get(sid2)
         self.assertTrue(st and st["done"], "the remaining waiter was answered")
         self.assertEqual(dict(st["headers"]).get(":status"), "200")
-        # a client that leaves altogether (curl gives up after 0.3 s), twice: the second
+        # a client that leaves altogether while its check is held, twice: the second
         # joins the first one's check, still in flight although nobody waits on it
-        for _ in range(2):
-            r = self.get("/headers", http="1.1", timeout=0.3)
-            self.assertNotEqual(r.status, 200)
-        time.sleep(1.0)  # their checks come back to nobody
+        p2 = ["x-tenant: acme", "x-user: hold-p2"]
+        first = self.bg_get("/headers", p2)
+        self.wait_for("the second check at the service", lambda: az.checks() == 2)
+        pt._kill_group(first)
+        first.wait(10)
+        second = self.bg_get("/headers", p2)
+        self.wait_coalesced(2)
+        pt._kill_group(second)
+        second.wait(10)
+        self.release("p2")
+        # their check comes back to nobody (the service has sent both answers)
+        self.wait_for("the service's answers", lambda: az.state()["answered"] == 2)
         self.assertOK(self.get("/headers"))
         self.assertTrue(self.proc.alive())
         self.assertEqual(az.checks(), 3)
@@ -609,33 +688,33 @@ class DispatchH1(DispatchBase, CoreMixin):
     # -- failures ---------------------------------------------------------------------
 
     def test_service_down_denies_fast(self):
+        # timeout 60 s: a 403 with result=error (not timeout) can only be the refused
+        # connect answered at once
         dead = pt.free_port()
-        self.start(dead)
+        self.start(dead, dispatch={"timeout": "60s"})
         for http in pt.HTTP_VERSIONS:
-            t0 = time.monotonic()
             r = self.get("/headers", http=http, rid="dsp-down-" + http.replace(".", ""))
-            took = time.monotonic() - t0
             self.assertEqual((r.status, r.body), (403, UNAVAILABLE), repr(r))
-            self.assertLess(took, 1.0, "connection refused answers at once")
         rec = self.audit_for("dsp-down-2" if "2" in pt.HTTP_VERSIONS else "dsp-down-11")
         self.assertEqual((rec["decision"], rec["decided_by"], rec["status"]), ("deny", "dispatch", 403))
         self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="error"),
                          len(pt.HTTP_VERSIONS))
+        self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="timeout"), 0)
 
     def test_on_error_allow_forwards(self):
-        az = self.authz("--delay-ms", "1500", "--max-age", "30")
+        az = self.authz("--max-age", "30")
         self.start(az.port, dispatch={"timeout": "200ms", "on_error": "allow"})
-        t0 = time.monotonic()
-        r = self.get("/headers", rid="dsp-onerr-1")
+        held = ["x-user: hold-never"]  # the service never answers these
+        r = self.get("/headers", rid="dsp-onerr-1", extra_headers=held)
         self.assertOK(r, "on_error allow: forwarded on timeout")
-        self.assertLess(time.monotonic() - t0, 1.2)
         self.assertNotIn("x-authz-user", r.json()["headers"], "no answer, no service headers")
         rec = self.audit_for("dsp-onerr-1")
         self.assertEqual((rec["decision"], rec["decided_by"]), ("allow", "dispatch"), rec)
+        self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="timeout"), 1)
         # an error is never cached: the next request asks again
-        self.assertOK(self.get("/headers"))
+        self.assertOK(self.get("/headers", extra_headers=held))
         self.assertEqual(self.m("picket_dispatch_cache_total", service="authz", result="hit"), 0)
-        self.assertEqual(az.checks(), 2)
+        self.wait_for("the second check at the service", lambda: az.checks() == 2)
 
     def test_on_error_allow_service_down(self):
         self.start(pt.free_port(), dispatch={"on_error": "allow"})
@@ -655,14 +734,16 @@ class DispatchH1(DispatchBase, CoreMixin):
         self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="deny"), 6)
 
     def _untrusted(self, cert):
+        # timeout 60 s: the 403 comes from the refused server identity (result=error)
         az = self.authz(cert=cert)
-        self.start(az.port)
+        self.start(az.port, dispatch={"timeout": "60s"})
         for http in pt.HTTP_VERSIONS:
-            t0 = time.monotonic()
             r = self.get("/headers", http=http)
             self.assertEqual((r.status, r.body), (403, UNAVAILABLE), repr(r))
-            self.assertLess(time.monotonic() - t0, 1.5)
-        time.sleep(0.2)
+        self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="error"),
+                         len(pt.HTTP_VERSIONS))
+        self.wait_for("the service to see picket's handshake",
+                      lambda: az.state()["handshakes_failed"] + az.state()["handshakes_ok"] >= 1)
         st = az.state()
         self.assertEqual(st["checks"], 0, "no check request may reach an untrusted service: %r" % st)
         self.assertGreaterEqual(st["handshakes_failed"] + st["handshakes_ok"], 1,
@@ -695,15 +776,21 @@ class DispatchH1(DispatchBase, CoreMixin):
     def test_audit_cache_age_and_metrics(self):
         az = self.authz("--max-age", "30")
         self.start(az.port)
+        t1 = time.monotonic()
         self.assertOK(self.get("/headers", rid="dsp-am-1"))
-        time.sleep(0.4)
+        t2 = time.monotonic()
+        time.sleep(0.4)  # spacing only: the bounds below are measured, not assumed
+        t3 = time.monotonic()
         self.assertOK(self.get("/headers", rid="dsp-am-2"))
+        t4 = time.monotonic()
         self.assertEqual(self.get("/headers", tenant="evil", rid="dsp-am-3").status, 401)
         a1, a2, a3 = (self.audit_for("dsp-am-%d" % i) for i in (1, 2, 3))
         self.assertEqual(a1["decided_by"], "dispatch")
         self.assertEqual(a2["decided_by"], "cache")
-        self.assertGreaterEqual(a2["cache_age_ms"], 350)
-        self.assertLess(a2["cache_age_ms"], 5000)
+        # the entry was made between t1 and t2 and read between t3 and t4 (1 ms of
+        # rounding either way)
+        self.assertGreaterEqual(a2["cache_age_ms"], int((t3 - t2) * 1000) - 1, a2)
+        self.assertLessEqual(a2["cache_age_ms"], int((t4 - t1) * 1000) + 1, a2)
         self.assertEqual(a3["decided_by"], "dispatch")
         for a in (a1, a2, a3):
             self.assertEqual(a["dispatch_node"], AUTHZ_ID)
@@ -753,15 +840,23 @@ class DispatchH2(DispatchBase, CoreMixin):
     PROTO = "h2"
 
     def test_h2_service_multiplexes_distinct_checks(self):
-        az = self.authz("--delay-ms", "300", "--max-age", "0")
+        # 10 distinct checks, held by the service until all 10 are there at once: a
+        # picket that sent them one after the other would never get there
+        az = self.authz("--max-age", "0")
         self.start(az.port)
         cli = self.h2()
-        t0 = time.monotonic()
-        res = h2_many(cli, [("/headers?i=%d" % i, [("x-tenant", "acme")]) for i in range(10)])
-        took = time.monotonic() - t0
-        self.assertEqual([st for st, _, _ in res], [200] * 10)
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", h2_many(
+            cli, [("/headers?i=%d" % i, [("x-tenant", "acme"), ("x-user", "hold-mx")])
+                  for i in range(10)], timeout=120)), daemon=True)
+        t.start()
+        self.wait_for("10 checks in flight at once", lambda: az.checks() == 10)
+        self.assertEqual(az.state()["answered"], 0)
+        self.release("mx")
+        t.join(150)
+        self.assertEqual([st for st, _, _ in out.get("r", [])], [200] * 10)
         self.assertEqual(az.checks(), 10, "distinct paths are distinct checks")
-        self.assertLess(took, 2.0, "10 checks of 300 ms in parallel, not in series (%.2fs)" % took)
+        self.assertEqual(az.state()["handshakes_ok"], 1, "one multiplexed h2 connection")
 
 
 class DispatchNoALPN(DispatchBase):

@@ -28,24 +28,27 @@ What the client sees (curl exit codes, RFC 9113 / curl(1)):
                                         a complete-looking body.
 
 and picket logs the failure with its request_id: {"event":"upstream_failed",
-"reason":"upstream_reset"} for resets and closes (also counted in
-picket_upstream_failures_total{reason="upstream_reset"}), {"event":"upstream_timeout"}
-for timeouts (picket uses its own event name for those and does not count them in that
-metric); it stays up, and the next request on the same listener works.
+"reason":"upstream_reset"} for resets and closes, "reason":"upstream_timeout" for
+timeouts, each counted in picket_upstream_failures_total{reason}; it stays up, and the
+next request on the same listener works.
 
 Logs on /dev/full: every request is still answered (200 allowed, 403 denied: the decision
 is enforced although its audit record is lost), picket_log_write_errors_total{log="access"}
-and picket_audit_write_failures_total count each lost line, and a SIGHUP still works.
+and picket_audit_write_failures_total count each lost line, and a SIGHUP reload (which
+reopens the logs) still succeeds: its "reloaded" line is logged and counted.
 
-Out of descriptors (RLIMIT_NOFILE 64, 100 extra TCP connections): accept_failed is logged,
-an established h2 connection keeps working, a new client waits in the kernel queue (or
-times out), and once the extra connections close new ones are served again. Known bug
-(test_no_busy_loop_while_out_of_fds, expected failure): while accept() fails with EMFILE
-picket's worker spins at 100% CPU and logs accept_failed ~300k-800k times a second.
+Out of descriptors (RLIMIT_NOFILE 64, 100 extra TCP connections): accept_failed is logged
+and counted (picket_accept_failures_total), an established h2 connection keeps working, a
+new client waits in the kernel queue while the listener keeps failing, and is served once
+the extra connections close. While accept() fails with EMFILE the listener pauses 200 ms
+between attempts (README "Limits"), so it neither spins nor floods the log
+(test_no_busy_loop_while_out_of_fds).
 """
+import datetime
 import os
 import resource
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -273,15 +276,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_failure_event(proc, reason, since, timeout=3.0):
-    """The operational-log line for an upstream failure with `reason`. Resets are logged
-    as {"event":"upstream_failed","reason":R}; a timeout is logged as its own event
-    {"event":"upstream_timeout"} without a "reason" field (FAULTS_NOTES). Both count."""
+def wait_failure_event(proc, reason, since, timeout=10.0):
+    """The operational-log line {"event":"upstream_failed","reason":R} for an upstream
+    failure with `reason` (resets and timeouts alike)."""
     deadline = time.monotonic() + timeout
     while True:
         for o in pt.log_events(proc, None, since):
-            if (o.get("event") == "upstream_failed" and o.get("reason") == reason) or \
-                    o.get("event") == reason:
+            if o.get("event") == "upstream_failed" and o.get("reason") == reason:
                 return o
         if time.monotonic() > deadline:
             return None
@@ -313,6 +314,8 @@ def wait_in_stderr(p, needle, since, timeout):
 class UpstreamFaults(pt.TestCase):
 
     def run_faults(self, kind):
+        if kind == "h2c":
+            pt.require_module("h2.connection", "python3-h2")  # the fault upstream's h2c
         up, up_port = start_fault_upstream(self.tmp, kind)
         self.addCleanup(up.stop)
         path, cfg, port, admin = self.config(pt.upstream_url(kind, up_port), workers=1,
@@ -320,23 +323,25 @@ class UpstreamFaults(pt.TestCase):
         proc = self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
         for http in pt.HTTP_VERSIONS:
             mid_exits = H2_MID_EXITS if http == "2" else H1_MID_EXITS
+            # No time limit on the client: a hang shows as curl's own 15 s timeout (exit 28,
+            # no status), a missed upstream_timeout as the upstream's late 200 or its close
+            # after 5 s (reason upstream_reset): each fails the checks below.
             cases = [
-                # path, expected status (None = reset after headers), log reason, max seconds
-                ("/reset-before", 502, "upstream_reset", 5),
-                ("/close-before", 502, "upstream_reset", 5),
-                ("/reset-mid", None, "upstream_reset", 5),
-                ("/close-mid", None, "upstream_reset", 5),
-                ("/slow-headers", 504, "upstream_timeout", 5),
-                ("/slow-body", None, "upstream_timeout", 5),
+                # path, expected status (None = reset after headers), log reason
+                ("/reset-before", 502, "upstream_reset"),
+                ("/close-before", 502, "upstream_reset"),
+                ("/reset-mid", None, "upstream_reset"),
+                ("/close-mid", None, "upstream_reset"),
+                ("/slow-headers", 504, "upstream_timeout"),
+                ("/slow-body", None, "upstream_timeout"),
             ]
-            for fpath, status, reason, max_s in cases:
+            for fpath, status, reason in cases:
                 with self.subTest(upstream=kind, http=http, fault=fpath):
                     since = len(proc.stderr())
                     before = pt.metric(admin, "picket_upstream_failures_total", 0, reason=reason)
                     t0 = time.monotonic()
                     r = self.curl(port, fpath, http=http, timeout=15)
                     took = time.monotonic() - t0
-                    self.assertLess(took, max_s, "client waited %.1fs (hang?): %r" % (took, r))
                     if status is not None:
                         self.assertEqual((r.exit, r.status), (0, status), repr(r))
                     else:
@@ -356,11 +361,8 @@ class UpstreamFaults(pt.TestCase):
                         pt.log("  log: %s; upstream_failures_total{reason=%s} %s -> %s" % (
                             ev, reason, before,
                             pt.metric(admin, "picket_upstream_failures_total", 0, reason=reason)))
-                    if reason != "upstream_timeout":
-                        # (timeouts are not counted in this metric: see FAULTS_NOTES below)
-                        after = pt.metric(admin, "picket_upstream_failures_total", 0, reason=reason)
-                        self.assertGreater(after, before,
-                                           "upstream_failures_total{reason=%s}" % reason)
+                    after = pt.metric(admin, "picket_upstream_failures_total", 0, reason=reason)
+                    self.assertGreater(after, before, "upstream_failures_total{reason=%s}" % reason)
                     self.assertTrue(proc.alive(), "picket died")
                     ok = self.curl(port, "/ok", http=http)
                     self.assertOK(ok, "request after %s" % fpath)
@@ -379,8 +381,9 @@ class UpstreamFaults(pt.TestCase):
 class DiskFull(pt.TestCase):
 
     def test_logs_on_dev_full(self):
-        if not os.path.exists("/dev/full"):
-            self.skipTest("no /dev/full")
+        # /dev/full is the kernel's always-full device (every write: ENOSPC); a machine
+        # without it cannot run this test, and that is a failure, not a pass.
+        self.assertTrue(os.path.exists("/dev/full"), "no /dev/full on this machine")
         up = self.upstream("h2c")
         pol = pt.write_policy(os.path.join(self.tmp, "policy.json"), [
             {"id": "client-ok", "action": "allow", "from": [pt.CLIENT_ID]}])
@@ -405,8 +408,15 @@ class DiskFull(pt.TestCase):
         self.assertGreaterEqual(pt.metric(m1, "picket_requests_total", 0, status="200"), n / 2)
         self.assertTrue(proc.alive())
         # a reload (which reopens the logs) still works with the full device
-        proc.signal(1)
-        time.sleep(1.0)
+        ok0 = pt.metric(admin, "picket_reloads_total", 0, result="ok")
+        since = len(proc.stderr())
+        proc.signal(signal.SIGHUP)
+        ev = pt.wait_log_event(proc, "reloaded", since=since, timeout=30,
+                               pred=lambda o: o.get("trigger") == "sighup")
+        self.assertIsNotNone(ev, "no 'reloaded' (trigger sighup) line after SIGHUP:\n%s"
+                             % proc.stderr()[since:][-2000:])
+        self.assertEqual(pt.log_events(proc, "log_reopen_failed", since=since), [])
+        self.assertEqual(pt.metric(admin, "picket_reloads_total", 0, result="ok") - ok0, 1)
         self.assertTrue(proc.alive())
         self.assertOK(self.curl(port, "/"))
 
@@ -416,103 +426,118 @@ class OutOfDescriptors(pt.TestCase):
     NOFILE = 64
     EXTRA = 100
 
+    def limited_picket(self, path, port, admin):
+        p = LimitedPicket(self.tmp, path, admin_port=admin, inbound_port=port, pki=self.pki,
+                          nofile=self.NOFILE)
+        self._pickets.append(p)
+        self.addCleanup(p.stop_and_check)  # exit 0 on SIGTERM, no hang, no sanitizer report
+        p.start()
+        return p
+
+    def flood(self, port):
+        """EXTRA TCP connections that never start TLS (handshake_timeout is 30 s): picket
+        runs out of descriptors. Returns the list; closed at test end at the latest."""
+        flood = []
+        self.addCleanup(lambda: [s.close() for s in flood])
+        for _ in range(self.EXTRA):
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        return flood
+
     def test_low_nofile(self):
         up = self.upstream("h2c")
         path, cfg, port, admin = self.config(
             pt.upstream_url("h2c", up), workers=1,
             limits={"handshake_timeout": "30s", "max_connections": 10000})
-        p = LimitedPicket(self.tmp, path, admin_port=admin, inbound_port=port, pki=self.pki,
-                          nofile=self.NOFILE)
-        self._pickets.append(p)
-
-        def fin():
-            p.stop(10)
-            p.check_sanitizers()
-        self.addCleanup(fin)
-        p.start()
-        base_fds = len(os.listdir("/proc/%d/fd" % p.pid))
+        p = self.limited_picket(path, port, admin)
+        failures0 = pt.metric(admin, "picket_accept_failures_total", 0)
         # an established h2 connection (and its upstream h2c connection) before the flood
         keep = pt.H2Client(port, self.pki)
         self.addCleanup(keep.close)
         self.assertEqual(keep.request("/")[0], 200)
 
-        since = os.path.getsize(p.err_path)
-        flood = []
-        self.addCleanup(lambda: [s.close() for s in flood])
-        for _ in range(self.EXTRA):
-            s = socket.socket()
-            s.settimeout(2)
-            try:
-                s.connect(("127.0.0.1", port))
-            except OSError:
-                s.close()
-                continue
-            flood.append(s)
-        self.assertTrue(wait_in_stderr(p, b'"event":"accept_failed"', since, 5),
-                        "no accept_failed logged with %d fds (started with %d); log:\n%s"
-                        % (self.NOFILE, base_fds, p.stderr()[since:][-1500:]))
+        flood = self.flood(port)
+        needle = b'"event":"accept_failed"'
+        self.assertTrue(wait_in_stderr(p, needle, 0, 30),
+                        "no accept_failed logged with RLIMIT_NOFILE %d; log:\n%s"
+                        % (self.NOFILE, p.stderr()[-1500:]))
         self.assertTrue(p.alive())
-        fds = len(os.listdir("/proc/%d/fd" % p.pid))
-        self.assertLessEqual(fds, self.NOFILE)
 
         # the established connection keeps working while accept() fails
         for _ in range(3):
-            self.assertEqual(keep.request("/")[0], 200, "existing connection while out of fds")
-        # a new connection waits (in the kernel queue) or fails; it must not crash picket
-        r = self.curl(port, "/", timeout=1)
-        self.assertIn(r.exit, (0, 7, 28, 35, 56), repr(r))
+            self.assertEqual(keep.request("/", timeout=30)[0], 200,
+                             "existing connection while out of fds")
+        # A new client: its connection waits in the kernel's accept queue while the
+        # listener keeps failing (two more accept_failed lines after it connected), and
+        # it is served once descriptors are free again.
+        out = os.path.join(self.tmp, "late.out")
+        cmd = pt.curl_args(port, "/", self.pki)
+        cmd[1:1] = ["--max-time", "120", "-o", out + ".body", "-w", "%{http_code}"]
+        with open(out, "wb") as f:
+            late = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.addCleanup(lambda: late.poll() is None and (pt._kill_group(late), late.wait(5)))
+        n = count_in_stderr(p, needle)
+        deadline = time.monotonic() + 60
+        while count_in_stderr(p, needle) < n + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(count_in_stderr(p, needle), n + 2, "the listener stopped retrying")
+        self.assertIsNone(late.poll(), "the new client did not wait for a descriptor "
+                          "(curl exit %s)" % late.poll())
         self.assertTrue(p.alive())
 
-        # the flood goes away: new connections are accepted again
+        # the flood goes away: the waiting client is accepted and served
         for s in flood:
             s.close()
         flood.clear()
-        pt.log("stderr grew %d bytes while out of fds" % (os.path.getsize(p.err_path) - since))
-        ok = None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            ok = self.curl(port, "/", timeout=3)
-            if ok.exit == 0 and ok.status == 200:
-                break
-            time.sleep(0.3)
-        self.assertOK(ok, "new connection after the flood closed")
-        self.assertEqual(keep.request("/")[0], 200)
+        rc = late.wait(130)
+        with open(out) as f:
+            status = f.read().strip()
+        self.assertEqual((rc, status), (0, "200"), "the client that waited for a descriptor")
+        self.assertOK(self.curl(port, "/", timeout=30), "new connection after the flood closed")
+        self.assertEqual(keep.request("/", timeout=30)[0], 200)
+        # every failed accept() was counted, once per logged line
+        lines = count_in_stderr(p, needle)
+        self.assertEqual(pt.metric(admin, "picket_accept_failures_total", 0) - failures0, lines)
+        pt.log("out of fds: %d accept_failed lines, each counted" % lines)
         self.assertTrue(p.alive())
 
     def test_no_busy_loop_while_out_of_fds(self):
-        """While accept() fails with EMFILE, picket must not spin on the listener (CPU
-        and one accept_failed line per loop turn)."""
+        """While accept() fails with EMFILE, picket must not spin on the listener: it
+        pauses 200 ms between attempts (one accept_failed line each), so consecutive lines
+        are at least ~200 ms apart by picket's own timestamps, and it uses little CPU
+        between them. Both are bounds that load can only make easier to meet."""
         up = self.upstream("h2c")
         path, cfg, port, admin = self.config(pt.upstream_url("h2c", up), workers=1,
                                              limits={"handshake_timeout": "30s"})
-        p = LimitedPicket(self.tmp, path, admin_port=admin, inbound_port=port, pki=self.pki,
-                          nofile=self.NOFILE)
-        self._pickets.append(p)
-        self.addCleanup(lambda: (p.stop(10), p.check_sanitizers()))
-        p.start()
-        flood = []
-
-        def close_flood():
-            for s in flood:
+        p = self.limited_picket(path, port, admin)
+        needle = b'"event":"accept_failed"'
+        flood = self.flood(port)
+        try:
+            self.assertTrue(wait_in_stderr(p, needle, 0, 30), "no accept_failed")
+            # the window between the 2nd and the 7th line: five pauses
+            deadline = time.monotonic() + 60
+            while count_in_stderr(p, needle) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            t0, c0 = time.monotonic(), cpu_seconds(p.pid)
+            while count_in_stderr(p, needle) < 7 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            t1, c1 = time.monotonic(), cpu_seconds(p.pid)
+            self.assertGreaterEqual(count_in_stderr(p, needle), 7, "accept_failed stopped")
+        finally:
+            for s in flood:  # stop the flood (and its log lines) as soon as it is measured
                 s.close()
             flood.clear()
-        self.addCleanup(close_flood)
-        for _ in range(self.EXTRA):
-            flood.append(socket.create_connection(("127.0.0.1", port), timeout=2))
-        try:
-            self.assertTrue(wait_in_stderr(p, b'"accept_failed"', 0, 5), "no accept_failed")
-            time.sleep(0.3)
-            t0, c0, n0 = time.monotonic(), cpu_seconds(p.pid), count_in_stderr(p, b'"accept_failed"')
-            time.sleep(1.0)
-            t1, c1, n1 = time.monotonic(), cpu_seconds(p.pid), count_in_stderr(p, b'"accept_failed"')
-        finally:
-            close_flood()  # stop the flood (and its log lines) as soon as it is measured
+        stamps = [datetime.datetime.strptime(o["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                  for o in pt.log_events(p, "accept_failed")]
+        gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
         cpu = (c1 - c0) / (t1 - t0)
-        lines_per_s = (n1 - n0) / (t1 - t0)
-        pt.log("out of fds: picket cpu %.0f%% of a core, %.0f accept_failed lines/s"
-               % (cpu * 100, lines_per_s))
-        self.assertLess(lines_per_s, 50, "accept_failed logged %.0f times/s" % lines_per_s)
+        pt.log("out of fds: accept_failed gaps %s s; picket cpu %.0f%% of a core between lines"
+               % (", ".join("%.3f" % g for g in gaps[:8]), cpu * 100))
+        self.assertGreaterEqual(len(gaps), 6)
+        self.assertGreaterEqual(min(gaps), 0.15, "accept_failed lines %.3f s apart: no pause "
+                                "between accept() attempts" % min(gaps))
         self.assertLess(cpu, 0.5, "picket spins at %.0f%% CPU while out of fds" % (cpu * 100))
+
 
 if __name__ == "__main__":
     pt.main(timeout=120)

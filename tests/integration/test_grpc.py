@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
-import grpc  # noqa: E402
+grpc = pt.require_module("grpc", "python3-grpcio")  # fails naming the package if missing
 import grpc_app  # noqa: E402
 
 

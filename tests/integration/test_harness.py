@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Self-test of the integration harness itself, without picket: the PKI, the test
-upstream (HTTP/1.1 and h2c) and the gRPC app. When this fails, the other
-integration tests' failures say nothing about picket.
+upstream (HTTP/1.1 and h2c), the gRPC app, and the harness's own refusals (an unknown
+PICKET_TEST_HTTP value, a "picket" that ignores SIGTERM or exits non-zero, a missing
+tool). When this fails, the other integration tests' failures say nothing about picket.
 
     /usr/bin/python3 tests/integration/test_harness.py
 """
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
@@ -85,6 +87,17 @@ class Harness(pt.TestCase):
         rc, out, err = plain_curl(base + "/slow/300", *proto)
         self.assertGreaterEqual(time.monotonic() - t0, 0.29)
         self.assertEqual(out, b"slow done\n")
+        # /hold/NAME: noted as it arrives, answered only once the test releases it
+        cmd = ["curl", "-sS", "--noproxy", "*", "--max-time", "60"] + proto + [base + "/hold/h-" + kind]
+        held = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(lambda: held.poll() is None and (held.kill(), held.wait()))
+        self.wait_upstream_request(port, "/hold/h-" + kind)
+        self.assertIsNone(held.poll(), "answered before it was released")
+        self.release_hold("h-" + kind)
+        out, _ = held.communicate(timeout=60)
+        self.assertEqual((held.returncode, out), (0, b"released\n"))
+        self.assertIn(("GET", "/slow/300"), pt.upstream_requests(self._upstreams[port]))
         if kind == "h2c":
             r = subprocess.run(["nghttp", "-v", base + "/trailers"], stdout=subprocess.PIPE, timeout=10)
             self.assertIn(b"x-checksum: abc", r.stdout)
@@ -116,6 +129,121 @@ class Harness(pt.TestCase):
         self.assertTrue(pt.wait_port(port, 2))
         s = socket.create_connection(("127.0.0.1", port), timeout=2)
         s.close()
+
+
+class FakePicket(pt.TestCase):
+    """The harness's stop checks against stand-ins for picket (shell scripts), so a
+    hang on SIGTERM, a bad exit status and a sanitizer report are shown to fail."""
+
+    def fake(self, body, name):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n" + body + "\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def start_fake(self, script):
+        old = os.environ.get("PICKET_BIN")
+        os.environ["PICKET_BIN"] = script
+        try:
+            p = pt.Picket(self.tmp, os.path.join(self.tmp, "none.json"))
+            p.start(wait=False)
+        finally:
+            if old is None:
+                del os.environ["PICKET_BIN"]
+            else:
+                os.environ["PICKET_BIN"] = old
+        self.addCleanup(p.kill)
+        return p
+
+    def wait_file(self, path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path):
+            self.assertLess(time.monotonic(), deadline, "the stand-in never started")
+            time.sleep(0.01)
+
+    def test_hang_on_sigterm_is_a_failure(self):
+        # SIG_IGN survives exec: the sleep ignores SIGTERM, as a hung picket would
+        ready = os.path.join(self.tmp, "hangs.ready")
+        p = self.start_fake(self.fake("trap '' TERM\ntouch %s\nexec sleep 600" % ready, "hangs"))
+        self.wait_file(ready)  # its trap is in place
+        t0 = time.monotonic()
+        with self.assertRaises(AssertionError) as cm:
+            p.stop_and_check(timeout=1.0)
+        self.assertTrue(p.hung)
+        self.assertIn("did not exit within its drain bound", str(cm.exception))
+        self.assertGreaterEqual(time.monotonic() - t0, 1.0, "SIGKILL came before the bound")
+
+    def test_bad_exit_status_and_sanitizer_report_fail(self):
+        ready = os.path.join(self.tmp, "exits23.ready")
+        p = self.start_fake(self.fake("trap 'echo ==1==ERROR: LeakSanitizer: detected memory "
+                                      "leaks >&2; exit 23' TERM\ntouch %s\n"
+                                      "while :; do sleep 0.05; done" % ready, "exits23"))
+        self.wait_file(ready)
+        with self.assertRaises(AssertionError) as cm:
+            p.stop_and_check()
+        self.assertFalse(p.hung)
+        self.assertIn("exit status 23 (want 0)", str(cm.exception))
+        self.assertIn("LeakSanitizer", str(cm.exception))
+
+    def test_testcase_cleanup_fails_on_hang(self):
+        ready = os.path.join(self.tmp, "hangs.ready")
+        script = self.fake("trap '' TERM\ntouch %s\nexec sleep 600" % ready, "hangs")
+        outer = self
+
+        class Inner(pt.TestCase):
+            def test_it(inner):
+                Inner.tmp_used = inner.tmp
+                os.environ["PICKET_BIN"] = script
+                try:
+                    inner.picket(os.path.join(inner.tmp, "none.json"), wait=False,
+                                 stop_timeout=1.0)
+                finally:
+                    del os.environ["PICKET_BIN"]
+                outer.wait_file(ready)
+
+        Inner.pki = self.pki  # setUpClass does not run for a lone .run()
+        old = os.environ.pop("PICKET_BIN", None)
+        try:
+            res = unittest.TestResult()
+            Inner("test_it").run(res)
+        finally:
+            if old is not None:
+                os.environ["PICKET_BIN"] = old
+        import shutil
+        shutil.rmtree(Inner.tmp_used, ignore_errors=True)  # kept because it failed
+        msgs = "".join(t for _, t in res.failures + res.errors)
+        self.assertEqual(len(res.failures) + len(res.errors), 1, msgs)
+        self.assertIn("did not exit within its drain bound", msgs)
+
+    def test_drain_bound_from_config(self):
+        conf = os.path.join(self.tmp, "c.json")
+        pt.write_config(conf, {"limits": {"drain_timeout": "1500ms"}})
+        self.assertAlmostEqual(pt.Picket(self.tmp, conf).drain_bound(), 1.5 + pt.Picket.STOP_SLACK)
+        pt.write_config(conf, {})
+        self.assertAlmostEqual(pt.Picket(self.tmp, conf).drain_bound(), 20 + pt.Picket.STOP_SLACK)
+
+    def test_unknown_http_version_refused(self):
+        self.assertEqual(pt.parse_http_versions("2,1.1"), ("2", "1.1"))
+        self.assertEqual(pt.parse_http_versions("1.1"), ("1.1",))
+        for bad in ("", "3", "2,1.0", "h2", "2,,1.1"):
+            with self.assertRaises(ValueError, msg=bad):
+                pt.parse_http_versions(bad)
+        # and a test script refuses to run with one
+        env = dict(os.environ, PICKET_TEST_HTTP="2,h1")
+        r = subprocess.run([pt.PYTHON, "-c", "import picket_test"], cwd=pt.HERE, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"unknown HTTP version 'h1'", r.stderr)
+
+    def test_missing_tool_names_the_package(self):
+        with self.assertRaises(AssertionError) as cm:
+            pt.require_tool("picket-no-such-tool", "no-such-package")
+        self.assertIn("apt-get install no-such-package", str(cm.exception))
+        with self.assertRaises(AssertionError) as cm:
+            pt.require_module("picket_no_such_module", "python3-nothing")
+        self.assertIn("apt-get install python3-nothing", str(cm.exception))
+        self.assertTrue(pt.require_tool("openssl", "openssl"))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,30 @@ class Identity(pt.TestCase):
         self.proc = self.picket(path, inbound_port=port, admin_port=admin)
         return port
 
+    def wait_reload(self, since, event="reloaded", timeout=60.0):
+        """Waits for picket's log line `event` ("reloaded" or "reload_refused") after log
+        offset `since`: the file watcher saw the change and acted on it."""
+        ev = pt.wait_log_event(self.proc, event, since=since, timeout=timeout)
+        self.assertIsNotNone(ev, "no %r line; log since:\n%s" % (event, self.proc.stderr()[since:][-2000:]))
+        return ev
+
+    def wait_served(self, port, serial, timeout=60.0):
+        """Waits until new handshakes present the certificate with `serial` (the workers
+        take a new snapshot from a message, just after the "reloaded" line)."""
+        deadline = time.monotonic() + timeout
+        while pt.served_serial(port) != serial:
+            self.assertLess(time.monotonic(), deadline, "certificate %s not served after %.0fs; "
+                            "log:\n%s" % (serial, timeout, self.proc.stderr()[-2000:]))
+            time.sleep(0.05)
+
+    def wait_accepted(self, port, cert, want, timeout=60.0):
+        """Waits until a client with `cert` is accepted (want True) or refused (False)."""
+        deadline = time.monotonic() + timeout
+        while (self.curl(port, "/", cert=cert, timeout=60).status == 200) != want:
+            self.assertLess(time.monotonic(), deadline, "%s still %s after %.0fs" % (
+                cert, "refused" if want else "accepted", timeout))
+            time.sleep(0.05)
+
     # -- handshake refusals ---------------------------------------------------
 
     def test_handshake_refusals_have_reasons(self):
@@ -115,7 +139,7 @@ class Identity(pt.TestCase):
             self.assertNotEqual(r.exit, 0, "%s: handshake must fail (%s): %r" % (cert, reason, r))
             self.assertNotEqual(r.status, 200, "%s: %r" % (cert, r))
             peer = "127.0.0.1:%d" % lport
-            ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=5,
+            ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=30,
                                    pred=lambda o: o.get("peer") == peer)
             self.assertIsNotNone(ev, "%s: no handshake_refused line for peer %s; log since:\n%s"
                                  % (cert, peer, self.proc.stderr()[mark:][-2000:]))
@@ -151,7 +175,7 @@ class Identity(pt.TestCase):
         mark = len(p2.stderr())
         r = self.curl(port2, "/", cert="client", timeout=10)  # 1h05m total > 30m
         self.assertNotEqual(r.exit, 0, "a 65-minute SVID passed max_svid_lifetime 30m: %r" % r)
-        ev = pt.wait_log_event(p2, "handshake_refused", since=mark, timeout=5)
+        ev = pt.wait_log_event(p2, "handshake_refused", since=mark, timeout=30)
         self.assertIsNotNone(ev)
         self.assertEqual(ev.get("reason"), "lifetime_too_long", repr(ev))
 
@@ -167,7 +191,7 @@ class Identity(pt.TestCase):
         mark = len(self.proc.stderr())
         r = self.curl(port, "/", cert="life-24h1s", timeout=10)
         self.assertNotEqual(r.exit, 0, "24h + 1s accepted: %r" % r)
-        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=5)
+        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=30)
         self.assertIsNotNone(ev)
         self.assertEqual(ev.get("reason"), "lifetime_too_long", repr(ev))
 
@@ -180,7 +204,7 @@ class Identity(pt.TestCase):
             mark = len(self.proc.stderr())
             r = self.curl(port, "/", cert=cert, timeout=10, extra=["--tlsv1.2", "--tls-max", "1.2"])
             self.assertNotEqual(r.exit, 0, "%s over TLS 1.2: %r" % (cert, r))
-            ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=5)
+            ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=30)
             self.assertIsNotNone(ev, cert)
             self.assertEqual(ev.get("reason"), reason, "%s over TLS 1.2: %r" % (cert, ev))
         self.assertOK(self.curl(port, "/", extra=["--tlsv1.2", "--tls-max", "1.2"]))
@@ -231,27 +255,24 @@ class Identity(pt.TestCase):
         port = self.start(identity=ident)
 
         def accepted(cert):
-            return self.curl(port, "/", cert=cert, timeout=5).status == 200
+            return self.curl(port, "/", cert=cert, timeout=60).status == 200
 
-        def settle(cert, want, timeout=3.0):
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if accepted(cert) == want:
-                    return True
-                time.sleep(0.1)
-            return False
+        def rewrite(*pems):
+            since = len(self.proc.stderr())
+            write(*pems)
+            self.wait_reload(since)  # the bundle was re-read: from now on it is in force
         self.assertTrue(accepted("client"))
         self.assertFalse(accepted("evil"))
-        write(self.pki.ca, self.pki.cert("otherca"))
-        self.assertTrue(settle("evil", True), "added CA not trusted after the bundle changed")
+        rewrite(self.pki.ca, self.pki.cert("otherca"))
+        self.wait_accepted(port, "evil", True)  # the workers took the new bundle
         self.assertTrue(accepted("client"))
-        write(self.pki.cert("otherca"))
-        self.assertTrue(settle("client", False), "removed CA still trusted")
+        rewrite(self.pki.cert("otherca"))
+        self.wait_accepted(port, "client", False)
         self.assertTrue(accepted("evil"))
         refused0 = pt.metric(self.admin, "picket_reloads_total", 0.0, result="refused")
         mark = len(self.proc.stderr())
         write(raw=b"this is not a bundle\n")
-        ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=3)
+        ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=60)
         self.assertIsNotNone(ev, "broken bundle not refused; log:\n%s" % self.proc.stderr()[mark:])
         self.assertGreaterEqual(pt.metric(self.admin, "picket_reloads_total", 0.0,
                                           result="refused") - refused0, 1)
@@ -283,7 +304,7 @@ class Identity(pt.TestCase):
         mark = len(self.proc.stderr())
         r = self.curl(port, "/", cert=cross, timeout=10)
         self.assertNotEqual(r.exit, 0, "example.org CA vouched for an other.org ID: %r" % r)
-        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=5)
+        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=30)
         self.assertIsNotNone(ev)
         self.assertEqual(ev.get("reason"), "untrusted_chain", repr(ev))
 
@@ -310,7 +331,7 @@ class Identity(pt.TestCase):
         mark = len(self.proc.stderr())
         r = self.curl(port, "/", cert="inter-client", timeout=10)
         self.assertNotEqual(r.exit, 0, "a leaf without its intermediate was accepted: %r" % r)
-        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=5)
+        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=30)
         self.assertIsNotNone(ev)
         self.assertEqual(ev.get("reason"), "untrusted_chain", ev)
 
@@ -334,7 +355,7 @@ class Identity(pt.TestCase):
         mark = len(self.proc.stderr())
         r = self.curl(port, "/", cert="bad-othertd", timeout=10)
         self.assertNotEqual(r.exit, 0, "a jwt-svid key was used as an X.509 trust anchor: %r" % r)
-        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=5)
+        ev = pt.wait_log_event(self.proc, "handshake_refused", since=mark, timeout=30)
         self.assertIsNotNone(ev)
         self.assertEqual(ev.get("reason"), "untrusted_chain", ev)
         self.assertOK(self.curl(port, "/"))
@@ -372,7 +393,7 @@ class Identity(pt.TestCase):
         """curl requests (a new handshake each) until `stop` is set."""
         while not stop.is_set():
             t = time.monotonic()
-            r = self.curl(port, "/headers", http=http, timeout=10)
+            r = self.curl(port, "/headers", http=http, timeout=60)
             by = None
             if r.exit == 0 and r.status == 200:
                 try:
@@ -390,7 +411,7 @@ class Identity(pt.TestCase):
             while not stop.is_set():
                 t = time.monotonic()
                 try:
-                    st, hdrs, body, _ = c.request("/", timeout=5)
+                    st, hdrs, body, _ = c.request("/", timeout=60)
                     err = ""
                 except (AssertionError, OSError) as e:
                     st, err = 0, str(e)
@@ -408,7 +429,8 @@ class Identity(pt.TestCase):
         d = self._kube_dir()
         ident = {"cert": os.path.join(d, "tls.crt"), "key": os.path.join(d, "tls.key"),
                  "trust_bundles": {pt.TRUST_DOMAIN: self.pki.ca}, "reload_interval": "200ms"}
-        port = self.start(identity=ident)
+        # one worker: once a handshake shows the new certificate, every later one does
+        port = self.start(identity=ident, workers=1)
         old_serial = pt.cert_serial(self.pki.cert("server"))
         new_serial = pt.cert_serial(s2_cert)
         self.assertEqual(pt.served_serial(port), old_serial)
@@ -424,26 +446,36 @@ class Identity(pt.TestCase):
         for t in threads:
             t.start()
         self.addCleanup(stop.set)
-        time.sleep(1.5)
+
+        def wait_results(pred, what):
+            deadline = time.monotonic() + 120
+            while True:
+                with lock:
+                    if pred(list(results)):
+                        return
+                self.assertLess(time.monotonic(), deadline, "waited 120 s for " + what)
+                self.assertTrue(any(t.is_alive() for t in threads), "the load threads ended")
+                time.sleep(0.02)
+        # every load thread has been served before the rotation
+        wait_results(lambda rs: {r[1] for r in rs} >= {"2", "1.1", "h2-live"} and len(rs) >= 10,
+                     "requests before the rotation")
         mark = len(self.proc.stderr())
         t_swap = time.monotonic()
         self._kube_swap(d, s2_cert, self.pki.key("rot-server2"))
-        seen_new = None
-        while time.monotonic() - t_swap < 3.0:
-            if pt.served_serial(port) == new_serial:
-                seen_new = time.monotonic()
-                break
-            time.sleep(0.1)
-        time.sleep(max(0.0, t_swap + 2.5 - time.monotonic()))
+        # the watcher reloads (one worker: from then on every new handshake is new)
+        self.wait_reload(mark)
+        self.wait_served(port, new_serial)
+        seen_new = time.monotonic()
+        # keep the load on until each loop has made requests after the rotation
+        wait_results(lambda rs: {r[1] for r in rs if r[0] > seen_new} >= {"2", "1.1", "h2-live"}
+                     and len([r for r in rs if r[0] > seen_new]) >= 10,
+                     "requests after the rotation")
         stop.set()
         for t in threads:
-            t.join(15)
-        self.assertIsNotNone(seen_new, "new handshakes still present the old certificate 3 s "
-                             "after the swap; log:\n%s" % self.proc.stderr()[mark:][-2000:])
+            t.join(60)
         pt.log("rotation: new cert served %.2fs after the ..data swap; %d requests"
                % (seen_new - t_swap, len(results)))
         failed = [r for r in results if r[2] != 0 or r[3] != 200]
-        self.assertGreater(len(results), 20, "too few requests during rotation")
         self.assertEqual(failed, [], "%d of %d requests failed during rotation" % (
             len(failed), len(results)))
         live = [r for r in results if r[1] == "h2-live"]
@@ -451,11 +483,9 @@ class Identity(pt.TestCase):
                         "the live h2 connection made no request after the rotation")
         bys = [r[4] for r in results if r[1] != "h2-live"]
         self.assertIn(pt.SERVER_ID, bys, "XFCC By= before the rotation")
-        after = [r[4] for r in results if r[1] != "h2-live" and r[0] > seen_new + 0.3]
+        after = [r[4] for r in results if r[1] != "h2-live" and r[0] > seen_new]
         self.assertTrue(after, "no curl request after the rotation")
         self.assertEqual(set(after), {SERVER2_ID}, "XFCC By= after the rotation")
-        ev = pt.wait_log_event(self.proc, "reloaded", since=mark, timeout=1)
-        self.assertIsNotNone(ev, "no 'reloaded' log line after the swap")
 
         # broken material is refused; the running SVID stays
         for what, kw, detail in (
@@ -466,7 +496,7 @@ class Identity(pt.TestCase):
             refused0 = pt.metric(self.admin, "picket_reloads_total", 0.0, result="refused")
             mark = len(self.proc.stderr())
             self._kube_swap(d, **kw)
-            ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=3)
+            ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=60)
             self.assertIsNotNone(ev, "%s: no reload_refused line; log:\n%s" % (
                 what, self.proc.stderr()[mark:][-2000:]))
             self.assertTrue(ev.get("error"), "%s: reload_refused without a reason: %r" % (what, ev))
@@ -486,9 +516,8 @@ class Identity(pt.TestCase):
         # and good material after that is taken again
         mark = len(self.proc.stderr())
         self._kube_swap(d, s3_cert, self.pki.key("rot-server3"))
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and pt.served_serial(port) != pt.cert_serial(s3_cert):
-            time.sleep(0.1)
+        self.wait_reload(mark)
+        self.wait_served(port, pt.cert_serial(s3_cert))
         self.assertEqual(pt.served_serial(port), pt.cert_serial(s3_cert),
                          "good material after a refused reload not picked up")
         r = self.curl(port, "/headers")
@@ -506,7 +535,7 @@ class Identity(pt.TestCase):
         port = self.start(identity=ident)
         mark = len(self.proc.stderr())
         self._kube_swap(d, exp, self.pki.key("rot-expired"))
-        ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=3)
+        ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=60)
         self.assertIsNotNone(ev, "expired own SVID not refused; log:\n%s"
                              % self.proc.stderr()[mark:][-2000:])
         self.assertEqual(pt.served_serial(port), pt.cert_serial(self.pki.cert("server")))
@@ -524,17 +553,28 @@ class Identity(pt.TestCase):
         self.assertAlmostEqual(got, want, delta=5, msg="svid expiry %r vs cert %r" % (got, want))
 
     def test_own_svid_expiry_makes_unready(self):
-        """An own SVID that runs out while picket runs: the gauge goes to <= 0 and /readyz
-        says so (so the orchestrator stops sending traffic)."""
+        """An own SVID that runs out while picket runs: picket logs svid_expired, the
+        gauge goes to <= 0 and /readyz says so (so the orchestrator stops sending
+        traffic). The SVID lives 20 s; the test waits for the svid_expired line, not for
+        a slept guess of the moment."""
         cert, key = self.pki.issue("short-server", "ca", SERVER2_ID, ["localhost"],
-                                   ["127.0.0.1"], lifetime=3)
-        ident = {"cert": cert, "key": key, "trust_bundles": {pt.TRUST_DOMAIN: self.pki.ca}}
+                                   ["127.0.0.1"], lifetime=20)
+        ident = {"cert": cert, "key": key, "trust_bundles": {pt.TRUST_DOMAIN: self.pki.ca},
+                 "reload_interval": "200ms"}  # the timer that also checks the expiry
         self.start(identity=ident)
+        # /readyz first, the gauge second: if the gauge still shows time left, the SVID
+        # was valid when /readyz answered, so that answer must be 200
         st, _, body = pt.http_get_plain(self.admin, "/readyz")
-        self.assertEqual(st, 200, body)
         left = pt.metric(self.admin, "picket_svid_expiry_seconds")
-        self.assertTrue(0 < left <= 4, left)
-        time.sleep(max(0.0, pt.cert_not_after(cert) - time.time()) + 1.2)
+        self.assertIsNotNone(left)
+        self.assertLessEqual(left, 20, "picket_svid_expiry_seconds beyond the SVID's lifetime")
+        if left > 0:
+            self.assertEqual(st, 200, body)
+        ev = pt.wait_log_event(self.proc, "svid_expired",
+                               timeout=max(0.0, pt.cert_not_after(cert) - time.time()) + 60)
+        self.assertIsNotNone(ev, "no svid_expired line; log:\n" + self.proc.stderr()[-2000:])
+        self.assertEqual(ev.get("own_id"), SERVER2_ID, ev)
+        self.assertGreaterEqual(time.time(), pt.cert_not_after(cert) - 1, "svid_expired early")
         self.assertLessEqual(pt.metric(self.admin, "picket_svid_expiry_seconds"), 0)
         st, _, body = pt.http_get_plain(self.admin, "/readyz")
         self.assertEqual(st, 503, body)
@@ -551,15 +591,21 @@ class Identity(pt.TestCase):
         ident = {"cert": cert, "key": key, "trust_bundles": {pt.TRUST_DOMAIN: self.pki.ca},
                  "reload_interval": "200ms"}
         port = self.start(identity=ident)
+        mark = len(self.proc.stderr())
         shutil.copyfile(s2_cert, cert)
-        time.sleep(0.6)
+        # the watcher sees the new cert with the old key: refused, the old pair stays
+        # (copyfile is not atomic: a first refusal may be of a half-written file)
+        ev = pt.wait_log_event(self.proc, "reload_refused", since=mark, timeout=60,
+                               pred=lambda o: "key" in o.get("error", "").lower())
+        self.assertIsNotNone(ev, "the cert without its key was not refused:\n"
+                             + self.proc.stderr()[mark:][-2000:])
         self.assertEqual(pt.served_serial(port), pt.cert_serial(self.pki.cert("server")),
                          "a cert without its key must not be served")
         self.assertOK(self.curl(port, "/"))
+        mark = len(self.proc.stderr())
         shutil.copyfile(s2_key, key)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and pt.served_serial(port) != pt.cert_serial(s2_cert):
-            time.sleep(0.1)
+        self.wait_reload(mark)
+        self.wait_served(port, pt.cert_serial(s2_cert))
         self.assertEqual(pt.served_serial(port), pt.cert_serial(s2_cert),
                          "the complete new pair was not taken")
         left = pt.metric(self.admin, "picket_svid_expiry_seconds")

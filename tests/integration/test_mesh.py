@@ -12,8 +12,8 @@ forwards to the app behind it (grpc_app.py and upstream.py over h2c).
 Outbound details checked: HTTP/1.1 and h2c prior knowledge from the app, authority
 port ignored, unknown authority 404, a server whose SPIFFE ID is not the route's
 server_id 502 (server_id_mismatch), a server whose certificate comes from another
-CA 502 (untrusted_chain), an upstream that is down 502 quickly, a 50 MiB download
-with its sha256, request bodies, response trailers.
+CA 502 (untrusted_chain), an upstream that is down 502 with reason connect_refused,
+a 50 MiB download with its sha256, request bodies, response trailers.
 
     /usr/bin/python3 tests/integration/test_mesh.py
 """
@@ -31,7 +31,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
-import grpc  # noqa: E402
+grpc = pt.require_module("grpc", "python3-grpcio")  # fails naming the package if missing
 import grpc_app  # noqa: E402
 import upstream as upmod  # noqa: E402
 
@@ -131,7 +131,8 @@ class H2CClient(pt.H2Client):
 
 class ForeignTLSServer:
     """A TLS server (in this process) presenting a certificate from another CA that
-    claims an example.org SPIFFE ID (the PKI's "evil" leaf). Counts handshakes."""
+    claims an example.org SPIFFE ID (the PKI's "evil" leaf). Counts connections accepted,
+    connections whose handling has ended (finished), and requests seen."""
 
     def __init__(self, pki):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -142,6 +143,7 @@ class ForeignTLSServer:
         self.lsock.listen(16)
         self.port = self.lsock.getsockname()[1]
         self.accepted = 0
+        self.finished = 0
         self.requests_seen = 0
         self._stop = False
         self.t = threading.Thread(target=self._run, daemon=True)
@@ -170,6 +172,7 @@ class ForeignTLSServer:
                 s.close()
             except OSError:
                 pass
+            self.finished += 1
 
     def stop(self):
         self._stop = True
@@ -294,13 +297,13 @@ class Mesh(unittest.TestCase):
     def _stop_all(cls, dump=False):
         reports = []
         for p in reversed(cls.pickets):
-            rc = p.stop(10)
-            if dump or pt.VERBOSE:
+            rc = p.stop()
+            problems = p.stop_problems(expect_exit=0) if p.popen is not None else []
+            if dump or pt.VERBOSE or problems:
                 pt.log("%s pid %s exit %s; stderr tail:\n%s" % (p.name, p.popen and p.pid, rc,
                                                                p.stderr()[-3000:]))
-            rep = p.sanitizer_report()
-            if rep:
-                reports.append("%s (%s):\n%s" % (p.name, p.err_path, rep))
+            if problems:
+                reports.append("%s (%s):\n%s" % (p.name, p.err_path, "\n".join(problems)))
         cls.pickets = []
         if getattr(cls, "foreign", None):
             cls.foreign.stop()
@@ -317,7 +320,8 @@ class Mesh(unittest.TestCase):
         else:
             shutil.rmtree(cls.tmp, ignore_errors=True)
         if reports:
-            raise AssertionError("sanitizer report(s):\n" + "\n".join(reports))
+            raise AssertionError("after SIGTERM (exit status, hang, sanitizer report):\n"
+                                 + "\n".join(reports))
 
     def setUp(self):
         for p in (self.A, self.B, self.C):
@@ -491,28 +495,31 @@ class Mesh(unittest.TestCase):
                                pred=lambda o: o.get("reason") == "untrusted_chain")
         self.assertIsNotNone(ev, self.A.stderr()[since:][-2000:])
         self.assertGreaterEqual(self.foreign.accepted, 1, "picket did connect to the foreign server")
-        time.sleep(0.2)
+        # every connection the server took has ended (picket gave up on it): nothing more
+        # can arrive on them
+        deadline = time.monotonic() + 60
+        while self.foreign.finished < self.foreign.accepted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.foreign.finished, self.foreign.accepted, "a connection stays open")
         self.assertEqual(self.foreign.requests_seen, seen_before,
                          "no application data may reach a server that failed verification")
 
-    def test_upstream_down_502_quickly(self):
+    def test_upstream_down_502_refused(self):
+        # 502 on the refused connect itself (reason connect_refused), not after a timeout
         for http in ("2", "1.1"):
-            t0 = time.monotonic()
-            r = self.curl(self.a_port, "/", host="down", http=http, timeout=10)
-            dt = time.monotonic() - t0
+            since = len(self.A.stderr())
+            r = self.curl(self.a_port, "/", host="down", http=http, timeout=60)
             self.assertEqual(r.exit, 0, r)
             self.assertEqual(r.status, 502, "%s %r" % (http, r))
-            self.assertLess(dt, 3.0, "502 for a refused connection took %.1fs" % dt)
+            ev = pt.wait_log_event(self.A, "upstream_failed", since=since, timeout=30)
+            self.assertEqual((ev or {}).get("reason"), "connect_refused", ev)
 
     def test_upstream_down_reason_connect_refused(self):
-        """README "Refusals": a refused connection is `connect_refused`. Through an mTLS
-        route picket reports `tls_error` instead (px_up_bev_fail_reason counts the
-        SSL_ERROR_SYSCALL that libevent's bufferevent_openssl queues for any socket
-        error as a TLS failure), so the metric and log cannot tell "peer down" from
-        "TLS broke"."""
+        """README "Refusals": a refused connection is `connect_refused`, also through an
+        mTLS route (not `tls_error`), in the log and in the metric."""
         since = len(self.A.stderr())
         before = pt.metric(self.a_admin, "picket_upstream_failures_total", 0, reason="connect_refused")
-        r = self.curl(self.a_port, "/", host="down", timeout=10)
+        r = self.curl(self.a_port, "/", host="down", timeout=60)
         self.assertEqual(r.status, 502, r)
         ev = pt.wait_log_event(self.A, "upstream_failed", since=since)
         self.assertIsNotNone(ev)
@@ -616,31 +623,27 @@ class MeshRestart(pt.TestCase):
             "routes": [{"authority": "orders", "upstream": "127.0.0.1:%d" % b_port,
                         "server_id": ORDERS_ID}]}], a_admin, self.tmp)
         b1 = pt.Picket(self.tmp, b_conf, admin_port=b_admin, pki=self.pki, name="picket-b")
-        self.addCleanup(b1.check_sanitizers)
-        self.addCleanup(b1.stop)
+        self.addCleanup(b1.stop_and_check)  # exit 0 on SIGTERM, no hang, no sanitizer report
         b1.start()
         self.picket(a_conf, admin_port=a_admin)
         self.assertTrue(pt.wait_port(a_port, 10))
 
         def get(http="2"):
-            return app_curl(a_port, "/", http=http, workdir=self.tmp, timeout=10)
+            return app_curl(a_port, "/", http=http, workdir=self.tmp, timeout=60)
 
         for http in ("2", "1.1", "2", "1.1"):
             self.assertEqual(get(http).status, 200)
-        self.assertEqual(b1.stop(10), 0, "B drains and exits 0")
+        self.assertEqual(b1.stop_and_check(), 0, "B drains and exits 0")
         for http in ("2", "1.1"):
-            t0 = time.monotonic()
             r = get(http)
             self.assertEqual(r.status, 502, "B down: %r" % r)
-            self.assertLess(time.monotonic() - t0, 3.0)
         ch = grpc_channel(a_port)
         self.addCleanup(ch.close)
         with self.assertRaises(grpc.RpcError) as cm:
             grpc_app.unary(ch, b"x")
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, "502 -> UNAVAILABLE")
         b2 = pt.Picket(self.tmp, b_conf, admin_port=b_admin, pki=self.pki, name="picket-b")
-        self.addCleanup(b2.check_sanitizers)
-        self.addCleanup(b2.stop)
+        self.addCleanup(b2.stop_and_check)  # exit 0 on SIGTERM, no hang, no sanitizer report
         b2.start()
         for http in ("2", "1.1", "2", "1.1"):
             r = get(http)

@@ -3,9 +3,11 @@
 
     /usr/bin/python3 upstream.py --h1 PORT     HTTP/1.1 (keep-alive, chunked request bodies)
     /usr/bin/python3 upstream.py --h2c PORT    HTTP/2 cleartext, prior knowledge only
-    ... [--name NAME]
+    ... [--name NAME] [--log-requests] [--hold-dir DIR]
 
-Binds 127.0.0.1 only and prints "ready" on stdout once it listens.
+Binds 127.0.0.1 only and prints "ready" on stdout once it listens. With --log-requests
+it then prints "request METHOD PATH" on stdout (flushed) as each request's head
+arrives, before any answer: a test can wait for a request to be in flight.
 
 Endpoints (both protocols):
     GET  /                 200 "hello from upstream\\n"
@@ -17,6 +19,9 @@ Endpoints (both protocols):
     POST|PUT /echo         the request body back (h2c: streamed as it arrives)
     GET  /status/CODE      that status
     GET  /slow/MS          waits MS milliseconds, then 200 "slow done\\n"
+    GET  /hold/NAME        (with --hold-dir DIR) waits until the file DIR/hold-NAME exists,
+                           then 200 "released\\n": a request a test keeps in flight for
+                           as long as it needs, and ends on an event of its choosing
     GET  /trailers         (h2c only) body plus trailer "x-checksum: abc"
 Anything else: 404.
 Every response carries "x-upstream-name: NAME" (--name NAME, default "upstream"), and
@@ -26,6 +31,8 @@ Runs under /usr/bin/python3 (Debian's python3-h2 is only importable there).
 """
 import hashlib
 import json
+import os
+import re
 import select
 import socket
 import sys
@@ -68,6 +75,19 @@ MAX_BYTES = 8 * 1024 * 1024 * 1024  # /bytes/N upper bound (8 GiB)
 
 
 UPSTREAM_NAME = "upstream"
+LOG_REQUESTS = False
+HOLD_DIR = None
+_OUT_LOCK = threading.Lock()
+
+
+class Hold:
+    """The "delay" of /hold/NAME: over once HOLD_DIR/hold-NAME exists."""
+
+    def __init__(self, name):
+        self.path = os.path.join(HOLD_DIR, "hold-" + name)
+
+    def released(self):
+        return os.path.exists(self.path)
 
 
 def route(method, path):
@@ -75,6 +95,10 @@ def route(method, path):
 
     body_kind: "bytes" (arg = bytes), "pattern" (arg = n), "upload", "echo",
     "headers" (the request headers as JSON), "trailers"."""
+    if LOG_REQUESTS:
+        with _OUT_LOCK:
+            sys.stdout.write("request %s %s\n" % (method, path))
+            sys.stdout.flush()
     p = path.split("?", 1)[0]
     if p == "/":
         return 200, [("content-type", "text/plain")], "bytes", b"hello from upstream\n", 0
@@ -105,6 +129,8 @@ def route(method, path):
         return 200, [("content-type", "text/plain")], "bytes", b"slow done\n", ms / 1000.0
     if p == "/trailers":
         return 200, [("content-type", "text/plain")], "trailers", b"body before trailers\n", 0
+    if p.startswith("/hold/") and HOLD_DIR and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", p[6:]):
+        return 200, [("content-type", "text/plain")], "bytes", b"released\n", Hold(p[6:])
     return 404, [("content-type", "text/plain")], "bytes", b"not found\n", 0
 
 
@@ -196,7 +222,10 @@ def serve_h1(port):
                 return
             for _ in self._body_chunks():  # drain any request body
                 pass
-            if delay:
+            if isinstance(delay, Hold):
+                while not delay.released():
+                    time.sleep(0.02)
+            elif delay:
                 time.sleep(delay)
             if kind == "headers":
                 hd = {}
@@ -369,7 +398,9 @@ class H2Conn:
             if st.kind == "echo":
                 return
             delay = st.resp[4]
-            if delay:
+            if isinstance(delay, Hold):
+                self.timers.append((time.monotonic(), ev.stream_id))
+            elif delay:
                 self.timers.append((time.monotonic() + delay, ev.stream_id))
             else:
                 self.start_response(ev.stream_id)
@@ -385,8 +416,13 @@ class H2Conn:
         due = [sid for t, sid in self.timers if t <= now]
         self.timers = [(t, sid) for t, sid in self.timers if t > now]
         for sid in due:
-            if sid in self.streams:
-                self.start_response(sid)
+            st = self.streams.get(sid)
+            if st is None:
+                continue
+            if isinstance(st.resp[4], Hold) and not st.resp[4].released():
+                self.timers.append((now + 0.02, sid))  # look again shortly
+                continue
+            self.start_response(sid)
 
     def start_response(self, sid):
         st = self.streams[sid]
@@ -498,12 +534,20 @@ def serve_h2c(port):
 
 
 def main(argv):
-    global UPSTREAM_NAME
+    global UPSTREAM_NAME, LOG_REQUESTS, HOLD_DIR
+    if "--log-requests" in argv:
+        LOG_REQUESTS = True
+        argv = [a for a in argv if a != "--log-requests"]
+    if "--hold-dir" in argv:
+        i = argv.index("--hold-dir")
+        HOLD_DIR = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
     if len(argv) == 5 and argv[3] == "--name":
         UPSTREAM_NAME = argv[4]
         argv = argv[:3]
     if len(argv) != 3 or argv[1] not in ("--h1", "--h2c"):
-        sys.stderr.write("usage: upstream.py --h1|--h2c PORT [--name NAME]\n")
+        sys.stderr.write("usage: upstream.py --h1|--h2c PORT [--name NAME] [--log-requests] "
+                         "[--hold-dir DIR]\n")
         return 2
     port = int(argv[2])
     try:
