@@ -477,6 +477,26 @@ static int parse_admin(struct cp *p, int obj)
     return rc;
 }
 
+static int parse_dns(struct cp *p, int obj)
+{
+    static const char *const keys[] = {"resolv_conf", "hosts",   "min_ttl",
+                                       "max_ttl",     "negative_ttl", "timeout", NULL};
+    struct px_config *c = p->cfg;
+    const char *w = "dns";
+
+    if (px_cfg_check_obj(p, obj, w, keys) < 0 ||
+        px_cfg_get_path(p, obj, w, "resolv_conf", &c->dns.resolv_conf) < 0 ||
+        px_cfg_get_path(p, obj, w, "hosts", &c->dns.hosts) < 0 ||
+        px_cfg_get_dur(p, obj, w, "min_ttl", &c->dns.min_ttl_ms, 0, 86400000) < 0 ||
+        px_cfg_get_dur(p, obj, w, "max_ttl", &c->dns.max_ttl_ms, 1000, 86400000) < 0 ||
+        px_cfg_get_dur(p, obj, w, "negative_ttl", &c->dns.negative_ttl_ms, 0, 3600000) < 0 ||
+        px_cfg_get_dur(p, obj, w, "timeout", &c->dns.timeout_ms, 100, 60000) < 0)
+        return -1;
+    if (c->dns.min_ttl_ms > c->dns.max_ttl_ms)
+        return px_cfg_perr(p, obj, "dns.min_ttl must not be longer than dns.max_ttl");
+    return 0;
+}
+
 static int parse_log(struct cp *p, int obj)
 {
     static const char *const keys[] = {"level", "access", "audit", NULL};
@@ -559,6 +579,10 @@ static void set_defaults(struct px_config *c)
     c->limits.max_target_length = 8192;
     c->limits.memory_budget = 64 << 20;
     c->limits.max_handshakes = 256;
+    c->dns.min_ttl_ms = 5000;
+    c->dns.max_ttl_ms = 300000;
+    c->dns.negative_ttl_ms = 5000;
+    c->dns.timeout_ms = 2000;
     c->limits.header_timeout_ms = 10000;
     c->limits.idle_timeout_ms = 60000;
     c->limits.upstream_timeout_ms = 30000;
@@ -589,7 +613,7 @@ static int parse_root(struct cp *p)
 {
     static const char *const keys[] = {"node_id", "workers",   "identity", "policy",
                                        "dispatch", "listeners", "admin",    "log",
-                                       "limits",  "state_dir", NULL};
+                                       "limits",  "state_dir", "dns",      NULL};
     struct px_config *c = p->cfg;
     int64_t workers = 0;
     int v;
@@ -613,6 +637,8 @@ static int parse_root(struct cp *p)
     if (parse_listeners(p, v) < 0)
         return -1;
     if ((v = certs_json_get(&p->j, 0, "admin")) >= 0 && parse_admin(p, v) < 0)
+        return -1;
+    if ((v = certs_json_get(&p->j, 0, "dns")) >= 0 && parse_dns(p, v) < 0)
         return -1;
     if ((v = certs_json_get(&p->j, 0, "log")) >= 0 && parse_log(p, v) < 0)
         return -1;
@@ -780,6 +806,8 @@ void px_config_free(struct px_config *c)
     free_strv(c->policy.signing_key_files, c->policy.nsigning_keys);
     free(c->policy.cache_dir);
     free(c->state_dir);
+    free(c->dns.resolv_conf);
+    free(c->dns.hosts);
     for (size_t i = 0; i < c->ndispatch; i++) {
         free(c->dispatch[i].name);
         free(c->dispatch[i].url);

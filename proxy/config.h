@@ -104,6 +104,15 @@ struct px_config {
     } admin;
 
     struct {
+        char *resolv_conf;       /* default /etc/resolv.conf */
+        char *hosts;             /* default /etc/hosts */
+        int64_t min_ttl_ms;      /* 5s: a record is asked again no sooner */
+        int64_t max_ttl_ms;      /* 5m: and no later */
+        int64_t negative_ttl_ms; /* 5s: a failed lookup is remembered this long */
+        int64_t timeout_ms;      /* 2s per query attempt (2 attempts) */
+    } dns;
+
+    struct {
         int level;    /* 0 debug, 1 info, 2 warn, 3 error; default info */
         char *access; /* "-" = stdout, NULL = off, else a path */
         char *audit;  /* same */

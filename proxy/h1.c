@@ -512,6 +512,13 @@ void px_h1_conn_drain(struct px_conn *c)
     }
 }
 
+void px_h1_conn_end(struct px_conn *c)
+{
+    /* as a drain: the response in flight is the last, an idle connection
+     * closes now (px_h1_process_input refuses a request that starts anyway) */
+    px_h1_conn_drain(c);
+}
+
 void px_h1_conn_close(struct px_conn *c)
 {
     struct px_h1 *h = c->proto_ctx;

@@ -330,6 +330,18 @@ static void process_head(struct px_h1 *h)
     len = h->scan_off;
     block = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
     st = px_stream_new(h->c, &px_h1_ops, h);
+    if (st != NULL && h->c->identity_ended != NULL) {
+        /* the peer's certificate expired or is no longer trusted: no new
+         * request on this connection (403, then close) */
+        h->st = st;
+        h->resp_ready_seen = h->resp_started = h->resp_done = 0;
+        evbuffer_drain(in, len);
+        h->rq = RQ_DEAD;
+        h->close_after = 1;
+        px_stream_respond(st, 403, "forbidden: client certificate no longer valid\n", 7,
+                          h->c->identity_ended);
+        return;
+    }
     if (st != NULL && px_stream_refuse_for_memory(st)) {
         /* this connection holds more than its share of a budget under
          * pressure: no new request on it (503, then close) */

@@ -772,6 +772,21 @@ void px_h2_conn_close(struct px_conn *c)
         px_conn_free(c);
 }
 
+void px_h2_conn_end(struct px_conn *c)
+{
+    struct h2_conn *hc = c->proto_ctx;
+    if (hc == NULL || hc->dead || hc->goaway)
+        return;
+    /* one GOAWAY at once (not the two-phase drain): streams the client
+     * opens from here on are refused, the ones in flight finish */
+    hc->goaway = 1;
+    nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(hc->s),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (hc->nstreams == 0)
+        nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+    schedule_send(hc);
+}
+
 /* Two-phase shutdown (RFC 9113 6.8): first a GOAWAY with the maximum stream
  * id (nghttp2's shutdown notice), so requests already on the wire are still
  * served; DRAIN_NOTICE_MS later the real GOAWAY with the last stream we

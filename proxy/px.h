@@ -84,6 +84,7 @@ void px_policy_state_unref(struct px_policy_state *p);
 /* ---- worker ----------------------------------------------------------- */
 
 struct px_pool;
+struct px_resolver;
 struct px_counter;
 struct px_histogram;
 struct evconnlistener;
@@ -117,6 +118,7 @@ struct px_worker {
     struct event *drain_notice;        /* fires after limits.drain_notice_delay */
     struct px_dispatch_state *dispatch; /* dispatch.c: per-service caches, in-flight checks */
     struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
+    struct px_resolver *resolver;      /* upstream names (resolver.c), made on first use */
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
 };
 
@@ -157,6 +159,9 @@ struct px_conn {
     char *hs_detail;              /* handshake refusal detail (owned) or NULL */
     int handshaken;
     int counted_handshake;        /* in the handshake count (limits.max_handshakes) */
+    int64_t peer_not_after;       /* Unix seconds: the peer chain's earliest notAfter (0: none) */
+    struct event *cert_timer;     /* ends the connection at peer_not_after */
+    const char *identity_ended;   /* why its identity no longer holds, or NULL */
     int closing;
     struct px_mem_acct mem;       /* bytes held for this connection and its streams */
     struct px_mem_tracker trk_in, trk_out; /* its plaintext input and output buffers */
@@ -170,6 +175,14 @@ void px_conn_free(struct px_conn *c);
 /* Counts the connection's plaintext buffers in the memory budget (mem.h);
  * called by the protocol start functions. 0 or -1 (ENOMEM). */
 int px_conn_track(struct px_conn *c);
+/* The connection's peer identity no longer holds (its certificate
+ * expired, or a new trust bundle no longer verifies it): no new request
+ * is taken; h2 sends GOAWAY and closes once its streams finish, h1 closes
+ * after the response in flight (or now when idle); either way it is
+ * closed after limits.drain_timeout. Logged and counted
+ * (picket_connections_closed_total{reason}). Worker thread. */
+void px_conn_end_identity(struct px_conn *c, const char *reason);
+
 /* Ask the protocol to stop taking new requests and close when idle (drain). */
 void px_conn_drain(struct px_conn *c);
 
@@ -348,8 +361,12 @@ void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
 
 enum px_pool_alpn { PX_ALPN_FIXED, PX_ALPN_PROBE };
 
+struct px_pool_waiter;
+struct px_resolve_req;
+
 struct px_pool {
     struct px_pool *next;
+    struct px_worker *worker;
     char key[2400];              /* proto://host:port[#server_id] */
     enum px_upstream_proto proto; /* PX_UP_H2C / PX_UP_H1, or PX_UP_MTLS until ALPN says */
     int tls;                     /* connections are mTLS (client SVID, server SVID checked) */
@@ -359,6 +376,14 @@ struct px_pool {
     char sni[256];               /* tls: server name sent, "" for IP literals */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    /* name resolution (upstream.c): addr is good until addr_expires_ms
+     * (monotonic; 0 = forever: a literal); a failed lookup is not asked
+     * again before fail_until_ms; streams wait in `waiters` for the first */
+    char host[256], port[8];
+    int has_addr;
+    int64_t addr_expires_ms, fail_until_ms;
+    struct px_resolve_req *resolving;
+    struct px_pool_waiter *waiters;
     void *conns;                 /* up_h1.c: idle HTTP/1.1 connections */
     size_t nconns;
     size_t nidle;
@@ -375,12 +400,16 @@ int px_up_bev_is_h2(struct bufferevent *bev);
 /* Why a TLS pool connection failed (server identity reason, or "tls_error"),
  * or NULL for plain connections / no TLS detail. Drains OpenSSL's errors. */
 const char *px_up_bev_fail_reason(struct bufferevent *bev);
+/* The earliest notAfter (Unix seconds) of the certificate chain the peer
+ * of ssl presented; 0 when none. On a pool connection: its server's. */
+int64_t px_ssl_peer_not_after(SSL *ssl);
+int64_t px_up_bev_not_after(struct bufferevent *bev);
 /* An h2 attempt on a PROBE pool got http/1.1 from ALPN: the pool becomes
  * HTTP/1.1 and st is restarted there (its request was not sent yet). */
 void px_up_h2_fallback_h1(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
 
-/* Resolves host:port (numeric or name; blocking getaddrinfo: call at
- * config time or accept it on first use). */
+/* Resolves host:port (numeric or name; blocking getaddrinfo): for config
+ * time only (listener addresses); upstreams are resolved asynchronously. */
 int px_resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len);
 
 /* Splits an https:// URL (policy.url, dispatch urls: already checked by

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -54,14 +55,19 @@ struct up_conn {
     http_parser hp;
     struct px_stream *st; /* NULL when idle */
     int connected, idle, reused, busy, dead, eof;
+    int64_t not_after; /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
+    uint64_t snap_gen; /* the snapshot (trust, own SVID) it was made under */
     const char *fail_reason; /* a failure to report from the kick callback */
+    const char *fail_why;    /* why the response was refused (else bad_upstream_response) */
 
     /* the exchange */
     int head_sent, req_done, req_chunked, req_has_len, retried;
     uint64_t req_left, body_sent;
     int is_head, resp_began, interim, hdrs_done, hdrs_pending, body_pending, msg_done, paused;
     int cb_err;
-    size_t limit; /* max_header_list_size */
+    size_t limit;     /* max_header_list_size */
+    size_t hdr_bytes; /* name + value + 32 of every response field, 1xx and trailers too */
+    int ninterim;     /* 1xx responses received */
 
     /* the field being received: name bytes then value bytes */
     char *fb;
@@ -203,7 +209,12 @@ static int flush_field(struct up_conn *c)
         return 0;
     c->fstate = 0;
     px_h1_trim(&v, &vlen);
-    if (!px_field_name_ok(c->fb, nlen) || !px_field_value_ok(v, vlen))
+    /* every field the upstream sends counts, interim and trailer alike */
+    c->hdr_bytes += nlen + vlen + 32;
+    if (c->hdr_bytes > c->limit) {
+        c->fail_why = "upstream_headers_too_large";
+        rc = -1;
+    } else if (!px_field_name_ok(c->fb, nlen) || !px_field_value_ok(v, vlen))
         rc = -1;
     else if (c->interim)
         rc = 0; /* 1xx fields are not relayed */
@@ -271,10 +282,13 @@ static int on_headers_complete(http_parser *p)
 
     if (flush_field(c) != 0)
         return c->cb_err = -1;
+    if (s < 100 || s > 599)
+        return c->cb_err = -1; /* RFC 9110 15: not a status a client can be given */
     if (s < 200) {
         /* 100-continue, 102, 103: skipped. 101 is never asked for (Upgrade
-         * is hop-by-hop and not forwarded), so it is a protocol error. */
-        if (s == 101 || s < 100)
+         * is hop-by-hop and not forwarded), so it is a protocol error. A few
+         * interim responses are normal; an endless stream of them is not. */
+        if (s == 101 || ++c->ninterim > 16)
             return c->cb_err = -1;
         c->interim = 1;
         return 1;
@@ -393,7 +407,7 @@ static void parse_input(struct up_conn *c)
         e = HTTP_PARSER_ERRNO(&c->hp);
         evbuffer_drain(in, used);
         if (c->cb_err || (e != HPE_OK && e != HPE_PAUSED) || (e == HPE_OK && used < n)) {
-            fail(c, 502, "bad_upstream_response");
+            fail(c, 502, c->fail_why ? c->fail_why : "bad_upstream_response");
             return;
         }
         if (deliver(c) != 0)
@@ -567,6 +581,9 @@ static void attach(struct up_conn *c, struct px_stream *st)
     c->fstate = 0;
     c->fb_len = c->fb_name = 0;
     c->limit = (size_t)PX_LIMITS(st)->max_header_list_size;
+    c->hdr_bytes = 0;
+    c->ninterim = 0;
+    c->fail_why = NULL;
     if (c->limit == 0)
         c->limit = 65536; /* 0 would mean "no limit": never unbounded here */
     c->retried = 0;
@@ -593,6 +610,7 @@ static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struc
         return NULL;
     c->w = w;
     c->pool = pool;
+    c->snap_gen = w->snap->gen;
     c->bev = px_up_bev_new(w, pool);
     c->kick = event_new(w->base, -1, 0, kick_cb, c);
     if (c->bev == NULL || c->kick == NULL ||
@@ -655,6 +673,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     enter(c);
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = 1;
+        if (c->pool->tls)
+            c->not_after = px_up_bev_not_after(c->bev);
         if (c->st == NULL)
             conn_close(c);
         else
@@ -764,7 +784,13 @@ static const struct px_up_ops up_ops = {
 
 void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st)
 {
-    struct up_conn *c = pool->conns;
+    struct up_conn *c;
+    /* An idle TLS connection whose server certificate expired, or that was
+     * verified under other trust (or with our old SVID), is not reused. */
+    while ((c = pool->conns) != NULL && pool->tls &&
+           ((c->not_after > 0 && (int64_t)time(NULL) >= c->not_after) ||
+            c->snap_gen != w->snap->gen))
+        conn_close(c);
     if (c != NULL) {
         idle_unlink(c);
         attach(c, st);

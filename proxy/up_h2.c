@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -40,6 +41,8 @@ struct uph2_conn {
     struct uph2_stream *streams;
     size_t nstreams;
     int connected, dead, goaway, connect_failed;
+    int64_t not_after;  /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
+    uint64_t snap_gen;  /* the snapshot (trust, own SVID) it was made under */
 };
 
 struct uph2_stream {
@@ -52,6 +55,9 @@ struct uph2_stream {
     int body_sent; /* some request body left req_body: the request cannot be replayed */
     size_t owed;   /* response bytes sent on downstream, not yet given back as window */
     size_t granted; /* window beyond PX_STREAM_SLACK, from px_mem_window_take() */
+    int status;     /* :status of the block being received (the stream's once delivered) */
+    size_t hdr_bytes; /* name + value + 32 of every response field, 1xx and trailers too */
+    const char *fail_reason; /* why picket reset it ("upstream_headers_too_large", ...) */
 };
 
 static const struct px_up_ops uph2_ops;
@@ -82,13 +88,21 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    struct uph2_conn *uc = arg;
     struct px_stream *st;
     (void)flags;
-    (void)arg;
 
-    if (us == NULL || us->st == NULL || f->hd.type != NGHTTP2_HEADERS)
+    if (us == NULL || us->st == NULL || f->hd.type != NGHTTP2_HEADERS || us->fail_reason)
         return 0;
     st = us->st;
+    /* Every field the upstream sends counts, final, interim and trailer
+     * alike, and the stream ends the moment they pass the limit: an app
+     * behind picket cannot make it hold (or its clients receive) more. */
+    us->hdr_bytes += nlen + vlen + 32;
+    if (us->hdr_bytes > (size_t)uc->w->snap->cfg->limits.max_header_list_size) {
+        us->fail_reason = "upstream_headers_too_large";
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    }
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS && us->got_final_headers) {
         if (px_trailer_allowed((const char *)name, nlen))
             px_hdrs_add(&st->resp_trailers, (const char *)name, nlen, (const char *)value, vlen,
@@ -97,13 +111,21 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     }
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
         int code = 0;
-        for (size_t i = 0; i < vlen; i++)
-            code = code * 10 + (value[i] - '0');
-        st->status = code;
+        for (size_t i = 0; i < vlen && i < 4; i++)
+            code = value[i] >= '0' && value[i] <= '9' ? code * 10 + (value[i] - '0') : -1000;
+        if (vlen != 3 || code < 100 || code > 599) {
+            /* RFC 9110 15: three digits, 1xx to 5xx; anything else is not a
+             * status a client could be given or a log could record */
+            us->fail_reason = "bad_upstream_response";
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        us->status = code;
         return 0;
     }
     if (nlen > 0 && name[0] == ':')
         return 0;
+    if (us->status >= 100 && us->status < 200)
+        return 0; /* interim fields: counted, not kept */
     if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
         long long v = 0;
         for (size_t i = 0; i < vlen && i < 18; i++)
@@ -132,15 +154,22 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         return 0;
     st = us->st;
     px_stream_up_activity(st);
+    if (us->fail_reason != NULL)
+        return 0; /* being reset */
     if (f->hd.type == NGHTTP2_HEADERS) {
         if (!us->got_final_headers) {
-            if (st->status >= 100 && st->status < 200) {
+            if (us->status >= 100 && us->status < 200) {
                 /* interim response: forget it, wait for the final one */
-                st->status = 0;
-                px_hdrs_clear(&st->resp);
+                us->status = 0;
+                return 0;
+            }
+            if (us->status == 0) {
+                us->fail_reason = "bad_upstream_response";
+                nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_PROTOCOL_ERROR);
                 return 0;
             }
             us->got_final_headers = 1;
+            st->status = us->status; /* delivered: the status the client is sent */
             if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
                 st->resp_eof = 1;
             px_stream_response_headers(st);
@@ -163,7 +192,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     (void)arg;
     nghttp2_session_consume_connection(s, len);
-    if (us == NULL || us->st == NULL || us->st->down_done) {
+    if (us == NULL || us->st == NULL || us->st->down_done || us->fail_reason != NULL) {
         nghttp2_session_consume_stream(s, id, len);
         return 0;
     }
@@ -179,6 +208,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     struct uph2_conn *uc = arg;
     struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, id);
     struct px_stream *st;
+    const char *reason;
     int body_sent;
 
     if (us == NULL)
@@ -187,10 +217,16 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     unlink_us(uc, us);
     st = us->st;
     body_sent = us->body_sent;
+    reason = us->fail_reason;
     px_mem_window_give(us->granted);
     free(us);
     if (st == NULL)
         return 0;
+    if (reason != NULL && !st->resp_eof) {
+        /* picket reset it: 502 before the response started, else a reset */
+        px_stream_up_fail(st, 502, reason);
+        return 0;
+    }
     if (error_code == NGHTTP2_REFUSED_STREAM && st->status == 0 && !body_sent &&
         st->up_retries < 3 && !st->down_done) {
         /* REFUSED_STREAM means the server did not process it (RFC 9113
@@ -474,8 +510,10 @@ static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
             uc_fail(uc, "alpn_mismatch");
             return;
         }
-        if (uc->pool->tls)
+        if (uc->pool->tls) {
             uc->pool->alpn = PX_ALPN_FIXED;
+            uc->not_after = px_up_bev_not_after(bev);
+        }
         uc->connected = 1;
         uc_send(uc);
         return;
@@ -505,6 +543,7 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
         return NULL;
     uc->pool = pool;
     uc->w = w;
+    uc->snap_gen = w->snap->gen;
     if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
         goto fail;
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -512,6 +551,10 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* the same flood limits as the server side (h2.c): an app is a peer too */
+    nghttp2_option_set_max_continuations(opt, 8);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
     if (nghttp2_session_client_new2(&uc->s, cbs, uc, opt) != 0)
         goto fail;
     nghttp2_session_callbacks_del(cbs);
@@ -570,6 +613,15 @@ static struct uph2_conn *pick_conn(struct px_worker *w, struct px_pool *pool)
         uint32_t peer_max;
         if (uc->dead || uc->goaway)
             continue;
+        if (pool->tls && ((uc->not_after > 0 && (int64_t)time(NULL) >= uc->not_after) ||
+                          uc->snap_gen != w->snap->gen)) {
+            /* its server's certificate expired, or trust (or our own SVID)
+             * changed since it was verified: no new stream on it; it closes
+             * once its streams end */
+            uc->goaway = 1;
+            schedule_send(uc);
+            continue;
+        }
         peer_max = nghttp2_session_get_remote_settings(uc->s,
                                                        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
         if (peer_max > UP_MAX_STREAMS)

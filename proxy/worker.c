@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "certs.h"
 #include "log.h"
@@ -57,6 +59,120 @@ static struct px_gauge *active_gauge(void)
     return v;
 }
 
+/* ---- identity lifetime ------------------------------------------------------ */
+
+static void close_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    (void)fd;
+    (void)what;
+    /* drain_timeout has passed since its identity ended: whatever is in
+     * flight is cut now */
+    if (c->proto == PX_PROTO_H2)
+        px_h2_conn_close(c);
+    else if (c->proto == PX_PROTO_H1)
+        px_h1_conn_close(c);
+    else
+        px_conn_free(c);
+}
+
+void px_conn_end_identity(struct px_conn *c, const char *reason)
+{
+    char labels[64];
+    int64_t ms = c->snap->cfg->limits.drain_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+
+    if (c->identity_ended != NULL)
+        return;
+    c->identity_ended = reason;
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    px_counter_add(px_counter_get("picket_connections_closed_total",
+                                  "Connections ended by picket because their peer's identity "
+                                  "no longer holds",
+                                  labels),
+                   1);
+    px_log(PX_LOG_INFO, "connection_identity_ended", "listener", c->lst->name, "peer",
+           c->peer_addr, "peer_id", c->peer_id, "reason", reason, "msg",
+           "no new requests; closing once those in flight end", NULL);
+    /* the handshake timer slot is free once handshaken: it becomes the
+     * deadline for what is in flight */
+    if (c->cert_timer != NULL)
+        evtimer_del(c->cert_timer);
+    if (c->timer != NULL) {
+        event_free(c->timer);
+        c->timer = NULL;
+    }
+    c->timer = evtimer_new(c->w->base, close_deadline_cb, c);
+    if (c->timer != NULL)
+        evtimer_add(c->timer, &tv);
+    if (c->proto == PX_PROTO_H2)
+        px_h2_conn_end(c);
+    else if (c->proto == PX_PROTO_H1)
+        px_h1_conn_end(c);
+}
+
+static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if ((int64_t)time(NULL) < c->peer_not_after) {
+        /* timers run early or late by a little; wait out the rest */
+        struct timeval tv = {(time_t)(c->peer_not_after - (int64_t)time(NULL)), 0};
+        evtimer_add(c->cert_timer, &tv);
+        return;
+    }
+    px_conn_end_identity(c, "peer_cert_expired");
+}
+
+/* After the handshake: the connection lives no longer than the peer's
+ * certificate chain. */
+static void arm_cert_timer(struct px_conn *c)
+{
+    struct timeval tv;
+    int64_t now = (int64_t)time(NULL);
+    c->peer_not_after = px_ssl_peer_not_after(c->ssl);
+    if (c->peer_not_after <= 0 || c->peer_id[0] == '\0')
+        return;
+    c->cert_timer = evtimer_new(c->w->base, cert_timer_cb, c);
+    if (c->cert_timer == NULL)
+        return;
+    tv.tv_sec = (time_t)(c->peer_not_after > now ? c->peer_not_after - now : 0);
+    tv.tv_usec = 0;
+    evtimer_add(c->cert_timer, &tv);
+}
+
+/* A new snapshot brought other trust bundles (or another SVID lifetime
+ * cap): each connection's peer chain is checked again against them, and
+ * those that no longer verify are ended like expired ones. */
+static void recheck_identities(struct px_worker *w, const struct px_snapshot *old)
+{
+    const struct px_snapshot *s = w->snap;
+    struct px_conn *c, *next;
+    if (old != NULL && old->trust == s->trust &&
+        old->cfg->identity.max_svid_lifetime_ms == s->cfg->identity.max_svid_lifetime_ms)
+        return;
+    for (c = w->conns; c != NULL; c = next) {
+        X509 *leaf;
+        enum certs_reason r = CERTS_R_OK;
+        char id[2100], err[256];
+        next = c->next;
+        if (c->ssl == NULL || !c->handshaken || c->peer_id[0] == '\0' || c->identity_ended)
+            continue;
+        leaf = SSL_get0_peer_certificate(c->ssl);
+        if (leaf == NULL || s->trust == NULL)
+            r = CERTS_R_UNTRUSTED_CHAIN;
+        else
+            r = certs_svid_check(s->trust, leaf, SSL_get_peer_cert_chain(c->ssl),
+                                 (int64_t)time(NULL), s->cfg->identity.max_svid_lifetime_ms / 1000,
+                                 id, sizeof(id), err, sizeof(err));
+        if (r == CERTS_R_EXPIRED)
+            px_conn_end_identity(c, "peer_cert_expired");
+        else if (r != CERTS_R_OK || strcmp(id, c->peer_id) != 0)
+            px_conn_end_identity(c, "peer_untrusted");
+    }
+}
+
 static int conn_kind(const struct px_conn *c)
 {
     return c->snap->cfg->listeners[c->lst->index].kind == PX_LISTENER_OUTBOUND;
@@ -79,6 +195,8 @@ void px_conn_free(struct px_conn *c)
     px_gauge_add(active_gauge(), -1);
     if (c->timer)
         event_free(c->timer);
+    if (c->cert_timer)
+        event_free(c->cert_timer);
     px_mem_untrack(&c->trk_in);
     px_mem_untrack(&c->trk_out);
     if (c->bev) {
@@ -143,6 +261,7 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         evtimer_del(c->timer);
         px_counter_add(hs_counter(c->lst->name, "ok"), 1);
+        arm_cert_timer(c);
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpnlen);
         if (alpnlen == 2 && memcmp(alpn, "h2", 2) == 0)
             rc = px_h2_conn_start(c);
@@ -477,6 +596,7 @@ static void swap_cb(evutil_socket_t fd, short what, void *arg)
     if (m->snap != NULL) {
         struct px_snapshot *old = m->w->snap;
         m->w->snap = m->snap;
+        recheck_identities(m->w, old);
         px_snapshot_unref(old);
     }
     if (m->has_pol) {

@@ -31,6 +31,10 @@ void px_h2_conn_drain(struct px_conn *c);
 void px_h2_conn_close(struct px_conn *c); /* frees c and its streams now */
 void px_h1_conn_drain(struct px_conn *c);
 void px_h1_conn_close(struct px_conn *c); /* frees c and its streams now */
+/* No new request on c: h2 GOAWAY now (last stream processed), h1 close
+ * after the response in flight or now when idle. */
+void px_h2_conn_end(struct px_conn *c);
+void px_h1_conn_end(struct px_conn *c);
 void px_up_h2_pool_free(struct px_pool *pool);
 void px_up_h1_pool_free(struct px_pool *pool);
 void px_pools_free(struct px_worker *w);
