@@ -1,5 +1,5 @@
 /*
- * fuzz_config.c - px_config_parse() (proxy/config.c) with dir "/tmp".
+ * fuzz_config.c - px_config_parse() (proxy/base/config.c) with dir "/tmp".
  *
  * The parser only turns bytes into a struct: it must not open the files
  * the config names. Invariants on success: workers resolved to >= 1,

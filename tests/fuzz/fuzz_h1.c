@@ -1,5 +1,5 @@
 /*
- * fuzz_h1.c - a downstream HTTP/1.x connection (proxy/h1.c: the strict
+ * fuzz_h1.c - a downstream HTTP/1.x connection (proxy/http1/h1.c: the strict
  * framing pre-scan, http-parser, the request checks, responses, keep-alive
  * and pipelining) fed arbitrary client bytes through the real worker,
  * stream, policy and upstream code (fuzz_conn.h).

@@ -1,5 +1,5 @@
 /*
- * fuzz_h2.c - a downstream HTTP/2 connection (proxy/h2.c: picket's
+ * fuzz_h2.c - a downstream HTTP/2 connection (proxy/http2/h2.c: picket's
  * nghttp2 callbacks, flood limits, header checks, flow control, GOAWAY
  * handling) fed arbitrary frames after the client preface, through the
  * real worker, stream, policy and upstream code (fuzz_conn.h).

@@ -1,6 +1,6 @@
 /*
- * fuzz_request.c - the canonical request (proxy/request.c) and the
- * HTTP/1.1 upstream serializer (px_h1_write_request_head, proxy/up_h1.c).
+ * fuzz_request.c - the canonical request (proxy/gate/request.c) and the
+ * HTTP/1.1 upstream serializer (px_h1_write_request_head, proxy/upstream/up_h1.c).
  *
  * Input: byte 0 picks the context (bit 0: HTTP/2-style :authority given,
  * bits 1-2: headers_with_underscores, bit 3: path_params keep, bit 4:

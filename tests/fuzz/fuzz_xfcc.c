@@ -1,5 +1,5 @@
 /*
- * fuzz_xfcc.c - px_xfcc_build() (proxy/xfcc.c).
+ * fuzz_xfcc.c - px_xfcc_build() (proxy/base/xfcc.c).
  *
  * Input: three values separated by NUL bytes (by, hash, uri; missing ones
  * are empty), then, after a third NUL, the output budget: 1 + (the next two

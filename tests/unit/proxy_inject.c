@@ -1,5 +1,5 @@
 /*
- * proxy_inject.c - TCase "inject" of the proxy suite: proxy/inject.c (the
+ * proxy_inject.c - TCase "inject" of the proxy suite: proxy/inject/inject.c (the
  * patch planner, the JSON Patch applier, the formatter, AdmissionReview).
  * Every injected case also checks the mutated object (parsed back with
  * certs_json_parse): picket is a native sidecar in initContainers, the app

@@ -1,6 +1,6 @@
 /*
  * proxy_mem.c - TCase "mem" of the proxy suite: the memory budget
- * (proxy/mem.c) and the dispatch cache's part in it (dispatch_cache.c):
+ * (proxy/base/mem.c) and the dispatch cache's part in it (dispatch_cache.c):
  * exact accounting of tracked buffers, the pressure levels and their
  * order, the room a stream gets under pressure, and cache eviction at the
  * evict level.

@@ -1,6 +1,6 @@
 /*
  * proxy_request.c - TCases "authority" and "request" of the proxy suite:
- * the canonical request (proxy/request.c, proxy/authority.c). Tables of
+ * the canonical request (proxy/gate/request.c, proxy/base/authority.c). Tables of
  * raw requests as a protocol half would collect them, and what the build
  * must make of them: the refusal, or the exact method, authority, target,
  * match path and field list that the policy sees and the upstream gets.

@@ -1,6 +1,6 @@
 /*
  * proxy_xfcc.c - TCases "xfcc" and "url" of the proxy suite: px_xfcc_build()
- * (proxy/xfcc.c), the x-forwarded-client-cert value written for the app.
+ * (proxy/base/xfcc.c), the x-forwarded-client-cert value written for the app.
  */
 #include <check.h>
 #include <string.h>
@@ -65,7 +65,7 @@ TCase *tcase_xfcc(void)
     return tc;
 }
 
-/* ---- px_https_url_split (proxy/upstream.c), TCase "url" --------------- */
+/* ---- px_https_url_split (proxy/upstream/upstream.c), TCase "url" --------------- */
 
 TCase *tcase_url(void);
 
