@@ -11,6 +11,10 @@
 
 #define PX_CONFIG_MAX_FILE (4 * 1024 * 1024) /* config files larger than this are refused */
 
+/* listeners[].headers_with_underscores and listeners[].path_params */
+enum px_underscores { PX_US_DROP, PX_US_REJECT, PX_US_ALLOW };
+enum px_path_params { PX_PP_REJECT, PX_PP_KEEP };
+
 enum px_upstream_proto { PX_UP_H2C, PX_UP_H1, PX_UP_MTLS /* outbound: h2 over mTLS */ };
 
 struct px_upstream_addr {
@@ -45,8 +49,8 @@ struct px_listener_cfg {
     char **trusted_forwarders; /* SPIFFE IDs whose forwarding headers are kept */
     size_t ntrusted_forwarders;
     int allow_remote;          /* outbound: may bind a non-loopback address */
-    int underscores;           /* enum px_underscores (request.h): drop, reject, allow */
-    int path_params;           /* enum px_path_params (request.h): reject, keep */
+    int underscores;           /* enum px_underscores: drop, reject, allow */
+    int path_params;           /* enum px_path_params: reject, keep */
 };
 
 struct px_trust_domain_cfg {

@@ -189,3 +189,19 @@ int px_is_hop_by_hop(const char *name, size_t len)
             return 1;
     return 0;
 }
+
+void px_ows_trim(const char **p, size_t *n)
+{
+    while (*n > 0 && (**p == ' ' || **p == '\t')) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n > 0 && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+int px_method_idempotent(const char *m)
+{
+    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0 ||
+           strcmp(m, "TRACE") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "DELETE") == 0;
+}

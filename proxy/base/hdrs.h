@@ -59,4 +59,11 @@ int px_field_value_ok(const char *p, size_t n);
 /* Hop-by-hop header names (RFC 9110 7.6.1), plus those h2 forbids. */
 int px_is_hop_by_hop(const char *name, size_t len);
 
+/* Strips optional whitespace (SP / HTAB) from both ends of *p[0..*n). */
+void px_ows_trim(const char **p, size_t *n);
+
+/* 1 for methods a proxy may replay after a connection failure
+ * (RFC 9110 9.2.2). */
+int px_method_idempotent(const char *method);
+
 #endif

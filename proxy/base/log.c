@@ -13,6 +13,7 @@
  * to a socket. Disabling a sink dup2()s /dev/null onto it for the same
  * reason; the number is closed only by px_log_shutdown().
  */
+#include "fmt.h"
 #include "log.h"
 
 #include <errno.h>
@@ -155,29 +156,6 @@ size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
     }
     out[o] = '\0';
     return o;
-}
-
-size_t px_fmt_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    out[n] = '\0';
-    return n;
-}
-
-size_t px_fmt_i64(char *out, int64_t v)
-{
-    if (v < 0) {
-        out[0] = '-';
-        return 1 + px_fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
-    }
-    return px_fmt_u64(out, (uint64_t)v);
 }
 
 /* ---- line builder ------------------------------------------------------ */

@@ -111,10 +111,4 @@ size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen);
  * it formatted). */
 char *px_log_fmt_ts(int64_t ms, char *buf, size_t buflen);
 
-/* Decimal digits of v into out (at least 21 bytes: 20 digits and a NUL;
- * px_fmt_i64: 22 with the sign); returns the length. Hot-path
- * replacements for snprintf("%llu"/"%lld"). Pure. */
-size_t px_fmt_u64(char *out, uint64_t v);
-size_t px_fmt_i64(char *out, int64_t v);
-
 #endif

@@ -32,7 +32,9 @@
 #include "config.h"
 #include "hdrs.h"
 #include "mem.h"
-#include "request.h"
+#include "message.h"
+#include "clock.h"
+#include "tls.h"
 
 struct px_worker;
 struct px_conn;
@@ -90,6 +92,15 @@ struct px_histogram;
 struct evconnlistener;
 
 /* One configured listener, as seen by one worker. */
+/* The per-request pipeline a listener hands its requests to (gate.h):
+ * the protocol halves reach it only through this. */
+struct px_gate {
+    /* the request head is complete (st->rq collected) */
+    void (*request)(struct px_stream *st);
+    /* the request trailers are complete: 0, or -1 when refused */
+    int (*trailers)(struct px_stream *st);
+};
+
 struct px_listener {
     struct px_worker *w;
     size_t index;                     /* in cfg->listeners */
@@ -99,6 +110,7 @@ struct px_listener {
     struct px_counter *by_status[600]; /* picket_requests_total{listener,status}, lazily */
     struct px_histogram *duration;     /* picket_request_duration_seconds{listener} */
     struct px_counter *conns_total;
+    const struct px_gate *gate;        /* where its requests go (px_gate_pipeline) */
 };
 
 struct px_worker {
@@ -125,19 +137,28 @@ struct px_worker {
 /* The empty peer ID of a connection without a verified client cert. */
 extern char px_conn_no_peer[];
 
-/* SSL ex_data index holding the struct px_conn of a server-side SSL. */
-extern int px_ssl_conn_idx;
-/* Client-side SSL ex_data: the expected server SPIFFE ID (const char *),
- * and the refusal reason set by the verify callback (static string). */
-extern int px_ssl_expect_idx;
-extern int px_ssl_reason_idx;
-
-/* Counts of live downstream connections across all workers (limit check). */
+/* Counts of live downstream connections across all workers (conn.c): all
+ * of them, per listener kind (0 inbound, 1 outbound; limits.max_connections)
+ * and those still in their TLS handshake (limits.max_handshakes). */
 extern atomic_long px_active_conns;
+extern atomic_long px_conns_by_kind[2];
+extern atomic_long px_handshaking;
 
 /* ---- downstream connections ------------------------------------------ */
 
 enum px_proto { PX_PROTO_NONE, PX_PROTO_H2, PX_PROTO_H1 };
+
+/* What the rest of picket may ask of a connection's protocol; set by the
+ * protocol's start function (h1.c, h2.c), NULL before. */
+struct px_conn_ops {
+    /* stop taking requests, finish those in flight, close when idle */
+    void (*drain)(struct px_conn *c);
+    /* the peer's identity ended: refuse new requests now (h2: one GOAWAY),
+     * finish those in flight */
+    void (*end)(struct px_conn *c);
+    /* close now, freeing c and its streams */
+    void (*close)(struct px_conn *c);
+};
 
 struct px_conn {
     struct px_worker *w;
@@ -147,6 +168,7 @@ struct px_conn {
     struct bufferevent *bev;
     SSL *ssl;                     /* NULL on plaintext listeners */
     enum px_proto proto;
+    const struct px_conn_ops *ops; /* its protocol's, once started */
     void *proto_ctx;              /* struct px_h2 / struct px_h1 */
     struct event *timer;          /* handshake / idle / header timeout */
     int64_t accepted_ms;
@@ -167,10 +189,10 @@ struct px_conn {
     struct px_mem_tracker trk_in, trk_out; /* its plaintext input and output buffers */
 };
 
-/* Starts protocol handling once TLS (if any) is up. */
-int px_h2_conn_start(struct px_conn *c);
-int px_h1_conn_start(struct px_conn *c);
-/* Tells the worker a connection is gone; frees it. Called by h2.c/h1.c. */
+/* A new connection accepted on l from sa, in its worker's list and the
+ * counts above (the caller adds the handshake timer). NULL: no memory. */
+struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa);
+/* Unlinks and frees c (its protocol has freed its streams). */
 void px_conn_free(struct px_conn *c);
 /* Counts the connection's plaintext buffers in the memory budget (mem.h);
  * called by the protocol start functions. 0 or -1 (ENOMEM). */
@@ -183,8 +205,10 @@ int px_conn_track(struct px_conn *c);
  * (picket_connections_closed_total{reason}). Worker thread. */
 void px_conn_end_identity(struct px_conn *c, const char *reason);
 
-/* Ask the protocol to stop taking new requests and close when idle (drain). */
+/* Through c->ops (a connection whose protocol has not started yet just
+ * finishes its handshake and starts drained; closing it frees it). */
 void px_conn_drain(struct px_conn *c);
+void px_conn_close(struct px_conn *c);
 
 /* ---- streams ---------------------------------------------------------- */
 
@@ -280,14 +304,12 @@ struct px_stream *px_stream_new(struct px_conn *c, const struct px_down_ops *ops
 struct px_stream *px_stream_new_internal(struct px_worker *w, const struct px_down_ops *ops,
                                          void *down_ctx);
 
-/* The downstream side collected the request head into st->rq: build the
- * canonical request (refusing it with 400/414/417/431 when it does not
- * hold), decide, and start the upstream or answer locally. May call
- * down->response_ready() before returning. */
+/* The downstream side collected the request head into st->rq: hands it
+ * to its listener's gate, which builds the canonical request (refusing it
+ * with 400/414/417/431 when it does not hold), decides, and starts the
+ * upstream or answers locally. May call down->response_ready() before
+ * returning. */
 void px_stream_dispatch(struct px_stream *st);
-
-/* After the decision allowed st: pick the route and start the upstream. */
-void px_stream_forward(struct px_stream *st);
 
 /* Answer locally (refusal or error): status, a short plain body (NULL
  * for none). gRPC requests get a trailers-only answer with grpc_status.
@@ -313,9 +335,13 @@ void px_stream_response_headers(struct px_stream *st);
 void px_stream_down_done(struct px_stream *st);
 void px_stream_up_done(struct px_stream *st);
 
-/* The downstream side has all request trailers (st->rq.trailers): filter
- * them. Returns 0, or refuses/aborts the stream and returns -1. */
+/* The downstream side has all request trailers (st->rq.trailers): its
+ * listener's gate filters them. Returns 0, or refuses/aborts the stream
+ * and returns -1. */
 int px_stream_trailers_done(struct px_stream *st);
+
+/* The gRPC status for an HTTP error status picket answers with. */
+int px_grpc_for_http(int status);
 
 /* The upstream side moved n request body bytes onward: progress for the
  * upstream timeout, and room for the downstream side to read more. */
@@ -345,90 +371,17 @@ void px_stream_mem_reset(struct px_worker *w);
 /* Upstream activity (either direction): the upstream timeout counts from here. */
 void px_stream_up_activity(struct px_stream *st);
 
-/* Time helpers. */
-int64_t px_now_ms(void);   /* wall clock */
-int64_t px_mono_us(void);  /* monotonic */
-
-/* ---- upstream pools ---------------------------------------------------- */
-
-/* Starts the upstream side of st towards `up` (pool per worker). On
- * immediate failure calls px_stream_upstream_failed(). */
-void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
-                       struct px_stream *st);
-/* h2c and h1 halves, called by px_upstream_start(). */
-void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
-void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
-
-enum px_pool_alpn { PX_ALPN_FIXED, PX_ALPN_PROBE };
-
-struct px_pool_waiter;
-struct px_resolve_req;
-
-struct px_pool {
-    struct px_pool *next;
-    struct px_worker *worker;
-    char key[2400];              /* proto://host:port[#server_id] */
-    enum px_upstream_proto proto; /* PX_UP_H2C / PX_UP_H1, or PX_UP_MTLS until ALPN says */
-    int tls;                     /* connections are mTLS (client SVID, server SVID checked) */
-    int h2;                      /* protocol on the wire: 1 h2, 0 HTTP/1.1 */
-    enum px_pool_alpn alpn;      /* PROBE: offer h2 and http/1.1, settle on the first answer */
-    char server_id[2100];        /* tls: the SPIFFE ID the server must present */
-    char sni[256];               /* tls: server name sent, "" for IP literals */
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    /* name resolution (upstream.c): addr is good until addr_expires_ms
-     * (monotonic; 0 = forever: a literal); a failed lookup is not asked
-     * again before fail_until_ms; streams wait in `waiters` for the first */
-    char host[256], port[8];
-    int has_addr;
-    int64_t addr_expires_ms, fail_until_ms;
-    struct px_resolve_req *resolving;
-    struct px_pool_waiter *waiters;
-    void *conns;                 /* up_h1.c: idle HTTP/1.1 connections */
-    size_t nconns;
-    size_t nidle;
-    void *h2conns;               /* up_h2.c: multiplexed connections */
-    size_t nh2conns;
-};
-
-/* New, unconnected bufferevent for a connection of `pool`: a plain socket,
- * or a client TLS one (own SVID, server SVID checked against
- * pool->server_id) when pool->tls. NULL on failure. */
-struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool);
-/* After BEV_EVENT_CONNECTED on a TLS pool connection: 1 when ALPN chose h2. */
-int px_up_bev_is_h2(struct bufferevent *bev);
-/* Why a TLS pool connection failed (server identity reason, or "tls_error"),
- * or NULL for plain connections / no TLS detail. Drains OpenSSL's errors. */
-const char *px_up_bev_fail_reason(struct bufferevent *bev);
-/* The earliest notAfter (Unix seconds) of the certificate chain the peer
- * of ssl presented; 0 when none. On a pool connection: its server's. */
-int64_t px_ssl_peer_not_after(SSL *ssl);
-int64_t px_up_bev_not_after(struct bufferevent *bev);
-/* An h2 attempt on a PROBE pool got http/1.1 from ALPN: the pool becomes
- * HTTP/1.1 and st is restarted there (its request was not sent yet). */
-void px_up_h2_fallback_h1(struct px_worker *w, struct px_pool *pool, struct px_stream *st);
-
-/* Resolves host:port (numeric or name; blocking getaddrinfo): for config
- * time only (listener addresses); upstreams are resolved asynchronously. */
-int px_resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len);
-
-/* Splits an https:// URL (policy.url, dispatch urls: already checked by
- * the config) into host (an IPv6 literal without its brackets), port
- * (443 when absent) and, if path is not NULL, the path with its query ("/"
- * when absent; points into url). Returns 0, or -1 when the URL is not
- * https://, or the host or port is empty or does not fit. Pure. */
-int px_https_url_split(const char *url, char *host, size_t hostcap, char *port, size_t portcap,
-                       const char **path);
-
-/* TLS 1.2 suites picket offers (ECDHE + AEAD only); TLS 1.3 uses OpenSSL's
- * AEAD-only defaults. */
-#define PX_TLS12_CIPHERS                                                                           \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-
 /* Bytes moved per read/write call on a connection (libevent's default is
  * 16 KiB, one syscall per TLS record). */
 #define PX_IO_CHUNK (128 * 1024)
+
+/* Bytes of a bufferevent's output we fill before waiting for the write
+ * callback: body bytes move from a stream buffer to a socket only while
+ * the output holds less than this, so a peer that does not read cannot
+ * make us queue more than OUT_HIGH plus one header block. */
+#define PX_H1_OUT_HIGH (64 * 1024)
+/* The write callback fires when the output drains to this. */
+#define PX_H1_OUT_LOW (16 * 1024)
 
 /* Limits for this stream's worker, from the snapshot. */
 #define PX_LIMITS(st) (&(st)->snap->cfg->limits)

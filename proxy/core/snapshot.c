@@ -29,15 +29,11 @@
 #include <openssl/x509v3.h>
 
 #include "certs.h"
-#include "enforce.h"
 #include "log.h"
 #include "metrics.h"
 #include "snapshot.h"
 
 
-int px_ssl_conn_idx = -1;
-int px_ssl_expect_idx = -1;
-int px_ssl_reason_idx = -1;
 
 static atomic_uint_fast64_t snapshot_gen = 1;
 
@@ -175,53 +171,6 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
     }
     /* No ALPN we speak: go on without (HTTP/1.1 by default). */
     return SSL_TLSEXT_ERR_NOACK;
-}
-
-int px_tls_use_keypair(SSL_CTX *ctx, struct certs_keypair *kp, char *err, size_t errlen)
-{
-    STACK_OF(X509) *chain = certs_keypair_chain(kp);
-    if (SSL_CTX_use_certificate(ctx, certs_keypair_leaf(kp)) != 1) {
-        certs_ossl_err(err, errlen, "certificate");
-        return -1;
-    }
-    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
-        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
-            certs_ossl_err(err, errlen, "certificate chain");
-            return -1;
-        }
-    }
-    if (SSL_CTX_use_PrivateKey(ctx, certs_keypair_key(kp)) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        certs_ossl_err(err, errlen, "private key");
-        return -1;
-    }
-    return 0;
-}
-
-/* Bytes of the peer's Certificate message we accept (OpenSSL's default is
- * 100 KiB). An ECDSA SVID is under 1 KiB; leaf plus CERTS_MAX_CHAIN_DEPTH
- * RSA-4096 intermediates stays under 16 KiB. Larger: handshake refused
- * ("excessive message size", reason tls_error). */
-#define PX_TLS_MAX_CERT_LIST (32 * 1024)
-
-SSL_CTX *px_tls_ctx_new(const SSL_METHOD *m, char *err, size_t errlen)
-{
-    SSL_CTX *ctx = SSL_CTX_new(m);
-    if (ctx == NULL) {
-        certs_ossl_err(err, errlen, "SSL_CTX_new");
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_max_cert_list(ctx, PX_TLS_MAX_CERT_LIST);
-    if (SSL_CTX_set_cipher_list(ctx, PX_TLS12_CIPHERS) != 1) {
-        certs_ossl_err(err, errlen, "cipher list");
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    return ctx;
 }
 
 static SSL_CTX *server_ctx_new(struct px_snapshot *s, char *err, size_t errlen)

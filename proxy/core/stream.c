@@ -18,26 +18,12 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "fields.h"
 #include "log.h"
+#include "reqid.h"
 #include "xfcc.h"
 #include "metrics.h"
 #include "policy.h"
-#include "enforce.h"
-#include "worker.h"
-
-int64_t px_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t px_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
                                       const struct px_down_ops *ops, void *down_ctx)
@@ -94,6 +80,48 @@ struct px_stream *px_stream_new_internal(struct px_worker *w, const struct px_do
     return st;
 }
 
+/* The audit record of a decided request (enforce.c decided it). */
+static void stream_audit(struct px_stream *st)
+{
+    struct px_audit_rec rec;
+    int status = st->status;
+    if (!st->decided)
+        return;
+    if (status <= 0)
+        status = st->down_done ? 499 : 0;
+    memset(&rec, 0, sizeof(rec));
+    rec.ts_ms = px_now_ms();
+    rec.node = st->snap->cfg->node_id;
+    rec.decision = st->decision;
+    rec.mode = st->mode;
+    rec.rule = st->rule;
+    rec.decided_by = st->decided_by;
+    rec.dispatch_node = st->dispatch_node;
+    rec.bundle_revision = st->bundle_revision;
+    rec.bundle_age_ms = st->bundle_age_ms;
+    rec.peer = st->conn->peer_id[0] ? st->conn->peer_id : NULL;
+    /* The canonical request: exactly what the policy saw and the upstream got. */
+    rec.method = st->rq.built ? st->rq.method : st->rq.raw_method;
+    rec.authority = st->rq.built ? st->rq.authority : st->rq.raw_authority;
+    rec.host = st->rq.built ? st->rq.host : NULL;
+    rec.host_len = st->rq.host_len;
+    rec.path = st->rq.built ? st->rq.match_path : st->rq.raw_target;
+    rec.path_len = st->rq.built ? st->rq.match_path_len : st->rq.raw_target_len;
+    if (st->rq.built && st->rq.target_len > st->rq.path_len) {
+        rec.query = st->rq.target + st->rq.path_len + 1; /* after the '?' */
+        rec.query_len = st->rq.target_len - st->rq.path_len - 1;
+    }
+    rec.status = status;
+    rec.request_id = st->rq.request_id;
+    rec.reason = st->reason;
+    rec.cache_age_ms = st->cache_age_ms;
+    if (px_log_audit(&rec) != 0) {
+        struct px_counter *c = px_counter_get("picket_audit_write_failures_total",
+                               "Audit records that could not be written", "");
+        px_counter_add(c, 1);
+    }
+}
+
 static void stream_log(struct px_stream *st)
 {
     struct px_access_rec rec;
@@ -136,7 +164,7 @@ static void stream_log(struct px_stream *st)
     rec.rule = st->rule[0] ? st->rule : NULL;
     rec.reason = st->reason;
     px_log_access(&rec);
-    px_enforce_audit(st);
+    stream_audit(st);
 }
 
 static void stream_free(struct px_stream *st)
@@ -241,7 +269,7 @@ void px_stream_respond(struct px_stream *st, int status, const char *body, int g
         st->down->response_ready(st);
 }
 
-static int grpc_code_for_http(int status)
+int px_grpc_for_http(int status)
 {
     switch (status) {
     case 400: return 13; /* INTERNAL, as gRPC's HTTP mapping says */
@@ -273,7 +301,7 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
         const char *body = status == 504   ? "upstream timeout\n"
                            : status == 503 ? "upstream unavailable\n"
                                            : "upstream error\n";
-        px_stream_respond(st, status, body, grpc_code_for_http(status), reason);
+        px_stream_respond(st, status, body, px_grpc_for_http(status), reason);
     } else if (!st->resp_eof && st->down) {
         st->down->abort(st);
     }
@@ -429,12 +457,7 @@ void px_stream_mem_reset(struct px_worker *w)
             px_mem_pressure(PX_MEM_ACT_RESET);
             px_log(PX_LOG_WARN, "memory_reset", "peer", hconn->peer_addr, "msg",
                    "over limits.memory_budget: closing the connection holding the most", NULL);
-            if (hconn->proto == PX_PROTO_H2)
-                px_h2_conn_close(hconn);
-            else if (hconn->proto == PX_PROTO_H1)
-                px_h1_conn_close(hconn);
-            else
-                px_conn_free(hconn);
+            px_conn_close(hconn);
             continue;
         }
         if (heavy == NULL || heavy->mem.held <= PX_MEM_FLOOR)
@@ -466,130 +489,14 @@ size_t px_conn_out_high(size_t usual)
 
 /* ---- the request ------------------------------------------------------ */
 
-static int is_outbound(const struct px_stream *st)
-{
-    return st->snap->cfg->listeners[st->conn->lst->index].kind == PX_LISTENER_OUTBOUND;
-}
-
-static void request_ctx(const struct px_stream *st, struct px_request_ctx *ctx)
-{
-    const struct px_conn *c = st->conn;
-    memset(ctx, 0, sizeof(*ctx));
-    ctx->cfg = st->snap->cfg;
-    ctx->lc = &st->snap->cfg->listeners[c->lst->index];
-    ctx->tls = c->ssl != NULL;
-    ctx->outbound = ctx->lc->kind == PX_LISTENER_OUTBOUND;
-    ctx->peer_id = c->peer_id;
-    ctx->peer_cert_hash = c->peer_cert_hash;
-    ctx->peer_ip = c->peer_ip;
-    ctx->own_id = st->snap->own_id;
-}
-
-static const char *refusal_body(int status)
-{
-    switch (status) {
-    case 414: return "request target too long\n";
-    case 417: return "expectation failed\n";
-    case 431: return "request header fields too large\n";
-    case 500: return "internal error\n";
-    default: return "bad request\n";
-    }
-}
-
-/* "*.example.org" matches names under example.org; anything else exactly.
- * Both sides are canonical (authority.h), so byte comparison is enough. */
-static int route_host_match(const char *pat, const char *h, size_t hlen)
-{
-    size_t plen = strlen(pat);
-    if (plen > 2 && pat[0] == '*' && pat[1] == '.')
-        return hlen > plen - 1 && memcmp(h + hlen - (plen - 1), pat + 1, plen - 1) == 0;
-    return plen == hlen && memcmp(pat, h, hlen) == 0;
-}
-
-static const struct px_upstream_addr *pick_route(struct px_stream *st)
-{
-    const struct px_listener_cfg *lc = &st->snap->cfg->listeners[st->conn->lst->index];
-    const struct px_request *rq = &st->rq;
-
-    for (size_t i = 0; i < lc->nroutes; i++) {
-        const struct px_route *r = &lc->routes[i];
-        if (r->authority != NULL && !route_host_match(r->authority, rq->host, rq->host_len))
-            continue;
-        if (r->path_prefix != NULL &&
-            (strlen(r->path_prefix) > rq->match_path_len ||
-             strncmp(rq->match_path, r->path_prefix, strlen(r->path_prefix)) != 0))
-            continue;
-        return &r->upstream;
-    }
-    return lc->has_upstream ? &lc->upstream : NULL;
-}
+/* ---- into the gate ------------------------------------------------------- */
 
 void px_stream_dispatch(struct px_stream *st)
 {
-    struct px_request_ctx ctx;
-    const char *reason = NULL;
-    int rc;
-
-    request_ctx(st, &ctx);
-    ctx.body_follows = !st->req_eof;
-    ctx.http10 = st->http10;
-    rc = px_request_build(&st->rq, &ctx, &reason);
-    if (rc != 0) {
-        st->malformed = 1;
-        px_stream_respond(st, rc, refusal_body(rc), grpc_code_for_http(rc), reason);
-        return;
-    }
-
-    /* Policy (inbound): may answer locally (403, 503 when stale), or wait
-     * for a remote authorization service (dispatch.c continues the stream
-     * with px_stream_forward()). Outbound requests come from our own app
-     * and are decided by the receiving sidecar's policy. */
-    if (is_outbound(st)) {
-        st->decision = "forward";
-        snprintf(st->rule, sizeof(st->rule), "outbound");
-    } else if (px_enforce_request(st) != 0) {
-        return;
-    }
-    px_stream_forward(st);
+    st->conn->lst->gate->request(st);
 }
 
 int px_stream_trailers_done(struct px_stream *st)
 {
-    struct px_request_ctx ctx;
-    const char *reason = NULL;
-    int rc;
-
-    if (!st->rq.built || st->local_response) {
-        px_hdrs_clear(&st->rq.trailers); /* nobody forwards them */
-        return 0;
-    }
-    request_ctx(st, &ctx);
-    rc = px_request_build_trailers(&st->rq, &ctx, &reason);
-    if (rc == 0)
-        return 0;
-    px_log(PX_LOG_INFO, "request_trailers_refused", "request_id", st->rq.request_id, "reason",
-           reason, NULL);
-    if (st->up != NULL && !st->up_done)
-        st->up->cancel(st); /* the upstream saw part of a request we now refuse */
-    if (st->status == 0)
-        px_stream_respond(st, rc, refusal_body(rc), grpc_code_for_http(rc), reason);
-    else if (st->down != NULL && !st->resp_eof)
-        st->down->abort(st);
-    return -1;
-}
-
-void px_stream_forward(struct px_stream *st)
-{
-    const struct px_upstream_addr *up = pick_route(st);
-    if (up == NULL) {
-        px_stream_respond(st, 404, is_outbound(st) ? "no route for this authority\n" : "no route\n",
-                          12, "no_route");
-        return;
-    }
-    st->allowed = 1;
-    st->upstream_name = up->url;
-    if (st->down != NULL && st->down->request_allowed != NULL)
-        st->down->request_allowed(st);
-    px_stream_up_activity(st);
-    px_upstream_start(st->w, up, st);
+    return st->conn->lst->gate->trailers(st);
 }

@@ -25,6 +25,8 @@
  * check is in flight is forgotten cleanly.
  */
 #include "dispatch.h"
+#include "gate.h"
+#include "url.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -34,6 +36,7 @@
 
 #include "client.h"
 #include "dispatch_int.h"
+#include "fmt.h"
 #include "log.h"
 #include "metrics.h"
 

@@ -26,6 +26,8 @@
 #include "config.h"
 #include "policy.h"
 #include "xfcc.h"
+#include "fields.h"
+#include "reqid.h"
 
 /* ---- methods ----------------------------------------------------------------- */
 
@@ -50,388 +52,7 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* ---- request IDs -------------------------------------------------------------------- */
-
-/* Request IDs need to be unique, not secret (they correlate logs and
- * travel in clear headers). OpenSSL's DRBG cost ~6,600 instructions per ID
- * (callgrind: 10% of a request with logs off); each thread seeds a
- * xoshiro256** generator from RAND_bytes once and draws 128 bits per ID. */
-static _Thread_local uint64_t rid_state[4];
-static _Thread_local int rid_seeded;
-
-static uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rid_next(void)
-{
-    uint64_t *s = rid_state;
-    uint64_t out = rotl64(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return out;
-}
-
-static void rid_seed(void)
-{
-    if (RAND_bytes((unsigned char *)rid_state, sizeof(rid_state)) != 1) {
-        /* No entropy: still unique per thread and start, which is all an
-         * ID needs (splitmix64 spreads the inputs over the state). */
-        struct timespec ts;
-        uint64_t x;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)getpid() ^
-            (uint64_t)(uintptr_t)&rid_state;
-        for (int i = 0; i < 4; i++) {
-            uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-            rid_state[i] = z ^ (z >> 31);
-        }
-    }
-    if ((rid_state[0] | rid_state[1] | rid_state[2] | rid_state[3]) == 0)
-        rid_state[0] = 1; /* the one state xoshiro cannot leave */
-    rid_seeded = 1;
-}
-
-void px_request_id_new(char *out)
-{
-    unsigned char r[16];
-    static const char hex[] = "0123456789abcdef";
-    uint64_t a, b;
-
-    if (!rid_seeded)
-        rid_seed();
-    a = rid_next();
-    b = rid_next();
-    for (int i = 0; i < 8; i++) {
-        r[i] = (unsigned char)(a >> (8 * i));
-        r[8 + i] = (unsigned char)(b >> (8 * i));
-    }
-    r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* UUID v4 */
-    r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *out++ = '-';
-        *out++ = hex[r[i] >> 4];
-        *out++ = hex[r[i] & 15];
-    }
-    *out = '\0';
-}
-
-int px_request_id_ok(const char *v, size_t n)
-{
-    if (n == 0 || n >= 64)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (v[i] <= 0x20 || v[i] >= 0x7f || v[i] == '"' || v[i] == '\\')
-            return 0;
-    return 1;
-}
-
 /* ---- collecting ---------------------------------------------------------------------- */
-
-void px_request_init(struct px_request *rq)
-{
-    memset(rq, 0, sizeof(*rq));
-    rq->content_length = -1;
-}
-
-void px_request_clear(struct px_request *rq)
-{
-    px_hdrs_clear(&rq->hdrs);
-    px_hdrs_clear(&rq->trailers);
-    px_request_init(rq);
-}
-
-static int set_raw(struct px_request *rq, const char **dst, size_t *dlen, const char *p,
-                   size_t n)
-{
-    char *s;
-    if (*dst != NULL)
-        return 0; /* first one wins; duplicates were refused by the parser */
-    s = px_hdrs_strdup(&rq->hdrs, p, n);
-    if (s == NULL)
-        return -1;
-    *dst = s;
-    *dlen = n;
-    return 0;
-}
-
-int px_request_set_method(struct px_request *rq, const char *p, size_t n)
-{
-    return set_raw(rq, &rq->raw_method, &rq->raw_method_len, p, n);
-}
-
-int px_request_set_target(struct px_request *rq, const char *p, size_t n)
-{
-    return set_raw(rq, &rq->raw_target, &rq->raw_target_len, p, n);
-}
-
-int px_request_set_authority(struct px_request *rq, const char *p, size_t n)
-{
-    return set_raw(rq, &rq->raw_authority, &rq->raw_authority_len, p, n);
-}
-
-static int add_counted(struct px_request *rq, struct px_hdrs *h, size_t *count,
-                       const struct px_config *cfg, const char *name, size_t nlen,
-                       const char *value, size_t vlen)
-{
-    size_t limit = (size_t)cfg->limits.max_header_list_size;
-    /* Every field received counts towards the size, stored or not: what a
-     * peer can make us decode is bounded too (HPACK references to one big
-     * table entry cost the wire a byte each). */
-    rq->seen_bytes += nlen + vlen + 32;
-    if (rq->seen_bytes > limit) {
-        rq->limit_status = 431;
-        rq->limit_reason = "headers_too_large";
-        return -3;
-    }
-    if (rq->limit_status != 0)
-        return -1;
-    if (++*count > (size_t)cfg->limits.max_headers) {
-        rq->limit_status = 431;
-        rq->limit_reason = "too_many_headers";
-        return -1;
-    }
-    return px_hdrs_add(h, name, nlen, value, vlen, 0) == 0 ? 0 : -2;
-}
-
-int px_request_add_field(struct px_request *rq, const struct px_config *cfg, const char *name,
-                         size_t nlen, const char *value, size_t vlen)
-{
-    return add_counted(rq, &rq->hdrs, &rq->nfields, cfg, name, nlen, value, vlen);
-}
-
-int px_request_add_trailer(struct px_request *rq, const struct px_config *cfg, const char *name,
-                           size_t nlen, const char *value, size_t vlen)
-{
-    if (rq->ntrailers == 0)
-        rq->seen_bytes = 0; /* the trailer section has its own size */
-    return add_counted(rq, &rq->trailers, &rq->ntrailers, cfg, name, nlen, value, vlen);
-}
-
-/* ---- field classes ----------------------------------------------------------------------- */
-
-enum fclass {
-    FC_OTHER,
-    FC_HOP,      /* hop-by-hop: never forwarded */
-    FC_TE,       /* te: only "trailers" survives */
-    FC_HOST,     /* consumed into the authority */
-    FC_CLEN,     /* consumed into content_length (picket frames bodies itself) */
-    FC_EXPECT,   /* answered by picket */
-    FC_OWNED,    /* identity fields only picket writes */
-    FC_FWD,      /* forwarding fields: kept only from trusted forwarders */
-    FC_RID,      /* x-request-id */
-    FC_COOKIE,
-    FC_CTYPE     /* content-type: kept, tells gRPC apart */
-};
-
-#define NAME_IS(s) (n == sizeof(s) - 1 && memcmp(k, s, sizeof(s) - 1) == 0)
-
-/* Classifies a field by its name with '_' read as '-' (what CGI, WSGI and
- * Rack turn both into), so "x_forwarded_client_cert" is the identity field
- * it is dressed up as. *underscore says whether the name had one. */
-static enum fclass classify(const char *name, size_t n, int *underscore)
-{
-    char k[24];
-    *underscore = memchr(name, '_', n) != NULL;
-    if (n >= 9) {
-        for (size_t i = 0; i < 9; i++)
-            k[i] = name[i] == '_' ? '-' : name[i];
-        if (memcmp(k, "x-picket-", 9) == 0)
-            return FC_OWNED;
-    }
-    if (n > sizeof(k))
-        return FC_OTHER;
-    for (size_t i = 0; i < n; i++)
-        k[i] = name[i] == '_' ? '-' : name[i];
-    switch (n) {
-    case 2:
-        return NAME_IS("te") ? FC_TE : FC_OTHER;
-    case 4:
-        return NAME_IS("host") ? FC_HOST : FC_OTHER;
-    case 6:
-        return NAME_IS("cookie") ? FC_COOKIE : NAME_IS("expect") ? FC_EXPECT : FC_OTHER;
-    case 7:
-        return NAME_IS("upgrade") ? FC_HOP : FC_OTHER;
-    case 9:
-        return NAME_IS("forwarded") || NAME_IS("x-real-ip") ? FC_FWD : FC_OTHER;
-    case 10:
-        return NAME_IS("connection") || NAME_IS("keep-alive") ? FC_HOP : FC_OTHER;
-    case 12:
-        return NAME_IS("x-request-id") ? FC_RID : NAME_IS("content-type") ? FC_CTYPE : FC_OTHER;
-    case 14:
-        return NAME_IS("content-length") ? FC_CLEN : NAME_IS("http2-settings") ? FC_HOP : FC_OTHER;
-    case 15:
-        return NAME_IS("x-forwarded-for") ? FC_FWD : FC_OTHER;
-    case 16:
-        return NAME_IS("proxy-connection") ? FC_HOP
-               : NAME_IS("x-forwarded-host") || NAME_IS("x-forwarded-port") ? FC_FWD
-                                                                             : FC_OTHER;
-    case 17:
-        return NAME_IS("transfer-encoding") ? FC_HOP
-               : NAME_IS("x-forwarded-proto") ? FC_OWNED
-                                              : FC_OTHER;
-    case 18:
-        return NAME_IS("proxy-authenticate") ? FC_HOP : FC_OTHER;
-    case 19:
-        return NAME_IS("proxy-authorization") ? FC_HOP : FC_OTHER;
-    case 23:
-        return NAME_IS("x-forwarded-client-cert") ? FC_OWNED : FC_OTHER;
-    default:
-        return FC_OTHER;
-    }
-}
-
-#undef NAME_IS
-
-int px_trailer_allowed(const char *name, size_t n)
-{
-    static const char *const deny[] = {"authorization", "content-type", "content-encoding",
-                                       "trailer", "www-authenticate", "set-cookie"};
-    int us;
-    if (classify(name, n, &us) != FC_OTHER || px_is_hop_by_hop(name, n))
-        return 0;
-    for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++)
-        if (strlen(deny[i]) == n && strncasecmp(deny[i], name, n) == 0)
-            return 0;
-    return 1;
-}
-
-void px_trailers_filter(struct px_hdrs *h)
-{
-    for (size_t i = 0; i < h->n;) {
-        if (!px_trailer_allowed(h->v[i].name, h->v[i].nlen)) {
-            px_hdrs_remove_at(h, i);
-            continue;
-        }
-        i++;
-    }
-}
-
-/* ---- Connection tokens: a hash set built once per section ------------------------- */
-
-struct tokset {
-    struct tok { const char *p; size_t n; } *slot;
-    size_t mask;
-    struct tok local[64];
-};
-
-static uint64_t hash_lower(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c + 32);
-        h = (h ^ c) * 1099511628211ULL;
-    }
-    return h;
-}
-
-static void tok_insert(struct tokset *s, const char *p, size_t n)
-{
-    size_t i = (size_t)hash_lower(p, n) & s->mask;
-    while (s->slot[i].p != NULL) {
-        if (s->slot[i].n == n && strncasecmp(s->slot[i].p, p, n) == 0)
-            return;
-        i = (i + 1) & s->mask;
-    }
-    s->slot[i].p = p;
-    s->slot[i].n = n;
-}
-
-static int tok_has(const struct tokset *s, const char *p, size_t n)
-{
-    size_t i;
-    if (s->slot == NULL)
-        return 0;
-    i = (size_t)hash_lower(p, n) & s->mask;
-    while (s->slot[i].p != NULL) {
-        if (s->slot[i].n == n && strncasecmp(s->slot[i].p, p, n) == 0)
-            return 1;
-        i = (i + 1) & s->mask;
-    }
-    return 0;
-}
-
-/* Calls fn for each token of a Connection value (RFC 9110 7.6.1:
- * #connection-option, comma-separated with optional whitespace). */
-#define FOR_EACH_TOKEN(v, vlen, tp, tn, body)                                                      \
-    do {                                                                                           \
-        const char *p_ = (v), *e_ = (v) + (vlen);                                                  \
-        while (p_ < e_) {                                                                          \
-            while (p_ < e_ && (*p_ == ',' || *p_ == ' ' || *p_ == '\t'))                           \
-                p_++;                                                                              \
-            tp = p_;                                                                               \
-            while (p_ < e_ && *p_ != ',' && *p_ != ' ' && *p_ != '\t')                             \
-                p_++;                                                                              \
-            tn = (size_t)(p_ - tp);                                                                \
-            if (tn > 0) {                                                                          \
-                body;                                                                              \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-/* Builds the set of names the Connection fields of h list. Returns 0 or -1
- * (out of memory). */
-static int tokset_build(struct tokset *s, const struct px_hdrs *h)
-{
-    size_t ntok = 0, cap = 16;
-    const char *tp;
-    size_t tn;
-
-    memset(s, 0, sizeof(*s));
-    for (size_t i = 0; i < h->n; i++)
-        if (h->v[i].nlen == 10 && memcmp(h->v[i].name, "connection", 10) == 0)
-            FOR_EACH_TOKEN(h->v[i].value, h->v[i].vlen, tp, tn, ntok++);
-    if (ntok == 0)
-        return 0;
-    while (cap < 2 * ntok)
-        cap *= 2;
-    if (cap <= sizeof(s->local) / sizeof(s->local[0])) {
-        s->slot = s->local;
-        cap = sizeof(s->local) / sizeof(s->local[0]);
-    } else if ((s->slot = calloc(cap, sizeof(*s->slot))) == NULL) {
-        return -1;
-    }
-    s->mask = cap - 1;
-    for (size_t i = 0; i < h->n; i++)
-        if (h->v[i].nlen == 10 && memcmp(h->v[i].name, "connection", 10) == 0)
-            FOR_EACH_TOKEN(h->v[i].value, h->v[i].vlen, tp, tn, tok_insert(s, tp, tn));
-    return 0;
-}
-
-static void tokset_free(struct tokset *s)
-{
-    if (s->slot != NULL && s->slot != s->local)
-        free(s->slot);
-}
-
-void px_response_fields_filter(struct px_hdrs *h)
-{
-    struct tokset ts;
-    size_t o = 0;
-    if (tokset_build(&ts, h) != 0)
-        ts.slot = NULL; /* out of memory: still drop the hop-by-hop fields */
-    for (size_t i = 0; i < h->n; i++) {
-        const struct px_hdr *f = &h->v[i];
-        if (px_is_hop_by_hop(f->name, f->nlen) || tok_has(&ts, f->name, f->nlen) ||
-            (f->nlen == 14 && memcmp(f->name, "content-length", 14) == 0)) {
-            h->bytes -= f->nlen + f->vlen + 32;
-            continue;
-        }
-        h->v[o++] = *f;
-    }
-    h->n = o;
-    tokset_free(&ts);
-}
 
 /* ---- the field filter -------------------------------------------------------------------- */
 
@@ -476,7 +97,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
     enum px_underscores us_mode = ctx->lc != NULL ? (enum px_underscores)ctx->lc->underscores
                                                   : PX_US_DROP;
     int trusted = !ctx->outbound && trusted_forwarder(ctx);
-    struct tokset ts;
+    struct px_tokset ts;
     size_t o = 0, ncookie = 0, cookie_len = 0, bytes = 0;
     ssize_t cookie_at = -1;
     char *cookie_buf = NULL;
@@ -484,7 +105,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
 
     memset(sn, 0, sizeof(*sn));
     sn->xff = sn->fwd = -1;
-    if (tokset_build(&ts, h) != 0) {
+    if (px_tokset_build(&ts, h) != 0) {
         *reason = "out_of_memory";
         return 500;
     }
@@ -497,7 +118,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
     for (size_t i = 0; i < h->n; i++) {
         struct px_hdr f = h->v[i];
         int us, keep = 0;
-        enum fclass fc = classify(f.name, f.nlen, &us);
+        enum px_fclass fc = px_field_class(f.name, f.nlen, &us);
 
         /* One field syntax for both protocols, so no serializer ever has
          * a field to leave out: what the policy saw is what is sent. */
@@ -509,7 +130,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
             goto out;
         }
 
-        if (us && fc != FC_OTHER && fc != FC_CTYPE) {
+        if (us && fc != PX_FC_OTHER && fc != PX_FC_CTYPE) {
             keep = 0; /* a look-alike of a field with meaning: never */
         } else if (us && us_mode == PX_US_REJECT) {
             *reason = "header_with_underscore";
@@ -518,14 +139,14 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
         } else if (us && us_mode == PX_US_DROP) {
             keep = 0;
         } else if (trailers) {
-            keep = fc == FC_OTHER && !tok_has(&ts, f.name, f.nlen) &&
+            keep = fc == PX_FC_OTHER && !px_tokset_has(&ts, f.name, f.nlen) &&
                    px_trailer_allowed(f.name, f.nlen);
         } else {
             switch (fc) {
-            case FC_HOP:
-            case FC_OWNED:
+            case PX_FC_HOP:
+            case PX_FC_OWNED:
                 break;
-            case FC_TE:
+            case PX_FC_TE:
                 /* gRPC needs "te: trailers" end to end, the one TE value h2 allows */
                 keep = !te_kept && value_is(f.value, f.vlen, "trailers");
                 te_kept |= keep;
@@ -539,37 +160,37 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
                     f.vlen = 8;
                 }
                 break;
-            case FC_HOST:
+            case PX_FC_HOST:
                 if (sn->nhost++ == 0)
                     sn->host = f;
                 break;
-            case FC_CLEN:
+            case PX_FC_CLEN:
                 if (sn->clen.name != NULL &&
                     (sn->clen.vlen != f.vlen || memcmp(sn->clen.value, f.value, f.vlen) != 0))
                     sn->clen_conflict = 1;
                 sn->clen = f;
                 break;
-            case FC_EXPECT:
+            case PX_FC_EXPECT:
                 sn->expect = f;
                 break;
-            case FC_FWD:
-                keep = (ctx->outbound || trusted) && !tok_has(&ts, f.name, f.nlen);
+            case PX_FC_FWD:
+                keep = (ctx->outbound || trusted) && !px_tokset_has(&ts, f.name, f.nlen);
                 if (keep && f.nlen == 15)
                     sn->xff = (ssize_t)o;
                 if (keep && f.nlen == 9 && f.name[0] == 'f')
                     sn->fwd = (ssize_t)o;
                 break;
-            case FC_RID:
+            case PX_FC_RID:
                 keep = !sn->has_rid && px_request_id_ok(f.value, f.vlen) &&
-                       !tok_has(&ts, f.name, f.nlen);
+                       !px_tokset_has(&ts, f.name, f.nlen);
                 if (keep) {
                     memcpy(rq->request_id, f.value, f.vlen);
                     rq->request_id[f.vlen] = '\0';
                     sn->has_rid = 1;
                 }
                 break;
-            case FC_COOKIE:
-                if (f.vlen == 0 || tok_has(&ts, f.name, f.nlen))
+            case PX_FC_COOKIE:
+                if (f.vlen == 0 || px_tokset_has(&ts, f.name, f.nlen))
                     break;
                 keep = 1;
                 if (ncookie < 2)
@@ -592,13 +213,13 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
                     keep = 0;
                 }
                 break;
-            case FC_CTYPE:
-                keep = !tok_has(&ts, f.name, f.nlen);
+            case PX_FC_CTYPE:
+                keep = !px_tokset_has(&ts, f.name, f.nlen);
                 if (keep && f.vlen >= 16 && strncasecmp(f.value, "application/grpc", 16) == 0)
                     rq->is_grpc = 1;
                 break;
-            case FC_OTHER:
-                keep = !tok_has(&ts, f.name, f.nlen);
+            case PX_FC_OTHER:
+                keep = !px_tokset_has(&ts, f.name, f.nlen);
                 break;
             }
         }
@@ -612,7 +233,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
         bytes += h->v[i].nlen + h->v[i].vlen + 32;
     h->bytes = bytes;
 out:
-    tokset_free(&ts);
+    px_tokset_free(&ts);
     return rc;
 }
 
@@ -980,30 +601,6 @@ int px_request_build_trailers(struct px_request *rq, const struct px_request_ctx
         return rq->limit_status;
     }
     return filter_fields(rq, &rq->trailers, ctx, 1, &sn, reason);
-}
-
-int px_request_set_internal(struct px_request *rq, const char *method, const char *authority,
-                            const char *target, const struct px_hdrs *fields)
-{
-    char *m = px_hdrs_strdup(&rq->hdrs, method, strlen(method));
-    char *a = px_hdrs_strdup(&rq->hdrs, authority, strlen(authority));
-    char *t = px_hdrs_strdup(&rq->hdrs, target, strlen(target));
-    if (m == NULL || a == NULL || t == NULL)
-        return -1;
-    rq->method = m;
-    rq->method_len = strlen(m);
-    rq->authority = rq->host = a;
-    rq->authority_len = rq->host_len = strlen(a);
-    rq->target = rq->match_path = t;
-    rq->target_len = strlen(t);
-    rq->path_len = rq->match_path_len = strcspn(t, "?");
-    rq->scheme = "https";
-    for (size_t i = 0; fields != NULL && i < fields->n; i++)
-        if (px_hdrs_add(&rq->hdrs, fields->v[i].name, fields->v[i].nlen, fields->v[i].value,
-                        fields->v[i].vlen, 0) != 0)
-            return -1;
-    rq->internal = rq->built = 1;
-    return 0;
 }
 
 void px_request_policy_input(const struct px_request *rq, const char *peer,

@@ -26,29 +26,13 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "fields.h"
 #include "log.h"
-#include "worker.h"
 
 #define REQ_LINE_MAX 8192     /* request line allowance on top of max_header_list_size */
 #define LINGER_MS 2000        /* read-and-discard after a refusal, so the client sees it */
 
 /* ---- field syntax (shared with up_h1.c) -------------------------------- */
-
-void px_h1_trim(const char **p, size_t *n)
-{
-    while (*n > 0 && (**p == ' ' || **p == '\t')) {
-        (*p)++;
-        (*n)--;
-    }
-    while (*n > 0 && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
-        (*n)--;
-}
-
-int px_h1_idempotent(const char *m)
-{
-    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0 ||
-           strcmp(m, "TRACE") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "DELETE") == 0;
-}
 
 /* ---- timers and scheduling -------------------------------------------- */
 
@@ -465,6 +449,41 @@ const struct px_down_ops px_h1_ops = {
 
 /* ---- entry points -------------------------------------------------------- */
 
+static void conn_drain(struct px_conn *c)
+{
+    struct px_h1 *h = c->proto_ctx;
+    if (h == NULL)
+        return;
+    h->draining = 1;
+    h->close_after = 1;
+    if (h->rq == RQ_IDLE && h->st == NULL) {
+        h->closing = 1;
+        kick(h); /* not now: the worker is walking its connection list */
+    }
+}
+
+static void conn_end(struct px_conn *c)
+{
+    /* as a drain: the response in flight is the last, an idle connection
+     * closes now (px_h1_process_input refuses a request that starts anyway) */
+    conn_drain(c);
+}
+
+static void conn_close(struct px_conn *c)
+{
+    struct px_h1 *h = c->proto_ctx;
+    if (h == NULL)
+        px_conn_free(c);
+    else
+        h1_free(h);
+}
+
+static const struct px_conn_ops h1_conn_ops = {
+    .drain = conn_drain,
+    .end = conn_end,
+    .close = conn_close,
+};
+
 int px_h1_conn_start(struct px_conn *c)
 {
     struct px_h1 *h = calloc(1, sizeof(*h));
@@ -482,6 +501,7 @@ int px_h1_conn_start(struct px_conn *c)
         return -1;
     }
     c->proto = PX_PROTO_H1;
+    c->ops = &h1_conn_ops;
     c->proto_ctx = h;
     h->block_max = (size_t)c->snap->cfg->limits.max_header_list_size + REQ_LINE_MAX;
     /* The read watermark must exceed the largest header block, or a block
@@ -497,33 +517,4 @@ int px_h1_conn_start(struct px_conn *c)
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         kick(h);
     return 0;
-}
-
-void px_h1_conn_drain(struct px_conn *c)
-{
-    struct px_h1 *h = c->proto_ctx;
-    if (h == NULL)
-        return;
-    h->draining = 1;
-    h->close_after = 1;
-    if (h->rq == RQ_IDLE && h->st == NULL) {
-        h->closing = 1;
-        kick(h); /* not now: the worker is walking its connection list */
-    }
-}
-
-void px_h1_conn_end(struct px_conn *c)
-{
-    /* as a drain: the response in flight is the last, an idle connection
-     * closes now (px_h1_process_input refuses a request that starts anyway) */
-    px_h1_conn_drain(c);
-}
-
-void px_h1_conn_close(struct px_conn *c)
-{
-    struct px_h1 *h = c->proto_ctx;
-    if (h == NULL)
-        px_conn_free(c);
-    else
-        h1_free(h);
 }

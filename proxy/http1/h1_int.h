@@ -1,11 +1,7 @@
 /*
- * h1_int.h - shared by h1.c (downstream HTTP/1.x) and up_h1.c (upstream
- * HTTP/1.1 pools) only: the field syntax checks both directions apply,
- * and the output bound. The second part, the downstream connection state
- * (struct px_h1), is shared by h1.c and h1_request.c only.
- *
- * The entry points the worker calls (px_h1_conn_drain, px_h1_conn_close,
- * px_up_h1_pool_free) are declared in worker.h.
+ * h1_int.h - the downstream HTTP/1.x connection state (struct px_h1),
+ * shared by h1.c (I/O, timers, responses) and h1_request.c (parsing and
+ * checking the request) only. The worker's entry point is in h1.h.
  */
 #ifndef PX_H1_INT_H
 #define PX_H1_INT_H
@@ -16,30 +12,7 @@
 #include <http_parser.h>
 
 #include "px.h"
-
-/* Bytes of a bufferevent's output we fill before waiting for the write
- * callback: body bytes move from a stream buffer to a socket only while
- * the output holds less than this, so a peer that does not read cannot
- * make us queue more than OUT_HIGH plus one header block. */
-#define PX_H1_OUT_HIGH (64 * 1024)
-/* The write callback fires when the output drains to this. */
-#define PX_H1_OUT_LOW (16 * 1024)
-
-/* Strips optional whitespace (SP / HTAB) from both ends of *p[0..*n). */
-void px_h1_trim(const char **p, size_t *n);
-
-/* Writes the head of the canonical request rq as HTTP/1.1 (up_h1.c):
- * request line, Host, every field of rq->hdrs, then the framing picket
- * chose: chunked, or Content-Length len (left out for an empty body of a
- * method without body semantics). Returns 0, or -1 when rq is not built or
- * could split the request line (never for a built request). Pure apart
- * from appending to out. */
-int px_h1_write_request_head(struct evbuffer *out, const struct px_request *rq, int chunked,
-                             uint64_t len);
-
-/* 1 for methods a proxy may replay after a connection failure
- * (RFC 9110 9.2.2). */
-int px_h1_idempotent(const char *method);
+#include "h1.h"
 
 /* ---- downstream connection: h1.c and h1_request.c only ---------------- */
 

@@ -116,7 +116,7 @@ static int flush_field(struct px_h1 *h)
     h->fstate = 0;
     if (v == NULL)
         v = "";
-    px_h1_trim(&v, &vlen);
+    px_ows_trim(&v, &vlen);
     if (!px_field_name_ok(h->fname, h->fname_len) || !px_field_value_ok(v, vlen)) {
         h->err_status = 400;
         h->err_reason = "bad_header";
@@ -227,7 +227,7 @@ static int eq_ci(const struct px_hdr *f, const char *s)
 {
     const char *v = f->value;
     size_t n = f->vlen;
-    px_h1_trim(&v, &n);
+    px_ows_trim(&v, &n);
     return strlen(s) == n && strncasecmp(v, s, n) == 0;
 }
 
@@ -505,7 +505,7 @@ static int take_trailers(struct px_h1 *h, struct evbuffer *in)
             return -1;
         v = colon + 1;
         vlen = (size_t)(eol - v);
-        px_h1_trim(&v, &vlen);
+        px_ows_trim(&v, &vlen);
         if (!px_field_value_ok(v, vlen))
             return -1;
         if (px_request_add_trailer(&h->st->rq, h->c->snap->cfg, line, (size_t)(colon - line), v,

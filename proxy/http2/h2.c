@@ -13,6 +13,8 @@
  * and continue from the write callback, so a client that does not read
  * cannot make us queue without bound.
  */
+#include "h2.h"
+
 #include "px.h"
 
 #include <stdio.h>
@@ -22,9 +24,9 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "fmt.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 
 #define OUT_HIGH (256 * 1024)
 #define CONN_WINDOW (16 * 1024 * 1024)
@@ -764,7 +766,7 @@ static int h2_finish(struct h2_conn *hc)
     return -1;
 }
 
-void px_h2_conn_close(struct px_conn *c)
+static void conn_close(struct px_conn *c)
 {
     if (c->proto_ctx != NULL)
         h2_close(c->proto_ctx);
@@ -772,7 +774,7 @@ void px_h2_conn_close(struct px_conn *c)
         px_conn_free(c);
 }
 
-void px_h2_conn_end(struct px_conn *c)
+static void conn_end(struct px_conn *c)
 {
     struct h2_conn *hc = c->proto_ctx;
     if (hc == NULL || hc->dead || hc->goaway)
@@ -794,7 +796,7 @@ void px_h2_conn_end(struct px_conn *c)
  * sent before it could see it, and clients that do not retry lose them. */
 #define DRAIN_NOTICE_MS 1000
 
-void px_h2_conn_drain(struct px_conn *c)
+static void conn_drain(struct px_conn *c)
 {
     struct h2_conn *hc = c->proto_ctx;
     struct timeval tv = {DRAIN_NOTICE_MS / 1000, (DRAIN_NOTICE_MS % 1000) * 1000};
@@ -806,6 +808,12 @@ void px_h2_conn_drain(struct px_conn *c)
         evtimer_add(hc->idle, &tv);
     schedule_send(hc);
 }
+
+static const struct px_conn_ops h2_conn_ops = {
+    .drain = conn_drain,
+    .end = conn_end,
+    .close = conn_close,
+};
 
 int px_h2_conn_start(struct px_conn *c)
 {
@@ -820,6 +828,7 @@ int px_h2_conn_start(struct px_conn *c)
         return -1;
     hc->c = c;
     c->proto = PX_PROTO_H2;
+    c->ops = &h2_conn_ops;
     if (px_conn_track(c) != 0 || nghttp2_session_callbacks_new(&cbs) != 0 ||
         nghttp2_option_new(&opt) != 0)
         goto fail;
@@ -874,7 +883,7 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (c->w->drain_notified)
-        px_h2_conn_drain(c);
+        conn_drain(c);
     schedule_send(hc);
     /* Bytes that arrived with the handshake are already buffered. */
     if (!hc->dead && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)

@@ -10,6 +10,7 @@
  * down.
  */
 #include "px.h"
+#include "upstream.h"
 
 #include <errno.h>
 #include <signal.h>

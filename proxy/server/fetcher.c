@@ -18,6 +18,7 @@
  *     workers read to judge staleness.
  */
 #include "fetcher.h"
+#include "url.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,7 @@
 #include "envelope.h"
 #include "floor.h"
 #include "log.h"
+#include "snapshot.h"
 #include "metrics.h"
 
 #define FETCH_MAX_BODY (POLICY_BUNDLE_MAX_BYTES / 3 * 4 + 65536) /* base64 + envelope */

@@ -9,6 +9,8 @@
  * the worker swaps its own pointer on its own thread.
  */
 #include "px.h"
+#include "upstream.h"
+#include "url.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -29,16 +31,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "dispatch.h"
+#include "gate.h"
+#include "h1.h"
+#include "h2.h"
 #include "worker.h"
 
-atomic_long px_active_conns;
-/* Per listener kind (inbound, outbound), and connections still in their
- * TLS handshake: an unauthenticated flood on the inbound listener fills
- * its own counts, never the app's outbound listener's (the admin listener
- * has its own, admin.c). */
-static atomic_long conns_by_kind[2];
-static atomic_long handshaking;
-char px_conn_no_peer[1] = "";
 
 static struct px_counter *hs_counter(const char *listener, const char *result)
 {
@@ -48,68 +45,7 @@ static struct px_counter *hs_counter(const char *listener, const char *result)
                           "TLS handshakes by listener and result (ok or refusal reason)", labels);
 }
 
-static struct px_gauge *active_gauge(void)
-{
-    static _Atomic(struct px_gauge *) g;
-    struct px_gauge *v = atomic_load_explicit(&g, memory_order_acquire);
-    if (v == NULL) {
-        v = px_gauge_get("picket_connections_active", "Open downstream connections", "");
-        atomic_store_explicit(&g, v, memory_order_release);
-    }
-    return v;
-}
-
 /* ---- identity lifetime ------------------------------------------------------ */
-
-static void close_deadline_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct px_conn *c = arg;
-    (void)fd;
-    (void)what;
-    /* drain_timeout has passed since its identity ended: whatever is in
-     * flight is cut now */
-    if (c->proto == PX_PROTO_H2)
-        px_h2_conn_close(c);
-    else if (c->proto == PX_PROTO_H1)
-        px_h1_conn_close(c);
-    else
-        px_conn_free(c);
-}
-
-void px_conn_end_identity(struct px_conn *c, const char *reason)
-{
-    char labels[64];
-    int64_t ms = c->snap->cfg->limits.drain_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-
-    if (c->identity_ended != NULL)
-        return;
-    c->identity_ended = reason;
-    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
-    px_counter_add(px_counter_get("picket_connections_closed_total",
-                                  "Connections ended by picket because their peer's identity "
-                                  "no longer holds",
-                                  labels),
-                   1);
-    px_log(PX_LOG_INFO, "connection_identity_ended", "listener", c->lst->name, "peer",
-           c->peer_addr, "peer_id", c->peer_id, "reason", reason, "msg",
-           "no new requests; closing once those in flight end", NULL);
-    /* the handshake timer slot is free once handshaken: it becomes the
-     * deadline for what is in flight */
-    if (c->cert_timer != NULL)
-        evtimer_del(c->cert_timer);
-    if (c->timer != NULL) {
-        event_free(c->timer);
-        c->timer = NULL;
-    }
-    c->timer = evtimer_new(c->w->base, close_deadline_cb, c);
-    if (c->timer != NULL)
-        evtimer_add(c->timer, &tv);
-    if (c->proto == PX_PROTO_H2)
-        px_h2_conn_end(c);
-    else if (c->proto == PX_PROTO_H1)
-        px_h1_conn_end(c);
-}
 
 static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -173,66 +109,6 @@ static void recheck_identities(struct px_worker *w, const struct px_snapshot *ol
     }
 }
 
-static int conn_kind(const struct px_conn *c)
-{
-    return c->snap->cfg->listeners[c->lst->index].kind == PX_LISTENER_OUTBOUND;
-}
-
-void px_conn_free(struct px_conn *c)
-{
-    struct px_worker *w = c->w;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->nconns--;
-    atomic_fetch_sub(&px_active_conns, 1);
-    atomic_fetch_sub(&conns_by_kind[conn_kind(c)], 1);
-    if (c->counted_handshake)
-        atomic_fetch_sub(&handshaking, 1);
-    px_gauge_add(active_gauge(), -1);
-    if (c->timer)
-        event_free(c->timer);
-    if (c->cert_timer)
-        event_free(c->cert_timer);
-    px_mem_untrack(&c->trk_in);
-    px_mem_untrack(&c->trk_out);
-    if (c->bev) {
-        if (c->ssl != NULL && c->handshaken)
-            SSL_set_shutdown(c->ssl, SSL_RECEIVED_SHUTDOWN);
-        bufferevent_free(c->bev);
-    }
-    px_snapshot_unref(c->snap);
-    if (c->peer_id != px_conn_no_peer)
-        free(c->peer_id);
-    free(c->hs_detail);
-    free(c);
-    if (w->draining && w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
-}
-
-int px_conn_track(struct px_conn *c)
-{
-    if (px_mem_track(&c->trk_in, bufferevent_get_input(c->bev), PX_MEM_SOCKETS, &c->mem) != 0 ||
-        px_mem_track(&c->trk_out, bufferevent_get_output(c->bev), PX_MEM_SOCKETS, &c->mem) != 0) {
-        px_mem_untrack(&c->trk_in);
-        return -1;
-    }
-    return 0;
-}
-
-void px_conn_drain(struct px_conn *c)
-{
-    /* A connection still in its handshake finishes it; its protocol then
-     * starts drained (w->drain_notified). */
-    if (c->proto == PX_PROTO_H2)
-        px_h2_conn_drain(c);
-    else if (c->proto == PX_PROTO_H1)
-        px_h1_conn_drain(c);
-}
-
 static void hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
@@ -257,7 +133,7 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
         c->handshaken = 1;
         if (c->counted_handshake) {
             c->counted_handshake = 0;
-            atomic_fetch_sub(&handshaking, 1);
+            atomic_fetch_sub(&px_handshaking, 1);
         }
         evtimer_del(c->timer);
         px_counter_add(hs_counter(c->lst->name, "ok"), 1);
@@ -329,73 +205,6 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
         px_conn_free(arg);
 }
 
-/* The address alone (x-forwarded-for): "10.0.0.7", "2001:db8::1"; "" when
- * not an IP socket. */
-static void addr_ip(const struct sockaddr *sa, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
-                  (socklen_t)len);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
-                  (socklen_t)len);
-}
-
-static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(buf, len, "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-        snprintf(buf, len, "[%s]:%d", host, port);
-    } else {
-        snprintf(buf, len, "unknown");
-    }
-}
-
-struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
-{
-    struct px_worker *w = l->w;
-    struct px_conn *c = calloc(1, sizeof(*c));
-    int64_t ms = w->snap->cfg->limits.handshake_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-
-    if (c == NULL)
-        return NULL;
-    c->w = w;
-    c->lst = l;
-    c->peer_id = px_conn_no_peer;
-    c->snap = px_snapshot_ref(w->snap);
-    c->accepted_ms = px_now_ms();
-    addr_str(sa, c->peer_addr, sizeof(c->peer_addr));
-    addr_ip(sa, c->peer_ip, sizeof(c->peer_ip));
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
-    atomic_fetch_add(&px_active_conns, 1);
-    atomic_fetch_add(&conns_by_kind[conn_kind(c)], 1);
-    px_gauge_add(active_gauge(), 1);
-    if (l->conns_total)
-        px_counter_add(l->conns_total, 1);
-    c->timer = evtimer_new(w->base, hs_timeout_cb, c);
-    if (c->timer == NULL) {
-        px_conn_free(c);
-        return NULL;
-    }
-    evtimer_add(c->timer, &tv);
-    return c;
-}
-
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -404,18 +213,20 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     const struct px_config *cfg = w->snap->cfg;
     struct px_conn *c;
     SSL_CTX *ctx = w->snap->server_ctx[l->index];
+    int64_t ms = cfg->limits.handshake_timeout_ms;
+    struct timeval hs_tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     int one = 1;
     (void)evl;
     (void)salen;
 
     if (w->draining ||
-        atomic_load(&conns_by_kind[cfg->listeners[l->index].kind == PX_LISTENER_OUTBOUND]) >=
+        atomic_load(&px_conns_by_kind[cfg->listeners[l->index].kind == PX_LISTENER_OUTBOUND]) >=
             (long)cfg->limits.max_connections) {
         px_counter_add(hs_counter(l->name, "over_max_connections"), 1);
         close(fd);
         return;
     }
-    if (ctx != NULL && atomic_load(&handshaking) >= (long)cfg->limits.max_handshakes) {
+    if (ctx != NULL && atomic_load(&px_handshaking) >= (long)cfg->limits.max_handshakes) {
         /* connections that have not yet shown a certificate have their own
          * cap, so a handshake flood cannot fill max_connections */
         px_counter_add(hs_counter(l->name, "over_max_handshakes"), 1);
@@ -428,6 +239,14 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         close(fd);
         return;
     }
+    /* the TLS handshake (or, in plaintext, the protocol sniff) must end in time */
+    c->timer = evtimer_new(w->base, hs_timeout_cb, c);
+    if (c->timer == NULL) {
+        close(fd);
+        px_conn_free(c);
+        return;
+    }
+    evtimer_add(c->timer, &hs_tv);
     if (ctx == NULL) {
         /* plaintext listener (outbound, from the local app) */
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -444,7 +263,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     c->counted_handshake = 1;
-    atomic_fetch_add(&handshaking, 1);
+    atomic_fetch_add(&px_handshaking, 1);
     c->ssl = SSL_new(ctx);
     if (c->ssl == NULL) {
         close(fd);
@@ -515,6 +334,7 @@ int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen)
 
         l->w = w;
         l->index = i;
+        l->gate = &px_gate_pipeline;
         snprintf(l->name, sizeof(l->name), "%s", cfg->listeners[i].name);
         snprintf(labels, sizeof(labels), "listener=\"%s\"", l->name);
         l->duration = px_histogram_get("picket_request_duration_seconds",
@@ -642,13 +462,8 @@ static void close_all(struct px_worker *w)
 {
     while (w->conns != NULL) {
         struct px_conn *c = w->conns;
-        /* Closing forcibly: let each protocol free its streams. */
-        if (c->proto == PX_PROTO_H2)
-            px_h2_conn_close(c);
-        else if (c->proto == PX_PROTO_H1)
-            px_h1_conn_close(c);
-        else
-            px_conn_free(c);
+        /* Closing forcibly: its protocol frees its streams. */
+        px_conn_close(c);
     }
 }
 

@@ -16,7 +16,6 @@ int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen);
 /* A new downstream connection on l from sa, on l's worker's list, counted,
  * with the handshake timer armed; no bufferevent yet (the caller sets
  * c->bev). NULL when out of memory. */
-struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa);
 int px_worker_start(struct px_worker *w);
 /* Thread-safe: hand the worker a new snapshot / policy (a reference is
  * taken for the worker) or tell it to drain. */
@@ -25,18 +24,5 @@ int px_worker_post_policy(struct px_worker *w, struct px_policy_state *pol);
 int px_worker_post_drain(struct px_worker *w);
 /* After the thread has exited. */
 void px_worker_free(struct px_worker *w);
-
-/* Protocol entry points used by the worker. */
-void px_h2_conn_drain(struct px_conn *c);
-void px_h2_conn_close(struct px_conn *c); /* frees c and its streams now */
-void px_h1_conn_drain(struct px_conn *c);
-void px_h1_conn_close(struct px_conn *c); /* frees c and its streams now */
-/* No new request on c: h2 GOAWAY now (last stream processed), h1 close
- * after the response in flight or now when idle. */
-void px_h2_conn_end(struct px_conn *c);
-void px_h1_conn_end(struct px_conn *c);
-void px_up_h2_pool_free(struct px_pool *pool);
-void px_up_h1_pool_free(struct px_pool *pool);
-void px_pools_free(struct px_worker *w);
 
 #endif

@@ -6,6 +6,8 @@
  */
 #include "client.h"
 
+#include "upstream.h"
+
 #include <stdlib.h>
 #include <string.h>
 

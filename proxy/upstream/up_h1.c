@@ -26,7 +26,7 @@
  * if it lands while this file is inside its own callback (c->busy), the
  * connection is marked dead and freed when that callback unwinds.
  */
-#include "h1_int.h"
+#include "upstream.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -39,8 +39,8 @@
 
 #include <http_parser.h>
 
+#include "fields.h"
 #include "log.h"
-#include "worker.h"
 
 #define IDLE_MAX 64      /* idle connections kept per pool */
 #define IDLE_MS 30000    /* an idle connection is closed after this (or idle_timeout_ms) */
@@ -208,7 +208,7 @@ static int flush_field(struct up_conn *c)
     if (c->fstate == 0)
         return 0;
     c->fstate = 0;
-    px_h1_trim(&v, &vlen);
+    px_ows_trim(&v, &vlen);
     /* every field the upstream sends counts, interim and trailer alike */
     c->hdr_bytes += nlen + vlen + 32;
     if (c->hdr_bytes > c->limit) {
@@ -648,7 +648,7 @@ static int try_retry(struct up_conn *c)
     struct up_conn *nc;
     if (!c->reused || c->retried || c->resp_began || c->body_sent > 0 || !st->req_eof ||
         evbuffer_get_length(st->req_body) > 0 || st->rq.trailers.n > 0 ||
-        !px_h1_idempotent(st->rq.method))
+        !px_method_idempotent(st->rq.method))
         return 0;
     c->st = NULL;
     conn_close(c);

@@ -12,6 +12,7 @@
  * so a slow client slows its own stream's upstream and nothing else.
  */
 #include "px.h"
+#include "upstream.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -22,8 +23,8 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "fields.h"
 #include "log.h"
-#include "worker.h"
 
 #define UP_OUT_HIGH (256 * 1024)
 #define UP_MAX_STREAMS 100

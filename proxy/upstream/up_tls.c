@@ -10,6 +10,7 @@
  * server is who it must be".
  */
 #include "px.h"
+#include "upstream.h"
 
 #include <time.h>
 
@@ -71,31 +72,6 @@ int px_up_bev_is_h2(struct bufferevent *bev)
         return 0;
     SSL_get0_alpn_selected(ssl, &p, &n);
     return n == 2 && memcmp(p, "h2", 2) == 0;
-}
-
-static int64_t asn1_unix(const ASN1_TIME *t)
-{
-    int days = 0, secs = 0;
-    if (t == NULL || ASN1_TIME_diff(&days, &secs, NULL, t) != 1) /* from now to t */
-        return 0;
-    return (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
-}
-
-int64_t px_ssl_peer_not_after(SSL *ssl)
-{
-    X509 *leaf;
-    STACK_OF(X509) *chain;
-    int64_t na;
-    if (ssl == NULL || (leaf = SSL_get0_peer_certificate(ssl)) == NULL)
-        return 0;
-    chain = SSL_get_peer_cert_chain(ssl); /* server side: without the leaf */
-    na = asn1_unix(X509_get0_notAfter(leaf));
-    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
-        int64_t t = asn1_unix(X509_get0_notAfter(sk_X509_value(chain, i)));
-        if (t > 0 && (na == 0 || t < na))
-            na = t;
-    }
-    return na;
 }
 
 int64_t px_up_bev_not_after(struct bufferevent *bev)

@@ -52,6 +52,8 @@
 #include "config.h"
 #include "enforce.h"
 #include "fuzz_common.h"
+#include "h1.h"
+#include "h2.h"
 #include "log.h"
 #include "px.h"
 #include "snapshot.h"
@@ -321,7 +323,6 @@ static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *ou
                                     pair) == 0);
     c->bev = pair[0];
     c->handshaken = 1;
-    evtimer_del(c->timer);
     if (li == 0) {
         c->peer_id = strdup(FC_PEER_ID);
         FUZZ_CHECK(c->peer_id != NULL);

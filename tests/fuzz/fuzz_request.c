@@ -29,7 +29,7 @@
 
 #include "config.h"
 #include "fuzz_common.h"
-#include "h1_int.h"
+#include "upstream.h"
 #include "policy.h"
 #include "request.h"
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "px.h"
+#include "url.h"
 #include "xfcc.h"
 
 TCase *tcase_xfcc(void);

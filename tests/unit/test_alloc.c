@@ -18,6 +18,7 @@
 #include "failmalloc.h"
 #include "policy.h"
 #include "px.h"
+#include "snapshot.h"
 
 /* Bodies must not call ck_assert while injection is armed (Check itself
  * allocates, and is linked statically): they note a broken invariant here

@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "fmt.h"
 #include "log.h"
 #include "metrics.h"
 
