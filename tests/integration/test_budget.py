@@ -1,7 +1,7 @@
 """The process-wide limits of issue 14: the memory budget (limits.memory_budget) and
 its accounting under hostile readers, the pressure actions in their order, the
 handshake cap (limits.max_handshakes) and listener kinds, and the policy revision
-floor kept across restarts (state_dir). README "Limits and memory bounds".
+floor kept across restarts (state_dir). proxy/README.md "Limits and memory bounds".
 
 Asserts accounting and behaviour, never RSS or timing: what picket counts in
 picket_memory_bytes{pool}, that a well-behaved client is served meanwhile, that the

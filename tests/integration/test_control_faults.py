@@ -11,7 +11,7 @@ the happy path against `picket control serve`):
   * interop: DSSE envelopes signed with Python `cryptography` (Ed25519 and ECDSA P-256,
     DER, SHA-256, over the DSSE PAE) verify with `picket bundle verify` and are
     accepted by a sidecar; envelopes made by `picket bundle sign` verify in Python.
-  * nginx (Debian's /usr/sbin/nginx) as the control plane, configured as in the README:
+  * nginx (Debian's /usr/sbin/nginx) as the control plane, configured as in deploy/README.md:
     fetched and enforced, an update renamed in is picked up, If-None-Match -> 304.
 
 Needs python3-cryptography and nginx (Debian packages); a missing one fails the tests
@@ -230,7 +230,7 @@ class FaultServer:
 class Nginx:
     """/usr/sbin/nginx -p DIR -c nginx.conf, daemon off, everything under DIR; stopped by
     the master's PID (SIGQUIT, then SIGKILL of its process group). `ports`: [(port,
-    http2)], one server block each, as in the README's example."""
+    http2)], one server block each, as in deploy/README.md's example."""
 
     SERVER = """    server {
         listen 127.0.0.1:%(port)d ssl%(http2)s;
@@ -882,7 +882,7 @@ class NginxTest(FaultsBase):
         super().setUp()
 
     def test_nginx_as_control_plane(self):
-        """Two server blocks as in the README, one with http2 and one without: a sidecar
+        """Two server blocks as in deploy/README.md, one with http2 and one without: a sidecar
         on each fetches and enforces, picks up an update renamed in, and gets 304s."""
         root = os.path.join(self.tmp, "srv")
         bundles = os.path.join(root, "bundles")

@@ -41,7 +41,7 @@ Out of descriptors (RLIMIT_NOFILE 64, 100 extra TCP connections): accept_failed 
 and counted (picket_accept_failures_total), an established h2 connection keeps working, a
 new client waits in the kernel queue while the listener keeps failing, and is served once
 the extra connections close. While accept() fails with EMFILE the listener pauses 200 ms
-between attempts (README "Limits"), so it neither spins nor floods the log
+between attempts (proxy/README.md "Limits and memory bounds"), so it neither spins nor floods the log
 (test_no_busy_loop_while_out_of_fds).
 """
 import datetime

@@ -2,10 +2,10 @@
 """picket under attack: HTTP/2 floods (rapid reset, CONTINUATION, HPACK bombs,
 stream floods, SETTINGS/PING floods, zero-window readers), TLS abuse (slowloris,
 partial ClientHello, TLS 1.0/1.1, non-AEAD suites, renegotiation) and HTTP/1.1
-request smuggling and slow/oversized requests. README "Limits and memory bounds"
-and "Refusals".
+request smuggling and slow/oversized requests. proxy/README.md "Limits and memory
+bounds" and "Refusals".
 
-Every case checks the outcome picket is documented to give (README "Limits and memory
+Every case checks the outcome picket is documented to give (proxy/README.md "Limits and memory
 bounds": which GOAWAY code, which status, that a flood was really answered or really
 cut off) and that a well-behaved client is not affected: a connection opened before the
 attack still gets 200 afterwards, every fresh connection made during the attack gets
@@ -306,7 +306,7 @@ class Hardening(pt.TestCase):
         try:
             verdict, detail = A._header_result(c, what)
             self.assertEqual(verdict, "refused", detail)
-            self.assertEqual(c.status.get(1), 431, detail)  # README: 431 for that stream
+            self.assertEqual(c.status.get(1), 431, detail)  # proxy/README.md: 431 for that stream
             self.assertFalse(c.ended_by_server, "a too-large header list ends only its stream")
             self.assertEqual(c.get(3, "/", timeout=Prober.PROBE_WAIT), 200)
         finally:
@@ -317,7 +317,7 @@ class Hardening(pt.TestCase):
         self.attack_starts()
         for _ in range(5):  # 5 x ~8 MB of decoded headers from 6 KB on the wire
             verdict, detail = A.h2_hpack_bomb(self.target, self.opts())
-            # README: decoded fields past max_header_list_size end the connection at once
+            # proxy/README.md: decoded fields past max_header_list_size end the connection at once
             # (GOAWAY ENHANCE_YOUR_CALM): finishing the block is the work a bomb wants
             self.assertEqual(verdict, "ended", detail)
             self.assertIn("ENHANCE_YOUR_CALM", detail)
@@ -364,7 +364,7 @@ class Hardening(pt.TestCase):
     def test_h2_streams_over_acknowledged_limit_end_connection(self):
         # Once the client has ACKed SETTINGS, a HEADERS over max_concurrent_streams is a
         # connection error for nghttp2 (RFC 9113 5.1.2 allows either): GOAWAY
-        # PROTOCOL_ERROR, counted; only that client's connection ends (README, Security).
+        # PROTOCOL_ERROR, counted; only that client's connection ends (proxy/README.md).
         before = pt.metric(self.admin, "picket_h2_protocol_errors_total", default=0,
                            error="PROTOCOL_ERROR")
         self.attack_starts()

@@ -210,7 +210,7 @@ class Identity(pt.TestCase):
         self.assertOK(self.curl(port, "/", extra=["--tlsv1.2", "--tls-max", "1.2"]))
 
     def test_no_session_resumption(self):
-        """README: session resumption is off, so every connection re-checks the SVID."""
+        """certs/README.md: session resumption is off, so every connection re-checks the SVID."""
         port = self.start()
         for ver in (pt.ssl.TLSVersion.TLSv1_2, pt.ssl.TLSVersion.TLSv1_3):
             ctx = pt.tls_context(self.pki, "client", alpn=("http/1.1",))
@@ -526,7 +526,7 @@ class Identity(pt.TestCase):
                          SERVER3_ID)
 
     def test_expired_own_svid_reload_refused(self):
-        """README: a reload with an expired SVID is refused."""
+        """proxy/README.md: a reload with an expired SVID is refused."""
         exp, _ = self.pki.issue("rot-expired", "ca", SERVER2_ID, ["localhost"], ["127.0.0.1"],
                                 not_before=time.time() - 7200, lifetime=600)
         d = self._kube_dir()

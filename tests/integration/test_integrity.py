@@ -1800,7 +1800,7 @@ class OutboundBind(pt.TestCase):
         """Defect 7: an outbound listener on 0.0.0.0 is an open relay that lends the
         workload's SVID to anyone. A non-loopback outbound bind is refused at config
         load (exit 2, naming listeners[1].bind) unless "allow_remote": true; loopback
-        binds (127.0.0.0/8, localhost, [::1]) start. The README explains why.
+        binds (127.0.0.0/8, localhost, [::1]) start. proxy/README.md explains why.
         (A TEST-NET address is tried first, so an old binary that does not refuse
         fails to bind instead of listening on every interface.)"""
         fails = []
@@ -1832,10 +1832,10 @@ class OutboundBind(pt.TestCase):
                 p.start()
             except AssertionError as e:
                 fails.append("loopback outbound bind %s refused: %s" % (host, str(e)[-300:]))
-        with open(os.path.join(pt.REPO, "README.md")) as f:
+        with open(os.path.join(pt.REPO, "proxy", "README.md")) as f:
             readme = f.read()
-        if "allow_remote" not in readme:
-            fails.append("README does not document listeners[].allow_remote")
+        if "`listeners[].allow_remote`" not in readme:
+            fails.append("proxy/README.md does not document listeners[].allow_remote")
         self.no_fails(fails)
 
 

@@ -3,7 +3,7 @@
 h2 and HTTP/1.1 to both upstream kinds (sha256 checked), parallel downloads on one h2
 connection, and a slow reader that must not make picket buffer the body.
 
-The memory bound is picket's own (README "Limits and memory bounds"): a stream buffers
+The memory bound is picket's own (proxy/README.md "Limits and memory bounds"): a stream buffers
 at most limits.stream_buffer per direction, and a connection's output is capped
 (256 KiB h2, 64 KiB h1). The allowance for a test is that for its streams and
 connections plus a fixed part for what is not body data (allocator and sanitizer

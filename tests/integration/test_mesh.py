@@ -515,7 +515,7 @@ class Mesh(unittest.TestCase):
             self.assertEqual((ev or {}).get("reason"), "connect_refused", ev)
 
     def test_upstream_down_reason_connect_refused(self):
-        """README "Refusals": a refused connection is `connect_refused`, also through an
+        """proxy/README.md "Refusals": a refused connection is `connect_refused`, also through an
         mTLS route (not `tls_error`), in the log and in the metric."""
         since = len(self.A.stderr())
         before = pt.metric(self.a_admin, "picket_upstream_failures_total", 0, reason="connect_refused")
