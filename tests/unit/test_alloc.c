@@ -195,6 +195,34 @@ START_TEST(alloc_bundle)
 }
 END_TEST
 
+/* A headers map over the key check's stack size: its allocations too. */
+static int body_bundle_headers(void *arg)
+{
+    struct policy_bundle *b = NULL;
+    char doc[2048], err[256] = "";
+    size_t o = 0;
+    int rc;
+    (void)arg;
+    o += (size_t)snprintf(doc, sizeof(doc),
+                          "{\"revision\":1,\"rules\":[{\"id\":\"h\",\"action\":\"allow\",\"headers\":{");
+    for (int i = 0; i < 40; i++)
+        o += (size_t)snprintf(doc + o, sizeof(doc) - o, "%s\"x-%d\":[\"v\"]", i ? "," : "", i);
+    o += (size_t)snprintf(doc + o, sizeof(doc) - o, "}}]}");
+    rc = policy_bundle_parse(&b, doc, o, err, sizeof(err));
+    if (rc != 0)
+        /* the token array is certs_json_parse's: reported as JSON "out of memory" */
+        EXPECT(b == NULL && err[0] != '\0' && (rc == POLICY_ERR_NOMEM || rc == POLICY_ERR_JSON));
+    policy_bundle_free(b);
+    return rc;
+}
+
+START_TEST(alloc_bundle_headers)
+{
+    ck_assert_int_gt(each_failure(body_bundle_headers, NULL, "policy_bundle_parse (40 headers)"),
+                     0);
+}
+END_TEST
+
 /* ---- proxy --------------------------------------------------------------- */
 
 static const char config_doc[] =
@@ -300,6 +328,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(tc, alloc_json_keys);
     tcase_add_test(tc, alloc_trust);
     tcase_add_test(tc, alloc_bundle);
+    tcase_add_test(tc, alloc_bundle_headers);
     tcase_add_test(tc, alloc_config);
     tcase_add_test(tc, alloc_policy_state);
     tcase_add_test(tc, alloc_hdrs);
