@@ -37,4 +37,11 @@ enum certs_reason certs_rule_lifetime(X509 *leaf, int64_t max_lifetime_s, char *
 /* Formats Unix seconds as "2025-01-02T03:04:05Z" into buf (>= 21 bytes). */
 void certs_fmt_time(int64_t t, char *buf, size_t len);
 
+/* JSON string escapes (json.c), shared by certs_json_str() and the key check
+ * (json_keys.c) so both read a key the same way. s[*k] is the byte after a
+ * backslash in the string body s[0..n); writes the 1-4 bytes it stands for
+ * to out, moves *k past the escape and returns their count, or -1 for a bad
+ * escape, a lone or reversed surrogate, or \u0000. */
+int certs_json_unescape(const char *s, size_t n, size_t *k, unsigned char out[4]);
+
 #endif

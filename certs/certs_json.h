@@ -33,11 +33,59 @@ struct certs_json {
 
 /* Tokenizes `js` (not NUL-terminated; `len` bytes) with at most max_tokens
  * tokens. The document must be a single JSON value with only whitespace
- * after it. Returns 0, or -1 with "line:col: message" in err. On success
- * release with certs_json_clear(). `js` is borrowed and must outlive j. */
+ * after it, and no object may hold the same key twice, compared after
+ * unescaping ("a\/b" and "a/b" are one key), so two readers that pick
+ * different duplicates cannot see two documents; every key must unescape
+ * under certs_json_str()'s rules. The key check is certs_json_check_keys()
+ * over the whole document: expected linear time, and its table is bounded by
+ * the token count. Returns 0, or -1 with "line:col: message" in err. On
+ * success release with certs_json_clear(). `js` is borrowed and must outlive
+ * j. Any thread. */
 int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_tokens, char *err,
                      size_t errlen);
+
+/* certs_json_parse() with flags. CERTS_JSON_DEFER_KEYS leaves the duplicate
+ * key check out: the caller then runs certs_json_check_keys() on every object
+ * it reads, after its own cheaper limits (entry counts, unknown keys), and
+ * must refuse any object it does not read. policy_bundle_parse() does this. */
+#define CERTS_JSON_DEFER_KEYS 0x1u
+int certs_json_parse_flags(struct certs_json *j, const char *js, size_t len, int max_tokens,
+                           unsigned flags, char *err, size_t errlen);
 void certs_json_clear(struct certs_json *j); /* safe on a zeroed struct */
+
+/* Duplicate keys in object `obj` (or in every object of the document when obj
+ * is -1), compared after unescaping. Each key is unescaped as a stream (no
+ * copy) into a 64-bit hash and put in an open-addressing table sized to the
+ * object (at least twice its key count; objects of up to 32 keys use the
+ * stack); keys are compared byte for byte only on a hash match. Expected
+ * O(bytes of the keys); if the table ever costs more than a fixed multiple of
+ * that (keys built to collide), the keys are sorted instead (merge sort,
+ * O(bytes * log keys) in the worst case), so no input is quadratic. Memory,
+ * per key: 4 bytes for the key list and 16 to 32 for the table (8-byte
+ * slots, 2 to 4 a key), 4 more if sorting, so at most ~20 bytes a token of
+ * the caller's budget; none when there are at most 32 keys.
+ *
+ * Returns 0; -1 with "line:col: duplicate key \"k\"" (the first key, in
+ * document order, that repeats an earlier one of its object; k is its raw
+ * text, non-printable bytes as '?', cut at 64 bytes) or "line:col: bad
+ * escape in key" (a key certs_json_str() would refuse: lone surrogate,
+ * \u0000) in err; CERTS_JSON_NOMEM with "out of memory". -1 also if obj is
+ * neither -1 nor an object. Any thread; j is only read. */
+#define CERTS_JSON_NOMEM (-2)
+int certs_json_check_keys(const struct certs_json *j, int obj, char *err, size_t errlen);
+
+/* For tests and benchmarks: the same check, counting its work into *st
+ * (added to, not reset; st may be NULL). */
+struct certs_json_keystats {
+    unsigned long keys;     /* keys unescaped and hashed (again if the table gave up) */
+    unsigned long probes;   /* table slots inspected */
+    unsigned long compares; /* pairs of keys compared byte for byte (hash matches, sort steps) */
+    unsigned long sorted;   /* key sets checked by sorting */
+};
+#define CERTS_JSON_KEYS_SORT 0x1u    /* test: sort, skip the table */
+#define CERTS_JSON_KEYS_COLLIDE 0x2u /* test: every key hashes alike (a flooding input) */
+int certs_json_check_keys_stats(const struct certs_json *j, int obj, unsigned flags,
+                                struct certs_json_keystats *st, char *err, size_t errlen);
 
 /* Index of the token after the whole subtree at i. */
 int certs_json_skip(const struct certs_json *j, int i);

@@ -9,6 +9,7 @@
 #include <jsmn.h>
 #define JSMN_HEADER
 #include "certs_json.h"
+#include "certs_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -243,36 +244,14 @@ static int json_validate(const char *js, size_t len, char *err, size_t errlen)
     return -1;
 }
 
-/* Duplicate keys are refused: two parsers that pick different duplicates
- * would see two different documents (a signed bundle must mean one thing). */
-static int key_cmp_raw(const struct certs_json *j, int a, int b)
-{
-    int la = j->tok[a].end - j->tok[a].start, lb = j->tok[b].end - j->tok[b].start;
-    return la == lb && memcmp(j->js + j->tok[a].start, j->js + j->tok[b].start, (size_t)la) == 0;
-}
-
-static int check_duplicate_keys(const struct certs_json *j, char *err, size_t errlen)
-{
-    for (int o = 0; o < j->ntok; o++) {
-        int keys[257], nk = 0;
-        if (j->tok[o].type != JSMN_OBJECT || j->tok[o].size < 2)
-            continue;
-        /* Large objects are rare in our inputs; compare the first 256
-         * keys pairwise and accept the cost bound (256^2/2 compares). */
-        for (int k = certs_json_first(j, o); k > 0 && nk < 256; k = certs_json_next_key(j, k))
-            keys[nk++] = k;
-        for (int a = 1; a < nk; a++)
-            for (int b = 0; b < a; b++)
-                if (key_cmp_raw(j, keys[a], keys[b]))
-                    return certs_json_errf(j, keys[a], err, errlen, "duplicate key \"%.*s\"",
-                                           j->tok[keys[a]].end - j->tok[keys[a]].start,
-                                           j->js + j->tok[keys[a]].start);
-    }
-    return 0;
-}
-
 int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_tokens, char *err,
                      size_t errlen)
+{
+    return certs_json_parse_flags(j, js, len, max_tokens, 0, err, errlen);
+}
+
+int certs_json_parse_flags(struct certs_json *j, const char *js, size_t len, int max_tokens,
+                           unsigned flags, char *err, size_t errlen)
 {
     jsmn_parser p;
     int n, line, col;
@@ -330,7 +309,10 @@ int certs_json_parse(struct certs_json *j, const char *js, size_t len, int max_t
         certs_json_clear(j);
         return -1;
     }
-    if (check_duplicate_keys(j, err, errlen) != 0) {
+    /* Duplicate keys are refused: two parsers that pick different duplicates
+     * would see two different documents (a signed bundle must mean one
+     * thing). Linear in the keys' bytes (json_keys.c). */
+    if ((flags & CERTS_JSON_DEFER_KEYS) == 0 && certs_json_check_keys(j, -1, err, errlen) != 0) {
         certs_json_clear(j);
         return -1;
     }
@@ -413,32 +395,29 @@ static int hexval(char c)
     return -1;
 }
 
-/* Writes UTF-8 for code point cp; returns bytes written or -1 if no room. */
-static int put_utf8(char *out, size_t room, unsigned cp)
+/* Writes UTF-8 for code point cp (< 0x110000) into out[0..4). */
+static int put_utf8(unsigned char *out, unsigned cp)
 {
-    if (cp < 0x80 && room >= 1) {
-        out[0] = (char)cp;
+    if (cp < 0x80) {
+        out[0] = (unsigned char)cp;
         return 1;
     }
-    if (cp < 0x800 && room >= 2) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
+    if (cp < 0x800) {
+        out[0] = (unsigned char)(0xC0 | (cp >> 6));
+        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
         return 2;
     }
-    if (cp < 0x10000 && room >= 3) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xE0 | (cp >> 12));
+        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
         return 3;
     }
-    if (cp < 0x110000 && room >= 4) {
-        out[0] = (char)(0xF0 | (cp >> 18));
-        out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[3] = (char)(0x80 | (cp & 0x3F));
-        return 4;
-    }
-    return -1;
+    out[0] = (unsigned char)(0xF0 | (cp >> 18));
+    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
 static int read_u4(const char *s, size_t n, size_t i, unsigned *cp)
@@ -456,6 +435,46 @@ static int read_u4(const char *s, size_t n, size_t i, unsigned *cp)
     return 0;
 }
 
+int certs_json_unescape(const char *s, size_t n, size_t *k, unsigned char out[4])
+{
+    size_t i = *k;
+    unsigned cp, lo;
+
+    if (i >= n)
+        return -1;
+    switch (s[i]) {
+    case '"': case '\\': case '/':
+        out[0] = (unsigned char)s[i];
+        break;
+    case 'b': out[0] = '\b'; break;
+    case 'f': out[0] = '\f'; break;
+    case 'n': out[0] = '\n'; break;
+    case 'r': out[0] = '\r'; break;
+    case 't': out[0] = '\t'; break;
+    case 'u':
+        if (read_u4(s, n, i + 1, &cp) < 0)
+            return -1;
+        i += 5;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (i + 1 >= n || s[i] != '\\' || s[i + 1] != 'u' || read_u4(s, n, i + 2, &lo) < 0 ||
+                lo < 0xDC00 || lo > 0xDFFF)
+                return -1;
+            i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return -1;
+        }
+        if (cp == 0)
+            return -1; /* an embedded NUL would truncate C strings */
+        *k = i;
+        return put_utf8(out, cp);
+    default:
+        return -1;
+    }
+    *k = i + 1;
+    return 1;
+}
+
 int certs_json_str(const struct certs_json *j, int i, char *buf, size_t buflen)
 {
     const char *s;
@@ -465,56 +484,20 @@ int certs_json_str(const struct certs_json *j, int i, char *buf, size_t buflen)
         return -1;
     s = j->js + j->tok[i].start;
     n = (size_t)(j->tok[i].end - j->tok[i].start);
-    for (size_t k = 0; k < n; k++) {
-        char c = s[k];
-        if (c != '\\') {
-            if (o + 1 >= buflen)
+    for (size_t k = 0; k < n;) {
+        unsigned char u[4];
+        int w = 1;
+        if (s[k] != '\\') {
+            u[0] = (unsigned char)s[k++];
+        } else {
+            k++;
+            if ((w = certs_json_unescape(s, n, &k, u)) < 0)
                 return -1;
-            buf[o++] = c;
-            continue;
         }
-        if (++k >= n)
-            return -1;
-        c = s[k];
-        switch (c) {
-        case '"': case '\\': case '/':
-            break;
-        case 'b': c = '\b'; break;
-        case 'f': c = '\f'; break;
-        case 'n': c = '\n'; break;
-        case 'r': c = '\r'; break;
-        case 't': c = '\t'; break;
-        case 'u': {
-            unsigned cp, lo;
-            int w;
-            if (read_u4(s, n, k + 1, &cp) < 0)
-                return -1;
-            k += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (k + 2 >= n || s[k + 1] != '\\' || s[k + 2] != 'u' ||
-                    read_u4(s, n, k + 3, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
-                    return -1;
-                k += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return -1;
-            }
-            if (cp == 0)
-                return -1; /* an embedded NUL would truncate C strings */
-            if (o + 1 >= buflen)
-                return -1;
-            w = put_utf8(buf + o, buflen - o - 1, cp);
-            if (w < 0)
-                return -1;
-            o += (size_t)w;
-            continue;
-        }
-        default:
-            return -1;
-        }
-        if (o + 1 >= buflen)
-            return -1;
-        buf[o++] = c;
+        if (o + (size_t)w >= buflen)
+            return -1; /* no room for these bytes and the NUL */
+        memcpy(buf + o, u, (size_t)w);
+        o += (size_t)w;
     }
     buf[o] = '\0';
     return (int)o;

@@ -14,7 +14,11 @@
  * (POLICY_BUNDLE_MAX_TOKENS) are checked before anything is allocated per
  * rule; each list in a rule has at most POLICY_RULE_MAX_LIST entries and each
  * string at most POLICY_MAX_STRING bytes. Duplicate ids are found with a
- * hash set, so parsing stays linear in the number of rules.
+ * hash set, so parsing stays linear in the number of rules. Duplicate keys
+ * (after unescaping) are found per object with certs_json_check_keys(),
+ * expected linear in the keys' bytes, and only after that object's cheaper
+ * limits: its entry count and its unknown keys, each a single pass that
+ * stops at the first offence.
  */
 #include "policy.h"
 
@@ -124,7 +128,7 @@ static int strset_add(struct strset *s, const char *k)
 
 /* ---- JSON helpers ---- */
 
-/* Checks an object's keys: strings, each with a value, no duplicates. */
+/* Checks an object's shape: string keys, each with one value. Linear. */
 static int check_object(struct ctx *c, int obj, const char *field, int idx)
 {
     const struct certs_json *j = c->j;
@@ -135,17 +139,48 @@ static int check_object(struct ctx *c, int obj, const char *field, int idx)
          k = certs_json_next_key(j, k), n++) {
         if (!certs_json_is_str(j, k) || j->tok[k].size != 1)
             return fail(c, k, field, idx, "malformed object member");
-        for (int p = certs_json_first(j, obj); p != k; p = certs_json_next_key(j, p)) {
-            int len = j->tok[k].end - j->tok[k].start;
-            if (j->tok[p].end - j->tok[p].start == len &&
-                memcmp(j->js + j->tok[p].start, j->js + j->tok[k].start, (size_t)len) == 0) {
-                char key[80];
-                sanitize(key, sizeof(key), j->js + j->tok[k].start, (size_t)len);
-                return fail(c, k, field, idx, "duplicate key \"%s\"", key);
-            }
-        }
     }
     return 0;
+}
+
+static int unknown_key(struct ctx *c, int k)
+{
+    char key[80];
+    sanitize(key, sizeof(key), c->j->js + c->j->tok[k].start,
+             (size_t)(c->j->tok[k].end - c->j->tok[k].start));
+    return fail(c, k, NULL, -1, "unknown key \"%s\"", key);
+}
+
+/* Refuses the first key of obj not in `known` (NULL-terminated, compared
+ * raw: an escaped spelling of a known key is unknown). One pass, stopping
+ * at the first unknown key, so an object of many keys costs nothing more
+ * than reading up to it; run before check_unique(). */
+static int check_known(struct ctx *c, int obj, const char *const *known)
+{
+    const struct certs_json *j = c->j;
+    int n = 0;
+    for (int k = certs_json_first(j, obj); k > 0 && n < j->tok[obj].size;
+         k = certs_json_next_key(j, k), n++) {
+        size_t i = 0;
+        while (known[i] != NULL && !certs_json_eq(j, k, known[i]))
+            i++;
+        if (known[i] == NULL)
+            return unknown_key(c, k);
+    }
+    return 0;
+}
+
+/* Duplicate keys, compared after unescaping, in expected linear time
+ * (certs_json_check_keys). The document was parsed with
+ * CERTS_JSON_DEFER_KEYS, so every object this file accepts must pass here:
+ * the bundle, each rule and each headers map; an object anywhere else is
+ * refused by a type check. Reported as POLICY_ERR_JSON, as the parser did. */
+static int check_unique(struct ctx *c, int obj)
+{
+    int rc = certs_json_check_keys(c->j, obj, c->err, c->errlen);
+    if (rc == CERTS_JSON_NOMEM)
+        return nomem(c);
+    return rc == 0 ? 0 : POLICY_ERR_JSON;
 }
 
 /* Unescapes string token tok into c->buf; returns its length or an error. */
@@ -340,13 +375,16 @@ static int parse_path_one(struct ctx *c, int tok, int idx, struct policy_path_pa
 static int parse_headers(struct ctx *c, int obj, struct policy_rule *r)
 {
     const struct certs_json *j = c->j;
-    int rc = check_object(c, obj, "headers", -1), i = 0;
-    if (rc != 0)
-        return rc;
+    int rc, i = 0;
+    if (!certs_json_is_obj(j, obj))
+        return fail(c, obj, "headers", -1, "must be an object");
     if (j->tok[obj].size == 0)
         return fail(c, obj, "headers", -1, "must not be empty (leave the key out)");
+    /* the entry limit first: it needs no pass over the keys */
     if (j->tok[obj].size > POLICY_RULE_MAX_LIST)
         return fail(c, obj, "headers", -1, "too many entries (limit %d)", POLICY_RULE_MAX_LIST);
+    if ((rc = check_object(c, obj, "headers", -1)) != 0 || (rc = check_unique(c, obj)) != 0)
+        return rc;
     r->nheaders = (uint32_t)j->tok[obj].size;
     r->headers = policy_arena_alloc(&c->b->arena, r->nheaders * sizeof(*r->headers));
     if (r->headers == NULL)
@@ -444,6 +482,9 @@ static int parse_ident(struct ctx *c, int tok, const char *field, const char *ex
     return *out != NULL ? 0 : nomem(c);
 }
 
+static const char *const rule_keys[] = {"id",      "action", "dispatch", "from", "hosts",
+                                        "methods", "paths",  "headers",  NULL};
+
 static int parse_rule(struct ctx *c, int obj, struct policy_rule *r, struct strset *ids)
 {
     const struct certs_json *j = c->j;
@@ -465,6 +506,9 @@ static int parse_rule(struct ctx *c, int obj, struct policy_rule *r, struct strs
         return fail(c, id_tok, "id", -1, "duplicate rule id \"%s\"", id);
     }
     c->rid = r->id;
+    /* limits before the duplicate pass: unknown keys end it at once */
+    if ((rc = check_known(c, obj, rule_keys)) != 0 || (rc = check_unique(c, obj)) != 0)
+        return rc;
     for (int k = certs_json_first(j, obj); k > 0 && n < j->tok[obj].size;
          k = certs_json_next_key(j, k), n++) {
         int v = k + 1;
@@ -497,10 +541,7 @@ static int parse_rule(struct ctx *c, int obj, struct policy_rule *r, struct strs
         } else if (certs_json_eq(j, k, "headers")) {
             rc = parse_headers(c, v, r);
         } else {
-            char key[80];
-            sanitize(key, sizeof(key), j->js + j->tok[k].start,
-                     (size_t)(j->tok[k].end - j->tok[k].start));
-            return fail(c, k, NULL, -1, "unknown key \"%s\"", key);
+            return unknown_key(c, k); /* rule_keys and this chain disagree */
         }
         if (rc != 0)
             return rc;
@@ -564,11 +605,14 @@ static int parse_rfc3339_utc(const char *s, size_t n, int64_t *out)
 
 static int parse_top(struct ctx *c, int *rules_tok)
 {
+    static const char *const top_keys[] = {"revision", "expires_at", "mode",
+                                           "default",  "rules",      NULL};
     const struct certs_json *j = c->j;
     struct policy_bundle *b = c->b;
     int rc, n = 0, have_rev = 0;
 
-    if ((rc = check_object(c, 0, "bundle", -1)) != 0)
+    if ((rc = check_object(c, 0, "bundle", -1)) != 0 || (rc = check_known(c, 0, top_keys)) != 0 ||
+        (rc = check_unique(c, 0)) != 0)
         return rc;
     *rules_tok = -1;
     for (int k = certs_json_first(j, 0); k > 0 && n < j->tok[0].size;
@@ -604,10 +648,7 @@ static int parse_top(struct ctx *c, int *rules_tok)
                 return fail(c, v, "rules", -1, "must be an array");
             *rules_tok = v;
         } else {
-            char key[80];
-            sanitize(key, sizeof(key), j->js + j->tok[k].start,
-                     (size_t)(j->tok[k].end - j->tok[k].start));
-            return fail(c, k, NULL, -1, "unknown key \"%s\"", key);
+            return unknown_key(c, k); /* top_keys and this chain disagree */
         }
     }
     if (!have_rev)
@@ -675,7 +716,10 @@ int policy_bundle_parse(struct policy_bundle **out, const char *json, size_t len
         certs_json_errf(&at, -1, err, errlen, "NUL byte in bundle");
         return POLICY_ERR_JSON;
     }
-    if (certs_json_parse(&j, json, len, POLICY_BUNDLE_MAX_TOKENS, err, errlen) < 0) {
+    /* Duplicate keys are checked per object, after each object's cheaper
+     * limits (check_unique). */
+    if (certs_json_parse_flags(&j, json, len, POLICY_BUNDLE_MAX_TOKENS, CERTS_JSON_DEFER_KEYS, err,
+                               errlen) < 0) {
         /* certs_json reports the token budget only through its message */
         return strstr(err != NULL ? err : "", "too large") != NULL ? POLICY_ERR_TOO_LARGE
                                                                   : POLICY_ERR_JSON;

@@ -21,6 +21,13 @@
  * else the default. The full engine must give exactly that verdict and
  * rule. A candidate list that drops a rule, or a precedence slip, shows up
  * as a mismatch.
+ *
+ * Duplicate keys: the bundle parser checks them per object, after each
+ * object's limits (CERTS_JSON_DEFER_KEYS), so it must agree with the full
+ * certs_json_parse() check in both directions: an accepted bundle has no
+ * duplicate key anywhere (else some object escaped the per-object check),
+ * and a bundle refused for a duplicate key (or a key with a bad escape) is
+ * refused by certs_json_parse() for a key too.
  */
 #include <string.h>
 
@@ -192,6 +199,20 @@ static struct policy_engine *compile(const char *js, size_t len, struct bundle_f
         FUZZ_CHECKF(rc == POLICY_ERR_JSON || rc == POLICY_ERR_BUNDLE || rc == POLICY_ERR_TOO_LARGE,
                     "rc %d (%s)", rc, err);
         FUZZ_CHECK(err[0] != '\0');
+        if (strstr(err, ": duplicate key \"") != NULL || strstr(err, ": bad escape in key") != NULL) {
+            struct certs_json j;
+            char jerr[512] = "";
+            FUZZ_CHECK(rc == POLICY_ERR_JSON);
+            FUZZ_CHECKF(certs_json_parse(&j, js, len, POLICY_BUNDLE_MAX_TOKENS, jerr,
+                                         sizeof(jerr)) != 0,
+                        "bundle: '%s', but certs_json_parse accepts", err);
+            /* Tokenizing passed, so only the key rule is left to refuse it.
+             * The key may differ: the full check reports the first offence
+             * in the document, the bundle the first in the objects it read. */
+            FUZZ_CHECKF(strstr(jerr, ": duplicate key \"") != NULL ||
+                            strstr(jerr, ": bad escape in key") != NULL,
+                        "bundle: '%s', certs_json_parse: '%s'", err, jerr);
+        }
         return NULL;
     }
     FUZZ_CHECK(b != NULL);

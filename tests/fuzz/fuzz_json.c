@@ -13,6 +13,14 @@
  *   - certs_json_int() / certs_json_bool() only succeed on primitives whose
  *     text says so; certs_json_pos() gives line and column >= 1.
  * On failure the error text must start with "line:col: ".
+ *
+ * Duplicate keys, differentially: the input is also tokenized with the key
+ * check deferred, and an independent quadratic reference (every key
+ * unescaped with certs_json_str(), compared with every earlier key of its
+ * object) decides what the parser must say: nothing, "duplicate key" or "bad
+ * escape in key" at that key's line:col. certs_json_check_keys_stats() must
+ * give the same text from the table, from the sort and with every hash
+ * colliding, with table work within its linear budget.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -130,12 +138,135 @@ static void check_container(const struct certs_json *j, int i)
     FUZZ_CHECK(k == -1 || t->size == 0);
 }
 
+/* Keys up to which the quadratic reference runs. */
+#define REF_MAX_KEYS 2048 /* every key FUZZ_JSON_TOKENS allows */
+
+/* Unescaped key t into a malloc'ed buffer (*n bytes); NULL if it does not
+ * unescape. */
+static char *ref_key(const struct certs_json *j, int t, int *n)
+{
+    size_t raw = (size_t)(j->tok[t].end - j->tok[t].start);
+    char *b = malloc(raw + 1);
+    FUZZ_CHECK(b != NULL);
+    *n = certs_json_str(j, t, b, raw + 1);
+    if (*n < 0) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* The reference: the first key, in token order, that does not unescape
+ * (*bad = 1) or equals an earlier key of its object; 0 if none, -1 if the
+ * document has too many keys to check this way. */
+static int ref_dup(const struct certs_json *j, int *bad)
+{
+    char *k[REF_MAX_KEYS];
+    int tok[REF_MAX_KEYS], len[REF_MAX_KEYS], nk = 0, found = 0;
+
+    for (int t = 1; t < j->ntok && found == 0; t++) {
+        int p = j->tok[t].parent;
+        if (p < 0 || j->tok[p].type != JSMN_OBJECT)
+            continue;
+        if (nk == REF_MAX_KEYS) {
+            found = -1;
+            break;
+        }
+        k[nk] = ref_key(j, t, &len[nk]);
+        tok[nk] = t;
+        if (k[nk] == NULL) {
+            *bad = 1;
+            found = t;
+            break;
+        }
+        for (int i = 0; i < nk; i++) {
+            if (j->tok[tok[i]].parent == p && len[i] == len[nk] &&
+                memcmp(k[i], k[nk], (size_t)len[nk]) == 0) {
+                *bad = 0;
+                found = t;
+                break;
+            }
+        }
+        nk++;
+    }
+    for (int i = 0; i < nk; i++)
+        free(k[i]);
+    return found;
+}
+
+/* The parser's answer on keys against the reference, in every mode. */
+static void check_keys_differential(const char *js, size_t size)
+{
+    struct certs_json j;
+    char err[256] = "", want[256] = "", got[256];
+    int bad = 0, at, rc, line = 0, col = 0;
+    size_t nkeys = 0, bytes = 0;
+
+    if (certs_json_parse_flags(&j, js, size, FUZZ_JSON_TOKENS, CERTS_JSON_DEFER_KEYS, err,
+                               sizeof(err)) != 0) {
+        /* refused before keys: the full parse refuses it the same way */
+        struct certs_json j2;
+        char err2[256] = "";
+        FUZZ_CHECK(certs_json_parse(&j2, js, size, FUZZ_JSON_TOKENS, err2, sizeof(err2)) != 0);
+        FUZZ_CHECKF(strcmp(err, err2) == 0, "deferred '%s', full '%s'", err, err2);
+        return;
+    }
+    at = ref_dup(&j, &bad);
+    if (at > 0) {
+        certs_json_pos(&j, at, &line, &col);
+        snprintf(want, sizeof(want), "%d:%d: %s", line, col,
+                 bad ? "bad escape in key" : "duplicate key \"");
+    }
+    for (int t = 1; t < j.ntok; t++) {
+        int p = j.tok[t].parent;
+        if (p >= 0 && j.tok[p].type == JSMN_OBJECT) {
+            nkeys++;
+            bytes += (size_t)(j.tok[t].end - j.tok[t].start);
+        }
+    }
+    {
+        static const unsigned modes[] = {0, CERTS_JSON_KEYS_SORT, CERTS_JSON_KEYS_COLLIDE};
+        char first[256] = "";
+        for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+            struct certs_json_keystats st = {0};
+            got[0] = '\0';
+            rc = certs_json_check_keys_stats(&j, -1, modes[m], &st, got, sizeof(got));
+            FUZZ_CHECKF(rc == 0 || rc == -1, "mode %u: rc %d (%s)", modes[m], rc, got);
+            if (at >= 0)
+                FUZZ_CHECKF((rc == 0) == (at == 0) &&
+                                (at == 0 || strncmp(got, want, strlen(want)) == 0),
+                            "mode %u: got rc %d '%s', reference says '%s'", modes[m], rc, got,
+                            at ? want : "no duplicate");
+            if (m == 0) {
+                snprintf(first, sizeof(first), "%s", rc == 0 ? "" : got);
+                FUZZ_CHECKF(st.probes <= 32 + 9 * nkeys + 2 * bytes,
+                            "%lu probes for %zu keys of %zu bytes", st.probes, nkeys, bytes);
+            } else {
+                FUZZ_CHECKF(strcmp(first, rc == 0 ? "" : got) == 0,
+                            "mode %u says '%s', the table '%s'", modes[m], got, first);
+            }
+        }
+        /* and the full parse says the same */
+        {
+            struct certs_json j2;
+            char err2[256] = "";
+            rc = certs_json_parse(&j2, js, size, FUZZ_JSON_TOKENS, err2, sizeof(err2));
+            FUZZ_CHECKF(strcmp(first, rc == 0 ? "" : err2) == 0, "parse '%s', check '%s'", err2,
+                        first);
+            if (rc == 0)
+                certs_json_clear(&j2);
+        }
+    }
+    certs_json_clear(&j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *js = (const char *)data;
     struct certs_json j;
     char err[256] = "";
 
+    check_keys_differential(js, size);
     if (certs_json_parse(&j, js, size, FUZZ_JSON_TOKENS, err, sizeof(err)) != 0) {
         check_err_prefix(err);
         FUZZ_CHECK(j.tok == NULL && j.ntok == 0);

@@ -950,5 +950,84 @@ class NginxTest(FaultsBase):
                 ngx.errors(), "\n".join(ngx.access()[-20:])))
 
 
+# --------------------------------------------------------------------------
+
+WIDE_BYTES = 640 * 1024
+
+
+def wide_bundle(kind):
+    """640 KB bundles of one big object (issue 20). "unknown": the top-level object holds
+    54,000 keys picket does not know; "dup": one rule's headers map at its 4096-entry
+    limit, padded to 640 KB, whose last name is the first one spelled with an escape;
+    "ok": the same map without the repeat (a valid bundle)."""
+    if kind == "unknown":
+        keys = ",".join('"k%06d":0' % i for i in range((WIDE_BYTES - 30) // 11))
+        return ('{"revision":1,"rules":[],%s}' % keys).encode()
+    names = ["x-%06d" % i for i in range(4096)]
+    if kind == "dup":
+        names[-1] = "\\u0078-000000"
+    pad = "v" * (WIDE_BYTES // 4096 - 18)
+    hdrs = ",".join('"%s":["%s"]' % (n, pad) for n in names)
+    rule = '{"id":"wide","action":"allow","from":["%s"],"paths":["%s"],"headers":{%s}}' % (
+        pt.CLIENT_ID, A, hdrs)
+    return ('{"revision":1,"mode":"enforce","default":"deny","rules":[%s]}' % rule).encode()
+
+
+class WideCachedBundleTest(FaultsBase):
+    """A cached envelope whose bundle is one 640 KB object used to hold the daemon's main
+    thread at start for a minute (82 s in an ASan build: every pair of keys compared) and
+    again after every restart. Now the limits come first and duplicates are found in linear
+    time, so each sidecar is up within the harness's start bound (20 s) with the documented
+    answer: the unknown keys and the escaped duplicate refused from the cache
+    (policy_cache_unusable, reason bad_bundle), the valid one in force (policy_from_cache,
+    revision 1). The envelopes are signed in Python: `picket bundle sign` refuses to sign
+    the first two. No control plane answers (nothing listens on the policy url)."""
+
+    def setUp(self):
+        pt.require_module("cryptography.hazmat.primitives.asymmetric.ed25519",
+                          "python3-cryptography")
+        super().setUp()
+
+    def envelope(self, key, payload):
+        sig = key.sign(pae(PAYLOAD_TYPE, payload))
+        return json.dumps({"payloadType": PAYLOAD_TYPE,
+                           "payload": base64.b64encode(payload).decode(),
+                           "signatures": [{"keyid": "py-ed",
+                                           "sig": base64.b64encode(sig).decode()}]}).encode()
+
+    def test_wide_cached_bundles_load_or_are_refused_at_once(self):
+        key = ed25519.Ed25519PrivateKey.generate()
+        pub = os.path.join(self.tmp, "py-ed.pub")
+        with open(pub, "wb") as f:
+            f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+        url = self.url(pt.free_port())
+        ps = {}
+        for kind in ("unknown", "dup", "ok"):
+            payload = wide_bundle(kind)
+            self.assertGreaterEqual(len(payload), WIDE_BYTES - 16 * 1024, kind)
+            cache = os.path.join(self.tmp, "wide-%s.cache" % kind)
+            os.makedirs(cache)
+            with open(os.path.join(cache, "policy.dsse.json"), "wb") as f:
+                f.write(self.envelope(key, payload))
+            # start() waits at most 20 s for /healthz: the load happens before that
+            ps[kind] = self.sidecar(url, name="wide-%s.json" % kind, keys={"py-ed": pub},
+                                    cache_dir=cache, max_staleness="300s")
+        for kind, want in (("unknown", '1:26: unknown key "k000000"'),
+                           ("dup", 'duplicate key "\\u0078-000000"')):
+            p = ps[kind]
+            ev = pt.wait_log_event(p, "policy_cache_unusable", timeout=30)
+            self.assertIsNotNone(ev, "%s: no policy_cache_unusable:\n%s" % (kind, p.stderr()[-2000:]))
+            self.assertEqual(ev.get("reason"), "bad_bundle", ev)
+            self.assertIn(want, ev.get("error", ""), ev)
+            self.assertFalse(pt.log_events(p, "policy_from_cache"), kind)
+            self.assertIsNone(self.policy_json(p).get("revision"), kind)
+        ok = ps["ok"]
+        self.assertIsNotNone(pt.wait_log_event(ok, "policy_from_cache", timeout=30),
+                             ok.stderr()[-2000:])
+        self.assertFalse(pt.log_events(ok, "policy_cache_unusable"))
+        self.assertEqual(self.policy_json(ok)["revision"], 1)
+
+
 if __name__ == "__main__":
     pt.main(timeout=150)

@@ -239,6 +239,10 @@ enum mut {
     M_TYPE_ESCAPED,
     M_EMPTY_SIG,
     M_BAD_NUMBER,
+    M_DUP_PAYLOAD_ESCAPED,
+    M_DUP_SIG_ESCAPED,
+    M_WIDE_EXTRA,
+    M_WIDE_EXTRA_DUP,
 };
 
 static const struct {
@@ -272,7 +276,26 @@ static const struct {
     {"payloadType with escapes", M_TYPE_ESCAPED, POLICY_ENV_OK},
     {"empty sig", M_EMPTY_SIG, POLICY_ENV_BAD_SIGNATURE},
     {"bad number in extra member", M_BAD_NUMBER, POLICY_ENV_BAD_ENVELOPE},
+    /* duplicates after unescaping, in any object of any size (issue 20) */
+    {"payload twice, once escaped", M_DUP_PAYLOAD_ESCAPED, POLICY_ENV_BAD_ENVELOPE},
+    {"sig twice, once escaped", M_DUP_SIG_ESCAPED, POLICY_ENV_BAD_ENVELOPE},
+    {"400 extra members", M_WIDE_EXTRA, POLICY_ENV_OK},
+    /* past the 256 keys the old check compared */
+    {"400 extra members, the last a repeat", M_WIDE_EXTRA_DUP, POLICY_ENV_BAD_ENVELOPE},
 };
+
+/* `n` members "x0":0,... then, if dup, "x\u0030":0 (a repeat of "x0"). */
+static char *wide_members(size_t n, int dup)
+{
+    char *o = malloc(16 * n + 32), *p = o;
+    ck_assert_ptr_nonnull(o);
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "\"x%zu\":0,", i);
+    if (dup)
+        p += sprintf(p, "\"x\\u0030\":0,");
+    *p = '\0';
+    return o;
+}
 
 /* Replaces every '/' in s with "\/" (a legal JSON escape). */
 static char *escape_slashes(const char *s)
@@ -410,6 +433,22 @@ static char *mutate(enum mut m, const char *pl, const char *sig, const char *sig
         return fmt("{\"x\": 01, \"payloadType\":\"%s\",\"payload\":\"%s\",\"signatures\":[{"
                    "\"keyid\":\"cp-1\",\"sig\":\"%s\"}]}",
                    T, pl, sig);
+    case M_DUP_PAYLOAD_ESCAPED:
+        return fmt("{\"payloadType\":\"%s\",\"payload\":\"%s\",\"p\\u0061yload\":\"e30=\","
+                   "\"signatures\":[{\"keyid\":\"cp-1\",\"sig\":\"%s\"}]}",
+                   T, pl, sig);
+    case M_DUP_SIG_ESCAPED:
+        return fmt("{\"payloadType\":\"%s\",\"payload\":\"%s\",\"signatures\":[{\"keyid\":\"cp-1\","
+                   "\"sig\":\"%s\",\"\\u0073ig\":\"%s\"}]}",
+                   T, pl, sig, sig_b);
+    case M_WIDE_EXTRA:
+    case M_WIDE_EXTRA_DUP:
+        other = wide_members(400, m == M_WIDE_EXTRA_DUP);
+        r = fmt("{%s\"payloadType\":\"%s\",\"payload\":\"%s\",\"signatures\":[{\"keyid\":"
+                "\"cp-1\",\"sig\":\"%s\"}]}",
+                other, T, pl, sig);
+        free(other);
+        return r;
     }
     return NULL;
 }

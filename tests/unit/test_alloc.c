@@ -81,6 +81,38 @@ START_TEST(alloc_json)
 }
 END_TEST
 
+/* An object over the key check's stack size (32 keys): its key list, table
+ * and sort scratch are allocated, and each is failed in turn. */
+static int body_json_keys(void *arg)
+{
+    char doc[1024], err[256] = "";
+    struct certs_json j = {0};
+    size_t o = 0;
+    int rc;
+    (void)arg;
+    doc[o++] = '{';
+    for (int i = 0; i < 40; i++)
+        o += (size_t)snprintf(doc + o, sizeof(doc) - o, "%s\"k\\u00%02x\":%d", i ? "," : "",
+                              0x30 + i, i);
+    doc[o++] = '}';
+    rc = certs_json_parse(&j, doc, o, 256, err, sizeof(err));
+    if (rc == 0) {
+        struct certs_json_keystats st = {0};
+        rc = certs_json_check_keys_stats(&j, 0, CERTS_JSON_KEYS_SORT, &st, err, sizeof(err));
+        EXPECT(rc == 0 || rc == CERTS_JSON_NOMEM);
+    }
+    if (rc != 0)
+        EXPECT(err[0] != '\0');
+    certs_json_clear(&j);
+    return rc;
+}
+
+START_TEST(alloc_json_keys)
+{
+    ck_assert_int_gt(each_failure(body_json_keys, NULL, "certs_json_check_keys"), 0);
+}
+END_TEST
+
 struct pem {
     char *data;
     size_t len;
@@ -161,6 +193,34 @@ static int body_bundle(void *arg)
 START_TEST(alloc_bundle)
 {
     ck_assert_int_gt(each_failure(body_bundle, NULL, "policy_bundle_parse+engine"), 0);
+}
+END_TEST
+
+/* A headers map over the key check's stack size: its allocations too. */
+static int body_bundle_headers(void *arg)
+{
+    struct policy_bundle *b = NULL;
+    char doc[2048], err[256] = "";
+    size_t o = 0;
+    int rc;
+    (void)arg;
+    o += (size_t)snprintf(doc, sizeof(doc),
+                          "{\"revision\":1,\"rules\":[{\"id\":\"h\",\"action\":\"allow\",\"headers\":{");
+    for (int i = 0; i < 40; i++)
+        o += (size_t)snprintf(doc + o, sizeof(doc) - o, "%s\"x-%d\":[\"v\"]", i ? "," : "", i);
+    o += (size_t)snprintf(doc + o, sizeof(doc) - o, "}}]}");
+    rc = policy_bundle_parse(&b, doc, o, err, sizeof(err));
+    if (rc != 0)
+        /* the token array is certs_json_parse's: reported as JSON "out of memory" */
+        EXPECT(b == NULL && err[0] != '\0' && (rc == POLICY_ERR_NOMEM || rc == POLICY_ERR_JSON));
+    policy_bundle_free(b);
+    return rc;
+}
+
+START_TEST(alloc_bundle_headers)
+{
+    ck_assert_int_gt(each_failure(body_bundle_headers, NULL, "policy_bundle_parse (40 headers)"),
+                     0);
 }
 END_TEST
 
@@ -266,8 +326,10 @@ static Suite *alloc_suite(void)
     TCase *tc = tcase_create("each_allocation_fails");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, alloc_json);
+    tcase_add_test(tc, alloc_json_keys);
     tcase_add_test(tc, alloc_trust);
     tcase_add_test(tc, alloc_bundle);
+    tcase_add_test(tc, alloc_bundle_headers);
     tcase_add_test(tc, alloc_config);
     tcase_add_test(tc, alloc_policy_state);
     tcase_add_test(tc, alloc_hdrs);

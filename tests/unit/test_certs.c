@@ -607,6 +607,8 @@ static const struct {
     {"bad_json", "{\"keys\":[", NULL, "example.org", CERTS_ERR_PARSE},
     {"trailing_json", "{\"keys\":[]} {}", NULL, "example.org", CERTS_ERR_PARSE},
     {"empty_keys", "{\"keys\":[]}", NULL, "example.org", CERTS_ERR_NOT_FOUND},
+    /* one member twice, once spelled with an escape (issue 20) */
+    {"keys_twice", "{\"keys\":[],\"k\\u0065ys\":[]}", NULL, "example.org", CERTS_ERR_PARSE},
     {"not_pem", "hello", NULL, "example.org", CERTS_ERR_NOT_FOUND},
     {"empty", "", NULL, "example.org", CERTS_ERR_NOT_FOUND},
     {"broken_pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", NULL,
@@ -913,6 +915,7 @@ START_TEST(test_devca_round_trip)
 END_TEST
 
 TCase *tcase_json(void); /* certs_json.c */
+TCase *tcase_json_keys(void); /* certs_json_keys.c */
 TCase *tcase_spiffe_hostile(void); /* certs_spiffe_hostile.c */
 
 static Suite *certs_suite(void)
@@ -921,6 +924,7 @@ static Suite *certs_suite(void)
     TCase *tc;
 
     suite_add_tcase(s, tcase_json());
+    suite_add_tcase(s, tcase_json_keys());
     suite_add_tcase(s, tcase_spiffe_hostile());
 
     tc = tcase_create("svid");

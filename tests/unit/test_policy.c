@@ -248,6 +248,23 @@ static const struct {
      POLICY_ERR_JSON, "duplicate key \"x\"", NULL},
     {R0("{\"id\":\"a\",\"action\":\"allow\",\"action\":\"deny\"}"), POLICY_ERR_JSON,
      "duplicate key \"action\"", NULL},
+    /* duplicate keys are found after unescaping (issue 20) */
+    {R0("{\"id\":\"a\",\"action\":\"allow\",\"headers\":{\"x\":[\"1\"],\"\\u0078\":[\"2\"]}}"),
+     POLICY_ERR_JSON, "1:72: duplicate key \"\\u0078\"", NULL},
+    {R0("{\"id\":\"a\",\"action\":\"allow\",\"headers\":{\"a\\/b\":[\"1\"],\"a/b\":[\"2\"]}}"),
+     POLICY_ERR_JSON, "duplicate key \"a/b\"", NULL},
+    {R0("{\"id\":\"a\",\"action\":\"allow\",\"headers\":{\"\\ud800\":[\"1\"]}}"),
+     POLICY_ERR_JSON, "bad escape in key", NULL},
+    /* an escaped spelling of a known key is an unknown key */
+    {R0("{\"id\":\"a\",\"action\":\"allow\",\"\\u0061ction\":\"deny\"}"), POLICY_ERR_BUNDLE,
+     "rules[0]: unknown key \"?u0061ction\"", "(rule \"a\")"},
+    {"{\"revision\":1,\"rules\":[],\"r\\u0065vision\":2}", POLICY_ERR_BUNDLE,
+     "1:26: unknown key \"r?u0065vision\"", NULL},
+    /* limits before the duplicate pass: the unknown key is what is reported */
+    {R0("{\"id\":\"a\",\"action\":\"allow\",\"action\":\"deny\",\"colour\":1}"),
+     POLICY_ERR_BUNDLE, "rules[0]: unknown key \"colour\"", "(rule \"a\")"},
+    {"{\"revision\":1,\"revision\":2,\"rules\":[],\"extra\":true}", POLICY_ERR_BUNDLE,
+     "unknown key \"extra\"", NULL},
     {R0("{\"id\":\"default\",\"action\":\"allow\"}"), POLICY_ERR_BUNDLE,
      "rules[0].id: \"default\" is reserved", NULL},
     {R0("{\"id\":\"has space\",\"action\":\"allow\"}"), POLICY_ERR_BUNDLE, "rules[0].id: must be",
@@ -436,6 +453,101 @@ START_TEST(test_bundle_token_budget)
     js[len - 1] = ']';
     js[len++] = '}';
     ck_assert_int_eq(policy_bundle_parse(&b, js, len, err, sizeof(err)), POLICY_ERR_TOO_LARGE);
+    free(js);
+}
+END_TEST
+
+/* Bundles of one big object, 640 KB (issue 20: the pairwise key check took
+ * 82 s on these in an ASan build). What is checked is the documented
+ * answer, not the time: limits (unknown keys, the headers entry limit) are
+ * reported before duplicates, and duplicates after unescaping are found at
+ * any size. The work itself is counted in the certs suite (json_keys). */
+#define WIDE_BYTES (640 * 1024)
+
+enum wide_shape { WIDE_UNKNOWN, WIDE_SAME_KEY, WIDE_HDR_OK, WIDE_HDR_DUP, WIDE_HDR_OVER,
+                  WIDE_HDR_OVER_DUP };
+
+static const struct {
+    enum wide_shape shape;
+    int rc;
+    const char *want; /* substring of the message */
+} wide[] = {
+    {WIDE_UNKNOWN, POLICY_ERR_BUNDLE, "1:26: unknown key \"k000000\""},
+    {WIDE_SAME_KEY, POLICY_ERR_JSON, "1:15: duplicate key \"revision\""},
+    {WIDE_HDR_OK, 0, NULL},
+    {WIDE_HDR_DUP, POLICY_ERR_JSON, "duplicate key \"\\u0068000000\""},
+    {WIDE_HDR_OVER, POLICY_ERR_BUNDLE, "rules[0].headers: too many entries (limit 4096)"},
+    {WIDE_HDR_OVER_DUP, POLICY_ERR_BUNDLE, "rules[0].headers: too many entries (limit 4096)"},
+};
+
+static size_t wide_put(char *js, size_t len, const char *s)
+{
+    size_t n = strlen(s);
+    ck_assert_uint_lt(len + n, WIDE_BYTES + 4096);
+    memcpy(js + len, s, n);
+    return len + n;
+}
+
+START_TEST(test_bundle_wide)
+{
+    char *js = malloc(WIDE_BYTES + 4096), ent[64], err[256] = "";
+    struct policy_bundle *b = NULL;
+    size_t len = 0, nhdr = 0;
+    int rc;
+
+    ck_assert_ptr_nonnull(js);
+    switch (wide[_i].shape) {
+    case WIDE_UNKNOWN:
+        len = wide_put(js, len, "{\"revision\":1,\"rules\":[]");
+        for (size_t i = 0; len < WIDE_BYTES; i++) {
+            snprintf(ent, sizeof(ent), ",\"k%06zu\":0", i);
+            len = wide_put(js, len, ent);
+        }
+        break;
+    case WIDE_SAME_KEY:
+        len = wide_put(js, len, "{\"revision\":1");
+        while (len < WIDE_BYTES)
+            len = wide_put(js, len, ",\"revision\":1");
+        len = wide_put(js, len, ",\"rules\":[]");
+        break;
+    case WIDE_HDR_OK:
+    case WIDE_HDR_DUP:
+    case WIDE_HDR_OVER:
+    case WIDE_HDR_OVER_DUP:
+        len = wide_put(js, len, "{\"revision\":1,\"rules\":[{\"id\":\"a\",\"action\":\"allow\","
+                                "\"headers\":{");
+        nhdr = wide[_i].shape == WIDE_HDR_OK || wide[_i].shape == WIDE_HDR_DUP
+                   ? POLICY_RULE_MAX_LIST
+                   : (wide[_i].shape == WIDE_HDR_OVER ? 40000 : POLICY_RULE_MAX_LIST + 1);
+        for (size_t i = 0; i < nhdr; i++) {
+            /* padded so the 4096 entries make 640 KB */
+            int pad = nhdr > POLICY_RULE_MAX_LIST + 1 ? 1 : 142;
+            if (i == nhdr - 1 && wide[_i].shape == WIDE_HDR_DUP)
+                snprintf(ent, sizeof(ent), ",\"\\u0068000000\":[\"");
+            else if (i == 1 && wide[_i].shape == WIDE_HDR_OVER_DUP)
+                snprintf(ent, sizeof(ent), ",\"h000000\":[\"");
+            else
+                snprintf(ent, sizeof(ent), "%s\"h%06zu\":[\"", i ? "," : "", i);
+            len = wide_put(js, len, ent);
+            memset(js + len, 'v', (size_t)pad);
+            len = wide_put(js, len + (size_t)pad, "\"]");
+        }
+        len = wide_put(js, len, "}}]");
+        break;
+    }
+    len = wide_put(js, len, "}");
+    ck_assert_uint_ge(len, WIDE_BYTES - 16 * 1024);
+    rc = policy_bundle_parse(&b, js, len, err, sizeof(err));
+    ck_assert_msg(rc == wide[_i].rc, "row %d: rc %d (%s), want %d", _i, rc, err, wide[_i].rc);
+    if (wide[_i].rc == 0) {
+        ck_assert_ptr_nonnull(b);
+        ck_assert_uint_eq(policy_bundle_rule_count(b), 1);
+        policy_bundle_free(b);
+    } else {
+        ck_assert_ptr_null(b);
+        ck_assert_msg(strstr(err, wide[_i].want) != NULL, "row %d: got '%s', want '%s'", _i, err,
+                      wide[_i].want);
+    }
     free(js);
 }
 END_TEST
@@ -942,6 +1054,7 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_bundle_accessors);
     tcase_add_test(tc, test_bundle_limits);
     tcase_add_test(tc, test_bundle_token_budget);
+    tcase_add_loop_test(tc, test_bundle_wide, 0, N_ELEMS(wide));
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 

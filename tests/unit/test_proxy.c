@@ -57,6 +57,7 @@ static const struct {
     {"{\"listeners\": [}", "1:16: ", "unexpected character"},
     {WITH("\"nodeid\":\"x\""), "2:1: ", "unknown key \"nodeid\""},
     {WITH("\"workers\":1,\"workers\":2"), "2:13: ", "duplicate key \"workers\""},
+    {WITH("\"workers\":1,\"w\\u006frkers\":2"), "2:13: ", "duplicate key \"w\\u006frkers\""},
     {WITH("\"workers\":-1"), "2:11: ", "workers: expected an integer between 0 and 1024"},
     {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"0.0.0.0\",\"upstream\":\"h2c://a:1\"}"),
      "2:51: ", "listeners[0].bind: expected \"host:port\""},
