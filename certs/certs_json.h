@@ -100,7 +100,8 @@ int certs_json_first(const struct certs_json *j, int container);
 int certs_json_next_key(const struct certs_json *j, int key);  /* object: skip key+value */
 int certs_json_next_elem(const struct certs_json *j, int elem); /* array: skip element */
 
-/* 1 if token i is a string equal to s (compared raw, without unescaping). */
+/* 1 if token i is a string equal to s once unescaped ("\u0075se" equals
+ * "use"; a token with a bad escape equals nothing). */
 int certs_json_eq(const struct certs_json *j, int i, const char *s);
 
 /* Unescapes string token i into buf (NUL-terminated). Returns its length,

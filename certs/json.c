@@ -367,11 +367,23 @@ int certs_json_next_elem(const struct certs_json *j, int elem)
 
 int certs_json_eq(const struct certs_json *j, int i, const char *s)
 {
-    size_t n;
+    size_t n, slen = strlen(s);
+    const char *raw;
+    char buf[256];
+    int got;
     if (i < 0 || i >= j->ntok || j->tok[i].type != JSMN_STRING)
         return 0;
+    raw = j->js + j->tok[i].start;
     n = (size_t)(j->tok[i].end - j->tok[i].start);
-    return strlen(s) == n && memcmp(j->js + j->tok[i].start, s, n) == 0;
+    if (memchr(raw, '\\', n) == NULL)
+        return slen == n && memcmp(raw, s, n) == 0;
+    /* Escaped: compare what it means, as every other JSON reader will
+     * ("\u0075se" is "use"). A token that does not unescape equals
+     * nothing. The unescaped text is never longer than the raw one. */
+    if (slen >= sizeof(buf))
+        return 0;
+    got = certs_json_str(j, i, buf, sizeof(buf)); /* -1 also when longer than s */
+    return got >= 0 && (size_t)got == slen && memcmp(buf, s, slen) == 0;
 }
 
 int certs_json_get(const struct certs_json *j, int obj, const char *key)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "certs.h"
+#include "certs_json.h"
 
 TCase *tcase_json(void);
 
@@ -113,12 +114,51 @@ START_TEST(test_duration)
 }
 END_TEST
 
+/* Keys and values are looked up by what they mean, not how they are
+ * spelled: a reader that compared raw text would skip "\u0075se" where
+ * every other JSON reader sees "use" (a JWKS key's purpose, an envelope's
+ * payload). */
+static const struct {
+    const char *doc, *key, *value; /* value NULL: the key is absent */
+} lookups[] = {
+    {"{\"use\":\"x509-svid\"}", "use", "x509-svid"},
+    {"{\"\\u0075se\":\"x509-svid\"}", "use", "x509-svid"},
+    {"{\"use\":\"x509\\u002dsvid\"}", "use", "x509-svid"},
+    {"{\"a\\/b\":\"c\\/d\"}", "a/b", "c/d"},
+    {"{\"\\u00e9\":\"\\u00E9\"}", "\xc3\xa9", "\xc3\xa9"},
+    {"{\"usE\":\"x\"}", "use", NULL},
+    {"{\"us\\u0065x\":\"x\"}", "use", NULL},
+    {"{\"use\":\"x509-svid\\n\"}", "use", "x509-svid\n"},
+};
+
+START_TEST(test_json_lookup_unescaped)
+{
+    struct certs_json j;
+    char err[128];
+    int v;
+    ck_assert_msg(certs_json_parse(&j, lookups[_i].doc, strlen(lookups[_i].doc), 64, err,
+                                   sizeof(err)) == 0,
+                  "%s: %s", lookups[_i].doc, err);
+    v = certs_json_get(&j, 0, lookups[_i].key);
+    if (lookups[_i].value == NULL) {
+        ck_assert_msg(v < 0, "%s: found %s", lookups[_i].doc, lookups[_i].key);
+    } else {
+        ck_assert_msg(v > 0, "%s: %s not found", lookups[_i].doc, lookups[_i].key);
+        ck_assert_msg(certs_json_eq(&j, v, lookups[_i].value), "%s: value differs",
+                      lookups[_i].doc);
+        ck_assert(!certs_json_eq(&j, v, "x509-svi"));
+    }
+    certs_json_clear(&j);
+}
+END_TEST
+
 TCase *tcase_json(void)
 {
     TCase *tc = tcase_create("json");
     tcase_add_loop_test(tc, test_json_strict, 0, (int)N_ELEMS(docs));
     tcase_add_loop_test(tc, test_b64_decode, 0, (int)N_ELEMS(b64));
     tcase_add_test(tc, test_b64_round_trip);
+    tcase_add_loop_test(tc, test_json_lookup_unescaped, 0, (int)N_ELEMS(lookups));
     tcase_add_loop_test(tc, test_duration, 0, (int)N_ELEMS(durations));
     return tc;
 }
