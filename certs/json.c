@@ -380,10 +380,16 @@ int certs_json_eq(const struct certs_json *j, int i, const char *s)
     /* Escaped: compare what it means, as every other JSON reader will
      * ("\u0075se" is "use"). A token that does not unescape equals
      * nothing. The unescaped text is never longer than the raw one. */
-    if (slen >= sizeof(buf))
-        return 0;
-    got = certs_json_str(j, i, buf, sizeof(buf)); /* -1 also when longer than s */
-    return got >= 0 && (size_t)got == slen && memcmp(buf, s, slen) == 0;
+    if (slen < sizeof(buf)) {
+        got = certs_json_str(j, i, buf, sizeof(buf)); /* -1 also when longer than s */
+        return got >= 0 && (size_t)got == slen && memcmp(buf, s, slen) == 0;
+    }
+    {
+        char *d = certs_json_strdup(j, i); /* NULL: bad escape, or no memory */
+        int eq = d != NULL && strcmp(d, s) == 0;
+        free(d);
+        return eq;
+    }
 }
 
 int certs_json_get(const struct certs_json *j, int obj, const char *key)

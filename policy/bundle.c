@@ -152,7 +152,7 @@ static int unknown_key(struct ctx *c, int k)
 }
 
 /* Refuses the first key of obj not in `known` (NULL-terminated, compared
- * raw: an escaped spelling of a known key is unknown). One pass, stopping
+ * unescaped: "r\u0065vision" is "revision"). One pass, stopping
  * at the first unknown key, so an object of many keys costs nothing more
  * than reading up to it; run before check_unique(). */
 static int check_known(struct ctx *c, int obj, const char *const *known)

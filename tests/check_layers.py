@@ -36,6 +36,10 @@ RANK = {
     "cli": 7,
 }
 
+# CMake object folders of the libraries (CMakeLists.txt)
+LIBRARY_DIRS = {"certs.dir", "policy.dir"} | {"px_%s.dir" % l for l in RANK
+                                              if l not in ("certs", "policy")}
+
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
@@ -100,16 +104,18 @@ def check_includes(files, errors):
                     dst, src, dst))
 
 
-def nm(path, defined):
-    args = ["nm", "--defined-only", "-g", path] if defined else ["nm", "-u", path]
+def nm_all(paths, defined):
+    """{object path: [symbols]} from one nm run over all of them."""
+    args = ["nm", "-A"] + (["--defined-only", "-g"] if defined else ["-u"]) + paths
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    syms = []
+    syms = {p: [] for p in paths}
     for line in out.splitlines():
-        parts = line.split()
+        path, _, rest = line.partition(":")
+        parts = rest.split()
         if defined and len(parts) >= 3 and parts[1] in "TDBRCV":
-            syms.append(parts[2])
+            syms[path].append(parts[2])
         elif not defined and len(parts) >= 2 and parts[0] == "U":
-            syms.append(parts[1])
+            syms[path].append(parts[1])
     return syms
 
 
@@ -126,20 +132,25 @@ def check_objects(build, errors):
                 i = next(k for k, p in enumerate(rel) if p.endswith(".dir"))
             except StopIteration:
                 continue
+            if rel[i] not in LIBRARY_DIRS:
+                continue  # tests, tools, or a stale target of an older tree
             srcrel = os.sep.join(rel[i + 1:])[:-2]
             src = os.path.join(ROOT, srcrel)
             if os.path.exists(src) and layer_of(src) is not None:
                 objs.append((src, full))
+    print("check_layers: %d library objects" % len(objs))
     if not objs:
         errors.append("%s: no library objects found (build it first)" % build)
         return
+    paths = [o for _, o in objs]
+    defs, undefs = nm_all(paths, True), nm_all(paths, False)
     definer = {}
     for src, o in objs:
-        for s in nm(o, True):
+        for s in defs[o]:
             definer.setdefault(s, src)
     for src, o in objs:
         a = layer_of(src)
-        for s in nm(o, False):
+        for s in undefs[o]:
             d = definer.get(s)
             if d is None:
                 continue

@@ -70,7 +70,23 @@ static void check_string(const struct certs_json *j, int i)
             free(tight);
         }
         FUZZ_CHECK(certs_json_is_str(j, i));
-        FUZZ_CHECK(certs_json_eq(j, i, buf) == (raw == (size_t)n && memcmp(buf, j->js + t->start, raw) == 0));
+        /* Lookups compare the unescaped text: equal to itself, to no other
+         * string (one byte changed, one added). */
+        FUZZ_CHECK(certs_json_eq(j, i, buf));
+        {
+            char *other = malloc((size_t)n + 2);
+            FUZZ_CHECK(other != NULL);
+            memcpy(other, buf, (size_t)n + 1);
+            if (n > 0) {
+                other[n - 1] = other[n - 1] == 'a' ? 'b' : 'a';
+                FUZZ_CHECK(!certs_json_eq(j, i, other));
+                other[n - 1] = buf[n - 1];
+            }
+            other[n] = 'x';
+            other[n + 1] = '\0';
+            FUZZ_CHECK(!certs_json_eq(j, i, other));
+            free(other);
+        }
     }
     free(dup);
     free(buf);
@@ -118,14 +134,13 @@ static void check_container(const struct certs_json *j, int i)
         FUZZ_CHECK(j->tok[k].parent == i);
         if (obj) {
             const jsmntok_t *kt = &j->tok[k];
-            size_t kl = (size_t)(kt->end - kt->start);
             FUZZ_CHECK(kt->type == JSMN_STRING && kt->size == 1);
             FUZZ_CHECK(k + 1 < j->ntok && j->tok[k + 1].parent == k);
-            if (memchr(j->js + kt->start, '\0', kl) == NULL) {
-                char *key = malloc(kl + 1);
+            {
+                /* looked up by what it means: keys are unique once
+                 * unescaped, so each finds its own value */
+                char *key = certs_json_strdup(j, k);
                 FUZZ_CHECK(key != NULL);
-                memcpy(key, j->js + kt->start, kl);
-                key[kl] = '\0';
                 FUZZ_CHECKF(certs_json_get(j, i, key) == k + 1, "key '%s'", key);
                 free(key);
             }
