@@ -1,11 +1,14 @@
 /*
- * hdrs.c - header lists for streams, and the hop-by-hop rule.
+ * hdrs.c - header field lists (hdrs.h), and the field syntax both HTTP
+ * versions and both directions share: names (tchar), values (no CR, LF,
+ * NUL), optional whitespace, the hop-by-hop names, idempotent methods.
  *
- * A list owns its fields: each field is one allocation (struct-external
- * name and value bytes in one malloc) so freeing is one pass. Size is
- * accounted the way RFC 7541 4.1 does (name + value + 32), which is also
- * what SETTINGS_MAX_HEADER_LIST_SIZE counts, so the h1 and h2 paths share
- * one limit.
+ * A list owns its names and values: they are copied into blocks of about
+ * 2 KiB (block_alloc below), freed together with the list, so a request's
+ * fields cost a few allocations, not two per field. Size is accounted the
+ * way RFC 7541 4.1 does (name + value + 32), which is also what
+ * SETTINGS_MAX_HEADER_LIST_SIZE counts, so the h1 and h2 paths share one
+ * limit; the blocks are charged to the memory budget's `headers` pool.
  */
 #include "hdrs.h"
 

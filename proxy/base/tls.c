@@ -5,6 +5,7 @@
  */
 #include "tls.h"
 
+#include <stdint.h>
 #include <time.h>
 
 #include <openssl/x509.h>
@@ -86,4 +87,14 @@ int64_t px_ssl_peer_not_after(SSL *ssl)
             na = t;
     }
     return na;
+}
+
+void px_ssl_set_reason(SSL *ssl, enum px_reason r)
+{
+    SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)(intptr_t)r);
+}
+
+enum px_reason px_ssl_get_reason(SSL *ssl)
+{
+    return (enum px_reason)(intptr_t)SSL_get_ex_data(ssl, px_ssl_reason_idx);
 }

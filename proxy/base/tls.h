@@ -9,6 +9,8 @@
 
 #include <openssl/ssl.h>
 
+#include "reason.h"
+
 struct certs_keypair;
 
 /* TLS 1.2 suites picket offers (ECDHE + AEAD only); TLS 1.3 uses OpenSSL's
@@ -23,6 +25,9 @@ extern int px_ssl_conn_idx;
  * and the refusal reason set by the verify callback (static string). */
 extern int px_ssl_expect_idx;
 extern int px_ssl_reason_idx;
+/* The refusal reason of a client-side SSL (PX_R_NONE when none). */
+void px_ssl_set_reason(SSL *ssl, enum px_reason r);
+enum px_reason px_ssl_get_reason(SSL *ssl);
 
 /* A TLS context with picket's settings: TLS 1.2+, PX_TLS12_CIPHERS, no
  * compression, renegotiation or tickets, Certificate messages capped at

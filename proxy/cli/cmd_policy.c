@@ -185,7 +185,7 @@ static int canonical_eval(const struct policy_engine *e, const char *peer, const
     struct px_request_ctx ctx;
     struct policy_header *hb = NULL;
     struct policy_request q;
-    const char *reason = "out_of_memory";
+    enum px_reason reason = PX_R_OUT_OF_MEMORY;
     int rc = 500;
 
     cfg.limits.max_headers = 100; /* the daemon's defaults (config.c) */
@@ -213,10 +213,10 @@ static int canonical_eval(const struct policy_engine *e, const char *peer, const
     }
     if (rc == 0 && (hb = calloc(rq.hdrs.n + 1, sizeof(*hb))) == NULL) {
         rc = 500;
-        reason = "out_of_memory";
+        reason = PX_R_OUT_OF_MEMORY;
     }
     if (rc != 0) {
-        snprintf(refused, rlen, "%d:%s", rc, reason != NULL ? reason : "refused");
+        snprintf(refused, rlen, "%d:%s", rc, reason != PX_R_NONE ? px_reason_name(reason) : "refused");
         px_request_clear(&rq);
         return 1;
     }

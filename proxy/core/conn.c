@@ -48,23 +48,23 @@ static void close_deadline_cb(evutil_socket_t fd, short what, void *arg)
     px_conn_close(c);
 }
 
-void px_conn_end_identity(struct px_conn *c, const char *reason)
+void px_conn_end_identity(struct px_conn *c, enum px_reason reason)
 {
     char labels[64];
     int64_t ms = c->snap->cfg->limits.drain_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 
-    if (c->identity_ended != NULL)
+    if (c->identity_ended != PX_R_NONE)
         return;
     c->identity_ended = reason;
-    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", px_reason_name(reason));
     px_counter_add(px_counter_get("picket_connections_closed_total",
                                   "Connections ended by picket because their peer's identity "
                                   "no longer holds",
                                   labels),
                    1);
     px_log(PX_LOG_INFO, "connection_identity_ended", "listener", c->lst->name, "peer",
-           c->peer_addr, "peer_id", c->peer_id, "reason", reason, "msg",
+           c->peer_addr, "peer_id", c->peer_id, "reason", px_reason_name(reason), "msg",
            "no new requests; closing once those in flight end", NULL);
     /* the handshake timer slot is free once handshaken: it becomes the
      * deadline for what is in flight */

@@ -62,14 +62,14 @@ static int add_counted(struct px_request *rq, struct px_hdrs *h, size_t *count,
     rq->seen_bytes += nlen + vlen + 32;
     if (rq->seen_bytes > limit) {
         rq->limit_status = 431;
-        rq->limit_reason = "headers_too_large";
+        rq->limit_reason = PX_R_HEADERS_TOO_LARGE;
         return -3;
     }
     if (rq->limit_status != 0)
         return -1;
     if (++*count > (size_t)cfg->limits.max_headers) {
         rq->limit_status = 431;
-        rq->limit_reason = "too_many_headers";
+        rq->limit_reason = PX_R_TOO_MANY_HEADERS;
         return -1;
     }
     return px_hdrs_add(h, name, nlen, value, vlen, 0) == 0 ? 0 : -2;

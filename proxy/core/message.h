@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "hdrs.h"
+#include "reason.h"
 
 struct px_config;
 
@@ -45,7 +46,7 @@ struct px_request {
     size_t nfields, ntrailers; /* counted as received, before any filtering */
     size_t seen_bytes;         /* name + value + 32 of every field of the section received */
     int limit_status;          /* 431 once a limit was passed while collecting */
-    const char *limit_reason;
+    enum px_reason limit_reason;
 };
 
 void px_request_init(struct px_request *rq);

@@ -33,6 +33,7 @@
 #include "hdrs.h"
 #include "mem.h"
 #include "message.h"
+#include "reason.h"
 #include "clock.h"
 #include "tls.h"
 
@@ -177,13 +178,13 @@ struct px_conn {
     char *peer_id;                /* SPIFFE ID of the verified client cert; never NULL:
                                    * px_conn_no_peer ("") until verified, then owned */
     char peer_cert_hash[65];      /* hex sha256 of the client cert DER */
-    const char *hs_reason;        /* handshake refusal reason (static string) */
+    enum px_reason hs_reason;     /* handshake refusal reason (PX_R_NONE: none yet) */
     char *hs_detail;              /* handshake refusal detail (owned) or NULL */
     int handshaken;
     int counted_handshake;        /* in the handshake count (limits.max_handshakes) */
     int64_t peer_not_after;       /* Unix seconds: the peer chain's earliest notAfter (0: none) */
     struct event *cert_timer;     /* ends the connection at peer_not_after */
-    const char *identity_ended;   /* why its identity no longer holds, or NULL */
+    enum px_reason identity_ended; /* why its identity no longer holds, or PX_R_NONE */
     int closing;
     struct px_mem_acct mem;       /* bytes held for this connection and its streams */
     struct px_mem_tracker trk_in, trk_out; /* its plaintext input and output buffers */
@@ -203,12 +204,26 @@ int px_conn_track(struct px_conn *c);
  * after the response in flight (or now when idle); either way it is
  * closed after limits.drain_timeout. Logged and counted
  * (picket_connections_closed_total{reason}). Worker thread. */
-void px_conn_end_identity(struct px_conn *c, const char *reason);
+void px_conn_end_identity(struct px_conn *c, enum px_reason reason);
 
 /* Through c->ops (a connection whose protocol has not started yet just
  * finishes its handshake and starts drained; closing it frees it). */
 void px_conn_drain(struct px_conn *c);
 void px_conn_close(struct px_conn *c);
+
+/* gRPC status codes picket answers gRPC callers with (grpc-status; gRPC's
+ * doc/statuscodes.md)).
+ * PX_GRPC_NONE: not a gRPC-specific answer. */
+enum px_grpc {
+    PX_GRPC_NONE = -1,
+    PX_GRPC_UNKNOWN = 2,
+    PX_GRPC_DEADLINE_EXCEEDED = 4,
+    PX_GRPC_PERMISSION_DENIED = 7,
+    PX_GRPC_UNIMPLEMENTED = 12,
+    PX_GRPC_INTERNAL = 13,
+    PX_GRPC_UNAVAILABLE = 14,
+    PX_GRPC_UNAUTHENTICATED = 16
+};
 
 /* ---- streams ---------------------------------------------------------- */
 
@@ -280,7 +295,7 @@ struct px_stream {
     const char *decision;        /* "allow" "deny" ... static strings */
     char rule[128];
     const char *upstream_name;   /* url, for the access log */
-    const char *reason;          /* refusal reason for logs */
+    enum px_reason reason;       /* refusal or failure reason for logs (reason.h) */
 
     const struct px_down_ops *down;
     void *down_ctx;              /* h2: stream id etc. */
@@ -314,17 +329,17 @@ void px_stream_dispatch(struct px_stream *st);
 /* Answer locally (refusal or error): status, a short plain body (NULL
  * for none). gRPC requests get a trailers-only answer with grpc_status.
  * Safe to call only before response headers were produced. */
-void px_stream_respond(struct px_stream *st, int status, const char *body, int grpc_status,
-                       const char *reason);
+void px_stream_respond(struct px_stream *st, int status, const char *body,
+                       enum px_grpc grpc_status, enum px_reason reason);
 
 /* Upstream side failed before/after response headers. Maps to 502/503/504
  * (before) or an abort (after). reason is logged ("connect_refused",...). */
-void px_stream_upstream_failed(struct px_stream *st, int status, const char *reason);
+void px_stream_upstream_failed(struct px_stream *st, int status, enum px_reason reason);
 
 /* The upstream side is finished and failed: px_stream_up_done() then
  * px_stream_upstream_failed() (unless the downstream is already gone).
  * The caller must not touch st afterwards. */
-void px_stream_up_fail(struct px_stream *st, int status, const char *reason);
+void px_stream_up_fail(struct px_stream *st, int status, enum px_reason reason);
 
 /* Upstream side: response headers are in (st->status, st->resp). */
 void px_stream_response_headers(struct px_stream *st);
@@ -340,7 +355,7 @@ void px_stream_up_done(struct px_stream *st);
  * and returns -1. */
 int px_stream_trailers_done(struct px_stream *st);
 
-/* The gRPC status for an HTTP error status picket answers with. */
+/* The gRPC status for an HTTP error status (gRPC's HTTP-to-gRPC mapping). */
 int px_grpc_for_http(int status);
 
 /* The upstream side moved n request body bytes onward: progress for the

@@ -76,7 +76,7 @@ static int verify_peer_cb(X509_STORE_CTX *xs, void *arg)
 
     if (leaf == NULL || snap->trust == NULL) {
         if (c)
-            c->hs_reason = certs_reason_name(CERTS_R_NO_CERTIFICATE);
+            c->hs_reason = PX_R_NO_CERTIFICATE;
         X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
@@ -85,7 +85,7 @@ static int verify_peer_cb(X509_STORE_CTX *xs, void *arg)
                          sizeof(err));
     if (r != CERTS_R_OK) {
         if (c != NULL) {
-            c->hs_reason = certs_reason_name(r);
+            c->hs_reason = px_reason_from_certs(r);
             free(c->hs_detail);
             c->hs_detail = strdup(err);
         }
@@ -130,7 +130,7 @@ static int verify_server_cb(X509_STORE_CTX *xs, void *arg)
 
     if (leaf == NULL || snap->trust == NULL || ssl == NULL) {
         if (ssl)
-            SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)"no_certificate");
+            px_ssl_set_reason(ssl, PX_R_NO_CERTIFICATE);
         X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
@@ -138,12 +138,12 @@ static int verify_server_cb(X509_STORE_CTX *xs, void *arg)
                          (int64_t)time(NULL), snap->cfg->identity.max_svid_lifetime_ms / 1000, id,
                          sizeof(id), err, sizeof(err));
     if (r != CERTS_R_OK) {
-        SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)certs_reason_name(r));
+        px_ssl_set_reason(ssl, px_reason_from_certs(r));
         X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
     if (expect == NULL || strcmp(expect, id) != 0) {
-        SSL_set_ex_data(ssl, px_ssl_reason_idx, (void *)"server_id_mismatch");
+        px_ssl_set_reason(ssl, PX_R_SERVER_ID_MISMATCH);
         X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }

@@ -113,7 +113,7 @@ static void stream_audit(struct px_stream *st)
     }
     rec.status = status;
     rec.request_id = st->rq.request_id;
-    rec.reason = st->reason;
+    rec.reason = st->reason != PX_R_NONE ? px_reason_name(st->reason) : NULL;
     rec.cache_age_ms = st->cache_age_ms;
     if (px_log_audit(&rec) != 0) {
         struct px_counter *c = px_counter_get("picket_audit_write_failures_total",
@@ -162,7 +162,7 @@ static void stream_log(struct px_stream *st)
     rec.upstream = st->upstream_name;
     rec.decision = st->decision;
     rec.rule = st->rule[0] ? st->rule : NULL;
-    rec.reason = st->reason;
+    rec.reason = st->reason != PX_R_NONE ? px_reason_name(st->reason) : NULL;
     px_log_access(&rec);
     stream_audit(st);
 }
@@ -219,52 +219,63 @@ void px_stream_up_done(struct px_stream *st)
 
 /* ---- local answers ---------------------------------------------------- */
 
-static void set_status_body(struct px_stream *st, int status, const char *ctype, const char *body)
+/* A local answer with nothing in it but its status (when memory ran out
+ * while writing a fuller one: no part of that one goes out). */
+static void bare_answer(struct px_stream *st, int status)
 {
     px_hdrs_clear(&st->resp);
     px_hdrs_clear(&st->resp_trailers);
     evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
     st->status = status;
-    if (ctype)
-        px_hdrs_add(&st->resp, "content-type", 12, ctype, strlen(ctype), 0);
-    if (body) {
-        evbuffer_add(st->resp_body, body, strlen(body));
-        st->resp_content_length = (int64_t)strlen(body);
-    } else {
-        st->resp_content_length = 0;
-    }
+    st->resp_content_length = 0;
     st->resp_eof = 1;
 }
 
-void px_stream_respond(struct px_stream *st, int status, const char *body, int grpc_status,
-                       const char *reason)
+/* 0, or -1 when memory ran out (the answer is then bare_answer()'s). */
+static int set_status_body(struct px_stream *st, int status, const char *ctype, const char *body)
+{
+    bare_answer(st, status);
+    if ((ctype && px_hdrs_add(&st->resp, "content-type", 12, ctype, strlen(ctype), 0) != 0) ||
+        (body && evbuffer_add(st->resp_body, body, strlen(body)) != 0)) {
+        bare_answer(st, status);
+        return -1;
+    }
+    st->resp_content_length = body ? (int64_t)strlen(body) : 0;
+    return 0;
+}
+
+void px_stream_respond(struct px_stream *st, int status, const char *body,
+                       enum px_grpc grpc_status, enum px_reason reason)
 {
     st->local_response = 1;
-    if (reason != NULL)
+    if (reason != PX_R_NONE)
         st->reason = reason;
     if (st->rq.request_id[0] == '\0' && st->conn != NULL)
         px_request_id_new(st->rq.request_id); /* refused before it had one: logs still join */
-    if (st->rq.is_grpc && grpc_status >= 0) {
+    if (st->rq.is_grpc && grpc_status != PX_GRPC_NONE) {
         /* gRPC clients read errors from grpc-status, not the HTTP status: a
          * trailers-only response (one HEADERS frame with END_STREAM). */
         char code[16];
-        set_status_body(st, 200, "application/grpc", NULL);
-        st->resp_content_length = -1;
+        size_t n = body ? strlen(body) : 0;
+        while (n > 0 && body[n - 1] == '\n')
+            n--;
         snprintf(code, sizeof(code), "%d", grpc_status);
-        px_hdrs_add(&st->resp, "grpc-status", 11, code, strlen(code), 0);
-        if (body) {
-            size_t n = strlen(body);
-            while (n > 0 && (body[n - 1] == '\n'))
-                n--;
-            px_hdrs_add(&st->resp, "grpc-message", 12, body, n, 0);
+        if (set_status_body(st, 200, "application/grpc", NULL) != 0 ||
+            px_hdrs_add(&st->resp, "grpc-status", 11, code, strlen(code), 0) != 0 ||
+            (body && px_hdrs_add(&st->resp, "grpc-message", 12, body, n, 0) != 0)) {
+            /* never a 200 without its grpc-status: the HTTP status alone,
+             * which gRPC clients map to an error as well */
+            bare_answer(st, status);
+        } else {
+            st->resp_content_length = -1;
         }
-        st->status = 200;
     } else {
         set_status_body(st, status, "text/plain; charset=utf-8", body);
     }
-    if (st->rq.request_id[0])
+    if (st->rq.request_id[0] &&
         px_hdrs_add(&st->resp, "x-request-id", 12, st->rq.request_id, strlen(st->rq.request_id),
-                    0);
+                    0) != 0)
+        bare_answer(st, st->status);
     if (st->down)
         st->down->response_ready(st);
 }
@@ -272,29 +283,29 @@ void px_stream_respond(struct px_stream *st, int status, const char *body, int g
 int px_grpc_for_http(int status)
 {
     switch (status) {
-    case 400: return 13; /* INTERNAL, as gRPC's HTTP mapping says */
-    case 401: return 16;
-    case 403: return 7;
-    case 404: return 12;
-    case 429: case 502: case 503: case 504: return 14; /* UNAVAILABLE */
-    default: return 2;
+    case 400: return PX_GRPC_INTERNAL; /* as gRPC's HTTP mapping says */
+    case 401: return PX_GRPC_UNAUTHENTICATED;
+    case 403: return PX_GRPC_PERMISSION_DENIED;
+    case 404: return PX_GRPC_UNIMPLEMENTED;
+    case 429: case 502: case 503: case 504: return PX_GRPC_UNAVAILABLE;
+    default: return PX_GRPC_UNKNOWN;
     }
 }
 
-void px_stream_upstream_failed(struct px_stream *st, int status, const char *reason)
+void px_stream_upstream_failed(struct px_stream *st, int status, enum px_reason reason)
 {
     char labels[96];
-    if (st->reason == NULL)
+    if (st->reason == PX_R_NONE)
         st->reason = reason;
     if (st->up_timer)
         evtimer_del(st->up_timer);
-    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", px_reason_name(reason));
     px_counter_add(px_counter_get("picket_upstream_failures_total",
                                   "Upstream failures by reason (connect, reset, server identity)",
                                   labels),
                    1);
     px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
-           st->upstream_name ? st->upstream_name : "", "reason", reason, NULL);
+           st->upstream_name ? st->upstream_name : "", "reason", px_reason_name(reason), NULL);
     if (st->down_done)
         return;
     if (st->status == 0) {
@@ -307,7 +318,7 @@ void px_stream_upstream_failed(struct px_stream *st, int status, const char *rea
     }
 }
 
-void px_stream_up_fail(struct px_stream *st, int status, const char *reason)
+void px_stream_up_fail(struct px_stream *st, int status, enum px_reason reason)
 {
     /* up_done first: the upstream side lets go before the downstream hears
      * of the failure, so nothing the downstream does in reply (even freeing
@@ -353,7 +364,7 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
         arm_up_timer(st, limit_us - idle_us);
         return;
     }
-    st->reason = "upstream_timeout";
+    st->reason = PX_R_UPSTREAM_TIMEOUT;
     px_counter_add(px_counter_get("picket_upstream_failures_total",
                                   "Upstream failures by reason (connect, reset, server identity)",
                                   "reason=\"upstream_timeout\""),
@@ -370,8 +381,8 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
             return;
     }
     if (st->status == 0)
-        px_stream_respond(st, 504, "upstream timeout\n", 4 /* DEADLINE_EXCEEDED */,
-                          "upstream_timeout");
+        px_stream_respond(st, 504, "upstream timeout\n", PX_GRPC_DEADLINE_EXCEEDED,
+                          PX_R_UPSTREAM_TIMEOUT);
     else if (st->down && !st->resp_eof)
         st->down->abort(st);
 }
@@ -465,14 +476,14 @@ void px_stream_mem_reset(struct px_worker *w)
         px_mem_pressure(PX_MEM_ACT_RESET);
         px_log(PX_LOG_WARN, "memory_reset", "request_id", heavy->rq.request_id, "msg",
                "over limits.memory_budget: resetting the heaviest stream", NULL);
-        heavy->reason = "memory_pressure";
+        heavy->reason = PX_R_MEMORY_PRESSURE;
         /* what it holds goes now: its buffers are dropped with it */
         if (heavy->up != NULL && !heavy->up_done)
             heavy->up->cancel(heavy);
         evbuffer_drain(heavy->resp_body, evbuffer_get_length(heavy->resp_body));
         evbuffer_drain(heavy->req_body, evbuffer_get_length(heavy->req_body));
         if (heavy->status == 0)
-            px_stream_respond(heavy, 503, "overloaded\n", 14, "memory_pressure");
+            px_stream_respond(heavy, 503, "overloaded\n", PX_GRPC_UNAVAILABLE, PX_R_MEMORY_PRESSURE);
         else if (heavy->down != NULL)
             heavy->down->abort(heavy);
         if (heavy->mem.held > PX_MEM_FLOOR)

@@ -89,7 +89,7 @@ struct mail {
     struct mail *next;
     struct inflight *local;
     struct px_answer *a;
-    const char *err;
+    enum px_reason err;
 };
 
 struct px_dispatch_state {
@@ -343,51 +343,61 @@ static void apply(struct px_stream *st, const struct px_answer *a, const char *s
         st->decision = "allow";
         for (size_t i = 0; i < a->add.n; i++) {
             px_hdrs_del(&st->rq.hdrs, a->add.v[i].name);
-            px_hdrs_add(&st->rq.hdrs, a->add.v[i].name, a->add.v[i].nlen, a->add.v[i].value,
-                        a->add.v[i].vlen, 0);
+            if (px_hdrs_add(&st->rq.hdrs, a->add.v[i].name, a->add.v[i].nlen, a->add.v[i].value,
+                            a->add.v[i].vlen, 0) != 0) {
+                /* the service said "allow, with these fields": without one
+                 * of them it is not what the service allowed */
+                px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE,
+                                  PX_R_OUT_OF_MEMORY);
+                return;
+            }
         }
         px_stream_forward(st);
         return;
     }
     st->decision = "deny";
     st->local_response = 1;
-    st->reason = "dispatch_deny";
+    st->reason = PX_R_DISPATCH_DENY;
     if (st->rq.is_grpc) {
-        px_stream_respond(st, a->status, "forbidden by authorization service\n", 7,
-                          "dispatch_deny");
+        px_stream_respond(st, a->status, "forbidden by authorization service\n",
+                          PX_GRPC_PERMISSION_DENIED, PX_R_DISPATCH_DENY);
         return;
     }
     /* The service's own status and body go back to the client. */
     px_hdrs_clear(&st->resp);
     evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
     st->status = a->status;
-    if (a->ctype)
-        px_hdrs_add(&st->resp, "content-type", 12, a->ctype, strlen(a->ctype), 0);
-    if (a->body_len > 0)
-        evbuffer_add(st->resp_body, a->body, a->body_len);
     st->resp_content_length = (int64_t)a->body_len;
     st->resp_eof = 1;
-    if (st->rq.request_id[0])
-        px_hdrs_add(&st->resp, "x-request-id", 12, st->rq.request_id, strlen(st->rq.request_id),
-                    0);
+    if ((a->ctype && px_hdrs_add(&st->resp, "content-type", 12, a->ctype, strlen(a->ctype), 0)) ||
+        (a->body_len > 0 && evbuffer_add(st->resp_body, a->body, a->body_len) != 0) ||
+        (st->rq.request_id[0] && px_hdrs_add(&st->resp, "x-request-id", 12, st->rq.request_id,
+                                             strlen(st->rq.request_id), 0) != 0)) {
+        /* the service's status alone rather than part of its answer */
+        px_hdrs_clear(&st->resp);
+        evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+        st->resp_content_length = 0;
+    }
     if (st->down)
         st->down->response_ready(st);
 }
 
-static void apply_error(struct px_stream *st, const struct px_dispatch_cfg *dc, const char *why)
+static void apply_error(struct px_stream *st, const struct px_dispatch_cfg *dc,
+                        enum px_reason why)
 {
     st->decided_by = "dispatch";
     st->dispatch_node = dc->server_id;
     st->reason = why;
     if (dc->on_error_allow) {
         st->decision = "allow";
-        px_log(PX_LOG_WARN, "dispatch_error_allowed", "service", dc->name, "error", why,
+        px_log(PX_LOG_WARN, "dispatch_error_allowed", "service", dc->name, "error",
+               px_reason_name(why),
                "request_id", st->rq.request_id, NULL);
         px_stream_forward(st);
         return;
     }
     st->decision = "deny";
-    px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7, why);
+    px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", PX_GRPC_PERMISSION_DENIED, why);
 }
 
 /* ---- waiting streams ---------------------------------------------------- */
@@ -441,7 +451,7 @@ static void inflight_unlink(struct service *s, struct inflight *inf)
 
 /* The answer to inf's check (a, or the error err) for every stream of
  * this worker waiting on it; frees inf. */
-static void deliver(struct inflight *inf, const struct px_answer *a, const char *err)
+static void deliver(struct inflight *inf, const struct px_answer *a, enum px_reason err)
 {
     const struct px_dispatch_cfg *dc = NULL;
     inflight_unlink(inf->svc, inf);
@@ -455,12 +465,12 @@ static void deliver(struct inflight *inf, const struct px_answer *a, const char 
         st->up_ctx = NULL;
         dc = find_cfg(st->snap->cfg, inf->svc->name);
         if (dc == NULL) {
-            px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
-                              "dispatch_unavailable");
+            px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", PX_GRPC_PERMISSION_DENIED,
+                              PX_R_DISPATCH_UNAVAILABLE);
             continue;
         }
-        if (err != NULL || a == NULL)
-            apply_error(st, dc, err != NULL ? err : "error");
+        if (err != PX_R_NONE || a == NULL)
+            apply_error(st, dc, err != PX_R_NONE ? err : PX_R_DISPATCH_UNAVAILABLE);
         else
             apply(st, a, dc->server_id, "dispatch", -1);
     }
@@ -526,7 +536,7 @@ static void on_answer(void *arg, const struct px_client_resp *r)
     struct service *s = inf->svc;
     struct px_answer *a = NULL;
     int64_t now = px_now_ms(), ttl = 0;
-    const char *err = NULL;
+    enum px_reason err = PX_R_NONE;
     char latency_labels[120];
 
     inf->call = NULL;
@@ -536,15 +546,15 @@ static void on_answer(void *arg, const struct px_client_resp *r)
                                           PX_LATENCY_BOUNDS, PX_LATENCY_NBOUNDS),
                          (double)r->duration_us / 1e6);
     if (r->status == 0) {
-        err = r->error ? r->error : "error";
+        err = r->error != PX_R_NONE ? r->error : PX_R_DISPATCH_UNAVAILABLE;
         count("picket_dispatch_checks_total", "Authorization checks by result", s->name,
-              strcmp(err, "timeout") == 0 ? "timeout" : "error");
+              err == PX_R_TIMEOUT ? "timeout" : "error");
     } else {
         count("picket_dispatch_checks_total", "Authorization checks by result", s->name,
               r->status == 200 ? "allow" : "deny");
         a = answer_from(r);
         if (a == NULL)
-            err = "out_of_memory";
+            err = PX_R_OUT_OF_MEMORY;
         ttl = answer_ttl_ms(px_hdrs_get(r->headers, "cache-control"));
     }
     if (ttl > inf->max_ttl_ms)
@@ -559,7 +569,7 @@ static void on_answer(void *arg, const struct px_client_resp *r)
 
 /* ---- answers from other workers ------------------------------------------ */
 
-void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, const char *err)
+void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, enum px_reason err)
 {
     struct px_dispatch_state *ds = w->dispatch;
     struct mail *m = malloc(sizeof(*m));
@@ -571,7 +581,7 @@ void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, con
     m->next = NULL;
     m->local = local;
     m->a = a;
-    m->err = err; /* a static string */
+    m->err = err;
     pthread_mutex_lock(&ds->mail_mu);
     if (ds->mail_tail != NULL)
         ds->mail_tail->next = m;
@@ -668,9 +678,9 @@ int px_dispatch_request(struct px_stream *st, const char *name)
 
     memset(&chk, 0, sizeof(chk));
     if (dc == NULL) {
-        st->reason = "dispatch_not_configured";
-        px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", 7,
-                          "dispatch_not_configured");
+        st->reason = PX_R_DISPATCH_NOT_CONFIGURED;
+        px_stream_respond(st, 403, "forbidden: authorization service unavailable\n", PX_GRPC_PERMISSION_DENIED,
+                          PX_R_DISPATCH_NOT_CONFIGURED);
         return 1;
     }
     s = service_get(st->w, dc, st);
@@ -678,7 +688,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     if (s == NULL || key == NULL || build_check(st, dc, &chk) != 0) {
         free(key);
         check_clear(&chk);
-        apply_error(st, dc, "out_of_memory");
+        apply_error(st, dc, PX_R_OUT_OF_MEMORY);
         return 1;
     }
     klen = build_key(st, &chk, key, DISPATCH_MAX_KEY);
@@ -704,15 +714,15 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     if (inf != NULL && inf->nwaiters >= DISPATCH_MAX_WAITERS) {
         free(key);
         check_clear(&chk);
-        st->reason = "dispatch_overloaded";
-        px_stream_respond(st, 503, "authorization busy\n", 14, "dispatch_overloaded");
+        st->reason = PX_R_DISPATCH_OVERLOADED;
+        px_stream_respond(st, 503, "authorization busy\n", PX_GRPC_UNAVAILABLE, PX_R_DISPATCH_OVERLOADED);
         return 1;
     }
     wt = calloc(1, sizeof(*wt));
     if (wt == NULL) {
         free(key);
         check_clear(&chk);
-        apply_error(st, dc, "out_of_memory");
+        apply_error(st, dc, PX_R_OUT_OF_MEMORY);
         return 1;
     }
     if (inf != NULL) {
@@ -729,7 +739,7 @@ int px_dispatch_request(struct px_stream *st, const char *name)
         free(wt);
         free(key);
         check_clear(&chk);
-        apply_error(st, dc, "bad_service_url");
+        apply_error(st, dc, PX_R_BAD_SERVICE_URL);
         return 1;
     }
     inf->key = key;
@@ -755,9 +765,9 @@ int px_dispatch_request(struct px_stream *st, const char *name)
     check_clear(&chk);
     if (inf->call == NULL) {
         if (klen > 0) /* workers that joined meanwhile get the failure too */
-            px_dsvc_complete(s->shared, key, klen, h, inf->gen, NULL, "dispatch_start_failed",
+            px_dsvc_complete(s->shared, key, klen, h, inf->gen, NULL, PX_R_DISPATCH_START_FAILED,
                              now, 0);
-        deliver(inf, NULL, "dispatch_start_failed");
+        deliver(inf, NULL, PX_R_DISPATCH_START_FAILED);
     }
     return 1;
 }

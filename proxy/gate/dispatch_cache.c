@@ -331,7 +331,7 @@ static void store(struct px_dsvc *s, struct shard *sh, const char *key, size_t k
 }
 
 void px_dsvc_complete(struct px_dsvc *s, const char *key, size_t klen, uint64_t hash,
-                      struct px_dgen g, struct px_answer *a, const char *err, int64_t now,
+                      struct px_dgen g, struct px_answer *a, enum px_reason err, int64_t now,
                       int64_t ttl_ms)
 {
     struct shard *ish = inflight_shard(s, hash), *sh;
@@ -353,7 +353,7 @@ void px_dsvc_complete(struct px_dsvc *s, const char *key, size_t klen, uint64_t 
      * after a flush (new bundle revision, reload) the answer serves the
      * requests that waited for it and nothing else. The generation is
      * checked under the shard lock a flush takes too. */
-    if (a != NULL && err == NULL) {
+    if (a != NULL && err == PX_R_NONE) {
         sh = shard_of(s, hash);
         pthread_mutex_lock(&sh->mu);
         pthread_mutex_lock(&s->gen_mu);

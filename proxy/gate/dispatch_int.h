@@ -89,7 +89,7 @@ int px_dsvc_join(struct px_dsvc *s, const char *key, size_t klen, uint64_t hash,
  * ttl_ms when > 0 and g is still current, and sends it to every worker
  * that joined. Owner's thread. */
 void px_dsvc_complete(struct px_dsvc *s, const char *key, size_t klen, uint64_t hash,
-                      struct px_dgen g, struct px_answer *a, const char *err, int64_t now,
+                      struct px_dgen g, struct px_answer *a, enum px_reason err, int64_t now,
                       int64_t ttl_ms);
 
 /* Drops every entry of every service (memory pressure: the evict level),
@@ -102,6 +102,7 @@ void px_dcache_shutdown(void);
 /* Implemented by dispatch.c: an answer (or error) for a check another
  * worker sent, delivered to the worker that joined it (any thread: it is
  * queued and handled on w's own loop). Takes over the reference to a. */
-void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, const char *err);
+void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a,
+                      enum px_reason err);
 
 #endif

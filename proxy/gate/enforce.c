@@ -109,7 +109,7 @@ int px_enforce_request(struct px_stream *st)
         st->decision = "deny";
         set_rule(st, "no_policy");
         px_counter_add(decision_counter("deny", "no_policy"), 1);
-        px_stream_respond(st, 503, "no policy loaded\n", 14, "no_policy");
+        px_stream_respond(st, 503, "no policy loaded\n", PX_GRPC_UNAVAILABLE, PX_R_NO_POLICY);
         return 1;
     }
     st->bundle_revision = pol->revision;
@@ -129,7 +129,7 @@ int px_enforce_request(struct px_stream *st)
             st->decision = "deny";
             set_rule(st, "stale");
             px_counter_add(decision_counter("deny", "stale"), 1);
-            px_stream_respond(st, 503, "policy is stale\n", 14, "stale");
+            px_stream_respond(st, 503, "policy is stale\n", PX_GRPC_UNAVAILABLE, PX_R_STALE);
             return 1;
         }
         if (stale)
@@ -143,7 +143,7 @@ int px_enforce_request(struct px_stream *st)
     if (hbuf == NULL) {
         st->decision = "deny";
         set_rule(st, "out_of_memory");
-        px_stream_respond(st, 503, "out of memory\n", 14, "out_of_memory");
+        px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE, PX_R_OUT_OF_MEMORY);
         return 1;
     }
     px_request_policy_input(&st->rq, st->conn->peer_id, hbuf, &req);
@@ -156,7 +156,7 @@ int px_enforce_request(struct px_stream *st)
     if (pol->audit_mode)
         return 0; /* audit: recorded, never enforced */
     if (v == POLICY_DENY) {
-        px_stream_respond(st, 403, "forbidden by policy\n", 7, "policy_deny");
+        px_stream_respond(st, 403, "forbidden by policy\n", PX_GRPC_PERMISSION_DENIED, PX_R_POLICY_DENY);
         return 1;
     }
     if (v == POLICY_DISPATCH)

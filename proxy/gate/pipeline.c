@@ -78,7 +78,7 @@ static const struct px_upstream_addr *pick_route(struct px_stream *st)
 static void gate_request(struct px_stream *st)
 {
     struct px_request_ctx ctx;
-    const char *reason = NULL;
+    enum px_reason reason = PX_R_NONE;
     int rc;
 
     request_ctx(st, &ctx);
@@ -107,7 +107,7 @@ static void gate_request(struct px_stream *st)
 static int gate_trailers(struct px_stream *st)
 {
     struct px_request_ctx ctx;
-    const char *reason = NULL;
+    enum px_reason reason = PX_R_NONE;
     int rc;
 
     if (!st->rq.built || st->local_response) {
@@ -119,7 +119,7 @@ static int gate_trailers(struct px_stream *st)
     if (rc == 0)
         return 0;
     px_log(PX_LOG_INFO, "request_trailers_refused", "request_id", st->rq.request_id, "reason",
-           reason, NULL);
+           px_reason_name(reason), NULL);
     if (st->up != NULL && !st->up_done)
         st->up->cancel(st); /* the upstream saw part of a request we now refuse */
     if (st->status == 0)
@@ -134,7 +134,7 @@ void px_stream_forward(struct px_stream *st)
     const struct px_upstream_addr *up = pick_route(st);
     if (up == NULL) {
         px_stream_respond(st, 404, is_outbound(st) ? "no route for this authority\n" : "no route\n",
-                          12, "no_route");
+                          PX_GRPC_UNIMPLEMENTED, PX_R_NO_ROUTE);
         return;
     }
     st->allowed = 1;

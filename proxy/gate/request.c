@@ -92,7 +92,7 @@ struct seen {
  * Drops in place what must not travel, records what is consumed. Returns 0
  * or an HTTP status with *reason. */
 static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct px_request_ctx *ctx,
-                         int trailers, struct seen *sn, const char **reason)
+                         int trailers, struct seen *sn, enum px_reason *reason)
 {
     enum px_underscores us_mode = ctx->lc != NULL ? (enum px_underscores)ctx->lc->underscores
                                                   : PX_US_DROP;
@@ -106,7 +106,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
     memset(sn, 0, sizeof(*sn));
     sn->xff = sn->fwd = -1;
     if (px_tokset_build(&ts, h) != 0) {
-        *reason = "out_of_memory";
+        *reason = PX_R_OUT_OF_MEMORY;
         return 500;
     }
     if (!trailers)
@@ -125,7 +125,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
         if (!px_field_name_ok(f.name, f.nlen) || !px_field_value_ok(f.value, f.vlen) ||
             (f.vlen > 0 && (f.value[0] == ' ' || f.value[0] == '\t' ||
                             f.value[f.vlen - 1] == ' ' || f.value[f.vlen - 1] == '\t'))) {
-            *reason = "bad_header";
+            *reason = PX_R_BAD_HEADER;
             rc = 400;
             goto out;
         }
@@ -133,7 +133,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
         if (us && fc != PX_FC_OTHER && fc != PX_FC_CTYPE) {
             keep = 0; /* a look-alike of a field with meaning: never */
         } else if (us && us_mode == PX_US_REJECT) {
-            *reason = "header_with_underscore";
+            *reason = PX_R_HEADER_WITH_UNDERSCORE;
             rc = 400;
             goto out;
         } else if (us && us_mode == PX_US_DROP) {
@@ -153,7 +153,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
                 if (keep && (f.vlen != 8 || memcmp(f.value, "trailers", 8) != 0)) {
                     /* sent as the one token it means: "te: trailers" */
                     if ((f.value = px_hdrs_strdup(h, "trailers", 8)) == NULL) {
-                        *reason = "out_of_memory";
+                        *reason = PX_R_OUT_OF_MEMORY;
                         rc = 500;
                         goto out;
                     }
@@ -198,7 +198,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
                 /* RFC 9113 8.2.3: crumbs become one field, "; " between */
                 if (cookie_at < 0) {
                     if ((cookie_buf = px_hdrs_alloc(h, cookie_len)) == NULL) {
-                        *reason = "out_of_memory";
+                        *reason = PX_R_OUT_OF_MEMORY;
                         rc = 500;
                         goto out;
                     }
@@ -254,7 +254,7 @@ static const char *param_start(const char *seg, size_t n)
 /* Path parameters (RFC 3986 3.3 ";"): Tomcat, Jetty and Spring drop them
  * from each segment before resolving dot segments, so "/public/..;/admin"
  * is "/admin" to them. Refused or stripped for matching (request.h). */
-static int path_params(struct px_request *rq, const struct px_request_ctx *ctx, const char **reason)
+static int path_params(struct px_request *rq, const struct px_request_ctx *ctx, enum px_reason *reason)
 {
     const char *p = rq->target, *end = rq->target + rq->path_len;
     int any = 0;
@@ -274,20 +274,20 @@ static int path_params(struct px_request *rq, const struct px_request_ctx *ctx, 
             continue;
         any = 1;
         if ((ps - seg == 1 && seg[0] == '.') || (ps - seg == 2 && seg[0] == '.' && seg[1] == '.')) {
-            *reason = "dot_segment_params";
+            *reason = PX_R_DOT_SEGMENT_PARAMS;
             return 400;
         }
     }
     if (!any)
         return 0;
     if (mode == PX_PP_REJECT) {
-        *reason = "path_params";
+        *reason = PX_R_PATH_PARAMS;
         return 400;
     }
     /* keep: rules see every segment without its parameters */
     m = px_hdrs_strdup(&rq->hdrs, rq->target, rq->path_len);
     if (m == NULL) {
-        *reason = "out_of_memory";
+        *reason = PX_R_OUT_OF_MEMORY;
         return 500;
     }
     o = m;
@@ -313,22 +313,22 @@ static int path_params(struct px_request *rq, const struct px_request_ctx *ctx, 
 }
 
 static int build_target(struct px_request *rq, const struct px_request_ctx *ctx,
-                        const char **reason)
+                        enum px_reason *reason)
 {
     size_t inlen = rq->raw_target_len, outlen = 0, pathlen = 0;
     char local[3072], *out, *t;
     int rc;
 
     if (rq->raw_target == NULL || inlen == 0) {
-        *reason = "malformed_request";
+        *reason = PX_R_MALFORMED_REQUEST;
         return 400;
     }
     if (inlen > (size_t)ctx->cfg->limits.max_target_length) {
-        *reason = "target_too_long";
+        *reason = PX_R_TARGET_TOO_LONG;
         return 414;
     }
     if (rq->raw_target[0] != '/') {
-        *reason = "bad_target"; /* origin-form only: no "*", absolute- or authority-form */
+        *reason = PX_R_BAD_TARGET; /* origin-form only: no "*", absolute- or authority-form */
         return 400;
     }
     /* Visible ASCII only, path and query alike (RFC 3986 2, RFC 9112 3.2):
@@ -337,14 +337,14 @@ static int build_target(struct px_request *rq, const struct px_request_ctx *ctx,
     for (size_t i = 0; i < inlen; i++) {
         unsigned char c = (unsigned char)rq->raw_target[i];
         if (c <= 0x20 || c >= 0x7f || c == '#') {
-            *reason = c == '#' ? "fragment" : "bad_target";
+            *reason = c == '#' ? PX_R_FRAGMENT : PX_R_BAD_TARGET;
             return 400;
         }
     }
     /* 3 x + 2 always holds the result (policy.h); most targets fit the stack */
     out = inlen * 3 + 2 <= sizeof(local) ? local : malloc(inlen * 3 + 2);
     if (out == NULL) {
-        *reason = "out_of_memory";
+        *reason = PX_R_OUT_OF_MEMORY;
         return 500;
     }
     rc = policy_path_normalize(rq->raw_target, inlen, out, inlen * 3 + 2, &outlen, &pathlen);
@@ -352,11 +352,11 @@ static int build_target(struct px_request *rq, const struct px_request_ctx *ctx,
     if (out != local)
         free(out);
     if (rc != 0) {
-        *reason = policy_path_error_name(rc);
+        *reason = px_reason_from_path(rc);
         return 400;
     }
     if (t == NULL) {
-        *reason = "out_of_memory";
+        *reason = PX_R_OUT_OF_MEMORY;
         return 500;
     }
     rq->target = t;
@@ -365,7 +365,7 @@ static int build_target(struct px_request *rq, const struct px_request_ctx *ctx,
     return path_params(rq, ctx, reason);
 }
 
-static int build_authority(struct px_request *rq, const struct seen *sn, const char **reason)
+static int build_authority(struct px_request *rq, const struct seen *sn, enum px_reason *reason)
 {
     struct px_authority a, b;
     const char *src = rq->raw_authority;
@@ -373,7 +373,7 @@ static int build_authority(struct px_request *rq, const struct seen *sn, const c
     char *s;
 
     if (sn->nhost > 1) {
-        *reason = "bad_host";
+        *reason = PX_R_BAD_HOST;
         return 400;
     }
     if (src == NULL && sn->host.name != NULL) {
@@ -381,24 +381,24 @@ static int build_authority(struct px_request *rq, const struct seen *sn, const c
         srclen = sn->host.vlen;
     }
     if (src == NULL) {
-        *reason = "missing_host";
+        *reason = PX_R_MISSING_HOST;
         return 400;
     }
     if (px_authority_parse(src, srclen, &a) != 0) {
-        *reason = "bad_host";
+        *reason = PX_R_BAD_HOST;
         return 400;
     }
     if (rq->raw_authority != NULL && sn->host.name != NULL) {
         /* RFC 9113 8.3.1: a Host naming another entity than :authority */
         if (px_authority_parse(sn->host.value, sn->host.vlen, &b) != 0 ||
             strcmp(a.text, b.text) != 0) {
-            *reason = "conflicting_host";
+            *reason = PX_R_CONFLICTING_HOST;
             return 400;
         }
     }
     s = px_hdrs_strdup(&rq->hdrs, a.text, a.text_len);
     if (s == NULL) {
-        *reason = "out_of_memory";
+        *reason = PX_R_OUT_OF_MEMORY;
         return 500;
     }
     rq->authority = s;
@@ -409,7 +409,7 @@ static int build_authority(struct px_request *rq, const struct seen *sn, const c
     return 0;
 }
 
-static int build_content_length(struct px_request *rq, const struct seen *sn, const char **reason)
+static int build_content_length(struct px_request *rq, const struct seen *sn, enum px_reason *reason)
 {
     uint64_t v = 0;
     if (sn->clen.name == NULL)
@@ -427,7 +427,7 @@ static int build_content_length(struct px_request *rq, const struct seen *sn, co
     rq->content_length = (int64_t)v;
     return 0;
 bad:
-    *reason = "bad_content_length";
+    *reason = PX_R_BAD_CONTENT_LENGTH;
     return 400;
 }
 
@@ -546,20 +546,20 @@ static int identity_headers(struct px_request *rq, const struct px_request_ctx *
 }
 
 int px_request_build(struct px_request *rq, const struct px_request_ctx *ctx,
-                     const char **reason)
+                     enum px_reason *reason)
 {
     struct seen sn;
     int rc;
     char *m;
 
-    *reason = NULL;
+    *reason = PX_R_NONE;
     if (rq->limit_status != 0) {
         *reason = rq->limit_reason;
         return rq->limit_status;
     }
     rq->scheme = ctx->tls ? "https" : "http";
     if (rq->raw_method == NULL || !px_method_ok(rq->raw_method, rq->raw_method_len)) {
-        *reason = "bad_method";
+        *reason = PX_R_BAD_METHOD;
         return 400;
     }
     m = px_hdrs_strdup(&rq->hdrs, rq->raw_method, rq->raw_method_len);
@@ -577,7 +577,7 @@ int px_request_build(struct px_request *rq, const struct px_request_ctx *ctx,
         return rc;
     if (sn.expect.name != NULL) {
         if (!value_is(sn.expect.value, sn.expect.vlen, "100-continue")) {
-            *reason = "bad_expect"; /* RFC 9110 10.1.1: an expectation we cannot meet */
+            *reason = PX_R_BAD_EXPECT; /* RFC 9110 10.1.1: an expectation we cannot meet */
             return 417;
         }
         rq->expect_continue = ctx->body_follows && !ctx->http10;
@@ -587,15 +587,15 @@ int px_request_build(struct px_request *rq, const struct px_request_ctx *ctx,
     rq->built = 1;
     return 0;
 oom:
-    *reason = "out_of_memory";
+    *reason = PX_R_OUT_OF_MEMORY;
     return 500;
 }
 
 int px_request_build_trailers(struct px_request *rq, const struct px_request_ctx *ctx,
-                              const char **reason)
+                              enum px_reason *reason)
 {
     struct seen sn;
-    *reason = NULL;
+    *reason = PX_R_NONE;
     if (rq->limit_status != 0) {
         *reason = rq->limit_reason;
         return rq->limit_status;

@@ -69,13 +69,13 @@ struct px_request_ctx {
  * "bad_expect", "too_many_headers", "headers_too_large", a path reason
  * such as "encoded_slash", or "out_of_memory"). Call once. */
 int px_request_build(struct px_request *rq, const struct px_request_ctx *ctx,
-                     const char **reason);
+                     enum px_reason *reason);
 
 /* Filters the collected trailers (after the last one arrived): the field
  * rules of px_request_build() plus the trailer deny list. Returns 0, or
  * 431 with *reason when the trailers passed a limit. */
 int px_request_build_trailers(struct px_request *rq, const struct px_request_ctx *ctx,
-                              const char **reason);
+                              enum px_reason *reason);
 
 
 /* The policy's input: rq's canonical method, host, match path and every

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include "fields.h"
+#include "out.h"
 #include "log.h"
 
 #define REQ_LINE_MAX 8192     /* request line allowance on top of max_header_list_size */
@@ -80,14 +81,15 @@ static void h1_free(struct px_h1 *h)
 
 /* Refuses the current request: 400/408/431/505 with Connection: close,
  * through a stream so it is logged and counted like any other answer. */
-void px_h1_refuse(struct px_h1 *h, int status, const char *reason)
+void px_h1_refuse(struct px_h1 *h, int status, enum px_reason reason)
 {
     struct px_stream *st = h->st;
     const char *body = status == 431   ? "request header fields too large\n"
                        : status == 408 ? "request timeout\n"
                        : status == 505 ? "http version not supported\n"
                                        : "bad request\n";
-    px_log(PX_LOG_INFO, "h1_request_refused", "peer", h->c->peer_addr, "reason", reason, NULL);
+    px_log(PX_LOG_INFO, "h1_request_refused", "peer", h->c->peer_addr, "reason",
+           px_reason_name(reason), NULL);
     h->close_after = 1;
     h->rq = RQ_DEAD;
     if (st == NULL) {
@@ -108,7 +110,7 @@ void px_h1_refuse(struct px_h1 *h, int status, const char *reason)
     }
     if (st->up != NULL)
         st->up->cancel(st); /* the upstream saw part of a request we now refuse */
-    px_stream_respond(st, status, body, -1, reason);
+    px_stream_respond(st, status, body, PX_GRPC_NONE, reason);
 }
 
 /* ---- response ---------------------------------------------------------- */
@@ -147,7 +149,7 @@ static const char *reason_phrase(int s)
     }
 }
 
-static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int trailers)
+static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trailers)
 {
     for (size_t i = 0; i < hs->n; i++) {
         const struct px_hdr *f = &hs->v[i];
@@ -157,17 +159,17 @@ static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int tra
             strcmp(f->name, "content-length") == 0 || px_is_hop_by_hop(f->name, f->nlen) ||
             (trailers && !px_trailer_allowed(f->name, f->nlen)))
             continue;
-        evbuffer_add(out, f->name, f->nlen);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, f->value, f->vlen);
-        evbuffer_add(out, "\r\n", 2);
+        px_out_add(out, f->name, f->nlen);
+        px_out_add(out, ": ", 2);
+        px_out_add(out, f->value, f->vlen);
+        px_out_add(out, "\r\n", 2);
     }
 }
 
 static void write_head(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
-    struct evbuffer *out = bufferevent_get_output(h->c->bev);
+    struct px_out o = px_out_to(bufferevent_get_output(h->c->bev)), *out = &o;
     int s = st->status;
     size_t buffered = evbuffer_get_length(st->resp_body);
 
@@ -187,36 +189,38 @@ static void write_head(struct px_h1 *h)
         h->close_after = 1;
     h->resp_nobody = (st->rq.method != NULL && strcmp(st->rq.method, "HEAD") == 0) || s == 204 ||
                      s == 304;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", s, reason_phrase(s));
+    px_out_printf(out, "HTTP/1.1 %d %s\r\n", s, reason_phrase(s));
     write_fields(out, &st->resp, 0);
     if (s == 204) {
         /* no framing at all (RFC 9110 8.6) */
     } else if (h->resp_nobody) {
         if (st->resp_content_length >= 0)
-            evbuffer_add_printf(out, "Content-Length: %lld\r\n",
-                                (long long)st->resp_content_length);
+            px_out_printf(out, "Content-Length: %lld\r\n", (long long)st->resp_content_length);
     } else if (st->resp_content_length >= 0 || (st->resp_eof && st->resp_trailers.n == 0)) {
         /* Known length: trailers arriving later are dropped (rare: a
          * length-framed h2 response with trailers). */
         h->resp_left = st->resp_content_length >= 0 ? st->resp_content_length : (int64_t)buffered;
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)h->resp_left);
+        px_out_printf(out, "Content-Length: %lld\r\n", (long long)h->resp_left);
     } else if (h->http10) {
         h->close_after = 1; /* 1.0 has no chunked: the close ends the body */
     } else {
         h->resp_chunked = 1;
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        px_out_add(out, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (h->close_after)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        px_out_add(out, "Connection: close\r\n", 19);
     else if (h->http10)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        px_out_add(out, "Connection: keep-alive\r\n", 24);
+    px_out_add(out, "\r\n", 2);
+    if (out->failed)
+        h->abort_pending = 1; /* an incomplete head, then the close: never another one */
 }
 
 static void send_response(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
     struct evbuffer *out = bufferevent_get_output(h->c->bev);
+    struct px_out o = px_out_to(out);
 
     if (st->status == 0 || h->resp_done)
         return;
@@ -243,10 +247,14 @@ static void send_response(struct px_h1 *h)
                 h->resp_left -= (int64_t)n;
             }
             if (h->resp_chunked)
-                evbuffer_add_printf(out, "%zx\r\n", n);
-            evbuffer_remove_buffer(st->resp_body, out, n);
+                px_out_printf(&o, "%zx\r\n", n);
+            px_out_move(&o, st->resp_body, n);
             if (h->resp_chunked)
-                evbuffer_add(out, "\r\n", 2);
+                px_out_add(&o, "\r\n", 2);
+            if (o.failed) {
+                h->abort_pending = 1;
+                return;
+            }
             st->bytes_out += n;
         }
         if (st->up != NULL)
@@ -259,9 +267,13 @@ static void send_response(struct px_h1 *h)
         return;
     }
     if (h->resp_chunked) {
-        evbuffer_add(out, "0\r\n", 3);
-        write_fields(out, &st->resp_trailers, 1);
-        evbuffer_add(out, "\r\n", 2);
+        px_out_add(&o, "0\r\n", 3);
+        write_fields(&o, &st->resp_trailers, 1);
+        px_out_add(&o, "\r\n", 2);
+        if (o.failed) {
+            h->abort_pending = 1;
+            return;
+        }
     }
     h->resp_done = 1;
 }
@@ -386,7 +398,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (h->tm == TM_HEADER && h->rq == RQ_HEAD && h->st == NULL) {
         h->tm = TM_NONE;
-        px_h1_refuse(h, 408, "header_timeout");
+        px_h1_refuse(h, 408, PX_R_HEADER_TIMEOUT);
         progress(h);
         return;
     }
@@ -426,8 +438,9 @@ static void op_request_allowed(struct px_stream *st)
     struct px_h1 *h = st->down_ctx;
     if (h->st != st)
         return;
-    if (st->rq.expect_continue && h->rq == RQ_BODY && !h->resp_started)
-        evbuffer_add(bufferevent_get_output(h->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (st->rq.expect_continue && h->rq == RQ_BODY && !h->resp_started &&
+        evbuffer_add(bufferevent_get_output(h->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
+        h->abort_pending = 1; /* one add: all of it or none, but the client waits for it */
     kick(h);
 }
 

@@ -39,7 +39,7 @@ struct px_h1 {
     size_t url_len, fname_len, fval_len;
     int fstate; /* 0 none, 1 in name, 2 in value */
     int msg_seen, err_status;
-    const char *err_reason;
+    enum px_reason err_reason;
 
     /* request */
     int http10, keep_alive;
@@ -69,7 +69,7 @@ void px_h1_disarm(struct px_h1 *h);
 /* Refuses the current request: 400/408/431/505 with Connection: close,
  * through a stream so it is logged and counted like any other answer
  * (h1.c). */
-void px_h1_refuse(struct px_h1 *h, int status, const char *reason);
+void px_h1_refuse(struct px_h1 *h, int status, enum px_reason reason);
 
 /* Takes what the input holds: request heads, then bodies, until a request
  * is waiting for its response or more bytes are needed (h1_request.c). */

@@ -119,7 +119,7 @@ static int flush_field(struct px_h1 *h)
     px_ows_trim(&v, &vlen);
     if (!px_field_name_ok(h->fname, h->fname_len) || !px_field_value_ok(v, vlen)) {
         h->err_status = 400;
-        h->err_reason = "bad_header";
+        h->err_reason = PX_R_BAD_HEADER;
         return -1;
     }
     switch (px_request_add_field(&h->st->rq, h->c->snap->cfg, h->fname, h->fname_len, v, vlen)) {
@@ -132,7 +132,7 @@ static int flush_field(struct px_h1 *h)
         return -1;
     default:
         h->err_status = 500;
-        h->err_reason = "out_of_memory";
+        h->err_reason = PX_R_OUT_OF_MEMORY;
         return -1;
     }
 }
@@ -245,13 +245,13 @@ static int check_head(struct px_h1 *h)
     uint64_t len = 0;
 
     if (h->hp.http_major != 1 || h->hp.http_minor > 1) {
-        px_h1_refuse(h, 505, "unsupported_version");
+        px_h1_refuse(h, 505, PX_R_UNSUPPORTED_VERSION);
         return -1;
     }
     h->http10 = h->hp.http_minor == 0;
     st->http10 = h->http10;
     if (!target_ok(h->url, h->url_len)) {
-        px_h1_refuse(h, 400, "bad_target");
+        px_h1_refuse(h, 400, PX_R_BAD_TARGET);
         return -1;
     }
     for (size_t i = 0; i < st->rq.hdrs.n; i++) {
@@ -261,7 +261,7 @@ static int check_head(struct px_h1 *h)
             te_chunked = eq_ci(f, "chunked");
         } else if (strcmp(f->name, "content-length") == 0) {
             if (cl != NULL && (cl->vlen != f->vlen || memcmp(cl->value, f->value, f->vlen) != 0)) {
-                px_h1_refuse(h, 400, "bad_content_length");
+                px_h1_refuse(h, 400, PX_R_BAD_CONTENT_LENGTH);
                 return -1;
             }
             cl = f;
@@ -273,11 +273,11 @@ static int check_head(struct px_h1 *h)
          * message with Transfer-Encoding is treated as faulty (RFC 9112
          * 6.1); any coding but a single "chunked" we cannot frame. */
         if (ncl > 0) {
-            px_h1_refuse(h, 400, "ambiguous_framing");
+            px_h1_refuse(h, 400, PX_R_AMBIGUOUS_FRAMING);
             return -1;
         }
         if (nte != 1 || !te_chunked || h->http10) {
-            px_h1_refuse(h, 400, "bad_transfer_encoding");
+            px_h1_refuse(h, 400, PX_R_BAD_TRANSFER_ENCODING);
             return -1;
         }
         h->body = BODY_CHUNKED;
@@ -286,12 +286,12 @@ static int check_head(struct px_h1 *h)
         h->ck_digits = 0;
     } else if (cl != NULL) {
         if (cl->vlen == 0 || cl->vlen > CL_DIGITS_MAX) {
-            px_h1_refuse(h, 400, "bad_content_length");
+            px_h1_refuse(h, 400, PX_R_BAD_CONTENT_LENGTH);
             return -1;
         }
         for (size_t i = 0; i < cl->vlen; i++) {
             if (cl->value[i] < '0' || cl->value[i] > '9') {
-                px_h1_refuse(h, 400, "bad_content_length");
+                px_h1_refuse(h, 400, PX_R_BAD_CONTENT_LENGTH);
                 return -1;
             }
             len = len * 10 + (uint64_t)(cl->value[i] - '0');
@@ -306,7 +306,7 @@ static int check_head(struct px_h1 *h)
         const char *m = http_method_str((enum http_method)h->hp.method);
         if (px_request_set_method(&st->rq, m, strlen(m)) != 0 ||
             px_request_set_target(&st->rq, h->url, h->url_len) != 0) {
-            px_h1_refuse(h, 500, "out_of_memory");
+            px_h1_refuse(h, 500, PX_R_OUT_OF_MEMORY);
             return -1;
         }
     }
@@ -324,13 +324,13 @@ static void process_head(struct px_h1 *h)
     if (r == 0)
         return;
     if (r < 0) {
-        px_h1_refuse(h, r == -2 ? 431 : 400, r == -2 ? "headers_too_large" : "malformed_request");
+        px_h1_refuse(h, r == -2 ? 431 : 400, r == -2 ? PX_R_HEADERS_TOO_LARGE : PX_R_MALFORMED_REQUEST);
         return;
     }
     len = h->scan_off;
     block = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
     st = px_stream_new(h->c, &px_h1_ops, h);
-    if (st != NULL && h->c->identity_ended != NULL) {
+    if (st != NULL && h->c->identity_ended != PX_R_NONE) {
         /* the peer's certificate expired or is no longer trusted: no new
          * request on this connection (403, then close) */
         h->st = st;
@@ -338,7 +338,7 @@ static void process_head(struct px_h1 *h)
         evbuffer_drain(in, len);
         h->rq = RQ_DEAD;
         h->close_after = 1;
-        px_stream_respond(st, 403, "forbidden: client certificate no longer valid\n", 7,
+        px_stream_respond(st, 403, "forbidden: client certificate no longer valid\n", PX_GRPC_PERMISSION_DENIED,
                           h->c->identity_ended);
         return;
     }
@@ -350,7 +350,7 @@ static void process_head(struct px_h1 *h)
         evbuffer_drain(in, len);
         h->rq = RQ_DEAD;
         h->close_after = 1;
-        px_stream_respond(st, 503, "overloaded\n", 14, "memory_pressure");
+        px_stream_respond(st, 503, "overloaded\n", PX_GRPC_UNAVAILABLE, PX_R_MEMORY_PRESSURE);
         return;
     }
     if (block == NULL || st == NULL) {
@@ -365,7 +365,7 @@ static void process_head(struct px_h1 *h)
     h->url = h->fname = h->fval = NULL;
     h->url_len = h->fname_len = h->fval_len = 0;
     h->fstate = h->msg_seen = h->err_status = 0;
-    h->err_reason = NULL;
+    h->err_reason = PX_R_NONE;
     http_parser_init(&h->hp, HTTP_REQUEST);
     h->hp.data = h;
     n = http_parser_execute(&h->hp, &req_settings, block, len);
@@ -376,9 +376,9 @@ static void process_head(struct px_h1 *h)
     if (HTTP_PARSER_ERRNO(&h->hp) != HPE_OK || n != len || !h->msg_seen) {
         enum http_errno e = HTTP_PARSER_ERRNO(&h->hp);
         px_h1_refuse(h, e == HPE_HEADER_OVERFLOW ? 431 : 400,
-                     e == HPE_HEADER_OVERFLOW ? "headers_too_large"
-                     : e == HPE_INVALID_METHOD ? "bad_method"
-                                               : "malformed_request");
+                     e == HPE_HEADER_OVERFLOW ? PX_R_HEADERS_TOO_LARGE
+                     : e == HPE_INVALID_METHOD ? PX_R_BAD_METHOD
+                                               : PX_R_MALFORMED_REQUEST);
         return;
     }
     if (check_head(h) != 0)
@@ -581,11 +581,12 @@ static void process_body(struct px_h1 *h)
     } else {
         done = body_chunked(h, in, &room);
         if (done == -2) {
-            px_h1_refuse(h, 431, st->rq.limit_reason ? st->rq.limit_reason : "headers_too_large");
+            px_h1_refuse(h, 431, st->rq.limit_reason != PX_R_NONE ? st->rq.limit_reason
+                                                                  : PX_R_HEADERS_TOO_LARGE);
             return;
         }
         if (done < 0) {
-            px_h1_refuse(h, 400, "bad_chunk");
+            px_h1_refuse(h, 400, PX_R_BAD_CHUNK);
             return;
         }
     }

@@ -44,6 +44,18 @@ struct h2_stream {
     size_t granted;  /* window beyond H2_FIRST_WINDOW, from px_mem_window_take() */
 };
 
+/* Where a connection is in its life. States only move forward; each
+ * includes what the ones before it promised (a connection that sent its
+ * GOAWAY has sent the drain notice or skipped it). */
+enum h2_state {
+    H2_OPEN,      /* taking streams */
+    H2_DRAINING,  /* shutdown notice sent; the final GOAWAY follows after DRAIN_NOTICE_MS */
+    H2_GOAWAY,    /* final GOAWAY sent: no new streams; closes when the last one ends */
+    H2_CLOSING,   /* protocol error: close once the GOAWAY nghttp2 queued is written */
+    H2_LINGERING, /* HTTP/2 is over; reading and dropping until EOF (h2_finish) */
+    H2_DEAD       /* freed (h2_close) */
+};
+
 struct h2_conn {
     struct px_conn *c;
     nghttp2_session *s;
@@ -51,14 +63,10 @@ struct h2_conn {
     size_t nstreams;
     struct event *idle;
     struct event *send_ev; /* sends run from here, never inside a caller's stack */
-    int goaway;
-    int draining; /* shutdown notice sent; the final GOAWAY follows after DRAIN_NOTICE */
+    enum h2_state state;
     int in_recv; /* inside mem_recv: defer sends */
-    int dead;
-    int flush_close; /* protocol error: close once the GOAWAY is written */
     uint32_t streams_opened; /* request streams the client began */
     uint32_t client_resets;  /* RST_STREAM frames the client sent */
-    int lingering;           /* HTTP/2 is over; reading and dropping until EOF (h2_finish) */
     int calm;                /* a peer over a limit: end with ENHANCE_YOUR_CALM */
     size_t turn_decoded;     /* field bytes decoded in this loop turn */
     int recv_paused;         /* input left for the next turn (H2_TURN_DECODE) */
@@ -100,7 +108,7 @@ static int h2_finish(struct h2_conn *hc);
  * frames of many streams into one TLS write. */
 static void schedule_send(struct h2_conn *hc)
 {
-    if (!hc->dead && hc->send_ev != NULL)
+    if (hc->state < H2_LINGERING && hc->send_ev != NULL)
         event_active(hc->send_ev, EV_WRITE, 0);
 }
 static void arm_idle(struct h2_conn *hc);
@@ -117,7 +125,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
 
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (hc->goaway) {
+    if (hc->state >= H2_GOAWAY) {
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
@@ -288,7 +296,14 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         return 0;
     }
     (void)hc;
-    evbuffer_add(hs->st->req_body, data, len);
+    if (evbuffer_add(hs->st->req_body, data, len) != 0) {
+        /* a body with a hole is another body: the stream ends here (its
+         * close callback cancels the upstream side) */
+        if (hs->st->reason == PX_R_NONE)
+            hs->st->reason = PX_R_OUT_OF_MEMORY;
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+        return 0;
+    }
     hs->st->bytes_in += len;
     request_body_ready(hs->st);
     return 0;
@@ -321,12 +336,12 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     free(hs);
     if (st != NULL)
         px_stream_down_done(st);
-    if (hc->nstreams == 0 && !hc->flush_close) {
-        if (hc->goaway) {
+    if (hc->nstreams == 0 && hc->state < H2_CLOSING) {
+        if (hc->state >= H2_GOAWAY) {
             /* draining and the last stream is done: close */
             nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
             schedule_send(hc);
-        } else if (!hc->draining) {
+        } else if (hc->state < H2_DRAINING) {
             arm_idle(hc);
         }
     }
@@ -447,7 +462,7 @@ static void h2_response_ready(struct px_stream *st)
     struct h2_stream *hs = st->down_ctx;
     struct h2_conn *hc = hs->hc;
 
-    if (hc->dead)
+    if (hc->state >= H2_LINGERING)
         return;
     if (!hs->submitted) {
         if (st->status == 0)
@@ -470,7 +485,7 @@ static void h2_request_drained(struct px_stream *st, size_t n)
 {
     struct h2_stream *hs = st->down_ctx;
     size_t room, pay;
-    if (hs->hc->dead)
+    if (hs->hc->state >= H2_LINGERING)
         return;
     hs->owed += n;
     room = px_stream_req_room(st);
@@ -488,7 +503,7 @@ static size_t h2_resp_window(struct px_stream *st)
 {
     struct h2_stream *hs = st->down_ctx;
     int32_t sw, cw;
-    if (hs == NULL || hs->hc->dead)
+    if (hs == NULL || hs->hc->state >= H2_LINGERING)
         return SIZE_MAX;
     sw = nghttp2_session_get_stream_remote_window_size(hs->hc->s, hs->id);
     cw = nghttp2_session_get_remote_window_size(hs->hc->s);
@@ -504,7 +519,7 @@ static void h2_request_allowed(struct px_stream *st)
     struct h2_stream *hs = st->down_ctx;
     static const nghttp2_nv cont[] = {
         {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE}};
-    if (hs->hc->dead || !st->rq.expect_continue || st->req_eof || hs->submitted)
+    if (hs->hc->state >= H2_LINGERING || !st->rq.expect_continue || st->req_eof || hs->submitted)
         return;
     nghttp2_submit_headers(hs->hc->s, NGHTTP2_FLAG_NONE, hs->id, NULL, cont, 1, NULL);
     schedule_send(hs->hc);
@@ -513,7 +528,7 @@ static void h2_request_allowed(struct px_stream *st)
 static void h2_abort(struct px_stream *st)
 {
     struct h2_stream *hs = st->down_ctx;
-    if (hs->hc->dead)
+    if (hs->hc->state >= H2_LINGERING)
         return;
     nghttp2_submit_rst_stream(hs->hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_INTERNAL_ERROR);
     schedule_send(hs->hc);
@@ -535,7 +550,7 @@ static int h2_send(struct h2_conn *hc)
 {
     struct evbuffer *out;
 
-    if (hc->dead || hc->in_recv)
+    if (hc->state >= H2_LINGERING || hc->in_recv)
         return 0;
     out = bufferevent_get_output(hc->c->bev);
     while (evbuffer_get_length(out) < px_conn_out_high(OUT_HIGH)) {
@@ -547,7 +562,10 @@ static int h2_send(struct h2_conn *hc)
         }
         if (n == 0)
             break;
-        evbuffer_add(out, data, (size_t)n);
+        if (evbuffer_add(out, data, (size_t)n) != 0) {
+            h2_close(hc); /* frames nghttp2 counts as sent: the session cannot go on */
+            return -1;
+        }
     }
     if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
         evbuffer_get_length(out) == 0)
@@ -560,12 +578,12 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
     struct h2_conn *hc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
-    if (hc->lingering)
+    if (hc->state == H2_LINGERING)
         return;
     hc->in_recv = 1;
     hc->turn_decoded = 0;
     hc->recv_paused = 0;
-    while (evbuffer_get_length(in) > 0 && !hc->dead) {
+    while (evbuffer_get_length(in) > 0 && hc->state < H2_LINGERING) {
         size_t len = evbuffer_get_contiguous_space(in);
         unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
         ssize_t n = nghttp2_session_mem_recv(hc->s, p, len);
@@ -579,7 +597,7 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
                                                               : NGHTTP2_PROTOCOL_ERROR);
             if (h2_send(hc) != 0)
                 return; /* closed and freed (found by fuzz_h2) */
-            hc->flush_close = 1;
+            hc->state = H2_CLOSING;
             bufferevent_disable(hc->c->bev, EV_READ);
             bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
             if (evbuffer_get_length(bufferevent_get_output(hc->c->bev)) == 0)
@@ -605,14 +623,14 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     struct h2_conn *hc = arg;
     (void)fd;
     (void)what;
-    if (!hc->dead)
+    if (hc->state < H2_LINGERING)
         h2_read_cb(hc->c->bev, hc);
 }
 
 static void h2_write_cb(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
-    if (hc->flush_close) {
+    if (hc->state == H2_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
             h2_finish(hc);
         return;
@@ -640,15 +658,15 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     struct h2_conn *hc = arg;
     (void)fd;
     (void)what;
-    if (hc->flush_close || hc->lingering) {
+    if (hc->state == H2_CLOSING || hc->state == H2_LINGERING) {
         h2_close(hc); /* a peer that does not read its GOAWAY, or the end of a linger */
         return;
     }
-    if (hc->draining && !hc->goaway) {
+    if (hc->state == H2_DRAINING) {
         /* Phase 2 of a drain: the client has had a round trip to see the
          * shutdown notice; streams it opened until now are served, later
          * ones are refused (and are safe for it to retry elsewhere). */
-        hc->goaway = 1;
+        hc->state = H2_GOAWAY;
         nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
                               NULL, 0);
@@ -657,8 +675,8 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
         h2_send(hc);
         return;
     }
-    if (hc->nstreams == 0 && !hc->draining) {
-        hc->goaway = 1;
+    if (hc->nstreams == 0 && hc->state == H2_OPEN) {
+        hc->state = H2_GOAWAY;
         nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
                               NULL, 0);
@@ -671,7 +689,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 static void arm_close_deadline(struct h2_conn *hc)
 {
     struct timeval tv = {1, 0};
-    if (hc->idle && !hc->dead)
+    if (hc->idle && hc->state < H2_LINGERING)
         evtimer_add(hc->idle, &tv);
 }
 
@@ -679,7 +697,7 @@ static void arm_idle(struct h2_conn *hc)
 {
     int64_t ms = hc->c->snap->cfg->limits.idle_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    if (hc->idle && ms > 0 && !hc->dead)
+    if (hc->idle && ms > 0 && hc->state < H2_LINGERING)
         evtimer_add(hc->idle, &tv);
 }
 
@@ -713,10 +731,9 @@ static void h2_release(struct h2_conn *hc)
 static void h2_close(struct h2_conn *hc)
 {
     struct px_conn *c = hc->c;
-    if (hc->dead && !hc->lingering)
+    if (hc->state == H2_DEAD)
         return;
-    hc->dead = 1;
-    hc->lingering = 0;
+    hc->state = H2_DEAD;
     h2_release(hc);
     if (hc->idle)
         event_free(hc->idle);
@@ -752,13 +769,12 @@ static int h2_finish(struct h2_conn *hc)
     evutil_socket_t fd = bufferevent_getfd(bev);
     struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
 
-    if (fd < 0 || hc->idle == NULL || hc->lingering) {
+    if (fd < 0 || hc->idle == NULL || hc->state == H2_LINGERING) {
         h2_close(hc);
         return -1;
     }
-    hc->dead = 1; /* every stream op and nghttp2 path bails out from here on */
+    hc->state = H2_LINGERING; /* every stream op and nghttp2 path bails out from here on */
     h2_release(hc);
-    hc->lingering = 1;
     shutdown(fd, SHUT_WR);
     bufferevent_setcb(bev, linger_read_cb, NULL, linger_event_cb, hc);
     bufferevent_enable(bev, EV_READ);
@@ -777,11 +793,11 @@ static void conn_close(struct px_conn *c)
 static void conn_end(struct px_conn *c)
 {
     struct h2_conn *hc = c->proto_ctx;
-    if (hc == NULL || hc->dead || hc->goaway)
+    if (hc == NULL || hc->state >= H2_GOAWAY)
         return;
     /* one GOAWAY at once (not the two-phase drain): streams the client
      * opens from here on are refused, the ones in flight finish */
-    hc->goaway = 1;
+    hc->state = H2_GOAWAY;
     nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(hc->s),
                           NGHTTP2_NO_ERROR, NULL, 0);
     if (hc->nstreams == 0)
@@ -800,9 +816,9 @@ static void conn_drain(struct px_conn *c)
 {
     struct h2_conn *hc = c->proto_ctx;
     struct timeval tv = {DRAIN_NOTICE_MS / 1000, (DRAIN_NOTICE_MS % 1000) * 1000};
-    if (hc == NULL || hc->dead || hc->goaway || hc->draining)
+    if (hc == NULL || hc->state >= H2_DRAINING)
         return;
-    hc->draining = 1;
+    hc->state = H2_DRAINING;
     nghttp2_submit_shutdown_notice(hc->s);
     if (hc->idle)
         evtimer_add(hc->idle, &tv);
@@ -886,7 +902,7 @@ int px_h2_conn_start(struct px_conn *c)
         conn_drain(c);
     schedule_send(hc);
     /* Bytes that arrived with the handshake are already buffered. */
-    if (!hc->dead && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (hc->state < H2_LINGERING && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         h2_read_cb(c->bev, hc);
     return rc;
 fail:

@@ -172,9 +172,8 @@ static void on_response(void *arg, const struct px_client_resp *r)
     memset(&res, 0, sizeof(res));
     res.sent_ms = fe->sent_ms;
     if (r->status == 0) {
-        res.kind = r->error && strcmp(r->error, "timeout") == 0 ? POLICY_FETCH_RES_TIMEOUT
-                                                                 : POLICY_FETCH_RES_TRANSPORT;
-        res.detail = r->error;
+        res.kind = r->error == PX_R_TIMEOUT ? POLICY_FETCH_RES_TIMEOUT : POLICY_FETCH_RES_TRANSPORT;
+        res.detail = r->error != PX_R_NONE ? px_reason_name(r->error) : "error";
     } else {
         etag = px_hdrs_get(r->headers, "etag");
         if (etag != NULL) {
@@ -235,9 +234,10 @@ static void on_response(void *arg, const struct px_client_resp *r)
         char st[16];
         snprintf(st, sizeof(st), "%d", r->status);
         snprintf(fe->last_error, sizeof(fe->last_error), "%s: %s", fe->last_result,
-                 r->status ? st : (r->error ? r->error : "error"));
+                 r->status ? st : (r->error != PX_R_NONE ? px_reason_name(r->error) : "error"));
         px_log(PX_LOG_WARN, "policy_fetch_failed", "source", fe->up.url, "result",
-               fe->last_result, "status", r->status ? st : NULL, "error", r->error, NULL);
+               fe->last_result, "status", r->status ? st : NULL, "error",
+               r->status ? NULL : px_reason_name(r->error), NULL);
         break;
     }
     }

@@ -58,7 +58,7 @@ static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
         evtimer_add(c->cert_timer, &tv);
         return;
     }
-    px_conn_end_identity(c, "peer_cert_expired");
+    px_conn_end_identity(c, PX_R_PEER_CERT_EXPIRED);
 }
 
 /* After the handshake: the connection lives no longer than the peer's
@@ -103,9 +103,9 @@ static void recheck_identities(struct px_worker *w, const struct px_snapshot *ol
                                  (int64_t)time(NULL), s->cfg->identity.max_svid_lifetime_ms / 1000,
                                  id, sizeof(id), err, sizeof(err));
         if (r == CERTS_R_EXPIRED)
-            px_conn_end_identity(c, "peer_cert_expired");
+            px_conn_end_identity(c, PX_R_PEER_CERT_EXPIRED);
         else if (r != CERTS_R_OK || strcmp(id, c->peer_id) != 0)
-            px_conn_end_identity(c, "peer_untrusted");
+            px_conn_end_identity(c, PX_R_PEER_UNTRUSTED);
     }
 }
 
@@ -116,7 +116,7 @@ static void hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->proto != PX_PROTO_NONE)
         return;
-    px_counter_add(hs_counter(c->lst->name, "timeout"), 1);
+    px_counter_add(hs_counter(c->lst->name, px_reason_name(PX_R_TIMEOUT)), 1);
     px_log(PX_LOG_INFO, "handshake_timeout", "listener", c->lst->name, "peer", c->peer_addr,
            NULL);
     px_conn_free(c);
@@ -149,23 +149,23 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
         unsigned long e = bufferevent_get_openssl_error(bev);
-        const char *reason = c->hs_reason;
+        enum px_reason reason = c->hs_reason;
         char detail[256] = "";
-        if (reason == NULL) {
+        if (reason == PX_R_NONE) {
             if (e != 0) {
                 ERR_error_string_n(e, detail, sizeof(detail));
                 reason = ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE
-                             ? "no_certificate"
-                             : "tls_error";
+                             ? PX_R_NO_CERTIFICATE
+                             : PX_R_TLS_ERROR;
             } else {
-                reason = "closed_during_handshake";
+                reason = PX_R_CLOSED_DURING_HANDSHAKE;
             }
         }
         while (bufferevent_get_openssl_error(bev) != 0)
             ;
-        px_counter_add(hs_counter(c->lst->name, reason), 1);
+        px_counter_add(hs_counter(c->lst->name, px_reason_name(reason)), 1);
         px_log(PX_LOG_INFO, "handshake_refused", "listener", c->lst->name, "peer", c->peer_addr,
-               "reason", reason, "detail", c->hs_detail ? c->hs_detail : detail, NULL);
+               "reason", px_reason_name(reason), "detail", c->hs_detail ? c->hs_detail : detail, NULL);
         px_conn_free(c);
     }
 }
@@ -222,14 +222,14 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (w->draining ||
         atomic_load(&px_conns_by_kind[cfg->listeners[l->index].kind == PX_LISTENER_OUTBOUND]) >=
             (long)cfg->limits.max_connections) {
-        px_counter_add(hs_counter(l->name, "over_max_connections"), 1);
+        px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_CONNECTIONS)), 1);
         close(fd);
         return;
     }
     if (ctx != NULL && atomic_load(&px_handshaking) >= (long)cfg->limits.max_handshakes) {
         /* connections that have not yet shown a certificate have their own
          * cap, so a handshake flood cannot fill max_connections */
-        px_counter_add(hs_counter(l->name, "over_max_handshakes"), 1);
+        px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
         close(fd);
         return;
     }

@@ -36,7 +36,7 @@ static void call_free(struct px_client_call *call)
 }
 
 /* Ends the call: reports once (unless cancelled), lets the stream go. */
-static void finish(struct px_client_call *call, int status, const char *error)
+static void finish(struct px_client_call *call, int status, enum px_reason error)
 {
     struct px_stream *st = call->st;
     struct px_client_resp r;
@@ -59,7 +59,7 @@ static void finish(struct px_client_call *call, int status, const char *error)
             r.body_len = n;
         } else if (status != 0) {
             r.status = 0;
-            r.error = "out_of_memory";
+            r.error = PX_R_OUT_OF_MEMORY;
         }
         r.duration_us = px_mono_us() - call->start_us;
         call->cb(call->arg, &r);
@@ -87,24 +87,24 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     if (st->status != 0 && !st->local_response &&
         (st->resp_content_length > (int64_t)call->max_body ||
          evbuffer_get_length(call->body) + evbuffer_get_length(st->resp_body) > call->max_body)) {
-        finish(call, 0, "response_too_large");
+        finish(call, 0, PX_R_RESPONSE_TOO_LARGE);
         return;
     }
     if (call->aborted) {
-        finish(call, 0, st->reason ? st->reason : "upstream_reset");
+        finish(call, 0, st->reason != PX_R_NONE ? st->reason : PX_R_UPSTREAM_RESET);
         return;
     }
     if (st->status == 0)
         return;
     if (st->local_response && st->status >= 500) {
         /* px_stream_upstream_failed() answered for the upstream. */
-        finish(call, 0, st->reason ? st->reason : "upstream_error");
+        finish(call, 0, st->reason != PX_R_NONE ? st->reason : PX_R_UPSTREAM_ERROR);
         return;
     }
     n = evbuffer_get_length(st->resp_body);
     if (n > 0) {
         if (evbuffer_get_length(call->body) + n > call->max_body) {
-            finish(call, 0, "response_too_large");
+            finish(call, 0, PX_R_RESPONSE_TOO_LARGE);
             return;
         }
         evbuffer_remove_buffer(st->resp_body, call->body, n);
@@ -112,7 +112,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
             st->up->response_drained(st, n);
     }
     if (st->resp_eof)
-        finish(call, st->status, NULL);
+        finish(call, st->status, PX_R_NONE);
 }
 
 /* Called from inside the upstream side or px_upstream_start(): defer. */
@@ -148,7 +148,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    finish(arg, 0, "timeout");
+    finish(arg, 0, PX_R_TIMEOUT);
 }
 
 struct px_client_call *px_client_request(struct px_worker *w, const struct px_upstream_addr *up,
@@ -176,8 +176,9 @@ struct px_client_call *px_client_request(struct px_worker *w, const struct px_up
     if (px_request_set_internal(&st->rq, req->method, req->authority, req->path, req->headers) !=
         0)
         goto fail;
-    if (req->body != NULL && req->body_len > 0)
-        evbuffer_add(st->req_body, req->body, req->body_len);
+    if (req->body != NULL && req->body_len > 0 &&
+        evbuffer_add(st->req_body, req->body, req->body_len) != 0)
+        goto fail;
     st->rq.content_length = (int64_t)req->body_len;
     st->allowed = 1;
     st->req_eof = 1;
@@ -202,5 +203,5 @@ void px_client_cancel(struct px_client_call *call)
     if (call == NULL || call->done)
         return;
     call->cb = NULL;
-    finish(call, 0, "cancelled");
+    finish(call, 0, PX_R_NONE); /* nobody is told: cb is NULL */
 }

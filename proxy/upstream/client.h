@@ -23,8 +23,8 @@ struct px_client_req {
 
 struct px_client_resp {
     int status;                  /* HTTP status; 0 when no response (see error) */
-    const char *error;           /* reason when status == 0: "timeout", "connect_refused",
-                                  * "server_id_mismatch", "upstream_reset", ... */
+    enum px_reason error;        /* when status == 0: PX_R_TIMEOUT, PX_R_CONNECT_REFUSED,
+                                  * PX_R_SERVER_ID_MISMATCH, PX_R_UPSTREAM_RESET, ... */
     const struct px_hdrs *headers; /* borrowed for the callback */
     const char *body;            /* borrowed for the callback; NUL-terminated */
     size_t body_len;

@@ -40,6 +40,7 @@
 #include <http_parser.h>
 
 #include "fields.h"
+#include "out.h"
 #include "log.h"
 
 #define IDLE_MAX 64      /* idle connections kept per pool */
@@ -57,8 +58,8 @@ struct up_conn {
     int connected, idle, reused, busy, dead, eof;
     int64_t not_after; /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
     uint64_t snap_gen; /* the snapshot (trust, own SVID) it was made under */
-    const char *fail_reason; /* a failure to report from the kick callback */
-    const char *fail_why;    /* why the response was refused (else bad_upstream_response) */
+    enum px_reason fail_reason; /* a failure to report from the kick callback */
+    enum px_reason fail_why;    /* why the response was refused (else bad_upstream_response) */
 
     /* the exchange */
     int head_sent, req_done, req_chunked, req_has_len, retried;
@@ -138,7 +139,7 @@ static void kick(struct up_conn *c)
 
 /* The exchange failed: detach first (so nothing calls cancel() on us while
  * the stream answers), then let the stream answer or abort. */
-static void fail(struct up_conn *c, int status, const char *reason)
+static void fail(struct up_conn *c, int status, enum px_reason reason)
 {
     struct px_stream *st = c->st;
     int down_alive;
@@ -212,7 +213,7 @@ static int flush_field(struct up_conn *c)
     /* every field the upstream sends counts, interim and trailer alike */
     c->hdr_bytes += nlen + vlen + 32;
     if (c->hdr_bytes > c->limit) {
-        c->fail_why = "upstream_headers_too_large";
+        c->fail_why = PX_R_UPSTREAM_HEADERS_TOO_LARGE;
         rc = -1;
     } else if (!px_field_name_ok(c->fb, nlen) || !px_field_value_ok(v, vlen))
         rc = -1;
@@ -407,7 +408,7 @@ static void parse_input(struct up_conn *c)
         e = HTTP_PARSER_ERRNO(&c->hp);
         evbuffer_drain(in, used);
         if (c->cb_err || (e != HPE_OK && e != HPE_PAUSED) || (e == HPE_OK && used < n)) {
-            fail(c, 502, c->fail_why ? c->fail_why : "bad_upstream_response");
+            fail(c, 502, c->fail_why != PX_R_NONE ? c->fail_why : PX_R_BAD_UPSTREAM_RESPONSE);
             return;
         }
         if (deliver(c) != 0)
@@ -423,7 +424,7 @@ static void parse_input(struct up_conn *c)
                 return;
         }
         if (!c->msg_done) {
-            fail(c, 502, "upstream_reset");
+            fail(c, 502, PX_R_UPSTREAM_RESET);
             return;
         }
     }
@@ -446,7 +447,7 @@ static int str_ok(const char *s)
  * can only drop what no request may carry as HTTP/1.1 bytes; they never
  * fire for a request that went through px_request_build() (fuzz_request
  * checks that the forwarded fields equal the canonical ones). */
-static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int trailers, int *has_te)
+static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trailers, int *has_te)
 {
     for (size_t i = 0; i < hs->n; i++) {
         const struct px_hdr *f = &hs->v[i];
@@ -458,10 +459,10 @@ static void write_fields(struct evbuffer *out, const struct px_hdrs *hs, int tra
             continue;
         if (te && has_te)
             *has_te = 1;
-        evbuffer_add(out, f->name, f->nlen);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, f->value, f->vlen);
-        evbuffer_add(out, "\r\n", 2);
+        px_out_add(out, f->name, f->nlen);
+        px_out_add(out, ": ", 2);
+        px_out_add(out, f->value, f->vlen);
+        px_out_add(out, "\r\n", 2);
     }
 }
 
@@ -471,9 +472,10 @@ static int method_has_body_semantics(const char *m)
            strcmp(m, "OPTIONS") != 0 && strcmp(m, "TRACE") != 0;
 }
 
-int px_h1_write_request_head(struct evbuffer *out, const struct px_request *rq, int chunked,
+int px_h1_write_request_head(struct evbuffer *buf, const struct px_request *rq, int chunked,
                              uint64_t len)
 {
+    struct px_out o = px_out_to(buf), *out = &o;
     int has_te = 0;
 
     /* Defensive: whatever the downstream protocol allowed, nothing that
@@ -481,23 +483,23 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_request *rq, 
     if (!rq->built || !str_ok(rq->method) || !str_ok(rq->target) || !str_ok(rq->authority) ||
         rq->target[0] != '/')
         return -1;
-    evbuffer_add(out, rq->method, rq->method_len);
-    evbuffer_add(out, " ", 1);
-    evbuffer_add(out, rq->target, rq->target_len);
-    evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
-    evbuffer_add(out, rq->authority, rq->authority_len);
-    evbuffer_add(out, "\r\n", 2);
+    px_out_add(out, rq->method, rq->method_len);
+    px_out_add(out, " ", 1);
+    px_out_add(out, rq->target, rq->target_len);
+    px_out_add(out, " HTTP/1.1\r\nHost: ", 17);
+    px_out_add(out, rq->authority, rq->authority_len);
+    px_out_add(out, "\r\n", 2);
     write_fields(out, &rq->hdrs, 0, &has_te);
     if (has_te)
-        evbuffer_add(out, "Connection: te\r\n", 16); /* RFC 9110 10.1.4 */
+        px_out_add(out, "Connection: te\r\n", 16); /* RFC 9110 10.1.4 */
     if (chunked)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        px_out_add(out, "Transfer-Encoding: chunked\r\n", 28);
     else if (len > 0 || method_has_body_semantics(rq->method))
-        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)len);
+        px_out_printf(out, "Content-Length: %llu\r\n", (unsigned long long)len);
     /* else: an empty body on GET and friends carries no framing at all
      * (RFC 9110 8.6: no Content-Length where the method gives none meaning) */
-    evbuffer_add(out, "\r\n", 2);
-    return 0;
+    px_out_add(out, "\r\n", 2);
+    return out->failed ? -2 : 0;
 }
 
 static void write_head(struct up_conn *c)
@@ -513,9 +515,15 @@ static void write_head(struct up_conn *c)
     } else {
         c->req_chunked = 1;
     }
-    if (px_h1_write_request_head(bufferevent_get_output(c->bev), &st->rq, c->req_chunked,
-                                 c->req_left) != 0) {
-        fail(c, 400, "unsafe_request");
+    switch (px_h1_write_request_head(bufferevent_get_output(c->bev), &st->rq, c->req_chunked,
+                                     c->req_left)) {
+    case 0:
+        break;
+    case -1:
+        fail(c, 400, PX_R_UNSAFE_REQUEST);
+        return;
+    default: /* out of memory: the connection goes with the half-written head */
+        fail(c, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
     c->head_sent = 1;
@@ -525,6 +533,7 @@ static void pump_request(struct up_conn *c)
 {
     struct px_stream *st = c->st;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct px_out o = px_out_to(out);
 
     if (st == NULL || !c->connected || c->req_done)
         return;
@@ -539,16 +548,20 @@ static void pump_request(struct up_conn *c)
         if (n == 0)
             break;
         if (c->req_has_len && n > c->req_left) {
-            fail(c, 400, "request_length_mismatch");
+            fail(c, 400, PX_R_REQUEST_LENGTH_MISMATCH);
             return;
         }
         if (n > room)
             n = room;
         if (c->req_chunked)
-            evbuffer_add_printf(out, "%zx\r\n", n);
-        evbuffer_remove_buffer(st->req_body, out, n);
+            px_out_printf(&o, "%zx\r\n", n);
+        px_out_move(&o, st->req_body, n);
         if (c->req_chunked)
-            evbuffer_add(out, "\r\n", 2);
+            px_out_add(&o, "\r\n", 2);
+        if (o.failed) {
+            fail(c, 503, PX_R_OUT_OF_MEMORY);
+            return;
+        }
         c->req_left -= c->req_has_len ? n : 0;
         c->body_sent += n;
         px_stream_request_sent(st, n); /* progress, and room downstream */
@@ -558,13 +571,17 @@ static void pump_request(struct up_conn *c)
     if (!st->req_eof || evbuffer_get_length(st->req_body) > 0)
         return;
     if (c->req_has_len && c->req_left != 0) {
-        fail(c, 400, "request_length_mismatch");
+        fail(c, 400, PX_R_REQUEST_LENGTH_MISMATCH);
         return;
     }
     if (c->req_chunked) {
-        evbuffer_add(out, "0\r\n", 3);
-        write_fields(out, &st->rq.trailers, 1, NULL);
-        evbuffer_add(out, "\r\n", 2);
+        px_out_add(&o, "0\r\n", 3);
+        write_fields(&o, &st->rq.trailers, 1, NULL);
+        px_out_add(&o, "\r\n", 2);
+        if (o.failed) {
+            fail(c, 503, PX_R_OUT_OF_MEMORY);
+            return;
+        }
     }
     c->req_done = 1;
 }
@@ -583,7 +600,7 @@ static void attach(struct up_conn *c, struct px_stream *st)
     c->limit = (size_t)PX_LIMITS(st)->max_header_list_size;
     c->hdr_bytes = 0;
     c->ninterim = 0;
-    c->fail_why = NULL;
+    c->fail_why = PX_R_NONE;
     if (c->limit == 0)
         c->limit = 65536; /* 0 would mean "no limit": never unbounded here */
     c->retried = 0;
@@ -631,7 +648,7 @@ static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struc
     attach(c, st);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) !=
         0) {
-        c->fail_reason = errno == ECONNREFUSED ? "connect_refused" : "connect_failed";
+        c->fail_reason = errno == ECONNREFUSED ? PX_R_CONNECT_REFUSED : PX_R_CONNECT_FAILED;
         kick(c);
         return c;
     }
@@ -657,7 +674,7 @@ static int try_retry(struct up_conn *c)
         int down_alive = !st->down_done;
         px_stream_up_done(st);
         if (down_alive)
-            px_stream_upstream_failed(st, 502, "connect_failed");
+            px_stream_upstream_failed(st, 502, PX_R_CONNECT_FAILED);
         return 1;
     }
     nc->retried = 1;
@@ -683,15 +700,16 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_close(c); /* idle: closed by the server, error, or idle timeout */
     } else if (!c->connected) {
         int err = EVUTIL_SOCKET_ERROR();
-        const char *tls_reason = px_up_bev_fail_reason(c->bev);
-        fail(c, 502, tls_reason ? tls_reason
-                                : err == ECONNREFUSED ? "connect_refused" : "connect_failed");
+        enum px_reason tls_reason = px_up_bev_fail_reason(c->bev);
+        fail(c, 502, tls_reason != PX_R_NONE     ? tls_reason
+                     : err == ECONNREFUSED ? PX_R_CONNECT_REFUSED
+                                           : PX_R_CONNECT_FAILED);
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         c->eof = 1;
         if (!c->resp_began && try_retry(c)) {
             /* retried on a new connection */
         } else if (!c->resp_began) {
-            fail(c, 502, "upstream_reset");
+            fail(c, 502, PX_R_UPSTREAM_RESET);
         } else {
             px_stream_up_activity(c->st);
             parse_input(c); /* may end a close-delimited body */
@@ -729,9 +747,9 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     enter(c);
-    if (c->fail_reason != NULL) {
-        const char *r = c->fail_reason;
-        c->fail_reason = NULL;
+    if (c->fail_reason != PX_R_NONE) {
+        enum px_reason r = c->fail_reason;
+        c->fail_reason = PX_R_NONE;
         fail(c, 502, r);
     } else if (c->st != NULL) {
         pump_request(c);
@@ -799,7 +817,7 @@ void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     }
     c = conn_new(w, pool, st);
     if (c == NULL)
-        px_stream_up_fail(st, 502, "connect_failed");
+        px_stream_up_fail(st, 502, PX_R_CONNECT_FAILED);
 }
 
 void px_up_h1_pool_free(struct px_pool *pool)

@@ -58,12 +58,12 @@ struct uph2_stream {
     size_t granted; /* window beyond PX_STREAM_SLACK, from px_mem_window_take() */
     int status;     /* :status of the block being received (the stream's once delivered) */
     size_t hdr_bytes; /* name + value + 32 of every response field, 1xx and trailers too */
-    const char *fail_reason; /* why picket reset it ("upstream_headers_too_large", ...) */
+    enum px_reason fail_reason; /* why picket reset it (PX_R_UPSTREAM_HEADERS_TOO_LARGE, ...) */
 };
 
 static const struct px_up_ops uph2_ops;
 static void uc_send(struct uph2_conn *uc);
-static void uc_fail(struct uph2_conn *uc, const char *reason);
+static void uc_fail(struct uph2_conn *uc, enum px_reason reason);
 
 static void schedule_send(struct uph2_conn *uc)
 {
@@ -93,7 +93,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     struct px_stream *st;
     (void)flags;
 
-    if (us == NULL || us->st == NULL || f->hd.type != NGHTTP2_HEADERS || us->fail_reason)
+    if (us == NULL || us->st == NULL || f->hd.type != NGHTTP2_HEADERS || us->fail_reason != PX_R_NONE)
         return 0;
     st = us->st;
     /* Every field the upstream sends counts, final, interim and trailer
@@ -101,13 +101,16 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
      * behind picket cannot make it hold (or its clients receive) more. */
     us->hdr_bytes += nlen + vlen + 32;
     if (us->hdr_bytes > (size_t)uc->w->snap->cfg->limits.max_header_list_size) {
-        us->fail_reason = "upstream_headers_too_large";
+        us->fail_reason = PX_R_UPSTREAM_HEADERS_TOO_LARGE;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     }
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS && us->got_final_headers) {
-        if (px_trailer_allowed((const char *)name, nlen))
+        if (px_trailer_allowed((const char *)name, nlen) &&
             px_hdrs_add(&st->resp_trailers, (const char *)name, nlen, (const char *)value, vlen,
-                        0);
+                        0) != 0) {
+            us->fail_reason = PX_R_OUT_OF_MEMORY; /* never a trailer section with a hole */
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
         return 0;
     }
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
@@ -117,7 +120,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         if (vlen != 3 || code < 100 || code > 599) {
             /* RFC 9110 15: three digits, 1xx to 5xx; anything else is not a
              * status a client could be given or a log could record */
-            us->fail_reason = "bad_upstream_response";
+            us->fail_reason = PX_R_BAD_UPSTREAM_RESPONSE;
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         }
         us->status = code;
@@ -134,7 +137,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         st->resp_content_length = v; /* nghttp2 validated the digits */
         return 0;
     }
-    px_hdrs_add(&st->resp, (const char *)name, nlen, (const char *)value, vlen, 0);
+    if (px_hdrs_add(&st->resp, (const char *)name, nlen, (const char *)value, vlen, 0) != 0) {
+        us->fail_reason = PX_R_OUT_OF_MEMORY; /* never a response missing a field */
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     return 0;
 }
 
@@ -155,7 +161,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         return 0;
     st = us->st;
     px_stream_up_activity(st);
-    if (us->fail_reason != NULL)
+    if (us->fail_reason != PX_R_NONE)
         return 0; /* being reset */
     if (f->hd.type == NGHTTP2_HEADERS) {
         if (!us->got_final_headers) {
@@ -165,7 +171,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
                 return 0;
             }
             if (us->status == 0) {
-                us->fail_reason = "bad_upstream_response";
+                us->fail_reason = PX_R_BAD_UPSTREAM_RESPONSE;
                 nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_PROTOCOL_ERROR);
                 return 0;
             }
@@ -193,11 +199,15 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     (void)arg;
     nghttp2_session_consume_connection(s, len);
-    if (us == NULL || us->st == NULL || us->st->down_done || us->fail_reason != NULL) {
+    if (us == NULL || us->st == NULL || us->st->down_done || us->fail_reason != PX_R_NONE) {
         nghttp2_session_consume_stream(s, id, len);
         return 0;
     }
-    evbuffer_add(us->st->resp_body, data, len);
+    if (evbuffer_add(us->st->resp_body, data, len) != 0) {
+        us->fail_reason = PX_R_OUT_OF_MEMORY; /* a body with a hole is another body */
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+        return 0;
+    }
     px_stream_up_activity(us->st);
     if (us->st->down)
         us->st->down->response_ready(us->st);
@@ -209,7 +219,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     struct uph2_conn *uc = arg;
     struct uph2_stream *us = nghttp2_session_get_stream_user_data(s, id);
     struct px_stream *st;
-    const char *reason;
+    enum px_reason reason;
     int body_sent;
 
     if (us == NULL)
@@ -223,7 +233,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     free(us);
     if (st == NULL)
         return 0;
-    if (reason != NULL && !st->resp_eof) {
+    if (reason != PX_R_NONE && !st->resp_eof) {
         /* picket reset it: 502 before the response started, else a reset */
         px_stream_up_fail(st, 502, reason);
         return 0;
@@ -241,8 +251,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     }
     if (!st->resp_eof)
         px_stream_up_fail(st, error_code == NGHTTP2_REFUSED_STREAM ? 503 : 502,
-                          error_code == NGHTTP2_REFUSED_STREAM ? "upstream_refused_stream"
-                                                               : "upstream_reset");
+                          error_code == NGHTTP2_REFUSED_STREAM ? PX_R_UPSTREAM_REFUSED_STREAM
+                                                               : PX_R_UPSTREAM_RESET);
     else
         px_stream_up_done(st);
     return 0;
@@ -396,7 +406,7 @@ static struct px_stream *uc_pop_stream(struct uph2_conn *uc)
 }
 
 /* The connection is unusable: every stream on it fails, then it goes. */
-static void uc_fail(struct uph2_conn *uc, const char *reason)
+static void uc_fail(struct uph2_conn *uc, enum px_reason reason)
 {
     if (uc->dead)
         return;
@@ -424,16 +434,19 @@ static void uc_send(struct uph2_conn *uc)
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(uc->s, &data);
         if (n < 0) {
-            uc_fail(uc, "upstream_protocol_error");
+            uc_fail(uc, PX_R_UPSTREAM_PROTOCOL_ERROR);
             return;
         }
         if (n == 0)
             break;
-        evbuffer_add(out, data, (size_t)n);
+        if (evbuffer_add(out, data, (size_t)n) != 0) {
+            uc_fail(uc, PX_R_OUT_OF_MEMORY); /* sent, says nghttp2: the session cannot go on */
+            return;
+        }
     }
     if (uc->nstreams == 0 && (uc->goaway || (!nghttp2_session_want_read(uc->s) &&
                                              !nghttp2_session_want_write(uc->s))))
-        uc_fail(uc, "upstream_goaway");
+        uc_fail(uc, PX_R_UPSTREAM_GOAWAY);
 }
 
 static void uc_send_cb(evutil_socket_t fd, short what, void *arg)
@@ -442,7 +455,7 @@ static void uc_send_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (uc->connect_failed) {
-        uc_fail(uc, "connect_failed");
+        uc_fail(uc, PX_R_CONNECT_FAILED);
         return;
     }
     uc_send(uc);
@@ -459,7 +472,7 @@ static void uc_read_cb(struct bufferevent *bev, void *arg)
         if (n < 0) {
             px_log(PX_LOG_WARN, "upstream_h2_error", "upstream", uc->pool->key, "error",
                    nghttp2_strerror((int)n), NULL);
-            uc_fail(uc, "bad_upstream_response");
+            uc_fail(uc, PX_R_BAD_UPSTREAM_RESPONSE);
             return;
         }
         evbuffer_drain(in, (size_t)n);
@@ -508,7 +521,7 @@ static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
             }
             px_log(PX_LOG_WARN, "upstream_alpn_mismatch", "upstream", uc->pool->key, "msg",
                    "server did not agree to h2", NULL);
-            uc_fail(uc, "alpn_mismatch");
+            uc_fail(uc, PX_R_ALPN_MISMATCH);
             return;
         }
         if (uc->pool->tls) {
@@ -521,14 +534,14 @@ static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         int err = EVUTIL_SOCKET_ERROR();
-        const char *tls_reason = px_up_bev_fail_reason(bev);
-        const char *reason = tls_reason != NULL ? tls_reason
-                             : !uc->connected   ? (err == ECONNREFUSED ? "connect_refused"
-                                                                       : "connect_failed")
-                                                : "upstream_reset";
+        enum px_reason tls_reason = px_up_bev_fail_reason(bev);
+        enum px_reason reason = tls_reason != PX_R_NONE ? tls_reason
+                                : !uc->connected        ? (err == ECONNREFUSED ? PX_R_CONNECT_REFUSED
+                                                                               : PX_R_CONNECT_FAILED)
+                                                        : PX_R_UPSTREAM_RESET;
         if (!uc->connected)
             px_log(PX_LOG_WARN, "upstream_connect_failed", "upstream", uc->pool->key, "reason",
-                   reason, "error", evutil_socket_error_to_string(err), NULL);
+                   px_reason_name(reason), "error", evutil_socket_error_to_string(err), NULL);
         uc_fail(uc, reason);
     }
 }
@@ -648,7 +661,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     int32_t id;
 
     if (uc == NULL) {
-        px_stream_up_fail(st, 503, "no_memory");
+        px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
     us = calloc(1, sizeof(*us));
@@ -656,7 +669,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     if (us == NULL || nva == NULL) {
         free(us);
         free(nva);
-        px_stream_up_fail(st, 503, "no_memory");
+        px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
     /* The canonical request, as the policy saw it (request.h). */
@@ -690,7 +703,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     free(nva);
     if (id < 0) {
         free(us);
-        px_stream_up_fail(st, 502, "upstream_submit_failed");
+        px_stream_up_fail(st, 502, PX_R_UPSTREAM_SUBMIT_FAILED);
         return;
     }
     us->id = id;
@@ -708,5 +721,5 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
 void px_up_h2_pool_free(struct px_pool *pool)
 {
     while (pool->h2conns != NULL)
-        uc_fail(pool->h2conns, "shutdown");
+        uc_fail(pool->h2conns, PX_R_SHUTDOWN);
 }

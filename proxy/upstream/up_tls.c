@@ -42,7 +42,7 @@ struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool)
     if (ssl == NULL)
         return NULL;
     SSL_set_ex_data(ssl, px_ssl_expect_idx, pool->server_id);
-    SSL_set_ex_data(ssl, px_ssl_reason_idx, NULL);
+    px_ssl_set_reason(ssl, PX_R_NONE);
     if (pool->sni[0] != '\0')
         SSL_set_tlsext_host_name(ssl, pool->sni);
     if (pool->alpn == PX_ALPN_PROBE)
@@ -79,21 +79,21 @@ int64_t px_up_bev_not_after(struct bufferevent *bev)
     return px_ssl_peer_not_after(bufferevent_openssl_get_ssl(bev));
 }
 
-const char *px_up_bev_fail_reason(struct bufferevent *bev)
+enum px_reason px_up_bev_fail_reason(struct bufferevent *bev)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    const char *r;
+    enum px_reason r;
     int tls_err = 0;
     if (ssl == NULL)
-        return NULL;
+        return PX_R_NONE;
     /* libevent also queues a pseudo-entry for a plain socket error (e.g.
      * ECONNREFUSED during connect): only OpenSSL's own library errors
      * mean the TLS layer failed. */
     for (unsigned long e; (e = bufferevent_get_openssl_error(bev)) != 0;)
         if (ERR_GET_LIB(e) == ERR_LIB_SSL)
             tls_err = 1;
-    r = SSL_get_ex_data(ssl, px_ssl_reason_idx);
-    if (r != NULL)
+    r = px_ssl_get_reason(ssl);
+    if (r != PX_R_NONE)
         return r;
-    return tls_err ? "tls_error" : NULL;
+    return tls_err ? PX_R_TLS_ERROR : PX_R_NONE;
 }

@@ -164,7 +164,7 @@ static void resolved(void *arg, int ok, const struct sockaddr *sa, socklen_t len
         if (pool->has_addr)
             start_on_pool(w, pool, st);
         else
-            px_stream_up_fail(st, 503, "upstream_unresolvable");
+            px_stream_up_fail(st, 503, PX_R_UPSTREAM_UNRESOLVABLE);
     }
 }
 
@@ -221,7 +221,7 @@ void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
     struct px_pool *pool = pool_get(w, up);
     int64_t now;
     if (pool == NULL) {
-        px_stream_up_fail(st, 503, "upstream_unresolvable");
+        px_stream_up_fail(st, 503, PX_R_UPSTREAM_UNRESOLVABLE);
         return;
     }
     now = mono_ms();
@@ -232,19 +232,19 @@ void px_upstream_start(struct px_worker *w, const struct px_upstream_addr *up,
         return;
     }
     if (now < pool->fail_until_ms) {
-        px_stream_up_fail(st, 503, "upstream_unresolvable");
+        px_stream_up_fail(st, 503, PX_R_UPSTREAM_UNRESOLVABLE);
         return;
     }
     {
         struct px_pool_waiter *wt = calloc(1, sizeof(*wt));
         if (wt == NULL) {
-            px_stream_up_fail(st, 503, "out_of_memory");
+            px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
             return;
         }
         resolve_start(w, pool);
         if (pool->resolving == NULL && !pool->has_addr) {
             free(wt);
-            px_stream_up_fail(st, 503, "upstream_unresolvable");
+            px_stream_up_fail(st, 503, PX_R_UPSTREAM_UNRESOLVABLE);
             return;
         }
         wt->pool = pool;

@@ -59,15 +59,17 @@ struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool);
 int px_up_bev_is_h2(struct bufferevent *bev);
 /* Why a TLS pool connection failed (server identity reason, or "tls_error"),
  * or NULL for plain connections / no TLS detail. Drains OpenSSL's errors. */
-const char *px_up_bev_fail_reason(struct bufferevent *bev);
+enum px_reason px_up_bev_fail_reason(struct bufferevent *bev);
 int64_t px_up_bev_not_after(struct bufferevent *bev);
 
 /* Writes the head of the canonical request rq as HTTP/1.1 (up_h1.c):
  * request line, Host, every field of rq->hdrs, then the framing picket
  * chose: chunked, or Content-Length len (left out for an empty body of a
- * method without body semantics). Returns 0, or -1 when rq is not built or
- * could split the request line (never for a built request). Pure apart
- * from appending to out. */
+ * method without body semantics). Returns 0; -1 when rq is not built or
+ * could split the request line (never for a built request), nothing
+ * written; -2 when memory ran out part way (out.h: what was written is
+ * not a head; the caller closes the connection). Pure apart from
+ * appending to out. */
 int px_h1_write_request_head(struct evbuffer *out, const struct px_request *rq, int chunked,
                              uint64_t len);
 

@@ -231,7 +231,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct px_request rq;
     struct px_request_ctx ctx;
-    const char *p = (const char *)data + 1, *end = (const char *)data + size, *reason = NULL;
+    const char *p = (const char *)data + 1, *end = (const char *)data + size;
+    enum px_reason reason = PX_R_NONE;
     const char *line[3] = {"", "", ""};
     size_t len[3] = {0, 0, 0};
     int flags, rc, trailers = 0, li = 0;
@@ -291,7 +292,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(px_request_set_authority(&rq, line[2], len[2]) == 0);
     rc = px_request_build(&rq, &ctx, &reason);
     if (rc != 0) {
-        FUZZ_CHECK(reason != NULL && reason[0] != '\0');
+        FUZZ_CHECK(reason != PX_R_NONE && reason < PX_R_COUNT &&
+                   px_reason_name(reason)[0] != '\0');
         FUZZ_CHECKF(rc == 400 || rc == 414 || rc == 417 || rc == 431, "status %d", rc);
         FUZZ_CHECK(!rq.built);
     } else {

@@ -113,7 +113,8 @@ class Dev(pt.TestCase):
     def run_line(self, line, url=None):
         """Runs the printed curl line exactly (optionally with another URL in place of its
         last argument); then once more with -w to learn the status. Returns
-        (body, status, http_version)."""
+        (body, status, http_version), body and status of that second run, so they
+        belong to one answer even when the policy changes between the two runs."""
         argv = shlex.split(line)
         self.assertEqual(argv[0], "curl")
         if url is not None:
@@ -121,8 +122,11 @@ class Dev(pt.TestCase):
             argv[-1] = url
         rc, body, err = run(argv)
         self.assertEqual(rc, 0, "curl line failed (%d): %s\n%s" % (rc, " ".join(argv), err))
-        rc, out, err = run(argv + ["-sS", "-o", os.devnull, "-w", "%{http_code} %{http_version}"])
+        body_file = os.path.join(self.tmp, "run_line.body")
+        rc, out, err = run(argv + ["-sS", "-o", body_file, "-w", "%{http_code} %{http_version}"])
         self.assertEqual(rc, 0, err)
+        with open(body_file, "rb") as f:
+            body = f.read()
         status, ver = out.decode().split()
         return body, int(status), ver
 

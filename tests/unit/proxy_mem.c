@@ -124,7 +124,7 @@ START_TEST(mem_cache_entries_charged_and_evicted)
         snprintf(key, sizeof(key), "k%d", i);
         ck_assert_int_eq(px_dsvc_join(s, key, strlen(key), (uint64_t)i * 7919, g, NULL, NULL),
                          1);
-        px_dsvc_complete(s, key, strlen(key), (uint64_t)i * 7919, g, a, NULL, 1000, 60000);
+        px_dsvc_complete(s, key, strlen(key), (uint64_t)i * 7919, g, a, PX_R_NONE, 1000, 60000);
         px_answer_unref(a);
     }
     ck_assert_int_gt(px_mem_pool_bytes(PX_MEM_CACHE) - cache0, 10 * 1000);
@@ -148,7 +148,7 @@ START_TEST(mem_cache_entries_charged_and_evicted)
     {
         struct px_answer *a = answer(200);
         px_dsvc_join(s, "n", 1, 42, g, NULL, NULL);
-        px_dsvc_complete(s, "n", 1, 42, g, a, NULL, 1000, 60000);
+        px_dsvc_complete(s, "n", 1, 42, g, a, PX_R_NONE, 1000, 60000);
         px_answer_unref(a);
         ck_assert_ptr_null(px_dsvc_lookup(s, "n", 1, 42, g, 2000));
     }
@@ -167,13 +167,13 @@ START_TEST(mem_cache_generations)
     ck_assert_int_eq(px_dsvc_generation(s, g1), 1);
     ck_assert_int_eq(px_dsvc_join(s, "k", 1, 9, g1, NULL, NULL), 1);
     ck_assert_int_eq(px_dsvc_generation(s, g2), 1); /* a new revision: flush */
-    px_dsvc_complete(s, "k", 1, 9, g1, a, NULL, 1000, 60000);
+    px_dsvc_complete(s, "k", 1, 9, g1, a, PX_R_NONE, 1000, 60000);
     ck_assert_ptr_null(px_dsvc_lookup(s, "k", 1, 9, g1, 2000));
     ck_assert_ptr_null(px_dsvc_lookup(s, "k", 1, 9, g2, 2000));
     /* an older generation never takes over */
     ck_assert_int_eq(px_dsvc_generation(s, old), 0);
     ck_assert_int_eq(px_dsvc_join(s, "k", 1, 9, g2, NULL, NULL), 1);
-    px_dsvc_complete(s, "k", 1, 9, g2, a, NULL, 1000, 60000);
+    px_dsvc_complete(s, "k", 1, 9, g2, a, PX_R_NONE, 1000, 60000);
     e = px_dsvc_lookup(s, "k", 1, 9, g2, 2000);
     ck_assert_ptr_nonnull(e);
     px_dentry_unref(e);

@@ -19,6 +19,10 @@
 #include "policy.h"
 #include "px.h"
 #include "snapshot.h"
+#include "upstream.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
 
 /* Bodies must not call ck_assert while injection is armed (Check itself
  * allocates, and is linked statically): they note a broken invariant here
@@ -320,6 +324,82 @@ START_TEST(alloc_hdrs)
 }
 END_TEST
 
+/* ---- output written piece by piece (out.h) ----------------------------- */
+
+/* libevent's own allocations go through these, so they fail in turn too
+ * (failmalloc wraps malloc & co. in the objects linked here). */
+static void *ev_malloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void *ev_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+
+static void ev_free(void *p)
+{
+    free(p);
+}
+
+static const char head_want[] = "POST /orders/1?x=1 HTTP/1.1\r\nHost: shop.example\r\n";
+
+/* The HTTP/1.1 head of a canonical request with many fields, written into
+ * a buffer that already holds bytes: either the whole head follows them,
+ * or the call says it failed (-2: the caller closes the connection, so the
+ * part written is never followed by anything); never 0 with a head
+ * missing a piece. */
+static int body_h1_head(void *arg)
+{
+    struct evbuffer *out;
+    struct px_request rq;
+    struct px_hdrs extra = {0};
+    char name[32], value[600];
+    int rc = -1;
+    (void)arg;
+
+    px_request_init(&rq);
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "x-field-%d", i);
+        memset(value, 'a' + i % 26, sizeof(value) - 1);
+        value[sizeof(value) - 1] = '\0';
+        if (px_hdrs_add(&extra, name, strlen(name), value, strlen(value), 0) != 0)
+            goto done;
+    }
+    if (px_request_set_internal(&rq, "POST", "shop.example", "/orders/1?x=1", &extra) != 0)
+        goto done;
+    out = evbuffer_new();
+    if (out == NULL)
+        goto done;
+    if (evbuffer_add(out, "prefix", 6) == 0) {
+        rc = px_h1_write_request_head(out, &rq, 0, 5);
+        if (rc == 0) {
+            static char p[64 * 1024]; /* copied out: no allocation while injection is armed */
+            size_t n = evbuffer_get_length(out);
+            EXPECT(n < sizeof(p) && evbuffer_copyout(out, p, n) == (ev_ssize_t)n);
+            EXPECT(n > 6 + sizeof(head_want));
+            EXPECT(memcmp(p + 6, head_want, sizeof(head_want) - 1) == 0);
+            EXPECT(memcmp(p + n - 21, "Content-Length: 5\r\n\r\n", 21) == 0);
+            EXPECT(memmem(p, n, "x-field-39: ", 12) != NULL);
+        } else {
+            EXPECT(rc == -2);
+        }
+    }
+    evbuffer_free(out);
+done:
+    px_hdrs_clear(&extra);
+    px_request_clear(&rq);
+    return rc;
+}
+
+START_TEST(alloc_h1_head)
+{
+    event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
+    ck_assert_int_gt(each_failure(body_h1_head, NULL, "px_h1_write_request_head"), 2);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
     Suite *s = suite_create("alloc");
@@ -333,6 +413,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(tc, alloc_config);
     tcase_add_test(tc, alloc_policy_state);
     tcase_add_test(tc, alloc_hdrs);
+    tcase_add_test(tc, alloc_h1_head);
     suite_add_tcase(s, tc);
     return s;
 }

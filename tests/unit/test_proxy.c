@@ -880,6 +880,7 @@ TCase *tcase_authority(void); /* proxy_request.c */
 TCase *tcase_request(void);   /* proxy_request.c */
 TCase *tcase_mem(void);       /* proxy_mem.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
+TCase *tcase_reason(void); /* proxy_reason.c */
 
 static Suite *proxy_suite(void)
 {
@@ -890,6 +891,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_request());
     suite_add_tcase(s, tcase_mem());
     suite_add_tcase(s, tcase_url());
+    suite_add_tcase(s, tcase_reason());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_metrics());
