@@ -25,8 +25,7 @@ struct px_control {
     struct certs_keypair *kp;
     SSL_CTX *ctx;
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *sock;
+    struct px_httpl *hl; /* listener, connections, evhttp (http_listen.c) */
     struct event *tick, *sigterm, *sigint;
     struct watch *watches;
     size_t nwaiters;

@@ -20,6 +20,7 @@ others, and the reserve is back once its connections close.
 
     PICKET_BIN=build/picket /usr/bin/python3 tests/integration/test_listeners.py [-k PATTERN]
 """
+import http.client
 import os
 import socket
 import ssl
@@ -298,6 +299,131 @@ class AdminListener(ListenerCase):
         # a probe waits in the queue until the idle connections' deadline frees a slot
         self.assertEqual(self.probe(admin, timeout=60)[0], 200)
         self.assertTrue(count_in_log(p, event_needle("request_timeout", "admin")))
+
+
+class ServeCase(ListenerCase):
+    """`picket control serve` / `picket inject serve` started as pt.Picket."""
+
+    SERVE_NAME = None
+
+    def serve(self, args, nofile=None):
+        port = pt.free_port()
+        args = [a.replace("PORT", str(port)) for a in args]
+        p = pt.Picket(self.tmp, None, inbound_port=port, pki=self.pki, name=self.SERVE_NAME,
+                      args=args, nofile=nofile)
+        self.addCleanup(self._stop, p)
+        p.start()
+        p.port = port
+        return p
+
+    def _stop(self, p):
+        rc = p.stop()
+        if self.failed() or pt.VERBOSE or p.hung:
+            pt.log("%s pid %d exit %s; stderr tail:\n%s" % (self.SERVE_NAME, p.pid, rc,
+                                                            p.stderr()[-3000:]))
+        problems = p.stop_problems(expect_exit=None if p.killed and not p.hung else 0)
+        if problems:
+            self.fail("\n".join(problems))
+
+    def get(self, port, path, timeout=30.0, client_cert=True):
+        ctx = pt.tls_context(self.pki, "client", alpn=("http/1.1",))
+        if not client_cert:
+            ctx = ssl.create_default_context(cafile=self.pki.ca)
+        c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def tls_socket(self, port, client_cert=True):
+        ctx = pt.tls_context(self.pki, "client", alpn=("http/1.1",))
+        if not client_cert:
+            ctx = ssl.create_default_context(cafile=self.pki.ca)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        return ctx.wrap_socket(raw, server_hostname="localhost")
+
+    # the three behaviours, for both servers
+
+    def check_out_of_descriptors(self, p, path, client_cert=True):
+        needle = event_needle("accept_failed", self.SERVE_NAME)
+        socks = flood(p.port)
+        self.addCleanup(close_all, socks)
+        self.assertTrue(wait_for(lambda: count_in_log(p, needle), 30),
+                        "no accept_failed with RLIMIT_NOFILE %d:\n%s" % (NOFILE,
+                                                                        p.stderr()[-2000:]))
+        since = log_bytes(p)
+        w = self.measure(p)
+        self.assert_quiet(w, "%s out of descriptors" % self.SERVE_NAME)
+        lines = count_in_log(p, needle, since)
+        self.assertLessEqual(lines, w.wall / 0.2 + 3, "more accept_failed lines than pauses")
+        self.assertGreaterEqual(lines, 1, "the listener stopped retrying")
+        # descriptors come back: served again
+        close_all(socks)
+        self.assertEqual(self.get(p.port, path, client_cert=client_cert)[0], 200)
+
+    def check_connection_cap(self, p, path, cap, client_cert=True):
+        base = pt.open_fds(p.pid)
+        socks = flood(p.port, cap + 6)
+        self.addCleanup(close_all, socks)
+        self.assertTrue(wait_for(lambda: count_in_log(p, event_needle("listener_full",
+                                                                      self.SERVE_NAME)), 30),
+                        "no listener_full:\n" + p.stderr()[-2000:])
+        late = {}
+
+        def fetch():
+            try:
+                late["r"] = self.get(p.port, path, timeout=120, client_cert=client_cert)
+            except Exception as e:  # noqa: BLE001 (reported below)
+                late["r"] = e
+        t = threading.Thread(target=fetch, daemon=True)
+        t.start()
+        w = self.measure(p, 2.0)
+        self.assert_quiet(w, "%s at its connection cap" % self.SERVE_NAME)
+        fds = pt.open_fds(p.pid)
+        self.assertLessEqual(fds - base, cap, "%d descriptors for %d connections with a cap of "
+                             "%d" % (fds - base, cap + 7, cap))
+        self.assertNotIn("r", late, "a client past the cap was served while the cap was full")
+        close_all(socks)
+        t.join(120)
+        self.assertEqual(late.get("r", (None,))[0], 200, late)
+
+    def check_trickle(self, p, first, client_cert=True):
+        s = self.tls_socket(p.port, client_cert)
+        self.addCleanup(s.close)
+        took = trickle_until_closed(s, first, 1.0, 60)
+        self.assertIsNotNone(took, "a request trickled at 1 byte/s kept its connection 60 s")
+        self.assertTrue(wait_for(lambda: count_in_log(p, event_needle("request_timeout",
+                                                                      self.SERVE_NAME)), 10))
+        pt.log("%s: trickled request cut off after %.1f s" % (self.SERVE_NAME, took))
+
+
+class ControlListener(ServeCase):
+    SERVE_NAME = "control"
+
+    def control(self, extra=(), nofile=None):
+        d = os.path.join(self.tmp, "bundles")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "b.json"), "w") as f:
+            f.write('{"any": "bytes"}\n')
+        return self.serve(["control", "serve", "--dir", d, "--bind", "127.0.0.1:PORT",
+                           "--cert", self.pki.cert("server"), "--key", self.pki.key("server"),
+                           "--bundle", self.pki.ca] + list(extra), nofile=nofile)
+
+    def test_control_out_of_descriptors(self):
+        # a cap above the descriptor limit, so accept() is what fails
+        p = self.control(["--max-connections", "1000", "--header-timeout", "60s"], nofile=NOFILE)
+        self.check_out_of_descriptors(p, "/b.json")
+
+    def test_control_connection_cap(self):
+        p = self.control(["--max-connections", "4", "--header-timeout", "60s"])
+        self.check_connection_cap(p, "/b.json", 4)
+
+    def test_control_trickled_request_cut_off(self):
+        p = self.control(["--header-timeout", "3s"])
+        self.check_trickle(p, b"GET /b.json HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        self.assertEqual(self.get(p.port, "/b.json")[0], 200)
 
 
 if __name__ == "__main__":
