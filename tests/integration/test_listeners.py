@@ -426,5 +426,30 @@ class ControlListener(ServeCase):
         self.assertEqual(self.get(p.port, "/b.json")[0], 200)
 
 
+class InjectListener(ServeCase):
+    SERVE_NAME = "inject"
+
+    def webhook(self, extra=(), nofile=None):
+        return self.serve(["inject", "serve", "--bind", "127.0.0.1:PORT",
+                           "--cert", self.pki.cert("server"), "--key", self.pki.key("server"),
+                           "--image", "picket:test"] + list(extra), nofile=nofile)
+
+    def test_inject_out_of_descriptors(self):
+        p = self.webhook(["--max-connections", "1000", "--header-timeout", "60s"], nofile=NOFILE)
+        self.check_out_of_descriptors(p, "/healthz", client_cert=False)
+
+    def test_inject_connection_cap(self):
+        p = self.webhook(["--max-connections", "4", "--header-timeout", "60s"])
+        self.check_connection_cap(p, "/healthz", 4, client_cert=False)
+
+    def test_inject_trickled_request_cut_off(self):
+        # the headers arrive at once, the body one byte a second
+        p = self.webhook(["--header-timeout", "3s"])
+        self.check_trickle(p, b"POST /inject HTTP/1.1\r\nHost: localhost\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+                           client_cert=False)
+        self.assertEqual(self.get(p.port, "/healthz", client_cert=False)[0], 200)
+
+
 if __name__ == "__main__":
     pt.main(timeout=600)
