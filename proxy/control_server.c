@@ -31,8 +31,6 @@
 #include "log.h"
 #include "snapshot.h"
 
-#define IO_TIMEOUT_S 10
-
 /* ---- TLS --------------------------------------------------------------------- */
 
 
@@ -169,6 +167,8 @@ int px_control_new(struct px_control **out, const struct px_control_opts *o, cha
     c->o = *o;
     if (c->o.max_waiters == 0)
         c->o.max_waiters = PX_CONTROL_MAX_WAITERS;
+    if (c->o.max_waiters_per_client == 0)
+        c->o.max_waiters_per_client = PX_CONTROL_MAX_WAITERS_PER_CLIENT;
     if (c->o.max_wait_ms < 0)
         c->o.max_wait_ms = 0;
     if (c->o.max_conns == 0)
@@ -207,13 +207,14 @@ int px_control_new(struct px_control **out, const struct px_control_opts *o, cha
     ho.port = o->port;
     ho.max_conns = c->o.max_conns;
     ho.request_timeout_ms = c->o.header_timeout_ms;
-    ho.io_timeout_s = IO_TIMEOUT_S;
+    ho.io_timeout_s = PX_CONTROL_IO_TIMEOUT_S;
     ho.max_headers_size = PX_CONTROL_HEADERS_MAX;
     ho.max_body_size = 0;
     ho.allowed_methods = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                          EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH;
     ho.handle = px_control_handle;
     ho.bevcb = bev_cb;
+    ho.on_close = px_control_conn_closed;
     ho.arg = c;
     if (px_httpl_new(&c->hl, c->base, &ho, e2, sizeof(e2)) != 0) {
         snprintf(err, errlen, "%s", e2);
@@ -243,15 +244,17 @@ int px_control_port(const struct px_control *c)
 
 int px_control_run(struct px_control *c)
 {
-    char port[8], wait[24], cap[24], conns[24], hto[24];
+    char port[8], wait[24], cap[24], ccap[24], conns[24], hto[24];
     snprintf(port, sizeof(port), "%d", c->port);
     snprintf(wait, sizeof(wait), "%lld", (long long)(c->o.max_wait_ms / 1000));
     snprintf(cap, sizeof(cap), "%zu", c->o.max_waiters);
+    snprintf(ccap, sizeof(ccap), "%zu", c->o.max_waiters_per_client);
     snprintf(conns, sizeof(conns), "%zu", c->o.max_conns);
     snprintf(hto, sizeof(hto), "%lld", (long long)c->o.header_timeout_ms);
     px_log(PX_LOG_INFO, "control_listening", "host", c->o.host, "port", port, "dir", c->o.dir, "id",
            certs_keypair_spiffe_id(c->kp), "max_wait_s", wait, "max_waiters", cap,
-           "max_connections", conns, "header_timeout_ms", hto, NULL);
+           "max_waiters_per_client", ccap, "max_connections", conns, "header_timeout_ms", hto,
+           NULL);
     if (event_base_dispatch(c->base) < 0)
         return 1;
     px_control_answer_all(c);
