@@ -877,6 +877,7 @@ TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
 TCase *tcase_authority(void); /* proxy_request.c */
 TCase *tcase_request(void);   /* proxy_request.c */
 TCase *tcase_mem(void);       /* proxy_mem.c */
+TCase *tcase_logpipe(void);   /* proxy_logpipe.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 
 static Suite *proxy_suite(void)
@@ -890,6 +891,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_url());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
+    suite_add_tcase(s, tcase_logpipe());
     suite_add_tcase(s, tcase_metrics());
     suite_add_tcase(s, tcase_admin());
     return s;
