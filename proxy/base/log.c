@@ -3,8 +3,26 @@
  * logs in files (or stdout).
  *
  * Hot path: a thread formats into its own _Thread_local buffer and issues
- * one write(2); no lock, no allocation. The only shared state is a few
- * atomics per sink (descriptor number, enabled flag).
+ * one write(2); no allocation. A record is written whole or dropped whole,
+ * never cut:
+ *
+ *   - regular files (and ttys, devices) take a record in one write(2) with
+ *     no lock: O_APPEND writes do not interleave, and the kernel writes a
+ *     file record whole unless the disk fails (then it is counted);
+ *   - pipes and sockets (stdout in a container) are non-blocking, and a
+ *     full pipe takes only part of a record larger than PIPE_BUF (a socket,
+ *     of any record), and lets two writers' large records interleave. So
+ *     each writes under a per-pipe mutex (sinks on the same pipe, such as
+ *     stdout and stderr joined by 2>&1, share it: a "channel"), and when
+ *     the pipe takes only part of a record, the rest is kept in the
+ *     channel's buffer and written before anything else; until it is, new
+ *     records are dropped whole. A record the pipe has no room for at all
+ *     is dropped after two 5 ms waits, outside the lock. The mutex costs
+ *     little: the kernel takes the pipe's own lock for every write anyway.
+ *
+ * Every record not written is counted in picket_log_dropped_total{log}; those
+ * lost to an error other than a full pipe (ENOSPC, EPIPE...) also in
+ * picket_log_write_errors_total{log}.
  *
  * Reopen (logrotate, SIGHUP) keeps each sink's descriptor *number* for the
  * life of the process and dup2()s the freshly opened file onto it. A worker
@@ -19,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,12 +53,28 @@ enum { SINK_ERROR, SINK_ACCESS, SINK_AUDIT, NSINKS };
 struct sink {
     atomic_int fd; /* -1 until first opened */
     atomic_int on;
+    atomic_int stream; /* a pipe or socket: written through its channel */
+    atomic_int chan;   /* index in g_chan: the first sink on the same pipe */
 };
 
 static struct sink g_sink[NSINKS] = {
-    {STDERR_FILENO, 1},
-    {-1, 0},
-    {-1, 0},
+    {STDERR_FILENO, 1, 0, SINK_ERROR},
+    {-1, 0, 0, SINK_ACCESS},
+    {-1, 0, 0, SINK_AUDIT},
+};
+
+/* Writing to one pipe or socket: one writer at a time, and the tail of a
+ * record the pipe took only in part. */
+struct chan {
+    pthread_mutex_t mu;
+    size_t off, len; /* pending[off..len) is still to be written */
+    char pending[PX_LOG_LINE_MAX];
+};
+
+static struct chan g_chan[NSINKS] = {
+    {PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}},
+    {PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}},
+    {PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}},
 };
 static atomic_int g_level = PX_LOG_INFO;
 
@@ -346,17 +381,58 @@ static void count_error(int which)
     /* Rare path: the registry lookup takes a mutex, which is fine here and
      * keeps log.c free of pointers that px_metrics_shutdown() would free. */
     px_counter_add(px_counter_get("picket_log_write_errors_total",
-                                  "Log lines dropped because writing them failed.",
+                                  "Log lines dropped because writing them failed (other than a "
+                                  "full pipe).",
                                   sink_label[which]),
                    1);
 }
 
-static int write_line(int which, const char *buf, size_t len)
+static void count_dropped(int which)
 {
-    int fd = atomic_load_explicit(&g_sink[which].fd, memory_order_acquire);
-    int waits = 0;
-    size_t off = 0;
+    px_counter_add(px_counter_get("picket_log_dropped_total",
+                                  "Log records dropped whole: a full pipe or a failed write.",
+                                  sink_label[which]),
+                   1);
+}
 
+enum { W_DONE, W_BLOCKED, W_ERROR };
+
+static int would_block(int e)
+{
+    return e == EAGAIN || e == EWOULDBLOCK;
+}
+
+/* Writes what is left of the channel's cut record. Caller holds ch->mu. */
+static int flush_pending(struct chan *ch, int fd)
+{
+    while (ch->off < ch->len) {
+        ssize_t n = write(fd, ch->pending + ch->off, ch->len - ch->off);
+        if (n > 0) {
+            ch->off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && would_block(errno))
+            return W_BLOCKED;
+        ch->off = ch->len = 0; /* the reader is gone: the rest can never be written */
+        return W_ERROR;
+    }
+    ch->off = ch->len = 0;
+    return W_DONE;
+}
+
+/* One attempt on a pipe or socket, under ch->mu: the channel's cut record
+ * first, then buf. W_DONE: written, or started and its tail kept in the
+ * channel; W_BLOCKED: nothing of buf written, the pipe is full; W_ERROR:
+ * nothing of buf written, the write failed. */
+static int stream_try(struct chan *ch, int fd, const char *buf, size_t len)
+{
+    size_t off = 0;
+    int r = flush_pending(ch, fd);
+
+    if (r != W_DONE)
+        return r == W_BLOCKED ? W_BLOCKED : W_ERROR;
     while (off < len) {
         ssize_t n = write(fd, buf + off, len - off);
         if (n > 0) {
@@ -365,17 +441,98 @@ static int write_line(int which, const char *buf, size_t len)
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && waits < 2) {
-            /* A full pipe: give the reader a moment, then drop the line. */
+        if (off == 0)
+            return n < 0 && would_block(errno) ? W_BLOCKED : W_ERROR;
+        if (n < 0 && would_block(errno)) {
+            /* the pipe took a part: the rest goes before anything else */
+            memcpy(ch->pending, buf + off, len - off);
+            ch->off = 0;
+            ch->len = len - off;
+        }
+        /* else: the reader went away mid-record; nobody sees the cut */
+        return W_DONE;
+    }
+    return W_DONE;
+}
+
+static int write_stream(int which, int fd, const char *buf, size_t len)
+{
+    struct chan *ch = &g_chan[atomic_load_explicit(&g_sink[which].chan, memory_order_acquire)];
+    int r = W_BLOCKED;
+
+    for (int waits = 0;; waits++) {
+        pthread_mutex_lock(&ch->mu);
+        r = stream_try(ch, fd, buf, len);
+        pthread_mutex_unlock(&ch->mu);
+        if (r != W_BLOCKED || waits == 2)
+            break;
+        /* A full pipe: give the reader a moment (not holding the lock). */
+        {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            (void)poll(&pfd, 1, 5);
+        }
+    }
+    if (r == W_DONE)
+        return 0;
+    if (r == W_ERROR)
+        count_error(which);
+    count_dropped(which);
+    return -1;
+}
+
+static int write_line(int which, const char *buf, size_t len)
+{
+    int fd = atomic_load_explicit(&g_sink[which].fd, memory_order_acquire);
+    int waits = 0;
+    size_t off = 0;
+
+    if (atomic_load_explicit(&g_sink[which].stream, memory_order_acquire))
+        return write_stream(which, fd, buf, len);
+    while (off < len) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && would_block(errno) && waits < 2) {
+            /* not a pipe or socket, yet non-blocking (a character device) */
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
             (void)poll(&pfd, 1, 5);
             waits++;
             continue;
         }
         count_error(which);
+        count_dropped(which);
         return -1;
     }
     return 0;
+}
+
+void px_log_flush(int wait_ms)
+{
+    for (int i = 0; i < NSINKS; i++) {
+        struct chan *ch = &g_chan[i];
+        int fd = -1;
+        for (int k = 0; k < NSINKS; k++)
+            if (atomic_load(&g_sink[k].chan) == i && atomic_load(&g_sink[k].stream))
+                fd = atomic_load(&g_sink[k].fd);
+        if (fd < 0)
+            continue;
+        for (int waited = 0;; waited += 5) {
+            int r;
+            pthread_mutex_lock(&ch->mu);
+            r = flush_pending(ch, fd);
+            pthread_mutex_unlock(&ch->mu);
+            if (r != W_BLOCKED || waited >= wait_ms)
+                break;
+            {
+                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+                (void)poll(&pfd, 1, 5);
+            }
+        }
+    }
 }
 
 static int sink_on(int which)
@@ -505,14 +662,38 @@ int px_log_audit(const struct px_audit_rec *r)
  * they are. This changes the shared file description: stdout/stderr of the
  * whole process become non-blocking, which is fine since picket writes to
  * them only through this file. */
-static void nonblock_if_stream(int fd)
+static int nonblock_if_stream(int fd)
 {
     struct stat st;
     int fl;
 
-    if (fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) &&
-        (fl = fcntl(fd, F_GETFL)) >= 0)
+    if (fstat(fd, &st) != 0 || !(S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+        return 0;
+    if ((fl = fcntl(fd, F_GETFL)) >= 0)
         (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return 1;
+}
+
+/* Sinks on the same pipe or socket share the first one's channel. */
+static void assign_channels(void)
+{
+    struct stat st[NSINKS];
+    int ok[NSINKS];
+
+    for (int i = 0; i < NSINKS; i++) {
+        int fd = atomic_load(&g_sink[i].fd);
+        ok[i] = fd >= 0 && atomic_load(&g_sink[i].stream) && fstat(fd, &st[i]) == 0;
+    }
+    for (int i = 0; i < NSINKS; i++) {
+        int c = i;
+        for (int j = 0; j < i && ok[i]; j++) {
+            if (ok[j] && st[j].st_dev == st[i].st_dev && st[j].st_ino == st[i].st_ino) {
+                c = atomic_load(&g_sink[j].chan);
+                break;
+            }
+        }
+        atomic_store(&g_sink[i].chan, c);
+    }
 }
 
 static int open_sink(const char *path, int *fd, char *err, size_t errlen)
@@ -523,7 +704,7 @@ static int open_sink(const char *path, int *fd, char *err, size_t errlen)
     if (strcmp(path, "-") == 0) {
         *fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
         if (*fd >= 0)
-            nonblock_if_stream(*fd);
+            (void)nonblock_if_stream(*fd);
     } else {
         *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
     }
@@ -535,12 +716,33 @@ static int open_sink(const char *path, int *fd, char *err, size_t errlen)
     return 0;
 }
 
-static void install(struct sink *s, int newfd)
+/* Points sink `which` at newfd (dup3 onto its descriptor number), or at
+ * /dev/null when newfd < 0. Done under the sink's channel lock, so no
+ * record is half-written across the swap; the tail of a cut record still
+ * in the channel is written first (waiting up to 100 ms for the reader), or
+ * dropped: written to the new file it would start it with half a line. */
+static void install(int which, int newfd)
 {
+    struct sink *s = &g_sink[which];
+    struct chan *ch = &g_chan[atomic_load(&s->chan)];
     int cur = atomic_load(&s->fd);
 
+    pthread_mutex_lock(&ch->mu);
+    if (cur >= 0 && atomic_load(&s->stream)) {
+        int r;
+        for (int waited = 0; (r = flush_pending(ch, cur)) == W_BLOCKED && waited < 100;
+             waited += 5) {
+            struct pollfd pfd = {.fd = cur, .events = POLLOUT};
+            (void)poll(&pfd, 1, 5);
+        }
+        if (r != W_DONE) {
+            ch->off = ch->len = 0;
+            count_dropped(which);
+        }
+    }
     if (newfd < 0) {
         atomic_store(&s->on, 0);
+        atomic_store(&s->stream, 0);
         if (cur >= 0) {
             int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
             if (nul >= 0) {
@@ -548,15 +750,19 @@ static void install(struct sink *s, int newfd)
                 close(nul);
             }
         }
+        pthread_mutex_unlock(&ch->mu);
         return;
     }
     if (cur < 0) {
         atomic_store(&s->fd, newfd);
+        cur = newfd;
     } else {
         (void)dup3(newfd, cur, O_CLOEXEC);
         close(newfd);
     }
+    atomic_store(&s->stream, nonblock_if_stream(cur));
     atomic_store(&s->on, 1);
+    pthread_mutex_unlock(&ch->mu);
 }
 
 int px_log_reopen(int level, const char *access_path, const char *audit_path, char *err,
@@ -575,9 +781,10 @@ int px_log_reopen(int level, const char *access_path, const char *audit_path, ch
             close(afd);
         return -1;
     }
-    nonblock_if_stream(STDERR_FILENO);
-    install(&g_sink[SINK_ACCESS], afd);
-    install(&g_sink[SINK_AUDIT], ufd);
+    atomic_store(&g_sink[SINK_ERROR].stream, nonblock_if_stream(STDERR_FILENO));
+    install(SINK_ACCESS, afd);
+    install(SINK_AUDIT, ufd);
+    assign_channels();
     atomic_store(&g_level, level);
     return 0;
 }
@@ -590,6 +797,7 @@ int px_log_init(int level, const char *access_path, const char *audit_path, char
 
 void px_log_shutdown(void)
 {
+    px_log_flush(100);
     for (int i = SINK_ACCESS; i < NSINKS; i++) {
         int fd = atomic_exchange(&g_sink[i].fd, -1);
         atomic_store(&g_sink[i].on, 0);

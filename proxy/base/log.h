@@ -7,11 +7,18 @@
  * workers never take a lock to log. Every string goes through
  * px_json_escape(); peer data is never a format string.
  *
- * A write that fails (ENOSPC, EAGAIN on a full pipe...) drops the line and
- * counts it in picket_log_write_errors_total{log="access|audit|error"}; a
- * full pipe is waited on for at most a few milliseconds, never forever.
- * Lines longer than PX_LOG_LINE_MAX are truncated per value, and stay valid
- * JSON.
+ * A record is written whole or dropped whole, never cut: on a full
+ * non-blocking pipe (stdout in a container) a record the pipe has no room
+ * for is dropped after at most two 5 ms waits, never forever; one the pipe
+ * takes only in part (larger than PIPE_BUF, or any on a socket) has its
+ * tail written before any other record, and records that arrive while a
+ * tail is still waiting are dropped. Writes to one pipe are serialized, so
+ * large records from several threads, or from sinks sharing the pipe
+ * (stdout and stderr joined), never interleave. Every record dropped is
+ * counted in picket_log_dropped_total{log="access|audit|error"}; those lost
+ * to an error other than a full pipe (ENOSPC, EPIPE...) also in
+ * picket_log_write_errors_total{log}. Lines longer than PX_LOG_LINE_MAX are
+ * truncated per value, and stay valid JSON.
  */
 #ifndef PX_LOG_H
 #define PX_LOG_H
@@ -42,9 +49,16 @@ int px_log_init(int level, const char *access_path, const char *audit_path, char
 int px_log_reopen(int level, const char *access_path, const char *audit_path, char *err,
                   size_t errlen);
 
-/* Closes the access and audit files. No logging may run concurrently.
- * Logging after this goes to stderr only (access/audit dropped). */
+/* Closes the access and audit files, after px_log_flush(100). No logging
+ * may run concurrently. Logging after this goes to stderr only
+ * (access/audit dropped). */
 void px_log_shutdown(void);
+
+/* Writes the tail of a record a pipe took only in part, waiting up to
+ * wait_ms for the reader (0: one try). Until it is written, new records to
+ * that pipe are dropped; the next record written also flushes it, so this
+ * is for quiet times (a periodic timer, exit). Any thread. */
+void px_log_flush(int wait_ms);
 
 /* 1 if lines of `level` are written. Any thread. */
 int px_log_enabled(int level);

@@ -4,7 +4,8 @@
  *
  *   picket control serve --dir DIR --bind HOST:PORT --cert SVID.pem
  *       --key SVID.key --bundle [TD=]FILE [...] [--allow ID ...]
- *       [--max-wait 60s] [--max-waiters 1000]
+ *       [--max-wait 60s] [--max-waiters 1000] [--max-waiters-per-client 4]
+ *       [--max-connections 2048] [--header-timeout 10s]
  *
  * --allow patterns are checked here so a typo is a usage error rather than
  * a server that refuses every sidecar.
@@ -32,8 +33,14 @@ static const char usage_text[] =
     "  picket control serve --dir DIR --bind HOST:PORT --cert SVID.pem --key SVID.key\n"
     "      --bundle [TD=]FILE [--bundle ...]   (alias: --trust-bundle)\n"
     "      [--allow SPIFFE_ID|spiffe://TD/* ...] [--max-wait 60s] [--max-waiters 1000]\n"
+    "      [--max-waiters-per-client 4] [--max-connections 2048] [--header-timeout 10s]\n"
     "  serves DIR/<name> (signed envelopes made with `picket bundle sign`) over mTLS:\n"
-    "  GET /<name> with ETag, If-None-Match (304) and `Prefer: wait=N` long-poll.\n";
+    "  GET /<name> with ETag, If-None-Match (304) and `Prefer: wait=N` long-poll.\n"
+    "  --max-waiters: held long-polls in all; --max-waiters-per-client: per client\n"
+    "  SPIFFE ID (past it the client's oldest held request is answered 304).\n"
+    "  --max-connections: open connections (held long-polls included); more wait in\n"
+    "  the kernel's accept queue. --header-timeout: a connection must complete its TLS\n"
+    "  handshake and request within this of being accepted (or of its last answer).\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -147,12 +154,31 @@ static int cmd_serve(int argc, char **argv)
                 return usage_error("--max-wait: expected a duration up to 1h such as 60s, got "
                                    "'%s'",
                                    v ? v : "");
+        } else if (px_cli_opt(argc, argv, &i, "--max-waiters-per-client", &v)) {
+            char *end = NULL;
+            long n = v != NULL ? strtol(v, &end, 10) : 0;
+            if (v == NULL || *end != '\0' || n < 1 || n > 100000)
+                return usage_error("--max-waiters-per-client: expected 1..100000, got '%s'",
+                                   v ? v : "");
+            o.max_waiters_per_client = (size_t)n;
         } else if (px_cli_opt(argc, argv, &i, "--max-waiters", &v)) {
             char *end = NULL;
             long n = v != NULL ? strtol(v, &end, 10) : 0;
             if (v == NULL || *end != '\0' || n < 1 || n > 100000)
                 return usage_error("--max-waiters: expected 1..100000, got '%s'", v ? v : "");
             o.max_waiters = (size_t)n;
+        } else if (px_cli_opt(argc, argv, &i, "--max-connections", &v)) {
+            char *end = NULL;
+            long n = v != NULL ? strtol(v, &end, 10) : 0;
+            if (v == NULL || *end != '\0' || n < 1 || n > 1000000)
+                return usage_error("--max-connections: expected 1..1000000, got '%s'", v ? v : "");
+            o.max_conns = (size_t)n;
+        } else if (px_cli_opt(argc, argv, &i, "--header-timeout", &v)) {
+            if (v == NULL || certs_duration_parse(v, strlen(v), &o.header_timeout_ms) != 0 ||
+                o.header_timeout_ms < 100 || o.header_timeout_ms > 3600000)
+                return usage_error("--header-timeout: expected a duration from 100ms to 1h such "
+                                   "as 10s, got '%s'",
+                                   v ? v : "");
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;

@@ -10,7 +10,11 @@
  * through evhttp_set_bevcb): reviews are small and pure CPU, so one event
  * loop keeps up with any API server. Bodies are capped by evhttp before the
  * callback runs (413), headers at 16 KiB, idle/slow connections time out
- * after 10 s. The serving certificate is re-read when its files change
+ * after 10 s. The listener is http_listen.c's: at most --max-connections
+ * open (default MAX_CONNS), a complete request (TLS handshake, headers,
+ * body) within --header-timeout of accept (default HEADER_TIMEOUT_MS), and
+ * a 200 ms pause when accept() fails (out of descriptors) instead of a
+ * spin. The serving certificate is re-read when its files change
  * (checked every CERT_CHECK_S seconds): cert-manager and Secret volume
  * updates swap the files under a running pod, and a webhook that serves an
  * expired certificate blocks every pod creation in opted-in namespaces.
@@ -43,6 +47,7 @@
 #include <openssl/ssl.h>
 
 #include "certs_json.h"
+#include "http_listen.h"
 #include "inject.h"
 #include "log.h"
 #include "px.h"
@@ -50,6 +55,8 @@
 #define CERT_CHECK_S 30
 #define HEADERS_MAX 16384
 #define IO_TIMEOUT_S 10
+#define MAX_CONNS 256           /* default --max-connections */
+#define HEADER_TIMEOUT_MS 10000 /* default --header-timeout */
 
 static const char usage_text[] =
     "usage:\n"
@@ -59,8 +66,12 @@ static const char usage_text[] =
     "      read) and writes it with the picket sidecar added, e.g.\n"
     "      kubectl get deploy web -o json | picket inject - | kubectl apply -f -\n"
     "  picket inject serve --bind ADDR --cert C --key K [--config FILE] [OPTIONS]\n"
+    "      [--max-connections 256] [--header-timeout 10s]\n"
     "      mutating admission webhook over HTTPS: POST /inject (AdmissionReview v1;\n"
-    "      /mutate is an alias), GET /healthz\n"
+    "      /mutate is an alias), GET /healthz. --max-connections: open connections\n"
+    "      (more wait in the kernel's accept queue); --header-timeout: a connection must\n"
+    "      complete its TLS handshake and request (body included) within this of\n"
+    "      being accepted (or of its last answer)\n"
     "  picket inject write-config --out FILE\n"
     "      writes $PICKET_CONFIG (JSON) to FILE: the init container of injected pods\n"
     "      whose proxy config is generated into an emptyDir\n"
@@ -327,11 +338,13 @@ static int cmd_filter(int argc, char **argv, struct px_inject_opts *o)
 
 struct server {
     struct event_base *base;
-    struct evhttp *http;
+    struct px_httpl *hl;
     SSL_CTX *ctx; /* new connections take a reference (SSL_new), so it can be swapped */
     const char *cert, *key;
     struct stat cert_st, key_st;
     const struct px_inject_opts *opts;
+    size_t max_conns;
+    int64_t header_timeout_ms;
 };
 
 
@@ -551,23 +564,30 @@ static int run_server(struct server *s, const char *host, int port)
 {
     struct event *sigterm = NULL, *sigint = NULL, *timer = NULL;
     struct timeval every = {CERT_CHECK_S, 0};
-    char portstr[8];
+    struct px_httpl_opts ho;
+    char portstr[8], conns[24], hto[24], err[512];
     int rc = 1;
 
     s->base = event_base_new();
-    if (s->base == NULL || (s->http = evhttp_new(s->base)) == NULL) {
+    if (s->base == NULL) {
         fprintf(stderr, "picket inject serve: cannot create the event loop\n");
         goto done;
     }
-    evhttp_set_bevcb(s->http, bev_cb, s);
-    evhttp_set_max_body_size(s->http, PX_INJECT_MAX_BYTES);
-    evhttp_set_max_headers_size(s->http, HEADERS_MAX);
-    evhttp_set_timeout(s->http, IO_TIMEOUT_S);
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
-    evhttp_set_gencb(s->http, handle, s);
-    if (evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)port) == NULL) {
-        fprintf(stderr, "picket inject serve: cannot listen on %s:%d: %s\n", host, port,
-                strerror(errno));
+    memset(&ho, 0, sizeof(ho));
+    ho.name = "inject";
+    ho.host = host;
+    ho.port = port;
+    ho.max_conns = s->max_conns;
+    ho.request_timeout_ms = s->header_timeout_ms;
+    ho.io_timeout_s = IO_TIMEOUT_S;
+    ho.max_headers_size = HEADERS_MAX;
+    ho.max_body_size = PX_INJECT_MAX_BYTES;
+    ho.allowed_methods = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST;
+    ho.handle = handle;
+    ho.bevcb = bev_cb;
+    ho.arg = s;
+    if (px_httpl_new(&s->hl, s->base, &ho, err, sizeof(err)) != 0) {
+        fprintf(stderr, "picket inject serve: %s\n", err);
         goto done;
     }
     sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);
@@ -578,9 +598,11 @@ static int run_server(struct server *s, const char *host, int port)
         fprintf(stderr, "picket inject serve: cannot install signal handlers\n");
         goto done;
     }
-    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(portstr, sizeof(portstr), "%d", px_httpl_port(s->hl));
+    snprintf(conns, sizeof(conns), "%zu", s->max_conns);
+    snprintf(hto, sizeof(hto), "%lld", (long long)s->header_timeout_ms);
     px_log(PX_LOG_INFO, "inject_listening", "host", host, "port", portstr, "image",
-           s->opts->image, NULL);
+           s->opts->image, "max_connections", conns, "header_timeout_ms", hto, NULL);
     rc = event_base_dispatch(s->base) < 0 ? 1 : 0;
     px_log(PX_LOG_INFO, "inject_stopped", NULL);
 done:
@@ -590,8 +612,7 @@ done:
         event_free(sigint);
     if (sigterm != NULL)
         event_free(sigterm);
-    if (s->http != NULL)
-        evhttp_free(s->http);
+    px_httpl_free(s->hl);
     if (s->base != NULL)
         event_base_free(s->base);
     return rc;
@@ -602,6 +623,8 @@ static int cmd_serve(int argc, char **argv, struct px_inject_opts *o)
     const char *bind = NULL, *cert = NULL, *key = NULL;
     char host[256], err[512];
     int port = 0, ns_reset = 0, rc;
+    size_t max_conns = MAX_CONNS;
+    int64_t header_timeout_ms = HEADER_TIMEOUT_MS;
     struct server s;
 
     for (int i = 1; i < argc; i++) {
@@ -611,6 +634,22 @@ static int cmd_serve(int argc, char **argv, struct px_inject_opts *o)
         if (c == 1)
             continue;
         const char *v = NULL, **dst = NULL;
+        if (px_cli_opt(argc, argv, &i, "--max-connections", &v)) {
+            char *end = NULL;
+            long n = v != NULL ? strtol(v, &end, 10) : 0;
+            if (v == NULL || *end != '\0' || n < 1 || n > 1000000)
+                return usage_error("--max-connections: expected 1..1000000, got '%s'", v ? v : "");
+            max_conns = (size_t)n;
+            continue;
+        }
+        if (px_cli_opt(argc, argv, &i, "--header-timeout", &v)) {
+            if (v == NULL || certs_duration_parse(v, strlen(v), &header_timeout_ms) != 0 ||
+                header_timeout_ms < 100 || header_timeout_ms > 3600000)
+                return usage_error("--header-timeout: expected a duration from 100ms to 1h such "
+                                   "as 10s, got '%s'",
+                                   v ? v : "");
+            continue;
+        }
         if (px_cli_opt(argc, argv, &i, "--bind", &v))
             dst = &bind;
         else if (px_cli_opt(argc, argv, &i, "--cert", &v))
@@ -634,6 +673,8 @@ static int cmd_serve(int argc, char **argv, struct px_inject_opts *o)
     s.cert = cert;
     s.key = key;
     s.opts = o;
+    s.max_conns = max_conns;
+    s.header_timeout_ms = header_timeout_ms;
     if (stat(cert, &s.cert_st) != 0 || stat(key, &s.key_st) != 0) {
         int e = errno;
         fprintf(stderr, "picket inject serve: %s: %s\n", stat(cert, &s.cert_st) != 0 ? cert : key,

@@ -7,7 +7,9 @@
  * the developer's ID, and a config. Without --upstream it also runs a
  * built-in demo upstream (HTTP/1.1 on a loopback port) that echoes what it
  * received, so the printed curl line shows picket's headers (XFCC,
- * x-request-id) arriving at the app.
+ * x-request-id) arriving at the app. The demo upstream's listener is
+ * http_listen.c's (loopback, DEMO_MAX_CONNS connections, a complete request
+ * within DEMO_REQUEST_TIMEOUT_MS, 200 ms pauses on accept failures).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -29,16 +31,20 @@
 #include "certs.h"
 #include "daemon.h"
 #include "dev.h"
+#include "http_listen.h"
 
 #define DEV_TD "picket.dev"
 #define DEV_SERVER_ID "spiffe://picket.dev/picket/gateway"
 #define DEV_CLIENT_ID "spiffe://picket.dev/dev/developer"
 #define DEV_CERT_TTL (24 * 3600)
+#define DEMO_MAX_CONNS 256
+#define DEMO_REQUEST_TIMEOUT_MS 10000
 
 struct demo {
     struct event_base *base;
-    struct evhttp *http;
+    struct px_httpl *hl;
     int port;
+    int started; /* the thread runs */
     pthread_t thread;
 };
 
@@ -74,36 +80,42 @@ static void *demo_main(void *arg)
 
 static int demo_start(struct demo *d)
 {
-    struct evhttp_bound_socket *bs;
+    struct px_httpl_opts o;
+    char err[256];
     evthread_use_pthreads();
     d->base = event_base_new();
     if (d->base == NULL)
         return -1;
-    d->http = evhttp_new(d->base);
-    if (d->http == NULL)
+    memset(&o, 0, sizeof(o));
+    o.name = "demo";
+    o.host = "127.0.0.1";
+    o.port = 0;
+    o.max_conns = DEMO_MAX_CONNS;
+    o.request_timeout_ms = DEMO_REQUEST_TIMEOUT_MS;
+    o.io_timeout_s = 10;
+    o.max_headers_size = 65536;
+    o.max_body_size = 1 << 20;
+    o.allowed_methods =
+        EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE;
+    o.handle = demo_cb;
+    if (px_httpl_new(&d->hl, d->base, &o, err, sizeof(err)) != 0)
         return -1;
-    evhttp_set_gencb(d->http, demo_cb, NULL);
-    bs = evhttp_bind_socket_with_handle(d->http, "127.0.0.1", 0);
-    if (bs == NULL)
+    d->port = px_httpl_port(d->hl);
+    if (pthread_create(&d->thread, NULL, demo_main, d) != 0)
         return -1;
-    {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-            return -1;
-        d->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
-    return pthread_create(&d->thread, NULL, demo_main, d);
+    d->started = 1;
+    return 0;
 }
 
 static void demo_stop(struct demo *d)
 {
     if (d->base == NULL)
         return;
-    event_base_loopexit(d->base, NULL);
-    pthread_join(d->thread, NULL);
-    evhttp_free(d->http);
+    if (d->started) {
+        event_base_loopexit(d->base, NULL);
+        pthread_join(d->thread, NULL);
+    }
+    px_httpl_free(d->hl);
     event_base_free(d->base);
 }
 

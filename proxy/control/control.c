@@ -25,12 +25,24 @@
  * answer by reference (evbuffer_add_reference), so memory does not grow with
  * the number of held requests. Held requests are capped (max_waiters);
  * past the cap a matching request is answered 304 at once, which a sidecar
- * treats as an ordinary poll. Header size is capped by evhttp.
+ * treats as an ordinary poll. They are also capped per client SPIFFE ID
+ * (max_waiters_per_client, a hash of clients with held requests): a client
+ * at its cap gets its oldest held request answered 304 to make room for the
+ * new one, so one identity (a hog, or a sidecar whose old connections
+ * linger) cannot take every slot. Header size is capped by evhttp.
  *
- * A held request whose client went away is detached from its connection by
- * evhttp (it stays ours until we answer it; evhttp_send_reply then frees
- * it), so every waiter is answered exactly once: on change, at its
- * deadline, or at shutdown.
+ * evhttp stops reading a connection once it has its request, so it would
+ * not notice a client that goes away while held until it writes the answer
+ * at the deadline; the slot and the descriptor would stay taken until then.
+ * While a request is held its connection is read again (hold_watch(): no
+ * read callback, so bytes a client sends early stay buffered for evhttp, at
+ * most PX_CONTROL_HEADERS_MAX; no timeouts), so EOF or a reset reaches
+ * evhttp's error callback, which detaches the request and frees the
+ * connection; http_listen.c's close callback then lands in
+ * px_control_conn_closed(), which drops the waiter at once (status 499 in
+ * the log). Every waiter ends exactly once: answered on change, at its
+ * deadline or at shutdown, answered early to make room for a newer request
+ * of its client, or dropped with its connection.
  *
  * This file answers requests (files, ETags, held requests); TLS, the
  * listener, signals and the server's lifetime are in control_server.c.
@@ -82,13 +94,24 @@ struct reqinfo {
 struct watch;
 
 struct waiter {
-    struct waiter *prev, *next;
+    struct waiter *prev, *next;   /* on the watch */
+    struct waiter *cprev, *cnext; /* on the client, oldest first */
     struct watch *w;
+    struct client *cl;
     struct evhttp_request *req;
+    struct evhttp_connection *conn;     /* its connection, for close detection */
     char etag[ETAG_LEN + 1];            /* the version the client holds */
     char path[PX_CONTROL_NAME_MAX + 2]; /* "/" + name, for the log */
     int64_t deadline_us;
     struct reqinfo ri;
+};
+
+/* Held requests of one client SPIFFE ID (in px_control.clients). */
+struct client {
+    struct client *next; /* hash chain */
+    struct waiter *oldest, *newest;
+    size_t n;
+    char id[]; /* NUL-terminated */
 };
 
 /* Held requests on one file name. */
@@ -315,17 +338,19 @@ static int read_blob(const struct px_control *c, const char *name, struct blob *
 
 /* ---- answers --------------------------------------------------------------- */
 
-static void log_request(const struct reqinfo *ri, const char *path, int status, const char *etag,
-                        size_t bytes, const char *detail)
+/* "waiters": requests held after this answer (all clients). */
+static void log_request(const struct px_control *c, const struct reqinfo *ri, const char *path,
+                        int status, const char *etag, size_t bytes, const char *detail)
 {
-    char st[8], by[24], ms[24];
+    char st[8], by[24], ms[24], held[24];
     int64_t us = mono_us() - ri->start_us;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(by, sizeof(by), "%zu", bytes);
     snprintf(ms, sizeof(ms), "%lld.%03lld", (long long)(us / 1000), (long long)(us % 1000));
+    snprintf(held, sizeof(held), "%zu", c->nwaiters);
     px_log(status >= 500 ? PX_LOG_ERROR : PX_LOG_INFO, "control_request", "peer", ri->peer,
            "peer_id", ri->id[0] ? ri->id : NULL, "method", ri->method, "path", path, "status", st,
-           "etag", etag, "bytes", by, "duration_ms", ms, "detail", detail, NULL);
+           "etag", etag, "bytes", by, "duration_ms", ms, "detail", detail, "waiters", held, NULL);
 }
 
 static void send_text(struct evhttp_request *req, int code, const char *reason, const char *msg)
@@ -383,6 +408,59 @@ static size_t send_version(struct evhttp_request *req, int code, struct blob *b)
 
 /* ---- held requests ----------------------------------------------------------- */
 
+static uint32_t id_hash(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *id != '\0'; id++)
+        h = (h ^ (unsigned char)*id) * 16777619u;
+    return h % PX_CONTROL_CLIENT_BUCKETS;
+}
+
+/* The client record of id, or NULL; created (empty) when `create`. */
+static struct client *client_get(struct px_control *c, const char *id, int create)
+{
+    struct client **head = &c->clients[id_hash(id)], *cl;
+    size_t len;
+    for (cl = *head; cl != NULL; cl = cl->next)
+        if (strcmp(cl->id, id) == 0)
+            return cl;
+    if (!create)
+        return NULL;
+    len = strlen(id);
+    cl = calloc(1, sizeof(*cl) + len + 1);
+    if (cl == NULL)
+        return NULL;
+    memcpy(cl->id, id, len + 1);
+    cl->next = *head;
+    *head = cl;
+    return cl;
+}
+
+/* Unhooks and frees a client record with no held request left. */
+static void client_drop(struct px_control *c, struct client *cl)
+{
+    struct client **pp;
+    for (pp = &c->clients[id_hash(cl->id)]; *pp != cl; pp = &(*pp)->next)
+        ;
+    *pp = cl->next;
+    free(cl);
+}
+
+static void client_unlink(struct px_control *c, struct waiter *wt)
+{
+    struct client *cl = wt->cl;
+    if (wt->cprev != NULL)
+        wt->cprev->cnext = wt->cnext;
+    else
+        cl->oldest = wt->cnext;
+    if (wt->cnext != NULL)
+        wt->cnext->cprev = wt->cprev;
+    else
+        cl->newest = wt->cprev;
+    if (--cl->n == 0)
+        client_drop(c, cl);
+}
+
 static void waiter_unlink(struct px_control *c, struct waiter *wt)
 {
     if (wt->prev != NULL)
@@ -391,7 +469,32 @@ static void waiter_unlink(struct px_control *c, struct waiter *wt)
         wt->w->waiters = wt->next;
     if (wt->next != NULL)
         wt->next->prev = wt->prev;
+    client_unlink(c, wt);
     c->nwaiters--;
+}
+
+/* While held, the connection is read for EOF and resets only: no read
+ * callback (bytes stay in the input buffer, at most PX_CONTROL_HEADERS_MAX,
+ * for evhttp's next request), evhttp's error callback (it detaches the
+ * request and frees the connection), no timeouts (the wait is ours). This
+ * is what evhttp itself does while it writes an answer. */
+static void hold_watch(struct evhttp_connection *conn)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+    bufferevent_event_cb ecb = NULL;
+    void *arg = NULL;
+    bufferevent_getcb(bev, NULL, NULL, &ecb, &arg);
+    bufferevent_setcb(bev, NULL, NULL, ecb, arg);
+    bufferevent_setwatermark(bev, EV_READ, 0, PX_CONTROL_HEADERS_MAX);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    bufferevent_enable(bev, EV_READ);
+}
+
+/* Back to evhttp's settings before the answer is written. */
+static void hold_unwatch(struct evhttp_connection *conn)
+{
+    bufferevent_setwatermark(evhttp_connection_get_bufferevent(conn), EV_READ, 0, 0);
+    evhttp_connection_set_timeout(conn, PX_CONTROL_IO_TIMEOUT_S);
 }
 
 /* Answers a held request: 200/304 with w->cur, or `code` with a message. */
@@ -402,6 +505,8 @@ static void waiter_finish(struct px_control *c, struct waiter *wt, int code, con
     const char *etag = NULL;
 
     waiter_unlink(c, wt);
+    if (wt->conn != NULL)
+        hold_unwatch(wt->conn);
     if (code == 200 || code == 304) {
         bytes = send_version(wt->req, code, w->cur);
         etag = w->cur->etag;
@@ -409,8 +514,34 @@ static void waiter_finish(struct px_control *c, struct waiter *wt, int code, con
         send_text(wt->req, code, code == 404 ? "Not Found" : "Internal Server Error",
                   code == 404 ? "not found\n" : "cannot read the bundle\n");
     }
-    log_request(&wt->ri, wt->path, code, etag, bytes, detail);
+    log_request(c, &wt->ri, wt->path, code, etag, bytes, detail);
     free(wt);
+}
+
+void px_control_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct px_control *c = arg;
+    struct watch *w;
+
+    if (c->nwaiters == 0)
+        return;
+    for (w = c->watches; w != NULL; w = w->next) {
+        struct waiter *wt, *next;
+        for (wt = w->waiters; wt != NULL; wt = next) {
+            next = wt->next;
+            if (wt->conn != evcon)
+                continue;
+            waiter_unlink(c, wt);
+            /* Detached by evhttp (EOF, reset): ours to free. Still attached
+             * (the server is being freed): evhttp frees it with the
+             * connection. */
+            if (evhttp_request_get_connection(wt->req) == NULL)
+                evhttp_request_free(wt->req);
+            log_request(c, &wt->ri, wt->path, 499, NULL, 0,
+                        "client closed the connection while held");
+            free(wt);
+        }
+    }
 }
 
 /* Answers every waiter that holds a version other than w->cur. */
@@ -451,6 +582,7 @@ static int hold(struct px_control *c, struct evhttp_request *req, const char *na
                 int64_t wait_us, const struct reqinfo *ri)
 {
     struct watch *w;
+    struct client *cl;
     struct waiter *wt = calloc(1, sizeof(*wt));
 
     if (wt == NULL)
@@ -476,8 +608,17 @@ static int hold(struct px_control *c, struct evhttp_request *req, const char *na
         w->cur = b;
         watch_settle(c, w);
     }
+    /* Looked up only now: settling may have answered this client's last
+     * held request and freed its record. */
+    cl = client_get(c, ri->id, 1);
+    if (cl == NULL) {
+        free(wt); /* an idle watch is dropped by the next tick */
+        return -1;
+    }
     wt->w = w;
+    wt->cl = cl;
     wt->req = req;
+    wt->conn = evhttp_request_get_connection(req);
     snprintf(wt->etag, sizeof(wt->etag), "%s", b->etag);
     snprintf(wt->path, sizeof(wt->path), "/%s", name);
     wt->deadline_us = mono_us() + wait_us;
@@ -486,8 +627,27 @@ static int hold(struct px_control *c, struct evhttp_request *req, const char *na
     if (w->waiters != NULL)
         w->waiters->prev = wt;
     w->waiters = wt;
+    wt->cprev = cl->newest;
+    if (cl->newest != NULL)
+        cl->newest->cnext = wt;
+    else
+        cl->oldest = wt;
+    cl->newest = wt;
+    cl->n++;
     c->nwaiters++;
+    if (wt->conn != NULL)
+        hold_watch(wt->conn);
     return 0;
+}
+
+/* A client at its cap of held requests: its oldest one is answered (304,
+ * as at its deadline) to make room for the one about to be held. */
+static void client_make_room(struct px_control *c, const char *id)
+{
+    struct client *cl = client_get(c, id, 0);
+    if (cl != NULL && cl->n >= c->o.max_waiters_per_client)
+        waiter_finish(c, cl->oldest, 304,
+                      "per-client cap: answered to hold a newer request of the same client");
 }
 
 void px_control_tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -576,7 +736,7 @@ static void serve_file(struct px_control *c, struct evhttp_request *req, const c
     if (code != 200) {
         send_text(req, code, code == 404 ? "Not Found" : "Internal Server Error",
                   code == 404 ? "not found\n" : "cannot read the bundle\n");
-        log_request(ri, name - 1, code, NULL, 0, code == 404 ? NULL : err);
+        log_request(c, ri, name - 1, code, NULL, 0, code == 404 ? NULL : err);
         return;
     }
     if (inm != NULL && px_control_etag_match(inm, b->etag)) {
@@ -586,6 +746,7 @@ static void serve_file(struct px_control *c, struct evhttp_request *req, const c
         if (wait_us > c->o.max_wait_ms * 1000)
             wait_us = c->o.max_wait_ms * 1000;
         if (wait_us > 0 && !c->stopping) {
+            client_make_room(c, ri->id);
             if (c->nwaiters < c->o.max_waiters && hold(c, req, name, b, wait_us, ri) == 0) {
                 blob_unref(b);
                 return; /* logged when answered */
@@ -593,12 +754,12 @@ static void serve_file(struct px_control *c, struct evhttp_request *req, const c
             detail = "held-request cap reached; answered at once";
         }
         send_version(req, 304, b);
-        log_request(ri, name - 1, 304, b->etag, 0, detail);
+        log_request(c, ri, name - 1, 304, b->etag, 0, detail);
         blob_unref(b);
         return;
     }
     bytes = send_version(req, 200, b);
-    log_request(ri, name - 1, 200, b->etag, bytes, NULL);
+    log_request(c, ri, name - 1, 200, b->etag, bytes, NULL);
     blob_unref(b);
 }
 
@@ -630,7 +791,7 @@ void px_control_handle(struct evhttp_request *req, void *arg)
     peer = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
     if (peer == NULL || SSL_get_verify_result(ssl) != X509_V_OK) {
         send_text(req, 400, "Bad Request", "mTLS required\n");
-        log_request(&ri, path, 400, NULL, 0, "no verified client certificate");
+        log_request(c, &ri, path, 400, NULL, 0, "no verified client certificate");
         return;
     }
     if (certs_cert_spiffe_id(peer, ri.id, sizeof(ri.id)) != 0)
@@ -638,18 +799,18 @@ void px_control_handle(struct evhttp_request *req, void *arg)
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
         send_text(req, 405, "Method Not Allowed", "method not allowed\n");
-        log_request(&ri, path, 405, NULL, 0, NULL);
+        log_request(c, &ri, path, 405, NULL, 0, NULL);
         return;
     }
     if (path[0] != '/' || path[1] == '\0') {
         send_text(req, 404, "Not Found", "not found\n");
-        log_request(&ri, path, 404, NULL, 0, NULL);
+        log_request(c, &ri, path, 404, NULL, 0, NULL);
         return;
     }
     if (!px_control_name_ok(path + 1, strlen(path + 1))) {
         send_text(req, 400, "Bad Request",
                   "bad bundle name: a plain file name of [A-Za-z0-9._-] not starting with '.'\n");
-        log_request(&ri, path, 400, NULL, 0, "bad bundle name");
+        log_request(c, &ri, path, 400, NULL, 0, "bad bundle name");
         return;
     }
     serve_file(c, req, path + 1, &ri);

@@ -11,6 +11,18 @@
  * server can stand in for it; this one exists for development and small
  * fleets.
  *
+ * Held requests: at most max_waiters in all and max_waiters_per_client per
+ * client SPIFFE ID; past the latter the oldest held request of that client
+ * is answered (304) to make room, so one identity cannot take every slot.
+ * A client that closes its connection while held is noticed at once and
+ * its request dropped (logged with status 499).
+ *
+ * Connections: at most max_conns open (more wait in the kernel's accept
+ * queue), each must complete its TLS handshake and request within
+ * header_timeout_ms of being accepted (or of its previous answer), and
+ * accept failures (out of descriptors) pause the listener for 200 ms; see
+ * http_listen.h.
+ *
  * Single-threaded (one event base); every function runs on the caller's
  * thread. Logs go through px_log (one "control_request" line per request).
  */
@@ -27,6 +39,12 @@
 #define PX_CONTROL_HEADERS_MAX 16384 /* request line + headers, bytes */
 #define PX_CONTROL_NAME_MAX 255      /* bytes in a bundle file name */
 #define PX_CONTROL_WATCH_MS 200      /* how often held requests' files are checked */
+#define PX_CONTROL_MAX_CONNS 2048    /* default cap on open connections */
+
+/* default cap on held long-poll requests per client SPIFFE ID */
+#define PX_CONTROL_MAX_WAITERS_PER_CLIENT 4
+/* default time from accept (or the previous answer) to a complete request */
+#define PX_CONTROL_HEADER_TIMEOUT_MS 10000
 
 /* What `picket control serve` was given. Every pointer is borrowed and must
  * outlive the server. */
@@ -43,6 +61,10 @@ struct px_control_opts {
     int64_t max_wait_ms;          /* cap on Prefer: wait; 0 disables long-poll */
     size_t max_waiters;           /* 0 means PX_CONTROL_MAX_WAITERS */
     int64_t max_svid_lifetime_ms; /* client SVID lifetime cap; 0 means 24h */
+    size_t max_conns;             /* open connections; 0 means PX_CONTROL_MAX_CONNS */
+    int64_t header_timeout_ms;    /* TLS handshake + request; 0 means the default */
+    /* held requests per client SPIFFE ID; 0 means PX_CONTROL_MAX_WAITERS_PER_CLIENT */
+    size_t max_waiters_per_client;
 };
 
 struct px_control;

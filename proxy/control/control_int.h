@@ -16,8 +16,11 @@
 #include "control.h"
 
 #define PEER_MAX 80
+#define PX_CONTROL_IO_TIMEOUT_S 10    /* evhttp's per-read/write timeout */
+#define PX_CONTROL_CLIENT_BUCKETS 256 /* hash of clients with held requests */
 
-struct watch; /* held requests on one file name (control.c) */
+struct watch;  /* held requests on one file name (control.c) */
+struct client; /* held requests of one client identity (control.c) */
 
 struct px_control {
     struct px_control_opts o;
@@ -25,10 +28,10 @@ struct px_control {
     struct certs_keypair *kp;
     SSL_CTX *ctx;
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *sock;
+    struct px_httpl *hl; /* listener, connections, evhttp (http_listen.c) */
     struct event *tick, *sigterm, *sigint;
     struct watch *watches;
+    struct client *clients[PX_CONTROL_CLIENT_BUCKETS];
     size_t nwaiters;
     int64_t max_life_s;
     int port;
@@ -46,5 +49,10 @@ void px_control_tick_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Answers every held request with 304 (stopping, freeing) (control.c). */
 void px_control_answer_all(struct px_control *c);
+
+/* http_listen.c's close callback: a connection is going away; requests
+ * held on it are dropped at once (their slot and descriptor freed), not at
+ * their deadline (control.c). */
+void px_control_conn_closed(struct evhttp_connection *evcon, void *arg);
 
 #endif

@@ -27,10 +27,9 @@
 #include <openssl/ssl.h>
 
 #include "certs.h"
+#include "http_listen.h"
 #include "log.h"
 #include "snapshot.h"
-
-#define IO_TIMEOUT_S 10
 
 /* ---- TLS --------------------------------------------------------------------- */
 
@@ -146,10 +145,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     c->stopping = 1;
     px_logf(PX_LOG_INFO, "control_stopping", "signal %d", (int)sig);
-    if (c->sock != NULL) {
-        evhttp_del_accept_socket(c->http, c->sock);
-        c->sock = NULL;
-    }
+    px_httpl_stop(c->hl);
     px_control_answer_all(c);
     /* a short grace so the answers just queued reach their clients */
     event_base_loopexit(c->base, &flush);
@@ -160,6 +156,7 @@ int px_control_new(struct px_control **out, const struct px_control_opts *o, cha
 {
     struct px_control *c = calloc(1, sizeof(*c));
     struct timeval every = {0, PX_CONTROL_WATCH_MS * 1000};
+    struct px_httpl_opts ho;
     struct stat st;
     char e2[512];
 
@@ -170,8 +167,14 @@ int px_control_new(struct px_control **out, const struct px_control_opts *o, cha
     c->o = *o;
     if (c->o.max_waiters == 0)
         c->o.max_waiters = PX_CONTROL_MAX_WAITERS;
+    if (c->o.max_waiters_per_client == 0)
+        c->o.max_waiters_per_client = PX_CONTROL_MAX_WAITERS_PER_CLIENT;
     if (c->o.max_wait_ms < 0)
         c->o.max_wait_ms = 0;
+    if (c->o.max_conns == 0)
+        c->o.max_conns = PX_CONTROL_MAX_CONNS;
+    if (c->o.header_timeout_ms <= 0)
+        c->o.header_timeout_ms = PX_CONTROL_HEADER_TIMEOUT_MS;
     c->max_life_s = (o->max_svid_lifetime_ms > 0 ? o->max_svid_lifetime_ms : 86400000) / 1000;
     if (stat(o->dir, &st) != 0) {
         snprintf(err, errlen, "--dir %s: %s", o->dir, strerror(errno));
@@ -194,31 +197,30 @@ int px_control_new(struct px_control **out, const struct px_control_opts *o, cha
         goto fail;
     }
     c->base = event_base_new();
-    if (c->base == NULL || (c->http = evhttp_new(c->base)) == NULL) {
+    if (c->base == NULL) {
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
     }
-    evhttp_set_bevcb(c->http, bev_cb, c);
-    evhttp_set_max_headers_size(c->http, PX_CONTROL_HEADERS_MAX);
-    evhttp_set_max_body_size(c->http, 0);
-    evhttp_set_timeout(c->http, IO_TIMEOUT_S);
-    evhttp_set_allowed_methods(c->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(c->http, px_control_handle, c);
-    c->sock = evhttp_bind_socket_with_handle(c->http, o->host, (ev_uint16_t)o->port);
-    if (c->sock == NULL) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
+    memset(&ho, 0, sizeof(ho));
+    ho.name = "control";
+    ho.host = o->host;
+    ho.port = o->port;
+    ho.max_conns = c->o.max_conns;
+    ho.request_timeout_ms = c->o.header_timeout_ms;
+    ho.io_timeout_s = PX_CONTROL_IO_TIMEOUT_S;
+    ho.max_headers_size = PX_CONTROL_HEADERS_MAX;
+    ho.max_body_size = 0;
+    ho.allowed_methods = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH;
+    ho.handle = px_control_handle;
+    ho.bevcb = bev_cb;
+    ho.on_close = px_control_conn_closed;
+    ho.arg = c;
+    if (px_httpl_new(&c->hl, c->base, &ho, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "%s", e2);
         goto fail;
     }
-    {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        c->port = o->port;
-        if (getsockname(evhttp_bound_socket_get_fd(c->sock), (struct sockaddr *)&ss, &sl) == 0)
-            c->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                     : ((struct sockaddr_in *)&ss)->sin_port);
-    }
+    c->port = px_httpl_port(c->hl);
     c->tick = event_new(c->base, -1, EV_PERSIST, px_control_tick_cb, c);
     c->sigterm = evsignal_new(c->base, SIGTERM, on_signal, c);
     c->sigint = evsignal_new(c->base, SIGINT, on_signal, c);
@@ -242,12 +244,17 @@ int px_control_port(const struct px_control *c)
 
 int px_control_run(struct px_control *c)
 {
-    char port[8], wait[24], cap[24];
+    char port[8], wait[24], cap[24], ccap[24], conns[24], hto[24];
     snprintf(port, sizeof(port), "%d", c->port);
     snprintf(wait, sizeof(wait), "%lld", (long long)(c->o.max_wait_ms / 1000));
     snprintf(cap, sizeof(cap), "%zu", c->o.max_waiters);
+    snprintf(ccap, sizeof(ccap), "%zu", c->o.max_waiters_per_client);
+    snprintf(conns, sizeof(conns), "%zu", c->o.max_conns);
+    snprintf(hto, sizeof(hto), "%lld", (long long)c->o.header_timeout_ms);
     px_log(PX_LOG_INFO, "control_listening", "host", c->o.host, "port", port, "dir", c->o.dir, "id",
-           certs_keypair_spiffe_id(c->kp), "max_wait_s", wait, "max_waiters", cap, NULL);
+           certs_keypair_spiffe_id(c->kp), "max_wait_s", wait, "max_waiters", cap,
+           "max_waiters_per_client", ccap, "max_connections", conns, "header_timeout_ms", hto,
+           NULL);
     if (event_base_dispatch(c->base) < 0)
         return 1;
     px_control_answer_all(c);
@@ -260,8 +267,7 @@ void px_control_free(struct px_control *c)
     if (c == NULL)
         return;
     px_control_answer_all(c);
-    if (c->http != NULL)
-        evhttp_free(c->http);
+    px_httpl_free(c->hl);
     if (c->tick != NULL)
         event_free(c->tick);
     if (c->sigterm != NULL)

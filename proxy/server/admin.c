@@ -6,28 +6,32 @@
  * local agents, never peer traffic, so it does not need the worker's
  * HTTP/2 stack. Binding anything but loopback is refused twice (config.c
  * and here) because these endpoints disclose policy and traffic metadata.
+ *
+ * The listener is http_listen.c's: it pauses on accept failures, caps open
+ * connections at PX_ADMIN_MAX_CONNS and closes a connection with no complete
+ * request after PX_ADMIN_REQUEST_TIMEOUT_MS. It also keeps
+ * PX_ADMIN_RESERVE_FDS descriptors in reserve: when the data path has used
+ * every descriptor of the process, a probe is still accepted with one of
+ * them (otherwise /healthz fails exactly when the pod is busiest and
+ * Kubernetes restarts it).
  */
 #include "admin.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <event2/util.h>
 
 #include "config.h"
+#include "http_listen.h"
 #include "metrics.h"
 
 struct px_admin {
-    struct evhttp *http;
-    struct evhttp_bound_socket *sock;
+    struct px_httpl *hl;
     const struct px_admin_ops *ops;
     void *arg;
 };
@@ -111,7 +115,8 @@ struct px_admin *px_admin_start(struct event_base *base, const char *host, const
                                 size_t errlen)
 {
     struct px_admin *a = NULL;
-    char *end = NULL;
+    struct px_httpl_opts o;
+    char *end = NULL, e2[256];
     long pn;
 
     if (!px_config_host_is_loopback(host)) {
@@ -125,52 +130,43 @@ struct px_admin *px_admin_start(struct event_base *base, const char *host, const
         return NULL;
     }
     a = calloc(1, sizeof(*a));
-    if (a == NULL || (a->http = evhttp_new(base)) == NULL) {
+    if (a == NULL) {
         snprintf(err, errlen, "admin: out of memory");
-        goto fail;
+        return NULL;
     }
     a->ops = ops;
     a->arg = arg;
-    evhttp_set_max_headers_size(a->http, 8192);
-    evhttp_set_max_body_size(a->http, 0);
-    evhttp_set_timeout(a->http, 10);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(a->http, handle, a);
-    /* "localhost" may resolve to ::1 and 127.0.0.1; evhttp binds the first. */
-    a->sock = evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)pn);
-    if (a->sock == NULL) {
-        snprintf(err, errlen, "admin: cannot bind %s:%s: %s", host, port,
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        goto fail;
+    memset(&o, 0, sizeof(o));
+    o.name = "admin";
+    o.host = host;
+    o.port = (int)pn;
+    o.max_conns = PX_ADMIN_MAX_CONNS;
+    o.request_timeout_ms = PX_ADMIN_REQUEST_TIMEOUT_MS;
+    o.io_timeout_s = 10;
+    o.reserve_fds = PX_ADMIN_RESERVE_FDS;
+    o.max_headers_size = 8192;
+    o.max_body_size = 0;
+    o.allowed_methods = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                        EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH;
+    o.handle = handle;
+    o.arg = a;
+    if (px_httpl_new(&a->hl, base, &o, e2, sizeof(e2)) != 0) {
+        snprintf(err, errlen, "admin: %s", e2);
+        px_admin_free(a);
+        return NULL;
     }
     return a;
-fail:
-    px_admin_free(a);
-    return NULL;
 }
 
 int px_admin_port(const struct px_admin *a)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-
-    if (a == NULL || a->sock == NULL ||
-        getsockname(evhttp_bound_socket_get_fd(a->sock), (struct sockaddr *)&ss, &len) < 0)
-        return 0;
-    if (ss.ss_family == AF_INET)
-        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return 0;
+    return a != NULL && a->hl != NULL ? px_httpl_port(a->hl) : 0;
 }
 
 void px_admin_free(struct px_admin *a)
 {
     if (a == NULL)
         return;
-    if (a->http != NULL)
-        evhttp_free(a->http);
+    px_httpl_free(a->hl);
     free(a);
 }

@@ -12,6 +12,10 @@ struct event_base;
 struct evbuffer;
 struct px_admin;
 
+#define PX_ADMIN_MAX_CONNS 64            /* open admin connections */
+#define PX_ADMIN_REQUEST_TIMEOUT_MS 5000 /* accept -> complete request */
+#define PX_ADMIN_RESERVE_FDS 4           /* descriptors kept for probes */
+
 /* Callbacks into the daemon; both run on the admin event base's thread. */
 struct px_admin_ops {
     /* Returns 1 if ready, 0 if not; when not ready, appends the reasons
@@ -32,9 +36,14 @@ struct px_admin_ops {
  *   GET /policy  -> 200 application/json from ops->policy
  *   other paths 404; methods other than GET and HEAD 405 (Allow: GET, HEAD).
  * The query string is ignored. Requests are capped at 8 KiB of headers and
- * no body, and idle connections time out after 10 s. `ops` and `arg` are
- * borrowed and must outlive the listener. Returns the listener, or NULL
- * with a message in err. Call on the thread that runs `base`. */
+ * no body; a connection must deliver a complete request within
+ * PX_ADMIN_REQUEST_TIMEOUT_MS of being accepted (or of its previous
+ * answer), and at most PX_ADMIN_MAX_CONNS are open (more wait in the
+ * kernel's queue). Accept failures pause the listener for 200 ms, after it
+ * has used its PX_ADMIN_RESERVE_FDS reserved descriptors (see
+ * http_listen.h). `ops` and `arg` are borrowed and must outlive the
+ * listener. Returns the listener, or NULL with a message in err. Call on
+ * the thread that runs `base`. */
 struct px_admin *px_admin_start(struct event_base *base, const char *host, const char *port,
                                 const struct px_admin_ops *ops, void *arg, char *err,
                                 size_t errlen);

@@ -293,6 +293,7 @@ static void reload_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
+    px_log_flush(0); /* a log record a full pipe took only in part */
     if (D.draining)
         return;
     check_own_expiry();

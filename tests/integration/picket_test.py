@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -537,8 +538,12 @@ class Picket:
     STOP_SLACK = 15.0
 
     def __init__(self, workdir, conf_path, admin_port=None, inbound_port=None, pki=None,
-                 env_extra=None, name="picket", args=None):
+                 env_extra=None, name="picket", args=None, nofile=None, stdout_pipe=False):
+        """nofile: RLIMIT_NOFILE (soft and hard) for picket; stdout_pipe: picket's stdout
+        is a pipe (self.popen.stdout, read end) that nothing reads until the test does."""
         self.workdir = workdir
+        self.nofile = nofile
+        self.stdout_pipe = stdout_pipe
         self.conf = conf_path
         self.admin_port = admin_port
         self.inbound_port = inbound_port
@@ -572,9 +577,14 @@ class Picket:
                                  "(set PICKET_BIN or build it)" % b)
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
+        n = self.nofile
+
+        def lower():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self.popen = subprocess.Popen([b] + self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                      stdout=self._out, stderr=self._err, env=self.env,
-                                      start_new_session=True)
+                                      stdout=subprocess.PIPE if self.stdout_pipe else self._out,
+                                      stderr=self._err, env=self.env, start_new_session=True,
+                                      preexec_fn=lower if n else None)
         _register(self)
         if wait:
             self.wait_ready(timeout)
@@ -714,7 +724,8 @@ class Picket:
         if self.popen is not None:
             self.returncode = self.popen.poll()
         _unregister(self)
-        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None),
+                  self.popen.stdout if self.popen is not None else None):
             if f is not None:
                 try:
                     f.close()
@@ -1039,14 +1050,14 @@ class TestCase(unittest.TestCase):
         return path, cfg, inbound, admin
 
     def picket(self, conf_path, inbound_port=None, admin_port=None, wait=True, env_extra=None,
-               stop_timeout=None, expect_exit=None):
+               stop_timeout=None, expect_exit=None, nofile=None, stdout_pipe=False):
         """Starts picket; at test end it is stopped (SIGTERM) and checked: a picket that
         does not exit within `stop_timeout` (default: its drain bound, Picket.drain_bound())
         fails the test, as does a sanitizer report. Exit status: `expect_exit` when given;
         otherwise 0 is required when the cleanup's SIGTERM stopped it, and a death by a
         signal the harness did not send fails the test too."""
         p = Picket(self.tmp, conf_path, admin_port=admin_port, inbound_port=inbound_port,
-                   pki=self.pki, env_extra=env_extra)
+                   pki=self.pki, env_extra=env_extra, nofile=nofile, stdout_pipe=stdout_pipe)
         self._pickets.append(p)
 
         def fin():
@@ -1201,6 +1212,18 @@ class H2Client:
 
 _METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$')
 _METRIC_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    """Number of descriptors process `pid` has open."""
+    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def scrape_metrics(admin_port, timeout=30.0):

@@ -15,8 +15,10 @@ import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -225,6 +227,159 @@ class ControlTest(pt.TestCase):
         lines = pt.log_events(cp, "control_request")
         self.assertTrue(any(o.get("status") == "200" and o.get("peer_id") == pt.CLIENT_ID
                             for o in lines), lines[:3])
+
+    # ---- held requests: per-client cap, clients that go away --------------------
+
+    def long_poll(self, cp, etag, cert="client", wait=600):
+        """Starts GET /shop.json (If-None-Match: etag, Prefer: wait=N) in a thread;
+        .join() it, then .status / .body (status None: no answer, or the error)."""
+        test = self
+
+        class Poll(threading.Thread):
+            status, body, error = None, None, None
+
+            def run(self):
+                ctx = pt.tls_context(test.pki, cert, alpn=("http/1.1",))
+                c = http.client.HTTPSConnection("localhost", cp.port, context=ctx,
+                                                timeout=wait + 60)
+                try:
+                    c.request("GET", "/shop.json",
+                              headers={"If-None-Match": etag, "Prefer": "wait=%d" % wait})
+                    r = c.getresponse()
+                    self.body = r.read()
+                    self.status = r.status
+                except (OSError, http.client.HTTPException) as e:
+                    self.error = e
+                finally:
+                    c.close()
+        t = Poll(daemon=True)
+        t.start()
+        return t
+
+    def held(self, cp):
+        """Requests held right now: the "waiters" field of the log line of a plain GET."""
+        since = len(cp.stderr())
+        self.assertEqual(self.cp_get(cp, "/shop.json")[0], 200)
+        ev = pt.wait_log_event(cp, "control_request", since,
+                               pred=lambda o: o.get("status") == "200" and o.get("etag")
+                               and o.get("detail") is None)
+        self.assertIsNotNone(ev, cp.stderr()[-2000:])
+        return int(ev["waiters"])
+
+    def settled_fds(self, cp):
+        """Descriptors of the control plane once the probes' connections have closed
+        (the same count twice, 0.3 s apart)."""
+        n = pt.open_fds(cp.pid)
+        while True:
+            time.sleep(0.3)
+            m = pt.open_fds(cp.pid)
+            if m == n:
+                return n
+            n = m
+
+    def wait_held(self, cp, n, timeout=30.0):
+        got = self.wait_for(lambda: self.held(cp) == n, timeout, step=0.1)
+        self.assertTrue(got, "not %d requests held: %d\n%s" % (n, self.held(cp),
+                                                                cp.stderr()[-2000:]))
+
+    def test_waiters_per_client_cap(self):
+        """A client holding its --max-waiters-per-client gets its oldest held request
+        answered (304) when it sends another, so another client still gets a slot under
+        the global --max-waiters."""
+        env = self.sign(RULES_A, 1)
+        self.publish(env)
+        etag = '"%s"' % hashlib.sha256(env).hexdigest()
+        cp = self.control(extra=["--max-wait", "600s", "--max-waiters", "3",
+                                 "--max-waiters-per-client", "2"])
+        hog = []
+        for n in (1, 2):
+            hog.append(self.long_poll(cp, etag))
+            self.wait_held(cp, n)
+        # the hog's third request: its first is answered at once, as an ordinary poll
+        hog.append(self.long_poll(cp, etag))
+        hog[0].join(60)
+        self.assertEqual(hog[0].status, 304, "the hog's oldest request was not answered "
+                         "(error %r)" % hog[0].error)
+        ev = pt.wait_log_event(cp, "control_request",
+                               pred=lambda o: "per-client cap" in (o.get("detail") or ""))
+        self.assertEqual(ev["peer_id"], pt.CLIENT_ID)
+        self.wait_held(cp, 2)
+        # another identity is held in the slot the hog could not take
+        other = self.long_poll(cp, etag, cert="other")
+        self.wait_held(cp, 3)
+        hog.append(self.long_poll(cp, etag))
+        hog[1].join(60)
+        self.assertEqual(hog[1].status, 304)
+        self.wait_held(cp, 3)
+        self.assertIsNone(other.status, "the other client's request was not held")
+        # a change answers everything held, with the new version
+        env2 = self.sign(RULES_B, 2)
+        self.publish(env2)
+        for t in (hog[2], hog[3], other):
+            t.join(60)
+            self.assertEqual((t.status, t.body), (200, env2), t.error)
+        self.assertFalse(any("held-request cap reached" in (o.get("detail") or "")
+                             for o in pt.log_events(cp, "control_request")))
+
+    def test_held_client_disconnect_frees_slot(self):
+        """A client that closes its connection while its request is held frees the slot
+        and the descriptor at once (logged 499), not at the 600 s deadline."""
+        env = self.sign(RULES_A, 1)
+        self.publish(env)
+        etag = '"%s"' % hashlib.sha256(env).hexdigest()
+        cp = self.control(extra=["--max-wait", "600s", "--max-waiters", "1"])
+        self.held(cp)
+        base = self.settled_fds(cp)
+        ctx = pt.tls_context(self.pki, "client", alpn=("http/1.1",))
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", cp.port), timeout=10),
+                            server_hostname="localhost")
+        self.addCleanup(s.close)
+        s.sendall(("GET /shop.json HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: %s\r\n"
+                   "Prefer: wait=600\r\n\r\n" % etag).encode())
+        self.wait_held(cp, 1)
+        self.assertEqual(self.settled_fds(cp), base + 1)
+        since = len(cp.stderr())
+        s.close()
+        ev = pt.wait_log_event(cp, "control_request", since,
+                               pred=lambda o: o.get("status") == "499")
+        self.assertIsNotNone(ev, "the held request of a client that went away was not "
+                             "dropped:\n" + cp.stderr()[-2000:])
+        self.assertEqual((ev["peer_id"], ev["waiters"]), (pt.CLIENT_ID, "0"))
+        self.assertTrue(self.wait_for(lambda: pt.open_fds(cp.pid) == base, 30),
+                        "descriptor kept: %d, %d before" % (pt.open_fds(cp.pid), base))
+        # the slot is free: another client's request is held, not answered at once
+        other = self.long_poll(cp, etag, cert="other")
+        self.wait_held(cp, 1)
+        env2 = self.sign(RULES_B, 2)
+        self.publish(env2)
+        other.join(60)
+        self.assertEqual((other.status, other.body), (200, env2), other.error)
+
+    def test_held_request_answered_on_kept_alive_connection(self):
+        """Watching a held connection for EOF leaves it usable: a request the client
+        pipelined behind the held one stays buffered and is served after the held one's
+        answer, on the same connection."""
+        env = self.sign(RULES_A, 1)
+        self.publish(env)
+        etag = '"%s"' % hashlib.sha256(env).hexdigest()
+        cp = self.control(extra=["--max-wait", "600s"])
+        ctx = pt.tls_context(self.pki, "client", alpn=("http/1.1",))
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", cp.port), timeout=60),
+                            server_hostname="localhost")
+        self.addCleanup(s.close)
+        s.sendall(("GET /shop.json HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: %s\r\n"
+                   "Prefer: wait=3\r\n\r\n" % etag).encode())
+        self.wait_held(cp, 1)
+        # sent while the first is held: read into the held connection's buffer
+        s.sendall(b"GET /shop.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        buf = b""
+        while not (buf.count(b"HTTP/1.1 ") == 2 and buf.endswith(env)):
+            b = s.recv(65536)
+            self.assertTrue(b, "connection closed; got %r" % buf[:500])
+            buf += b
+        first, second = buf.split(b"HTTP/1.1 ")[1:]
+        self.assertTrue(first.startswith(b"304 "), first[:200])
+        self.assertTrue(second.startswith(b"200 "), second[:200])
 
     # ---- the sidecar against it -------------------------------------------------
 

@@ -879,6 +879,7 @@ TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
 TCase *tcase_authority(void); /* proxy_request.c */
 TCase *tcase_request(void);   /* proxy_request.c */
 TCase *tcase_mem(void);       /* proxy_mem.c */
+TCase *tcase_logpipe(void);   /* proxy_logpipe.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 TCase *tcase_reason(void); /* proxy_reason.c */
 
@@ -894,6 +895,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_reason());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
+    suite_add_tcase(s, tcase_logpipe());
     suite_add_tcase(s, tcase_metrics());
     suite_add_tcase(s, tcase_admin());
     return s;
