@@ -401,11 +401,13 @@ static void uc_fail(struct uph2_conn *uc, const char *reason)
         return;
     uc->dead = 1;
     while (uc->streams != NULL) {
+        /* a stream picket was resetting keeps its own reason */
+        const char *why = uc->streams->fail_reason ? uc->streams->fail_reason : reason;
         struct px_stream *st = uc_pop_stream(uc);
         if (st != NULL) {
             st->up_ctx = NULL;
             if (!st->resp_eof)
-                px_stream_up_fail(st, 502, reason);
+                px_stream_up_fail(st, 502, why);
             else
                 px_stream_up_done(st);
         }
@@ -430,8 +432,15 @@ static void uc_send(struct uph2_conn *uc)
             break;
         evbuffer_add(out, data, (size_t)n);
     }
-    if (uc->nstreams == 0 && (uc->goaway || (!nghttp2_session_want_read(uc->s) &&
-                                             !nghttp2_session_want_write(uc->s))))
+    if (!nghttp2_session_want_read(uc->s) && !nghttp2_session_want_write(uc->s))
+        /* The session is over (nghttp2.h: drop the connection), streams or
+         * not. With streams left and no GOAWAY from the upstream, nghttp2
+         * ended it on a connection error in what the upstream sent (bad
+         * preface, a frame it cannot take): nothing more is read for them,
+         * so they fail now rather than at upstream_timeout, and no new
+         * stream is put on a dead session. */
+        uc_fail(uc, uc->nstreams > 0 && !uc->goaway ? "bad_upstream_response" : "upstream_goaway");
+    else if (uc->nstreams == 0 && uc->goaway)
         uc_fail(uc, "upstream_goaway");
 }
 

@@ -41,8 +41,10 @@
  *     and final heads, and when it is sure picket must refuse (the sum
  *     passes FU_LIMIT, a status outside 100..599 or 101, more than 16
  *     interim heads on HTTP/1.1, more than 8 CONTINUATION frames in a
- *     block) the client must get a 502, never the upstream's status. The
- *     oracle claims nothing for answers it does not fully understand;
+ *     block; on h2c also no SETTINGS first, a frame over 16384 bytes or
+ *     DATA before the final head) the client must get a 502, never the
+ *     upstream's status, and never nothing. The oracle claims nothing for
+ *     answers it does not fully understand;
  *   - no crash, leak or UB (ASan/UBSan).
  *
  * Over a replayed corpus (fuzz_replay_done): for each upstream protocol,
@@ -490,7 +492,11 @@ static int fu_or_h2_block(nghttp2_hd_inflater *inf, const uint8_t *b, size_t len
 
 /* Walks the answer's frames: a SETTINGS first, then SETTINGS, PING,
  * WINDOW_UPDATE, PRIORITY, and header blocks on stream 1 up to the final
- * head; stops (keeping what it claimed) at anything else. */
+ * head; stops (keeping what it claimed) at anything else. Besides the
+ * header checks, some frames end the exchange in nghttp2 itself, before
+ * any final head: no SETTINGS first, a frame over 16384 bytes, DATA on
+ * stream 1. They must give a 502 too (picket used to leave the stream
+ * waiting for upstream_timeout when nghttp2 ended the session). */
 static enum fu_claim fu_oracle_h2(const uint8_t *p, size_t n)
 {
     nghttp2_hd_inflater *inf = NULL;
@@ -507,12 +513,18 @@ static enum fu_claim fu_oracle_h2(const uint8_t *p, size_t n)
                        ((uint32_t)p[off + 7] << 8) | p[off + 8];
         const uint8_t *pl = p + off + 9;
         int status;
-        if (len > 16384 || off + 9 + len > n)
+        if (len > 16384) {
+            claim = FU_BAD; /* FRAME_SIZE_ERROR: nghttp2 ends the session */
+            break;
+        }
+        if (off + 9 + len > n)
             break;
         off += 9 + len;
         if (first) {
-            if (type != 0x4 || (flags & 0x1) || sid != 0)
-                break;
+            /* the server's connection preface (RFC 9113 3.4); anything
+             * else and nghttp2 ends the session */
+            if (type != 0x4 || (flags & 0x1) || sid != 0 || len % 6 != 0)
+                claim = FU_BAD;
             first = 0;
             continue;
         }
@@ -527,6 +539,11 @@ static enum fu_claim fu_oracle_h2(const uint8_t *p, size_t n)
             ncont = 0;
         } else if (type == 0x2 || type == 0x4 || type == 0x6 || type == 0x8) {
             continue;
+        } else if (type == 0x0 && sid == 1) {
+            /* DATA before the final head: a connection error before any
+             * HEADERS (stream not opened), a stream error after a 1xx */
+            claim = FU_BAD;
+            break;
         } else {
             break;
         }

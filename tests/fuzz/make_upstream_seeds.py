@@ -15,7 +15,6 @@ it. The names say what picket must do: *_over_* and *_bad_* seeds must be
 turned into a 502, the others relayed (or cut, for over-limit trailers).
 """
 import os
-import shutil
 import struct
 import sys
 
@@ -226,7 +225,11 @@ H2 = {
     "h2_bad_no_status": (UP_H2, h2_answer([("h", [("content-type", "text/plain")], True)])),
     "h2_rst_refused": (UP_H2, SETTINGS + frame(0x3, 0, 1, struct.pack(">I", 7))),
     "h2_goaway": (UP_H2, SETTINGS + frame(0x7, 0, 0, struct.pack(">II", 0, 0))),
+    # nghttp2 ends the session: the stream must fail at once (a 502), not
+    # wait for upstream_timeout
     "h2_no_settings": (UP_H2, headers(block(enc(), [(":status", "200")]), True)),
+    "h2_settings_ack_first": (UP_H2, frame(0x4, 0x1, 0, b"") + H2_OK[len(SETTINGS):]),
+    "h2_frame_too_big": (UP_H2, SETTINGS + frame(0x1, END_HEADERS, 1, b"\x88" + b"\x00" * 16384)),
     "h2_data_first": (UP_H2, SETTINGS + data(b"early")),
     "h2_close_mid_body": (UP_H2 | CLOSE, h2_answer([("h", [(":status", "200"),
                                                            ("content-length", "10")], False),
@@ -235,8 +238,8 @@ H2 = {
                        frame(0x8, 0, 0, struct.pack(">I", 1000)) + H2_OK[len(SETTINGS):]),
 }
 
-shutil.rmtree(OUT, ignore_errors=True)
-os.makedirs(OUT)
+# files of other origin (regress-*, inputs the fuzzer found) stay
+os.makedirs(OUT, exist_ok=True)
 for name, (ctl, payload) in list(H1.items()) + list(H2.items()):
     write(name, ctl, payload)
 print("%d seeds written to %s" % (len(H1) + len(H2), OUT), file=sys.stderr)
