@@ -203,11 +203,13 @@ static int fb_append(struct up_conn *c, const char *p, size_t n)
 static int flush_field(struct up_conn *c)
 {
     struct px_stream *st = c->st;
-    const char *v = c->fb + c->fb_name;
-    size_t vlen = c->fb_len - c->fb_name, nlen = c->fb_name;
+    const char *v;
+    size_t vlen, nlen = c->fb_name;
     int rc = 0;
     if (c->fstate == 0)
-        return 0;
+        return 0; /* no field: c->fb may still be NULL, and NULL + 0 is UB */
+    v = c->fb + c->fb_name;
+    vlen = c->fb_len - c->fb_name;
     c->fstate = 0;
     px_ows_trim(&v, &vlen);
     /* every field the upstream sends counts, interim and trailer alike */

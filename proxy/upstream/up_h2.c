@@ -412,11 +412,14 @@ static void uc_fail(struct uph2_conn *uc, enum px_reason reason)
         return;
     uc->dead = 1;
     while (uc->streams != NULL) {
+        /* a stream picket was resetting keeps its own reason */
+        enum px_reason why =
+            uc->streams->fail_reason != PX_R_NONE ? uc->streams->fail_reason : reason;
         struct px_stream *st = uc_pop_stream(uc);
         if (st != NULL) {
             st->up_ctx = NULL;
             if (!st->resp_eof)
-                px_stream_up_fail(st, 502, reason);
+                px_stream_up_fail(st, 502, why);
             else
                 px_stream_up_done(st);
         }
@@ -444,8 +447,16 @@ static void uc_send(struct uph2_conn *uc)
             return;
         }
     }
-    if (uc->nstreams == 0 && (uc->goaway || (!nghttp2_session_want_read(uc->s) &&
-                                             !nghttp2_session_want_write(uc->s))))
+    if (!nghttp2_session_want_read(uc->s) && !nghttp2_session_want_write(uc->s))
+        /* The session is over (nghttp2.h: drop the connection), streams or
+         * not. With streams left and no GOAWAY from the upstream, nghttp2
+         * ended it on a connection error in what the upstream sent (bad
+         * preface, a frame it cannot take): nothing more is read for them,
+         * so they fail now rather than at upstream_timeout, and no new
+         * stream is put on a dead session. */
+        uc_fail(uc, uc->nstreams > 0 && !uc->goaway ? PX_R_BAD_UPSTREAM_RESPONSE
+                                                     : PX_R_UPSTREAM_GOAWAY);
+    else if (uc->nstreams == 0 && uc->goaway)
         uc_fail(uc, PX_R_UPSTREAM_GOAWAY);
 }
 

@@ -18,8 +18,18 @@
  * writers (to /dev/null).
  *
  * Input layout: byte 0 picks the chunk size and the listener (see
- * conn_run()); the rest is what the client sends (for h2, after the
+ * fc_run()); the rest is what the client sends (for h2, after the
  * connection preface, which the harness sends itself).
+ *
+ * Answer mode (fuzz_upstream.c, fc_run_conn() with a struct fc_answer):
+ * the canned upstream does not write its fixed response; the first
+ * connection that sends it a request gets the includer's bytes instead,
+ * one chunk per loop turn, optionally followed by a half-close, and
+ * whatever else arrives is drained. The inbound listener routes /up2/ to
+ * the same canned upstream as h2c, so picket's HTTP/2 client can be
+ * reached too. In the default mode a connection that opens with the h2
+ * preface is drained and never answered: fuzz_h1/fuzz_h2 inputs may ask
+ * for /up2/, and the exchange then simply stays open until the input ends.
  *
  * Invariant checked here: every request the canned upstream receives has
  * a well-formed HTTP/1.1 head (CRLF line ends only, a 3-part request line,
@@ -37,6 +47,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +89,8 @@ static struct {
 static const char fc_policy[] =
     "{\"revision\": 7, \"default\": \"deny\", \"rules\": ["
     "{\"id\": \"reads\", \"action\": \"allow\", \"from\": [\"spiffe://fuzz.test/ns/shop/*\"],"
-    " \"methods\": [\"GET\", \"HEAD\", \"POST\"], \"paths\": [\"/orders/**\", \"/h2/**\", \"/\"]},"
+    " \"methods\": [\"GET\", \"HEAD\", \"POST\"],"
+    " \"paths\": [\"/orders/**\", \"/h2/**\", \"/up2/**\", \"/\"]},"
     "{\"id\": \"tenant\", \"action\": \"allow\", \"paths\": [\"/t/*\"],"
     " \"headers\": {\"x-tenant\": [\"acme\"]}},"
     "{\"id\": \"no-admin\", \"action\": \"deny\", \"paths\": [\"/orders/admin/**\"]},"
@@ -120,6 +133,9 @@ static void fc_setup(void)
         listen(fc.up_fd, 128) != 0 || getsockname(fc.up_fd, (struct sockaddr *)&sin, &sl) != 0)
         fc_die("upstream socket", "bind/listen failed");
     evutil_make_socket_nonblocking(fc.up_fd);
+    /* as picket's daemon does: a write to a peer that closed is an error
+     * to handle (the canned upstream answers picket after it gave up) */
+    signal(SIGPIPE, SIG_IGN);
 
     n = snprintf(cfgjson, sizeof(cfgjson),
                  "{\"node_id\": \"fuzz/picket\", \"workers\": 1,"
@@ -131,14 +147,15 @@ static void fc_setup(void)
                  " \"listeners\": ["
                  "  {\"name\": \"in\", \"kind\": \"inbound\", \"bind\": \"127.0.0.1:1\","
                  "   \"upstream\": \"http://127.0.0.1:%d\","
-                 "   \"routes\": [{\"path_prefix\": \"/h2/\", \"upstream\": \"h2c://127.0.0.1:1\"}]},"
+                 "   \"routes\": [{\"path_prefix\": \"/h2/\", \"upstream\": \"h2c://127.0.0.1:1\"},"
+                 "     {\"path_prefix\": \"/up2/\", \"upstream\": \"h2c://127.0.0.1:%d\"}]},"
                  "  {\"name\": \"out\", \"kind\": \"outbound\", \"bind\": \"127.0.0.1:2\","
                  "   \"routes\": [{\"authority\": \"svc.fuzz.test\", \"upstream\": \"127.0.0.1:1\","
                  "     \"server_id\": \"spiffe://fuzz.test/svc\"}]}],"
                  " \"log\": {\"level\": \"error\", \"access\": \"/dev/null\", \"audit\": \"/dev/null\"},"
                  " \"limits\": {\"max_concurrent_streams\": 16, \"max_header_list_size\": 8192,"
                  "   \"stream_buffer\": 65536}}",
-                 ntohs(sin.sin_port));
+                 ntohs(sin.sin_port), ntohs(sin.sin_port));
     if (n < 0 || (size_t)n >= sizeof(cfgjson))
         fc_die("config", "too long");
     if (px_config_parse(&cfg, "fuzz.json", fc.dir, cfgjson, (size_t)n, err, sizeof(err)) != 0)
@@ -159,17 +176,37 @@ static void fc_setup(void)
 
 /* ---- the canned upstream ------------------------------------------------ */
 
+/* Answer mode (fuzz_upstream.c): what the canned upstream says instead of
+ * its fixed response. Filled in by the includer (p, len, chunk,
+ * close_after); the rest is the harness's state for one input. */
+struct fc_answer {
+    const uint8_t *p;
+    size_t len;
+    size_t chunk;    /* bytes written per loop turn (>= 1) */
+    int close_after; /* half-close (SHUT_WR) once every byte is out */
+    /* harness state */
+    struct fc_up *u; /* the connection answering: the first to send a request */
+    size_t off; /* bytes written so far */
+    int shut;
+};
+
 struct fc_up {
     struct bufferevent *bev;
     struct fc_up *next;
+    struct fc_run *r;
     int answered;
+    int h2;   /* opened with the HTTP/2 preface: drained, never checked */
+    int gone; /* picket closed it or an error: nothing more is written */
 };
 
 struct fc_run {
     struct px_worker *w;
     struct evconnlistener *evl;
     struct fc_up *ups;
+    struct fc_answer *ans; /* NULL: the default mode */
 };
+
+static const char fc_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 static int fc_tchar(unsigned char ch)
 {
@@ -217,37 +254,92 @@ static void fc_check_head(const unsigned char *p, size_t n)
     FUZZ_CHECKF(0, "forwarded head without an empty line");
 }
 
+/* Answer mode: the next chunk of the answer, or the half-close after it.
+ * Called once per loop turn (fc_loop()). */
+static void fc_answer_pump(struct fc_answer *a)
+{
+    struct fc_up *u = a->u;
+    if (u == NULL || u->gone)
+        return;
+    if (a->off < a->len) {
+        size_t n = a->len - a->off < a->chunk ? a->len - a->off : a->chunk;
+        bufferevent_write(u->bev, a->p + a->off, n);
+        a->off += n;
+    } else if (a->close_after && !a->shut &&
+               evbuffer_get_length(bufferevent_get_output(u->bev)) == 0) {
+        shutdown(bufferevent_getfd(u->bev), SHUT_WR);
+        a->shut = 1;
+    }
+}
+
+/* The answer is out (or cannot be written any more). */
+static int fc_answer_done(const struct fc_answer *a)
+{
+    if (a->u == NULL)
+        return 0;
+    if (a->u->gone)
+        return 1;
+    return a->off == a->len && (!a->close_after || a->shut) &&
+           evbuffer_get_length(bufferevent_get_output(a->u->bev)) == 0;
+}
+
 static void fc_up_read(struct bufferevent *bev, void *arg)
 {
     struct fc_up *u = arg;
+    struct fc_answer *a = u->r->ans;
     struct evbuffer *in = bufferevent_get_input(bev);
+    size_t have = evbuffer_get_length(in);
     struct evbuffer_ptr end;
     static const char resp[] = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"
                                "connection: close\r\n\r\n" FC_UP_BODY;
 
-    if (u->answered) {
-        evbuffer_drain(in, evbuffer_get_length(in));
+    if (u->answered || u->h2) {
+        evbuffer_drain(in, have);
         return;
     }
-    end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-    if (end.pos < 0) {
-        /* picket writes a head in one piece; a partial head can only be
-         * the start of one that has not arrived yet. */
-        FUZZ_CHECK(evbuffer_get_length(in) < 1024 * 1024);
-        return;
+    /* picket's h2c client (the /up2/ route): the preface, then frames */
+    {
+        size_t k = have < sizeof(fc_h2_preface) - 1 ? have : sizeof(fc_h2_preface) - 1;
+        if (memcmp(evbuffer_pullup(in, (ssize_t)k), fc_h2_preface, k) == 0) {
+            if (k < sizeof(fc_h2_preface) - 1)
+                return; /* the rest of the preface is still to come */
+            u->h2 = 1;
+        }
     }
-    fc_check_head(evbuffer_pullup(in, end.pos + 4), (size_t)end.pos + 4);
-    fc.forwarded++;
+    if (!u->h2) {
+        end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+        if (end.pos < 0) {
+            /* picket writes a head in one piece; a partial head can only be
+             * the start of one that has not arrived yet. */
+            FUZZ_CHECK(have < 1024 * 1024);
+            return;
+        }
+        fc_check_head(evbuffer_pullup(in, end.pos + 4), (size_t)end.pos + 4);
+        fc.forwarded++;
+    }
     evbuffer_drain(in, evbuffer_get_length(in));
+    if (a != NULL) {
+        /* answer mode: the first connection with a request gets the answer,
+         * later ones (a retry) are only drained */
+        u->answered = 1;
+        if (a->u == NULL) {
+            a->u = u;
+            fc_answer_pump(a);
+        }
+        return;
+    }
+    if (u->h2)
+        return; /* default mode: no canned h2 answer; the input ends it */
     u->answered = 1;
     bufferevent_write(bev, resp, sizeof(resp) - 1);
 }
 
 static void fc_up_event(struct bufferevent *bev, short what, void *arg)
 {
+    struct fc_up *u = arg;
     (void)bev;
-    (void)what;
-    (void)arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        u->gone = 1;
 }
 
 static void fc_up_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
@@ -255,10 +347,14 @@ static void fc_up_accept(struct evconnlistener *evl, evutil_socket_t fd, struct 
 {
     struct fc_run *r = arg;
     struct fc_up *u = calloc(1, sizeof(*u));
+    int one = 1;
     (void)evl;
     (void)sa;
     (void)salen;
     FUZZ_CHECK(u != NULL);
+    /* small answer chunks must leave as they are written, not coalesced */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    u->r = r;
     u->bev = bufferevent_socket_new(r->w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     FUZZ_CHECK(u->bev != NULL);
     bufferevent_setcb(u->bev, fc_up_read, NULL, fc_up_event, u);
@@ -273,33 +369,27 @@ static void fc_loop(struct fc_run *r, struct bufferevent *client, struct evbuffe
 {
     for (int i = 0; i < n; i++) {
         event_base_loop(r->w->base, EVLOOP_NONBLOCK);
+        if (r->ans != NULL)
+            fc_answer_pump(r->ans);
         evbuffer_add_buffer(out, bufferevent_get_input(client));
     }
 }
 
-/* Runs one connection. h2: send the client preface first. Byte 0 of
- * data: bit 0 = listener (0 inbound, 1 outbound), bits 1-3 = chunk size
- * (whole input, 1, 2, 3, 7, 16, 100, 1000 bytes). `out` gets everything
- * picket wrote back. */
-static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *out)
+/* Runs one connection on listener li (0 inbound, 1 outbound): writes
+ * data[0..size) as the client, `chunk` bytes per two loop turns (h2: after
+ * the client preface). With `ans`, the canned upstream answers with its
+ * bytes (answer mode, above). `out` gets everything picket wrote back. */
+static void fc_run_conn(size_t li, size_t chunk, const uint8_t *data, size_t size, int h2,
+                        struct fc_answer *ans, struct evbuffer *out)
 {
-    static const size_t chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
-    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     struct fc_run r = {0};
     struct px_worker *w;
     struct px_conn *c;
     struct bufferevent *pair[2];
     struct sockaddr_in peer = {0};
     char err[256];
-    size_t chunk, li;
 
     fc_setup();
-    if (size == 0)
-        return;
-    li = data[0] & 1;
-    chunk = chunks[(data[0] >> 1) & 7];
-    data++;
-    size--;
     if (chunk == 0)
         chunk = size ? size : 1;
 
@@ -311,6 +401,7 @@ static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *ou
     w->policy = px_policy_state_ref(fc.pol);
     FUZZ_CHECK(px_worker_init_listeners(w, err, sizeof(err)) == 0);
     r.w = w;
+    r.ans = ans;
     r.evl = evconnlistener_new(w->base, fc_up_accept, &r, 0, -1, fc.up_fd);
     FUZZ_CHECK(r.evl != NULL);
 
@@ -329,7 +420,7 @@ static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *ou
     }
     bufferevent_enable(pair[1], EV_READ | EV_WRITE);
     if (h2)
-        bufferevent_write(pair[1], preface, sizeof(preface) - 1);
+        bufferevent_write(pair[1], fc_h2_preface, sizeof(fc_h2_preface) - 1);
     if ((h2 ? px_h2_conn_start(c) : px_h1_conn_start(c)) != 0)
         px_conn_free(c);
 
@@ -339,6 +430,16 @@ static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *ou
         fc_loop(&r, pair[1], out, 2);
     }
     fc_loop(&r, pair[1], out, 12);
+    if (ans != NULL) {
+        /* One chunk per turn until the answer is out; bounded: 64 turns
+         * for the request to arrive, then two per chunk (picket may stop
+         * reading while its client is slow), then what picket needs to
+         * pass the end of it on. */
+        size_t cap = 64 + 2 * (ans->len / ans->chunk + 1) + 8;
+        for (size_t i = 0; i < cap && !fc_answer_done(ans) && (ans->u != NULL || i < 64); i++)
+            fc_loop(&r, pair[1], out, 1);
+        fc_loop(&r, pair[1], out, 16);
+    }
     /* The client half-closes, then goes away. */
     bufferevent_flush(pair[1], EV_WRITE, BEV_FINISHED);
     fc_loop(&r, pair[1], out, 6);
@@ -356,6 +457,21 @@ static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *ou
     free(w);
 }
 
+#ifndef FC_ANSWER_MODE_ONLY /* fuzz_upstream.c has its own input layout and corpus check */
+
+/* Runs one fuzz_h1/fuzz_h2 input. Byte 0 of data: bit 0 = listener (0
+ * inbound, 1 outbound), bits 1-3 = chunk size (whole input, 1, 2, 3, 7,
+ * 16, 100, 1000 bytes); the rest is what the client sends. */
+static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *out)
+{
+    static const size_t chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
+
+    fc_setup();
+    if (size == 0)
+        return;
+    fc_run_conn(data[0] & 1, chunks[(data[0] >> 1) & 7], data + 1, size - 1, h2, NULL, out);
+}
+
 int fuzz_replay_done(size_t ninputs)
 {
     fprintf(stderr, "fuzz_conn: over %zu inputs, %zu requests reached the upstream and %zu "
@@ -368,5 +484,7 @@ int fuzz_replay_done(size_t ninputs)
     }
     return 0;
 }
+
+#endif /* FC_ANSWER_MODE_ONLY */
 
 #endif

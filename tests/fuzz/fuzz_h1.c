@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(out != NULL);
     fc_run(data, size, 0, out);
     n = evbuffer_get_length(out);
-    if (getenv("FUZZ_CONN_DEBUG") != NULL) /* what picket answered, for seed writing */
+    if (getenv("FUZZ_CONN_DEBUG") != NULL && n > 0) /* what picket answered, for seed writing */
         fwrite(evbuffer_pullup(out, -1), 1, n, stderr);
     if (n > 0) {
         const unsigned char *p = evbuffer_pullup(out, n < 13 ? (ssize_t)n : 13);

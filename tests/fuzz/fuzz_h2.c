@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(out != NULL);
     fc_run(data, size, 1, out);
     n = evbuffer_get_length(out);
-    if (getenv("FUZZ_CONN_DEBUG") != NULL) /* what picket answered, for seed writing */
+    if (getenv("FUZZ_CONN_DEBUG") != NULL && n > 0) /* what picket answered, for seed writing */
         fwrite(evbuffer_pullup(out, -1), 1, n, stderr);
     p = evbuffer_pullup(out, -1);
     if (n > 0) {
