@@ -156,13 +156,19 @@ static void fail(struct up_conn *c, int status, enum px_reason reason)
 static void to_idle(struct up_conn *c)
 {
     struct timeval tv;
-    int64_t ms = c->w->snap->cfg->limits.idle_timeout_ms;
-    if (c->pool->nidle >= IDLE_MAX || c->w->draining) {
+    int64_t ms = c->w->snap->cfg->limits.idle_timeout_ms, now = (int64_t)time(NULL);
+    /* A connection whose server certificate expired, or that was verified
+     * under other trust, is not kept: it ends with its last exchange. */
+    if (c->pool->nidle >= IDLE_MAX || c->w->draining ||
+        (c->pool->tls && ((c->not_after > 0 && now >= c->not_after) ||
+                          c->snap_gen != c->w->snap->gen))) {
         conn_close(c);
         return;
     }
     if (ms <= 0 || ms > IDLE_MS)
         ms = IDLE_MS;
+    if (c->pool->tls && c->not_after > 0 && (c->not_after - now) * 1000 < ms)
+        ms = (c->not_after - now) * 1000; /* and an idle one closes when it expires */
     c->idle = c->reused = 1;
     c->next = c->pool->conns;
     c->prev = NULL;

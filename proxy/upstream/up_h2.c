@@ -44,6 +44,8 @@ struct uph2_conn {
     int connected, dead, goaway, connect_failed;
     int64_t not_after;  /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
     uint64_t snap_gen;  /* the snapshot (trust, own SVID) it was made under */
+    struct event *cert_ev; /* at not_after: no new streams; drain_timeout later: closed */
+    int cert_ended;
 };
 
 struct uph2_stream {
@@ -388,6 +390,8 @@ static void uc_free(struct uph2_conn *uc)
         bufferevent_free(uc->bev);
     if (uc->send_ev)
         event_free(uc->send_ev);
+    if (uc->cert_ev)
+        event_free(uc->cert_ev);
     free(uc);
 }
 
@@ -518,6 +522,50 @@ static void uc_fallback_h1(struct uph2_conn *uc)
     uc_free(uc);
 }
 
+/* The server's certificate expired under an open connection: it takes no
+ * new stream (GOAWAY; it closes when its last stream ends), and what is
+ * still in flight gets limits.drain_timeout, as downstream connections do
+ * (worker.c). */
+static void uc_cert_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct uph2_conn *uc = arg;
+    int64_t ms = uc->w->snap->cfg->limits.drain_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    (void)fd;
+    (void)what;
+    if (uc->dead)
+        return;
+    if ((int64_t)time(NULL) < uc->not_after) { /* timers run a little early */
+        tv.tv_sec = (time_t)(uc->not_after - (int64_t)time(NULL));
+        tv.tv_usec = 0;
+        evtimer_add(uc->cert_ev, &tv);
+        return;
+    }
+    if (uc->cert_ended) {
+        uc_fail(uc, PX_R_PEER_CERT_EXPIRED);
+        return;
+    }
+    uc->cert_ended = 1;
+    px_log(PX_LOG_INFO, "upstream_identity_ended", "upstream", uc->pool->key, "reason",
+           px_reason_name(PX_R_PEER_CERT_EXPIRED), NULL);
+    if (!uc->goaway) {
+        uc->goaway = 1;
+        nghttp2_submit_goaway(uc->s, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    }
+    evtimer_add(uc->cert_ev, &tv);
+    schedule_send(uc);
+}
+
+static void uc_arm_cert(struct uph2_conn *uc)
+{
+    struct timeval tv = {0, 0};
+    int64_t now = (int64_t)time(NULL);
+    if (uc->not_after <= 0 || (uc->cert_ev = evtimer_new(uc->w->base, uc_cert_cb, uc)) == NULL)
+        return;
+    tv.tv_sec = (time_t)(uc->not_after > now ? uc->not_after - now : 0);
+    evtimer_add(uc->cert_ev, &tv);
+}
+
 static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct uph2_conn *uc = arg;
@@ -538,6 +586,7 @@ static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
         if (uc->pool->tls) {
             uc->pool->alpn = PX_ALPN_FIXED;
             uc->not_after = px_up_bev_not_after(bev);
+            uc_arm_cert(uc);
         }
         uc->connected = 1;
         uc_send(uc);

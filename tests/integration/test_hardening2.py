@@ -10,6 +10,7 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -286,6 +287,48 @@ class Hardening2(pt.TestCase):
         self.assertGreaterEqual(pt.metric(self.admin, "picket_connections_closed_total",
                                           default=0, reason="peer_cert_expired"), 2)
         self.assertEqual(A.h2_get(self.target, "/", timeout=5.0), 200)
+
+    def test_outbound_connection_ends_with_the_server_certificate(self):
+        """Outbound: a remote sidecar whose SVID expires while our pooled connection to it
+        is open. At that moment the connection takes no new stream and goes
+        (upstream_identity_ended), with no request driving it; once the remote has
+        renewed its SVID, the next call works on a fresh connection verified again."""
+        remote_id = "spiffe://example.org/ns/default/sa/orders"
+        self.pki.issue("remote", "ca", remote_id, lifetime=8)
+        app = self.upstream("h2c")
+        b_port, b_admin = pt.free_port(), pt.free_port()
+        b_conf = os.path.join(self.tmp, "b.json")
+        b_cfg = pt.make_config(self.pki, b_port, pt.upstream_url("h2c", app), admin_port=b_admin,
+                               workdir=self.tmp, node_id="test/remote", identity={
+                                   "cert": self.pki.cert("remote"), "key": self.pki.key("remote"),
+                                   "trust_bundles": {pt.TRUST_DOMAIN: self.pki.ca},
+                                   "reload_interval": "1s"})
+        b_cfg["log"] = {"level": "info", "access": os.path.join(self.tmp, "b-access.jsonl")}
+        pt.write_config(b_conf, b_cfg)
+        self.picket(b_conf, inbound_port=b_port, admin_port=b_admin)
+        out_port = pt.free_port()
+        self.start(pt.upstream_url("h2c", app), extra={"listeners": [
+            {"name": "inbound", "kind": "inbound", "bind": "127.0.0.1:%d" % pt.free_port(),
+             "upstream": pt.upstream_url("h2c", app)},
+            {"name": "outbound", "kind": "outbound", "bind": "127.0.0.1:%d" % out_port,
+             "routes": [{"authority": "orders", "upstream": "127.0.0.1:%d" % b_port,
+                         "server_id": remote_id}]}]})
+        self.assertTrue(pt.wait_port(out_port, 10))
+
+        def call():
+            return subprocess.run(["curl", "-sS", "--noproxy", "*", "--http2-prior-knowledge",
+                                   "-o", os.devnull, "-w", "%{http_code}", "-H", "Host: orders",
+                                   "http://127.0.0.1:%d/" % out_port],
+                                  capture_output=True, text=True, timeout=20).stdout.strip()
+
+        self.assertEqual(call(), "200")
+        ev = pt.wait_log_event(self.proc, "upstream_identity_ended", timeout=30.0)
+        self.assertIsNotNone(ev, self.proc.stderr()[-2000:])
+        self.assertEqual(ev.get("reason"), "peer_cert_expired")
+        # the remote renews (as SPIRE would) and reloads it; calls work again
+        self.pki.issue("remote", "ca", remote_id, lifetime=3600)
+        self.assertTrue(wait_until(lambda: call() == "200", 30.0, step=0.5),
+                        "no call worked after the remote renewed its SVID")
 
     def test_trust_change_ends_connections_it_no_longer_covers(self):
         """The trust bundle is replaced by one of another CA (SIGHUP): an open connection
