@@ -14,6 +14,8 @@ PKGS=(
   libssl-dev libevent-dev libnghttp2-dev libjsmn-dev libhttp-parser-dev check
   # test clients and PKI
   openssl curl nghttp2-client
+  # rendering the manual page picket.1 (ctest man_page)
+  groff-base
   # integration test peers (run with /usr/bin/python3)
   python3 python3-h2 python3-grpcio python3-yaml python3-jsonpatch python3-cryptography systemd nginx
 )

@@ -15,6 +15,6 @@ cd "$ROOT"
 
 bash deploy/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPICKET_TESTS=OFF -DPICKET_WERROR=OFF >/dev/null
-cmake --build build-release -j"$(nproc)" --target picket >/dev/null
+cmake --build build-release -j"$(nproc)" --target picket man >/dev/null
 echo "quickstart: built $ROOT/build-release/picket" >&2
 exec build-release/picket dev "$@"

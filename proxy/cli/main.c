@@ -11,25 +11,14 @@
 #include "cmd_policy.h"
 #include "daemon.h"
 #include "dev.h"
+#include "help.h"
 
 #define PICKET_VERSION "0.1.0"
 
+/* The text is help.c's table, which the manual page is made from too. */
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: picket <command> [args]\n"
-               "\n"
-               "commands:\n"
-               "  run -c FILE [--node-id ID] [--probes-bind ADDR] [--metrics-bind ADDR]\n"
-               "                              run the proxy with a config file\n"
-               "  dev [--upstream URL] [--state DIR] [--port N]\n"
-               "                              local dev gateway with dev certs and a starter policy\n"
-               "  cert init|issue|inspect|verify   dev CA and SVID tools\n"
-               "  policy lint|eval|test       check and evaluate policy bundles\n"
-               "  bundle keygen|sign|verify   signed policy envelopes (DSSE)\n"
-               "  control serve --dir DIR --bind ADDR --cert C --key K --bundle B\n"
-               "                              reference control plane (signed bundles over mTLS)\n"
-               "  inject [serve] ...          Kubernetes sidecar injection (CLI filter / admission webhook)\n"
-               "  version                     print the version\n");
+    px_help_print(f);
 }
 
 static void run_reset(void)
@@ -97,7 +86,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
-        usage(stdout);
+        if (argc > 2 && strcmp(argv[2], "--man") == 0)
+            px_help_man(stdout, PICKET_VERSION); /* picket.1, made by the build */
+        else
+            usage(stdout);
         return 0;
     }
     fprintf(stderr, "picket: unknown command '%s'\n", argv[1]);

@@ -15,4 +15,16 @@ extern const struct px_gate px_gate_pipeline;
  * upstream. */
 void px_stream_forward(struct px_stream *st);
 
+/* The route of a request on listener lc, from its canonical host
+ * host[0..host_len) (no port) and its match path
+ * match_path[0..match_path_len) (struct px_request): the upstream of the
+ * first of lc->routes whose authority and path_prefix both match, else
+ * the listener's default upstream, else NULL (404 "no route"). A route
+ * authority "*.example.org" matches names under example.org, not
+ * example.org itself; any other authority matches exactly. path_prefix is
+ * a byte prefix of the match path. Pure: the result points into lc. */
+const struct px_upstream_addr *px_route_pick(const struct px_listener_cfg *lc, const char *host,
+                                             size_t host_len, const char *match_path,
+                                             size_t match_path_len);
+
 #endif

@@ -57,22 +57,29 @@ static int route_host_match(const char *pat, const char *h, size_t hlen)
     return plen == hlen && memcmp(pat, h, hlen) == 0;
 }
 
+const struct px_upstream_addr *px_route_pick(const struct px_listener_cfg *lc, const char *host,
+                                             size_t host_len, const char *match_path,
+                                             size_t match_path_len)
+{
+    for (size_t i = 0; i < lc->nroutes; i++) {
+        const struct px_route *r = &lc->routes[i];
+        if (r->authority != NULL && !route_host_match(r->authority, host, host_len))
+            continue;
+        if (r->path_prefix != NULL &&
+            (strlen(r->path_prefix) > match_path_len ||
+             strncmp(match_path, r->path_prefix, strlen(r->path_prefix)) != 0))
+            continue;
+        return &r->upstream;
+    }
+    return lc->has_upstream ? &lc->upstream : NULL;
+}
+
 static const struct px_upstream_addr *pick_route(struct px_stream *st)
 {
     const struct px_listener_cfg *lc = &st->snap->cfg->listeners[st->conn->lst->index];
     const struct px_request *rq = &st->rq;
 
-    for (size_t i = 0; i < lc->nroutes; i++) {
-        const struct px_route *r = &lc->routes[i];
-        if (r->authority != NULL && !route_host_match(r->authority, rq->host, rq->host_len))
-            continue;
-        if (r->path_prefix != NULL &&
-            (strlen(r->path_prefix) > rq->match_path_len ||
-             strncmp(rq->match_path, r->path_prefix, strlen(r->path_prefix)) != 0))
-            continue;
-        return &r->upstream;
-    }
-    return lc->has_upstream ? &lc->upstream : NULL;
+    return px_route_pick(lc, rq->host, rq->host_len, rq->match_path, rq->match_path_len);
 }
 
 static void gate_request(struct px_stream *st)

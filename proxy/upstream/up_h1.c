@@ -46,6 +46,22 @@
 #define IDLE_MAX 64      /* idle connections kept per pool */
 #define IDLE_MS 30000    /* an idle connection is closed after this (or idle_timeout_ms) */
 
+/* The request of the current exchange. */
+enum upc_req {
+    UPC_REQ_HEAD, /* the head is not written yet */
+    UPC_REQ_BODY, /* head written, body going */
+    UPC_REQ_DONE  /* all of it written */
+};
+
+/* The response of the current exchange; interim (1xx) responses go
+ * through HEAD and back to NONE. */
+enum upc_resp {
+    UPC_RESP_NONE, /* nothing of the (final) response yet */
+    UPC_RESP_HEAD, /* a status line arrived: its fields are coming */
+    UPC_RESP_BODY, /* the final head is complete: body (and trailers) */
+    UPC_RESP_DONE  /* the message is complete */
+};
+
 struct up_conn {
     struct up_conn *next, *prev; /* pool idle list */
     struct px_pool *pool;
@@ -61,10 +77,12 @@ struct up_conn {
     enum px_reason fail_reason; /* a failure to report from the kick callback */
     enum px_reason fail_why;    /* why the response was refused (else bad_upstream_response) */
 
-    /* the exchange */
-    int head_sent, req_done, req_chunked, req_has_len, retried;
+    /* the exchange: where the request and the response are */
+    enum upc_req req;
+    enum upc_resp resp;
+    int req_chunked, req_has_len, retried;
     uint64_t req_left, body_sent;
-    int is_head, resp_began, interim, hdrs_done, hdrs_pending, body_pending, msg_done, paused;
+    int is_head, interim, hdrs_pending, body_pending, paused;
     int cb_err;
     size_t limit;     /* max_header_list_size */
     size_t hdr_bytes; /* name + value + 32 of every response field, 1xx and trailers too */
@@ -227,7 +245,7 @@ static int flush_field(struct up_conn *c)
         rc = -1;
     else if (c->interim)
         rc = 0; /* 1xx fields are not relayed */
-    else if (!c->hdrs_done) {
+    else if (c->resp < UPC_RESP_BODY) {
         /* Framing stays here: the parser reads it, the stream gets the
          * length as resp_content_length. */
         if (!(nlen == 14 && strncasecmp(c->fb, "content-length", 14) == 0) &&
@@ -248,8 +266,8 @@ static int flush_field(struct up_conn *c)
 static int on_message_begin(http_parser *p)
 {
     struct up_conn *c = p->data;
-    c->resp_began = 1;
-    c->hdrs_done = c->interim = 0;
+    c->resp = UPC_RESP_HEAD;
+    c->interim = 0;
     c->fstate = 0;
     c->fb_len = c->fb_name = 0;
     return 0;
@@ -302,7 +320,7 @@ static int on_headers_complete(http_parser *p)
         c->interim = 1;
         return 1;
     }
-    c->hdrs_done = 1;
+    c->resp = UPC_RESP_BODY;
     c->hdrs_pending = 1;
     st->status = s;
     if ((p->flags & F_CHUNKED) || p->uses_transfer_encoding || !(p->flags & F_CONTENTLENGTH))
@@ -328,11 +346,11 @@ static int on_message_complete(http_parser *p)
         return c->cb_err = -1;
     if (c->interim) {
         c->interim = 0;
-        c->resp_began = 0; /* the final response is still to come */
+        c->resp = UPC_RESP_NONE; /* the final response is still to come */
         px_hdrs_clear(&c->st->resp);
         return 0;
     }
-    c->msg_done = 1;
+    c->resp = UPC_RESP_DONE;
     http_parser_pause(p, 1); /* nothing after this message is ours to parse */
     return 0;
 }
@@ -372,7 +390,7 @@ static int deliver(struct up_conn *c)
 static void complete(struct up_conn *c)
 {
     struct px_stream *st = c->st;
-    int reuse = http_should_keep_alive(&c->hp) && c->req_done && !c->eof &&
+    int reuse = http_should_keep_alive(&c->hp) && c->req == UPC_REQ_DONE && !c->eof &&
                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
     int down_alive = !st->down_done;
     c->st = NULL;
@@ -381,7 +399,8 @@ static void complete(struct up_conn *c)
     if (down_alive && st->down != NULL)
         st->down->response_ready(st);
     if (reuse && !c->dead) {
-        c->head_sent = c->req_done = c->msg_done = 0;
+        c->req = UPC_REQ_HEAD;
+        c->resp = UPC_RESP_NONE;
         to_idle(c);
     } else {
         conn_close(c);
@@ -391,7 +410,7 @@ static void complete(struct up_conn *c)
 static void parse_input(struct up_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (c->st != NULL && !c->msg_done && evbuffer_get_length(in) > 0) {
+    while (c->st != NULL && c->resp != UPC_RESP_DONE && evbuffer_get_length(in) > 0) {
         struct px_stream *st = c->st;
         /* room under the stream bound, the client's window and the memory
          * budget (px_stream_resp_room) */
@@ -424,19 +443,19 @@ static void parse_input(struct up_conn *c)
     }
     if (c->st == NULL)
         return;
-    if (!c->msg_done && c->eof && evbuffer_get_length(in) == 0 && !c->paused) {
+    if (c->resp != UPC_RESP_DONE && c->eof && evbuffer_get_length(in) == 0 && !c->paused) {
         /* EOF: ends a close-delimited body, else the response was cut. */
-        if (c->resp_began) {
+        if (c->resp >= UPC_RESP_HEAD) {
             http_parser_execute(&c->hp, &resp_settings, NULL, 0);
             if (!c->cb_err && deliver(c) != 0)
                 return;
         }
-        if (!c->msg_done) {
+        if (c->resp != UPC_RESP_DONE) {
             fail(c, 502, PX_R_UPSTREAM_RESET);
             return;
         }
     }
-    if (c->msg_done)
+    if (c->resp == UPC_RESP_DONE)
         complete(c);
 }
 
@@ -534,7 +553,7 @@ static void write_head(struct up_conn *c)
         fail(c, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
-    c->head_sent = 1;
+    c->req = UPC_REQ_BODY;
 }
 
 static void pump_request(struct up_conn *c)
@@ -543,9 +562,9 @@ static void pump_request(struct up_conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct px_out o = px_out_to(out);
 
-    if (st == NULL || !c->connected || c->req_done)
+    if (st == NULL || !c->connected || c->req == UPC_REQ_DONE)
         return;
-    if (!c->head_sent) {
+    if (c->req == UPC_REQ_HEAD) {
         write_head(c);
         if (c->st != st)
             return;
@@ -591,7 +610,7 @@ static void pump_request(struct up_conn *c)
             return;
         }
     }
-    c->req_done = 1;
+    c->req = UPC_REQ_DONE;
 }
 
 /* ---- connecting, retrying ------------------------------------------------ */
@@ -599,10 +618,12 @@ static void pump_request(struct up_conn *c)
 static void attach(struct up_conn *c, struct px_stream *st)
 {
     c->st = st;
-    c->head_sent = c->req_done = c->req_chunked = c->req_has_len = 0;
+    c->req = UPC_REQ_HEAD;
+    c->resp = UPC_RESP_NONE;
+    c->req_chunked = c->req_has_len = 0;
     c->req_left = c->body_sent = 0;
-    c->resp_began = c->interim = c->hdrs_done = c->hdrs_pending = c->body_pending = 0;
-    c->msg_done = c->paused = c->cb_err = c->eof = 0;
+    c->interim = c->hdrs_pending = c->body_pending = 0;
+    c->paused = c->cb_err = c->eof = 0;
     c->fstate = 0;
     c->fb_len = c->fb_name = 0;
     c->limit = (size_t)PX_LIMITS(st)->max_header_list_size;
@@ -671,7 +692,7 @@ static int try_retry(struct up_conn *c)
 {
     struct px_stream *st = c->st;
     struct up_conn *nc;
-    if (!c->reused || c->retried || c->resp_began || c->body_sent > 0 || !st->req_eof ||
+    if (!c->reused || c->retried || c->resp >= UPC_RESP_HEAD || c->body_sent > 0 || !st->req_eof ||
         evbuffer_get_length(st->req_body) > 0 || st->rq.trailers.n > 0 ||
         !px_method_idempotent(st->rq.method))
         return 0;
@@ -714,9 +735,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
                                            : PX_R_CONNECT_FAILED);
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         c->eof = 1;
-        if (!c->resp_began && try_retry(c)) {
+        if (c->resp == UPC_RESP_NONE && try_retry(c)) {
             /* retried on a new connection */
-        } else if (!c->resp_began) {
+        } else if (c->resp == UPC_RESP_NONE) {
             fail(c, 502, PX_R_UPSTREAM_RESET);
         } else {
             px_stream_up_activity(c->st);

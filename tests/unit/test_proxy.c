@@ -924,6 +924,10 @@ TCase *tcase_logpipe(void);   /* proxy_logpipe.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 TCase *tcase_reason(void); /* proxy_reason.c */
 TCase *tcase_probes(void); /* proxy_probes.c */
+TCase *tcase_fields(void);    /* proxy_fields.c */
+TCase *tcase_syntax(void);    /* proxy_syntax.c */
+TCase *tcase_route(void);     /* proxy_route.c */
+TCase *tcase_h1_head(void);   /* proxy_h1head.c */
 
 static Suite *proxy_suite(void)
 {
@@ -935,6 +939,10 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_mem());
     suite_add_tcase(s, tcase_url());
     suite_add_tcase(s, tcase_reason());
+    suite_add_tcase(s, tcase_fields());
+    suite_add_tcase(s, tcase_syntax());
+    suite_add_tcase(s, tcase_route());
+    suite_add_tcase(s, tcase_h1_head());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_logpipe());
