@@ -749,10 +749,11 @@ static int wildcard(const char *h)
 }
 
 /* Two binds that would take the same port: the same address, or a
- * wildcard and anything else. */
+ * wildcard and anything else. Port 0 (the kernel picks one) never
+ * clashes. */
 static int binds_clash(const char *h1, const char *p1, const char *h2, const char *p2)
 {
-    return h1 != NULL && h2 != NULL && strcmp(p1, p2) == 0 &&
+    return h1 != NULL && h2 != NULL && strcmp(p1, p2) == 0 && strcmp(p1, "0") != 0 &&
            (strcasecmp(h1, h2) == 0 || wildcard(h1) || wildcard(h2));
 }
 

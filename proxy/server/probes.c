@@ -22,7 +22,8 @@
  * What the requester learns is the verdict alone: fixed bodies, no
  * reason. The reason goes to the log when a target's verdict changes
  * (event app_probe), and every verdict to
- * picket_app_probes_total{probe,result}.
+ * picket_app_probes_total{probe,result}; picket_app_probes_waiting is the
+ * number of requests waiting for a verdict.
  */
 #include "probes.h"
 
@@ -76,6 +77,7 @@ struct state {
 
 struct px_probes {
     struct px_worker *ctl;
+    struct px_gauge *waiting; /* picket_app_probes_waiting */
     struct px_httpl *hl;
     struct run *runs;
     size_t nruns;
@@ -301,6 +303,7 @@ static void finish(struct run *r, int pass, const char *detail)
                 reply(w->req, 503, "Service Unavailable", "probe failed\n");
         }
         free(w);
+        px_gauge_add(pr->waiting, -1);
     }
     px_snapshot_unref(r->snap);
     free(r);
@@ -654,6 +657,7 @@ static void handle(struct evhttp_request *req, void *arg)
     w->conn = evhttp_request_get_connection(req);
     w->next = r->waiters;
     r->waiters = w;
+    px_gauge_add(pr->waiting, 1);
     if (!fresh)
         return;
     if (t->kind == PX_PROBE_GRPC)
@@ -681,6 +685,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
             if (evhttp_request_get_connection(w->req) == NULL)
                 evhttp_request_free(w->req);
             free(w);
+            px_gauge_add(pr->waiting, -1);
         }
 }
 
@@ -702,6 +707,8 @@ struct px_probes *px_probes_start(struct px_worker *ctl, const char *host, const
         return NULL;
     }
     pr->ctl = ctl;
+    pr->waiting = px_gauge_get("picket_app_probes_waiting",
+                               "Requests to the probes listener waiting for a verdict", "");
     memset(&o, 0, sizeof(o));
     o.name = "probes";
     o.host = host;
