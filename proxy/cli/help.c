@@ -180,6 +180,14 @@ static const struct help_opt inject_opts[] = {
     {"--svid-secret NAME", "The SVID from this Secret instead of the config's svid_volume."},
     {"--inbound-port N", "The mTLS port (15443)."},
     {"--admin-port N", "The loopback admin port the probes use (15000)."},
+    {"--probes-port N",
+     "The port of picket's probes listener (15021): the app containers' httpGet, tcpSocket "
+     "and grpc probes are rewritten to GET /app-health/CONTAINER/livez (readyz, startupz) "
+     "there, their targets passed in PICKET_APP_PROBES (annotation picket.dev/rewrite-probes: "
+     "\"false\" keeps them as they are)."},
+    {"--metrics-port N",
+     "The port of picket's metrics listener (15090): GET /metrics only, on the pod IP, and the "
+     "pod's prometheus.io/port annotation."},
     {"--drain-timeout DURATION",
      "picket's limits.drain_timeout (20s); the pod's grace period is raised to at least this "
      "plus 10s."},

@@ -924,6 +924,7 @@ TCase *tcase_logpipe(void);   /* proxy_logpipe.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 TCase *tcase_reason(void); /* proxy_reason.c */
 TCase *tcase_probes(void); /* proxy_probes.c */
+TCase *tcase_inject_probes(void); /* proxy_inject_probes.c */
 TCase *tcase_fields(void);    /* proxy_fields.c */
 TCase *tcase_syntax(void);    /* proxy_syntax.c */
 TCase *tcase_route(void);     /* proxy_route.c */
@@ -933,6 +934,7 @@ static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
     suite_add_tcase(s, tcase_inject());
+    suite_add_tcase(s, tcase_inject_probes());
     suite_add_tcase(s, tcase_xfcc());
     suite_add_tcase(s, tcase_authority());
     suite_add_tcase(s, tcase_request());
