@@ -471,6 +471,33 @@ static double svid_expiry_fn(void *arg)
     return (double)(certs_keypair_not_after(D.snap->keypair) - (int64_t)time(NULL));
 }
 
+/* notAfter - notBefore of the own SVID: with picket_svid_expiry_seconds,
+ * an alert can fire when less than a third of its life is left, whatever
+ * lifetime the issuer chose. */
+static double svid_lifetime_fn(void *arg)
+{
+    (void)arg;
+    if (D.snap == NULL || D.snap->keypair == NULL)
+        return 0;
+    return (double)(certs_keypair_not_after(D.snap->keypair) -
+                    certs_keypair_not_before(D.snap->keypair));
+}
+
+/* 1 while the policy in force is stale as /readyz judges it (the bundle is
+ * past expires_at, or no contact with the control plane for
+ * policy.max_staleness), else 0. */
+static double policy_stale_fn(void *arg)
+{
+    int64_t now = (int64_t)time(NULL);
+    (void)arg;
+    if (D.snap == NULL || D.policy == NULL)
+        return 0;
+    if (D.policy->expires_at_s > 0 && now >= D.policy->expires_at_s)
+        return 1;
+    return D.fetcher != NULL && px_fetcher_is_stale(D.fetcher, px_now_ms(),
+                                                    D.snap->cfg->policy.max_staleness_ms, 0);
+}
+
 static double policy_revision_fn(void *arg)
 {
     (void)arg;
@@ -589,10 +616,17 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     px_mem_configure(cfg->limits.memory_budget);
     px_gauge_fn("picket_svid_expiry_seconds", "Seconds until the own SVID expires", "",
                 svid_expiry_fn, NULL);
+    px_gauge_fn("picket_svid_lifetime_seconds",
+                "Lifetime of the own SVID (notAfter - notBefore), seconds", "", svid_lifetime_fn,
+                NULL);
     px_gauge_fn("picket_policy_revision", "Revision of the policy bundle in force (-1: none)", "",
                 policy_revision_fn, NULL);
     px_gauge_fn("picket_policy_age_seconds", "Seconds since the policy in force was accepted", "",
                 policy_age_fn, NULL);
+    px_gauge_fn("picket_policy_stale",
+                "1 while the policy in force is stale (expired, or no control-plane contact for "
+                "policy.max_staleness)",
+                "", policy_stale_fn, NULL);
     watch_certs(cfg);
     px_floor_load(&D.floor, cfg);
     load_policy(1);
