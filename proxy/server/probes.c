@@ -225,6 +225,34 @@ int px_probe_grpc_status(const unsigned char *body, size_t len)
 
 /* ---- answers ------------------------------------------------------------------ */
 
+/* evhttp stops reading a connection once it has its request, so it would
+ * not notice a requester that hangs up while its probe runs. While a
+ * request waits, its connection is read again for EOF and resets only (no
+ * read callback: bytes sent early stay buffered for evhttp, at most
+ * PX_PROBES_HEADERS_MAX; no timeouts: the run's timer bounds the wait), so
+ * evhttp's error callback detaches the request and frees the connection,
+ * and conn_closed() drops the waiter at once. control.c does the same for
+ * held long-polls. */
+static void wait_watch(struct evhttp_connection *conn)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+    bufferevent_event_cb ecb = NULL;
+    void *arg = NULL;
+
+    bufferevent_getcb(bev, NULL, NULL, &ecb, &arg);
+    bufferevent_setcb(bev, NULL, NULL, ecb, arg);
+    bufferevent_setwatermark(bev, EV_READ, 0, PX_PROBES_HEADERS_MAX);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    bufferevent_enable(bev, EV_READ);
+}
+
+/* Back to evhttp's settings before the answer is written. */
+static void wait_unwatch(struct evhttp_connection *conn)
+{
+    bufferevent_setwatermark(evhttp_connection_get_bufferevent(conn), EV_READ, 0, 0);
+    evhttp_connection_set_timeout(conn, PX_PROBES_IO_TIMEOUT_S);
+}
+
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
     struct evbuffer *b = evbuffer_new();
@@ -297,6 +325,7 @@ static void finish(struct run *r, int pass, const char *detail)
     for (w = r->waiters; w != NULL; w = next) {
         next = w->next;
         if (detail != NULL) {
+            wait_unwatch(w->conn);
             if (pass)
                 reply(w->req, 200, "OK", "ok\n");
             else
@@ -658,6 +687,7 @@ static void handle(struct evhttp_request *req, void *arg)
     w->next = r->waiters;
     r->waiters = w;
     px_gauge_add(pr->waiting, 1);
+    wait_watch(w->conn);
     if (!fresh)
         return;
     if (t->kind == PX_PROBE_GRPC)
@@ -715,9 +745,9 @@ struct px_probes *px_probes_start(struct px_worker *ctl, const char *host, const
     o.port = (int)pn;
     o.max_conns = PX_PROBES_MAX_CONNS;
     o.request_timeout_ms = PX_PROBES_REQUEST_TIMEOUT_MS;
-    o.io_timeout_s = 10;
+    o.io_timeout_s = PX_PROBES_IO_TIMEOUT_S;
     o.reserve_fds = PX_PROBES_RESERVE_FDS;
-    o.max_headers_size = 8192;
+    o.max_headers_size = PX_PROBES_HEADERS_MAX;
     o.max_body_size = 0;
     o.allowed_methods = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH;

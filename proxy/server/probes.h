@@ -31,6 +31,8 @@ struct px_probes;
 #define PX_PROBES_MAX_CONNS 64            /* open connections to the probes listener */
 #define PX_PROBES_REQUEST_TIMEOUT_MS 5000 /* accept -> complete request */
 #define PX_PROBES_RESERVE_FDS 4           /* accept even when the data path used every fd */
+#define PX_PROBES_HEADERS_MAX 8192        /* bytes of a request's head */
+#define PX_PROBES_IO_TIMEOUT_S 10         /* per read or write, outside a wait */
 #define PX_PROBES_HTTP_READ_MAX 8192      /* bytes of an HTTP answer read for its status */
 #define PX_PROBES_GRPC_BODY_MAX 1024      /* bytes of a gRPC health answer */
 

@@ -291,6 +291,34 @@ class ProbesTest(pt.TestCase):
         self.assertEqual(pt.metric(s, "picket_app_probes_total", probe="held", result="pass"), 1)
         self.assertEqual(pt.metric(s, "picket_app_probes_waiting"), 0)
 
+    def test_client_gone_while_waiting(self):
+        """A requester that hangs up while its probe runs is dropped, not answered on a
+        freed connection; the run goes on for the others and the listener still works."""
+        up = self.upstream("h1")
+        p, port = self.start({"held": {"http": "http://127.0.0.1:%d/hold/gone" % up,
+                                       "timeout": "60s"}})
+        socks = []
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /app-health/held HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        self.wait_upstream_request(up, "/hold/gone")
+        deadline = time.monotonic() + 30
+        while pt.metric(self.admin, "picket_app_probes_waiting") != 3:
+            self.assertLess(time.monotonic(), deadline, "3 requests never waited")
+            time.sleep(0.02)
+        for s in socks[:2]:
+            s.close()
+        while pt.metric(self.admin, "picket_app_probes_waiting") != 1:
+            self.assertLess(time.monotonic(), deadline, "closed requests still waiting")
+            time.sleep(0.02)
+        self.release_hold("gone")
+        socks[2].settimeout(30)
+        self.assertTrue(socks[2].recv(4096).startswith(b"HTTP/1.1 200 "))
+        socks[2].close()
+        self.assertProbe(port, "held", 200)
+        self.assertEqual(pt.metric(self.admin, "picket_app_probes_waiting"), 0)
+
     # ---- tcp and grpc ----------------------------------------------------------------
 
     def test_tcp_targets(self):
