@@ -765,11 +765,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct up_conn *c = arg;
-    (void)bev;
     enter(c);
     if (c->st == NULL) {
         conn_close(c); /* bytes on an idle connection: nothing we asked for */
     } else {
+        if (!c->paused)
+            px_up_read_more(bev, c->pool, PX_UP_READ_MORE);
         px_stream_up_activity(c->st);
         parse_input(c);
     }
