@@ -104,9 +104,9 @@ static int parse_probe_url(const char *s, struct px_probe_target *t, const char 
 
 static int parse_probe_headers(struct cp *p, int h, const char *where, struct px_probe_target *t)
 {
-    static const char *const banned[] = {"content-length", "transfer-encoding", "connection",
-                                         "upgrade", "te", "keep-alive", "expect",
-                                         "proxy-connection", NULL};
+    static const char *const banned[] = {
+        "content-length", "transfer-encoding", "connection", "upgrade", "te", "keep-alive",
+        "expect",         "proxy-connection",  NULL};
     char b[WHERE_MAX];
     int n = px_cfg_check_map(p, h, px_cfg_kp(b, where, "headers"));
 
@@ -130,16 +130,17 @@ static int parse_probe_headers(struct cp *p, int h, const char *where, struct px
             return px_cfg_oom(p, k + 1);
         for (const char *c = t->hdr_names[i]; *c != '\0'; c++)
             if (!tchar(*c))
-                return px_cfg_perr(p, k, "%s: \"%.64s\" is not a field name", b,
-                                   t->hdr_names[i]);
+                return px_cfg_perr(p, k, "%s: \"%.64s\" is not a field name", b, t->hdr_names[i]);
         for (size_t x = 0; banned[x] != NULL; x++)
             if (strcasecmp(t->hdr_names[i], banned[x]) == 0)
                 return px_cfg_perr(p, k, "%s: %s is picket's to write", b, banned[x]);
         v = t->hdr_values[i];
         vl = strlen(v);
         if (vl > 1024 || (vl > 0 && (v[0] == ' ' || v[vl - 1] == ' ')))
-            return px_cfg_perr(p, k + 1, "%s.%s: at most 1024 bytes, no leading or trailing "
-                                         "space", b, t->hdr_names[i]);
+            return px_cfg_perr(p, k + 1,
+                               "%s.%s: at most 1024 bytes, no leading or trailing "
+                               "space",
+                               b, t->hdr_names[i]);
         for (; *v != '\0'; v++)
             if (((unsigned char)*v < 0x20 && *v != '\t') || *v == 0x7f)
                 return px_cfg_perr(p, k + 1, "%s.%s: control character in the value", b,
@@ -151,8 +152,8 @@ static int parse_probe_headers(struct cp *p, int h, const char *where, struct px
 /* One probes.targets entry: key token k, its object at k + 1. */
 static int parse_probe_target(struct cp *p, int k, struct px_probe_target *t)
 {
-    static const char *const keys[] = {"http", "tcp", "grpc", "service", "timeout", "headers",
-                                       NULL};
+    static const char *const keys[] = {"http",    "tcp",     "grpc", "service",
+                                       "timeout", "headers", NULL};
     static const char *const kinds[] = {"http", "tcp", "grpc"};
     char where[WHERE_MAX], b[WHERE_MAX], *s = NULL, show[80];
     const char *why = NULL;
@@ -343,8 +344,8 @@ const char *px_cfg_check_binds(const struct px_config *c, char *buf, size_t n)
     for (size_t i = 0; i < nfixed; i++)
         for (size_t k = i + 1; k < nb; k++)
             if (binds_clash(b[i].host, b[i].port, b[k].host, b[k].port)) {
-                snprintf(buf, n, "%s (%s:%s) takes the port of %s%s (%s:%s)", b[i].what,
-                         b[i].host, b[i].port, k >= nfixed ? "listener " : "", b[k].what, b[k].host,
+                snprintf(buf, n, "%s (%s:%s) takes the port of %s%s (%s:%s)", b[i].what, b[i].host,
+                         b[i].port, k >= nfixed ? "listener " : "", b[k].what, b[k].host,
                          b[k].port);
                 return buf;
             }
@@ -408,8 +409,9 @@ int px_config_add_probe_targets(struct px_config *cfg, const char *name, const c
         return -1;
     }
     if (!certs_json_is_obj(&p.j, 0))
-        px_cfg_perr(&p, 0, "expected an object: name -> {\"http\": URL} | {\"tcp\": "
-                           "\"host:port\"} | {\"grpc\": \"host:port\"}");
+        px_cfg_perr(&p, 0,
+                    "expected an object: name -> {\"http\": URL} | {\"tcp\": "
+                    "\"host:port\"} | {\"grpc\": \"host:port\"}");
     else if (parse_probe_targets(&p, 0) == 0) {
         char clash[WHERE_MAX * 2];
         if (px_cfg_check_binds(cfg, clash, sizeof(clash)) != NULL)

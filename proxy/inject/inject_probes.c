@@ -98,16 +98,14 @@ static int handler_port(struct pctx *c, int ctr, int h, const char *where, int *
 }
 
 /* "host:port" (IPv6 in brackets) of handler h: its host, or 127.0.0.1. */
-static int handler_hostport(struct pctx *c, int h, const char *where, int port, char *out,
-                            size_t n)
+static int handler_hostport(struct pctx *c, int h, const char *where, int port, char *out, size_t n)
 {
     const struct certs_json *j = c->j;
     int v = certs_json_get(j, h, "host");
     char host[256] = "127.0.0.1";
 
     if (v >= 0 && (certs_json_str(j, v, host, sizeof(host)) < 0 || strchr(host, '[') != NULL)) {
-        certs_json_errf(j, v, c->err, c->errlen, "%s.host: expected a host name or address",
-                        where);
+        certs_json_errf(j, v, c->err, c->errlen, "%s.host: expected a host name or address", where);
         return PX_INJECT_EINPUT;
     }
     if (host[0] == '\0')
@@ -197,8 +195,10 @@ static int emit_target(struct pctx *c, int ctr, int probe, int h, int k, const c
         }
         v = certs_json_get(j, h, "path");
         if (v >= 0 && certs_json_str(j, v, path + 1, sizeof(path) - 1) < 0) {
-            certs_json_errf(j, v, c->err, c->errlen, "%s.path: expected a string of at most "
-                                                     "2048 bytes", where);
+            certs_json_errf(j, v, c->err, c->errlen,
+                            "%s.path: expected a string of at most "
+                            "2048 bytes",
+                            where);
             return PX_INJECT_EINPUT;
         }
         snprintf(url, sizeof(url), "%s://%s%s", scheme[4] == 'S' ? "https" : "http", hp,
@@ -340,8 +340,10 @@ int px_inject_plan_probes(const struct certs_json *j, int pspec, const char *spe
         if (!have)
             continue;
         if (certs_json_str(j, certs_json_get(j, ctr, "name"), cname, sizeof(cname)) <= 0) {
-            certs_json_errf(j, ctr, err, errlen, "containers[%d].name: expected a container "
-                                                 "name", ci);
+            certs_json_errf(j, ctr, err, errlen,
+                            "containers[%d].name: expected a container "
+                            "name",
+                            ci);
             return PX_INJECT_EINPUT;
         }
         for (size_t kind = 0; kind < 3; kind++) {

@@ -59,7 +59,7 @@ struct waiter {
 struct run {
     struct run *next;
     struct px_probes *pr;
-    struct px_snapshot *snap;          /* ref: t points into snap->cfg */
+    struct px_snapshot *snap; /* ref: t points into snap->cfg */
     const struct px_probe_target *t;
     struct waiter *waiters;
     struct event *timer;
@@ -104,9 +104,8 @@ int px_probe_http_status(const char *buf, size_t len, int *status)
                 return -1;
             return 0;
         }
-        if (memcmp(b, "HTTP/1.", 7) != 0 || b[7] < '0' || b[7] > '9' || b[8] != ' ' ||
-            b[9] < '1' || b[9] > '5' || b[10] < '0' || b[10] > '9' || b[11] < '0' ||
-            b[11] > '9')
+        if (memcmp(b, "HTTP/1.", 7) != 0 || b[7] < '0' || b[7] > '9' || b[8] != ' ' || b[9] < '1' ||
+            b[9] > '5' || b[10] < '0' || b[10] > '9' || b[11] < '0' || b[11] > '9')
             return -1;
         eol = memchr(b, '\n', n);
         if (eol == NULL)
@@ -276,8 +275,7 @@ static void note(struct px_probes *pr, const struct px_probe_target *t, int pass
     struct state *s = NULL;
 
     /* names are [A-Za-z0-9._/-]: nothing to escape in a label value */
-    snprintf(labels, sizeof(labels), "probe=\"%s\",result=\"%s\"", t->name,
-             pass ? "pass" : "fail");
+    snprintf(labels, sizeof(labels), "probe=\"%s\",result=\"%s\"", t->name, pass ? "pass" : "fail");
     px_counter_add(px_counter_get("picket_app_probes_total",
                                   "App probes run through the probes listener, by target and "
                                   "verdict",
@@ -294,8 +292,8 @@ static void note(struct px_probes *pr, const struct px_probe_target *t, int pass
     if (s == NULL || s->pass != pass) {
         if (s != NULL)
             s->pass = pass;
-        px_log(pass ? PX_LOG_INFO : PX_LOG_WARN, "app_probe", "probe", t->name, "target",
-               t->up.url, "result", pass ? "pass" : "fail", "detail", detail, NULL);
+        px_log(pass ? PX_LOG_INFO : PX_LOG_WARN, "app_probe", "probe", t->name, "target", t->up.url,
+               "result", pass ? "pass" : "fail", "detail", detail, NULL);
     }
 }
 
@@ -416,8 +414,9 @@ static void bev_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT | BEV_EVENT_EOF))
-        finish(r, 0, r->t->tls && bufferevent_get_openssl_error(bev) != 0 ? "tls error"
-                                                                          : "connection failed");
+        finish(r, 0,
+               r->t->tls && bufferevent_get_openssl_error(bev) != 0 ? "tls error"
+                                                                    : "connection failed");
 }
 
 static SSL_CTX *tls_ctx(struct px_probes *pr)
@@ -449,8 +448,7 @@ static void connect_to(struct run *r, const struct sockaddr *sa, socklen_t len)
             finish(r, 0, "out of memory");
             return;
         }
-        if (inet_pton(AF_INET6, t->up.host, &a6) != 1 &&
-            inet_pton(AF_INET, t->up.host, &a6) != 1)
+        if (inet_pton(AF_INET6, t->up.host, &a6) != 1 && inet_pton(AF_INET, t->up.host, &a6) != 1)
             SSL_set_tlsext_host_name(ssl, t->up.host);
         r->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
@@ -511,9 +509,9 @@ static void start_conn(struct run *r)
     }
     if (ctl->resolver == NULL)
         ctl->resolver = px_resolver_new(ctl->base, ctl->snap->cfg);
-    r->resolving = ctl->resolver != NULL ? px_resolver_lookup(ctl->resolver, t->up.host,
-                                                              t->up.port, resolved, r)
-                                         : NULL;
+    r->resolving = ctl->resolver != NULL
+                       ? px_resolver_lookup(ctl->resolver, t->up.host, t->up.port, resolved, r)
+                       : NULL;
     if (r->resolving == NULL)
         finish(r, 0, "cannot resolve the host");
 }
@@ -556,10 +554,11 @@ static void grpc_done(void *arg, const struct px_client_resp *resp)
     if (st == 1) {
         finish(r, 1, "SERVING");
     } else {
-        static const char *const names[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
-                                            "SERVICE_UNKNOWN"};
+        static const char *const names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
         snprintf(detail, sizeof(detail), "%s",
-                 st < 0 ? "bad HealthCheckResponse" : st < 4 ? names[st] : "unknown status");
+                 st < 0   ? "bad HealthCheckResponse"
+                 : st < 4 ? names[st]
+                          : "unknown status");
         finish(r, 0, detail);
     }
 }

@@ -25,7 +25,9 @@ TCase *tcase_inject_probes(void);
 #define POD(ann, spec)                                                                             \
     "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"web\",\"labels\":{\"app\":"  \
     "\"web\"}" ann "},\"spec\":" spec "}"
-#define PORTS "\"ports\":[{\"name\":\"http\",\"containerPort\":8080},{\"name\":\"grpc\",\"containerPort\":9090}]"
+#define PORTS                                                                                      \
+    "\"ports\":[{\"name\":\"http\",\"containerPort\":8080},{\"name\":\"grpc\",\"containerPort\":"  \
+    "9090}]"
 
 static const struct {
     const char *id, *json;
@@ -79,56 +81,81 @@ static const struct {
      {{"containers.0.livenessProbe.timeoutSeconds", "3600"}},
      NULL},
     {"exec probes stay, other containers too",
-     POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"exec\":{\"command\":[\"true\"]}}},"
-             "{\"name\":\"b\",\"readinessProbe\":{\"tcpSocket\":{\"port\":81}}},{\"name\":\"c\"}]}"),
+     POD("",
+         "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"exec\":{\"command\":[\"true\"]}}},"
+         "{\"name\":\"b\",\"readinessProbe\":{\"tcpSocket\":{\"port\":81}}},{\"name\":\"c\"}]}"),
      "{\"b/readyz\":{\"tcp\":\"127.0.0.1:81\",\"timeout\":\"1s\"}}",
      {{"containers.0.livenessProbe", "{\"exec\":{\"command\":[\"true\"]}}"},
       {"containers.1.readinessProbe.httpGet.path", "\"/app-health/b/readyz\""},
       {"containers.2", "{\"name\":\"c\"}"}},
      NULL},
     {"only exec: no variable",
-     POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"exec\":{\"command\":[\"true\"]}},"
-             "\"readinessProbe\":null}]}"),
-     NULL, {{"containers.0.readinessProbe", "null"}}, NULL},
+     POD("",
+         "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"exec\":{\"command\":[\"true\"]}},"
+         "\"readinessProbe\":null}]}"),
+     NULL,
+     {{"containers.0.readinessProbe", "null"}},
+     NULL},
     {"rewrite-probes false",
      POD(",\"annotations\":{\"picket.dev/rewrite-probes\":\"false\"}",
          "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"tcpSocket\":{\"port\":81}}}]}"),
-     NULL, {{"containers.0.livenessProbe", "{\"tcpSocket\":{\"port\":81}}"}}, NULL},
+     NULL,
+     {{"containers.0.livenessProbe", "{\"tcpSocket\":{\"port\":81}}"}},
+     NULL},
     {"rewrite-probes true is the default",
      POD(",\"annotations\":{\"picket.dev/rewrite-probes\":\"true\"}",
          "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"tcpSocket\":{\"port\":81}}}]}"),
-     "{\"a/livez\":{\"tcp\":\"127.0.0.1:81\",\"timeout\":\"1s\"}}", {{NULL, NULL}}, NULL},
+     "{\"a/livez\":{\"tcp\":\"127.0.0.1:81\",\"timeout\":\"1s\"}}",
+     {{NULL, NULL}},
+     NULL},
     /* refusals */
     {"unknown port name",
      POD("", "{\"containers\":[{\"name\":\"a\"," PORTS ",\"livenessProbe\":{\"httpGet\":"
              "{\"port\":\"admin\"}}}]}"),
-     NULL, {{NULL, NULL}}, "\"admin\" is not the name of one of the container's ports"},
+     NULL,
+     {{NULL, NULL}},
+     "\"admin\" is not the name of one of the container's ports"},
     {"header picket refuses",
      POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"httpGet\":{\"port\":80,"
              "\"httpHeaders\":[{\"name\":\"Content-Length\",\"value\":\"1\"}]}}}]}"),
-     NULL, {{NULL, NULL}}, "picket cannot run this probe: probes.targets.a/livez.headers"},
+     NULL,
+     {{NULL, NULL}},
+     "picket cannot run this probe: probes.targets.a/livez.headers"},
     {"a header given twice",
      POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"httpGet\":{\"port\":80,"
-             "\"httpHeaders\":[{\"name\":\"X\",\"value\":\"1\"},{\"name\":\"X\",\"value\":\"2\"}]}}}]}"),
-     NULL, {{NULL, NULL}}, "duplicate key"},
+             "\"httpHeaders\":[{\"name\":\"X\",\"value\":\"1\"},{\"name\":\"X\",\"value\":\"2\"}]}}"
+             "}]}"),
+     NULL,
+     {{NULL, NULL}},
+     "duplicate key"},
     {"path with a '#'",
      POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"httpGet\":{\"port\":80,"
              "\"path\":\"/x#y\"}}}]}"),
-     NULL, {{NULL, NULL}}, "visible ASCII without '#'"},
+     NULL,
+     {{NULL, NULL}},
+     "visible ASCII without '#'"},
     {"two handlers",
      POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"httpGet\":{\"port\":80},"
              "\"tcpSocket\":{\"port\":80}}}]}"),
-     NULL, {{NULL, NULL}}, "more than one handler"},
+     NULL,
+     {{NULL, NULL}},
+     "more than one handler"},
     {"bad scheme",
      POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"httpGet\":{\"port\":80,"
              "\"scheme\":\"FTP\"}}}]}"),
-     NULL, {{NULL, NULL}}, "expected HTTP or HTTPS"},
+     NULL,
+     {{NULL, NULL}},
+     "expected HTTP or HTTPS"},
     {"port out of range",
-     POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"grpc\":{\"port\":0}}}]}"), NULL,
-     {{NULL, NULL}}, "port: expected 1..65535"},
+     POD("", "{\"containers\":[{\"name\":\"a\",\"livenessProbe\":{\"grpc\":{\"port\":0}}}]}"),
+     NULL,
+     {{NULL, NULL}},
+     "port: expected 1..65535"},
     {"no container name",
-     POD("", "{\"containers\":[{\"livenessProbe\":{\"tcpSocket\":{\"port\":80}}}]}"), NULL,
-     {{NULL, NULL}}, "containers[0].name"},
+     POD("", "{\"containers\":[{\"livenessProbe\":{\"tcpSocket\":{\"port\":80}}}]}"),
+     NULL,
+     {{NULL, NULL}},
+     "containers[0].name"},
 };
 
 /* Dotted path from token i, or -1. */

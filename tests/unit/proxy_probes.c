@@ -18,8 +18,12 @@ TCase *tcase_probes(void);
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
-#define ID "\"identity\":{\"cert\":\"c.pem\",\"key\":\"k.pem\",\"trust_bundles\":{\"example.org\":\"b.pem\"}}"
-#define L0 "{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"0.0.0.0:15443\",\"upstream\":\"h2c://127.0.0.1:8080\"}"
+#define ID                                                                                         \
+    "\"identity\":{\"cert\":\"c.pem\",\"key\":\"k.pem\",\"trust_bundles\":{\"example.org\":\"b."   \
+    "pem\"}}"
+#define L0                                                                                         \
+    "{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"0.0.0.0:15443\",\"upstream\":\"h2c://"       \
+    "127.0.0.1:8080\"}"
 /* A valid config with `x` on line 2. */
 #define WITH(x) "{" ID ",\"listeners\":[" L0 "],\n" x "}"
 #define T(x) WITH("\"probes\":{\"targets\":{" x "}}")
@@ -54,7 +58,8 @@ static const struct {
     {T("\"a\":{\"tcp\":\"x:1\"},\"a\":{\"tcp\":\"x:2\"}"), "duplicate key \"a\""},
     {T("\"a\":{\"tcp\":\"x\"}"), "probes.targets.a.tcp: expected \"host:port\""},
     {T("\"a\":{\"grpc\":\"x:0\"}"), "probes.targets.a.grpc: expected \"host:port\""},
-    {T("\"a\":{\"http\":\"ftp://x/\"}"), "probes.targets.a.http: expected \"http://host:port/path\""},
+    {T("\"a\":{\"http\":\"ftp://x/\"}"),
+     "probes.targets.a.http: expected \"http://host:port/path\""},
     {T("\"a\":{\"http\":\"http://x:99999/\"}"), "bad host or port"},
     {T("\"a\":{\"http\":\"http://us@x/\"}"), "bad host or port"},
     {T("\"a\":{\"http\":\"http://x/a b\"}"), "visible ASCII without '#'"},
@@ -83,8 +88,8 @@ START_TEST(test_probes_config_bad)
 {
     struct px_config *c = NULL;
     char err[512];
-    int rc = px_config_parse(&c, "t.json", NULL, bad[_i].json, strlen(bad[_i].json), err,
-                             sizeof(err));
+    int rc =
+        px_config_parse(&c, "t.json", NULL, bad[_i].json, strlen(bad[_i].json), err, sizeof(err));
     ck_assert_msg(rc != 0, "accepted: %s", bad[_i].json);
     ck_assert_ptr_null(c);
     ck_assert_msg(strstr(err, bad[_i].msg) != NULL, "got \"%s\", want \"%s\"", err, bad[_i].msg);
@@ -93,15 +98,15 @@ END_TEST
 
 START_TEST(test_probes_config_good)
 {
-    struct px_config *c = parse_ok(T(
-        "\"app/livez\":{\"http\":\"http://127.0.0.1:8080/healthz?full=1\"},"
-        "\"app/readyz\":{\"http\":\"https://[::1]/ready\",\"timeout\":\"3s\","
-        "\"headers\":{\"Host\":\"app.example\",\"x-probe\":\"1\"}},"
-        "\"bare\":{\"http\":\"http://localhost:81\"},"
-        "\"query\":{\"http\":\"http://localhost?x\"},"
-        "\"db\":{\"tcp\":\"127.0.0.1:5432\"},"
-        "\"g\":{\"grpc\":\"[::1]:9090\",\"service\":\"orders.v1\"},"
-        "\"g2\":{\"grpc\":\"127.0.0.1:9090\"}"));
+    struct px_config *c =
+        parse_ok(T("\"app/livez\":{\"http\":\"http://127.0.0.1:8080/healthz?full=1\"},"
+                   "\"app/readyz\":{\"http\":\"https://[::1]/ready\",\"timeout\":\"3s\","
+                   "\"headers\":{\"Host\":\"app.example\",\"x-probe\":\"1\"}},"
+                   "\"bare\":{\"http\":\"http://localhost:81\"},"
+                   "\"query\":{\"http\":\"http://localhost?x\"},"
+                   "\"db\":{\"tcp\":\"127.0.0.1:5432\"},"
+                   "\"g\":{\"grpc\":\"[::1]:9090\",\"service\":\"orders.v1\"},"
+                   "\"g2\":{\"grpc\":\"127.0.0.1:9090\"}"));
     const struct px_probe_target *t = c->probes.targets;
     const char *h, *p;
 
@@ -159,9 +164,8 @@ START_TEST(test_probes_env_and_binds)
     const char *h, *p;
     char err[512];
 
-    ck_assert_int_eq(px_config_add_probe_targets(c, "PICKET_APP_PROBES", env, strlen(env), err,
-                                                 sizeof(err)),
-                     0);
+    ck_assert_int_eq(
+        px_config_add_probe_targets(c, "PICKET_APP_PROBES", env, strlen(env), err, sizeof(err)), 0);
     ck_assert_uint_eq(c->probes.ntargets, 3);
     ck_assert_str_eq(c->probes.targets[1].name, "app/livez");
     ck_assert_str_eq(c->probes.targets[2].name, "app/readyz");
@@ -173,17 +177,15 @@ START_TEST(test_probes_env_and_binds)
     ck_assert_msg(strstr(err, "PICKET_APP_PROBES:1:2: probes.targets: \"file\" is defined twice") !=
                       NULL,
                   "%s", err);
-    ck_assert_int_ne(px_config_add_probe_targets(c, "PICKET_APP_PROBES", "{\"x\":", 5, err,
-                                                 sizeof(err)),
-                     0);
+    ck_assert_int_ne(
+        px_config_add_probe_targets(c, "PICKET_APP_PROBES", "{\"x\":", 5, err, sizeof(err)), 0);
     ck_assert_msg(strncmp(err, "PICKET_APP_PROBES:1:", 20) == 0, "%s", err);
     ck_assert_int_ne(px_config_add_probe_targets(c, "E", "[1]", 3, err, sizeof(err)), 0);
     ck_assert_msg(strstr(err, "expected an object") != NULL, "%s", err);
-    ck_assert_int_ne(px_config_add_probe_targets(c, "E", "{\"y\":{\"tcp\":\"nope\"}}", 20, err,
-                                                 sizeof(err)),
-                     0);
-    ck_assert_msg(strstr(err, "E:1:13: probes.targets.y.tcp: expected \"host:port\"") != NULL,
-                  "%s", err);
+    ck_assert_int_ne(
+        px_config_add_probe_targets(c, "E", "{\"y\":{\"tcp\":\"nope\"}}", 20, err, sizeof(err)), 0);
+    ck_assert_msg(strstr(err, "E:1:13: probes.targets.y.tcp: expected \"host:port\"") != NULL, "%s",
+                  err);
 
     /* --probes-bind / --metrics-bind */
     ck_assert_int_eq(px_config_set_bind(c, "probes", "127.0.0.1:15021", err, sizeof(err)), 0);
