@@ -128,6 +128,24 @@ class InjectK8sFilter(ti.InjectCase):
         self.assertEqual((ann["prometheus.io/scrape"], ann["prometheus.io/port"],
                           ann["prometheus.io/path"]), ("true", "15090", "/metrics"))
 
+    def test_example_app_as_documented(self):
+        """deploy/kubernetes/example-app.yaml through the injector config the webhook
+        ships with: its ordinary probes are rewritten, its targets handed over."""
+        yaml = pt.require_module("yaml", "python3-yaml")
+        with open(os.path.join(pt.REPO, "deploy", "kubernetes", "example-app.yaml")) as f:
+            dep = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "Deployment"][0]
+        obj, _ = self.inject(dep, "--config", ti.INJECTOR_CONFIG)
+        app = ti.pod_spec(obj)["containers"][0]
+        self.assertEqual(app["readinessProbe"], {
+            "httpGet": {"path": "/app-health/app/readyz", "port": 15021, "scheme": "HTTP"},
+            "periodSeconds": 5})
+        self.assertEqual(app["livenessProbe"]["httpGet"]["path"], "/app-health/app/livez")
+        self.assertEqual(app["livenessProbe"]["failureThreshold"], 3)
+        self.assertEqual(json.loads(kube_env(env_of(ti.sidecar(obj))["PICKET_APP_PROBES"])), {
+            "app/readyz": {"http": "http://127.0.0.1:8080/health", "timeout": "1s"},
+            "app/livez": {"tcp": "127.0.0.1:8080", "timeout": "1s"}})
+        self.assertEqual(ti.pod_meta(obj)["annotations"]["prometheus.io/port"], "15090")
+
     def test_rewrite_probes_false(self):
         dep = app_deployment(annotations={"picket.dev/rewrite-probes": "false"})
         obj, _ = self.inject(dep)
