@@ -369,6 +369,10 @@ class ContainerImage(unittest.TestCase):
                               "podman gives the host no route to a pod's address; run it as root")
         require("podman", "podman")
         require("runc", "runc", ("/usr/sbin/runc", "/usr/bin/runc"))
+        # what a pod needs of podman's Recommends (install-deps.sh --test installs them)
+        require("catatonit", "catatonit", ("/usr/libexec/podman/catatonit",))
+        require("CNI bridge plugin", "containernetworking-plugins", ("/usr/lib/cni/bridge",))
+        require("iptables", "iptables", ("/usr/sbin/iptables",))
         conf = os.path.join(cls.tmp, "containers.conf")
         with open(conf, "w") as f:
             f.write(CONTAINERS_CONF)
