@@ -886,6 +886,7 @@ TCase *tcase_fields(void);    /* proxy_fields.c */
 TCase *tcase_syntax(void);    /* proxy_syntax.c */
 TCase *tcase_route(void);     /* proxy_route.c */
 TCase *tcase_h1_head(void);   /* proxy_h1head.c */
+TCase *tcase_h2_mem(void);    /* proxy_h2mem.c */
 
 static Suite *proxy_suite(void)
 {
@@ -901,6 +902,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_syntax());
     suite_add_tcase(s, tcase_route());
     suite_add_tcase(s, tcase_h1_head());
+    suite_add_tcase(s, tcase_h2_mem());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_logpipe());
