@@ -133,6 +133,7 @@ struct px_worker {
     struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
     struct px_resolver *resolver;      /* upstream names (resolver.c), made on first use */
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
+    struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
 };
 
 /* The empty peer ID of a connection without a verified client cert. */
