@@ -29,6 +29,8 @@ PKGS=(
   groff-base
   # integration test peers (run with /usr/bin/python3)
   python3 python3-h2 python3-grpcio python3-yaml python3-jsonpatch python3-cryptography systemd nginx
+  # the machine's non-loopback address, to scrape metrics.bind from (test_scrape.py)
+  iproute2
 )
 # Only for the test command (tests/run.sh passes --test), never for the
 # quickstart: tests/container/ builds deploy/Dockerfile and runs the image.

@@ -34,6 +34,7 @@ SECTION_OF = {
     "parse_dispatch_one": "dispatch.NAME",
     "parse_listener": "listeners[]",
     "parse_route": "listeners[].routes[]",
+    "parse_probe_target": "probes.targets.NAME",
 }
 # the extraction is broken if it finds less than this
 MIN_SECTIONS, MIN_KEYS = 10, 60

@@ -32,9 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_TOKENS 65536
 #define MAX_ROUTES 1024
-#define MAX_LISTENERS 64
 
 static int parse_identity(struct cp *p, int obj)
 {
@@ -589,6 +587,7 @@ static void set_defaults(struct px_config *c)
     c->limits.drain_timeout_ms = 20000;
     c->limits.handshake_timeout_ms = 10000;
     c->limits.stream_buffer = 262144;
+    c->probes.timeout_ms = 1000;
 }
 
 /* Every listener speaks mTLS on one side (inbound terminates it, outbound
@@ -611,9 +610,10 @@ static int check_identity(struct cp *p)
 
 static int parse_root(struct cp *p)
 {
-    static const char *const keys[] = {"node_id", "workers",   "identity", "policy",
-                                       "dispatch", "listeners", "admin",    "log",
-                                       "limits",  "state_dir", "dns",      NULL};
+    static const char *const keys[] = {"node_id",   "workers", "identity", "policy",
+                                       "dispatch",  "listeners", "admin", "log",
+                                       "limits",    "state_dir", "dns",   "probes",
+                                       "metrics",   NULL};
     struct px_config *c = p->cfg;
     int64_t workers = 0;
     int v;
@@ -640,12 +640,21 @@ static int parse_root(struct cp *p)
         return -1;
     if ((v = certs_json_get(&p->j, 0, "dns")) >= 0 && parse_dns(p, v) < 0)
         return -1;
+    if ((v = certs_json_get(&p->j, 0, "probes")) >= 0 && px_cfg_parse_probes(p, v) < 0)
+        return -1;
+    if ((v = certs_json_get(&p->j, 0, "metrics")) >= 0 && px_cfg_parse_metrics(p, v) < 0)
+        return -1;
     if ((v = certs_json_get(&p->j, 0, "log")) >= 0 && parse_log(p, v) < 0)
         return -1;
     if ((v = certs_json_get(&p->j, 0, "limits")) >= 0 && parse_limits(p, v) < 0)
         return -1;
     if (check_identity(p) < 0)
         return -1;
+    {
+        char clash[WHERE_MAX * 2];
+        if (px_cfg_check_binds(c, clash, sizeof(clash)) != NULL)
+            return px_cfg_perr(p, 0, "%s", clash);
+    }
     if (workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         workers = n < 1 ? 1 : n > 1024 ? 1024 : n;
@@ -833,6 +842,7 @@ void px_config_free(struct px_config *c)
     free(c->listeners);
     free(c->admin.bind_host);
     free(c->admin.bind_port);
+    px_cfg_probes_clear(c);
     free(c->log.access);
     free(c->log.audit);
     free(c);

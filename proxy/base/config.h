@@ -70,6 +70,29 @@ struct px_dispatch_cfg {
     size_t nheaders;
 };
 
+/* probes.targets.NAME: what GET /app-health/NAME checks (probes.c). */
+enum px_probe_kind { PX_PROBE_HTTP, PX_PROBE_TCP, PX_PROBE_GRPC };
+
+#define PX_PROBE_NAME_MAX 128    /* bytes of a target's name */
+#define PX_PROBE_MAX_HEADERS 16  /* http: extra request header fields */
+#define PX_PROBE_MAX_TARGETS 128 /* the config's and PICKET_APP_PROBES's together */
+
+struct px_probe_target {
+    char *name;             /* "app/livez": letters, digits, '.', '-', '_' in '/'-separated
+                             * segments, none empty, "." or ".." */
+    enum px_probe_kind kind;
+    int tls;                /* http: an https:// URL (no certificate check, as the kubelet) */
+    struct px_upstream_addr up; /* where to connect: host, port, url (the value as given);
+                                 * proto PX_UP_H2C for grpc, PX_UP_H1 otherwise */
+    char *authority;        /* http: the Host field ("127.0.0.1:8080", as in the URL) */
+    char *path;             /* http: origin-form target, query included ("/healthz") */
+    char *service;          /* grpc: HealthCheckRequest.service; "" = the whole server */
+    char **hdr_names;       /* http: extra request fields (names as given) */
+    char **hdr_values;
+    size_t nhdrs;
+    int64_t timeout_ms;     /* 0: probes.timeout */
+};
+
 struct px_config {
     char *path; /* the file it came from */
     char *node_id; /* default: "<hostname>/picket" */
@@ -106,6 +129,18 @@ struct px_config {
     struct {
         char *bind_host, *bind_port; /* NULL = no admin listener; must be loopback */
     } admin;
+
+    struct {
+        char *bind_host, *bind_port; /* NULL = 0.0.0.0:15021 when there is a target (see
+                                      * px_config_probes_bind()) */
+        int64_t timeout_ms;          /* default 1s */
+        struct px_probe_target *targets; /* from the file, then PICKET_APP_PROBES */
+        size_t ntargets;
+    } probes;
+
+    struct {
+        char *bind_host, *bind_port; /* NULL = none; any address: serves GET /metrics only */
+    } metrics;
 
     struct {
         char *resolv_conf;       /* default /etc/resolv.conf */
@@ -152,6 +187,28 @@ int px_config_parse(struct px_config **out, const char *name, const char *dir, c
                     size_t len, char *err, size_t errlen);
 
 void px_config_free(struct px_config *cfg); /* NULL is a no-op */
+
+/* Adds the probe targets of a JSON object of the same shape as
+ * probes.targets (name -> {"http": ...} | {"tcp": ...} | {"grpc": ...,
+ * "service": ...}) to cfg, as `picket run` does with PICKET_APP_PROBES.
+ * `name` prefixes messages ("PICKET_APP_PROBES:1:9: ..."). A name the
+ * config already has is an error, as is going past
+ * PX_PROBE_MAX_TARGETS. 0, or -1 with a message (cfg then holds the
+ * targets added before the error; free it). */
+int px_config_add_probe_targets(struct px_config *cfg, const char *name, const char *json,
+                                size_t len, char *err, size_t errlen);
+
+/* Replaces probes.bind ("probes") or metrics.bind ("metrics") with
+ * `hostport` ("0.0.0.0:15090"), as `picket run --probes-bind/--metrics-bind`
+ * do. 0, or -1 with a message (a bad address, or one an admin or data
+ * listener already binds). */
+int px_config_set_bind(struct px_config *cfg, const char *which, const char *hostport, char *err,
+                       size_t errlen);
+
+/* Where the probes listener binds: probes.bind, else 0.0.0.0:15021 when
+ * there is a target. 1 with *host and *port set (borrowed from cfg or
+ * static), 0 when there is no target (no listener). Pure. */
+int px_config_probes_bind(const struct px_config *cfg, const char **host, const char **port);
 
 /* Level names: "debug", "info", "warn", "error"; -1 if unknown. Pure. */
 int px_log_level_parse(const char *s);

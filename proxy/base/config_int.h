@@ -18,6 +18,8 @@
 #include "config.h"
 
 #define MAX_MAP 64 /* entries in trust_bundles, signing_keys, dispatch */
+#define MAX_TOKENS 65536 /* jsmn token budget of one config document */
+#define MAX_LISTENERS 64
 #define WHERE_MAX 160
 
 struct cp {
@@ -98,5 +100,18 @@ int px_cfg_parse_hostport(const char *s, char **host, char **port);
 
 /* "h2c://host:port" or "http://host:port" into u (caller frees). 0 or -1. */
 int px_cfg_parse_url(const char *s, struct px_upstream_addr *u);
+
+/* ---- config_probes.c ---------------------------------------------------- */
+
+/* The "probes" and "metrics" sections of the root object. 0 or -1. */
+int px_cfg_parse_probes(struct cp *p, int obj);
+int px_cfg_parse_metrics(struct cp *p, int obj);
+
+/* The admin, metrics and probes listeners and the data listeners each
+ * need their own port. NULL, or buf holding what clashes with what. */
+const char *px_cfg_check_binds(const struct px_config *c, char *buf, size_t n);
+
+/* Frees the probes and metrics sections' strings and targets (not c). */
+void px_cfg_probes_clear(struct px_config *c);
 
 #endif

@@ -82,6 +82,8 @@ static const char usage_text[] =
     "  --svid-secret NAME        SVID from this Secret instead of the config's svid_volume\n"
     "  --inbound-port N          mTLS port (15443)\n"
     "  --admin-port N            loopback admin port used by the probes (15000)\n"
+    "  --probes-port N           port of the app's rewritten probes (15021)\n"
+    "  --metrics-port N          port Prometheus scrapes, /metrics only (15090)\n"
     "  --drain-timeout DURATION  picket's limits.drain_timeout (20s); the pod's grace\n"
     "                            period is raised to at least this + 10s\n"
     "  --exclude-namespace NS    never inject in NS (repeatable; default kube-system,\n"
@@ -146,6 +148,12 @@ static int common_opt(int argc, char **argv, int *i, struct px_inject_opts *o, i
     } else if (px_cli_opt(argc, argv, i, "--admin-port", &v)) {
         if (parse_port(v, &o->admin_port) != 0)
             return usage_error("--admin-port: expected a port number");
+    } else if (px_cli_opt(argc, argv, i, "--probes-port", &v)) {
+        if (parse_port(v, &o->probes_port) != 0)
+            return usage_error("--probes-port: expected a port number");
+    } else if (px_cli_opt(argc, argv, i, "--metrics-port", &v)) {
+        if (parse_port(v, &o->metrics_port) != 0)
+            return usage_error("--metrics-port: expected a port number");
     } else if (px_cli_opt(argc, argv, i, "--drain-timeout", &v)) {
         if (v == NULL || certs_duration_parse(v, strlen(v), &ms) != 0 || ms > 3600000)
             return usage_error("--drain-timeout: expected a duration up to 1h (e.g. 20s)");
@@ -319,6 +327,8 @@ static int cmd_filter(int argc, char **argv, struct px_inject_opts *o)
         printf("%s\n", res.patch);
     else
         fwrite(out, 1, outlen, stdout);
+    if (res.note[0] != '\0')
+        fprintf(stderr, "picket inject: %s\n", res.note);
     if (res.injected + res.skipped > 1)
         fprintf(stderr, "picket inject: %u injected, %u left as they were\n", res.injected,
                 res.skipped);

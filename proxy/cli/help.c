@@ -52,10 +52,18 @@ static const struct help_opt run_opts[] = {
     {"--node-id ID",
      "Overrides the config's node_id (for example namespace/pod), the name picket gives "
      "itself in audit records and to the control plane."},
+    {"--probes-bind HOST:PORT",
+     "Overrides probes.bind: where the app's probes are answered (GET /app-health/NAME; "
+     "default 0.0.0.0:15021 when there is a target). The targets come from probes.targets and "
+     "the environment variable PICKET_APP_PROBES."},
+    {"--metrics-bind HOST:PORT",
+     "Overrides metrics.bind: a listener on any address that serves GET /metrics only, for a "
+     "Prometheus in another pod."},
 };
 
 static const struct help_cmd run_cmds[] = {
-    {"run", "-c FILE [--node-id ID]", "run the proxy with a config file",
+    {"run", "-c FILE [--node-id ID] [--probes-bind HOST:PORT] [--metrics-bind HOST:PORT]",
+     "run the proxy with a config file",
      "Runs the data path: the listeners of the config, the admin listener, the policy "
      "fetcher. Signals reload and drain it (see SIGNALS).",
      OPTS(run_opts), "0 after a drain, 2 bad config, 1 other start failure"},
@@ -172,6 +180,14 @@ static const struct help_opt inject_opts[] = {
     {"--svid-secret NAME", "The SVID from this Secret instead of the config's svid_volume."},
     {"--inbound-port N", "The mTLS port (15443)."},
     {"--admin-port N", "The loopback admin port the probes use (15000)."},
+    {"--probes-port N",
+     "The port of picket's probes listener (15021): the app containers' httpGet, tcpSocket "
+     "and grpc probes are rewritten to GET /app-health/CONTAINER/livez (readyz, startupz) "
+     "there, their targets passed in PICKET_APP_PROBES (annotation picket.dev/rewrite-probes: "
+     "\"false\" keeps them as they are)."},
+    {"--metrics-port N",
+     "The port of picket's metrics listener (15090): GET /metrics only, on the pod IP, and the "
+     "pod's prometheus.io/port annotation."},
     {"--drain-timeout DURATION",
      "picket's limits.drain_timeout (20s); the pod's grace period is raised to at least this "
      "plus 10s."},
@@ -518,7 +534,10 @@ void px_help_man(FILE *f, const char *version)
     fputs(".SH SIGNALS\nFor run and dev: ", f);
     roff_text(f, signals_text);
     fputs("\n.SH ENVIRONMENT\n.TP\n.B PICKET_CONFIG\nThe config that \\fBpicket inject "
-          "write\\-config\\fR writes (set by the injector).\n.SH \"SEE ALSO\"\n",
+          "write\\-config\\fR writes (set by the injector).\n.TP\n.B PICKET_APP_PROBES\n"
+          "App probe targets for \\fBpicket run\\fR, a JSON object of the shape of "
+          "probes.targets, added to the config's (set by the injector from the app's "
+          "probes).\n.SH \"SEE ALSO\"\n",
           f);
     roff_text(f, see_also);
     fputs("\n", f);

@@ -21,31 +21,43 @@ static void usage(FILE *f)
     px_help_print(f);
 }
 
+static void run_reset(void)
+{
+    px_run_set_node_id(NULL);
+    px_run_set_probes_bind(NULL);
+    px_run_set_metrics_bind(NULL);
+}
+
+#define RUN_USAGE "usage: picket run -c FILE [--node-id ID] [--probes-bind HOST:PORT] " \
+                  "[--metrics-bind HOST:PORT]\n"
+
 static int cmd_run(int argc, char **argv)
 {
     const char *conf = NULL;
+    int rc;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             conf = argv[++i];
         else if (strcmp(argv[i], "--node-id") == 0 && i + 1 < argc)
             px_run_set_node_id(argv[++i]);
+        else if (strcmp(argv[i], "--probes-bind") == 0 && i + 1 < argc)
+            px_run_set_probes_bind(argv[++i]);
+        else if (strcmp(argv[i], "--metrics-bind") == 0 && i + 1 < argc)
+            px_run_set_metrics_bind(argv[++i]);
         else {
-            fprintf(stderr, "picket run: unknown argument '%s'\nusage: picket run -c FILE [--node-id ID]\n",
-                    argv[i]);
-            px_run_set_node_id(NULL);
+            fprintf(stderr, "picket run: unknown argument '%s'\n" RUN_USAGE, argv[i]);
+            run_reset();
             return 2;
         }
     }
     if (conf == NULL) {
-        fprintf(stderr, "usage: picket run -c FILE [--node-id ID]\n");
-        px_run_set_node_id(NULL);
+        fprintf(stderr, RUN_USAGE);
+        run_reset();
         return 2;
     }
-    {
-        int rc = px_run(conf, NULL, NULL);
-        px_run_set_node_id(NULL);
-        return rc;
-    }
+    rc = px_run(conf, NULL, NULL);
+    run_reset();
+    return rc;
 }
 
 int main(int argc, char **argv)

@@ -61,6 +61,8 @@ void px_inject_opts_init(struct px_inject_opts *o)
     o->svid_volume = PX_INJECT_DEFAULT_SVID_VOLUME;
     o->inbound_port = 15443;
     o->admin_port = 15000;
+    o->probes_port = 15021;
+    o->metrics_port = 15090;
     o->drain_timeout_s = 20;
     o->run_as_user = 65532;
     o->exclude_ns[0] = "kube-system";
@@ -156,10 +158,15 @@ int px_inject_opts_check(const struct px_inject_opts *o, char *err, size_t errle
                               "member and no name, e.g. {\"csi\": {...}}");
         return -1;
     }
-    if (o->inbound_port < 1 || o->inbound_port > 65535 || o->admin_port < 1 ||
-        o->admin_port > 65535 || o->inbound_port == o->admin_port) {
-        snprintf(err, errlen, "ports: expected two different ports in 1..65535");
-        return -1;
+    {
+        const int ports[] = {o->inbound_port, o->admin_port, o->probes_port, o->metrics_port};
+        for (size_t i = 0; i < 4; i++)
+            for (size_t k = 0; k < 4; k++)
+                if (ports[i] < 1 || ports[i] > 65535 || (i != k && ports[i] == ports[k])) {
+                    snprintf(err, errlen, "ports: inbound_port, admin_port, probes_port and "
+                                          "metrics_port must be different ports in 1..65535");
+                    return -1;
+                }
     }
     if (o->drain_timeout_s < 0 || o->drain_timeout_s > 3600) {
         snprintf(err, errlen, "drain timeout: expected 0s..1h");
@@ -236,6 +243,10 @@ static int cfg_member(struct px_inject_opts *o, const struct certs_json *j, cons
         return cfg_port(j, v, key, &o->inbound_port, err, errlen);
     if (strcmp(key, "admin_port") == 0)
         return cfg_port(j, v, key, &o->admin_port, err, errlen);
+    if (strcmp(key, "probes_port") == 0)
+        return cfg_port(j, v, key, &o->probes_port, err, errlen);
+    if (strcmp(key, "metrics_port") == 0)
+        return cfg_port(j, v, key, &o->metrics_port, err, errlen);
     if (strcmp(key, "run_as_user") == 0) {
         if (certs_json_int(j, v, &x) != 0 || x < 1 || x > 2147483647)
             return certs_json_errf(j, v, err, errlen,
@@ -305,8 +316,8 @@ int px_inject_config_load(struct px_inject_opts *o, const char *js, size_t len, 
             rc = certs_json_errf(&j, k, err, errlen,
                                  "unknown key \"%.60s\" (expected image, resources, config_map, "
                                  "proxy_config, svid_volume, svid_secret, inbound_port, "
-                                 "admin_port, drain_timeout, run_as_user, malformed_review, "
-                                 "exclude_namespaces)", key);
+                                 "admin_port, probes_port, metrics_port, drain_timeout, "
+                                 "run_as_user, malformed_review, exclude_namespaces)", key);
     }
     if (rc == 0) {
         cm = certs_json_get(&j, 0, "config_map");
@@ -348,6 +359,8 @@ const char *px_inject_reason_name(enum px_inject_reason r)
         return "refused";
     case PX_INJECT_MALFORMED:
         return "malformed";
+    case PX_INJECT_HOST_NETWORK:
+        return "host_network";
     }
     return "unknown";
 }
@@ -380,7 +393,7 @@ static int review_response(struct px_sbuf *b, const char *uid, const struct px_i
                            int deny, const char *msg)
 {
     char m[600];
-    snprintf(m, sizeof(m), "picket inject: %s", msg);
+    snprintf(m, sizeof(m), "picket inject: %s", deny == 1 && res->note[0] ? res->note : msg);
     px_sb_puts(b, "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\","
                   "\"response\":{\"uid\":\"");
     px_sb_puts(b, uid);
@@ -482,6 +495,8 @@ int px_inject_review(const char *body, size_t len, const struct px_inject_opts *
                 snprintf(err, errlen, "out of memory");
                 goto done;
             }
+            if (rc == 0 && res->note[0] != '\0' && res->injected == 0)
+                deny = 1; /* left alone (hostNetwork): allowed, and the owner is told why */
             if (rc != 0) {
                 /* The webhook matched the pod but cannot inject it: deny
                  * (error) or let it through unchanged (allow), as set. */
@@ -495,7 +510,7 @@ int px_inject_review(const char *body, size_t len, const struct px_inject_opts *
     rc = review_response(&b, uid, res, deny, msg);
     if (rc == 0) {
         if (deny)
-            snprintf(err, errlen, "%s", msg);
+            snprintf(err, errlen, "%s", deny == 1 && res->note[0] ? res->note : msg);
         *resp = b.p;
         *resp_len = b.len;
         b.p = NULL;

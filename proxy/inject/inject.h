@@ -7,14 +7,24 @@
  * DaemonSet, ReplicaSet, ReplicationController, Job; CronJob through
  * spec.jobTemplate) or a List of those, the injector produces an RFC 6902
  * JSON Patch that adds:
- *   - picket as a native sidecar (Kubernetes 1.29+): appended to
- *     spec.initContainers with restartPolicy: Always, so it starts (its
- *     startup probe on the loopback /readyz passes) before the app
- *     containers and stops after them; args
- *     run -c /etc/picket/picket.json --node-id $(PICKET_NODE_ID), the node
+ *   - picket as a native sidecar (Kubernetes 1.29+): the first of
+ *     spec.initContainers (after the config writer below), with
+ *     restartPolicy: Always, so it starts (its startup probe on the
+ *     loopback /readyz passes) before the app's init containers, which can
+ *     then use the mesh, and the app containers, and stops after them; args
+ *     run -c /etc/picket/picket.json --node-id $(PICKET_NODE_ID)
+ *     --probes-bind 0.0.0.0:15021 --metrics-bind 0.0.0.0:15090, the node
  *     id being "<namespace>/<pod name>" from the downward API; non-root,
  *     read-only root filesystem, no privilege escalation, all capabilities
  *     dropped; image and resources from the injector config;
+ *   - the app containers' livenessProbe, readinessProbe and startupProbe
+ *     of kind httpGet, tcpSocket or grpc rewritten to an httpGet on the
+ *     probes port at /app-health/<container>/<livez|readyz|startupz>,
+ *     timings and thresholds kept, the original targets in the sidecar's
+ *     PICKET_APP_PROBES (inject_probes.c); exec probes are left alone;
+ *   - the pod annotations prometheus.io/scrape "true", prometheus.io/port
+ *     "15090" and prometheus.io/path "/metrics", unless the pod has one of
+ *     them already (the app's own metrics keep theirs);
  *   - volume picket-config, mounted read-only at /etc/picket: the ConfigMap
  *     "<app>-picket" (config_map template), or, when the injector config
  *     has a proxy_config, an emptyDir that an init container
@@ -25,18 +35,24 @@
  *     or a Secret when --svid-secret or the annotation says so;
  *   - terminationGracePeriodSeconds of at least drain + 10 s;
  *   - the pod annotation picket.dev/injected: "true".
- * The app containers and their ports are not touched.
+ * The app containers and their ports are not touched, their probes aside.
  *
  * Per-workload knobs, on the pod template's (or the object's) metadata:
  *   annotation or label picket.dev/inject: disabled (or "false")  opt out
  *   annotation picket.dev/config-map: NAME   mount this ConfigMap
  *   annotation picket.dev/svid-secret: NAME  mount this Secret as the SVID
+ *   annotation picket.dev/rewrite-probes: "false"  leave the app's probes
+ *                                            alone (no PICKET_APP_PROBES)
  * A workload's own annotation wins over the injector's flags and config:
  * those are cluster-wide defaults, the annotation is the one place that
  * knows this workload.
  *
  * Already injected (passed unchanged): a container or init container named
  * picket, or the annotation picket.dev/injected: "true".
+ *
+ * Never injected: pods with hostNetwork: true (picket's listeners would
+ * take the node's ports and face the node's network); the webhook allows
+ * them unchanged with a warning, the CLI says why on stderr.
  */
 #ifndef PX_INJECT_H
 #define PX_INJECT_H
@@ -81,6 +97,8 @@ struct px_inject_opts {
     const char *svid_secret;  /* template; when set, the SVID volume is this Secret */
     int inbound_port;         /* 15443 */
     int admin_port;           /* 15000 */
+    int probes_port;          /* 15021: probes.bind 0.0.0.0:N, the rewritten probes' port */
+    int metrics_port;         /* 15090: metrics.bind 0.0.0.0:N, prometheus.io/port */
     int drain_timeout_s;      /* 20: grace period is raised to at least this + 10 */
     long long run_as_user;    /* 65532; never 0 */
     int malformed_allow;      /* malformed_review: 1 "allow", 0 "error" (default) */
@@ -130,6 +148,8 @@ enum px_inject_reason {
     PX_INJECT_REFUSED,      /* "refused": could not be injected (review denied or allowed
                              * unchanged, per malformed_review) */
     PX_INJECT_MALFORMED,    /* "malformed": the review or its object is malformed */
+    PX_INJECT_HOST_NETWORK, /* "host_network": hostNetwork: true (allowed unchanged, with
+                             * a warning) */
 };
 const char *px_inject_reason_name(enum px_inject_reason r);
 
@@ -142,6 +162,10 @@ struct px_inject_result {
     /* From the top-level object, for logs; "" when absent. For a Pod
      * without a name, the generateName. */
     char kind[64], name[254], ns[64];
+    /* Why an object was left alone when its owner should know (the first
+     * hostNetwork pod: "Pod web: hostNetwork: true ..."); "" when none. The
+     * webhook puts it in response.warnings, the CLI on stderr. */
+    char note[384];
 };
 
 /* Frees the patch; safe on a zeroed struct. */
@@ -185,7 +209,8 @@ int px_json_format(const char *js, size_t len, int pretty, char **out, size_t *o
  * its response.uid copied from request.uid:
  *   - allowed: true with a base64 JSONPatch (patchType JSONPatch);
  *   - allowed: true without a patch when skipped (already injected, opted
- *     out, excluded namespace, not CREATE);
+ *     out, excluded namespace, not CREATE); for a hostNetwork pod with
+ *     res->note in response.warnings;
  *   - for a malformed review or an object that cannot be injected, as
  *     o->malformed_allow says: allowed: true unchanged with the reason in
  *     response.warnings ("allow"), or allowed: false with status code 400

@@ -37,4 +37,23 @@ int px_inject_plan_into(const struct certs_json *j, int root, const char *ns_hin
                         const struct px_inject_opts *o, struct px_inject_result *res, char *err,
                         size_t errlen);
 
+/* Appends the start of one op to ops: {"op":op,"path":prefix+suffix,"value":
+ * (a comma before it unless it is the first, counted in *nops); the caller
+ * writes the value and the closing brace. prefix and suffix are JSON
+ * Pointers that need no JSON escaping. */
+void px_inject_op_begin(struct px_sbuf *ops, int *nops, const char *op, const char *prefix,
+                        const char *suffix);
+
+/* The raw text of token i in j->js, quotes included for a string. */
+void px_inject_tok_raw(const struct certs_json *j, int i, const char **p, size_t *n);
+
+/* inject_probes.c: the "replace" ops that point the app containers' probes
+ * (pod spec at token pspec, pointer `spec`) at picket's probes port, and
+ * their original targets as members of the PICKET_APP_PROBES object
+ * ("name":{...},... without braces) appended to targets. 0, or a
+ * PX_INJECT_E* code with err set. */
+int px_inject_plan_probes(const struct certs_json *j, int pspec, const char *spec,
+                          const struct px_inject_opts *o, struct px_sbuf *ops, int *nops,
+                          struct px_sbuf *targets, char *err, size_t errlen);
+
 #endif

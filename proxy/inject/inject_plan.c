@@ -42,6 +42,8 @@ struct plan {
     const struct px_inject_opts *o;
     struct px_sbuf ops; /* "op,op,..." without the brackets */
     int nops;
+    struct px_sbuf probes; /* this object's PICKET_APP_PROBES members; empty: none */
+    char note[384];        /* the first hostNetwork pod's warning (px_inject_result.note) */
     unsigned injected, skipped;
     enum px_inject_reason first; /* first object's reason */
     int nobj;
@@ -57,16 +59,32 @@ struct sources {
     char sec[NAME_MAX_LEN + 1];
 };
 
-/* Starts {"op":op,"path":prefix+suffix,"value": ; the caller writes the
- * value and the closing brace. Pointers are built from fixed segments and
- * ptr_escape()d keys, so they need no JSON escaping. */
+/* Pointers are built from fixed segments and ptr_escape()d keys, so they
+ * need no JSON escaping. */
+void px_inject_op_begin(struct px_sbuf *ops, int *nops, const char *op, const char *prefix,
+                        const char *suffix)
+{
+    px_sb_puts(ops, (*nops)++ ? "," : "");
+    px_sb_printf(ops, "{\"op\":\"%s\",\"path\":\"", op);
+    px_sb_puts(ops, prefix);
+    px_sb_puts(ops, suffix);
+    px_sb_puts(ops, "\",\"value\":");
+}
+
 static void op_begin(struct plan *p, const char *op, const char *prefix, const char *suffix)
 {
-    px_sb_puts(&p->ops, p->nops++ ? "," : "");
-    px_sb_printf(&p->ops, "{\"op\":\"%s\",\"path\":\"", op);
-    px_sb_puts(&p->ops, prefix);
-    px_sb_puts(&p->ops, suffix);
-    px_sb_puts(&p->ops, "\",\"value\":");
+    px_inject_op_begin(&p->ops, &p->nops, op, prefix, suffix);
+}
+
+void px_inject_tok_raw(const struct certs_json *j, int i, const char **p, size_t *n)
+{
+    int s = j->tok[i].start, e = j->tok[i].end;
+    if (j->tok[i].type == JSMN_STRING) {
+        s--;
+        e++;
+    }
+    *p = j->js + s;
+    *n = (size_t)(e - s);
 }
 
 /* Escapes one JSON Pointer segment (RFC 6901 section 3: '~' -> "~0", '/' -> "~1"). */
@@ -93,6 +111,20 @@ static int opted_out(const struct certs_json *j, int meta)
             (strcasecmp(v, "disabled") == 0 || strcasecmp(v, "false") == 0))
             return 1;
     return 0;
+}
+
+/* picket.dev/rewrite-probes: "false" as an annotation. */
+static int keep_probes(const struct certs_json *j, int meta)
+{
+    char v[16];
+    return meta_str(j, meta, "annotations", "picket.dev/rewrite-probes", v, sizeof(v)) == 0 &&
+           strcasecmp(v, "false") == 0;
+}
+
+static int host_network(const struct certs_json *j, int pspec)
+{
+    int v = 0;
+    return certs_json_bool(j, certs_json_get(j, pspec, "hostNetwork"), &v) == 0 && v;
 }
 
 static int injected_annotation(const struct certs_json *j, int meta)
@@ -127,10 +159,12 @@ static int scan_containers(struct plan *p, int pspec, int generated)
                 int pt = certs_json_get(j, q, "containerPort");
                 int64_t v;
                 if (certs_json_int(j, pt, &v) == 0 &&
-                    (v == p->o->inbound_port || v == p->o->admin_port))
+                    (v == p->o->inbound_port || v == p->o->admin_port ||
+                     v == p->o->probes_port || v == p->o->metrics_port))
                     return certs_json_errf(j, pt, p->err, p->errlen,
                                            "containerPort %lld is picket's; change the app's "
-                                           "port or picket's inbound_port/admin_port",
+                                           "port or picket's inbound_port, admin_port, "
+                                           "probes_port or metrics_port",
                                            (long long)v);
             }
         }
@@ -239,18 +273,43 @@ static void emit_sidecar(struct plan *p)
     px_sb_puts(&p->ops, "{\"name\":\"picket\",\"image\":");
     px_sb_json_str(&p->ops, o->image, strlen(o->image));
     px_sb_puts(&p->ops, ",\"restartPolicy\":\"Always\"");
-    /* Kubernetes expands $(VAR) in args from the container's env. */
-    px_sb_puts(&p->ops, ",\"args\":[\"run\",\"-c\",\"" PX_INJECT_CONFIG_FILE "\","
-                        "\"--node-id\",\"$(PICKET_NODE_ID)\"]");
+    /* Kubernetes expands $(VAR) in args from the container's env. The
+     * probes and metrics listeners are the injector's to place: the
+     * rewritten probes and the prometheus.io annotations point there,
+     * whatever the mounted config says. */
+    px_sb_printf(&p->ops, ",\"args\":[\"run\",\"-c\",\"" PX_INJECT_CONFIG_FILE "\","
+                          "\"--node-id\",\"$(PICKET_NODE_ID)\","
+                          "\"--probes-bind\",\"0.0.0.0:%d\",\"--metrics-bind\",\"0.0.0.0:%d\"]",
+                 o->probes_port, o->metrics_port);
     px_sb_puts(&p->ops, ",\"env\":[{\"name\":\"POD_NAMESPACE\",\"valueFrom\":{\"fieldRef\":"
                         "{\"fieldPath\":\"metadata.namespace\"}}},"
                         "{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":"
                         "{\"fieldPath\":\"metadata.name\"}}},"
                         "{\"name\":\"PICKET_NODE_ID\","
-                        "\"value\":\"$(POD_NAMESPACE)/$(POD_NAME)\"}]");
+                        "\"value\":\"$(POD_NAMESPACE)/$(POD_NAME)\"}");
+    if (p->probes.len > 0) {
+        /* the app's probe targets; '$' doubled, as Kubernetes expands
+         * $(VAR) in env values too */
+        struct px_sbuf v = {0};
+        px_sb_add(&v, "{", 1);
+        for (size_t i = 0; i < p->probes.len; i++)
+            px_sb_add(&v, p->probes.p[i] == '$' ? "$$" : p->probes.p + i,
+                      p->probes.p[i] == '$' ? 2 : 1);
+        px_sb_add(&v, "}", 1);
+        px_sb_puts(&p->ops, ",{\"name\":\"PICKET_APP_PROBES\",\"value\":");
+        if (v.oom)
+            p->ops.oom = 1;
+        else
+            px_sb_json_str(&p->ops, v.p, v.len);
+        px_sb_puts(&p->ops, "}");
+        px_sb_free(&v);
+    }
+    px_sb_puts(&p->ops, "]");
     px_sb_printf(&p->ops, ",\"ports\":[{\"containerPort\":%d,\"name\":\"picket-mtls\","
+                          "\"protocol\":\"TCP\"},{\"containerPort\":%d,\"name\":\"picket-probes\","
+                          "\"protocol\":\"TCP\"},{\"containerPort\":%d,\"name\":\"picket-metrics\","
                           "\"protocol\":\"TCP\"}]",
-                 o->inbound_port);
+                 o->inbound_port, o->probes_port, o->metrics_port);
     /* The admin listener is loopback-only by design, so probes are exec
      * probes run inside the pod; no admin port is declared. The startup
      * probe holds the app containers back until picket is ready. */
@@ -297,35 +356,39 @@ static void emit_writer(struct plan *p)
     px_sb_puts(&p->ops, "}");
 }
 
-/* Init containers: the array added whole when absent or null, else appended
- * to. 0 or PX_INJECT_EINPUT. */
+/* Init containers: the config writer (when generated), then picket, then
+ * the app's own, so they run with the mesh up. The array is added whole
+ * when absent or null, else replaced whole with the app's init containers
+ * copied after ours: JSON Patch inserts by index are positional against a
+ * document earlier ops may have changed, and the applier (inject_patch.c)
+ * takes none. 0 or PX_INJECT_EINPUT. */
 static int plan_init(struct plan *p, int pspec, const char *spec, const struct sources *s)
 {
     const struct certs_json *j = p->j;
-    int ic = certs_json_get(j, pspec, "initContainers");
+    int ic = certs_json_get(j, pspec, "initContainers"), have = 0;
     if (ic < 0 || is_null(j, ic)) {
         op_begin(p, "add", spec, "/initContainers");
-        px_sb_puts(&p->ops, "[");
-        if (s->generated) {
-            emit_writer(p);
-            px_sb_puts(&p->ops, ",");
-        }
-        emit_sidecar(p);
-        px_sb_puts(&p->ops, "]}");
-        return 0;
-    }
-    if (!certs_json_is_arr(j, ic)) {
+    } else if (!certs_json_is_arr(j, ic)) {
         certs_json_errf(j, ic, p->err, p->errlen, "initContainers: expected an array");
         return PX_INJECT_EINPUT;
+    } else {
+        op_begin(p, "replace", spec, "/initContainers");
+        have = 1;
     }
+    px_sb_puts(&p->ops, "[");
     if (s->generated) {
-        op_begin(p, "add", spec, "/initContainers/-");
         emit_writer(p);
-        px_sb_puts(&p->ops, "}");
+        px_sb_puts(&p->ops, ",");
     }
-    op_begin(p, "add", spec, "/initContainers/-");
     emit_sidecar(p);
-    px_sb_puts(&p->ops, "}");
+    for (int e = have ? certs_json_first(j, ic) : -1; e > 0; e = certs_json_next_elem(j, e)) {
+        const char *t;
+        size_t n;
+        px_inject_tok_raw(j, e, &t, &n);
+        px_sb_add(&p->ops, ",", 1);
+        px_sb_add(&p->ops, t, n);
+    }
+    px_sb_puts(&p->ops, "]}");
     return 0;
 }
 
@@ -405,32 +468,49 @@ static int plan_grace(struct plan *p, int pspec, const char *spec)
     return 0;
 }
 
-/* The annotation goes on the pod (template) metadata; whatever is missing
- * on the way is added whole. */
+/* The annotations go on the pod (template) metadata: picket.dev/injected,
+ * and the prometheus.io trio for picket's metrics listener unless the pod
+ * has any of them (they would then be the app's own, and stay). Whatever
+ * is missing on the way is added whole. */
 static int plan_annotation(struct plan *p, int tmeta, const char *tprefix)
 {
+    static const char *const prom[] = {"prometheus.io/scrape", "prometheus.io/port",
+                                       "prometheus.io/path"};
     const struct certs_json *j = p->j;
-    char seg[64], suffix[96];
-    int ann;
-    if (tmeta < 0 || is_null(j, tmeta)) {
-        op_begin(p, "add", tprefix, "/metadata");
-        px_sb_puts(&p->ops, "{\"annotations\":{\"picket.dev/injected\":\"true\"}}}");
-        return 0;
-    }
-    if (!certs_json_is_obj(j, tmeta))
+    char seg[64], suffix[96], vals[3][16];
+    int ann = -1, n = 1;
+    const char *keys[4] = {"picket.dev/injected", prom[0], prom[1], prom[2]};
+    const char *v[4] = {"true", vals[0], vals[1], vals[2]};
+
+    if (tmeta >= 0 && !is_null(j, tmeta) && !certs_json_is_obj(j, tmeta))
         return certs_json_errf(j, tmeta, p->err, p->errlen, "metadata: expected an object");
-    ann = certs_json_get(j, tmeta, "annotations");
-    if (ann < 0 || is_null(j, ann)) {
-        op_begin(p, "add", tprefix, "/metadata/annotations");
-        px_sb_puts(&p->ops, "{\"picket.dev/injected\":\"true\"}}");
+    if (tmeta >= 0 && !is_null(j, tmeta))
+        ann = certs_json_get(j, tmeta, "annotations");
+    if (ann >= 0 && !is_null(j, ann) && !certs_json_is_obj(j, ann))
+        return certs_json_errf(j, ann, p->err, p->errlen, "annotations: expected an object");
+    if (ann < 0 || is_null(j, ann) ||
+        (certs_json_get(j, ann, prom[0]) < 0 && certs_json_get(j, ann, prom[1]) < 0 &&
+         certs_json_get(j, ann, prom[2]) < 0)) {
+        snprintf(vals[0], sizeof(vals[0]), "true");
+        snprintf(vals[1], sizeof(vals[1]), "%d", p->o->metrics_port);
+        snprintf(vals[2], sizeof(vals[2]), "/metrics");
+        n = 4;
+    }
+    if (tmeta < 0 || is_null(j, tmeta) || ann < 0 || is_null(j, ann)) {
+        int whole_meta = tmeta < 0 || is_null(j, tmeta);
+        op_begin(p, "add", tprefix, whole_meta ? "/metadata" : "/metadata/annotations");
+        px_sb_puts(&p->ops, whole_meta ? "{\"annotations\":{" : "{");
+        for (int i = 0; i < n; i++)
+            px_sb_printf(&p->ops, "%s\"%s\":\"%s\"", i ? "," : "", keys[i], v[i]);
+        px_sb_puts(&p->ops, whole_meta ? "}}}" : "}}");
         return 0;
     }
-    if (!certs_json_is_obj(j, ann))
-        return certs_json_errf(j, ann, p->err, p->errlen, "annotations: expected an object");
-    ptr_escape(seg, sizeof(seg), "picket.dev/injected");
-    snprintf(suffix, sizeof(suffix), "/metadata/annotations/%s", seg);
-    op_begin(p, "add", tprefix, suffix);
-    px_sb_puts(&p->ops, "\"true\"}");
+    for (int i = 0; i < n; i++) {
+        ptr_escape(seg, sizeof(seg), keys[i]);
+        snprintf(suffix, sizeof(suffix), "/metadata/annotations/%s", seg);
+        op_begin(p, "add", tprefix, suffix);
+        px_sb_printf(&p->ops, "\"%s\"}", v[i]);
+    }
     return 0;
 }
 
@@ -524,6 +604,21 @@ static int plan_object(struct plan *p, int root, const char *prefix, const char 
         why = PX_INJECT_ALREADY;
         goto skip;
     }
+    if (host_network(j, pspec)) {
+        why = PX_INJECT_HOST_NETWORK;
+        if (p->note[0] == '\0') {
+            char nm[128] = "";
+            if (certs_json_is_obj(j, ometa) &&
+                px_inject_get_str(j, ometa, "name", nm, sizeof(nm)) != 0)
+                (void)px_inject_get_str(j, ometa, "generateName", nm, sizeof(nm));
+            snprintf(p->note, sizeof(p->note),
+                     "%s %s: not injected: hostNetwork: true puts the pod in the node's network "
+                     "namespace, where picket's listeners would take the node's ports and "
+                     "loopback is the node's; it runs without the mesh",
+                     kind, nm[0] ? nm : "(unnamed)");
+        }
+        goto skip;
+    }
     ctr = certs_json_get(j, pspec, "containers");
     if (!certs_json_is_arr(j, ctr) || j->tok[ctr].size == 0) {
         certs_json_errf(j, ctr >= 0 ? ctr : pspec, p->err, p->errlen,
@@ -547,6 +642,13 @@ static int plan_object(struct plan *p, int root, const char *prefix, const char 
     if (src.generated && scan_containers(p, pspec, 1) < 0)
         return PX_INJECT_EREFUSE;
 
+    p->probes.len = 0; /* this object's targets only (a List plans several) */
+    if (!keep_probes(j, tmeta) && !(tmpl != root && keep_probes(j, ometa))) {
+        r = px_inject_plan_probes(j, pspec, spec, p->o, &p->ops, &p->nops, &p->probes, p->err,
+                                  p->errlen);
+        if (r != 0)
+            return r;
+    }
     r = plan_init(p, pspec, spec, &src);
     if (r == 0)
         r = plan_volumes(p, pspec, spec, &src);
@@ -627,6 +729,7 @@ int px_inject_plan_into(const struct certs_json *j, int root, const char *ns_hin
             rc = PX_INJECT_ENOMEM;
     }
     px_sb_free(&p.ops);
+    px_sb_free(&p.probes);
     if (rc != 0) {
         px_sb_free(&patch);
         if (rc == PX_INJECT_ENOMEM)
@@ -638,6 +741,7 @@ int px_inject_plan_into(const struct certs_json *j, int root, const char *ns_hin
     res->reason = p.nobj > 0 ? p.first : PX_INJECT_NOT_WORKLOAD;
     res->injected = p.injected;
     res->skipped = p.skipped;
+    snprintf(res->note, sizeof(res->note), "%s", p.note);
     return 0;
 }
 

@@ -14,6 +14,11 @@
  * every descriptor of the process, a probe is still accepted with one of
  * them (otherwise /healthz fails exactly when the pod is busiest and
  * Kubernetes restarts it).
+ *
+ * The metrics listener (px_metrics_start(), metrics.bind) is the same
+ * server with one route: /metrics. It may bind any address, because what
+ * it shows is what a Prometheus in another pod scrapes anyway; /policy
+ * and the probes' /readyz never leave loopback.
  */
 #include "admin.h"
 
@@ -34,6 +39,7 @@ struct px_admin {
     struct px_httpl *hl;
     const struct px_admin_ops *ops;
     void *arg;
+    int metrics_only; /* the metrics listener: /metrics and nothing else */
 };
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
@@ -74,6 +80,10 @@ static void handle(struct evhttp_request *req, void *ctx)
     }
     if (path == NULL)
         path = "";
+    if (a->metrics_only && strcmp(path, "/metrics") != 0) {
+        reply_text(req, 404, "Not Found", "not found\n");
+        return;
+    }
     if (strcmp(path, "/healthz") == 0) {
         reply_text(req, 200, "OK", "ok\n");
         return;
@@ -110,40 +120,36 @@ static void handle(struct evhttp_request *req, void *ctx)
     evbuffer_free(b);
 }
 
-struct px_admin *px_admin_start(struct event_base *base, const char *host, const char *port,
-                                const struct px_admin_ops *ops, void *arg, char *err,
-                                size_t errlen)
+static struct px_admin *start(struct event_base *base, const char *name, const char *host,
+                              const char *port, const struct px_admin_ops *ops, void *arg,
+                              int metrics_only, char *err, size_t errlen)
 {
     struct px_admin *a = NULL;
     struct px_httpl_opts o;
     char *end = NULL, e2[256];
     long pn;
 
-    if (!px_config_host_is_loopback(host)) {
-        snprintf(err, errlen, "admin: refusing to bind %s: not a loopback address",
-                 host != NULL ? host : "(null)");
-        return NULL;
-    }
     pn = port != NULL ? strtol(port, &end, 10) : -1;
     if (port == NULL || *port == '\0' || *end != '\0' || pn < 0 || pn > 65535) {
-        snprintf(err, errlen, "admin: bad port \"%s\"", port != NULL ? port : "(null)");
+        snprintf(err, errlen, "%s: bad port \"%s\"", name, port != NULL ? port : "(null)");
         return NULL;
     }
     a = calloc(1, sizeof(*a));
     if (a == NULL) {
-        snprintf(err, errlen, "admin: out of memory");
+        snprintf(err, errlen, "%s: out of memory", name);
         return NULL;
     }
     a->ops = ops;
     a->arg = arg;
+    a->metrics_only = metrics_only;
     memset(&o, 0, sizeof(o));
-    o.name = "admin";
+    o.name = name;
     o.host = host;
     o.port = (int)pn;
     o.max_conns = PX_ADMIN_MAX_CONNS;
     o.request_timeout_ms = PX_ADMIN_REQUEST_TIMEOUT_MS;
     o.io_timeout_s = 10;
-    o.reserve_fds = PX_ADMIN_RESERVE_FDS;
+    o.reserve_fds = metrics_only ? 0 : PX_ADMIN_RESERVE_FDS;
     o.max_headers_size = 8192;
     o.max_body_size = 0;
     o.allowed_methods = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
@@ -151,11 +157,29 @@ struct px_admin *px_admin_start(struct event_base *base, const char *host, const
     o.handle = handle;
     o.arg = a;
     if (px_httpl_new(&a->hl, base, &o, e2, sizeof(e2)) != 0) {
-        snprintf(err, errlen, "admin: %s", e2);
+        snprintf(err, errlen, "%s: %s", name, e2);
         px_admin_free(a);
         return NULL;
     }
     return a;
+}
+
+struct px_admin *px_admin_start(struct event_base *base, const char *host, const char *port,
+                                const struct px_admin_ops *ops, void *arg, char *err,
+                                size_t errlen)
+{
+    if (!px_config_host_is_loopback(host)) {
+        snprintf(err, errlen, "admin: refusing to bind %s: not a loopback address",
+                 host != NULL ? host : "(null)");
+        return NULL;
+    }
+    return start(base, "admin", host, port, ops, arg, 0, err, errlen);
+}
+
+struct px_admin *px_metrics_start(struct event_base *base, const char *host, const char *port,
+                                  char *err, size_t errlen)
+{
+    return start(base, "metrics", host, port, NULL, NULL, 1, err, errlen);
 }
 
 int px_admin_port(const struct px_admin *a)

@@ -48,6 +48,14 @@ struct px_admin *px_admin_start(struct event_base *base, const char *host, const
                                 const struct px_admin_ops *ops, void *arg, char *err,
                                 size_t errlen);
 
+/* The metrics listener (metrics.bind): GET or HEAD /metrics, as on the
+ * admin listener, on any address, so a scraper in another pod reaches it;
+ * every other path is 404 (/healthz, /readyz and /policy stay on the
+ * loopback admin listener). Same limits as the admin listener, no
+ * reserved descriptors. Free with px_admin_free(). */
+struct px_admin *px_metrics_start(struct event_base *base, const char *host, const char *port,
+                                  char *err, size_t errlen);
+
 /* The bound port (useful after binding port "0"); 0 if unknown. */
 int px_admin_port(const struct px_admin *a);
 

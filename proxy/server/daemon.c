@@ -35,6 +35,7 @@
 #include "floor.h"
 #include "dispatch_int.h"
 #include "metrics.h"
+#include "probes.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -56,6 +57,8 @@ struct daemon {
     char policy_error[512];
     int64_t policy_checked_ms;
     struct px_admin *admin;
+    struct px_admin *metrics;       /* metrics.bind: /metrics on any address */
+    struct px_probes *probes;       /* the app's probes (probes.bind, probes.targets) */
     struct event *sig_term, *sig_int, *sig_hup, *reload_timer;
     struct watch cert_watch[MAX_WATCH];
     size_t ncert_watch;
@@ -68,24 +71,64 @@ struct daemon {
 };
 
 static struct daemon D;
-static char *node_id_override; /* picket run --node-id: wins over the file, on reload too */
+/* picket run --node-id, --probes-bind, --metrics-bind: win over the file,
+ * on reload too */
+static char *node_id_override, *probes_bind_override, *metrics_bind_override;
+
+static void set_override(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = v ? strdup(v) : NULL;
+}
 
 void px_run_set_node_id(const char *id)
 {
-    free(node_id_override);
-    node_id_override = id ? strdup(id) : NULL;
+    set_override(&node_id_override, id);
 }
 
-static int apply_overrides(struct px_config *cfg)
+void px_run_set_probes_bind(const char *hostport)
 {
+    set_override(&probes_bind_override, hostport);
+}
+
+void px_run_set_metrics_bind(const char *hostport)
+{
+    set_override(&metrics_bind_override, hostport);
+}
+
+/* The command line and the environment over the file: --node-id,
+ * PICKET_APP_PROBES (targets added to the file's), --probes-bind,
+ * --metrics-bind. 0, or -1 with a message. */
+static int apply_overrides(struct px_config *cfg, char *err, size_t errlen)
+{
+    const char *env = getenv(PX_APP_PROBES_ENV);
+
     if (node_id_override != NULL) {
         char *d = strdup(node_id_override);
-        if (d == NULL)
+        if (d == NULL) {
+            snprintf(err, errlen, "out of memory");
             return -1;
+        }
         free(cfg->node_id);
         cfg->node_id = d;
     }
+    if (env != NULL && env[0] != '\0' &&
+        px_config_add_probe_targets(cfg, PX_APP_PROBES_ENV, env, strlen(env), err, errlen) != 0)
+        return -1;
+    if (probes_bind_override != NULL &&
+        px_config_set_bind(cfg, "probes", probes_bind_override, err, errlen) != 0)
+        return -1;
+    if (metrics_bind_override != NULL &&
+        px_config_set_bind(cfg, "metrics", metrics_bind_override, err, errlen) != 0)
+        return -1;
     return 0;
+}
+
+static int same_bind(const char *h1, const char *p1, const char *h2, const char *p2)
+{
+    if (h1 == NULL || h2 == NULL)
+        return h1 == h2;
+    return strcmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
 }
 
 /* ---- file watching ------------------------------------------------------ */
@@ -218,7 +261,18 @@ static void load_policy(int force)
 
 static int same_listeners(const struct px_config *a, const struct px_config *b)
 {
+    const char *ah = NULL, *ap = NULL, *bh = NULL, *bp = NULL;
+
     if (a->nlisteners != b->nlisteners || a->workers != b->workers)
+        return 0;
+    /* the probes listener runs when there are targets: having some, or
+     * none, or moving it needs a restart; the targets themselves change
+     * on reload */
+    px_config_probes_bind(a, &ah, &ap);
+    px_config_probes_bind(b, &bh, &bp);
+    if (!same_bind(ah, ap, bh, bp) ||
+        !same_bind(a->metrics.bind_host, a->metrics.bind_port, b->metrics.bind_host,
+                   b->metrics.bind_port))
         return 0;
     for (size_t i = 0; i < a->nlisteners; i++)
         if (strcmp(a->listeners[i].name, b->listeners[i].name) != 0 ||
@@ -236,7 +290,8 @@ static int reload(const char *why)
     struct px_snapshot *s = NULL;
     char err[1024];
 
-    if (px_config_load(&cfg, D.config_path, err, sizeof(err)) != 0 || apply_overrides(cfg) != 0) {
+    if (px_config_load(&cfg, D.config_path, err, sizeof(err)) != 0 ||
+        apply_overrides(cfg, err, sizeof(err)) != 0) {
         px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error", err, "msg",
                "keeping the running configuration", NULL);
         px_config_free(cfg);
@@ -245,7 +300,8 @@ static int reload(const char *why)
     }
     if (!same_listeners(D.snap->cfg, cfg)) {
         px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error",
-               "listeners or workers changed; those need a restart", "msg",
+               "listeners, workers, probes.bind or metrics.bind changed; those need a restart",
+               "msg",
                "keeping the running configuration", NULL);
         px_config_free(cfg);
         px_counter_add(D.reload_failed, 1);
@@ -416,6 +472,33 @@ static double svid_expiry_fn(void *arg)
     return (double)(certs_keypair_not_after(D.snap->keypair) - (int64_t)time(NULL));
 }
 
+/* notAfter - notBefore of the own SVID: with picket_svid_expiry_seconds,
+ * an alert can fire when less than a third of its life is left, whatever
+ * lifetime the issuer chose. */
+static double svid_lifetime_fn(void *arg)
+{
+    (void)arg;
+    if (D.snap == NULL || D.snap->keypair == NULL)
+        return 0;
+    return (double)(certs_keypair_not_after(D.snap->keypair) -
+                    certs_keypair_not_before(D.snap->keypair));
+}
+
+/* 1 while the policy in force is stale as /readyz judges it (the bundle is
+ * past expires_at, or no contact with the control plane for
+ * policy.max_staleness), else 0. */
+static double policy_stale_fn(void *arg)
+{
+    int64_t now = (int64_t)time(NULL);
+    (void)arg;
+    if (D.snap == NULL || D.policy == NULL)
+        return 0;
+    if (D.policy->expires_at_s > 0 && now >= D.policy->expires_at_s)
+        return 1;
+    return D.fetcher != NULL && px_fetcher_is_stale(D.fetcher, px_now_ms(),
+                                                    D.snap->cfg->policy.max_staleness_ms, 0);
+}
+
 static double policy_revision_fn(void *arg)
 {
     (void)arg;
@@ -448,6 +531,10 @@ static struct event_base *worker_base_new(void)
 
 static void cleanup(void)
 {
+    px_probes_free(D.probes); /* before the pools and resolver its probes use */
+    D.probes = NULL;
+    px_admin_free(D.metrics);
+    D.metrics = NULL;
     px_fetcher_free(D.fetcher);
     D.fetcher = NULL;
     if (D.ctl.base != NULL) {
@@ -499,9 +586,10 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
         fprintf(stderr, "picket: %s\n", err);
         return 2;
     }
-    if (apply_overrides(cfg) != 0) {
+    if (apply_overrides(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "picket: %s: %s\n", config_path, err);
         px_config_free(cfg);
-        return 1;
+        return 2;
     }
     if (px_log_init(cfg->log.level, cfg->log.access, cfg->log.audit, err, sizeof(err)) != 0) {
         fprintf(stderr, "picket: log: %s\n", err);
@@ -535,10 +623,17 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     px_mem_configure(cfg->limits.memory_budget);
     px_gauge_fn("picket_svid_expiry_seconds", "Seconds until the own SVID expires", "",
                 svid_expiry_fn, NULL);
+    px_gauge_fn("picket_svid_lifetime_seconds",
+                "Lifetime of the own SVID (notAfter - notBefore), seconds", "", svid_lifetime_fn,
+                NULL);
     px_gauge_fn("picket_policy_revision", "Revision of the policy bundle in force (-1: none)", "",
                 policy_revision_fn, NULL);
     px_gauge_fn("picket_policy_age_seconds", "Seconds since the policy in force was accepted", "",
                 policy_age_fn, NULL);
+    px_gauge_fn("picket_policy_stale",
+                "1 while the policy in force is stale (expired, or no control-plane contact for "
+                "policy.max_staleness)",
+                "", policy_stale_fn, NULL);
     watch_certs(cfg);
     px_floor_load(&D.floor, cfg);
     load_policy(1);
@@ -582,6 +677,24 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
             goto out;
         }
     }
+    if (cfg->metrics.bind_host != NULL) {
+        D.metrics = px_metrics_start(D.base, cfg->metrics.bind_host, cfg->metrics.bind_port, err,
+                                     sizeof(err));
+        if (D.metrics == NULL) {
+            fprintf(stderr, "picket: %s\n", err);
+            goto out;
+        }
+    }
+    {
+        const char *ph, *pp;
+        if (px_config_probes_bind(cfg, &ph, &pp)) {
+            D.probes = px_probes_start(&D.ctl, ph, pp, err, sizeof(err));
+            if (D.probes == NULL) {
+                fprintf(stderr, "picket: %s\n", err);
+                goto out;
+            }
+        }
+    }
     D.sig_term = evsignal_new(D.base, SIGTERM, sigterm_cb, NULL);
     D.sig_int = evsignal_new(D.base, SIGINT, sigterm_cb, NULL);
     D.sig_hup = evsignal_new(D.base, SIGHUP, sighup_cb, NULL);
@@ -608,10 +721,16 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
         }
     }
     {
-        char nw[16];
+        char nw[16], pb[300] = "", mb[300] = "";
+        const char *ph, *pp;
         snprintf(nw, sizeof(nw), "%d", D.nworkers);
+        if (D.probes != NULL && px_config_probes_bind(cfg, &ph, &pp))
+            snprintf(pb, sizeof(pb), "%s:%d", ph, px_probes_port(D.probes));
+        if (D.metrics != NULL)
+            snprintf(mb, sizeof(mb), "%s:%d", cfg->metrics.bind_host, px_admin_port(D.metrics));
         px_log(PX_LOG_INFO, "started", "node", cfg->node_id, "own_id", D.snap->own_id, "workers",
-               nw, "config", config_path, NULL);
+               nw, "config", config_path, "probes", pb[0] ? pb : NULL, "metrics",
+               mb[0] ? mb : NULL, NULL);
     }
     if (on_ready)
         on_ready(ready_arg);

@@ -14,4 +14,16 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
  * pod's namespace/name from the downward API). NULL clears it. */
 void px_run_set_node_id(const char *id);
 
+/* Override probes.bind / metrics.bind from the config file ("host:port";
+ * picket run --probes-bind / --metrics-bind: the injector's ports win over
+ * whatever the mounted config says, so the pod's rewritten probes and its
+ * prometheus.io annotations point where picket listens). NULL clears. */
+void px_run_set_probes_bind(const char *hostport);
+void px_run_set_metrics_bind(const char *hostport);
+
+/* The environment variable `picket run` reads app probe targets from: a
+ * JSON object of the same shape as probes.targets, added to the config's
+ * (a name in both is an error). */
+#define PX_APP_PROBES_ENV "PICKET_APP_PROBES"
+
 #endif

@@ -51,6 +51,7 @@ static void finish(struct px_client_call *call, int status, enum px_reason error
         r.status = status;
         r.error = error;
         r.headers = status ? &st->resp : NULL;
+        r.trailers = status ? &st->resp_trailers : NULL;
         body = malloc(n + 1);
         if (body != NULL) {
             evbuffer_remove(call->body, body, n);

@@ -26,6 +26,7 @@ struct px_client_resp {
     enum px_reason error;        /* when status == 0: PX_R_TIMEOUT, PX_R_CONNECT_REFUSED,
                                   * PX_R_SERVER_ID_MISMATCH, PX_R_UPSTREAM_RESET, ... */
     const struct px_hdrs *headers; /* borrowed for the callback */
+    const struct px_hdrs *trailers; /* borrowed for the callback (gRPC's grpc-status) */
     const char *body;            /* borrowed for the callback; NUL-terminated */
     size_t body_len;
     int64_t duration_us;

@@ -71,6 +71,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t k = 0; k < l->nroutes; k++)
             FUZZ_CHECK(l->routes[k].upstream.host != NULL && l->routes[k].upstream.port != NULL);
     }
+    /* probe targets end up in an HTTP request line and header block, and
+     * their names in a URL path: nothing that could split either */
+    FUZZ_CHECK(cfg->probes.ntargets <= PX_PROBE_MAX_TARGETS && cfg->probes.timeout_ms > 0);
+    for (size_t i = 0; i < cfg->probes.ntargets; i++) {
+        const struct px_probe_target *t = &cfg->probes.targets[i];
+        FUZZ_CHECK(t->name != NULL && t->name[0] != '\0' &&
+                   strlen(t->name) <= PX_PROBE_NAME_MAX && t->timeout_ms >= 0);
+        FUZZ_CHECKF(strspn(t->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789._-/") == strlen(t->name) &&
+                        t->name[0] != '/' && strstr(t->name, "//") == NULL,
+                    "probe name '%s'", t->name);
+        for (size_t k = 0; k < i; k++)
+            FUZZ_CHECKF(strcmp(cfg->probes.targets[k].name, t->name) != 0, "probe '%s' twice",
+                        t->name);
+        FUZZ_CHECK(t->up.host != NULL && t->up.port != NULL);
+        if (t->kind == PX_PROBE_HTTP) {
+            FUZZ_CHECK(t->path != NULL && t->path[0] == '/' && t->authority != NULL);
+            FUZZ_CHECKF(strpbrk(t->path, " \r\n\t#") == NULL, "probe path '%s'", t->path);
+            FUZZ_CHECK(strpbrk(t->authority, " \r\n") == NULL);
+            for (size_t k = 0; k < t->nhdrs; k++)
+                FUZZ_CHECK(strpbrk(t->hdr_names[k], " :\r\n") == NULL &&
+                           strpbrk(t->hdr_values[k], "\r\n") == NULL);
+        }
+        if (t->kind == PX_PROBE_GRPC)
+            FUZZ_CHECK(t->service != NULL);
+    }
     if (cfg->admin.bind_host != NULL)
         FUZZ_CHECKF(px_config_host_is_loopback(cfg->admin.bind_host), "admin bind '%s'",
                     cfg->admin.bind_host);

@@ -13,6 +13,10 @@ Service "picket.test.Echo":
     ClientStream  returns the number of messages received, as ASCII
     BidiStream    echoes every message as it arrives
 
+Service "grpc.health.v1.Health" (the standard health protocol, hand-encoded):
+    Check         service "" or "picket.test.Echo": SERVING; "down": NOT_SERVING;
+                  "hang": answers only when the call is cancelled; any other: NOT_FOUND.
+
 Runs under /usr/bin/python3 (Debian's python3-grpcio is only importable there).
 """
 import sys
@@ -59,6 +63,51 @@ def _bidi(it, ctx):
         yield m
 
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+SERVING, NOT_SERVING = 1, 2
+
+
+def _varint(b, i):
+    v, shift = 0, 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        if not c & 0x80:
+            return v, i
+        shift += 7
+
+
+def health_request_service(req):
+    """HealthCheckRequest.service (field 1, a string) of a serialized request."""
+    i, service = 0, ""
+    while i < len(req):
+        key, i = _varint(req, i)
+        if key & 7 == 2:
+            n, i = _varint(req, i)
+            if key >> 3 == 1:
+                service = req[i:i + n].decode()
+            i += n
+        elif key & 7 == 0:
+            _, i = _varint(req, i)
+        else:
+            raise ValueError("unexpected wire type %d" % (key & 7))
+    return service
+
+
+def _health_check(req, ctx):
+    service = health_request_service(req)
+    if service in ("", SERVICE):
+        return bytes([0x08, SERVING])  # HealthCheckResponse{status = SERVING}
+    if service == "down":
+        return bytes([0x08, NOT_SERVING])
+    if service == "hang":
+        while ctx.is_active():
+            time.sleep(0.05)
+        ctx.abort(grpc.StatusCode.CANCELLED, "gone")
+    ctx.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+
+
 def make_server(port, max_workers=16):
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
@@ -69,6 +118,8 @@ def make_server(port, max_workers=16):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        HEALTH_SERVICE, {"Check": grpc.unary_unary_rpc_method_handler(_health_check)}),))
     bound = server.add_insecure_port("127.0.0.1:%d" % port)
     if bound == 0:
         raise RuntimeError("cannot bind 127.0.0.1:%d" % port)
@@ -144,6 +195,14 @@ def _selftest():
             raise AssertionError("no error")
         except grpc.RpcError as e:
             assert e.code() == FAIL_CODE and e.details() == FAIL_MESSAGE, (e.code(), e.details())
+        check = ch.unary_unary("/%s/Check" % HEALTH_SERVICE)
+        assert check(b"") == bytes([0x08, SERVING])
+        assert check(b"\x0a\x04down") == bytes([0x08, NOT_SERVING])
+        try:
+            check(b"\x0a\x04nope")
+            raise AssertionError("no error")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e.code()
         ch.close()
         print("selftest ok")
     finally:

@@ -102,19 +102,24 @@ class InjectCase(unittest.TestCase):
             f.write(obj if isinstance(obj, bytes) else json.dumps(obj).encode())
         return path
 
-    def check_sidecar(self, obj, admin=15000, inbound=15443, image="picket:0.1"):
+    def check_sidecar(self, obj, admin=15000, inbound=15443, image="picket:0.1", probes=15021,
+                      metrics=15090):
         sc = sidecar(obj)
         self.assertEqual(sc["image"], image)
         self.assertEqual(sc["restartPolicy"], "Always")
         self.assertEqual(sc["args"], ["run", "-c", "/etc/picket/picket.json",
-                                      "--node-id", "$(PICKET_NODE_ID)"])
+                                      "--node-id", "$(PICKET_NODE_ID)",
+                                      "--probes-bind", "0.0.0.0:%d" % probes,
+                                      "--metrics-bind", "0.0.0.0:%d" % metrics])
         env = {e["name"]: e for e in sc["env"]}
         self.assertEqual(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace")
         self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name")
         self.assertEqual(env["PICKET_NODE_ID"]["value"], "$(POD_NAMESPACE)/$(POD_NAME)")
         # PICKET_NODE_ID refers to the two before it (Kubernetes expands in order)
-        self.assertEqual([e["name"] for e in sc["env"]], ["POD_NAMESPACE", "POD_NAME", "PICKET_NODE_ID"])
-        self.assertEqual(sc["ports"], [{"containerPort": inbound, "name": "picket-mtls", "protocol": "TCP"}])
+        self.assertEqual([e["name"] for e in sc["env"]][:3], ["POD_NAMESPACE", "POD_NAME", "PICKET_NODE_ID"])
+        self.assertEqual(sc["ports"], [{"containerPort": inbound, "name": "picket-mtls", "protocol": "TCP"},
+                                       {"containerPort": probes, "name": "picket-probes", "protocol": "TCP"},
+                                       {"containerPort": metrics, "name": "picket-metrics", "protocol": "TCP"}])
         readyz = "http://127.0.0.1:%d/readyz" % admin
         self.assertEqual(sc["startupProbe"]["exec"]["command"][-1], readyz)
         self.assertEqual(sc["readinessProbe"]["exec"]["command"][-1], readyz)
@@ -156,14 +161,16 @@ class InjectFilter(InjectCase):
         self.assertIn("data", vols)
         self.assertEqual(spec["terminationGracePeriodSeconds"], 30)
         self.assertEqual(obj["spec"]["template"]["metadata"]["annotations"],
-                         {"example.org/owner": "team~a", "picket.dev/injected": "true"})
+                         {"example.org/owner": "team~a", "picket.dev/injected": "true",
+                          "prometheus.io/scrape": "true", "prometheus.io/port": "15090",
+                          "prometheus.io/path": "/metrics"})
         # everything else is untouched
         stripped = copy.deepcopy(obj)
         tspec = stripped["spec"]["template"]["spec"]
         del tspec["initContainers"]
         tspec["volumes"] = [{"name": "data", "emptyDir": {}}]
         del tspec["terminationGracePeriodSeconds"]
-        del stripped["spec"]["template"]["metadata"]["annotations"]["picket.dev/injected"]
+        stripped["spec"]["template"]["metadata"]["annotations"] = {"example.org/owner": "team~a"}
         self.assertEqual(stripped, DEPLOY)
 
         path = self.write("deploy.json", data)
@@ -182,9 +189,10 @@ class InjectFilter(InjectCase):
         self.assertEqual(rc, 0, err)
         obj = json.loads(out)
         self.check_sidecar(obj)
-        # appended after the existing init containers: migrations run first,
-        # then picket starts, then the app
-        self.assertEqual([c["name"] for c in obj["spec"]["initContainers"]], ["migrate", "picket"])
+        # picket first: it is ready before the app's init containers run, so a
+        # migration already has the mesh (issue 17 item 4)
+        self.assertEqual([c["name"] for c in obj["spec"]["initContainers"]], ["picket", "migrate"])
+        self.assertEqual(obj["spec"]["initContainers"][1], POD["spec"]["initContainers"][0])
         self.assertEqual(obj["spec"]["containers"], POD["spec"]["containers"])
 
     def test_already_injected_passes_unchanged(self):

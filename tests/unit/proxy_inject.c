@@ -40,7 +40,8 @@ static const struct {
     {"pod, no volumes, no annotations", POD("\"name\":\"orders-0\"", "{\"containers\":[" C_APP "]}"), 0,
      PX_INJECT_INJECTED,
      {"\"path\":\"/spec/initContainers\",\"value\":[{\"name\":\"picket\"", "\"path\":\"/spec/volumes\",\"value\":[",
-      "\"op\":\"add\",\"path\":\"/metadata/annotations\",\"value\":{\"picket.dev/injected\":\"true\"}",
+      "\"op\":\"add\",\"path\":\"/metadata/annotations\",\"value\":{\"picket.dev/injected\":\"true\","
+      "\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"15090\",\"prometheus.io/path\":\"/metrics\"}",
       "\"path\":\"/spec/terminationGracePeriodSeconds\",\"value\":30"},
      "spec", "metadata", "orders-0-picket", 30, NULL},
     {"pod with volumes and annotations, long grace",
@@ -90,10 +91,31 @@ static const struct {
      DEPLOY("Deployment", "", "\"metadata\":{\"annotations\":{\"picket.dev/injected\":\"true\"}},",
             "{\"containers\":[" C_APP "]}"),
      0, PX_INJECT_ALREADY, {"[]"}, NULL, NULL, NULL, 0, NULL},
-    {"existing init containers are kept, picket appended",
+    {"existing init containers are kept, picket first",
      POD(LBL, "{\"initContainers\":[{\"name\":\"migrate\",\"image\":\"m\"}],\"containers\":[" C_APP "]}"),
-     0, PX_INJECT_INJECTED, {"\"path\":\"/spec/initContainers/-\",\"value\":{\"name\":\"picket\""},
+     0, PX_INJECT_INJECTED, {"{\"op\":\"replace\",\"path\":\"/spec/initContainers\",\"value\":[{\"name\":\"picket\"",
+                             "}},{\"name\":\"migrate\",\"image\":\"m\"}]}"},
      "spec", "metadata", "orders-picket", 30, NULL},
+    {"empty init containers", POD(LBL, "{\"initContainers\":[],\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"{\"op\":\"replace\",\"path\":\"/spec/initContainers\",\"value\":[{\"name\":\"picket\""},
+     "spec", "metadata", "orders-picket", 30, NULL},
+    {"the app's own prometheus.io annotations are kept",
+     POD(LBL ",\"annotations\":{\"prometheus.io/port\":\"8080\"}", "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"\"path\":\"/metadata/annotations/picket.dev~1injected\",\"value\":\"true\"}]"},
+     "spec", "metadata", "orders-picket", 30, NULL},
+    {"prometheus.io annotations added one by one",
+     POD(LBL ",\"annotations\":{\"a\":\"b\"}", "{\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"\"path\":\"/metadata/annotations/prometheus.io~1scrape\",\"value\":\"true\"",
+                             "\"path\":\"/metadata/annotations/prometheus.io~1port\",\"value\":\"15090\"",
+                             "\"path\":\"/metadata/annotations/prometheus.io~1path\",\"value\":\"/metrics\""},
+     "spec", "metadata", "orders-picket", 30, NULL},
+    {"hostNetwork pod", POD(LBL, "{\"hostNetwork\":true,\"containers\":[" C_APP "]}"), 0,
+     PX_INJECT_HOST_NETWORK, {"[]"}, "spec", "metadata", NULL, 0, NULL},
+    {"hostNetwork false is injected", POD(LBL, "{\"hostNetwork\":false,\"containers\":[" C_APP "]}"),
+     0, PX_INJECT_INJECTED, {"/spec/initContainers"}, "spec", "metadata", "orders-picket", 30, NULL},
+    {"hostNetwork deployment",
+     DEPLOY("Deployment", "", "", "{\"hostNetwork\":true,\"containers\":[" C_APP "]}"), 0,
+     PX_INJECT_HOST_NETWORK, {"[]"}, "spec.template.spec", NULL, NULL, 0, NULL},
     {"opt out by annotation disabled",
      POD(LBL ",\"annotations\":{\"picket.dev/inject\":\"disabled\"}", "{\"containers\":[" C_APP "]}"), 0,
      PX_INJECT_OPT_OUT, {"[]"}, "spec", "metadata", NULL, 0, NULL},
@@ -183,15 +205,6 @@ static int count_named(const struct certs_json *j, int arr, const char *name)
     return n;
 }
 
-/* The last element of array arr. */
-static int last_elem(const struct certs_json *j, int arr)
-{
-    int last = -1;
-    for (int e = certs_json_first(j, arr); e > 0; e = certs_json_next_elem(j, e))
-        last = e;
-    return last;
-}
-
 static void check_object(int c, const char *out, size_t outlen)
 {
     struct certs_json j;
@@ -204,7 +217,8 @@ static void check_object(int c, const char *out, size_t outlen)
     ck_assert_msg(certs_json_is_obj(&j, spec), "%s: no pod spec", cases[c].id);
     ctr = certs_json_get(&j, spec, "containers");
     init = certs_json_get(&j, spec, "initContainers");
-    if (cases[c].reason == PX_INJECT_OPT_OUT || cases[c].reason == PX_INJECT_NS_EXCLUDED) {
+    if (cases[c].reason == PX_INJECT_OPT_OUT || cases[c].reason == PX_INJECT_NS_EXCLUDED ||
+        cases[c].reason == PX_INJECT_HOST_NETWORK) {
         ck_assert_int_eq(count_named(&j, ctr, "picket"), 0);
         ck_assert_int_eq(count_named(&j, init, "picket"), 0);
         certs_json_clear(&j);
@@ -212,9 +226,9 @@ static void check_object(int c, const char *out, size_t outlen)
     }
     ck_assert_int_eq(count_named(&j, ctr, "picket") + count_named(&j, init, "picket"), 1);
     if (cases[c].cm != NULL) {
-        /* a native sidecar: the last init container, restartPolicy Always;
+        /* a native sidecar: the first init container, restartPolicy Always;
          * the app containers are untouched */
-        int pk = last_elem(&j, init);
+        int pk = certs_json_first(&j, init);
         ck_assert_int_eq(count_named(&j, ctr, "picket"), 0);
         ck_assert(certs_json_eq(&j, certs_json_get(&j, pk, "name"), "picket"));
         ck_assert(certs_json_eq(&j, certs_json_get(&j, pk, "restartPolicy"), "Always"));
@@ -227,7 +241,11 @@ static void check_object(int c, const char *out, size_t outlen)
                                 "metadata.name"));
         ck_assert(certs_json_eq(&j, jpath(&j, pk, "env.2.value"), "$(POD_NAMESPACE)/$(POD_NAME)"));
         ck_assert(certs_json_eq(&j, jpath(&j, pk, "ports.0.name"), "picket-mtls"));
-        ck_assert_int_eq(j.tok[certs_json_get(&j, pk, "ports")].size, 1); /* no admin port */
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "ports.1.name"), "picket-probes"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "ports.2.name"), "picket-metrics"));
+        ck_assert_int_eq(j.tok[certs_json_get(&j, pk, "ports")].size, 3); /* no admin port */
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "args.6"), "0.0.0.0:15021"));
+        ck_assert(certs_json_eq(&j, jpath(&j, pk, "args.8"), "0.0.0.0:15090"));
         ck_assert(certs_json_eq(&j, jpath(&j, pk, "startupProbe.exec.command.4"),
                                 "http://127.0.0.1:15000/readyz"));
         ck_assert(certs_json_eq(&j, jpath(&j, pk, "readinessProbe.exec.command.4"),
@@ -388,6 +406,10 @@ static const struct {
      "\"run_as_user\":1001,\"malformed_review\":\"allow\",\"exclude_namespaces\":[\"infra\"]}",
      NULL},
     {"{\"proxy_config\":{\"node_id\":\"x\"},\"svid_secret\":\"<app>-svid\"}", NULL},
+    {"{\"probes_port\":8021,\"metrics_port\":9090}", NULL},
+    {"{\"metrics_port\":15443}", "ports: inbound_port, admin_port, probes_port and metrics_port"},
+    {"{\"probes_port\":15000}", "must be different ports"},
+    {"{\"probes_port\":70000}", "probes_port: expected a port number"},
     {"{\"imag\":\"x\"}", "1:2: unknown key \"imag\""},
     {"{\"image\":1}", "image: expected a string"},
     {"{\"resources\":\"x\"}", "resources: expected an object"},
@@ -612,6 +634,15 @@ static const struct {
     {"{\"apiVersion\":", 0, "{\"uid\":\"\",\"allowed\":true,\"warnings\":[", "unexpected end",
      PX_INJECT_MALFORMED, 1},
     {REVIEW("{\"uid\":7}"), 0, "\"allowed\":true,\"warnings\":[", "request.uid", PX_INJECT_MALFORMED, 1},
+    /* hostNetwork: allowed unchanged with a warning saying why, in both modes */
+    {REVIEW("{" UID ",\"operation\":\"CREATE\",\"object\":"
+            POD("\"name\":\"agent\"," LBL, "{\"hostNetwork\":true,\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":true,\"warnings\":[\"picket inject: Pod agent: not injected: hostNetwork: true",
+     "hostNetwork", PX_INJECT_HOST_NETWORK, 0},
+    {REVIEW("{" UID ",\"operation\":\"CREATE\",\"object\":"
+            POD(LBL, "{\"hostNetwork\":true,\"containers\":[" C_APP "]}") "}"),
+     0, "\"allowed\":true,\"warnings\":[\"picket inject: Pod (unnamed): not injected", "hostNetwork",
+     PX_INJECT_HOST_NETWORK, 1},
     /* injection is the same in both modes */
     {REVIEW("{" UID ",\"operation\":\"CREATE\",\"object\":" POD(LBL, "{\"containers\":[" C_APP "]}") "}"),
      0, "\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"W3si", NULL, PX_INJECT_INJECTED, 1},

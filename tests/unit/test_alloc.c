@@ -252,6 +252,11 @@ static const char config_doc[] =
     "   \"routes\": [{\"authority\": \"orders.shop.svc\", \"upstream\": \"10.0.0.1:15443\","
     "                \"server_id\": \"spiffe://example.org/ns/shop/sa/orders\"}]}],"
     " \"admin\": {\"bind\": \"127.0.0.1:15000\"},"
+    " \"metrics\": {\"bind\": \"0.0.0.0:15090\"},"
+    " \"probes\": {\"timeout\": \"2s\", \"targets\": {"
+    "   \"app/livez\": {\"http\": \"https://127.0.0.1:8443/healthz\", \"headers\": {\"Host\": \"a\"}},"
+    "   \"app/readyz\": {\"grpc\": \"127.0.0.1:9090\", \"service\": \"s\"},"
+    "   \"db\": {\"tcp\": \"127.0.0.1:5432\", \"timeout\": \"3s\"}}},"
     " \"log\": {\"level\": \"info\", \"access\": \"access.jsonl\", \"audit\": \"-\"},"
     " \"limits\": {\"max_connections\": 100, \"drain_timeout\": \"20s\","
     "   \"drain_notice_delay\": \"5s\"}}";

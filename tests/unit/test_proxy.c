@@ -923,10 +923,51 @@ START_TEST(test_admin_refuses_public_bind)
 }
 END_TEST
 
+/* The metrics listener (metrics.bind): /metrics, and nothing else. */
+static const struct admin_probe metrics_probes[] = {
+    {"GET /metrics", 200, "picket_admin_test_total 7\n", "text/plain; version=0.0.4"},
+    {"GET /metrics?x=1", 200, "picket_admin_test_total 7\n", "text/plain; version=0.0.4"},
+    {"GET /policy", 404, "not found", "text/plain"},
+    {"GET /readyz", 404, "not found", "text/plain"},
+    {"GET /healthz", 404, "not found", "text/plain"},
+    {"GET /metrics/", 404, "not found", "text/plain"},
+    {"POST /metrics", 405, "method not allowed", "text/plain"},
+};
+
+START_TEST(test_metrics_listener_routes)
+{
+    struct admin_run r = {0};
+    struct px_admin *a;
+    struct evhttp_connection *conn;
+    struct evhttp_request *req;
+    char err[256], method[8], path[64];
+
+    r.base = event_base_new();
+    px_counter_add(px_counter_get("picket_admin_test_total", "Test.", ""), 7);
+    a = px_metrics_start(r.base, "127.0.0.1", "0", err, sizeof(err));
+    ck_assert_msg(a != NULL, "%s", err);
+    conn = evhttp_connection_base_new(r.base, NULL, "127.0.0.1", (ev_uint16_t)px_admin_port(a));
+    sscanf(metrics_probes[_i].method_path, "%7s %63s", method, path);
+    req = evhttp_request_new(on_reply, &r);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "localhost");
+    evhttp_make_request(conn, req, strcmp(method, "GET") == 0 ? EVHTTP_REQ_GET : EVHTTP_REQ_POST,
+                        path);
+    while (!r.done)
+        event_base_dispatch(r.base);
+    ck_assert_int_eq(r.status, metrics_probes[_i].status);
+    ck_assert_msg(strstr(r.body, metrics_probes[_i].body) != NULL, "body: %s", r.body);
+    evhttp_connection_free(conn);
+    px_admin_free(a);
+    event_base_free(r.base);
+    px_metrics_shutdown();
+}
+END_TEST
+
 static TCase *tcase_admin(void)
 {
     TCase *tc = tcase_create("admin");
     tcase_add_loop_test(tc, test_admin_routes, 0, (int)N_ELEMS(probes));
+    tcase_add_loop_test(tc, test_metrics_listener_routes, 0, (int)N_ELEMS(metrics_probes));
     tcase_add_test(tc, test_admin_refuses_public_bind);
     return tc;
 }
@@ -941,6 +982,8 @@ TCase *tcase_mem(void);       /* proxy_mem.c */
 TCase *tcase_logpipe(void);   /* proxy_logpipe.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 TCase *tcase_reason(void); /* proxy_reason.c */
+TCase *tcase_probes(void); /* proxy_probes.c */
+TCase *tcase_inject_probes(void); /* proxy_inject_probes.c */
 TCase *tcase_fields(void);    /* proxy_fields.c */
 TCase *tcase_syntax(void);    /* proxy_syntax.c */
 TCase *tcase_route(void);     /* proxy_route.c */
@@ -951,6 +994,7 @@ static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
     suite_add_tcase(s, tcase_inject());
+    suite_add_tcase(s, tcase_inject_probes());
     suite_add_tcase(s, tcase_xfcc());
     suite_add_tcase(s, tcase_authority());
     suite_add_tcase(s, tcase_request());
@@ -967,6 +1011,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_logpipe());
     suite_add_tcase(s, tcase_metrics());
     suite_add_tcase(s, tcase_admin());
+    suite_add_tcase(s, tcase_probes());
     return s;
 }
 
