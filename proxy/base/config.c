@@ -225,8 +225,9 @@ static int parse_dispatch(struct cp *p, int obj)
 static int parse_route(struct cp *p, int t, const char *where, enum px_listener_kind kind,
                        struct px_route *r)
 {
-    static const char *const in_keys[] = {"path_prefix", "authority", "upstream", NULL};
-    static const char *const out_keys[] = {"authority", "upstream", "server_id", NULL};
+    static const char *const in_keys[] = {"path_prefix", "authority", "upstream", "timeout",
+                                          NULL};
+    static const char *const out_keys[] = {"authority", "upstream", "server_id", "timeout", NULL};
     char b[WHERE_MAX], *up = NULL;
     int v, vu, rc = -1;
 
@@ -256,6 +257,9 @@ static int parse_route(struct cp *p, int t, const char *where, enum px_listener_
         if (r->authority == NULL && r->path_prefix == NULL)
             return px_cfg_perr(p, t, "%s: needs \"path_prefix\" and/or \"authority\"", where);
     }
+    if (px_cfg_get_dur(p, t, where, "timeout", &r->timeout_ms, PX_TIMEOUT_MIN_MS,
+                       PX_TIMEOUT_MAX_MS) < 0)
+        return -1;
     if ((vu = px_cfg_need_str(p, t, where, "upstream", &up)) < 0)
         return -1;
     if (kind == PX_LISTENER_INBOUND) {
@@ -329,7 +333,8 @@ static int parse_listener(struct cp *p, int t, size_t idx)
                                        "bind",         "upstream",
                                        "routes",       "trusted_forwarders",
                                        "allow_remote", "headers_with_underscores",
-                                       "path_params",  NULL};
+                                       "path_params",  "timeout",
+                                       NULL};
     static const char *const kinds[] = {"inbound", "outbound", NULL};
     static const char *const underscores[] = {"drop", "reject", "allow", NULL};
     static const char *const params[] = {"reject", "keep", NULL};
@@ -382,7 +387,9 @@ static int parse_listener(struct cp *p, int t, size_t idx)
     }
     if (px_cfg_get_enum(p, t, where, "headers_with_underscores", underscores, &l->underscores) <
             0 ||
-        px_cfg_get_enum(p, t, where, "path_params", params, &l->path_params) < 0)
+        px_cfg_get_enum(p, t, where, "path_params", params, &l->path_params) < 0 ||
+        px_cfg_get_dur(p, t, where, "timeout", &l->timeout_ms, PX_TIMEOUT_MIN_MS,
+                       PX_TIMEOUT_MAX_MS) < 0)
         goto out;
     if (parse_trusted_forwarders(p, t, where, l) < 0)
         goto out;

@@ -33,6 +33,7 @@ struct px_route {
     char *path_prefix;   /* NULL = any */
     struct px_upstream_addr upstream;
     char *server_id;     /* outbound routes: expected SPIFFE ID of the server */
+    int64_t timeout_ms;  /* "timeout": whole-request deadline; 0 = the listener's */
 };
 
 enum px_listener_kind { PX_LISTENER_INBOUND, PX_LISTENER_OUTBOUND };
@@ -51,7 +52,12 @@ struct px_listener_cfg {
     int allow_remote;          /* outbound: may bind a non-loopback address */
     int underscores;           /* enum px_underscores: drop, reject, allow */
     int path_params;           /* enum px_path_params: reject, keep */
+    int64_t timeout_ms;        /* "timeout": whole-request deadline of its requests (a route's
+                                * own wins); 0 = none */
 };
+
+#define PX_TIMEOUT_MIN_MS 10LL          /* routes[].timeout and listeners[].timeout: */
+#define PX_TIMEOUT_MAX_MS 86400000LL    /* 10ms to 24h */
 
 struct px_trust_domain_cfg {
     char *trust_domain; /* "example.org" */

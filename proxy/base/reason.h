@@ -69,6 +69,7 @@
     X(CONNECT_FAILED, "connect_failed")                                                            \
     X(TIMEOUT, "timeout")                                                                          \
     X(UPSTREAM_TIMEOUT, "upstream_timeout")                                                        \
+    X(REQUEST_DEADLINE, "request_deadline")                                                        \
     X(UPSTREAM_RESET, "upstream_reset")                                                            \
     X(UPSTREAM_REFUSED_STREAM, "upstream_refused_stream")                                          \
     X(UPSTREAM_GOAWAY, "upstream_goaway")                                                          \

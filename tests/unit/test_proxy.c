@@ -128,6 +128,17 @@ static const struct {
      "1:52: ", "identity.trust_bundles: bad trust domain \"Example.org\""},
     {WITH("\"node_id\":5"), "2:11: ", "node_id: expected a string"},
     {WITH("\"limits\":{\"stream_bufer\":1}"), "2:11: ", "limits: unknown key \"stream_bufer\""},
+    /* routes[].timeout, listeners[].timeout (issue 18) */
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"timeout\":\"5\"}"),
+     "2:90: ", "listeners[0].timeout: bad duration \"5\" (use 250ms, 10s, 5m, 24h)"},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"timeout\":\"1ms\"}"),
+     "2:90: ", "listeners[0].timeout: must be between 10ms and 24h"},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"timeout\":2}"),
+     "2:90: ", "listeners[0].timeout: bad duration \"2\""},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"routes\":[{\"path_prefix\":\"/\",\"upstream\":\"http://b:2\",\"timeout\":\"25h\"}]}"),
+     "2:120: ", "listeners[0].routes[0].timeout: must be between 10ms and 24h"},
+    {LST("{\"name\":\"o\",\"kind\":\"outbound\",\"bind\":\"127.0.0.1:1\",\"routes\":[{\"authority\":\"a\",\"upstream\":\"b:1\",\"server_id\":\"spiffe://e.org/x\",\"timeout\":\"-1s\"}]}"),
+     "2:150: ", "listeners[0].routes[0].timeout: bad duration \"-1s\""},
 };
 
 START_TEST(test_config_bad)
