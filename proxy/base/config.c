@@ -327,6 +327,56 @@ static int parse_trusted_forwarders(struct cp *p, int t, const char *where,
     return 0;
 }
 
+/* tcp_inbound: "upstream": "tcp://host:port" (the app); tcp_outbound:
+ * "upstream": "host:port" (the remote sidecar's tcp_inbound) and
+ * "server_id". The HTTP-only keys mean nothing on a byte stream: refused,
+ * so a config that expects them to act is not silently weaker. */
+static int parse_tcp_listener(struct cp *p, int t, const char *where, struct px_listener_cfg *l)
+{
+    static const char *const http_only[] = {"routes", "trusted_forwarders",
+                                            "headers_with_underscores", "path_params", "timeout",
+                                            NULL};
+    char *up = NULL;
+    int v, rc = -1;
+
+    for (int i = 0; http_only[i] != NULL; i++)
+        if ((v = certs_json_get(&p->j, t, http_only[i])) >= 0)
+            return px_cfg_perr(p, v, "%s.%s: not for a %s listener (HTTP listeners only)", where,
+                               http_only[i],
+                               l->kind == PX_LISTENER_TCP_INBOUND ? "tcp_inbound" : "tcp_outbound");
+    if ((v = px_cfg_need_str(p, t, where, "upstream", &up)) < 0)
+        return -1;
+    if (l->kind == PX_LISTENER_TCP_INBOUND) {
+        if ((v = certs_json_get(&p->j, t, "server_id")) >= 0) {
+            px_cfg_perr(p, v, "%s.server_id: only for tcp_outbound listeners", where);
+            goto out;
+        }
+        if (strncmp(up, "tcp://", 6) != 0 ||
+            px_cfg_parse_hostport(up + 6, &l->upstream.host, &l->upstream.port) < 0) {
+            px_cfg_perr(p, v, "%s.upstream: expected \"tcp://host:port\"", where);
+            goto out;
+        }
+        l->upstream.proto = PX_UP_TCP;
+    } else {
+        if (px_cfg_parse_hostport(up, &l->upstream.host, &l->upstream.port) < 0) {
+            px_cfg_perr(p, v, "%s.upstream: expected \"host:port\" (the remote sidecar's "
+                              "tcp_inbound listener)", where);
+            goto out;
+        }
+        l->upstream.proto = PX_UP_MTLS;
+        if (px_cfg_get_spiffe(p, t, where, "server_id", &l->server_id, 1) < 0)
+            goto out;
+        l->upstream.server_id = l->server_id;
+    }
+    l->upstream.url = up;
+    up = NULL;
+    l->has_upstream = 1;
+    rc = 0;
+out:
+    free(up);
+    return rc;
+}
+
 static int parse_listener(struct cp *p, int t, size_t idx)
 {
     static const char *const keys[] = {"name",         "kind",
@@ -334,8 +384,12 @@ static int parse_listener(struct cp *p, int t, size_t idx)
                                        "routes",       "trusted_forwarders",
                                        "allow_remote", "headers_with_underscores",
                                        "path_params",  "timeout",
-                                       NULL};
-    static const char *const kinds[] = {"inbound", "outbound", NULL};
+                                       "server_id",    NULL};
+    static const char *const kinds[] = {"inbound", "outbound", "tcp_inbound", "tcp_outbound",
+                                        NULL};
+    static const enum px_listener_kind kind_of[] = {PX_LISTENER_INBOUND, PX_LISTENER_OUTBOUND,
+                                                    PX_LISTENER_TCP_INBOUND,
+                                                    PX_LISTENER_TCP_OUTBOUND};
     static const char *const underscores[] = {"drop", "reject", "allow", NULL};
     static const char *const params[] = {"reject", "keep", NULL};
     struct px_config *c = p->cfg;
@@ -354,7 +408,7 @@ static int parse_listener(struct cp *p, int t, size_t idx)
             return px_cfg_perr(p, v, "%s.name: duplicate listener name \"%s\"", where, l->name);
     if ((v = px_cfg_get_enum(p, t, where, "kind", kinds, &kind)) <= 0)
         return v < 0 ? -1 : px_cfg_missing(p, t, where, "kind");
-    l->kind = kind == 0 ? PX_LISTENER_INBOUND : PX_LISTENER_OUTBOUND;
+    l->kind = kind_of[kind];
     if ((v = px_cfg_need_str(p, t, where, "bind", &s)) < 0)
         return -1;
     if (px_cfg_parse_hostport(s, &l->bind_host, &l->bind_port) < 0) {
@@ -370,11 +424,11 @@ static int parse_listener(struct cp *p, int t, size_t idx)
         }
     if ((v = px_cfg_get_bool(p, t, where, "allow_remote", &l->allow_remote)) < 0)
         goto out;
-    if (v > 0 && l->kind != PX_LISTENER_OUTBOUND) {
+    if (v > 0 && !PX_KIND_IS_OUTBOUND(l->kind)) {
         px_cfg_perr(p, v, "%s.allow_remote: only for outbound listeners", where);
         goto out;
     }
-    if (l->kind == PX_LISTENER_OUTBOUND && !l->allow_remote &&
+    if (PX_KIND_IS_OUTBOUND(l->kind) && !l->allow_remote &&
         !px_config_host_is_loopback(l->bind_host)) {
         /* An outbound listener lends the workload's SVID to whoever can
          * reach it: on a pod or host address it is an open relay. */
@@ -383,6 +437,15 @@ static int parse_listener(struct cp *p, int t, size_t idx)
                     "[::1] or localhost): anyone who reaches it speaks with this workload's "
                     "identity; set \"allow_remote\": true to accept that",
                     where);
+        goto out;
+    }
+    if (PX_KIND_IS_TCP(l->kind)) {
+        rc = parse_tcp_listener(p, t, where, l);
+        goto out;
+    }
+    if ((v = certs_json_get(&p->j, t, "server_id")) >= 0) {
+        px_cfg_perr(p, v, "%s.server_id: only for tcp_outbound listeners (outbound routes name "
+                          "their own)", where);
         goto out;
     }
     if (px_cfg_get_enum(p, t, where, "headers_with_underscores", underscores, &l->underscores) <
@@ -530,7 +593,7 @@ static int parse_limits(struct cp *p, int obj)
                                        "idle_timeout",     "upstream_timeout",
                                        "drain_timeout",    "handshake_timeout",
                                        "stream_buffer",    "drain_notice_delay",
-                                       NULL};
+                                       "tunnel_idle_timeout", NULL};
     const char *w = "limits";
     struct px_config *c = p->cfg;
 
@@ -556,7 +619,9 @@ static int parse_limits(struct cp *p, int obj)
         px_cfg_get_dur(p, obj, w, "handshake_timeout", &c->limits.handshake_timeout_ms, 100,
                        300000) < 0 ||
         px_cfg_get_dur(p, obj, w, "drain_notice_delay", &c->limits.drain_notice_delay_ms, 0,
-                       3600000) < 0)
+                       3600000) < 0 ||
+        px_cfg_get_dur(p, obj, w, "tunnel_idle_timeout", &c->limits.tunnel_idle_timeout_ms, 1000,
+                       7 * 86400000LL) < 0)
         return -1;
     if (c->limits.drain_notice_delay_ms > 0 &&
         c->limits.drain_notice_delay_ms >= c->limits.drain_timeout_ms) {
@@ -594,6 +659,7 @@ static void set_defaults(struct px_config *c)
     c->limits.drain_timeout_ms = 20000;
     c->limits.handshake_timeout_ms = 10000;
     c->limits.stream_buffer = 262144;
+    c->limits.tunnel_idle_timeout_ms = 3600000;
     c->probes.timeout_ms = 1000;
 }
 
@@ -844,6 +910,7 @@ void px_config_free(struct px_config *c)
             free_upstream(&l->routes[r].upstream);
         }
         free(l->routes);
+        free(l->server_id);
         free_strv(l->trusted_forwarders, l->ntrusted_forwarders);
     }
     free(c->listeners);

@@ -64,6 +64,10 @@
     X(BAD_SERVICE_URL, "bad_service_url")                                                          \
     X(RESPONSE_TOO_LARGE, "response_too_large")                                                    \
     X(NO_ROUTE, "no_route")                                                                        \
+    X(TCP_DISPATCH_UNSUPPORTED, "tcp_dispatch_unsupported")                                        \
+    /* opaque TCP tunnels (server/tunnel.c) */                                                     \
+    X(TUNNEL_IDLE, "tunnel_idle")                                                                  \
+    X(TUNNEL_RESET, "tunnel_reset")                                                                \
     /* the upstream (upstream/) */                                                                 \
     X(CONNECT_REFUSED, "connect_refused")                                                          \
     X(CONNECT_FAILED, "connect_failed")                                                            \

@@ -148,7 +148,7 @@ extern atomic_long px_handshaking;
 
 /* ---- downstream connections ------------------------------------------ */
 
-enum px_proto { PX_PROTO_NONE, PX_PROTO_H2, PX_PROTO_H1 };
+enum px_proto { PX_PROTO_NONE, PX_PROTO_H2, PX_PROTO_H1, PX_PROTO_TCP /* server/tunnel.c */ };
 
 /* What the rest of picket may ask of a connection's protocol; set by the
  * protocol's start function (h1.c, h2.c), NULL before. */

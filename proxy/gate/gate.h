@@ -37,4 +37,22 @@ const struct px_upstream_addr *px_route_pick(const struct px_listener_cfg *lc, c
                                              size_t host_len, const char *match_path,
                                              size_t match_path_len, int64_t *timeout_ms);
 
+/* The decision on an opaque TCP connection (tcp_inbound), made once at
+ * connect with the caller's identity `peer` (its SPIFFE ID) alone: rules
+ * that name hosts, methods, paths or headers never match it. The same
+ * fail-closed rules as for requests (no policy loaded, stale bundle with
+ * on_stale deny); a dispatch verdict is a deny (reason
+ * tcp_dispatch_unsupported); audit mode records and allows. Fills *d
+ * (strings static or copied). 1 allowed, 0 denied. Counted in
+ * picket_policy_decisions_total. Worker thread. */
+struct px_tcp_decision {
+    const char *decision; /* "allow" | "deny" */
+    const char *mode;     /* "enforce" | "audit" */
+    char rule[128];
+    int64_t bundle_revision, bundle_age_ms; /* -1 when no bundle */
+    enum px_reason reason;                   /* PX_R_NONE when allowed */
+};
+int px_enforce_tcp(const struct px_config *cfg, struct px_policy_state *pol, const char *peer,
+                   struct px_tcp_decision *d);
+
 #endif
