@@ -405,6 +405,37 @@ int px_stream_set_deadline(struct px_stream *st, int64_t at_us);
 #define PX_IO_CHUNK (128 * 1024)
 #define PX_HEAP_KEEP (4 * 1024 * 1024) /* freed heap glibc keeps per arena (daemon.c: M_TRIM_THRESHOLD) */
 
+/* ---- may this object be freed now? -------------------------------------
+ * A connection object (up_h1.c, h2.c) can be ended from inside its own
+ * callbacks: a parse error, a stream that cancels, a write that fails.
+ * One rule for both: each of the object's event callbacks runs between
+ * px_hold_enter() and px_hold_leave(); whoever ends the object calls
+ * px_hold_end(), which says whether to free it now (none of its callbacks
+ * on the stack) or leaves that to the outermost px_hold_leave(). Code that
+ * ends the object still stops touching it (it is over), but nothing on the
+ * stack can be left with a freed pointer. (A stream is a different case:
+ * it has two owners, the downstream and the upstream half, and is freed
+ * when the second lets go: px_stream_down_done(), px_stream_up_done().) */
+struct px_hold {
+    unsigned depth; /* the object's callbacks on the stack */
+    unsigned ended;
+};
+static inline void px_hold_enter(struct px_hold *h)
+{
+    h->depth++;
+}
+/* 1: the object was ended and this was the outermost callback: free it. */
+static inline int px_hold_leave(struct px_hold *h)
+{
+    return --h->depth == 0 && h->ended;
+}
+/* 1: free it now; 0: the outermost px_hold_leave() will say so. */
+static inline int px_hold_end(struct px_hold *h)
+{
+    h->ended = 1;
+    return h->depth == 0;
+}
+
 /* Bytes of a bufferevent's output we fill before waiting for the write
  * callback: body bytes move from a stream buffer to a socket only while
  * the output holds less than this, so a peer that does not read cannot

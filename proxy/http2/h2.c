@@ -72,6 +72,7 @@ struct h2_conn {
     size_t turn_decoded;     /* field bytes decoded in this loop turn */
     int recv_paused;         /* input left for the next turn (H2_TURN_DECODE) */
     struct event *resume_ev; /* that next turn */
+    struct px_hold hold;     /* our event callbacks on the stack (px.h) */
 };
 
 /* Field bytes (name + value + 32 each) one connection may decode per loop
@@ -574,7 +575,7 @@ static int h2_send(struct h2_conn *hc)
     return 0;
 }
 
-static void h2_read_cb(struct bufferevent *bev, void *arg)
+static void h2_read_cb_in(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
@@ -619,16 +620,16 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
     h2_send(hc);
 }
 
-static void resume_cb(evutil_socket_t fd, short what, void *arg)
+static void resume_cb_in(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *hc = arg;
     (void)fd;
     (void)what;
     if (hc->state < H2_LINGERING)
-        h2_read_cb(hc->c->bev, hc);
+        h2_read_cb_in(hc->c->bev, hc); /* inside resume_cb's hold */
 }
 
-static void h2_write_cb(struct bufferevent *bev, void *arg)
+static void h2_write_cb_in(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
     if (hc->state == H2_CLOSING) {
@@ -639,7 +640,7 @@ static void h2_write_cb(struct bufferevent *bev, void *arg)
     h2_send(hc);
 }
 
-static void h2_event_cb(struct bufferevent *bev, short what, void *arg)
+static void h2_event_cb_in(struct bufferevent *bev, short what, void *arg)
 {
     struct h2_conn *hc = arg;
     (void)bev;
@@ -647,14 +648,14 @@ static void h2_event_cb(struct bufferevent *bev, short what, void *arg)
         h2_close(hc);
 }
 
-static void send_cb(evutil_socket_t fd, short what, void *arg)
+static void send_cb_in(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     (void)h2_send(arg);
 }
 
-static void idle_cb(evutil_socket_t fd, short what, void *arg)
+static void idle_cb_in(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *hc = arg;
     (void)fd;
@@ -728,7 +729,20 @@ static void h2_release(struct h2_conn *hc)
     }
 }
 
-/* Frees the connection and every stream still on it. */
+/* The end of a closed connection's memory: now, or when the callback we
+ * were inside unwinds. */
+static void h2_free(struct h2_conn *hc)
+{
+    struct px_conn *c = hc->c;
+    if (hc->idle)
+        event_free(hc->idle);
+    free(hc);
+    c->proto_ctx = NULL;
+    px_conn_free(c);
+}
+
+/* Ends the connection: its streams and session at once, its memory when
+ * no callback of it is on the stack (px_hold). */
 static void h2_close(struct h2_conn *hc)
 {
     struct px_conn *c = hc->c;
@@ -736,11 +750,10 @@ static void h2_close(struct h2_conn *hc)
         return;
     hc->state = H2_DEAD;
     h2_release(hc);
-    if (hc->idle)
-        event_free(hc->idle);
-    free(hc);
-    c->proto_ctx = NULL;
-    px_conn_free(c);
+    if (px_hold_end(&hc->hold))
+        h2_free(hc);
+    else
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 }
 
 static void linger_read_cb(struct bufferevent *bev, void *arg)
@@ -832,6 +845,63 @@ static const struct px_conn_ops h2_conn_ops = {
     .close = conn_close,
 };
 
+
+/* Every event callback of the connection runs inside its hold (px.h), so
+ * a close from anywhere below frees it only once the callback unwinds. */
+static void hold_leave(struct h2_conn *hc)
+{
+    if (px_hold_leave(&hc->hold))
+        h2_free(hc);
+}
+
+static void h2_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_conn *hc = arg;
+    px_hold_enter(&hc->hold);
+    h2_read_cb_in(bev, hc);
+    hold_leave(hc);
+}
+
+static void h2_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_conn *hc = arg;
+    px_hold_enter(&hc->hold);
+    h2_write_cb_in(bev, hc);
+    hold_leave(hc);
+}
+
+static void h2_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct h2_conn *hc = arg;
+    px_hold_enter(&hc->hold);
+    h2_event_cb_in(bev, what, hc);
+    hold_leave(hc);
+}
+
+/* the connection's timers and deferred events */
+static void h2_ev_cb(evutil_socket_t fd, short what, void *arg,
+                     void (*fn)(evutil_socket_t, short, void *))
+{
+    struct h2_conn *hc = arg;
+    px_hold_enter(&hc->hold);
+    fn(fd, what, hc);
+    hold_leave(hc);
+}
+
+static void send_cb(evutil_socket_t fd, short what, void *arg)
+{
+    h2_ev_cb(fd, what, arg, send_cb_in);
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    h2_ev_cb(fd, what, arg, idle_cb_in);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    h2_ev_cb(fd, what, arg, resume_cb_in);
+}
 int px_h2_conn_start(struct px_conn *c)
 {
     const struct px_config *cfg = c->snap->cfg;

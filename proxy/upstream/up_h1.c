@@ -23,8 +23,8 @@
  *
  * Calls from the downstream side (request_ready, response_drained) only
  * schedule work on c->kick. cancel() acts at once, as the stream requires;
- * if it lands while this file is inside its own callback (c->busy), the
- * connection is marked dead and freed when that callback unwinds.
+ * if it lands while this file is inside its own callback (c->hold), the
+ * connection is marked dead and freed when that callback unwinds (px.h).
  */
 #include "upstream.h"
 
@@ -82,7 +82,7 @@ struct up_conn {
     http_parser hp;
     struct px_stream *st; /* NULL when idle */
     enum upc_life life;
-    int busy;   /* our callbacks on the stack (enter/leave) */
+    struct px_hold hold; /* our callbacks on the stack (px.h) */
     int reused; /* it carried an exchange before this one */
     int eof;    /* the server closed its side */
     int64_t not_after; /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
@@ -139,27 +139,27 @@ static void conn_free(struct up_conn *c)
     free(c);
 }
 
-/* Closes now, or when the callback we are inside unwinds. */
+/* Ends the connection: freed now, or when the callback we are inside
+ * unwinds (px_hold). */
 static void conn_close(struct up_conn *c)
 {
-    if (c->busy > 0) {
-        idle_unlink(c);
-        c->life = UPC_DEAD;
-        c->st = NULL;
+    idle_unlink(c);
+    c->life = UPC_DEAD;
+    c->st = NULL;
+    if (px_hold_end(&c->hold))
+        conn_free(c);
+    else
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-        return;
-    }
-    conn_free(c);
 }
 
 static void enter(struct up_conn *c)
 {
-    c->busy++;
+    px_hold_enter(&c->hold);
 }
 
 static void leave(struct up_conn *c)
 {
-    if (--c->busy == 0 && c->life == UPC_DEAD)
+    if (px_hold_leave(&c->hold))
         conn_free(c);
 }
 
