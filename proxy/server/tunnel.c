@@ -10,11 +10,14 @@
  * requests are.
  *
  * The relay owns both bufferevents' flow: bytes read on one side are
- * moved (not copied: evbuffer_add_buffer) to the other side's output;
- * when that output holds limits.stream_buffer bytes, reading stops on the
- * first side until the output drains to half of it (write watermark), so
- * a peer that does not read holds at most about two stream_buffers per
- * direction (input and output), never more. An EOF on one side is passed
+ * moved (not copied: evbuffer_add_buffer) to the other side's output at
+ * once; when that output holds limits.stream_buffer bytes, reading stops
+ * on the first side until the output drains to half of it (write
+ * watermark), so a peer that does not read holds one stream_buffer plus
+ * one read (PX_IO_CHUNK, and a TLS record) per direction, never more. The
+ * client is not read at all until the upstream is up. (No read high
+ * watermark: on a TLS bufferevent one can stop libevent mid-record with
+ * the rest decrypted inside OpenSSL, where no socket event wakes it.) An EOF on one side is passed
  * on once everything before it is written: shutdown(SHUT_WR) on a plain
  * socket, close_notify on a TLS one (TLS 1.3 lets the other direction go
  * on). The tunnel ends when both directions have ended, on an error of
@@ -51,6 +54,7 @@
 enum { DOWN = 0, UP = 1 };
 
 struct px_tunnel {
+    struct px_hold hold;      /* px.h: ended inside its own callbacks, freed by the outermost */
     struct px_conn *c;        /* the downstream connection (c->bev) */
     struct bufferevent *up;   /* the upstream, once its connect started */
     struct px_resolve_req *resolving;
@@ -145,13 +149,9 @@ static void tunnel_log(struct px_tunnel *t)
     count_bytes(t->c->lst->name, "out", t->bytes_out);
 }
 
-/* Ends the tunnel: both connections closed, records written. */
-static void tunnel_end(struct px_tunnel *t, enum px_reason reason)
+static void tunnel_free(struct px_tunnel *t)
 {
     struct px_conn *c = t->c;
-    if (t->reason == PX_R_NONE)
-        t->reason = reason;
-    tunnel_log(t);
     if (t->resolving != NULL)
         px_resolve_cancel(t->resolving);
     if (t->idle != NULL)
@@ -166,6 +166,40 @@ static void tunnel_end(struct px_tunnel *t, enum px_reason reason)
     px_conn_free(c);
 }
 
+/* Ends the tunnel: records written, both sides stopped; both connections
+ * are closed and t freed now, or by the outermost callback of t still on
+ * the stack (px_hold). Whoever calls it stops touching t's state. */
+static void tunnel_end(struct px_tunnel *t, enum px_reason reason)
+{
+    if (t->hold.ended)
+        return;
+    if (t->reason == PX_R_NONE)
+        t->reason = reason;
+    tunnel_log(t);
+    bufferevent_disable(t->c->bev, EV_READ | EV_WRITE);
+    if (t->up != NULL)
+        bufferevent_disable(t->up, EV_READ | EV_WRITE);
+    if (t->idle != NULL)
+        evtimer_del(t->idle);
+    if (px_hold_end(&t->hold))
+        tunnel_free(t);
+}
+
+/* Every callback of t runs between these two. */
+static int enter(struct px_tunnel *t)
+{
+    px_hold_enter(&t->hold);
+    return !t->hold.ended;
+}
+
+static void leave(struct px_tunnel *t)
+{
+    if (px_hold_leave(&t->hold))
+        tunnel_free(t);
+}
+
+#define ENDED(t) ((t)->hold.ended)
+
 /* ---- the relay ---------------------------------------------------------- */
 
 /* Ends our writing to `side`: what was queued for it is written by now. */
@@ -173,7 +207,7 @@ static void shut_side(struct px_tunnel *t, int side)
 {
     struct bufferevent *bev = side_bev(t, side);
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (t->shut[side])
+    if (t->shut[side] || ENDED(t))
         return;
     t->shut[side] = 1;
     if (ssl != NULL) {
@@ -190,7 +224,7 @@ static void shut_side(struct px_tunnel *t, int side)
 
 static void maybe_finish(struct px_tunnel *t)
 {
-    if (t->eof[DOWN] && t->eof[UP] && t->shut[DOWN] && t->shut[UP])
+    if (!ENDED(t) && t->eof[DOWN] && t->eof[UP] && t->shut[DOWN] && t->shut[UP])
         tunnel_end(t, PX_R_NONE);
 }
 
@@ -199,6 +233,8 @@ static void maybe_finish(struct px_tunnel *t)
  * stream_buffer; the other side's write callback resumes it. */
 static void relay(struct px_tunnel *t, int from)
 {
+    if (ENDED(t))
+        return;
     struct bufferevent *src = side_bev(t, from), *dst = side_bev(t, !from);
     struct evbuffer *in = bufferevent_get_input(src), *out = bufferevent_get_output(dst);
     size_t n = evbuffer_get_length(in), high = tunnel_high(t);
@@ -222,9 +258,8 @@ static void relay(struct px_tunnel *t, int from)
 
 static void side_read(struct px_tunnel *t, int side)
 {
-    if (!t->connected)
-        return; /* held in the input (bounded by its read watermark) until connected */
-    relay(t, side);
+    if (t->connected)
+        relay(t, side);
 }
 
 /* The other side's output drained (to its write low watermark). */
@@ -232,8 +267,12 @@ static void side_written(struct px_tunnel *t, int side)
 {
     struct bufferevent *bev = side_bev(t, side);
     int other = !side;
+    if (ENDED(t))
+        return;
     if (evbuffer_get_length(bufferevent_get_output(bev)) < tunnel_high(t) && !t->eof[other])
-        bufferevent_enable(side_bev(t, other), EV_READ);
+        bufferevent_enable(side_bev(t, other), EV_READ); /* may read (and end t) at once */
+    if (ENDED(t))
+        return;
     if (t->eof[other] && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         shut_side(t, side);
         maybe_finish(t);
@@ -247,9 +286,13 @@ static void side_eof(struct px_tunnel *t, int side)
     int other = !side;
     t->eof[side] = 1;
     bufferevent_disable(side_bev(t, side), EV_READ);
-    if (!t->connected)
-        return; /* the client's bytes and its EOF go on once the upstream is up */
+    if (!t->connected) {
+        tunnel_end(t, PX_R_NONE); /* not read before it is up: cannot happen */
+        return;
+    }
     relay(t, side); /* whatever arrived with the EOF */
+    if (ENDED(t))
+        return;
     dst = side_bev(t, other);
     if (evbuffer_get_length(bufferevent_get_output(dst)) == 0) {
         shut_side(t, other);
@@ -262,32 +305,42 @@ static void side_eof(struct px_tunnel *t, int side)
 
 static void down_read_cb(struct bufferevent *bev, void *arg)
 {
+    struct px_tunnel *t = arg;
     (void)bev;
-    side_read(arg, DOWN);
+    if (enter(t))
+        side_read(t, DOWN);
+    leave(t);
 }
 
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
+    struct px_tunnel *t = arg;
     (void)bev;
-    side_read(arg, UP);
+    if (enter(t))
+        side_read(t, UP);
+    leave(t);
 }
 
 static void down_write_cb(struct bufferevent *bev, void *arg)
 {
+    struct px_tunnel *t = arg;
     (void)bev;
-    side_written(arg, DOWN);
+    if (enter(t))
+        side_written(t, DOWN);
+    leave(t);
 }
 
 static void up_write_cb(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    side_written(arg, UP);
-}
-
-static void down_event_cb(struct bufferevent *bev, short what, void *arg)
-{
     struct px_tunnel *t = arg;
     (void)bev;
+    if (enter(t))
+        side_written(t, UP);
+    leave(t);
+}
+
+static void down_event(struct px_tunnel *t, short what)
+{
     if (what & BEV_EVENT_EOF) {
         side_eof(t, DOWN);
     } else if (what & BEV_EVENT_ERROR) {
@@ -297,9 +350,17 @@ static void down_event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void down_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct px_tunnel *t = arg;
+    (void)bev;
+    if (enter(t))
+        down_event(t, what);
+    leave(t);
+}
+
+static void up_event(struct px_tunnel *t, struct bufferevent *bev, short what)
+{
     const struct px_listener_cfg *lc = tunnel_cfg(t);
 
     if (what & BEV_EVENT_CONNECTED) {
@@ -308,11 +369,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         t->last_us = px_mono_us();
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         bufferevent_enable(bev, EV_READ | EV_WRITE);
-        relay(t, DOWN); /* what the client sent while we connected */
-        if (t->eof[DOWN]) {
-            t->eof[DOWN] = 0;
-            side_eof(t, DOWN);
-        }
+        bufferevent_enable(t->c->bev, EV_READ); /* held until now */
         return;
     }
     if (what & BEV_EVENT_EOF) {
@@ -335,6 +392,14 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct px_tunnel *t = arg;
+    if (enter(t))
+        up_event(t, bev, what);
+    leave(t);
+}
+
 /* ---- idle timeout ----------------------------------------------------------- */
 
 static void arm_idle(struct px_tunnel *t, int64_t us)
@@ -352,13 +417,18 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     int64_t idle = px_mono_us() - t->last_us;
     (void)fd;
     (void)what;
-    if (idle < limit) {
-        arm_idle(t, limit - idle);
+    if (!enter(t)) {
+        leave(t);
         return;
     }
-    px_log(PX_LOG_INFO, "tunnel_idle", "request_id", t->request_id, "listener", t->c->lst->name,
-           "peer", t->c->peer_addr, NULL);
-    tunnel_end(t, PX_R_TUNNEL_IDLE);
+    if (idle < limit) {
+        arm_idle(t, limit - idle);
+    } else {
+        px_log(PX_LOG_INFO, "tunnel_idle", "request_id", t->request_id, "listener",
+               t->c->lst->name, "peer", t->c->peer_addr, NULL);
+        tunnel_end(t, PX_R_TUNNEL_IDLE);
+    }
+    leave(t);
 }
 
 /* ---- the upstream ---------------------------------------------------------- */
@@ -368,7 +438,6 @@ static void connect_to(struct px_tunnel *t, const struct sockaddr *sa, socklen_t
     struct px_worker *w = t->c->w;
     const struct px_listener_cfg *lc = tunnel_cfg(t);
     struct bufferevent *bev;
-    size_t high = tunnel_high(t);
 
     if (lc->upstream.proto == PX_UP_MTLS) {
         SSL *ssl = w->snap->client_ctx != NULL ? SSL_new(w->snap->client_ctx) : NULL;
@@ -406,11 +475,13 @@ static void connect_to(struct px_tunnel *t, const struct sockaddr *sa, socklen_t
     }
     bufferevent_set_max_single_read(bev, PX_IO_CHUNK);
     bufferevent_set_max_single_write(bev, PX_IO_CHUNK);
-    bufferevent_setwatermark(bev, EV_READ, 0, high);
     bufferevent_setcb(bev, up_read_cb, up_write_cb, up_event_cb, t);
     if (bufferevent_socket_connect(bev, sa, (int)len) != 0)
-        up_event_cb(bev, BEV_EVENT_ERROR, t); /* ends the tunnel */
+        up_event(t, bev, BEV_EVENT_ERROR); /* ends the tunnel */
 }
+
+static void resolved(struct px_tunnel *t, int ok, const struct sockaddr *sa, socklen_t len,
+                     const char *why);
 
 static void resolved_cb(void *arg, int ok, const struct sockaddr *sa, socklen_t len,
                         int64_t ttl_ms, const char *why)
@@ -418,6 +489,17 @@ static void resolved_cb(void *arg, int ok, const struct sockaddr *sa, socklen_t 
     struct px_tunnel *t = arg;
     (void)ttl_ms;
     t->resolving = NULL;
+    if (!enter(t)) {
+        leave(t);
+        return;
+    }
+    resolved(t, ok, sa, len, why);
+    leave(t);
+}
+
+static void resolved(struct px_tunnel *t, int ok, const struct sockaddr *sa, socklen_t len,
+                     const char *why)
+{
     if (!ok) {
         px_log(PX_LOG_WARN, "upstream_failed", "request_id", t->request_id, "listener",
                t->c->lst->name, "upstream", tunnel_cfg(t)->upstream.url, "reason",
@@ -464,7 +546,8 @@ static void tunnel_drain(struct px_conn *c)
 static void tunnel_close(struct px_conn *c)
 {
     struct px_tunnel *t = c->proto_ctx;
-    tunnel_end(t, PX_R_SHUTDOWN);
+    /* drain_timeout after SIGTERM, or after the peer's identity ended */
+    tunnel_end(t, c->identity_ended != PX_R_NONE ? c->identity_ended : PX_R_SHUTDOWN);
 }
 
 static const struct px_conn_ops tunnel_ops = {
@@ -477,7 +560,6 @@ int px_tunnel_start(struct px_conn *c)
 {
     struct px_tunnel *t = calloc(1, sizeof(*t));
     const struct px_listener_cfg *lc = &c->snap->cfg->listeners[c->lst->index];
-    size_t high = (size_t)c->snap->cfg->limits.stream_buffer;
 
     if (t == NULL)
         return -1;
@@ -498,7 +580,6 @@ int px_tunnel_start(struct px_conn *c)
     if (c->timer != NULL)
         evtimer_del(c->timer); /* the handshake timer: this connection has started */
     arm_idle(t, c->snap->cfg->limits.tunnel_idle_timeout_ms * 1000);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, high);
     bufferevent_setcb(c->bev, down_read_cb, down_write_cb, down_event_cb, t);
 
     if (t->outbound) {
@@ -519,7 +600,9 @@ int px_tunnel_start(struct px_conn *c)
         }
     }
     count_decision(c->lst->name, t->dec.decision);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* the client's bytes wait in the kernel until the upstream is up */
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_enable(c->bev, EV_WRITE);
     start_upstream(t);
     return 0;
 }

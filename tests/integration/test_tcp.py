@@ -192,6 +192,11 @@ class TCP(pt.TestCase):
         self.assertEqual(recs[0].get("protocol"), "tcp", recs[0])
         self.assertEqual(recs[0].get("reason"), "policy_deny", recs[0])
         self.assertEqual(echo.conns, 0, "the upstream never saw the denied connection")
+        # picket policy lint says so
+        rc, out, err = pt.run_picket_cli(["policy", "lint", os.path.join(self.tmp, "policy.json")])
+        self.assertEqual(rc, 0, err)
+        self.assertIn('2 of 2 rules (first: "http-only")', err)
+        self.assertIn("never match an opaque TCP connection", err)
         self.assertEqual(pt.metric(admin, "picket_tcp_connections_total", 0, listener="db",
                                    decision="deny"), 1)
 
@@ -210,12 +215,13 @@ class TCP(pt.TestCase):
         echo = self.echo()
         port, proc, admin = self.inbound(echo)
         ctx = pt.tls_context(self.pki, cert=None, alpn=None)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.addCleanup(raw.close)
         try:
-            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
-                                server_hostname="localhost")
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            self.addCleanup(s.close)
             s.sendall(b"x")
             data, _ = read_all(s, timeout=30)
-            s.close()
         except (ssl.SSLError, ConnectionError):
             data = b""
         self.assertEqual(data, b"")
