@@ -59,6 +59,8 @@ struct px_snapshot {
     SSL_CTX *client_ctx;            /* for mTLS origination (outbound, dispatch, fetch) */
     struct px_policy_state *policy; /* compiled policy + metadata; NULL = no policy configured */
     struct sockaddr_storage *up_addr; /* resolved upstreams, see px_snapshot_upstream() */
+    int identity_pending;           /* identity.source workload_api and no SVID yet: listeners
+                                     * do not accept (worker.c), /readyz fails */
 };
 
 /* Policy currently in force. Shared, refcounted separately so a policy
