@@ -135,6 +135,8 @@ struct px_worker {
     struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
     struct px_resolver *resolver;      /* upstream names (resolver.c), made on first use */
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
+    struct event *hold_ev;             /* keeps the loop running while the listeners wait for
+                                        * an identity (they are its only events) */
 };
 
 /* The empty peer ID of a connection without a verified client cert. */

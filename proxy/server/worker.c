@@ -322,8 +322,23 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 /* identity.source workload_api: until the first SVID arrives the
  * listeners are bound but take no connection (clients wait in the kernel's
  * accept queue and are served once it does). */
+static void hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
 static void apply_accepting(struct px_worker *w)
 {
+    /* A loop with no event returns at once: while the listeners are
+     * disabled, a timer keeps the worker's loop (and its mailbox) alive. */
+    if (w->snap->identity_pending && w->hold_ev == NULL) {
+        struct timeval hour = {3600, 0};
+        w->hold_ev = event_new(w->base, -1, EV_PERSIST, hold_cb, w);
+        if (w->hold_ev != NULL)
+            event_add(w->hold_ev, &hour);
+    }
     for (size_t i = 0; i < w->nlisteners; i++) {
         struct px_listener *l = &w->listeners[i];
         if (l->evl == NULL)
@@ -332,6 +347,10 @@ static void apply_accepting(struct px_worker *w)
             evconnlistener_disable(l->evl);
         else if (!w->draining)
             evconnlistener_enable(l->evl);
+    }
+    if (!w->snap->identity_pending && w->hold_ev != NULL) {
+        event_free(w->hold_ev);
+        w->hold_ev = NULL;
     }
 }
 
@@ -551,6 +570,10 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
         }
     }
     w->draining = 1;
+    if (w->hold_ev != NULL) {
+        event_free(w->hold_ev);
+        w->hold_ev = NULL;
+    }
     if (w->nconns == 0) {
         event_base_loopexit(w->base, NULL);
         return;
@@ -591,6 +614,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->drain_notice);
     if (w->mem_ev)
         event_free(w->mem_ev);
+    if (w->hold_ev)
+        event_free(w->hold_ev);
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);
     if (w->base)
