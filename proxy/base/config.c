@@ -41,26 +41,26 @@
  * Workload API and may not be set. */
 static int parse_workload_api(struct cp *p, int obj)
 {
-    static const char *const file_keys[] = {"cert", "key", "trust_bundles"};
+    static const char *const from_files[] = {"cert", "key", "trust_bundles"};
     struct px_config *c = p->cfg;
     char path[128], e[300];
     int t;
 
     if (c->identity.source != PX_ID_WORKLOAD_API) {
-        static const char *const wl_keys[] = {"workload_api_socket", "svid_hint"};
+        static const char *const wl_only[] = {"workload_api_socket", "svid_hint"};
         for (size_t i = 0; i < 2; i++)
-            if ((t = certs_json_get(&p->j, obj, wl_keys[i])) >= 0)
+            if ((t = certs_json_get(&p->j, obj, wl_only[i])) >= 0)
                 return px_cfg_perr(p, t - 1, "identity.%s is only used with \"source\": "
                                              "\"workload_api\"",
-                                   wl_keys[i]);
+                                   wl_only[i]);
         return 0;
     }
     for (size_t i = 0; i < 3; i++)
-        if ((t = certs_json_get(&p->j, obj, file_keys[i])) >= 0)
+        if ((t = certs_json_get(&p->j, obj, from_files[i])) >= 0)
             return px_cfg_perr(p, t - 1, "identity.%s: not used with \"source\": "
                                          "\"workload_api\" (the Workload API hands out the "
                                          "SVID, its key and the trust bundles)",
-                               file_keys[i]);
+                               from_files[i]);
     if ((t = px_cfg_get_str(p, obj, "identity", "workload_api_socket",
                             &c->identity.workload_api_socket)) < 0 ||
         px_cfg_get_str(p, obj, "identity", "svid_hint", &c->identity.svid_hint) < 0)

@@ -436,6 +436,42 @@ class WorkloadAPI(pt.TestCase):
                        "-H", "Host: b.svc", "http://127.0.0.1:%d/" % a_out])
         self.assertTrue(out)
 
+    def test_cert_inspect_workload_api(self):
+        pt.pki_add_ca(self.pki, "wl-partnerca", "partner.net")
+        srv = self.server(svids=[
+            self.svid(hint="internal"),
+            wl.svid(pt.CLIENT_ID, wl.pem_certs_der(self.pki.cert("client")),
+                    wl.pem_key_der(self.pki.key("other")), wl.pem_certs_der(self.pki.ca),
+                    "broken")])
+        srv.push([self.svid(hint="internal")],
+                 federated={"spiffe://partner.net": wl.pem_certs_der(self.pki.cert("wl-partnerca"))})
+        rc, out, err = pt.run_picket_cli(["cert", "inspect", "--workload-api", "unix://" + srv.path])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("svids:         1", out)
+        self.assertIn("spiffe_id:     " + pt.SERVER_ID, out)
+        self.assertIn("hint:          internal", out)
+        self.assertIn("not_after:     ", out)
+        self.assertIn("trust_domain:  example.org (1 CA certificate)", out)
+        self.assertIn("trust_domain:  partner.net (1 CA certificate) federated", out)
+        self.assertIn("federated:     spiffe://partner.net", out)
+        self.assertIn("status:        ok", out)
+        # a refused SVID says why, and the exit status is 1; a bare path works as SOCKET
+        srv.push([self.svid(hint="internal"),
+                  wl.svid(pt.CLIENT_ID, wl.pem_certs_der(self.pki.cert("client")),
+                          wl.pem_key_der(self.pki.key("other")), wl.pem_certs_der(self.pki.ca))])
+        rc, out, err = pt.run_picket_cli(["cert", "inspect", "--workload-api", srv.path])
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("status:        refused: key_mismatch:", out)
+        # SPIFFE_ENDPOINT_SOCKET when SOCKET is left out; no server: exit 1 and why
+        srv.stop()
+        env = dict(os.environ, SPIFFE_ENDPOINT_SOCKET="unix://" + srv.path)
+        r = __import__("subprocess").run([pt.picket_bin(), "cert", "inspect", "--workload-api"],
+                                         env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("error:         connect_failed:", r.stdout)
+        rc, out, err = pt.run_picket_cli(["cert", "inspect", "--workload-api", "tcp://1.2.3.4:1"])
+        self.assertEqual(rc, 2, out + err)
+
 
 if __name__ == "__main__":
     pt.main(timeout=290)
