@@ -393,6 +393,7 @@ void px_stream_up_activity(struct px_stream *st);
 /* Bytes moved per read/write call on a connection (libevent's default is
  * 16 KiB, one syscall per TLS record). */
 #define PX_IO_CHUNK (128 * 1024)
+#define PX_HEAP_KEEP (4 * 1024 * 1024) /* freed heap glibc keeps per arena (daemon.c: M_TRIM_THRESHOLD) */
 
 /* Bytes of a bufferevent's output we fill before waiting for the write
  * callback: body bytes move from a stream buffer to a socket only while

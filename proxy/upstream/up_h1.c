@@ -46,6 +46,16 @@
 #define IDLE_MAX 64      /* idle connections kept per pool */
 #define IDLE_MS 30000    /* an idle connection is closed after this (or idle_timeout_ms) */
 
+/* The connection's life. CONNECTING -> OPEN (carrying an exchange) <->
+ * IDLE (in the pool's idle list) -> DEAD (closed while one of our own
+ * callbacks was on the stack: freed when the outermost one unwinds). */
+enum upc_life {
+    UPC_CONNECTING,
+    UPC_OPEN,
+    UPC_IDLE,
+    UPC_DEAD
+};
+
 /* The request of the current exchange. */
 enum upc_req {
     UPC_REQ_HEAD, /* the head is not written yet */
@@ -71,7 +81,10 @@ struct up_conn {
     struct event *kick;
     http_parser hp;
     struct px_stream *st; /* NULL when idle */
-    int connected, idle, reused, busy, dead, eof;
+    enum upc_life life;
+    int busy;   /* our callbacks on the stack (enter/leave) */
+    int reused; /* it carried an exchange before this one */
+    int eof;    /* the server closed its side */
     int64_t not_after; /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
     uint64_t snap_gen; /* the snapshot (trust, own SVID) it was made under */
     enum px_reason fail_reason; /* a failure to report from the kick callback */
@@ -101,7 +114,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void idle_unlink(struct up_conn *c)
 {
-    if (!c->idle)
+    if (c->life != UPC_IDLE)
         return;
     if (c->prev)
         c->prev->next = c->next;
@@ -110,7 +123,7 @@ static void idle_unlink(struct up_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
-    c->idle = 0;
+    c->life = UPC_OPEN;
     c->pool->nidle--;
 }
 
@@ -130,7 +143,8 @@ static void conn_free(struct up_conn *c)
 static void conn_close(struct up_conn *c)
 {
     if (c->busy > 0) {
-        c->dead = 1;
+        idle_unlink(c);
+        c->life = UPC_DEAD;
         c->st = NULL;
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
         return;
@@ -145,13 +159,13 @@ static void enter(struct up_conn *c)
 
 static void leave(struct up_conn *c)
 {
-    if (--c->busy == 0 && c->dead)
+    if (--c->busy == 0 && c->life == UPC_DEAD)
         conn_free(c);
 }
 
 static void kick(struct up_conn *c)
 {
-    if (!c->dead)
+    if (c->life != UPC_DEAD)
         event_active(c->kick, EV_TIMEOUT, 0);
 }
 
@@ -187,7 +201,8 @@ static void to_idle(struct up_conn *c)
         ms = IDLE_MS;
     if (c->pool->tls && c->not_after > 0 && (c->not_after - now) * 1000 < ms)
         ms = (c->not_after - now) * 1000; /* and an idle one closes when it expires */
-    c->idle = c->reused = 1;
+    c->life = UPC_IDLE;
+    c->reused = 1;
     c->next = c->pool->conns;
     c->prev = NULL;
     if (c->next)
@@ -398,7 +413,7 @@ static void complete(struct up_conn *c)
     px_stream_up_done(st);
     if (down_alive && st->down != NULL)
         st->down->response_ready(st);
-    if (reuse && !c->dead) {
+    if (reuse && c->life != UPC_DEAD) {
         c->req = UPC_REQ_HEAD;
         c->resp = UPC_RESP_NONE;
         to_idle(c);
@@ -562,7 +577,7 @@ static void pump_request(struct up_conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct px_out o = px_out_to(out);
 
-    if (st == NULL || !c->connected || c->req == UPC_REQ_DONE)
+    if (st == NULL || c->life == UPC_CONNECTING || c->req == UPC_REQ_DONE)
         return;
     if (c->req == UPC_REQ_HEAD) {
         write_head(c);
@@ -718,7 +733,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     enter(c);
     if (what & BEV_EVENT_CONNECTED) {
-        c->connected = 1;
+        c->life = UPC_OPEN;
         if (c->pool->tls)
             c->not_after = px_up_bev_not_after(c->bev);
         if (c->st == NULL)
@@ -727,7 +742,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             pump_request(c);
     } else if (c->st == NULL) {
         conn_close(c); /* idle: closed by the server, error, or idle timeout */
-    } else if (!c->connected) {
+    } else if (c->life == UPC_CONNECTING) {
         int err = EVUTIL_SOCKET_ERROR();
         enum px_reason tls_reason = px_up_bev_fail_reason(c->bev);
         fail(c, 502, tls_reason != PX_R_NONE     ? tls_reason
@@ -750,11 +765,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct up_conn *c = arg;
-    (void)bev;
     enter(c);
     if (c->st == NULL) {
         conn_close(c); /* bytes on an idle connection: nothing we asked for */
     } else {
+        if (!c->paused)
+            px_up_read_more(bev, c->pool, PX_UP_READ_MORE);
         px_stream_up_activity(c->st);
         parse_input(c);
     }

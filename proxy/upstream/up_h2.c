@@ -480,6 +480,8 @@ static void uc_read_cb(struct bufferevent *bev, void *arg)
 {
     struct uph2_conn *uc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (!uc->dead)
+        px_up_read_more(bev, uc->pool, PX_UP_READ_MORE);
     while (evbuffer_get_length(in) > 0 && !uc->dead) {
         size_t len = evbuffer_get_contiguous_space(in);
         unsigned char *p = evbuffer_pullup(in, (ssize_t)len);

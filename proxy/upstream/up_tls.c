@@ -15,7 +15,9 @@
 #include <time.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -96,4 +98,69 @@ enum px_reason px_up_bev_fail_reason(struct bufferevent *bev)
     if (r != PX_R_NONE)
         return r;
     return tls_err ? PX_R_TLS_ERROR : PX_R_NONE;
+}
+
+/* libevent 2.1 reads at most 4 KiB per read callback (EVBUFFER_MAX_READ;
+ * evbuffer_set_max_read() came in 2.2). A 1 MiB response from the app was
+ * 256 loop turns, 256 FIONREAD+readv pairs, and 256 small DATA frames and
+ * TLS records downstream, because each turn forwards what it has. */
+size_t px_up_read_more(struct bufferevent *bev, const struct px_pool *pool, size_t max)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    size_t low = 0, high = 0, got = 0;
+
+    if (pool->tls || fd < 0)
+        return 0; /* TLS: the bytes on the socket are OpenSSL's, not ours */
+    bufferevent_getwatermark(bev, EV_READ, &low, &high);
+    if (high > 0) {
+        size_t have = evbuffer_get_length(in);
+        if (have >= high)
+            return 0;
+        if (high - have < max)
+            max = high - have;
+    }
+    /* a socket bufferevent keeps its input's end frozen but for its own
+     * reads: we read in its place, so the same holds */
+    evbuffer_unfreeze(in, 0);
+    while (got < max) {
+        struct evbuffer_iovec v[2];
+        struct iovec io[2];
+        size_t want = max - got, left;
+        ssize_t r;
+        int n = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+        if (n <= 0)
+            break;
+        left = want;
+        for (int i = 0; i < n; i++) {
+            if (v[i].iov_len > left)
+                v[i].iov_len = left;
+            left -= v[i].iov_len;
+            io[i].iov_base = v[i].iov_base;
+            io[i].iov_len = v[i].iov_len;
+        }
+        do
+            r = readv(fd, io, n);
+        while (r < 0 && errno == EINTR);
+        if (r <= 0) {
+            /* empty (EAGAIN), EOF or an error: libevent's next read on the
+             * still-readable socket finds the last two and reports them as
+             * always (BEV_EVENT_EOF / BEV_EVENT_ERROR) */
+            evbuffer_commit_space(in, v, 0);
+            break;
+        }
+        left = (size_t)r;
+        for (int i = 0; i < n; i++) {
+            if (v[i].iov_len > left)
+                v[i].iov_len = left;
+            left -= v[i].iov_len;
+        }
+        if (evbuffer_commit_space(in, v, n) != 0)
+            break;
+        got += (size_t)r;
+        if ((size_t)r < want)
+            break; /* short read: the socket is empty for now */
+    }
+    evbuffer_freeze(in, 0);
+    return got;
 }

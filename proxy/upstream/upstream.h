@@ -61,6 +61,14 @@ int px_up_bev_is_h2(struct bufferevent *bev);
  * or NULL for plain connections / no TLS detail. Drains OpenSSL's errors. */
 enum px_reason px_up_bev_fail_reason(struct bufferevent *bev);
 int64_t px_up_bev_not_after(struct bufferevent *bev);
+/* Called first in the read callback of a plaintext pool connection: reads
+ * on, straight into bev's input, until the socket is empty, `max` more
+ * bytes are in, or the read high watermark is reached (so back-pressure
+ * and the memory budget hold as before). EOF and errors are left on the
+ * socket for libevent's next read, which reports them as always. A no-op
+ * on TLS pools. Returns the bytes read. */
+size_t px_up_read_more(struct bufferevent *bev, const struct px_pool *pool, size_t max);
+#define PX_UP_READ_MORE (60 * 1024) /* with libevent's own 4 KiB: 64 KiB per turn */
 
 /* Writes the head of the canonical request rq as HTTP/1.1 (up_h1.c):
  * request line, Host, every field of rq->hdrs, then the framing picket
