@@ -61,7 +61,8 @@ struct px_wlapi_client {
     nghttp2_session *s;
     int32_t stream_id;
     size_t body_sent;     /* bytes of the request's one message sent */
-    int connected;        /* response headers accepted */
+    int connected;        /* the server's SETTINGS arrived */
+    int answered;         /* response headers accepted */
     int got_message;      /* this stream delivered a message */
     int status;           /* :status */
     int grpc_ct;          /* content-type is application/grpc[+proto|;...] */
@@ -115,6 +116,7 @@ static void end_conn(struct px_wlapi_client *c, const char *reason, const char *
     }
     evbuffer_drain(c->in, evbuffer_get_length(c->in));
     c->connected = 0;
+    c->answered = 0;
     c->end_reason = NULL;
     if (c->got_message)
         c->backoff_n = 0;
@@ -249,20 +251,23 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
     struct px_wlapi_client *c = user;
     (void)s;
+    /* the server's first SETTINGS: an HTTP/2 server is there */
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK) && !c->connected) {
+        c->connected = 1;
+        c->ops->state(c->arg, 1, "connected", "", 0);
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != c->stream_id)
         return 0;
     if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && c->status >= 100 && c->status < 200)
         return 0; /* interim response */
-    if (!c->connected && (f->headers.cat == NGHTTP2_HCAT_RESPONSE)) {
+    if (!c->answered && f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
         if (c->status != 200 || (!c->grpc_ct && c->grpc_status < 0)) {
             mark_end(c, "bad_response", "HTTP status %d%s", c->status,
                      c->grpc_ct ? "" : ", not application/grpc");
             return 0;
         }
-        if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-            c->connected = 1;
-            c->ops->state(c->arg, 1, "connected", "", 0);
-        }
+        c->answered = 1;
     }
     return 0;
 }
@@ -315,7 +320,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
     (void)flags;
     if (sid != c->stream_id || c->end_reason != NULL)
         return 0;
-    if (!c->connected) {
+    if (!c->answered) {
         mark_end(c, "bad_response", "data before response headers");
         return 0;
     }

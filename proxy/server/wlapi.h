@@ -101,8 +101,8 @@ struct px_wlapi_ops {
     /* A message refused before decoding (reason too_large or compressed);
      * the stream is then reset and opened again. */
     void (*refused)(void *arg, const char *reason, const char *detail);
-    /* connected = 1 when the server has answered the call (response
-     * headers), 0 when the stream or the connection ended (reason and
+    /* connected = 1 when the HTTP/2 connection is up (the server's first
+     * SETTINGS), 0 when the stream or the connection ended (reason and
      * detail say why: connect_failed, stream_ended, grpc_status,
      * protocol_error, ...; next_ms is the delay before the next attempt, -1
      * when the client will not try again). */

@@ -337,6 +337,8 @@ class WorkloadAPI(pt.TestCase):
         ok, info = pt.tls_probe(port, self.pki, timeout=1.0)
         self.assertFalse(ok, info)
         self.assertEqual(self.metric("picket_workload_api_updates_total", result="accepted"), 0)
+        # connected (the agent is there), just not answering
+        self.wait_metric("picket_workload_api_connected", lambda v: v == 1)
         # a client waiting in the accept queue is served once the SVID arrives
         result = {}
 
@@ -368,6 +370,34 @@ class WorkloadAPI(pt.TestCase):
         srv.start()
         self.wait_ready(timeout=60)
         self.assertOK(self.curl(port, "/"))
+
+    def test_sighup_keeps_identity(self):
+        import signal
+        srv = self.server(svids=[self.svid()])
+        port = self.start(srv)
+        serial = pt.cert_serial(self.pki.cert("server"))
+        mark = len(self.proc.stderr())
+        self.proc.signal(signal.SIGHUP)
+        ev = pt.wait_log_event(self.proc, "reloaded", since=mark)
+        self.assertIsNotNone(ev)
+        self.assertEqual(ev.get("own_id"), pt.SERVER_ID, ev)
+        self.assertEqual(pt.served_serial(port), serial)
+        self.assertOK(self.curl(port, "/"))
+        # the source itself does not change on a reload
+        with open(self.proc.conf) as f:
+            cfg = json.load(f)
+        cfg["identity"]["svid_hint"] = "other"
+        pt.write_config(self.proc.conf, cfg)
+        mark = len(self.proc.stderr())
+        self.proc.signal(signal.SIGHUP)
+        ev = pt.wait_log_event(self.proc, "reload_refused", since=mark)
+        self.assertIsNotNone(ev)
+        self.assertIn("need a restart", ev.get("error", ""))
+        self.assertOK(self.curl(port, "/"))
+        # and a rotation after the reload still lands
+        self.pki.issue("wl-after-hup", "ca", pt.SERVER_ID, ["localhost"], ["127.0.0.1"])
+        srv.push([self.svid("wl-after-hup")])
+        self.wait_served(pt.cert_serial(self.pki.cert("wl-after-hup")))
 
     def test_config_refusals(self):
         up = pt.upstream_url("h2c", 1)
