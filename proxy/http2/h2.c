@@ -25,6 +25,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "fmt.h"
+#include "h2_mem.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -867,7 +868,7 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_option_set_max_settings(opt, 32);
     /* Streams beyond the advertised limit are refused by nghttp2 itself. */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    if (nghttp2_session_server_new2(&hc->s, cbs, hc, opt) != 0)
+    if (nghttp2_session_server_new3(&hc->s, cbs, hc, opt, px_h2_mem()) != 0)
         goto fail;
     iv[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
                                      (uint32_t)cfg->limits.max_concurrent_streams};

@@ -965,6 +965,7 @@ TCase *tcase_route(void);     /* proxy_route.c */
 TCase *tcase_h1_head(void);   /* proxy_h1head.c */
 TCase *tcase_wlapi(void);     /* proxy_wlapi.c */
 TCase *tcase_inject_wlapi(void); /* proxy_inject_wlapi.c */
+TCase *tcase_h2_mem(void);    /* proxy_h2mem.c */
 
 static Suite *proxy_suite(void)
 {
@@ -982,6 +983,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_h1_head());
     suite_add_tcase(s, tcase_wlapi());
     suite_add_tcase(s, tcase_inject_wlapi());
+    suite_add_tcase(s, tcase_h2_mem());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_logpipe());

@@ -1,0 +1,130 @@
+/*
+ * proxy_h2mem.c - TCase "h2_mem" of the proxy suite: the allocator picket
+ * gives nghttp2 (proxy/http2/h2_mem.c). Sizes on both sides of
+ * H2_MEM_MAP_MIN, calloc zeroing, realloc across the threshold in both
+ * directions keeping the contents, overflow refused, and a real session
+ * made and used with it.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "h2_mem.h"
+
+TCase *tcase_h2_mem(void);
+
+static const size_t sizes[] = {0, 1, 15, 16, 4095, 4096, H2_MEM_MAP_MIN - 17, H2_MEM_MAP_MIN - 1,
+                               H2_MEM_MAP_MIN, H2_MEM_MAP_MIN + 1, 16384 + 10, 65536, 1 << 20};
+#define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 31u + seed);
+}
+
+static int same(const unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(i * 31u + seed))
+            return 0;
+    return 1;
+}
+
+START_TEST(malloc_calloc_sizes)
+{
+    nghttp2_mem *m = px_h2_mem();
+    for (size_t i = 0; i < N_SIZES; i++) {
+        unsigned char *p = m->malloc(sizes[i], m->mem_user_data);
+        unsigned char *z = m->calloc(1, sizes[i], m->mem_user_data);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_ptr_nonnull(z);
+        ck_assert_uint_eq((uintptr_t)p % 16, 0);
+        ck_assert_uint_eq((uintptr_t)z % 16, 0);
+        {
+            size_t nonzero = 0;
+            for (size_t j = 0; j < sizes[i]; j++)
+                nonzero += z[j] != 0;
+            ck_assert_uint_eq(nonzero, 0);
+        }
+        fill(p, sizes[i], (unsigned)i);
+        ck_assert(same(p, sizes[i], (unsigned)i));
+        m->free(p, m->mem_user_data);
+        m->free(z, m->mem_user_data);
+    }
+    m->free(NULL, m->mem_user_data);
+}
+END_TEST
+
+START_TEST(realloc_keeps_contents)
+{
+    nghttp2_mem *m = px_h2_mem();
+    /* every pair of sizes: grow and shrink across the threshold */
+    for (size_t a = 0; a < N_SIZES; a++) {
+        for (size_t b = 0; b < N_SIZES; b++) {
+            size_t keep = sizes[a] < sizes[b] ? sizes[a] : sizes[b];
+            unsigned char *p = m->realloc(NULL, sizes[a], m->mem_user_data), *q;
+            ck_assert_ptr_nonnull(p);
+            fill(p, sizes[a], (unsigned)(a + b));
+            q = m->realloc(p, sizes[b], m->mem_user_data);
+            ck_assert_ptr_nonnull(q);
+            ck_assert_msg(same(q, keep, (unsigned)(a + b)), "realloc %zu -> %zu lost bytes",
+                          sizes[a], sizes[b]);
+            fill(q, sizes[b], 7); /* all of the new size is writable */
+            m->free(q, m->mem_user_data);
+        }
+    }
+}
+END_TEST
+
+START_TEST(overflow_refused)
+{
+    nghttp2_mem *m = px_h2_mem();
+    ck_assert_ptr_null(m->malloc(SIZE_MAX, m->mem_user_data));
+    ck_assert_ptr_null(m->malloc(SIZE_MAX - 8, m->mem_user_data));
+    ck_assert_ptr_null(m->calloc(SIZE_MAX / 2, 4, m->mem_user_data));
+    ck_assert_ptr_null(m->calloc(2, SIZE_MAX / 2 + 1, m->mem_user_data));
+    {
+        void *p = m->malloc(10, m->mem_user_data);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_ptr_null(m->realloc(p, SIZE_MAX, m->mem_user_data));
+        m->free(p, m->mem_user_data); /* still ours after a failed realloc */
+    }
+}
+END_TEST
+
+static ssize_t sink(nghttp2_session *s, const uint8_t *d, size_t n, int f, void *u)
+{
+    (void)s;
+    (void)d;
+    (void)f;
+    *(size_t *)u += n;
+    return (ssize_t)n;
+}
+
+START_TEST(session_uses_it)
+{
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session *s;
+    size_t sent = 0;
+    nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100};
+    ck_assert_int_eq(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, sink);
+    ck_assert_int_eq(nghttp2_session_server_new3(&s, cbs, &sent, NULL, px_h2_mem()), 0);
+    ck_assert_int_eq(nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, &iv, 1), 0);
+    ck_assert_int_eq(nghttp2_session_send(s), 0);
+    ck_assert_uint_gt(sent, 9);
+    nghttp2_session_del(s);
+    nghttp2_session_callbacks_del(cbs);
+}
+END_TEST
+
+TCase *tcase_h2_mem(void)
+{
+    TCase *tc = tcase_create("h2_mem");
+    tcase_add_test(tc, malloc_calloc_sizes);
+    tcase_add_test(tc, realloc_keeps_contents);
+    tcase_add_test(tc, overflow_refused);
+    tcase_add_test(tc, session_uses_it);
+    return tc;
+}
