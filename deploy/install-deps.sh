@@ -3,9 +3,20 @@
 # picket. Idempotent: when every package is already installed it returns at
 # once without touching apt. Run as root (or with sudo available).
 #
-#   deploy/install-deps.sh            # install what is missing
-#   deploy/install-deps.sh --check    # only report; exit 1 if something is missing
+#   deploy/install-deps.sh            # build, unit and integration tests (deploy/quickstart.sh)
+#   deploy/install-deps.sh --test     # that, plus the container test's tools (tests/run.sh)
+#   deploy/install-deps.sh --check [--test]   # only report; exit 1 if something is missing
 set -euo pipefail
+
+check=0
+with_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=1 ;;
+    --test) with_test=1 ;;
+    *) echo "install-deps: unknown argument $arg (use --test, --check)" >&2; exit 2 ;;
+  esac
+done
 
 PKGS=(
   # build
@@ -21,6 +32,17 @@ PKGS=(
   # integration test peers (run with /usr/bin/python3)
   python3 python3-h2 python3-grpcio python3-yaml python3-jsonpatch python3-cryptography systemd nginx
 )
+# Only for the test command (tests/run.sh passes --test), never for the
+# quickstart: tests/container/ builds deploy/Dockerfile and runs the image.
+# podman with runc (crun fails on cgroup v1 hosts), the pieces of podman's
+# Recommends a pod needs (catatonit for the pause image, the CNI plugins and
+# iptables for its network), debootstrap for the local Debian base images.
+TEST_PKGS=(
+  podman runc catatonit containernetworking-plugins iptables debootstrap
+)
+if [ "$with_test" = 1 ]; then
+  PKGS+=("${TEST_PKGS[@]}")
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,7 +55,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "install-deps: missing: ${missing[*]}" >&2
-if [ "${1:-}" = --check ]; then
+if [ "$check" = 1 ]; then
   exit 1
 fi
 

@@ -1,10 +1,12 @@
 #!/bin/bash
 # tests/run.sh - the one test command: installs the Debian dependencies if
-# missing, builds picket with ASan+UBSan (build-test/), and runs every unit
-# and integration test under ctest. Exit status is non-zero if anything fails.
+# missing (with the container test's podman, runc and debootstrap), builds
+# picket with ASan+UBSan (build-test/), and runs every unit, integration and
+# container test under ctest. Exit status is non-zero if anything fails.
 #
 #   bash tests/run.sh                 # everything
 #   bash tests/run.sh -R integration  # extra arguments go to ctest
+#   bash tests/run.sh -LE container   # everything but the container image
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +15,7 @@ cd "$ROOT"
 JOBS=${PICKET_JOBS:-2}
 BUILD=${PICKET_TEST_BUILD_DIR:-build-test}
 
-bash deploy/install-deps.sh
+bash deploy/install-deps.sh --test
 
 cmake -S . -B "$BUILD" -DPICKET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 cmake --build "$BUILD" -j"$JOBS"

@@ -20,6 +20,14 @@
  *     is dropped after two 5 ms waits, outside the lock. The mutex costs
  *     little: the kernel takes the pipe's own lock for every write anyway.
  *
+ * Worker threads batch: access and audit records bound for regular files
+ * go into the thread's buffer (PX_LOG_BATCH), written in one write(2) once
+ * per event-loop turn, when the buffer is full, and when the worker stops
+ * (px_log_thread_event). A clean stop loses nothing; a crash (SIGKILL, a
+ * fault) loses the records of the turn it happened in, at most
+ * PX_LOG_BATCH bytes per worker and sink. Pipes and sockets are not
+ * batched: they keep the whole-record rules above.
+ *
  * Every record not written is counted in picket_log_dropped_total{log}; those
  * lost to an error other than a full pipe (ENOSPC, EPIPE...) also in
  * picket_log_write_errors_total{log}.
@@ -41,10 +49,13 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "metrics.h"
 
@@ -376,7 +387,7 @@ static void jb_close(struct jb *b)
 
 /* ---- writing ----------------------------------------------------------- */
 
-static void count_error(int which)
+static void count_error(int which, unsigned n)
 {
     /* Rare path: the registry lookup takes a mutex, which is fine here and
      * keeps log.c free of pointers that px_metrics_shutdown() would free. */
@@ -384,15 +395,19 @@ static void count_error(int which)
                                   "Log lines dropped because writing them failed (other than a "
                                   "full pipe).",
                                   sink_label[which]),
-                   1);
+                   n);
 }
 
-static void count_dropped(int which)
+static void count_dropped(int which, unsigned n)
 {
     px_counter_add(px_counter_get("picket_log_dropped_total",
                                   "Log records dropped whole: a full pipe or a failed write.",
                                   sink_label[which]),
-                   1);
+                   n);
+    if (which == SINK_AUDIT)
+        px_counter_add(px_counter_get("picket_audit_write_failures_total",
+                                      "Audit records that could not be written", ""),
+                       n);
 }
 
 enum { W_DONE, W_BLOCKED, W_ERROR };
@@ -475,12 +490,13 @@ static int write_stream(int which, int fd, const char *buf, size_t len)
     if (r == W_DONE)
         return 0;
     if (r == W_ERROR)
-        count_error(which);
-    count_dropped(which);
+        count_error(which, 1);
+    count_dropped(which, 1);
     return -1;
 }
 
-static int write_line(int which, const char *buf, size_t len)
+/* buf holds nrec whole records (a batch, or one). */
+static int write_line(int which, const char *buf, size_t len, unsigned nrec)
 {
     int fd = atomic_load_explicit(&g_sink[which].fd, memory_order_acquire);
     int waits = 0;
@@ -503,10 +519,71 @@ static int write_line(int which, const char *buf, size_t len)
             waits++;
             continue;
         }
-        count_error(which);
-        count_dropped(which);
+        count_error(which, nrec);
+        count_dropped(which, nrec);
         return -1;
     }
+    return 0;
+}
+
+/* ---- batches ------------------------------------------------------------ */
+
+/* A worker thread's access and audit records for regular files, written
+ * once per event-loop turn (px_log_thread_event). */
+struct batch {
+    char *buf; /* PX_LOG_BATCH bytes, made at first use */
+    size_t len;
+    unsigned n; /* records in buf */
+};
+static _Thread_local struct batch tl_batch[NSINKS];
+static _Thread_local struct event *tl_flush_ev;
+
+static void batch_flush(int which)
+{
+    struct batch *b = &tl_batch[which];
+    if (b->len == 0)
+        return;
+    (void)write_line(which, b->buf, b->len, b->n);
+    b->len = 0;
+    b->n = 0;
+}
+
+void px_log_batch_flush(void)
+{
+    for (int i = 0; i < NSINKS; i++)
+        batch_flush(i);
+}
+
+void px_log_thread_event(struct event *ev)
+{
+    px_log_batch_flush();
+    if (ev == NULL) {
+        for (int i = 0; i < NSINKS; i++) {
+            free(tl_batch[i].buf);
+            tl_batch[i].buf = NULL;
+        }
+    }
+    tl_flush_ev = ev;
+}
+
+/* A record of a sink: into this thread's batch when it has one and the
+ * sink is a regular file (pipes keep their record-at-a-time rules), else
+ * written now. 0 when written or batched. */
+static int put_record(int which, const char *p, size_t len)
+{
+    struct batch *b = &tl_batch[which];
+    if (tl_flush_ev == NULL || len > PX_LOG_BATCH ||
+        atomic_load_explicit(&g_sink[which].stream, memory_order_acquire))
+        return write_line(which, p, len, 1);
+    if (b->buf == NULL && (b->buf = malloc(PX_LOG_BATCH)) == NULL)
+        return write_line(which, p, len, 1);
+    if (b->len + len > PX_LOG_BATCH)
+        batch_flush(which);
+    if (b->len == 0)
+        event_active(tl_flush_ev, EV_TIMEOUT, 0); /* runs later in this turn */
+    memcpy(b->buf + b->len, p, len);
+    b->len += len;
+    b->n++;
     return 0;
 }
 
@@ -570,7 +647,7 @@ void px_log(int level, const char *event, ...)
     }
     va_end(ap);
     jb_close(&b);
-    (void)write_line(SINK_ERROR, b.p, b.len);
+    (void)write_line(SINK_ERROR, b.p, b.len, 1);
 }
 
 void px_logf(int level, const char *event, const char *fmt, ...)
@@ -621,7 +698,7 @@ void px_log_access(const struct px_access_rec *r)
     if (r->reason != NULL)
         jb_field_str(&b, "reason", r->reason);
     jb_close(&b);
-    (void)write_line(SINK_ACCESS, b.p, b.len);
+    (void)put_record(SINK_ACCESS, b.p, b.len);
 }
 
 int px_log_audit(const struct px_audit_rec *r)
@@ -652,7 +729,7 @@ int px_log_audit(const struct px_audit_rec *r)
     if (r->cache_age_ms >= 0)
         jb_field_i64(&b, "cache_age_ms", r->cache_age_ms, 0);
     jb_close(&b);
-    return write_line(SINK_AUDIT, b.p, b.len);
+    return put_record(SINK_AUDIT, b.p, b.len);
 }
 
 /* ---- opening and swapping ---------------------------------------------- */
@@ -737,7 +814,7 @@ static void install(int which, int newfd)
         }
         if (r != W_DONE) {
             ch->off = ch->len = 0;
-            count_dropped(which);
+            count_dropped(which, 1);
         }
     }
     if (newfd < 0) {

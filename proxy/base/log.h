@@ -49,6 +49,17 @@ int px_log_init(int level, const char *access_path, const char *audit_path, char
 int px_log_reopen(int level, const char *access_path, const char *audit_path, char *err,
                   size_t errlen);
 
+/* Per-thread batching of access and audit records (log.c): a worker gives
+ * an event of its base (callback: px_log_batch_flush()) that log.c
+ * activates when the thread's batch gets its first record, so the batch
+ * is written later in the same loop turn. NULL flushes and stops batching
+ * for the thread (at worker exit). */
+#define PX_LOG_BATCH (64 * 1024)
+struct event;
+void px_log_thread_event(struct event *ev);
+/* Writes this thread's batched records now. */
+void px_log_batch_flush(void);
+
 /* Closes the access and audit files, after px_log_flush(100). No logging
  * may run concurrently. Logging after this goes to stderr only
  * (access/audit dropped). */

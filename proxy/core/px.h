@@ -137,6 +137,7 @@ struct px_worker {
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
     struct event *hold_ev;             /* keeps the loop running while the listeners wait for
                                         * an identity (they are its only events) */
+    struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
 };
 
 /* The empty peer ID of a connection without a verified client cert. */

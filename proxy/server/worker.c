@@ -419,13 +419,25 @@ static void mem_reset_cb(evutil_socket_t fd, short what, void *arg)
     px_stream_mem_reset(arg);
 }
 
+static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    px_log_batch_flush();
+}
+
 static void *worker_main(void *arg)
 {
     struct px_worker *w = arg;
     if (w->mem_ev == NULL)
         w->mem_ev = event_new(w->base, -1, 0, mem_reset_cb, w);
+    if (w->log_ev == NULL)
+        w->log_ev = event_new(w->base, -1, 0, log_flush_cb, w);
     px_mem_thread_event(w->mem_ev);
+    px_log_thread_event(w->log_ev); /* NULL (no memory): records written one by one */
     event_base_dispatch(w->base);
+    px_log_thread_event(NULL);
     px_mem_thread_event(NULL);
     return NULL;
 }
@@ -616,6 +628,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->mem_ev);
     if (w->hold_ev)
         event_free(w->hold_ev);
+    if (w->log_ev)
+        event_free(w->log_ev);
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);
     if (w->base)

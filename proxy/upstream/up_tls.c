@@ -104,6 +104,8 @@ enum px_reason px_up_bev_fail_reason(struct bufferevent *bev)
  * evbuffer_set_max_read() came in 2.2). A 1 MiB response from the app was
  * 256 loop turns, 256 FIONREAD+readv pairs, and 256 small DATA frames and
  * TLS records downstream, because each turn forwards what it has. */
+#define PX_LIBEVENT_READ 4096 /* EVBUFFER_MAX_READ */
+
 size_t px_up_read_more(struct bufferevent *bev, const struct px_pool *pool, size_t max)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
@@ -112,6 +114,8 @@ size_t px_up_read_more(struct bufferevent *bev, const struct px_pool *pool, size
 
     if (pool->tls || fd < 0)
         return 0; /* TLS: the bytes on the socket are OpenSSL's, not ours */
+    if (evbuffer_get_length(in) < PX_LIBEVENT_READ)
+        return 0; /* libevent's read took less than it could: the socket is empty */
     bufferevent_getwatermark(bev, EV_READ, &low, &high);
     if (high > 0) {
         size_t have = evbuffer_get_length(in);

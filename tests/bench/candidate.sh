@@ -7,6 +7,9 @@
 #   PICKET_BIN             picket binary (default: <repo>/build-release/picket)
 #   PICKET_BENCH_UPSTREAM  h2c (default) or h1: which app port picket forwards to
 #   PICKET_BENCH_LOG       log level (default warn)
+#   PICKET_BENCH_AUDIT     audit log (default $BENCH_RUN_DIR/audit.log: the
+#                          figures are with every decision audited, as deployed;
+#                          /dev/null to measure without the file write)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -78,7 +81,8 @@ cat > "$conf" <<JSON
     {"name": "inbound", "kind": "inbound", "bind": $(json_str "$BENCH_LISTEN"),
      "upstream": $(json_str "$upstream")}
   ],
-  "log": {"level": $(json_str "${PICKET_BENCH_LOG:-warn}")},
+  "log": {"level": $(json_str "${PICKET_BENCH_LOG:-warn}"),
+          "audit": $(json_str "${PICKET_BENCH_AUDIT:-$dir/audit.log}")},
   "limits": {"max_connections": 10000, "idle_timeout": "300s", "header_timeout": "30s"}
 }
 JSON

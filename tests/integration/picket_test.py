@@ -179,24 +179,24 @@ def free_port():
     raise RuntimeError("no free port")
 
 
-def wait_port(port, timeout=10.0, proc=None):
-    """Waits until 127.0.0.1:port accepts a TCP connection."""
+def wait_port(port, timeout=10.0, proc=None, addr="127.0.0.1"):
+    """Waits until addr:port (default 127.0.0.1) accepts a TCP connection."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((addr, port), timeout=0.5):
                 return True
         except OSError:
             time.sleep(0.05)
     return False
 
 
-def port_refuses(port):
-    """True if a TCP connect to 127.0.0.1:port is refused."""
+def port_refuses(port, addr="127.0.0.1"):
+    """True if a TCP connect to addr:port (default 127.0.0.1) is refused."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        with socket.create_connection((addr, port), timeout=1.0):
             return False
     except ConnectionRefusedError:
         return True
@@ -914,9 +914,10 @@ class Resp:
             self.exit, self.status, self.http_version, self.body[:200], self.stderr[-300:])
 
 
-def curl_args(port, path, pki, http="2", cert="client", host="localhost"):
-    """The common curl arguments for an mTLS request to picket on 127.0.0.1:port."""
-    args = ["curl", "-sS", "--noproxy", "*", "--resolve", "%s:%d:127.0.0.1" % (host, port),
+def curl_args(port, path, pki, http="2", cert="client", host="localhost", addr="127.0.0.1"):
+    """The common curl arguments for an mTLS request to picket on addr:port (127.0.0.1
+    unless given: a container's address in tests/container/)."""
+    args = ["curl", "-sS", "--noproxy", "*", "--resolve", "%s:%d:%s" % (host, port, addr),
             "--cacert", pki.ca]
     if cert:
         args += ["--cert", pki.cert(cert), "--key", pki.key(cert)]
@@ -926,7 +927,7 @@ def curl_args(port, path, pki, http="2", cert="client", host="localhost"):
 
 
 def curl(port, path, pki, *, http="2", cert="client", method=None, headers=(), data=None,
-         upload=None, timeout=30, extra=(), host="localhost", workdir=None):
+         upload=None, timeout=30, extra=(), host="localhost", workdir=None, addr="127.0.0.1"):
     """One request with curl. `data`: bytes sent with --data-binary @file; `upload`: a
     path sent with -T (PUT). Returns a Resp; never raises on HTTP or TLS errors."""
     require_tool("curl", "curl")
@@ -934,7 +935,7 @@ def curl(port, path, pki, *, http="2", cert="client", method=None, headers=(), d
     try:
         hdr = os.path.join(tmp, "h")
         body = os.path.join(tmp, "b")
-        cmd = curl_args(port, path, pki, http=http, cert=cert, host=host)
+        cmd = curl_args(port, path, pki, http=http, cert=cert, host=host, addr=addr)
         cmd[1:1] = ["--max-time", str(timeout), "-D", hdr, "-o", body, "-w", "%{http_code} %{http_version}"]
         if method:
             cmd[1:1] = ["-X", method]

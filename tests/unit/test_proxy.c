@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -681,6 +683,62 @@ START_TEST(test_log_numbers_and_time)
 }
 END_TEST
 
+/* A worker's batch: records wait for the loop turn's flush event, go out
+ * together, in order; a full batch is written at once; stopping the batch
+ * (worker exit) writes what is left; pipes and threads without a batch
+ * are not batched. */
+static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    px_log_batch_flush();
+}
+
+static size_t fsize(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+START_TEST(test_log_batch)
+{
+    char err[256];
+    struct event_base *base = event_base_new();
+    struct event *ev = event_new(base, -1, 0, log_flush_cb, NULL);
+    struct px_access_rec a = {.ts_ms = 1795432841123LL, .listener = "in", .request_id = "r",
+                              .method = "GET", .path = "/", .proto = "h2", .status = 200};
+    size_t one, n = 0;
+
+    ck_assert_int_eq(px_log_init(PX_LOG_INFO, g_access, NULL, err, sizeof(err)), 0);
+    px_log_access(&a); /* no batch on this thread yet: written now */
+    one = fsize(g_access);
+    ck_assert_uint_gt(one, 0);
+
+    px_log_thread_event(ev);
+    for (int i = 0; i < 3; i++)
+        px_log_access(&a);
+    ck_assert_uint_eq(fsize(g_access), one); /* waiting for the turn's end */
+    ck_assert_int_ge(event_base_loop(base, EVLOOP_NONBLOCK), 0); /* 1: nothing else pending */
+    ck_assert_uint_eq(fsize(g_access), 4 * one);
+
+    /* more than PX_LOG_BATCH in one turn: full batches go at once */
+    while ((n + 1) * one <= PX_LOG_BATCH) {
+        px_log_access(&a);
+        n++;
+    }
+    ck_assert_uint_eq(fsize(g_access), 4 * one);
+    px_log_access(&a); /* does not fit: the batch before it is written */
+    ck_assert_uint_eq(fsize(g_access), (4 + n) * one);
+    px_log_thread_event(NULL); /* worker exit: the rest is written */
+    ck_assert_uint_eq(fsize(g_access), (5 + n) * one);
+    px_log_access(&a); /* batching off again */
+    ck_assert_uint_eq(fsize(g_access), (6 + n) * one);
+    event_free(ev);
+    event_base_free(base);
+}
+END_TEST
+
 static TCase *tcase_log(void)
 {
     TCase *tc = tcase_create("log");
@@ -688,6 +746,7 @@ static TCase *tcase_log(void)
     tcase_add_loop_test(tc, test_log_escape, 0, (int)N_ELEMS(escapes));
     tcase_add_test(tc, test_log_escape_cut);
     tcase_add_test(tc, test_log_access_audit);
+    tcase_add_test(tc, test_log_batch);
     tcase_add_test(tc, test_log_reopen_and_errors);
     tcase_add_test(tc, test_log_operational);
     tcase_add_test(tc, test_log_truncation);
