@@ -66,6 +66,9 @@ const char *certs_strerror(int rc);
  * certificates sent (leaf included; extra ones cost verification time). */
 #define CERTS_MAX_CHAIN_DEPTH 4
 #define CERTS_MAX_PEER_CERTS 8
+/* CA certificates in one DER bundle (Workload API): a trust domain rotating
+ * its CAs holds a few; a thousand is far past any real bundle. */
+#define CERTS_MAX_BUNDLE_CERTS 1000
 
 /* ---- SPIFFE IDs ----------------------------------------------------- */
 
@@ -160,6 +163,15 @@ int certs_trust_new(struct certs_trust **out);
 int certs_trust_add(struct certs_trust *t, const char *td, size_t tdlen, const char *data,
                     size_t len, char *err, size_t errlen);
 
+/* Same as certs_trust_add() with ASN.1 DER certificates back to back in
+ * der[0..len) (a SPIFFE Workload API bundle): at most
+ * CERTS_MAX_BUNDLE_CERTS of them, no trailing bytes. Returns 0,
+ * CERTS_ERR_INVALID, CERTS_ERR_TOO_LARGE (len > CERTS_MAX_FILE or too many
+ * certificates), CERTS_ERR_PARSE, CERTS_ERR_NOT_FOUND (len 0) or
+ * CERTS_ERR_NOMEM. */
+int certs_trust_add_der(struct certs_trust *t, const char *td, size_t tdlen,
+                        const unsigned char *der, size_t len, char *err, size_t errlen);
+
 /* Same as certs_trust_add() with the contents of the file at path (refused
  * with CERTS_ERR_TOO_LARGE if bigger than CERTS_MAX_FILE; CERTS_ERR_IO if
  * unreadable). err is prefixed with the path. */
@@ -247,6 +259,16 @@ int certs_keypair_load_mem(struct certs_keypair **out, const char *cert_pem, siz
                            const char *key_pem, size_t key_len, int64_t now_unix_s, char *err,
                            size_t errlen);
 
+/* Same from DER, the SPIFFE Workload API's encoding: chain_der holds the
+ * leaf then its intermediates, ASN.1 DER back to back (at most
+ * CERTS_MAX_PEER_CERTS certificates, no trailing bytes); key_der one
+ * unencrypted PKCS#8 PrivateKeyInfo, nothing after it. Same checks and
+ * return codes as certs_keypair_load(), err starting with the reason name.
+ * Both inputs are borrowed for the call. */
+int certs_keypair_load_der(struct certs_keypair **out, const unsigned char *chain_der,
+                           size_t chain_len, const unsigned char *key_der, size_t key_len,
+                           int64_t now_unix_s, char *err, size_t errlen);
+
 struct certs_keypair *certs_keypair_ref(struct certs_keypair *kp); /* NULL stays NULL */
 void certs_keypair_unref(struct certs_keypair *kp);                /* NULL is a no-op */
 
@@ -303,6 +325,19 @@ int certs_write_file_atomic(const char *path, const void *data, size_t len, unsi
 
 int certs_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
                     size_t errlen);
+
+/* Parses ASN.1 DER certificates back to back in der[0..len) into a new
+ * stack (caller frees with sk_X509_pop_free(sk, X509_free)), in order.
+ * Refuses trailing bytes or anything that is not a whole certificate
+ * (CERTS_ERR_PARSE), more than max certificates or len > CERTS_MAX_FILE
+ * (CERTS_ERR_TOO_LARGE), len 0 (CERTS_ERR_NOT_FOUND); CERTS_ERR_NOMEM. */
+int certs_der_certs(const unsigned char *der, size_t len, size_t max, STACK_OF(X509) * *out,
+                    char *err, size_t errlen);
+
+/* Parses one unencrypted PKCS#8 PrivateKeyInfo in DER, der[0..len) exactly.
+ * Returns 0 (*out belongs to the caller), CERTS_ERR_NOT_FOUND (len 0),
+ * CERTS_ERR_TOO_LARGE or CERTS_ERR_PARSE. */
+int certs_der_key(const unsigned char *der, size_t len, EVP_PKEY **out, char *err, size_t errlen);
 
 /* Parses every CERTIFICATE block of PEM data[0..len) into a new stack
  * (caller frees with sk_X509_pop_free(sk, X509_free)). Returns 0,

@@ -120,6 +120,42 @@ static int check_own(struct certs_keypair *kp, int64_t now, char *err, size_t er
     return 0;
 }
 
+/* The checks every source of our own pair goes through: the key is the
+ * leaf's, and the leaf is an SVID that has not expired. Takes kp over:
+ * on failure it is freed. */
+static int finish(struct certs_keypair **out, struct certs_keypair *kp, int64_t now_unix_s,
+                  char *err, size_t errlen)
+{
+    char detail[384];
+    int rc;
+
+    ERR_clear_error();
+    if (X509_check_private_key(kp->leaf, kp->key) != 1) {
+        rc = CERTS_ERR_KEY_MISMATCH;
+        certs_ossl_err(detail, sizeof(detail), "private key does not match the certificate");
+        certs_errf(err, errlen, "%s: %s", load_reason(rc), detail);
+        goto fail;
+    }
+    rc = check_own(kp, now_unix_s, err, errlen);
+    if (rc < 0)
+        goto fail;
+    *out = kp;
+    return 0;
+fail:
+    keypair_free(kp);
+    return rc;
+}
+
+static struct certs_keypair *keypair_new(char *err, size_t errlen)
+{
+    struct certs_keypair *kp = calloc(1, sizeof(*kp));
+    if (kp == NULL)
+        certs_errf(err, errlen, "%s: out of memory", certs_reason_name(CERTS_R_INTERNAL));
+    else
+        atomic_init(&kp->refs, 1);
+    return kp;
+}
+
 /* cert_label/key_label name the inputs in err ("certificate" or a path). */
 static int load_pem(struct certs_keypair **out, const char *cert_pem, size_t cert_len,
                     const char *key_pem, size_t key_len, int64_t now_unix_s, const char *cert_label,
@@ -140,12 +176,9 @@ static int load_pem(struct certs_keypair **out, const char *cert_pem, size_t cer
                    CERTS_MAX_FILE);
         return CERTS_ERR_TOO_LARGE;
     }
-    kp = calloc(1, sizeof(*kp));
-    if (kp == NULL) {
-        certs_errf(err, errlen, "%s: out of memory", certs_reason_name(CERTS_R_INTERNAL));
+    kp = keypair_new(err, errlen);
+    if (kp == NULL)
         return CERTS_ERR_NOMEM;
-    }
-    atomic_init(&kp->refs, 1);
     rc = certs_pem_certs(cert_pem, cert_len, &kp->chain, detail, sizeof(detail));
     if (rc < 0) {
         certs_errf(err, errlen, "%s: %s: %s", load_reason(rc), cert_label, detail);
@@ -158,18 +191,43 @@ static int load_pem(struct certs_keypair **out, const char *cert_pem, size_t cer
                    detail);
         goto fail;
     }
-    ERR_clear_error();
-    if (X509_check_private_key(kp->leaf, kp->key) != 1) {
-        rc = CERTS_ERR_KEY_MISMATCH;
-        certs_ossl_err(detail, sizeof(detail), "private key does not match the certificate");
-        certs_errf(err, errlen, "%s: %s", load_reason(rc), detail);
+    return finish(out, kp, now_unix_s, err, errlen);
+fail:
+    keypair_free(kp);
+    return rc;
+}
+
+int certs_keypair_load_der(struct certs_keypair **out, const unsigned char *chain_der,
+                           size_t chain_len, const unsigned char *key_der, size_t key_len,
+                           int64_t now_unix_s, char *err, size_t errlen)
+{
+    struct certs_keypair *kp = NULL;
+    char detail[384];
+    int rc;
+
+    detail[0] = '\0';
+    if (chain_der == NULL || key_der == NULL) {
+        certs_errf(err, errlen, "%s: missing certificate or key",
+                   certs_reason_name(CERTS_R_BAD_FILE));
+        return CERTS_ERR_INVALID;
+    }
+    kp = keypair_new(err, errlen);
+    if (kp == NULL)
+        return CERTS_ERR_NOMEM;
+    rc = certs_der_certs(chain_der, chain_len, CERTS_MAX_PEER_CERTS, &kp->chain, detail,
+                         sizeof(detail));
+    if (rc < 0) {
+        certs_errf(err, errlen, "%s: certificate chain: %s", load_reason(rc), detail);
         goto fail;
     }
-    rc = check_own(kp, now_unix_s, err, errlen);
-    if (rc < 0)
+    kp->leaf = sk_X509_shift(kp->chain);
+    rc = certs_der_key(key_der, key_len, &kp->key, detail, sizeof(detail));
+    if (rc < 0) {
+        certs_errf(err, errlen, "%s: private key: %s", certs_reason_name(CERTS_R_BAD_FILE),
+                   detail);
         goto fail;
-    *out = kp;
-    return 0;
+    }
+    return finish(out, kp, now_unix_s, err, errlen);
 fail:
     keypair_free(kp);
     return rc;

@@ -238,27 +238,17 @@ static X509_STORE *build_store(STACK_OF(X509) * cas)
     return s;
 }
 
-int certs_trust_add(struct certs_trust *t, const char *td, size_t tdlen, const char *data,
-                    size_t len, char *err, size_t errlen)
+/* Merges the certificates of `add` (taken over, freed in all cases) into
+ * trust domain td of t; all or nothing. */
+static int add_certs(struct certs_trust *t, const char *td, size_t tdlen, STACK_OF(X509) * add,
+                     char *err, size_t errlen)
 {
-    STACK_OF(X509) *add = NULL, *all = NULL;
+    STACK_OF(X509) *all = NULL;
     X509_STORE *store = NULL;
     struct trust_dom *d;
     char *name = NULL;
     int rc = CERTS_ERR_NOMEM;
 
-    if (t == NULL || td == NULL || data == NULL || !certs_trust_domain_valid(td, tdlen)) {
-        certs_errf(err, errlen, "invalid trust domain name");
-        return CERTS_ERR_INVALID;
-    }
-    if (len > CERTS_MAX_FILE) {
-        certs_errf(err, errlen, "bundle is %zu bytes, limit %d", len, CERTS_MAX_FILE);
-        return CERTS_ERR_TOO_LARGE;
-    }
-    rc = parse_bundle(data, len, &add, err, errlen);
-    if (rc < 0)
-        return rc;
-    rc = CERTS_ERR_NOMEM;
     /* Build the merged set beside the old one and swap only when complete,
      * so a failure leaves t as it was. */
     d = find_dom(t, td, tdlen);
@@ -306,6 +296,46 @@ fail:
     sk_X509_pop_free(all, X509_free);
     sk_X509_pop_free(add, X509_free);
     return rc;
+}
+
+int certs_trust_add(struct certs_trust *t, const char *td, size_t tdlen, const char *data,
+                    size_t len, char *err, size_t errlen)
+{
+    STACK_OF(X509) *add = NULL;
+    int rc;
+
+    if (t == NULL || td == NULL || data == NULL || !certs_trust_domain_valid(td, tdlen)) {
+        certs_errf(err, errlen, "invalid trust domain name");
+        return CERTS_ERR_INVALID;
+    }
+    if (len > CERTS_MAX_FILE) {
+        certs_errf(err, errlen, "bundle is %zu bytes, limit %d", len, CERTS_MAX_FILE);
+        return CERTS_ERR_TOO_LARGE;
+    }
+    rc = parse_bundle(data, len, &add, err, errlen);
+    if (rc < 0)
+        return rc;
+    return add_certs(t, td, tdlen, add, err, errlen);
+}
+
+int certs_trust_add_der(struct certs_trust *t, const char *td, size_t tdlen,
+                        const unsigned char *der, size_t len, char *err, size_t errlen)
+{
+    STACK_OF(X509) *add = NULL;
+    int rc;
+
+    if (t == NULL || td == NULL || der == NULL || !certs_trust_domain_valid(td, tdlen)) {
+        certs_errf(err, errlen, "invalid trust domain name");
+        return CERTS_ERR_INVALID;
+    }
+    if (len > CERTS_MAX_FILE) {
+        certs_errf(err, errlen, "bundle is %zu bytes, limit %d", len, CERTS_MAX_FILE);
+        return CERTS_ERR_TOO_LARGE;
+    }
+    rc = certs_der_certs(der, len, CERTS_MAX_BUNDLE_CERTS, &add, err, errlen);
+    if (rc < 0)
+        return rc;
+    return add_certs(t, td, tdlen, add, err, errlen);
 }
 
 int certs_trust_add_file(struct certs_trust *t, const char *td, const char *path, char *err,

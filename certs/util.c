@@ -327,3 +327,86 @@ int certs_pem_key(const char *data, size_t len, EVP_PKEY **out, char *err, size_
     *out = k;
     return 0;
 }
+
+int certs_der_certs(const unsigned char *der, size_t len, size_t max, STACK_OF(X509) * *out,
+                    char *err, size_t errlen)
+{
+    STACK_OF(X509) *sk = NULL;
+    const unsigned char *p = der, *end = der + len;
+    int rc = CERTS_ERR_NOMEM;
+
+    if (len > CERTS_MAX_FILE) {
+        certs_errf(err, errlen, "DER input is %zu bytes, limit %d", len, CERTS_MAX_FILE);
+        return CERTS_ERR_TOO_LARGE;
+    }
+    if (len == 0) {
+        certs_errf(err, errlen, "no certificate found");
+        return CERTS_ERR_NOT_FOUND;
+    }
+    ERR_clear_error();
+    sk = sk_X509_new_null();
+    if (sk == NULL) {
+        certs_errf(err, errlen, "out of memory");
+        return CERTS_ERR_NOMEM;
+    }
+    /* ASN.1 DER certificates back to back (SPIFFE Workload API 5.2.1):
+     * d2i_X509 moves p past each one; whatever does not parse as a whole
+     * certificate, trailing bytes included, refuses the input. */
+    while (p < end) {
+        const unsigned char *start = p;
+        X509 *x;
+        if ((size_t)sk_X509_num(sk) >= max) {
+            rc = CERTS_ERR_TOO_LARGE;
+            certs_errf(err, errlen, "more than %zu certificates", max);
+            goto fail;
+        }
+        x = d2i_X509(NULL, &p, (long)(end - p));
+        if (x == NULL || p <= start) {
+            X509_free(x);
+            rc = CERTS_ERR_PARSE;
+            certs_ossl_err(err, errlen, "bad DER certificate");
+            goto fail;
+        }
+        if (!sk_X509_push(sk, x)) {
+            X509_free(x);
+            certs_errf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+    *out = sk;
+    return 0;
+fail:
+    sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
+int certs_der_key(const unsigned char *der, size_t len, EVP_PKEY **out, char *err, size_t errlen)
+{
+    const unsigned char *p = der;
+    PKCS8_PRIV_KEY_INFO *p8;
+    EVP_PKEY *k;
+
+    if (len == 0) {
+        certs_errf(err, errlen, "no private key found");
+        return CERTS_ERR_NOT_FOUND;
+    }
+    if (len > CERTS_MAX_FILE) {
+        certs_errf(err, errlen, "DER key is %zu bytes, limit %d", len, CERTS_MAX_FILE);
+        return CERTS_ERR_TOO_LARGE;
+    }
+    ERR_clear_error();
+    p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
+    if (p8 == NULL || p != der + len) {
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        certs_ossl_err(err, errlen, "bad PKCS#8 DER private key");
+        return CERTS_ERR_PARSE;
+    }
+    k = EVP_PKCS82PKEY(p8);
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (k == NULL) {
+        certs_ossl_err(err, errlen, "unusable PKCS#8 private key");
+        return CERTS_ERR_PARSE;
+    }
+    *out = k;
+    return 0;
+}

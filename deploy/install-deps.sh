@@ -23,6 +23,8 @@ PKGS=(
   build-essential cmake pkg-config
   # libraries (DESIGN.md "Dependencies")
   libssl-dev libevent-dev libnghttp2-dev libjsmn-dev libhttp-parser-dev check
+  # the SPIFFE Workload API's protobuf messages: the library, and protoc-c at build time
+  libprotobuf-c-dev protobuf-c-compiler
   # test clients and PKI
   openssl curl nghttp2-client
   # rendering the manual page picket.1 (ctest man_page)

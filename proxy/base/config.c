@@ -34,10 +34,62 @@
 
 #define MAX_ROUTES 1024
 
+/* identity.workload_api_socket and identity.svid_hint: only with
+ * source workload_api, where cert, key and trust_bundles come from the
+ * Workload API and may not be set. */
+static int parse_workload_api(struct cp *p, int obj)
+{
+    static const char *const from_files[] = {"cert", "key", "trust_bundles"};
+    struct px_config *c = p->cfg;
+    char path[128], e[300];
+    int t;
+
+    if (c->identity.source != PX_ID_WORKLOAD_API) {
+        static const char *const wl_only[] = {"workload_api_socket", "svid_hint"};
+        for (size_t i = 0; i < 2; i++)
+            if ((t = certs_json_get(&p->j, obj, wl_only[i])) >= 0)
+                return px_cfg_perr(p, t - 1, "identity.%s is only used with \"source\": "
+                                             "\"workload_api\"",
+                                   wl_only[i]);
+        return 0;
+    }
+    for (size_t i = 0; i < 3; i++)
+        if ((t = certs_json_get(&p->j, obj, from_files[i])) >= 0)
+            return px_cfg_perr(p, t - 1, "identity.%s: not used with \"source\": "
+                                         "\"workload_api\" (the Workload API hands out the "
+                                         "SVID, its key and the trust bundles)",
+                               from_files[i]);
+    if ((t = px_cfg_get_str(p, obj, "identity", "workload_api_socket",
+                            &c->identity.workload_api_socket)) < 0 ||
+        px_cfg_get_str(p, obj, "identity", "svid_hint", &c->identity.svid_hint) < 0)
+        return -1;
+    if (c->identity.workload_api_socket == NULL) {
+        const char *env = getenv("SPIFFE_ENDPOINT_SOCKET");
+        if (env == NULL || env[0] == '\0')
+            return px_cfg_perr(p, obj, "identity: \"source\": \"workload_api\" needs "
+                                       "workload_api_socket or the SPIFFE_ENDPOINT_SOCKET "
+                                       "environment variable");
+        c->identity.workload_api_socket = strdup(env);
+        if (c->identity.workload_api_socket == NULL)
+            return px_cfg_oom(p, obj);
+        if (px_config_socket_path(env, path, sizeof(path), e, sizeof(e)) != 0)
+            return px_cfg_perr(p, obj, "identity: SPIFFE_ENDPOINT_SOCKET: %s", e);
+        return 0;
+    }
+    if (px_config_socket_path(c->identity.workload_api_socket, path, sizeof(path), e,
+                              sizeof(e)) != 0)
+        return px_cfg_perr(p, t, "identity.workload_api_socket: %s", e);
+    return 0;
+}
+
 static int parse_identity(struct cp *p, int obj)
 {
-    static const char *const keys[] = {"cert", "key", "trust_bundles", "max_svid_lifetime",
-                                       "reload_interval", NULL};
+    static const char *const keys[] = {"cert",          "key",
+                                       "trust_bundles", "max_svid_lifetime",
+                                       "reload_interval", "source",
+                                       "workload_api_socket", "svid_hint",
+                                       NULL};
+    static const char *const sources[] = {"files", "workload_api", NULL};
     struct px_config *c = p->cfg;
     char b[64], what[WHERE_MAX];
     int tb, n;
@@ -45,6 +97,9 @@ static int parse_identity(struct cp *p, int obj)
     if (px_cfg_check_obj(p, obj, "identity", keys) < 0)
         return -1;
     p->identity_tok = obj;
+    if (px_cfg_get_enum(p, obj, "identity", "source", sources, &c->identity.source) < 0 ||
+        parse_workload_api(p, obj) < 0)
+        return -1;
     if (px_cfg_get_path(p, obj, "identity", "cert", &c->identity.cert) < 0 ||
         px_cfg_get_path(p, obj, "identity", "key", &c->identity.key) < 0)
         return -1;
@@ -674,6 +729,8 @@ static int check_identity(struct cp *p)
     if (p->identity_tok == 0)
         return px_cfg_perr(p, 0, "missing required key \"identity\" (listener \"%s\" uses mTLS)",
                            lname);
+    if (c->identity.source == PX_ID_WORKLOAD_API)
+        return 0; /* the SVID and the bundles come from the Workload API */
     if (c->identity.cert == NULL || c->identity.ntrust_bundles == 0)
         return px_cfg_perr(p, p->identity_tok,
                            "identity: missing required key \"%s\" (listener \"%s\" uses mTLS)", key,
@@ -784,6 +841,7 @@ int px_config_parse(struct px_config **out, const char *name, const char *dir, c
         px_cfg_oom(&p, 0);
         goto out;
     }
+    atomic_init(&p.cfg->refs, 1);
     set_defaults(p.cfg);
     p.cfg->path = strdup(p.name);
     if (p.cfg->path == NULL) {
@@ -868,11 +926,28 @@ static void free_strv(char **v, size_t n)
     free(v);
 }
 
+struct px_config *px_config_new_empty(void)
+{
+    struct px_config *c = calloc(1, sizeof(*c));
+    if (c != NULL)
+        atomic_init(&c->refs, 1);
+    return c;
+}
+
+struct px_config *px_config_ref(struct px_config *c)
+{
+    if (c != NULL)
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
 void px_config_free(struct px_config *c)
 {
-    if (c == NULL)
+    if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     free(c->path);
+    free(c->identity.workload_api_socket);
+    free(c->identity.svid_hint);
     free(c->node_id);
     free(c->identity.cert);
     free(c->identity.key);
@@ -944,5 +1019,38 @@ int px_config_host_is_loopback(const char *host)
         return (ntohl(a4.s_addr) >> 24) == 127;
     if (inet_pton(AF_INET6, host, &a6) == 1)
         return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+int px_config_socket_path(const char *uri, char *path, size_t len, char *err, size_t errlen)
+{
+    const char *p;
+    size_t n;
+
+    if (uri == NULL || uri[0] == '\0') {
+        snprintf(err, errlen, "no Workload API socket");
+        return -1;
+    }
+    /* "unix:///path" (an empty authority) or "unix:/path" */
+    if (strncmp(uri, "unix:///", 8) == 0)
+        p = uri + 7;
+    else if (strncmp(uri, "unix:/", 6) == 0 && uri[6] != '/')
+        p = uri + 5;
+    else {
+        snprintf(err, errlen, "\"%.200s\": expected unix:///path (only Unix socket endpoints "
+                              "are supported)",
+                 uri);
+        return -1;
+    }
+    n = strlen(p);
+    if (n < 2 || p[n - 1] == '/' || strpbrk(p, "?#") != NULL) {
+        snprintf(err, errlen, "\"%.200s\": expected unix:///path (a socket file)", uri);
+        return -1;
+    }
+    if (n >= len || n > 107) {
+        snprintf(err, errlen, "\"%.200s\": socket path longer than 107 bytes", uri);
+        return -1;
+    }
+    memcpy(path, p, n + 1);
     return 0;
 }

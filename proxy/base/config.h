@@ -6,6 +6,7 @@
 #ifndef PX_CONFIG_H
 #define PX_CONFIG_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -114,8 +115,11 @@ struct px_probe_target {
     size_t nhdrs;
     int64_t timeout_ms;     /* 0: probes.timeout */
 };
+/* identity.source */
+enum px_identity_source { PX_ID_FILES, PX_ID_WORKLOAD_API };
 
 struct px_config {
+    atomic_int refs; /* px_config_ref() / px_config_free(); 1 when parsed */
     char *path; /* the file it came from */
     char *node_id; /* default: "<hostname>/picket" */
     int workers;   /* 0 in the file = number of CPUs; resolved here to >= 1 */
@@ -127,6 +131,10 @@ struct px_config {
         size_t ntrust_bundles;
         int64_t max_svid_lifetime_ms; /* default 24h */
         int64_t reload_interval_ms;   /* default 5s */
+        int source;                   /* enum px_identity_source; default files */
+        char *workload_api_socket;    /* "unix:///path" (the key, else $SPIFFE_ENDPOINT_SOCKET);
+                                       * set only with source workload_api */
+        char *svid_hint;              /* NULL = the first SVID of each message */
     } identity;
 
     struct {
@@ -210,7 +218,20 @@ int px_config_load(struct px_config **out, const char *path, char *err, size_t e
 int px_config_parse(struct px_config **out, const char *name, const char *dir, const char *json,
                     size_t len, char *err, size_t errlen);
 
-void px_config_free(struct px_config *cfg); /* NULL is a no-op */
+/* A parsed config is immutable, so snapshots may share one: _ref takes a
+ * reference (returns cfg), _free drops one and frees on the last. NULL is a
+ * no-op for both. Any thread. */
+struct px_config *px_config_ref(struct px_config *cfg);
+/* An empty config (every field zero, one reference), for callers that fill
+ * one section by hand (the injector's probe check). NULL when out of memory. */
+struct px_config *px_config_new_empty(void);
+void px_config_free(struct px_config *cfg);
+
+/* The socket path of a Workload API endpoint URI (SPIFFE Workload
+ * Endpoint spec 4): "unix:///path" or "unix:/path", an absolute path of at
+ * most 107 bytes, no query or fragment. Writes it NUL-terminated into path
+ * (len bytes). Returns 0, or -1 with a message in err. Pure. */
+int px_config_socket_path(const char *uri, char *path, size_t len, char *err, size_t errlen);
 
 /* Adds the probe targets of a JSON object of the same shape as
  * probes.targets (name -> {"http": ...} | {"tcp": ...} | {"grpc": ...,

@@ -6,6 +6,7 @@
  *   picket cert issue   --ca DIR --spiffe-id ID --ttl 1h --out DIR [--name NAME]
  *                       [--dns NAME]... [--ip ADDR]...
  *   picket cert inspect FILE [--max-lifetime 24h]
+ *   picket cert inspect --workload-api [SOCKET]
  *   picket cert verify  --bundle FILE [--trust-domain TD] [--max-lifetime 24h] CERT
  *
  * Exit status: 0 success; 1 refused, rules broken or the operation failed;
@@ -27,11 +28,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "certs.h"
+#include "config.h"
+#include "wlapi.h"
 
 #define MAX_SANS 64 /* --dns / --ip occurrences per issue */
 #define DEFAULT_CA_TTL "8760h"
@@ -43,6 +47,7 @@ static const char usage_text[] =
     "  picket cert issue --ca DIR --spiffe-id ID --ttl 1h --out DIR [--name NAME]\n"
     "                    [--dns NAME]... [--ip ADDR]...\n"
     "  picket cert inspect FILE [--max-lifetime 24h]\n"
+    "  picket cert inspect --workload-api [SOCKET]\n"
     "  picket cert verify --bundle FILE [--trust-domain TD] [--max-lifetime 24h] CERT\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -349,6 +354,165 @@ static void print_cert(BIO *out, X509 *x, int64_t now)
     ERR_clear_error();
 }
 
+/* ---- inspect --workload-api ----------------------------------------------- */
+
+#define WL_INSPECT_TIMEOUT_S 10 /* for the first message */
+
+struct wl_inspect {
+    struct event_base *base;
+    uint8_t *msg; /* the first message, when one came */
+    size_t len;
+    char error[400]; /* why none came */
+};
+
+static void wli_message(void *arg, const uint8_t *msg, size_t len)
+{
+    struct wl_inspect *w = arg;
+    if (w->msg == NULL && (w->msg = malloc(len ? len : 1)) != NULL) {
+        memcpy(w->msg, msg, len);
+        w->len = len;
+    } else if (w->msg == NULL) {
+        snprintf(w->error, sizeof(w->error), "out of memory");
+    }
+    event_base_loopbreak(w->base);
+}
+
+static void wli_refused(void *arg, const char *reason, const char *detail)
+{
+    struct wl_inspect *w = arg;
+    snprintf(w->error, sizeof(w->error), "refused: %s: %s", reason, detail);
+    event_base_loopbreak(w->base);
+}
+
+static void wli_state(void *arg, int connected, const char *reason, const char *detail,
+                      int64_t next_ms)
+{
+    struct wl_inspect *w = arg;
+    (void)next_ms;
+    if (connected)
+        return;
+    if (w->error[0] == '\0')
+        snprintf(w->error, sizeof(w->error), "%s: %s", reason, detail);
+    event_base_loopbreak(w->base);
+}
+
+static void wli_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct wl_inspect *w = arg;
+    (void)fd;
+    (void)what;
+    snprintf(w->error, sizeof(w->error), "timeout: no message within %ds",
+             WL_INSPECT_TIMEOUT_S);
+    event_base_loopbreak(w->base);
+}
+
+/* One SVID of the message: what it says and whether picket would take it. */
+static int wli_print_svid(BIO *out, const struct px_wlapi_msg *m, size_t i, int64_t now)
+{
+    struct px_wlapi_identity id;
+    char err[700], a[32], b[32];
+    BIO_printf(out, "svid[%zu]:\n", i);
+    BIO_printf(out, "  %-15s", "spiffe_id:");
+    BIO_write(out, px_wlapi_msg_spiffe_id(m, i), (int)strlen(px_wlapi_msg_spiffe_id(m, i)));
+    BIO_printf(out, "\n  %-15s", "hint:");
+    BIO_write(out, px_wlapi_msg_hint(m, i), (int)strlen(px_wlapi_msg_hint(m, i)));
+    BIO_printf(out, "\n");
+    if (px_wlapi_identity_build(&id, m, i, now, err, sizeof(err)) != 0) {
+        BIO_printf(out, "  %-15srefused: %s\n", "status:", err);
+        return -1;
+    }
+    fmt_time(certs_keypair_not_before(id.keypair), a, sizeof(a));
+    fmt_time(certs_keypair_not_after(id.keypair), b, sizeof(b));
+    BIO_printf(out, "  %-15s%s\n  %-15s%s\n", "not_before:", a, "not_after:", b);
+    fmt_dur(certs_keypair_not_after(id.keypair) - now, a, sizeof(a));
+    BIO_printf(out, "  %-15s%s\n", "remaining:", a);
+    BIO_printf(out, "  %-15s%d intermediate(s)\n", "chain:",
+               sk_X509_num(certs_keypair_chain(id.keypair)));
+    for (size_t k = 0; k < certs_trust_count(id.trust); k++) {
+        size_t n = 0;
+        const char *td = certs_trust_domain_at(id.trust, k, &n);
+        BIO_printf(out, "  %-15s%s (%zu CA certificate%s)%s\n", "trust_domain:", td, n,
+                   n == 1 ? "" : "s", k == 0 ? "" : " federated");
+    }
+    BIO_printf(out, "  %-15sok\n", "status:");
+    px_wlapi_identity_clear(&id);
+    return 0;
+}
+
+/* `picket cert inspect --workload-api [SOCKET]`: one FetchX509SVID call, the
+ * first message printed. 0 when every SVID in it would be accepted, 1
+ * otherwise (no message, a refused one), 2 usage. */
+static int inspect_wlapi(const char *sock)
+{
+    static const struct px_wlapi_ops ops = {wli_message, wli_refused, wli_state};
+    struct wl_inspect w;
+    struct px_wlapi_client *c = NULL;
+    struct px_wlapi_msg *m = NULL;
+    struct event *timer = NULL;
+    struct timeval tv = {WL_INSPECT_TIMEOUT_S, 0};
+    char uri[200], path[128], err[400];
+    int64_t now = (int64_t)time(NULL);
+    int rc = 1, bad = 0;
+    BIO *out = NULL;
+
+    memset(&w, 0, sizeof(w));
+    if (sock == NULL)
+        sock = getenv("SPIFFE_ENDPOINT_SOCKET");
+    if (sock == NULL || sock[0] == '\0')
+        return usage_error("%s", "inspect: --workload-api needs SOCKET or SPIFFE_ENDPOINT_SOCKET");
+    /* a bare absolute path is taken as unix://PATH */
+    snprintf(uri, sizeof(uri), "%s%s", sock[0] == '/' ? "unix://" : "", sock);
+    if (px_config_socket_path(uri, path, sizeof(path), err, sizeof(err)) != 0)
+        return usage_error("inspect: %s", err);
+    w.base = event_base_new();
+    if (w.base == NULL)
+        goto out;
+    c = px_wlapi_client_new(w.base, uri, &ops, &w, 0, err, sizeof(err));
+    timer = evtimer_new(w.base, wli_timeout, &w);
+    if (c == NULL || timer == NULL) {
+        fprintf(stderr, "picket cert inspect: %s\n", c == NULL ? err : "out of memory");
+        goto out;
+    }
+    evtimer_add(timer, &tv);
+    event_base_dispatch(w.base);
+    printf("%-15s%s\n", "socket:", uri);
+    if (w.msg == NULL) {
+        printf("%-15s%s\n", "error:", w.error[0] ? w.error : "no message");
+        goto out;
+    }
+    if (px_wlapi_msg_decode(&m, w.msg, w.len, err, sizeof(err)) != 0) {
+        printf("%-15srefused: %s\n", "error:", err);
+        goto out;
+    }
+    out = BIO_new_fp(stdout, BIO_NOCLOSE);
+    if (out == NULL)
+        goto out;
+    BIO_printf(out, "%-15s%zu\n", "svids:", px_wlapi_msg_nsvids(m));
+    if (px_wlapi_msg_nsvids(m) == 0)
+        bad = 1;
+    for (size_t i = 0; i < px_wlapi_msg_nsvids(m); i++)
+        if (wli_print_svid(out, m, i, now) != 0)
+            bad = 1;
+    for (size_t i = 0; i < px_wlapi_msg_nfederated(m); i++) {
+        const char *k = px_wlapi_msg_federated_key(m, i);
+        BIO_printf(out, "%-15s", "federated:");
+        BIO_write(out, k, (int)strlen(k));
+        BIO_printf(out, "\n");
+    }
+    rc = bad ? 1 : 0;
+out:
+    BIO_free(out);
+    fflush(stdout);
+    px_wlapi_msg_free(m);
+    free(w.msg);
+    px_wlapi_client_free(c);
+    if (timer != NULL)
+        event_free(timer);
+    if (w.base != NULL)
+        event_base_free(w.base);
+    return rc;
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
     const char *file = NULL, *maxs = DEFAULT_MAX_LIFETIME, *v;
@@ -360,6 +524,14 @@ static int cmd_inspect(int argc, char **argv)
     BIO *out;
 
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--workload-api") == 0) {
+            const char *sock = NULL;
+            if (i + 1 < argc && argv[i + 1][0] != '-')
+                sock = argv[++i];
+            if (i + 1 < argc || file != NULL)
+                return usage_error("%s", "inspect: --workload-api takes no FILE or other option");
+            return inspect_wlapi(sock);
+        }
         if (px_cli_opt(argc, argv, &i, "--max-lifetime", &v)) {
             if (v == NULL)
                 return usage_error("%s", "inspect: --max-lifetime needs a value");

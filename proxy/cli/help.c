@@ -101,6 +101,12 @@ static const struct help_cmd cert_cmds[] = {
     {"cert inspect", "FILE [--max-lifetime 24h]",
      "SPIFFE ID, validity, lifetime, key usage and every SVID rule the certificate breaks", NULL,
      NO_OPTS, "0 none broken, 1 some broken, 2 usage"},
+    {"cert inspect", "--workload-api [SOCKET]",
+     "what the SPIFFE Workload API hands out: each SVID's ID, hint, expiry and trust domains, "
+     "the federated bundles, and whether picket would accept it",
+     "SOCKET is unix:///path (or an absolute path); without it SPIFFE_ENDPOINT_SOCKET. One "
+     "FetchX509SVID call; the first message is printed (10 s at most).",
+     NO_OPTS, "0 every SVID acceptable, 1 no message or a refused one, 2 usage"},
     {"cert verify", "--bundle FILE [--trust-domain TD] [--max-lifetime 24h] CERT",
      "verify CERT as picket does: prints ok spiffe://... or refused: <reason>: <detail>",
      "--bundle is a PEM or SPIFFE JWKS trust bundle. The reasons are the stable names of the "

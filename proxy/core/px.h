@@ -59,6 +59,8 @@ struct px_snapshot {
     SSL_CTX *client_ctx;            /* for mTLS origination (outbound, dispatch, fetch) */
     struct px_policy_state *policy; /* compiled policy + metadata; NULL = no policy configured */
     struct sockaddr_storage *up_addr; /* resolved upstreams, see px_snapshot_upstream() */
+    int identity_pending;           /* identity.source workload_api and no SVID yet: listeners
+                                     * do not accept (worker.c), /readyz fails */
 };
 
 /* Policy currently in force. Shared, refcounted separately so a policy
@@ -133,6 +135,8 @@ struct px_worker {
     struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
     struct px_resolver *resolver;      /* upstream names (resolver.c), made on first use */
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
+    struct event *hold_ev;             /* keeps the loop running while the listeners wait for
+                                        * an identity (they are its only events) */
     struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
 };
 

@@ -207,6 +207,13 @@ static SSL_CTX *client_ctx_new(struct px_snapshot *s, char *err, size_t errlen)
 
 int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err, size_t errlen)
 {
+    return px_snapshot_build_with(out, cfg, NULL, NULL, err, errlen);
+}
+
+int px_snapshot_build_with(struct px_snapshot **out, struct px_config *cfg,
+                           struct certs_keypair *kp, struct certs_trust *trust, char *err,
+                           size_t errlen)
+{
     struct px_snapshot *s = calloc(1, sizeof(*s));
     char e2[512];
 
@@ -218,7 +225,13 @@ int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err
     atomic_init(&s->refs, 1);
     s->gen = atomic_fetch_add(&snapshot_gen, 1);
     s->cfg = cfg;
-    if (cfg->identity.ntrust_bundles > 0) {
+    if (cfg->identity.source == PX_ID_WORKLOAD_API) {
+        /* Handed in by the Workload API source, already checked; none yet
+         * means nothing may be served that needs an identity. */
+        s->keypair = certs_keypair_ref(kp);
+        s->trust = certs_trust_ref(trust);
+        s->identity_pending = kp == NULL || trust == NULL;
+    } else if (cfg->identity.ntrust_bundles > 0) {
         struct certs_trust_source *src = calloc(cfg->identity.ntrust_bundles, sizeof(*src));
         int rc;
         if (src == NULL)
@@ -234,7 +247,9 @@ int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err
             goto fail;
         }
     }
-    if (cfg->identity.cert != NULL && cfg->identity.key != NULL) {
+    if (cfg->identity.source == PX_ID_WORKLOAD_API) {
+        s->own_id = strdup(s->keypair != NULL ? certs_keypair_spiffe_id(s->keypair) : "");
+    } else if (cfg->identity.cert != NULL && cfg->identity.key != NULL) {
         if (certs_keypair_load(&s->keypair, cfg->identity.cert, cfg->identity.key,
                                (int64_t)time(NULL), e2, sizeof(e2)) != 0) {
             snprintf(err, errlen, "identity: %s", e2);
@@ -256,7 +271,7 @@ int px_snapshot_build(struct px_snapshot **out, struct px_config *cfg, char *err
     s->server_ctx = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*s->server_ctx));
     if (s->server_ctx == NULL)
         goto nomem;
-    for (size_t i = 0; i < cfg->nlisteners; i++) {
+    for (size_t i = 0; i < cfg->nlisteners && !s->identity_pending; i++) {
         if (PX_KIND_IS_OUTBOUND(cfg->listeners[i].kind)) {
             if (s->client_ctx == NULL) {
                 snprintf(err, errlen, "listeners[%zu] (%s): an outbound listener needs "

@@ -43,6 +43,11 @@
  *   annotation picket.dev/svid-secret: NAME  mount this Secret as the SVID
  *   annotation picket.dev/rewrite-probes: "false"  leave the app's probes
  *                                            alone (no PICKET_APP_PROBES)
+ *   annotation picket.dev/identity: workload-api  the SPIFFE Workload API:
+ *     volume picket-svid is the SPIFFE CSI driver (csi.spiffe.io), which
+ *     mounts the Workload API socket, at /spiffe-workload-api, and the
+ *     sidecar gets SPIFFE_ENDPOINT_SOCKET pointing at it (the config then
+ *     says identity.source: workload_api); no svid-secret with it
  * A workload's own annotation wins over the injector's flags and config:
  * those are cluster-wide defaults, the annotation is the one place that
  * knows this workload.
@@ -83,6 +88,11 @@
 #define PX_INJECT_CONFIG_DIR "/etc/picket"
 #define PX_INJECT_CONFIG_FILE "/etc/picket/picket.json"
 #define PX_INJECT_SVID_DIR "/var/run/secrets/svid"
+/* picket.dev/identity: workload-api: the SPIFFE CSI driver's volume, where
+ * it is mounted, and the socket SPIRE's agent serves in it. */
+#define PX_INJECT_WLAPI_VOLUME "\"csi\":{\"driver\":\"csi.spiffe.io\",\"readOnly\":true}"
+#define PX_INJECT_WLAPI_DIR "/spiffe-workload-api"
+#define PX_INJECT_WLAPI_SOCKET "unix:///spiffe-workload-api/spire-agent.sock"
 /* The default svid_volume: cert-manager's csi-driver-spiffe. */
 #define PX_INJECT_DEFAULT_SVID_VOLUME                                                              \
     "{\"csi\":{\"driver\":\"spiffe.csi.cert-manager.io\",\"readOnly\":true}}"

@@ -57,6 +57,7 @@ struct sources {
     char cm[NAME_MAX_LEN + 1];
     int secret;                /* SVID from Secret sec (else o->svid_volume) */
     char sec[NAME_MAX_LEN + 1];
+    int wlapi;                 /* picket.dev/identity: workload-api (plan_identity) */
 };
 
 /* Pointers are built from fixed segments and ptr_escape()d keys, so they
@@ -220,6 +221,30 @@ static int resolve_name(struct plan *p, int root, int ometa, int tmeta, const ch
     return 1;
 }
 
+/* picket.dev/identity: workload-api: picket takes its SVID from the SPIFFE
+ * Workload API (identity.source workload_api) through the socket the SPIFFE
+ * CSI driver mounts, instead of an SVID volume or Secret. 1 for the Workload
+ * API, 0 for files (absent or "files"), -1 (err set) otherwise. */
+static int plan_identity(struct plan *p, int root, int ometa, int tmeta)
+{
+    char v[32], sec[NAME_MAX_LEN + 1];
+    if (meta_str(p->j, tmeta, "annotations", "picket.dev/identity", v, sizeof(v)) != 0 &&
+        meta_str(p->j, ometa, "annotations", "picket.dev/identity", v, sizeof(v)) != 0)
+        return 0;
+    if (strcmp(v, "files") == 0)
+        return 0;
+    if (strcmp(v, "workload-api") != 0)
+        return certs_json_errf(p->j, root, p->err, p->errlen,
+                               "annotation picket.dev/identity: expected \"workload-api\" or "
+                               "\"files\"");
+    if (meta_str(p->j, tmeta, "annotations", "picket.dev/svid-secret", sec, sizeof(sec)) == 0 ||
+        meta_str(p->j, ometa, "annotations", "picket.dev/svid-secret", sec, sizeof(sec)) == 0)
+        return certs_json_errf(p->j, root, p->err, p->errlen,
+                               "annotations picket.dev/identity: workload-api and "
+                               "picket.dev/svid-secret are mutually exclusive");
+    return 1;
+}
+
 static int plan_sources(struct plan *p, int root, int ometa, int tmeta, struct sources *s)
 {
     const struct px_inject_opts *o = p->o;
@@ -236,6 +261,9 @@ static int plan_sources(struct plan *p, int root, int ometa, int tmeta, struct s
                          s->cm, sizeof(s->cm));
     if (r < 0)
         return -1;
+    s->wlapi = plan_identity(p, root, ometa, tmeta);
+    if (s->wlapi != 0)
+        return s->wlapi < 0 ? -1 : 0;
     r = resolve_name(p, root, ometa, tmeta, "picket.dev/svid-secret", o->svid_secret,
                      "svid secret", s->sec, sizeof(s->sec));
     if (r < 0)
@@ -267,7 +295,7 @@ static void emit_common(struct plan *p)
 }
 
 /* The native sidecar (restartPolicy Always in initContainers). */
-static void emit_sidecar(struct plan *p)
+static void emit_sidecar(struct plan *p, const struct sources *s)
 {
     const struct px_inject_opts *o = p->o;
     px_sb_puts(&p->ops, "{\"name\":\"picket\",\"image\":");
@@ -304,6 +332,9 @@ static void emit_sidecar(struct plan *p)
         px_sb_puts(&p->ops, "}");
         px_sb_free(&v);
     }
+    if (s->wlapi)
+        px_sb_puts(&p->ops, ",{\"name\":\"SPIFFE_ENDPOINT_SOCKET\",\"value\":\""
+                            PX_INJECT_WLAPI_SOCKET "\"}");
     px_sb_puts(&p->ops, "]");
     px_sb_printf(&p->ops, ",\"ports\":[{\"containerPort\":%d,\"name\":\"picket-mtls\","
                           "\"protocol\":\"TCP\"},{\"containerPort\":%d,\"name\":\"picket-probes\","
@@ -324,7 +355,9 @@ static void emit_sidecar(struct plan *p)
     px_sb_puts(&p->ops, ",\"periodSeconds\":10,\"timeoutSeconds\":2}");
     px_sb_puts(&p->ops, ",\"volumeMounts\":[{\"name\":\"picket-config\",\"mountPath\":"
                         "\"" PX_INJECT_CONFIG_DIR "\",\"readOnly\":true},{\"name\":\"picket-svid\","
-                        "\"mountPath\":\"" PX_INJECT_SVID_DIR "\",\"readOnly\":true}]");
+                        "\"mountPath\":\"");
+    px_sb_puts(&p->ops, s->wlapi ? PX_INJECT_WLAPI_DIR : PX_INJECT_SVID_DIR);
+    px_sb_puts(&p->ops, "\",\"readOnly\":true}]");
     emit_common(p);
     px_sb_puts(&p->ops, "}");
 }
@@ -380,7 +413,7 @@ static int plan_init(struct plan *p, int pspec, const char *spec, const struct s
         emit_writer(p);
         px_sb_puts(&p->ops, ",");
     }
-    emit_sidecar(p);
+    emit_sidecar(p, s);
     for (int e = have ? certs_json_first(j, ic) : -1; e > 0; e = certs_json_next_elem(j, e)) {
         const char *t;
         size_t n;
@@ -402,6 +435,8 @@ static void emit_volume(struct plan *p, int which, const struct sources *s)
         px_sb_puts(&p->ops, "{\"name\":\"picket-config\",\"configMap\":{\"name\":");
         px_sb_json_str(&p->ops, s->cm, strlen(s->cm));
         px_sb_puts(&p->ops, "}}");
+    } else if (s->wlapi) {
+        px_sb_puts(&p->ops, "{\"name\":\"picket-svid\"," PX_INJECT_WLAPI_VOLUME "}");
     } else if (s->secret) {
         px_sb_puts(&p->ops, "{\"name\":\"picket-svid\",\"secret\":{\"secretName\":");
         px_sb_json_str(&p->ops, s->sec, strlen(s->sec));

@@ -225,7 +225,7 @@ static const char *parser_msg(const char *e)
 static int check_target(struct pctx *c, int probe, const char *name, const struct px_sbuf *t)
 {
     struct px_sbuf doc = {0};
-    struct px_config *cfg = calloc(1, sizeof(*cfg));
+    struct px_config *cfg = px_config_new_empty();
     char e[512];
     int rc = 0;
 

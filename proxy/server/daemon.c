@@ -37,6 +37,7 @@
 #include "metrics.h"
 #include "probes.h"
 #include "snapshot.h"
+#include "wlapi.h"
 #include "worker.h"
 
 #define MAX_WATCH 64
@@ -68,6 +69,12 @@ struct daemon {
     struct px_worker ctl;           /* the control thread as a client (pools, snapshot) */
     struct px_fetcher *fetcher;     /* policy.url */
     struct px_floor floor;          /* the policy revision floor across restarts (floor.h) */
+    /* identity.source workload_api */
+    struct px_wlapi_client *wl;     /* the FetchX509SVID stream */
+    struct px_wlapi_identity wl_id; /* the last good SVID and bundles; empty until the first */
+    char wl_error[600];             /* the last refusal or disconnection, for /readyz */
+    int wl_connected;
+    struct px_counter *wl_accepted, *wl_refused;
 };
 
 static struct daemon D;
@@ -283,6 +290,18 @@ static int same_listeners(const struct px_config *a, const struct px_config *b)
     return 1;
 }
 
+static int same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int same_identity_source(const struct px_config *a, const struct px_config *b)
+{
+    return a->identity.source == b->identity.source &&
+           same_str(a->identity.workload_api_socket, b->identity.workload_api_socket) &&
+           same_str(a->identity.svid_hint, b->identity.svid_hint);
+}
+
 /* Re-reads the config file and rebuilds the snapshot. */
 static int reload(const char *why)
 {
@@ -307,7 +326,18 @@ static int reload(const char *why)
         px_counter_add(D.reload_failed, 1);
         return -1;
     }
-    if (px_snapshot_build(&s, cfg, err, sizeof(err)) != 0) {
+    if (!same_identity_source(D.snap->cfg, cfg)) {
+        px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error",
+               "identity.source, identity.workload_api_socket or identity.svid_hint changed; "
+               "those need a restart",
+               "msg", "keeping the running configuration", NULL);
+        px_config_free(cfg);
+        px_counter_add(D.reload_failed, 1);
+        return -1;
+    }
+    /* With the Workload API as the source, the identity in force goes into
+     * the new snapshot as it is (files are read by the build). */
+    if (px_snapshot_build_with(&s, cfg, D.wl_id.keypair, D.wl_id.trust, err, sizeof(err)) != 0) {
         px_log(PX_LOG_ERROR, "reload_refused", "trigger", why, "error", err, "msg",
                "keeping the running configuration and certificates", NULL);
         px_counter_add(D.reload_failed, 1);
@@ -394,6 +424,102 @@ static void sigterm_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(D.base, NULL);
 }
 
+/* ---- the Workload API (identity.source workload_api) ------------------------ */
+
+/* A Workload API message that is not taken: logged, counted, and the
+ * identity in force (if any) stays. */
+static void wl_refuse(const char *err)
+{
+    snprintf(D.wl_error, sizeof(D.wl_error), "update refused: %s", err);
+    px_counter_add(D.wl_refused, 1);
+    px_log(PX_LOG_ERROR, "workload_api_refused", "error", err, "msg",
+           D.wl_id.keypair != NULL ? "keeping the identity in force"
+                                   : "no identity yet: listeners wait and /readyz fails",
+           NULL);
+}
+
+/* Every message on the stream: decoded, checked, and put in force through
+ * the same snapshot rotation as a changed certificate file (new handshakes
+ * use it at once, live connections keep the snapshot they started on). */
+static void wl_message(void *arg, const uint8_t *msg, size_t len)
+{
+    const struct px_config *cfg = D.snap->cfg;
+    struct px_wlapi_msg *m = NULL;
+    struct px_wlapi_identity id = {NULL, NULL};
+    struct px_snapshot *s = NULL;
+    char err[700], na[32], ntd[16];
+    int idx;
+    (void)arg;
+
+    if (D.draining)
+        return;
+    if (px_wlapi_msg_decode(&m, msg, len, err, sizeof(err)) != 0) {
+        wl_refuse(err);
+        return;
+    }
+    idx = px_wlapi_msg_select(m, cfg->identity.svid_hint, err, sizeof(err));
+    if (idx < 0 ||
+        px_wlapi_identity_build(&id, m, (size_t)idx, (int64_t)time(NULL), err, sizeof(err)) != 0) {
+        px_wlapi_msg_free(m);
+        wl_refuse(err);
+        return;
+    }
+    px_wlapi_msg_free(m);
+    if (px_snapshot_build_with(&s, px_config_ref(D.snap->cfg), id.keypair, id.trust, err,
+                               sizeof(err)) != 0) {
+        px_wlapi_identity_clear(&id);
+        wl_refuse(err);
+        return;
+    }
+    px_wlapi_identity_clear(&D.wl_id);
+    D.wl_id = id;
+    D.wl_error[0] = '\0';
+    publish_snapshot(s);
+    px_counter_add(D.wl_accepted, 1);
+    snprintf(na, sizeof(na), "%lld", (long long)certs_keypair_not_after(id.keypair));
+    snprintf(ntd, sizeof(ntd), "%zu", certs_trust_count(id.trust));
+    px_log(PX_LOG_INFO, "identity_updated", "source", "workload_api", "own_id", s->own_id,
+           "not_after", na, "trust_domains", ntd, NULL);
+}
+
+static void wl_refused(void *arg, const char *reason, const char *detail)
+{
+    char err[400];
+    (void)arg;
+    snprintf(err, sizeof(err), "%s: %s", reason, detail);
+    wl_refuse(err);
+}
+
+static void wl_state(void *arg, int connected, const char *reason, const char *detail,
+                     int64_t next_ms)
+{
+    char next[32];
+    (void)arg;
+    D.wl_connected = connected;
+    if (connected) {
+        px_log(PX_LOG_INFO, "workload_api_connected", "socket",
+               D.snap->cfg->identity.workload_api_socket, NULL);
+        return;
+    }
+    snprintf(next, sizeof(next), "%lldms", (long long)next_ms);
+    if (D.wl_id.keypair == NULL)
+        snprintf(D.wl_error, sizeof(D.wl_error), "%s: %s", reason, detail);
+    px_log(D.wl_id.keypair != NULL ? PX_LOG_WARN : PX_LOG_ERROR, "workload_api_disconnected",
+           "socket", D.snap->cfg->identity.workload_api_socket, "reason", reason, "detail",
+           detail, "retry_in", next, "msg",
+           D.wl_id.keypair != NULL ? "keeping the identity in force until it expires"
+                                   : "no identity yet: listeners wait and /readyz fails",
+           NULL);
+}
+
+static const struct px_wlapi_ops wl_ops = {wl_message, wl_refused, wl_state};
+
+static double wl_connected_fn(void *arg)
+{
+    (void)arg;
+    return D.wl_connected;
+}
+
 /* ---- admin ------------------------------------------------------------------ */
 
 static int admin_ready(void *arg, struct evbuffer *why)
@@ -404,6 +530,11 @@ static int admin_ready(void *arg, struct evbuffer *why)
     (void)arg;
     if (D.draining) {
         evbuffer_add_printf(why, "draining\n");
+        ready = 0;
+    }
+    if (D.snap->identity_pending) {
+        evbuffer_add_printf(why, "no SVID from the Workload API yet%s%s\n",
+                            D.wl_error[0] ? ": " : "", D.wl_error);
         ready = 0;
     }
     if (D.snap->keypair != NULL && certs_keypair_not_after(D.snap->keypair) <= now) {
@@ -535,6 +666,9 @@ static void cleanup(void)
     D.probes = NULL;
     px_admin_free(D.metrics);
     D.metrics = NULL;
+    px_wlapi_client_free(D.wl);
+    D.wl = NULL;
+    px_wlapi_identity_clear(&D.wl_id);
     px_fetcher_free(D.fetcher);
     D.fetcher = NULL;
     if (D.ctl.base != NULL) {
@@ -641,6 +775,21 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     D.base = event_base_new();
     if (D.base == NULL)
         goto out;
+    if (cfg->identity.source == PX_ID_WORKLOAD_API) {
+        D.wl_accepted = px_counter_get("picket_workload_api_updates_total",
+                                       "Workload API messages by result", "result=\"accepted\"");
+        D.wl_refused = px_counter_get("picket_workload_api_updates_total",
+                                      "Workload API messages by result", "result=\"refused\"");
+        px_gauge_fn("picket_workload_api_connected",
+                    "1 while the Workload API stream is open, else 0", "", wl_connected_fn, NULL);
+        D.wl = px_wlapi_client_new(D.base, cfg->identity.workload_api_socket, &wl_ops, NULL, 1,
+                                   err, sizeof(err));
+        if (D.wl == NULL) {
+            fprintf(stderr, "picket: %s: identity.workload_api_socket: %s\n", config_path, err);
+            rc = 2;
+            goto out;
+        }
+    }
     D.ctl.id = -1;
     D.ctl.base = D.base;
     D.ctl.snap = px_snapshot_ref(D.snap);

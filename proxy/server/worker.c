@@ -223,7 +223,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     (void)evl;
     (void)salen;
 
-    if (w->draining ||
+    if (w->draining || w->snap->identity_pending ||
         atomic_load(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind)]) >=
             (long)cfg->limits.max_connections) {
         px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_CONNECTIONS)), 1);
@@ -329,6 +329,41 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
     }
 }
 
+/* identity.source workload_api: until the first SVID arrives the
+ * listeners are bound but take no connection (clients wait in the kernel's
+ * accept queue and are served once it does). */
+static void hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+static void apply_accepting(struct px_worker *w)
+{
+    /* A loop with no event returns at once: while the listeners are
+     * disabled, a timer keeps the worker's loop (and its mailbox) alive. */
+    if (w->snap->identity_pending && w->hold_ev == NULL) {
+        struct timeval hour = {3600, 0};
+        w->hold_ev = event_new(w->base, -1, EV_PERSIST, hold_cb, w);
+        if (w->hold_ev != NULL)
+            event_add(w->hold_ev, &hour);
+    }
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct px_listener *l = &w->listeners[i];
+        if (l->evl == NULL)
+            continue;
+        if (w->snap->identity_pending)
+            evconnlistener_disable(l->evl);
+        else if (!w->draining)
+            evconnlistener_enable(l->evl);
+    }
+    if (!w->snap->identity_pending && w->hold_ev != NULL) {
+        event_free(w->hold_ev);
+        w->hold_ev = NULL;
+    }
+}
+
 int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen)
 {
     const struct px_config *cfg = w->snap->cfg;
@@ -383,6 +418,7 @@ int px_worker_listen(struct px_worker *w, char *err, size_t errlen)
         }
         evconnlistener_set_error_cb(l->evl, accept_error_cb);
     }
+    apply_accepting(w);
     return 0;
 }
 
@@ -438,6 +474,8 @@ static void swap_cb(evutil_socket_t fd, short what, void *arg)
     if (m->snap != NULL) {
         struct px_snapshot *old = m->w->snap;
         m->w->snap = m->snap;
+        if (old == NULL || old->identity_pending != m->snap->identity_pending)
+            apply_accepting(m->w);
         recheck_identities(m->w, old);
         px_snapshot_unref(old);
     }
@@ -554,6 +592,10 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
         }
     }
     w->draining = 1;
+    if (w->hold_ev != NULL) {
+        event_free(w->hold_ev);
+        w->hold_ev = NULL;
+    }
     if (w->nconns == 0) {
         event_base_loopexit(w->base, NULL);
         return;
@@ -594,6 +636,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->drain_notice);
     if (w->mem_ev)
         event_free(w->mem_ev);
+    if (w->hold_ev)
+        event_free(w->hold_ev);
     if (w->log_ev)
         event_free(w->log_ev);
     px_policy_state_unref(w->policy);

@@ -215,7 +215,7 @@ START_TEST(test_probe_rewrite)
     if (rows[_i].env == NULL) {
         ck_assert_msg(env == NULL, "%s: %s", rows[_i].id, env);
     } else {
-        struct px_config *cfg = calloc(1, sizeof(*cfg));
+        struct px_config *cfg = px_config_new_empty();
         char *dollar = env, *w = env;
         ck_assert_msg(env != NULL && strcmp(env, rows[_i].env) == 0, "%s: %s", rows[_i].id, env);
         /* what the container gets ("$$" is "$") loads as picket run would */

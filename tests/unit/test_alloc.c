@@ -19,6 +19,7 @@
 #include "policy.h"
 #include "px.h"
 #include "snapshot.h"
+#include "wlapi.h"
 #include "upstream.h"
 
 #include <event2/buffer.h>
@@ -405,6 +406,53 @@ START_TEST(alloc_h1_head)
 }
 END_TEST
 
+/* ---- Workload API messages ---------------------------------------------- */
+
+/* A message with an SVID and a federated bundle (the fuzz seed, valid
+ * 2025-2035), decoded, chosen and built at 2030-01-01: every allocation of
+ * our decoding budget and of the identity build fails in turn. */
+struct wl_in {
+    char *data;
+    size_t len;
+};
+
+static int body_wlapi(void *arg)
+{
+    const struct wl_in *in = arg;
+    struct px_wlapi_msg *m = NULL;
+    struct px_wlapi_identity id = {NULL, NULL};
+    char err[600] = "";
+    int rc;
+    rc = px_wlapi_msg_decode(&m, (const uint8_t *)in->data, in->len, err, sizeof(err));
+    if (rc != 0) {
+        EXPECT(m == NULL && err[0] != '\0');
+        return rc;
+    }
+    rc = px_wlapi_msg_select(m, NULL, err, sizeof(err));
+    EXPECT(rc == 0);
+    rc = px_wlapi_identity_build(&id, m, 0, 1893456000, err, sizeof(err));
+    if (rc == 0) {
+        EXPECT(certs_trust_count(id.trust) == 2);
+        px_wlapi_identity_clear(&id);
+    } else {
+        EXPECT(id.keypair == NULL && id.trust == NULL && err[0] != '\0');
+    }
+    px_wlapi_msg_free(m);
+    return rc;
+}
+
+START_TEST(alloc_wlapi)
+{
+    struct wl_in in = {NULL, 0};
+    char err[256];
+    ck_assert_int_eq(certs_read_file("../fuzz/corpus/wlapi/federated", CERTS_MAX_FILE, &in.data,
+                                     &in.len, err, sizeof(err)),
+                     0);
+    ck_assert_int_gt(each_failure(body_wlapi, &in, "px_wlapi_msg_decode+identity_build"), 5);
+    free(in.data);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
     Suite *s = suite_create("alloc");
@@ -419,6 +467,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(tc, alloc_policy_state);
     tcase_add_test(tc, alloc_hdrs);
     tcase_add_test(tc, alloc_h1_head);
+    tcase_add_test(tc, alloc_wlapi);
     suite_add_tcase(s, tc);
     return s;
 }

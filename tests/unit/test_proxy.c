@@ -436,6 +436,82 @@ START_TEST(test_config_tcp)
 }
 END_TEST
 
+/* identity.source workload_api: its keys, what it excludes, the socket
+ * default from SPIFFE_ENDPOINT_SOCKET (each test runs in its own process,
+ * CK_FORK=yes, so the environment is ours to change). */
+START_TEST(test_config_workload_api)
+{
+#define WL(x) "{\"identity\":{" x "},\"listeners\":[" L0 "]}"
+    static const struct {
+        const char *json;
+        const char *msg; /* NULL = accepted */
+    } rows[] = {
+        {WL("\"source\":\"workload_api\",\"workload_api_socket\":\"unix:///run/a.sock\","
+            "\"svid_hint\":\"internal\""),
+         NULL},
+        {WL("\"source\":\"files\",\"cert\":\"c\",\"key\":\"k\",\"trust_bundles\":{\"a.org\":\"b\"}"),
+         NULL},
+        {WL("\"source\":\"spire\""), "identity.source: expected one of \"files\", "
+                                      "\"workload_api\""},
+        {WL("\"source\":\"workload_api\",\"workload_api_socket\":\"tcp://1.2.3.4:8081\""),
+         "identity.workload_api_socket: \"tcp://1.2.3.4:8081\": expected unix:///path"},
+        {WL("\"source\":\"workload_api\",\"workload_api_socket\":\"unix:///a\",\"cert\":\"c\""),
+         "identity.cert: not used with \"source\": \"workload_api\""},
+        {WL("\"source\":\"workload_api\",\"workload_api_socket\":\"unix:///a\","
+            "\"trust_bundles\":{\"a.org\":\"b\"}"),
+         "identity.trust_bundles: not used with"},
+        {WL("\"cert\":\"c\",\"key\":\"k\",\"trust_bundles\":{\"a.org\":\"b\"},\"svid_hint\":\"x\""),
+         "identity.svid_hint is only used with \"source\": \"workload_api\""},
+        {WL("\"workload_api_socket\":\"unix:///a\",\"cert\":\"c\",\"key\":\"k\","
+            "\"trust_bundles\":{\"a.org\":\"b\"}"),
+         "identity.workload_api_socket is only used with"},
+        {WL("\"source\":\"workload_api\""), "needs workload_api_socket or the "
+                                             "SPIFFE_ENDPOINT_SOCKET environment variable"},
+    };
+    char err[512];
+    struct px_config *c = NULL;
+
+    unsetenv("SPIFFE_ENDPOINT_SOCKET");
+    for (size_t i = 0; i < N_ELEMS(rows); i++) {
+        int rc = px_config_parse(&c, "w", NULL, rows[i].json, strlen(rows[i].json), err,
+                                 sizeof(err));
+        if (rows[i].msg == NULL) {
+            ck_assert_msg(rc == 0, "row %zu: %s", i, err);
+            if (i == 0) {
+                ck_assert_int_eq(c->identity.source, PX_ID_WORKLOAD_API);
+                ck_assert_str_eq(c->identity.workload_api_socket, "unix:///run/a.sock");
+                ck_assert_str_eq(c->identity.svid_hint, "internal");
+                /* shared between snapshots by reference */
+                ck_assert_ptr_eq(px_config_ref(c), c);
+                px_config_free(c);
+            } else {
+                ck_assert_int_eq(c->identity.source, PX_ID_FILES);
+            }
+            px_config_free(c);
+            c = NULL;
+        } else {
+            ck_assert_msg(rc == -1, "row %zu accepted", i);
+            ck_assert_msg(strstr(err, rows[i].msg) != NULL, "row %zu: %s", i, err);
+        }
+    }
+    /* the environment variable is the default, checked like the key */
+    setenv("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock", 1);
+    ck_assert_msg(px_config_parse(&c, "w", NULL, rows[8].json, strlen(rows[8].json), err,
+                                  sizeof(err)) == 0,
+                  "%s", err);
+    ck_assert_str_eq(c->identity.workload_api_socket, "unix:///run/spire/agent.sock");
+    px_config_free(c);
+    setenv("SPIFFE_ENDPOINT_SOCKET", "/run/spire/agent.sock", 1);
+    ck_assert_int_eq(px_config_parse(&c, "w", NULL, rows[8].json, strlen(rows[8].json), err,
+                                     sizeof(err)),
+                     -1);
+    ck_assert_msg(strstr(err, "SPIFFE_ENDPOINT_SOCKET: \"/run/spire/agent.sock\": expected") !=
+                      NULL,
+                  "%s", err);
+#undef WL
+}
+END_TEST
+
 static TCase *tcase_config(void)
 {
     TCase *tc = tcase_create("config");
@@ -445,6 +521,7 @@ static TCase *tcase_config(void)
     tcase_add_test(tc, test_config_defaults);
     tcase_add_test(tc, test_config_design_example);
     tcase_add_test(tc, test_config_good_variants);
+    tcase_add_test(tc, test_config_workload_api);
     tcase_add_test(tc, test_config_load);
     return tc;
 }
@@ -1055,6 +1132,8 @@ TCase *tcase_fields(void);    /* proxy_fields.c */
 TCase *tcase_syntax(void);    /* proxy_syntax.c */
 TCase *tcase_route(void);     /* proxy_route.c */
 TCase *tcase_h1_head(void);   /* proxy_h1head.c */
+TCase *tcase_wlapi(void);     /* proxy_wlapi.c */
+TCase *tcase_inject_wlapi(void); /* proxy_inject_wlapi.c */
 TCase *tcase_h2_mem(void);    /* proxy_h2mem.c */
 
 static Suite *proxy_suite(void)
@@ -1072,6 +1151,8 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_syntax());
     suite_add_tcase(s, tcase_route());
     suite_add_tcase(s, tcase_h1_head());
+    suite_add_tcase(s, tcase_wlapi());
+    suite_add_tcase(s, tcase_inject_wlapi());
     suite_add_tcase(s, tcase_h2_mem());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
