@@ -286,6 +286,13 @@ static void side_eof(struct px_tunnel *t, int side)
     int other = !side;
     t->eof[side] = 1;
     bufferevent_disable(side_bev(t, side), EV_READ);
+    if (!t->shut[side])
+        /* libevent's TLS bufferevent stops writing when it reads the
+         * peer's close_notify (conn_closed() in bufferevent_openssl.c) and
+         * starts again only when output is added: what it already holds
+         * for that peer would wait for ever. Our direction to it is still
+         * open: write on. */
+        bufferevent_enable(side_bev(t, side), EV_WRITE);
     if (!t->connected) {
         tunnel_end(t, PX_R_NONE); /* not read before it is up: cannot happen */
         return;
@@ -341,6 +348,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 
 static void down_event(struct px_tunnel *t, short what)
 {
+
     if (what & BEV_EVENT_EOF) {
         side_eof(t, DOWN);
     } else if (what & BEV_EVENT_ERROR) {
@@ -413,7 +421,8 @@ static void arm_idle(struct px_tunnel *t, int64_t us)
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_tunnel *t = arg;
-    int64_t limit = t->c->snap->cfg->limits.tunnel_idle_timeout_ms * 1000;
+    const struct px_config *cfg = t->c->snap->cfg;
+    int64_t limit = cfg->limits.tunnel_idle_timeout_ms * 1000;
     int64_t idle = px_mono_us() - t->last_us;
     (void)fd;
     (void)what;
@@ -421,7 +430,19 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
         leave(t);
         return;
     }
-    if (idle < limit) {
+    if (!t->connected) {
+        /* the upstream's connect and (tcp_outbound) TLS handshake get
+         * limits.handshake_timeout, not the hour a quiet tunnel gets */
+        int64_t hs = cfg->limits.handshake_timeout_ms * 1000;
+        if (idle < hs) {
+            arm_idle(t, hs - idle);
+        } else {
+            px_log(PX_LOG_WARN, "upstream_failed", "request_id", t->request_id, "listener",
+                   t->c->lst->name, "upstream", tunnel_cfg(t)->upstream.url, "reason", "timeout",
+                   NULL);
+            tunnel_end(t, PX_R_TIMEOUT);
+        }
+    } else if (idle < limit) {
         arm_idle(t, limit - idle);
     } else {
         px_log(PX_LOG_INFO, "tunnel_idle", "request_id", t->request_id, "listener",
@@ -579,7 +600,7 @@ int px_tunnel_start(struct px_conn *c)
     c->ops = &tunnel_ops;
     if (c->timer != NULL)
         evtimer_del(c->timer); /* the handshake timer: this connection has started */
-    arm_idle(t, c->snap->cfg->limits.tunnel_idle_timeout_ms * 1000);
+    arm_idle(t, c->snap->cfg->limits.handshake_timeout_ms * 1000); /* until connected (idle_cb) */
     bufferevent_setcb(c->bev, down_read_cb, down_write_cb, down_event_cb, t);
 
     if (t->outbound) {

@@ -278,11 +278,35 @@ class TCP(pt.TestCase):
         self.assertEqual((ev or {}).get("reason"), "server_id_mismatch", ev)
         self.assertEqual(echo.conns, 0)
 
+    def test_upstream_never_handshakes(self):
+        """tcp_outbound to a server that accepts TCP and never speaks TLS: the app's
+        connection is closed after limits.handshake_timeout, not the idle hour."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        a_port, a_proc = self.outbound(silent.getsockname()[1],
+                                       limits={"handshake_timeout": "1s"})
+        s = socket.create_connection(("127.0.0.1", a_port), timeout=30)
+        self.addCleanup(s.close)
+        s.sendall(b"hello?")
+        t0 = time.monotonic()
+        data, err = read_all(s, timeout=30)
+        self.assertEqual(data, b"")
+        self.assertNotIsInstance(err, socket.timeout, "closed by picket (FIN or reset: the "
+                                 "app's unread bytes), not by the test's timeout")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+        acc = self.access(name="access-a.jsonl")
+        self.assertEqual(acc[0].get("reason"), "timeout", acc[0])
+
     def test_mesh_64mib_checksum_bounded_memory(self):
         echo = self.echo()
         env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1") + ":" + ASAN_EXTRA}
-        b_port, b_proc, _ = self.inbound(echo, env=env)
-        a_port, a_proc = self.outbound(b_port, env=env)
+        # a short idle timeout: a moving tunnel is never cut by it, and a stall would
+        # end in seconds with both sidecars' byte counts in their access logs
+        lim = {"tunnel_idle_timeout": "10s"}
+        b_port, b_proc, _ = self.inbound(echo, env=env, limits=lim)
+        a_port, a_proc = self.outbound(b_port, env=env, limits=lim)
         # warm-up: one small exchange, then the peak-RSS marks are reset
         s = socket.create_connection(("127.0.0.1", a_port), timeout=30)
         s.sendall(b"warm")
@@ -317,7 +341,10 @@ class TCP(pt.TestCase):
             n += len(take)
             tail += b[len(take):]
         th.join(60)
-        self.assertEqual(n, size)
+        if n != size:
+            self.fail("%d of %d bytes came back; A: %r; B: %r" % (
+                n, size, pt.read_jsonl(os.path.join(self.tmp, "access-a.jsonl"), timeout=5),
+                pt.read_jsonl(os.path.join(self.tmp, "access.jsonl"), timeout=5)))
         self.assertEqual(got_hash.hexdigest(), sent_hash.hexdigest())
         self.assertEqual(tail, b"bye %d\n" % size)
         for p in (a_proc, b_proc):
