@@ -750,7 +750,7 @@ static void h2_release(struct h2_conn *hc)
 
 /* The end of a closed connection's memory: now, or when the callback we
  * were inside unwinds. */
-static void h2_free(struct h2_conn *hc)
+PX_NOINLINE static void h2_free(struct h2_conn *hc)
 {
     struct px_conn *c = hc->c;
     if (hc->idle)
