@@ -43,7 +43,18 @@ struct h2_stream {
     size_t owed;     /* request body bytes sent on but not yet given back as window:
                       * held back while the memory budget is under pressure */
     size_t granted;  /* window beyond H2_FIRST_WINDOW, from px_mem_window_take() */
+    int stop_pending;   /* answered before the request ended: the rest is discarded, and
+                         * past H2_DISCARD_MAX more the client is told to stop */
+    size_t discarded;   /* request body bytes discarded since */
 };
+
+/* A request answered before its body ended (a refusal, an upstream that
+ * answered early) is not reset at once: RST_STREAM(NO_ERROR) (RFC 9113
+ * 8.1) while the client is still sending makes clients such as curl 7.88
+ * fail a request whose whole answer they already have, when it races the
+ * rest of a small upload. The rest is read and discarded (its window given
+ * back) up to this much; a client that sends more is told to stop. */
+#define H2_DISCARD_MAX (64 * 1024)
 
 /* Where a connection is in its life. States only move forward; each
  * includes what the ones before it promised (a connection that sent its
@@ -295,6 +306,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         /* Nobody will read it (refused, answered, or upstream finished):
          * discard, and reopen the window so the peer is not stuck. */
         nghttp2_session_consume_stream(s, id, len);
+        if (hs != NULL && hs->stop_pending) {
+            hs->discarded += len;
+            if (hs->discarded > H2_DISCARD_MAX) {
+                hs->stop_pending = 0;
+                nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+            }
+        }
         return 0;
     }
     (void)hc;
@@ -407,11 +425,12 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
         }
         if (!st->req_eof && !st->rq.is_grpc)
             /* Answered before the request finished (e.g. refused upload):
-             * tell the client to stop sending (RFC 9113 8.1). Not for
-             * gRPC: grpc-core 1.51 turns RST_STREAM(NO_ERROR) into
-             * INTERNAL even after the trailers; its requests are short
-             * and the rest is discarded as it arrives. */
-            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+             * the client is told to stop sending (RFC 9113 8.1) once it
+             * sends more than H2_DISCARD_MAX. Not for gRPC: grpc-core 1.51
+             * turns RST_STREAM(NO_ERROR) into INTERNAL even after the
+             * trailers; its requests are short and the rest is discarded
+             * as it arrives. */
+            hs->stop_pending = 1;
     }
     return (ssize_t)n;
 }
@@ -453,7 +472,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     free(nva);
     hs->submitted = 1;
     if (!has_body && !st->req_eof && !st->rq.is_grpc)
-        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_NO_ERROR);
+        hs->stop_pending = 1; /* as in read_response */
     return rc;
 }
 
@@ -731,7 +750,7 @@ static void h2_release(struct h2_conn *hc)
 
 /* The end of a closed connection's memory: now, or when the callback we
  * were inside unwinds. */
-static void h2_free(struct h2_conn *hc)
+PX_NOINLINE static void h2_free(struct h2_conn *hc)
 {
     struct px_conn *c = hc->c;
     if (hc->idle)

@@ -127,7 +127,7 @@ static void idle_unlink(struct up_conn *c)
     c->pool->nidle--;
 }
 
-static void conn_free(struct up_conn *c)
+PX_NOINLINE static void conn_free(struct up_conn *c)
 {
     idle_unlink(c);
     c->pool->nconns--;

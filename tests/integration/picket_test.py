@@ -1169,6 +1169,8 @@ class H2Client:
                 st = self.streams.setdefault(e.stream_id, {"headers": [], "body": b"", "trailers": [], "done": False})
                 st["done"] = True
                 st["reset"] = isinstance(e, self.ev.StreamReset)
+                if st["reset"]:
+                    st["reset_code"] = int(e.error_code)
         out = self.conn.data_to_send()
         if out:
             try:

@@ -460,5 +460,64 @@ class DataPath(pt.TestCase):
         self.assertTrue(admin and all(r["rule"] == "no-admin" for r in admin), admin)
 
 
+    def test_h2_answered_before_body_ends(self):
+        """A request answered before its body ended (here: refused by the policy) is not
+        reset at once: a small rest of the body completes the stream normally (curl 7.88
+        fails a request whose whole answer it has when RST_STREAM races its upload); a
+        client that goes on sending past 64 KiB is told to stop with RST_STREAM(NO_ERROR).
+        Other streams on the connection carry on."""
+        pol = pt.write_policy(os.path.join(self.tmp, "policy.json"), [
+            {"id": "no-admin", "action": "deny", "paths": ["/admin/**"]},
+            {"id": "allow-client", "action": "allow", "from": [pt.CLIENT_ID]},
+        ], default="deny", revision=3)
+        port = self.start("h2c", policy={"file": pol})
+        c = pt.H2Client(port, self.pki)
+        try:
+            def post_head(path):
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                          (":authority", "localhost"), (":path", path)],
+                                    end_stream=False)
+                c.sock.sendall(c.conn.data_to_send())
+                deadline = time.monotonic() + 20
+                while not c.streams.get(sid, {}).get("done") and time.monotonic() < deadline:
+                    self.assertTrue(c._pump(0.2), "connection ended")
+                st = c.streams.get(sid)
+                self.assertTrue(st and st["done"], "no answer on stream %d" % sid)
+                self.assertEqual(dict(st["headers"]).get(":status"), "403", st)
+                self.assertFalse(st.get("reset"), "reset before the client sent more: %r" % st)
+                return sid
+
+            # a small rest: the stream ends normally, no reset
+            small = post_head("/admin/small")
+            c.conn.send_data(small, b"x", end_stream=True)
+            c.sock.sendall(c.conn.data_to_send())
+            status, _, _, _ = c.request("/headers")   # after the rest, on the same connection
+            self.assertEqual(status, 200)
+            self.assertFalse(c.streams[small].get("reset"), c.streams[small])
+
+            # a client that keeps sending: stopped with NO_ERROR after 64 KiB or so
+            big = post_head("/admin/big")
+            sent, chunk = 0, b"y" * 8192
+            deadline = time.monotonic() + 30
+            while not c.streams[big].get("reset") and time.monotonic() < deadline:
+                n = min(len(chunk), c.conn.local_flow_control_window(big)) \
+                    if big in c.conn.streams else 0
+                if n > 0 and sent < 4 * 1024 * 1024:
+                    try:
+                        c.conn.send_data(big, chunk[:n])
+                        sent += n
+                    except Exception:  # the stream closed under us: the reset is on its way
+                        pass
+                    c.sock.sendall(c.conn.data_to_send())
+                c._pump(0.05)
+            self.assertTrue(c.streams[big].get("reset"), "never told to stop (sent %d)" % sent)
+            self.assertEqual(c.streams[big].get("reset_code"), 0, c.streams[big])
+            self.assertGreater(sent, 64 * 1024, "reset before 64 KiB were discarded")
+            status, _, _, _ = c.request("/headers")
+            self.assertEqual(status, 200, "the connection carries on")
+        finally:
+            c.close()
+
 if __name__ == "__main__":
     pt.main(timeout=280)
