@@ -785,6 +785,17 @@ size_t policy_bundle_rule_count(const struct policy_bundle *b)
     return b->nrules;
 }
 
+int policy_bundle_rule_http_only(const struct policy_bundle *b, size_t i, const char **id)
+{
+    const struct policy_rule *r;
+    if (i >= b->nrules)
+        return -1;
+    r = &b->rules[i];
+    if (id != NULL)
+        *id = r->id;
+    return r->nhosts > 0 || r->nmethods > 0 || r->npaths > 0 || r->nheaders > 0;
+}
+
 size_t policy_bundle_dispatch_targets(const struct policy_bundle *b, const char *const **names)
 {
     if (names != NULL)

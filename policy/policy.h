@@ -138,6 +138,11 @@ enum policy_mode policy_bundle_mode(const struct policy_bundle *b);
 /* The "default" verdict: POLICY_ALLOW or POLICY_DENY. */
 enum policy_verdict policy_bundle_default(const struct policy_bundle *b);
 size_t policy_bundle_rule_count(const struct policy_bundle *b);
+/* Whether rule i (bundle order) names hosts, methods, paths or headers:
+ * such a rule never matches an opaque TCP connection, which the proxy
+ * evaluates with the caller's identity alone. 1 or 0, with the rule's id
+ * in *id (owned by b; id may be NULL); -1 when i is out of range. Pure. */
+int policy_bundle_rule_http_only(const struct policy_bundle *b, size_t i, const char **id);
 /* Distinct dispatch target names used by the rules, in order of first use.
  * Returns the count; *names (may be NULL) points at an array owned by the
  * bundle, valid until policy_bundle_free(). */

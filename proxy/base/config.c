@@ -280,8 +280,9 @@ static int parse_dispatch(struct cp *p, int obj)
 static int parse_route(struct cp *p, int t, const char *where, enum px_listener_kind kind,
                        struct px_route *r)
 {
-    static const char *const in_keys[] = {"path_prefix", "authority", "upstream", NULL};
-    static const char *const out_keys[] = {"authority", "upstream", "server_id", NULL};
+    static const char *const in_keys[] = {"path_prefix", "authority", "upstream", "timeout",
+                                          NULL};
+    static const char *const out_keys[] = {"authority", "upstream", "server_id", "timeout", NULL};
     char b[WHERE_MAX], *up = NULL;
     int v, vu, rc = -1;
 
@@ -311,6 +312,9 @@ static int parse_route(struct cp *p, int t, const char *where, enum px_listener_
         if (r->authority == NULL && r->path_prefix == NULL)
             return px_cfg_perr(p, t, "%s: needs \"path_prefix\" and/or \"authority\"", where);
     }
+    if (px_cfg_get_dur(p, t, where, "timeout", &r->timeout_ms, PX_TIMEOUT_MIN_MS,
+                       PX_TIMEOUT_MAX_MS) < 0)
+        return -1;
     if ((vu = px_cfg_need_str(p, t, where, "upstream", &up)) < 0)
         return -1;
     if (kind == PX_LISTENER_INBOUND) {
@@ -378,14 +382,69 @@ static int parse_trusted_forwarders(struct cp *p, int t, const char *where,
     return 0;
 }
 
+/* tcp_inbound: "upstream": "tcp://host:port" (the app); tcp_outbound:
+ * "upstream": "host:port" (the remote sidecar's tcp_inbound) and
+ * "server_id". The HTTP-only keys mean nothing on a byte stream: refused,
+ * so a config that expects them to act is not silently weaker. */
+static int parse_tcp_listener(struct cp *p, int t, const char *where, struct px_listener_cfg *l)
+{
+    static const char *const http_only[] = {"routes", "trusted_forwarders",
+                                            "headers_with_underscores", "path_params", "timeout",
+                                            NULL};
+    char *up = NULL;
+    int v, rc = -1;
+
+    for (int i = 0; http_only[i] != NULL; i++)
+        if ((v = certs_json_get(&p->j, t, http_only[i])) >= 0)
+            return px_cfg_perr(p, v, "%s.%s: not for a %s listener (HTTP listeners only)", where,
+                               http_only[i],
+                               l->kind == PX_LISTENER_TCP_INBOUND ? "tcp_inbound" : "tcp_outbound");
+    if ((v = px_cfg_need_str(p, t, where, "upstream", &up)) < 0)
+        return -1;
+    if (l->kind == PX_LISTENER_TCP_INBOUND) {
+        if ((v = certs_json_get(&p->j, t, "server_id")) >= 0) {
+            px_cfg_perr(p, v, "%s.server_id: only for tcp_outbound listeners", where);
+            goto out;
+        }
+        if (strncmp(up, "tcp://", 6) != 0 ||
+            px_cfg_parse_hostport(up + 6, &l->upstream.host, &l->upstream.port) < 0) {
+            px_cfg_perr(p, v, "%s.upstream: expected \"tcp://host:port\"", where);
+            goto out;
+        }
+        l->upstream.proto = PX_UP_TCP;
+    } else {
+        if (px_cfg_parse_hostport(up, &l->upstream.host, &l->upstream.port) < 0) {
+            px_cfg_perr(p, v, "%s.upstream: expected \"host:port\" (the remote sidecar's "
+                              "tcp_inbound listener)", where);
+            goto out;
+        }
+        l->upstream.proto = PX_UP_MTLS;
+        if (px_cfg_get_spiffe(p, t, where, "server_id", &l->server_id, 1) < 0)
+            goto out;
+        l->upstream.server_id = l->server_id;
+    }
+    l->upstream.url = up;
+    up = NULL;
+    l->has_upstream = 1;
+    rc = 0;
+out:
+    free(up);
+    return rc;
+}
+
 static int parse_listener(struct cp *p, int t, size_t idx)
 {
     static const char *const keys[] = {"name",         "kind",
                                        "bind",         "upstream",
                                        "routes",       "trusted_forwarders",
                                        "allow_remote", "headers_with_underscores",
-                                       "path_params",  NULL};
-    static const char *const kinds[] = {"inbound", "outbound", NULL};
+                                       "path_params",  "timeout",
+                                       "server_id",    NULL};
+    static const char *const kinds[] = {"inbound", "outbound", "tcp_inbound", "tcp_outbound",
+                                        NULL};
+    static const enum px_listener_kind kind_of[] = {PX_LISTENER_INBOUND, PX_LISTENER_OUTBOUND,
+                                                    PX_LISTENER_TCP_INBOUND,
+                                                    PX_LISTENER_TCP_OUTBOUND};
     static const char *const underscores[] = {"drop", "reject", "allow", NULL};
     static const char *const params[] = {"reject", "keep", NULL};
     struct px_config *c = p->cfg;
@@ -404,7 +463,7 @@ static int parse_listener(struct cp *p, int t, size_t idx)
             return px_cfg_perr(p, v, "%s.name: duplicate listener name \"%s\"", where, l->name);
     if ((v = px_cfg_get_enum(p, t, where, "kind", kinds, &kind)) <= 0)
         return v < 0 ? -1 : px_cfg_missing(p, t, where, "kind");
-    l->kind = kind == 0 ? PX_LISTENER_INBOUND : PX_LISTENER_OUTBOUND;
+    l->kind = kind_of[kind];
     if ((v = px_cfg_need_str(p, t, where, "bind", &s)) < 0)
         return -1;
     if (px_cfg_parse_hostport(s, &l->bind_host, &l->bind_port) < 0) {
@@ -420,11 +479,11 @@ static int parse_listener(struct cp *p, int t, size_t idx)
         }
     if ((v = px_cfg_get_bool(p, t, where, "allow_remote", &l->allow_remote)) < 0)
         goto out;
-    if (v > 0 && l->kind != PX_LISTENER_OUTBOUND) {
+    if (v > 0 && !PX_KIND_IS_OUTBOUND(l->kind)) {
         px_cfg_perr(p, v, "%s.allow_remote: only for outbound listeners", where);
         goto out;
     }
-    if (l->kind == PX_LISTENER_OUTBOUND && !l->allow_remote &&
+    if (PX_KIND_IS_OUTBOUND(l->kind) && !l->allow_remote &&
         !px_config_host_is_loopback(l->bind_host)) {
         /* An outbound listener lends the workload's SVID to whoever can
          * reach it: on a pod or host address it is an open relay. */
@@ -435,9 +494,20 @@ static int parse_listener(struct cp *p, int t, size_t idx)
                     where);
         goto out;
     }
+    if (PX_KIND_IS_TCP(l->kind)) {
+        rc = parse_tcp_listener(p, t, where, l);
+        goto out;
+    }
+    if ((v = certs_json_get(&p->j, t, "server_id")) >= 0) {
+        px_cfg_perr(p, v, "%s.server_id: only for tcp_outbound listeners (outbound routes name "
+                          "their own)", where);
+        goto out;
+    }
     if (px_cfg_get_enum(p, t, where, "headers_with_underscores", underscores, &l->underscores) <
             0 ||
-        px_cfg_get_enum(p, t, where, "path_params", params, &l->path_params) < 0)
+        px_cfg_get_enum(p, t, where, "path_params", params, &l->path_params) < 0 ||
+        px_cfg_get_dur(p, t, where, "timeout", &l->timeout_ms, PX_TIMEOUT_MIN_MS,
+                       PX_TIMEOUT_MAX_MS) < 0)
         goto out;
     if (parse_trusted_forwarders(p, t, where, l) < 0)
         goto out;
@@ -578,7 +648,7 @@ static int parse_limits(struct cp *p, int obj)
                                        "idle_timeout",     "upstream_timeout",
                                        "drain_timeout",    "handshake_timeout",
                                        "stream_buffer",    "drain_notice_delay",
-                                       NULL};
+                                       "tunnel_idle_timeout", NULL};
     const char *w = "limits";
     struct px_config *c = p->cfg;
 
@@ -604,7 +674,9 @@ static int parse_limits(struct cp *p, int obj)
         px_cfg_get_dur(p, obj, w, "handshake_timeout", &c->limits.handshake_timeout_ms, 100,
                        300000) < 0 ||
         px_cfg_get_dur(p, obj, w, "drain_notice_delay", &c->limits.drain_notice_delay_ms, 0,
-                       3600000) < 0)
+                       3600000) < 0 ||
+        px_cfg_get_dur(p, obj, w, "tunnel_idle_timeout", &c->limits.tunnel_idle_timeout_ms, 1000,
+                       7 * 86400000LL) < 0)
         return -1;
     if (c->limits.drain_notice_delay_ms > 0 &&
         c->limits.drain_notice_delay_ms >= c->limits.drain_timeout_ms) {
@@ -642,6 +714,7 @@ static void set_defaults(struct px_config *c)
     c->limits.drain_timeout_ms = 20000;
     c->limits.handshake_timeout_ms = 10000;
     c->limits.stream_buffer = 262144;
+    c->limits.tunnel_idle_timeout_ms = 3600000;
     c->probes.timeout_ms = 1000;
 }
 
@@ -912,6 +985,7 @@ void px_config_free(struct px_config *c)
             free_upstream(&l->routes[r].upstream);
         }
         free(l->routes);
+        free(l->server_id);
         free_strv(l->trusted_forwarders, l->ntrusted_forwarders);
     }
     free(c->listeners);

@@ -16,7 +16,12 @@
 enum px_underscores { PX_US_DROP, PX_US_REJECT, PX_US_ALLOW };
 enum px_path_params { PX_PP_REJECT, PX_PP_KEEP };
 
-enum px_upstream_proto { PX_UP_H2C, PX_UP_H1, PX_UP_MTLS /* outbound: h2 over mTLS */ };
+enum px_upstream_proto {
+    PX_UP_H2C,
+    PX_UP_H1,
+    PX_UP_MTLS, /* outbound: h2 over mTLS; tcp_outbound: opaque bytes over mTLS */
+    PX_UP_TCP   /* tcp_inbound: "tcp://host:port", opaque bytes */
+};
 
 struct px_upstream_addr {
     enum px_upstream_proto proto;
@@ -34,9 +39,20 @@ struct px_route {
     char *path_prefix;   /* NULL = any */
     struct px_upstream_addr upstream;
     char *server_id;     /* outbound routes: expected SPIFFE ID of the server */
+    int64_t timeout_ms;  /* "timeout": whole-request deadline; 0 = the listener's */
 };
 
-enum px_listener_kind { PX_LISTENER_INBOUND, PX_LISTENER_OUTBOUND };
+enum px_listener_kind {
+    PX_LISTENER_INBOUND,
+    PX_LISTENER_OUTBOUND,
+    PX_LISTENER_TCP_INBOUND, /* mTLS terminated, one decision at connect, bytes to upstream */
+    PX_LISTENER_TCP_OUTBOUND /* plain TCP from the app, mTLS with the SVID to upstream */
+};
+
+/* Listener kinds whose client side is the local app (plaintext, loopback). */
+#define PX_KIND_IS_OUTBOUND(k) ((k) == PX_LISTENER_OUTBOUND || (k) == PX_LISTENER_TCP_OUTBOUND)
+/* Opaque TCP listener kinds (proxy/server/tunnel.c). */
+#define PX_KIND_IS_TCP(k) ((k) == PX_LISTENER_TCP_INBOUND || (k) == PX_LISTENER_TCP_OUTBOUND)
 
 struct px_listener_cfg {
     char *name;
@@ -52,7 +68,13 @@ struct px_listener_cfg {
     int allow_remote;          /* outbound: may bind a non-loopback address */
     int underscores;           /* enum px_underscores: drop, reject, allow */
     int path_params;           /* enum px_path_params: reject, keep */
+    int64_t timeout_ms;        /* "timeout": whole-request deadline of its requests (a route's
+                                * own wins); 0 = none */
+    char *server_id;           /* tcp_outbound: the SPIFFE ID the upstream must present */
 };
+
+#define PX_TIMEOUT_MIN_MS 10LL          /* routes[].timeout and listeners[].timeout: */
+#define PX_TIMEOUT_MAX_MS 86400000LL    /* 10ms to 24h */
 
 struct px_trust_domain_cfg {
     char *trust_domain; /* "example.org" */
@@ -178,7 +200,9 @@ struct px_config {
         int64_t drain_timeout_ms;       /* 20s */
         int64_t drain_notice_delay_ms;  /* 0: GOAWAY / Connection: close at once on drain */
         int64_t handshake_timeout_ms;   /* 10s */
-        int64_t stream_buffer;          /* 262144: per-stream, per-direction body buffer */
+        int64_t stream_buffer;          /* 262144: per-stream, per-direction body buffer (and
+                                         * per TCP tunnel, per direction) */
+        int64_t tunnel_idle_timeout_ms; /* 1h: a TCP tunnel with no byte either way is closed */
         int64_t memory_budget;          /* 64 MiB: bytes held for peers, all of them (mem.h) */
     } limits;
 };

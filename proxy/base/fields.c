@@ -209,3 +209,28 @@ void px_response_fields_filter(struct px_hdrs *h)
     px_tokset_free(&ts);
 }
 
+
+int px_grpc_timeout_parse(const char *p, size_t n, int64_t *us)
+{
+    int64_t v = 0, mul;
+    if (n < 2 || n > 9)
+        return -1;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0'); /* at most 8 digits: no overflow */
+    }
+    if (v == 0)
+        return -1;
+    switch (p[n - 1]) {
+    case 'H': mul = 3600LL * 1000000; break;
+    case 'M': mul = 60LL * 1000000; break;
+    case 'S': mul = 1000000; break;
+    case 'm': mul = 1000; break;
+    case 'u': mul = 1; break;
+    case 'n': *us = (v + 999) / 1000; return 0;
+    default: return -1;
+    }
+    *us = v * mul; /* 99999999 H is 3.6e17 us: fits in int64_t */
+    return 0;
+}

@@ -7,6 +7,7 @@
 #define PX_FIELDS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "hdrs.h"
 
@@ -55,5 +56,14 @@ struct px_tokset {
 int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h);
 int px_tokset_has(const struct px_tokset *s, const char *p, size_t n);
 void px_tokset_free(struct px_tokset *s);
+
+/* A gRPC request's grpc-timeout value p[0..n) (PROTOCOL-HTTP2.md:
+ * 1 to 8 ASCII digits, then one unit: H hours, M minutes, S seconds,
+ * m milliseconds, u microseconds, n nanoseconds; nothing else, no
+ * spaces) into *us, microseconds, rounded up. 0 on success; -1 when the
+ * value is malformed or zero, which the caller ignores, as Envoy does (a
+ * peer's bad header must not end its request: the request then has the
+ * configured deadline only). Pure. */
+int px_grpc_timeout_parse(const char *p, size_t n, int64_t *us);
 
 #endif

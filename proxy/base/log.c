@@ -724,6 +724,8 @@ int px_log_audit(const struct px_audit_rec *r)
     jb_field_strn(&b, "query", r->query, r->query_len);
     jb_field_i64(&b, "status", r->status, 0);
     jb_field_str(&b, "request_id", r->request_id);
+    if (r->protocol != NULL)
+        jb_field_str(&b, "protocol", r->protocol);
     if (r->reason != NULL)
         jb_field_str(&b, "reason", r->reason);
     if (r->cache_age_ms >= 0)

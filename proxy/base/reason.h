@@ -64,11 +64,16 @@
     X(BAD_SERVICE_URL, "bad_service_url")                                                          \
     X(RESPONSE_TOO_LARGE, "response_too_large")                                                    \
     X(NO_ROUTE, "no_route")                                                                        \
+    X(TCP_DISPATCH_UNSUPPORTED, "tcp_dispatch_unsupported")                                        \
+    /* opaque TCP tunnels (server/tunnel.c) */                                                     \
+    X(TUNNEL_IDLE, "tunnel_idle")                                                                  \
+    X(TUNNEL_RESET, "tunnel_reset")                                                                \
     /* the upstream (upstream/) */                                                                 \
     X(CONNECT_REFUSED, "connect_refused")                                                          \
     X(CONNECT_FAILED, "connect_failed")                                                            \
     X(TIMEOUT, "timeout")                                                                          \
     X(UPSTREAM_TIMEOUT, "upstream_timeout")                                                        \
+    X(REQUEST_DEADLINE, "request_deadline")                                                        \
     X(UPSTREAM_RESET, "upstream_reset")                                                            \
     X(UPSTREAM_REFUSED_STREAM, "upstream_refused_stream")                                          \
     X(UPSTREAM_GOAWAY, "upstream_goaway")                                                          \

@@ -142,6 +142,21 @@ static int cmd_lint(int argc, char **argv)
     exp = policy_bundle_expires_at(b);
     if (exp != 0 && exp <= (int64_t)time(NULL))
         fprintf(stderr, "%s: warning: expires_at is in the past\n", argv[2]);
+    {
+        /* Not an error: a bundle serves HTTP listeners too. Said once, with
+         * the first such rule, so a TCP-only bundle's author sees it. */
+        size_t n = 0;
+        const char *first = NULL, *id = NULL;
+        for (size_t i = 0; i < policy_bundle_rule_count(b); i++)
+            if (policy_bundle_rule_http_only(b, i, &id) == 1 && n++ == 0)
+                first = id;
+        if (n > 0)
+            fprintf(stderr,
+                    "%s: note: %zu of %zu rules (first: \"%s\") name hosts, methods, paths or "
+                    "headers: they never match an opaque TCP connection (tcp_inbound listeners "
+                    "decide by the caller's identity alone)\n",
+                    argv[2], n, policy_bundle_rule_count(b), first);
+    }
     policy_bundle_free(b);
     return 0;
 }

@@ -83,7 +83,7 @@ void px_conn_end_identity(struct px_conn *c, enum px_reason reason)
 
 static int conn_kind(const struct px_conn *c)
 {
-    return c->snap->cfg->listeners[c->lst->index].kind == PX_LISTENER_OUTBOUND;
+    return PX_KIND_IS_OUTBOUND(c->snap->cfg->listeners[c->lst->index].kind);
 }
 
 void px_conn_free(struct px_conn *c)

@@ -152,7 +152,7 @@ extern atomic_long px_handshaking;
 
 /* ---- downstream connections ------------------------------------------ */
 
-enum px_proto { PX_PROTO_NONE, PX_PROTO_H2, PX_PROTO_H1 };
+enum px_proto { PX_PROTO_NONE, PX_PROTO_H2, PX_PROTO_H1, PX_PROTO_TCP /* server/tunnel.c */ };
 
 /* What the rest of picket may ask of a connection's protocol; set by the
  * protocol's start function (h1.c, h2.c), NULL before. */
@@ -309,6 +309,7 @@ struct px_stream {
     int down_done, up_done;
     struct event *up_timer;      /* upstream_timeout */
     int64_t up_last_us;          /* last progress either way (monotonic), for up_timer */
+    struct event *deadline_timer; /* whole-request deadline (px_stream_set_deadline) */
     int up_retries;              /* replays after REFUSED_STREAM */
     int logged;
     struct px_mem_acct mem;      /* bytes held for this stream (parent: the connection's) */
@@ -390,6 +391,18 @@ void px_stream_mem_reset(struct px_worker *w);
 
 /* Upstream activity (either direction): the upstream timeout counts from here. */
 void px_stream_up_activity(struct px_stream *st);
+
+/* Arms st's whole-request deadline (routes[].timeout, listeners[].timeout,
+ * a gRPC client's grpc-timeout) at monotonic time at_us. Call before the
+ * upstream starts. Past it, unless the upstream side has finished by then,
+ * the upstream side is cancelled and the client gets 504 (gRPC:
+ * grpc-status 4 DEADLINE_EXCEEDED) with reason "request_deadline" when no
+ * response head was produced yet, else a reset stream (h2) or a closed
+ * connection (h1). An at_us already past fires on the loop's next turn
+ * (the gate answers such a request itself, before any upstream). 0, or
+ * -1 when no timer could be allocated (nothing was done; the caller
+ * refuses the request). Worker thread. */
+int px_stream_set_deadline(struct px_stream *st, int64_t at_us);
 
 /* Bytes moved per read/write call on a connection (libevent's default is
  * 16 KiB, one syscall per TLS record). */

@@ -272,7 +272,7 @@ int px_snapshot_build_with(struct px_snapshot **out, struct px_config *cfg,
     if (s->server_ctx == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->nlisteners && !s->identity_pending; i++) {
-        if (cfg->listeners[i].kind != PX_LISTENER_INBOUND) {
+        if (PX_KIND_IS_OUTBOUND(cfg->listeners[i].kind)) {
             if (s->client_ctx == NULL) {
                 snprintf(err, errlen, "listeners[%zu] (%s): an outbound listener needs "
                                       "identity.cert, identity.key and identity.trust_bundles", i,

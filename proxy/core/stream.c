@@ -6,7 +6,7 @@
  * make picket safe to put in front of an app (path normalization, header
  * filtering, identity headers written by picket and never taken from the
  * client), the policy decision, route selection, local answers, the
- * upstream timeout, and the access log line and metrics when the stream
+ * upstream timeout, the request deadline, and the access log line and metrics when the stream
  * ends. A stream is freed when both sides have said they are done with it.
  */
 #include "px.h"
@@ -168,6 +168,8 @@ static void stream_free(struct px_stream *st)
     stream_log(st);
     if (st->up_timer)
         event_free(st->up_timer);
+    if (st->deadline_timer)
+        event_free(st->deadline_timer);
     px_request_clear(&st->rq);
     px_hdrs_clear(&st->resp);
     px_hdrs_clear(&st->resp_trailers);
@@ -209,6 +211,8 @@ void px_stream_up_done(struct px_stream *st)
     st->up = NULL;
     if (st->up_timer)
         evtimer_del(st->up_timer);
+    if (st->deadline_timer)
+        evtimer_del(st->deadline_timer); /* the response is complete (or failed): nothing to cut */
     if (st->down_done)
         stream_free(st);
 }
@@ -396,6 +400,56 @@ void px_stream_up_activity(struct px_stream *st)
     }
     if (!evtimer_pending(st->up_timer, NULL))
         arm_up_timer(st, ms * 1000);
+}
+
+/* ---- the request deadline ----------------------------------------------- */
+
+/* Unlike upstream_timeout, progress does not move it: it is the caller's
+ * budget for the whole exchange, counted from the moment the stream
+ * started (the request head arrived), which includes the time the
+ * decision took. It ends with the upstream side: once the upstream has
+ * produced the whole response, a slow reader is idle_timeout's business. */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_stream *st = arg;
+    (void)fd;
+    (void)what;
+    if (st->down_done || st->up_done)
+        return;
+    st->reason = PX_R_REQUEST_DEADLINE;
+    px_counter_add(px_counter_get("picket_upstream_failures_total",
+                                  "Upstream failures by reason (connect, reset, server identity)",
+                                  "reason=\"request_deadline\""),
+                   1);
+    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
+           st->upstream_name ? st->upstream_name : "", "reason", "request_deadline", NULL);
+    /* As up_timeout_cb: the upstream lets go first (the client is still
+     * here, so cancel() does not free the stream), then the client hears. */
+    if (st->up != NULL)
+        st->up->cancel(st);
+    else
+        px_stream_up_done(st);
+    if (st->status == 0)
+        px_stream_respond(st, 504, "request deadline exceeded\n", PX_GRPC_DEADLINE_EXCEEDED,
+                          PX_R_REQUEST_DEADLINE);
+    else if (st->down && !st->resp_eof)
+        st->down->abort(st);
+}
+
+int px_stream_set_deadline(struct px_stream *st, int64_t at_us)
+{
+    int64_t left = at_us - px_mono_us();
+    struct timeval tv;
+    if (st->deadline_timer == NULL) {
+        st->deadline_timer = evtimer_new(st->w->base, deadline_cb, st);
+        if (st->deadline_timer == NULL)
+            return -1;
+    }
+    if (left < 0)
+        left = 0;
+    tv.tv_sec = (time_t)(left / 1000000);
+    tv.tv_usec = (suseconds_t)(left % 1000000);
+    return evtimer_add(st->deadline_timer, &tv) == 0 ? 0 : -1;
 }
 
 void px_stream_request_sent(struct px_stream *st, size_t n)

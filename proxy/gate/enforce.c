@@ -28,6 +28,7 @@
 #include "certs.h"
 #include "dispatch.h"
 #include "enforce.h"
+#include "gate.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
@@ -81,6 +82,88 @@ static void set_rule(struct px_stream *st, const char *rule)
     st->rule[n] = '\0';
 }
 
+/* 1 when the bundle in force is stale: past its expires_at or, from a
+ * control plane, not confirmed for policy.max_staleness. *age_ms: its age
+ * (from a control plane, since the last 200 or 304). */
+static int bundle_stale(const struct px_config *cfg, struct px_policy_state *pol, int64_t now_ms,
+                        int64_t *age_ms)
+{
+    int stale = pol->expires_at_s > 0 && now_ms / 1000 >= pol->expires_at_s;
+    *age_ms = now_ms - pol->loaded_at_ms;
+    if (pol->from_url) {
+        /* From a control plane, a bundle is as old as the last time the
+         * control plane confirmed it (a 200 or a 304). */
+        int64_t contact = atomic_load_explicit(&pol->contact_ms, memory_order_relaxed);
+        *age_ms = now_ms - contact;
+        if (cfg->policy.max_staleness_ms > 0 && *age_ms > cfg->policy.max_staleness_ms)
+            stale = 1;
+    }
+    return stale;
+}
+
+int px_enforce_tcp(const struct px_config *cfg, struct px_policy_state *pol, const char *peer,
+                   struct px_tcp_decision *d)
+{
+    struct policy_request req;
+    struct policy_decision why;
+    enum policy_verdict v;
+    int64_t now_ms = px_now_ms();
+
+    memset(d, 0, sizeof(*d));
+    d->mode = "enforce";
+    d->bundle_revision = -1;
+    d->bundle_age_ms = -1;
+    d->decision = "deny";
+    if (cfg->policy.file == NULL && cfg->policy.url == NULL) {
+        d->decision = "allow";
+        snprintf(d->rule, sizeof(d->rule), "mtls");
+        px_counter_add(decision_counter("allow", "mtls"), 1);
+        return 1;
+    }
+    if (pol == NULL) {
+        snprintf(d->rule, sizeof(d->rule), "no_policy");
+        d->reason = PX_R_NO_POLICY;
+        px_counter_add(decision_counter("deny", "no_policy"), 1);
+        return 0;
+    }
+    d->bundle_revision = pol->revision;
+    d->mode = pol->audit_mode ? "audit" : "enforce";
+    if (bundle_stale(cfg, pol, now_ms, &d->bundle_age_ms)) {
+        if (cfg->policy.on_stale_deny) {
+            snprintf(d->rule, sizeof(d->rule), "stale");
+            d->reason = PX_R_STALE;
+            px_counter_add(decision_counter("deny", "stale"), 1);
+            return 0;
+        }
+        px_log(PX_LOG_WARN, "policy_stale_enforced", "peer", peer, "msg",
+               "policy is stale; on_stale=last_known_good keeps enforcing it", NULL);
+    }
+    /* Only the caller's identity: no method, authority, path or header,
+     * so a rule that names any of them cannot match (policy/eval.c: an
+     * empty value matches no listed one, and a header condition needs the
+     * header). */
+    memset(&req, 0, sizeof(req));
+    req.peer = peer;
+    req.peer_len = strlen(peer);
+    v = policy_eval(pol->engine, &req, &why);
+    snprintf(d->rule, sizeof(d->rule), "%s", why.rule_id);
+    px_counter_add(decision_counter_gen(pol->gen, policy_verdict_name(v), why.rule_id), 1);
+    if (v == POLICY_DISPATCH) {
+        /* A remote authorization service judges HTTP requests; a byte
+         * stream has nothing to send it. Fail closed. */
+        d->reason = PX_R_TCP_DISPATCH_UNSUPPORTED;
+        v = POLICY_DENY;
+    } else if (v == POLICY_DENY) {
+        d->reason = PX_R_POLICY_DENY;
+    }
+    d->decision = policy_verdict_name(v);
+    if (pol->audit_mode) {
+        d->reason = PX_R_NONE;
+        return 1; /* audit: recorded, never enforced */
+    }
+    return v == POLICY_ALLOW;
+}
+
 int px_enforce_request(struct px_stream *st)
 {
     const struct px_config *cfg = st->snap->cfg;
@@ -113,18 +196,9 @@ int px_enforce_request(struct px_stream *st)
         return 1;
     }
     st->bundle_revision = pol->revision;
-    st->bundle_age_ms = now_ms - pol->loaded_at_ms;
     st->mode = pol->audit_mode ? "audit" : "enforce";
     {
-        int stale = pol->expires_at_s > 0 && now_ms / 1000 >= pol->expires_at_s;
-        if (pol->from_url) {
-            /* From a control plane, a bundle is as old as the last time the
-             * control plane confirmed it (a 200 or a 304). */
-            int64_t contact = atomic_load_explicit(&pol->contact_ms, memory_order_relaxed);
-            st->bundle_age_ms = now_ms - contact;
-            if (cfg->policy.max_staleness_ms > 0 && st->bundle_age_ms > cfg->policy.max_staleness_ms)
-                stale = 1;
-        }
+        int stale = bundle_stale(cfg, pol, now_ms, &st->bundle_age_ms);
         if (stale && cfg->policy.on_stale_deny) {
             st->decision = "deny";
             set_rule(st, "stale");

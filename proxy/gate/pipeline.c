@@ -5,7 +5,9 @@
  * canonical request (request.c), refuses what is malformed, decides
  * (enforce.c: local policy, or the authorization service through
  * dispatch.c, which continues with px_stream_forward()), picks the route
- * and starts the upstream. Trailers pass through px_gate.trailers.
+ * and starts the upstream with the request's deadline (the route's or
+ * listener's timeout, or a sooner grpc-timeout). Trailers pass through
+ * px_gate.trailers.
  */
 #include "gate.h"
 
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "enforce.h"
+#include "fields.h"
 #include "log.h"
 #include "request.h"
 #include "upstream.h"
@@ -59,8 +62,10 @@ static int route_host_match(const char *pat, const char *h, size_t hlen)
 
 const struct px_upstream_addr *px_route_pick(const struct px_listener_cfg *lc, const char *host,
                                              size_t host_len, const char *match_path,
-                                             size_t match_path_len)
+                                             size_t match_path_len, int64_t *timeout_ms)
 {
+    if (timeout_ms != NULL)
+        *timeout_ms = lc->timeout_ms;
     for (size_t i = 0; i < lc->nroutes; i++) {
         const struct px_route *r = &lc->routes[i];
         if (r->authority != NULL && !route_host_match(r->authority, host, host_len))
@@ -69,17 +74,35 @@ const struct px_upstream_addr *px_route_pick(const struct px_listener_cfg *lc, c
             (strlen(r->path_prefix) > match_path_len ||
              strncmp(match_path, r->path_prefix, strlen(r->path_prefix)) != 0))
             continue;
+        if (timeout_ms != NULL && r->timeout_ms > 0)
+            *timeout_ms = r->timeout_ms;
         return &r->upstream;
     }
     return lc->has_upstream ? &lc->upstream : NULL;
 }
 
-static const struct px_upstream_addr *pick_route(struct px_stream *st)
+static const struct px_upstream_addr *pick_route(struct px_stream *st, int64_t *timeout_ms)
 {
     const struct px_listener_cfg *lc = &st->snap->cfg->listeners[st->conn->lst->index];
     const struct px_request *rq = &st->rq;
 
-    return px_route_pick(lc, rq->host, rq->host_len, rq->match_path, rq->match_path_len);
+    return px_route_pick(lc, rq->host, rq->host_len, rq->match_path, rq->match_path_len,
+                         timeout_ms);
+}
+
+int px_request_deadline(const struct px_request *rq, int64_t start_us, int64_t timeout_ms,
+                        int64_t *at_us)
+{
+    int64_t us = timeout_ms > 0 ? timeout_ms * 1000 : 0, g;
+    if (rq->is_grpc) {
+        const struct px_hdr *h = px_hdrs_get(&rq->hdrs, "grpc-timeout");
+        if (h != NULL && px_grpc_timeout_parse(h->value, h->vlen, &g) == 0 && (us == 0 || g < us))
+            us = g;
+    }
+    if (us == 0)
+        return 0;
+    *at_us = start_us + us;
+    return 1;
 }
 
 static void gate_request(struct px_stream *st)
@@ -138,11 +161,27 @@ static int gate_trailers(struct px_stream *st)
 
 void px_stream_forward(struct px_stream *st)
 {
-    const struct px_upstream_addr *up = pick_route(st);
+    int64_t timeout_ms = 0, at_us;
+    const struct px_upstream_addr *up = pick_route(st, &timeout_ms);
     if (up == NULL) {
         px_stream_respond(st, 404, is_outbound(st) ? "no route for this authority\n" : "no route\n",
                           PX_GRPC_UNIMPLEMENTED, PX_R_NO_ROUTE);
         return;
+    }
+    if (px_request_deadline(&st->rq, st->start_us, timeout_ms, &at_us)) {
+        /* Counted from the request's start: a slow decision (an
+         * authorization service) uses up the same budget. */
+        if (px_mono_us() >= at_us) {
+            px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
+                   up->url, "reason", "request_deadline", NULL);
+            px_stream_respond(st, 504, "request deadline exceeded\n", PX_GRPC_DEADLINE_EXCEEDED,
+                              PX_R_REQUEST_DEADLINE);
+            return;
+        }
+        if (px_stream_set_deadline(st, at_us) != 0) {
+            px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE, PX_R_OUT_OF_MEMORY);
+            return;
+        }
     }
     st->allowed = 1;
     st->upstream_name = up->url;

@@ -1,7 +1,8 @@
 /*
  * worker.c - worker threads: one event base each, one SO_REUSEPORT
  * listener per configured listener each (the kernel spreads connections),
- * the TLS handshake, and hand-off to h2.c / h1.c by ALPN.
+ * the TLS handshake, and hand-off to h2.c / h1.c by ALPN (to tunnel.c on
+ * opaque TCP listeners).
  *
  * Workers get messages, not locked shared state: the control thread posts
  * a new snapshot or a drain order with event_base_once() (libevent is
@@ -34,6 +35,7 @@
 #include "gate.h"
 #include "h1.h"
 #include "h2.h"
+#include "tunnel.h"
 #include "worker.h"
 
 
@@ -139,7 +141,9 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
         px_counter_add(hs_counter(c->lst->name, "ok"), 1);
         arm_cert_timer(c);
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpnlen);
-        if (alpnlen == 2 && memcmp(alpn, "h2", 2) == 0)
+        if (c->snap->cfg->listeners[c->lst->index].kind == PX_LISTENER_TCP_INBOUND)
+            rc = px_tunnel_start(c); /* opaque bytes, whatever ALPN said */
+        else if (alpnlen == 2 && memcmp(alpn, "h2", 2) == 0)
             rc = px_h2_conn_start(c);
         else
             rc = px_h1_conn_start(c);
@@ -220,7 +224,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     (void)salen;
 
     if (w->draining || w->snap->identity_pending ||
-        atomic_load(&px_conns_by_kind[cfg->listeners[l->index].kind == PX_LISTENER_OUTBOUND]) >=
+        atomic_load(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind)]) >=
             (long)cfg->limits.max_connections) {
         px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_CONNECTIONS)), 1);
         close(fd);
@@ -258,6 +262,12 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         bufferevent_set_max_single_read(c->bev, PX_IO_CHUNK);
         bufferevent_set_max_single_write(c->bev, PX_IO_CHUNK);
         c->handshaken = 1;
+        if (cfg->listeners[l->index].kind == PX_LISTENER_TCP_OUTBOUND) {
+            /* opaque bytes from the local app: no protocol to sniff */
+            if (px_tunnel_start(c) != 0)
+                px_conn_free(c);
+            return;
+        }
         bufferevent_setcb(c->bev, sniff_read_cb, NULL, sniff_event_cb, c);
         bufferevent_enable(c->bev, EV_READ);
         return;

@@ -7,7 +7,10 @@
 
 Binds 127.0.0.1 only and prints "ready" on stdout once it listens. With --log-requests
 it then prints "request METHOD PATH" on stdout (flushed) as each request's head
-arrives, before any answer: a test can wait for a request to be in flight.
+arrives, before any answer: a test can wait for a request to be in flight. It also
+prints "closed METHOD PATH" when the client closes the connection of an HTTP/1.1
+request held by /hold/NAME, and "reset METHOD PATH" when the client resets an
+HTTP/2 stream before its response started: a test sees that picket cancelled it.
 
 Endpoints (both protocols):
     GET  /                 200 "hello from upstream\\n"
@@ -88,6 +91,23 @@ class Hold:
 
     def released(self):
         return os.path.exists(self.path)
+
+
+def _note(line):
+    """With --log-requests: one line on stdout, flushed (what a test waits for)."""
+    if LOG_REQUESTS:
+        with _OUT_LOCK:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+
+def _peer_closed(sock):
+    """True once the client closed its end of the connection (EOF readable)."""
+    try:
+        r, _, _ = select.select([sock], [], [], 0)
+        return bool(r) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def route(method, path):
@@ -224,6 +244,10 @@ def serve_h1(port):
                 pass
             if isinstance(delay, Hold):
                 while not delay.released():
+                    if _peer_closed(self.connection):
+                        _note("closed %s %s" % (self.command, self.path))
+                        self.close_connection = True
+                        return
                     time.sleep(0.02)
             elif delay:
                 time.sleep(delay)
@@ -405,7 +429,9 @@ class H2Conn:
             else:
                 self.start_response(ev.stream_id)
         elif isinstance(ev, E.StreamReset):
-            self.streams.pop(ev.stream_id, None)
+            st = self.streams.pop(ev.stream_id, None)
+            if st is not None and not st.started:
+                _note("reset %s %s" % (st.method, st.path))
         elif isinstance(ev, E.ConnectionTerminated):
             self.closing = True
 

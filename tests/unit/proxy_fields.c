@@ -4,7 +4,8 @@
  * spellings, the trailer rule (px_trailer_allowed, px_trailers_filter), the
  * response filter (px_response_fields_filter: hop-by-hop, Connection-named
  * and Content-Length fields out, the byte count kept right) and the set of
- * Connection tokens (px_tokset_*) on its stack and heap paths.
+ * Connection tokens (px_tokset_*) on its stack and heap paths, and the
+ * grpc-timeout syntax (px_grpc_timeout_parse).
  *
  * Names are passed lowercase, as every caller does (px_hdrs_add lowercases,
  * nghttp2 refuses uppercase names).
@@ -16,6 +17,64 @@
 
 #include "fields.h"
 #include "hdrs.h"
+
+/* grpc-timeout (issue 18): well-formed values in microseconds, rounded up;
+ * -1 for everything picket ignores (malformed, as Envoy ignores it, or 0). */
+static const struct {
+    const char *v;
+    int rc;
+    int64_t us;
+} grpc_timeouts[] = {
+    {"1S", 0, 1000000},
+    {"250m", 0, 250000},
+    {"2M", 0, 120000000},
+    {"1H", 0, 3600000000LL},
+    {"99999999H", 0, 99999999LL * 3600 * 1000000},
+    {"7u", 0, 7},
+    {"1n", 0, 1},          /* rounded up to a microsecond */
+    {"1000n", 0, 1},
+    {"1001n", 0, 2},
+    {"00000005S", 0, 5000000}, /* 8 digits, leading zeros */
+    {"12345678m", 0, 12345678000LL},
+    {"0S", -1, 0},         /* zero: ignored */
+    {"00000000m", -1, 0},
+    {"123456789S", -1, 0}, /* 9 digits */
+    {"S", -1, 0},
+    {"10", -1, 0},         /* no unit */
+    {"10s", -1, 0},        /* units are case-sensitive: s is not S */
+    {"10h", -1, 0},
+    {"10x", -1, 0},
+    {"", -1, 0},
+    {" 10S", -1, 0},
+    {"10S ", -1, 0},
+    {"1 0S", -1, 0},
+    {"-1S", -1, 0},
+    {"+1S", -1, 0},
+    {"1.5S", -1, 0},
+    {"10SS", -1, 0},
+    {"0x10m", -1, 0},
+};
+
+START_TEST(fields_grpc_timeout)
+{
+    const char *v = grpc_timeouts[_i].v;
+    size_t n = strlen(v);
+    char *p = malloc(n + 1); /* exact length: a read past it is an ASan report */
+    int64_t us = -7;
+    int rc;
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, v, n);
+    p[n] = '5'; /* not a NUL: the length is what counts */
+    rc = px_grpc_timeout_parse(p, n, &us);
+    ck_assert_msg(rc == grpc_timeouts[_i].rc, "\"%s\": rc %d, want %d", v, rc, grpc_timeouts[_i].rc);
+    if (rc == 0)
+        ck_assert_msg(us == grpc_timeouts[_i].us, "\"%s\": %lld us, want %lld", v, (long long)us,
+                      (long long)grpc_timeouts[_i].us);
+    else
+        ck_assert_msg(us == -7, "\"%s\": output written on a refusal", v);
+    free(p);
+}
+END_TEST
 
 TCase *tcase_fields(void);
 
@@ -413,5 +472,6 @@ TCase *tcase_fields(void)
     tcase_add_test(tc, fields_response_filter_many_tokens);
     tcase_add_loop_test(tc, fields_tokset_sizes, 0, (int)N_ELEMS(token_counts));
     tcase_add_test(tc, fields_tokset_duplicates_and_spacing);
+    tcase_add_loop_test(tc, fields_grpc_timeout, 0, (int)N_ELEMS(grpc_timeouts));
     return tc;
 }

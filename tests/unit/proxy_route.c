@@ -6,7 +6,9 @@
  * and match path and the route that must carry it: first match wins, an
  * authority is exact or "*.suffix" (names under the suffix only), a
  * path_prefix is a byte prefix of the match path, and without a match the
- * listener's default upstream, or none (404).
+ * listener's default upstream, or none (404). Also the request deadline
+ * (routes[].timeout, listeners[].timeout, grpc-timeout: px_route_pick's
+ * timeout and px_request_deadline).
  */
 #include <check.h>
 #include <stdlib.h>
@@ -176,7 +178,7 @@ START_TEST(route_table)
     want = rows[_i].route == DEF    ? &lc->upstream
            : rows[_i].route == NONE ? NULL
                                     : &lc->routes[rows[_i].route].upstream;
-    got = px_route_pick(lc, h, hl, p, pl);
+    got = px_route_pick(lc, h, hl, p, pl, NULL);
     ck_assert_msg(got == want, "listener %d, host '%.*s', path '%.*s': got %s, want %s",
                   rows[_i].lst, (int)hl, host, (int)pl, path, name_of(got), name_of(want));
     free(h);
@@ -209,9 +211,110 @@ START_TEST(route_no_routes)
     char err[256] = "";
     ck_assert_msg(px_config_parse(&c, "d.json", NULL, js, strlen(js), err, sizeof(err)) == 0, "%s",
                   err);
-    ck_assert_ptr_eq(px_route_pick(&c->listeners[0], "a", 1, "/", 1), &c->listeners[0].upstream);
-    ck_assert_ptr_eq(px_route_pick(&c->listeners[0], "", 0, "", 0), &c->listeners[0].upstream);
+    ck_assert_ptr_eq(px_route_pick(&c->listeners[0], "a", 1, "/", 1, NULL), &c->listeners[0].upstream);
+    ck_assert_ptr_eq(px_route_pick(&c->listeners[0], "", 0, "", 0, NULL), &c->listeners[0].upstream);
     px_config_free(c);
+}
+END_TEST
+
+/* Deadlines (issue 18): a route's "timeout" wins over its listener's; a
+ * route without one takes the listener's; a listener without one has none.
+ * A gRPC request's grpc-timeout wins when it is sooner, and is ignored
+ * when malformed, zero, or on a request that is not gRPC. */
+static const char deadline_json[] =
+    "{" ID ",\"listeners\":["
+    "{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"0.0.0.0:15443\",\"upstream\":\"h2c://def:1\","
+    " \"timeout\":\"2s\",\"routes\":["
+    "  {\"path_prefix\":\"/fast/\",\"upstream\":\"http://r0:1\",\"timeout\":\"250ms\"},"
+    "  {\"path_prefix\":\"/slow/\",\"upstream\":\"http://r1:1\",\"timeout\":\"1h\"},"
+    "  {\"path_prefix\":\"/plain/\",\"upstream\":\"http://r2:1\"}"
+    "]},"
+    "{\"name\":\"bare\",\"kind\":\"inbound\",\"bind\":\"0.0.0.0:15444\",\"upstream\":\"h2c://d:1\","
+    " \"routes\":[{\"path_prefix\":\"/t/\",\"upstream\":\"http://o0:1\",\"timeout\":\"10ms\"}]},"
+    "{\"name\":\"out\",\"kind\":\"outbound\",\"bind\":\"127.0.0.1:15001\",\"timeout\":\"3s\","
+    " \"routes\":["
+    "  {\"authority\":\"a.svc\",\"upstream\":\"10.0.0.1:15443\","
+    "   \"server_id\":\"spiffe://example.org/a\",\"timeout\":\"24h\"},"
+    "  {\"authority\":\"b.svc\",\"upstream\":\"10.0.0.2:15443\","
+    "   \"server_id\":\"spiffe://example.org/b\"}"
+    "]}"
+    "]}";
+
+static const struct {
+    int lst;
+    const char *host, *path;
+    int64_t timeout_ms;
+} deadline_rows[] = {
+    {0, "x", "/fast/a", 250},
+    {0, "x", "/slow/a", 3600000},
+    {0, "x", "/plain/a", 2000},  /* route without one: the listener's */
+    {0, "x", "/other", 2000},    /* default upstream: the listener's */
+    {1, "x", "/t/", 10},
+    {1, "x", "/u", 0},           /* neither: none */
+    {2, "a.svc", "/", 86400000},
+    {2, "b.svc", "/", 3000},
+    {2, "c.svc", "/", 3000},     /* no route (404): the value is not used */
+};
+
+START_TEST(route_deadline_table)
+{
+    struct px_config *c = NULL;
+    char err[256] = "";
+    int64_t t = -1;
+    ck_assert_msg(px_config_parse(&c, "d.json", NULL, deadline_json, strlen(deadline_json), err,
+                                  sizeof(err)) == 0,
+                  "%s", err);
+    (void)px_route_pick(&c->listeners[deadline_rows[_i].lst], deadline_rows[_i].host,
+                        strlen(deadline_rows[_i].host), deadline_rows[_i].path,
+                        strlen(deadline_rows[_i].path), &t);
+    ck_assert_msg(t == deadline_rows[_i].timeout_ms, "row %d: %lld ms, want %lld", _i,
+                  (long long)t, (long long)deadline_rows[_i].timeout_ms);
+    px_config_free(c);
+}
+END_TEST
+
+static const struct {
+    int grpc;                /* rq.is_grpc */
+    const char *grpc_timeout; /* NULL: no field */
+    int64_t timeout_ms;      /* the route's (or listener's) */
+    int has;                 /* a deadline */
+    int64_t us;              /* after the start */
+} request_deadlines[] = {
+    {0, NULL, 0, 0, 0},
+    {0, NULL, 500, 1, 500000},
+    {1, NULL, 500, 1, 500000},
+    {1, "100m", 500, 1, 100000},    /* the client's is sooner: it wins */
+    {1, "1S", 500, 1, 500000},      /* the route's is sooner */
+    {1, "500m", 500, 1, 500000},
+    {1, "100m", 0, 1, 100000},      /* no configured deadline: the client's */
+    {1, "1500n", 0, 1, 2},
+    {0, "100m", 500, 1, 500000},    /* not gRPC: grpc-timeout means nothing */
+    {0, "100m", 0, 0, 0},
+    {1, "100 m", 500, 1, 500000},   /* malformed: ignored */
+    {1, "0m", 500, 1, 500000},      /* zero: ignored */
+    {1, "abc", 0, 0, 0},
+    {1, "999999999S", 0, 0, 0},     /* 9 digits: ignored */
+};
+
+START_TEST(route_request_deadline)
+{
+    struct px_request rq;
+    int64_t at = -1, start = 1000000000;
+    int has;
+    px_request_init(&rq);
+    rq.is_grpc = request_deadlines[_i].grpc ? 1 : 0;
+    if (request_deadlines[_i].grpc_timeout != NULL) {
+        const char *v = request_deadlines[_i].grpc_timeout;
+        ck_assert_int_eq(px_hdrs_add(&rq.hdrs, "grpc-timeout", 12, v, strlen(v), 0), 0);
+    }
+    has = px_request_deadline(&rq, start, request_deadlines[_i].timeout_ms, &at);
+    ck_assert_msg(has == request_deadlines[_i].has, "row %d: has %d", _i, has);
+    if (has)
+        ck_assert_msg(at == start + request_deadlines[_i].us, "row %d: +%lld us, want +%lld", _i,
+                      (long long)(at - start), (long long)request_deadlines[_i].us);
+    else
+        ck_assert_msg(at == -1, "row %d: output written without a deadline", _i);
+    px_request_clear(&rq);
 }
 END_TEST
 
@@ -222,5 +325,7 @@ TCase *tcase_route(void)
     tcase_add_loop_test(tc, route_table, 0, (int)N_ELEMS(rows));
     tcase_add_test(tc, route_config_canonical);
     tcase_add_test(tc, route_no_routes);
+    tcase_add_loop_test(tc, route_deadline_table, 0, (int)N_ELEMS(deadline_rows));
+    tcase_add_loop_test(tc, route_request_deadline, 0, (int)N_ELEMS(request_deadlines));
     return tc;
 }

@@ -128,6 +128,38 @@ static const struct {
      "1:52: ", "identity.trust_bundles: bad trust domain \"Example.org\""},
     {WITH("\"node_id\":5"), "2:11: ", "node_id: expected a string"},
     {WITH("\"limits\":{\"stream_bufer\":1}"), "2:11: ", "limits: unknown key \"stream_bufer\""},
+    /* opaque TCP listeners (issue 18) */
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_inbound\",\"bind\":\"a:1\",\"upstream\":\"tcp://b:2\",\"routes\":[]}"),
+     "2:92: ", "listeners[0].routes: not for a tcp_inbound listener (HTTP listeners only)"},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://b:2\"}"),
+     "2:85: ", "listeners[0].upstream: expected \"tcp://host:port\""},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_inbound\",\"bind\":\"a:1\"}"),
+     "2:14: ", "listeners[0]: missing required key \"upstream\""},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_inbound\",\"bind\":\"a:1\",\"upstream\":\"tcp://b:2\",\"server_id\":\"spiffe://e.org/x\"}"),
+     "2:95: ", "listeners[0].server_id: only for tcp_outbound listeners"},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_outbound\",\"bind\":\"127.0.0.1:1\",\"upstream\":\"b:2\"}"),
+     "2:14: ", "listeners[0]: missing required key \"server_id\""},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_outbound\",\"bind\":\"127.0.0.1:1\",\"upstream\":\"tcp://b:2\",\"server_id\":\"spiffe://e.org/x\"}"),
+     "2:80: ", "listeners[0].upstream: expected \"host:port\""},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_outbound\",\"bind\":\"10.0.0.1:1\",\"upstream\":\"b:2\",\"server_id\":\"spiffe://e.org/x\"}"),
+     "2:55: ", "listeners[0].bind: an outbound listener must bind a loopback address"},
+    {LST("{\"name\":\"t\",\"kind\":\"tcp_outbound\",\"bind\":\"127.0.0.1:1\",\"upstream\":\"b:2\",\"server_id\":\"spiffe://e.org/x\",\"path_params\":\"keep\"}"),
+     "2:131: ", "listeners[0].path_params: not for a tcp_outbound listener"},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"server_id\":\"spiffe://e.org/x\"}"),
+     "2:92: ", "listeners[0].server_id: only for tcp_outbound listeners"},
+    {WITH("\"limits\":{\"tunnel_idle_timeout\":\"500ms\"}"), "2:33: ",
+     "limits.tunnel_idle_timeout: must be between 1s and "},
+    /* routes[].timeout, listeners[].timeout (issue 18) */
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"timeout\":\"5\"}"),
+     "2:90: ", "listeners[0].timeout: bad duration \"5\" (use 250ms, 10s, 5m, 24h)"},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"timeout\":\"1ms\"}"),
+     "2:90: ", "listeners[0].timeout: must be between 10ms and 24h"},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"upstream\":\"h2c://a:1\",\"timeout\":2}"),
+     "2:90: ", "listeners[0].timeout: bad duration \"2\""},
+    {LST("{\"name\":\"in\",\"kind\":\"inbound\",\"bind\":\"a:1\",\"routes\":[{\"path_prefix\":\"/\",\"upstream\":\"http://b:2\",\"timeout\":\"25h\"}]}"),
+     "2:120: ", "listeners[0].routes[0].timeout: must be between 10ms and 24h"},
+    {LST("{\"name\":\"o\",\"kind\":\"outbound\",\"bind\":\"127.0.0.1:1\",\"routes\":[{\"authority\":\"a\",\"upstream\":\"b:1\",\"server_id\":\"spiffe://e.org/x\",\"timeout\":\"-1s\"}]}"),
+     "2:150: ", "listeners[0].routes[0].timeout: bad duration \"-1s\""},
 };
 
 START_TEST(test_config_bad)
@@ -370,6 +402,40 @@ START_TEST(test_config_load)
 }
 END_TEST
 
+/* Opaque TCP listeners parse into their kinds, upstreams and server_id. */
+START_TEST(test_config_tcp)
+{
+    static const char js[] =
+        "{" ID ",\"limits\":{\"tunnel_idle_timeout\":\"90s\"},\"listeners\":["
+        "{\"name\":\"db\",\"kind\":\"tcp_inbound\",\"bind\":\"0.0.0.0:15432\","
+        " \"upstream\":\"tcp://127.0.0.1:5432\"},"
+        "{\"name\":\"to-db\",\"kind\":\"tcp_outbound\",\"bind\":\"127.0.0.1:5432\","
+        " \"upstream\":\"db.shop.svc:15432\",\"server_id\":\"spiffe://example.org/db\"}]}";
+    struct px_config *c = NULL;
+    char err[256] = "";
+    ck_assert_msg(px_config_parse(&c, "t.json", NULL, js, strlen(js), err, sizeof(err)) == 0, "%s",
+                  err);
+    ck_assert_int_eq(c->listeners[0].kind, PX_LISTENER_TCP_INBOUND);
+    ck_assert_int_eq(c->listeners[0].upstream.proto, PX_UP_TCP);
+    ck_assert_str_eq(c->listeners[0].upstream.host, "127.0.0.1");
+    ck_assert_str_eq(c->listeners[0].upstream.port, "5432");
+    ck_assert_ptr_null(c->listeners[0].server_id);
+    ck_assert_int_eq(c->listeners[1].kind, PX_LISTENER_TCP_OUTBOUND);
+    ck_assert_int_eq(c->listeners[1].upstream.proto, PX_UP_MTLS);
+    ck_assert_str_eq(c->listeners[1].upstream.host, "db.shop.svc");
+    ck_assert_str_eq(c->listeners[1].upstream.server_id, "spiffe://example.org/db");
+    ck_assert_int_eq(c->limits.tunnel_idle_timeout_ms, 90000);
+    px_config_free(c);
+    /* the default */
+    {
+        static const char js2[] = "{" ID ",\"listeners\":[" L0 "]}";
+        ck_assert_int_eq(px_config_parse(&c, "t.json", NULL, js2, strlen(js2), err, sizeof(err)), 0);
+        ck_assert_int_eq(c->limits.tunnel_idle_timeout_ms, 3600000);
+        px_config_free(c);
+    }
+}
+END_TEST
+
 /* identity.source workload_api: its keys, what it excludes, the socket
  * default from SPIFFE_ENDPOINT_SOCKET (each test runs in its own process,
  * CK_FORK=yes, so the environment is ours to change). */
@@ -451,6 +517,7 @@ static TCase *tcase_config(void)
     TCase *tc = tcase_create("config");
     tcase_add_loop_test(tc, test_config_bad, 0, (int)N_ELEMS(bad_configs));
     tcase_add_test(tc, test_config_nul_and_size);
+    tcase_add_test(tc, test_config_tcp);
     tcase_add_test(tc, test_config_defaults);
     tcase_add_test(tc, test_config_design_example);
     tcase_add_test(tc, test_config_good_variants);
