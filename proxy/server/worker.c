@@ -230,9 +230,13 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         close(fd);
         return;
     }
-    if (ctx != NULL && atomic_load(&px_handshaking) >= (long)cfg->limits.max_handshakes) {
-        /* connections that have not yet shown a certificate have their own
-         * cap, so a handshake flood cannot fill max_connections */
+    /* Connections that have not yet shown a certificate have their own cap,
+     * so a handshake flood cannot fill max_connections. The slot is taken
+     * by the same atomic step that checks it: every worker accepts, and a
+     * load-then-add let two of them pass at the last free slot. */
+    if (ctx != NULL &&
+        atomic_fetch_add(&px_handshaking, 1) >= (long)cfg->limits.max_handshakes) {
+        atomic_fetch_sub(&px_handshaking, 1);
         px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
         close(fd);
         return;
@@ -240,9 +244,12 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = px_conn_new(l, sa);
     if (c == NULL) {
+        if (ctx != NULL)
+            atomic_fetch_sub(&px_handshaking, 1);
         close(fd);
         return;
     }
+    c->counted_handshake = ctx != NULL; /* px_conn_free gives the slot back */
     /* the TLS handshake (or, in plaintext, the protocol sniff) must end in time */
     c->timer = evtimer_new(w->base, hs_timeout_cb, c);
     if (c->timer == NULL) {
@@ -272,8 +279,6 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         bufferevent_enable(c->bev, EV_READ);
         return;
     }
-    c->counted_handshake = 1;
-    atomic_fetch_add(&px_handshaking, 1);
     c->ssl = SSL_new(ctx);
     if (c->ssl == NULL) {
         close(fd);
