@@ -198,8 +198,7 @@ struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    atomic_fetch_add(&px_active_conns, 1);
-    atomic_fetch_add(&px_conns_by_kind[conn_kind(c)], 1);
+    atomic_fetch_add(&px_active_conns, 1); /* px_conns_by_kind: the caller took the slot */
     px_gauge_add(active_gauge(), 1);
     if (l->conns_total)
         px_counter_add(l->conns_total, 1);

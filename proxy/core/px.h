@@ -196,7 +196,10 @@ struct px_conn {
 };
 
 /* A new connection accepted on l from sa, in its worker's list and the
- * counts above (the caller adds the handshake timer). NULL: no memory. */
+ * counts above (the caller adds the handshake timer). The caller has taken
+ * its slot in px_conns_by_kind (checking max_connections in the same
+ * atomic step); px_conn_free gives it back, and so must the caller when
+ * this returns NULL (no memory). */
 struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa);
 /* Unlinks and frees c (its protocol has freed its streams). */
 void px_conn_free(struct px_conn *c);

@@ -219,13 +219,21 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     SSL_CTX *ctx = w->snap->server_ctx[l->index];
     int64_t ms = cfg->limits.handshake_timeout_ms;
     struct timeval hs_tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    int one = 1;
+    int one = 1, over;
+    int kind = PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind);
     (void)evl;
     (void)salen;
 
-    if (w->draining || w->snap->identity_pending ||
-        atomic_load(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind)]) >=
-            (long)cfg->limits.max_connections) {
+    /* The connection's slot is taken by the same atomic step that checks
+     * the cap (as the handshake slot below): every worker accepts, and a
+     * load-then-add lets two of them take the last one. px_conn_free gives
+     * it back; every refusal below, before the connection exists, too. */
+    over = w->draining || w->snap->identity_pending;
+    if (!over && atomic_fetch_add(&px_conns_by_kind[kind], 1) >= (long)cfg->limits.max_connections) {
+        atomic_fetch_sub(&px_conns_by_kind[kind], 1);
+        over = 1;
+    }
+    if (over) {
         px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_CONNECTIONS)), 1);
         close(fd);
         return;
@@ -237,6 +245,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (ctx != NULL &&
         atomic_fetch_add(&px_handshaking, 1) >= (long)cfg->limits.max_handshakes) {
         atomic_fetch_sub(&px_handshaking, 1);
+        atomic_fetch_sub(&px_conns_by_kind[kind], 1);
         px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
         close(fd);
         return;
@@ -246,6 +255,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (c == NULL) {
         if (ctx != NULL)
             atomic_fetch_sub(&px_handshaking, 1);
+        atomic_fetch_sub(&px_conns_by_kind[kind], 1);
         close(fd);
         return;
     }

@@ -408,6 +408,9 @@ static void fc_run_conn(size_t li, size_t chunk, const uint8_t *data, size_t siz
     peer.sin_family = AF_INET;
     peer.sin_port = htons(40000);
     peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* the slot the worker's accept takes (px.h: px_conn_new); px_conn_free
+     * gives it back */
+    atomic_fetch_add(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(w->snap->cfg->listeners[li].kind)], 1);
     c = px_conn_new(&w->listeners[li], (struct sockaddr *)&peer);
     FUZZ_CHECK(c != NULL);
     FUZZ_CHECK(bufferevent_pair_new(w->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS,
