@@ -803,8 +803,14 @@ class Fixture(pt.TestCase):
             self.reasons.append((what, r, reason))
             if resp.local_port:
                 # picket's operational log names refusals made before a request id is
-                # known by the peer address: the newest event for our port is ours
-                ev = self.oplog.last_for_peer("127.0.0.1:%d" % resp.local_port, resp.t_sent - 1.0)
+                # known by the peer address: the newest event for our port logged
+                # after our connection opened is ours. Not a second earlier: the
+                # kernel hands a port picket just closed to the next connection, so
+                # an older event on the same port is another request's (seen: an
+                # h1 bad_method refusal read as this h2 request's). picket's
+                # timestamps are milliseconds, truncated.
+                ev = self.oplog.last_for_peer("127.0.0.1:%d" % resp.local_port,
+                                              resp.t_sent - 0.002)
                 if ev is not None and ev.get("reason") not in (None, reason):
                     fails.append("%s: logged reason %r (event %s), want %r" % (
                         what, ev.get("reason"), ev.get("event"), reason))
