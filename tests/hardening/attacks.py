@@ -806,11 +806,13 @@ def h2_zero_window(t, opts, conns=10, streams=10, hold=5.0):
 
 # -- TLS ------------------------------------------------------------------
 
-def _wait_closed(socks, seconds):
-    """Waits until the server closed every socket; returns (closed count, seconds)."""
+def _wait_closed(socks, seconds, until=None):
+    """Waits until the server closed every socket (or `until` of them); returns
+    (closed count, seconds)."""
     t0 = time.monotonic()
     open_ = list(socks)
-    while open_ and time.monotonic() - t0 < seconds:
+    want = len(socks) if until is None else until
+    while len(socks) - len(open_) < want and time.monotonic() - t0 < seconds:
         r, _, _ = select.select(open_, [], [], 0.1)
         for s in r:
             try:

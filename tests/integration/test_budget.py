@@ -11,7 +11,6 @@ counts return to zero when the peers are gone, and which requests are refused.
 """
 import json
 import os
-import select
 import socket
 import sys
 import time
@@ -169,19 +168,7 @@ class Budget(pt.TestCase):
         # exactly 12 - 4 are closed: the cap is one bound across the workers
         # (each accepts), so no fifth handshake may slip in. Wait for the 8
         # closes as events, then the count must be exact.
-        closed = 0
-        open_ = list(socks)
-        deadline = time.monotonic() + 60
-        while closed < 8 and time.monotonic() < deadline:
-            r, _, _ = select.select(open_, [], [], 0.2)
-            for sk in r:
-                try:
-                    data = sk.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    open_.remove(sk)
-                    closed += 1
+        closed = A._wait_closed(socks, 60.0, until=8)[0]
         self.assertEqual(closed, 8, "connections over the handshake cap left open")
         self.assertEqual(pt.metric(self.admin, "picket_handshakes_total", default=0,
                                    result="over_max_handshakes"), 8,
