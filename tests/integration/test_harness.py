@@ -122,6 +122,43 @@ class Harness(pt.TestCase):
         self.addCleanup(ch.close)
         self.assertEqual(grpc_app.unary(ch, b"x"), b"x")
 
+    def test_ws_app_and_clients(self):
+        """ws_app.py's servers (its --selftest), and test_websocket.py's own clients
+        against them without picket: the h2 extended-CONNECT client (over h2c here) and
+        the python3-websockets client, so a failure there is picket's, not the test's."""
+        r = subprocess.run([pt.PYTHON, os.path.join(pt.HERE, "ws_app.py"), "--selftest"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
+        import asyncio
+        import test_websocket as tw
+        from ws_app import OP_BIN, OP_CLOSE, OP_TEXT, close_payload
+        for advertise in (True, False):
+            app = tw.start_ws_app(self.tmp, "h2c", *([] if advertise else ["--no-connect-protocol"]))
+            self.addCleanup(app.stop)
+            c = tw.H2WS(app.port, None, tls=False)
+            self.addCleanup(c.close)
+            self.assertEqual(c.connect_protocol(), 1 if advertise else 0)
+            a, b = c.open("/a"), c.open("/b")
+            self.assertEqual((c.response(a), c.response(b)), (200, 200))
+            big = os.urandom(300 * 1024)  # past the initial windows: flow control works
+            c.send_ws(a, OP_TEXT, b"x")
+            c.send_ws(b, OP_BIN, big)
+            self.assertEqual(c.frames(b, 1), [(OP_BIN, big)])
+            self.assertEqual(c.frames(a, 1), [(OP_TEXT, b"x")])
+            self.assertEqual(c.get("/plain")[0], 200)
+            c.send_ws(a, OP_CLOSE, close_payload(1000, "k"))
+            self.assertEqual(c.frames(a, 2)[1], (OP_CLOSE, close_payload(1000, "k")))
+            self.assertIsNone(c.wait_end(a))
+        h1 = tw.start_ws_app(self.tmp, "h1")
+        self.addCleanup(h1.stop)
+
+        async def go():
+            async with tw.ws_connect(h1.port, "/e", tls=False, host="orders") as ws:
+                await ws.send("hi")
+                self.assertEqual(await ws.recv(), "hi")
+        tw.run(go())
+        self.assertEqual(tw.wait_app_record(h1, "closed", "/e")["code"], 1000)
+
     def test_free_port_and_processes(self):
         p = pt.free_port()
         self.assertNotEqual(p, pt.free_port())

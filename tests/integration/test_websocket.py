@@ -605,6 +605,13 @@ class WebSocket(unittest.TestCase):
                     pass
             self.assertEqual(cm.exception.status_code, 403)
         run(go())
+        # an h2 client's extended CONNECT refused by the (h1) app: its 403 and body
+        c = self.h2()
+        sid = c.open("/t/refuse403/h2")
+        self.assertEqual(c.response(sid), 403)
+        self.assertIsNone(c.wait_end(sid), "the 403 ends the stream")
+        self.assertEqual(c.body(sid), b"no websocket here\n")
+        self.assertEqual(app_records(self.h1, "open", "/t/refuse403/h2"), [])
 
     def test_bad_h1_upgrade_is_400(self):
         """An Upgrade: websocket request without Sec-WebSocket-Key, or with a body: 400,
@@ -731,6 +738,32 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(c.get("/t/after-close")[0], 200, "the connection carries on")
         for path in ("/t/close/h1", "/t/close/h2"):
             self.assertEqual(self.access(path).get("status"), 101)
+
+    def test_client_abort_ends_upstream_side(self):
+        """A client that goes away without a close frame (h1: the TCP connection; h2:
+        RST_STREAM CANCEL on the tunnel's stream): picket ends the app's side too, and
+        writes the access record."""
+        path = "/t/abort/h1"
+        s = h1_tls(self.p_port, self.pki)
+        s.sendall(upgrade_request(path))
+        status, hdrs, rest = read_head(s)
+        self.assertEqual(status, 101, hdrs)
+        s.sendall(encode_frame(OP_BIN, b"\x01" * 1000, mask=True))
+        read_frames(s, ws_app.FrameDecoder(want_masked=False), 1, rest)
+        s.close()
+        cl = wait_app_record(self.h1, "closed", path)
+        self.assertNotEqual(cl["code"], 1000, "no close frame was sent: %r" % cl)
+        self.assertEqual(self.access(path).get("status"), 101)
+        c = self.h2()
+        sid = c.open("/t/abort/h2")
+        self.assertEqual(c.response(sid), 200)
+        c.send_ws(sid, OP_TEXT, b"then gone")
+        self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"then gone")])
+        c.conn.reset_stream(sid, 8)  # CANCEL
+        c.sock.sendall(c.conn.data_to_send())
+        wait_app_record(self.h1, "closed", "/t/abort/h2")
+        self.assertEqual(self.access("/t/abort/h2").get("status"), 101)
+        self.assertEqual(c.get("/t/after-abort")[0], 200, "the connection carries on")
 
     # -- HTTP/2 clients (RFC 8441) ----------------------------------------------
 
@@ -906,11 +939,15 @@ class WebSocket(unittest.TestCase):
                         await ws.send(b)
 
                 async def receiver():
+                    # pauses after every 8 MiB: the sender runs ahead, so picket's
+                    # buffers would grow if it did not push back on the sender
                     n = 0
                     while n < size:
                         m = await ws.recv()
                         got.update(m)
                         n += len(m)
+                        if n % (8 * MIB) == 0:
+                            await asyncio.sleep(0.3)
                     return n
                 _, n = await asyncio.gather(sender(), receiver())
                 return n
