@@ -614,11 +614,14 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(app_records(self.h1, "open", "/t/refuse403/h2"), [])
 
     def test_bad_h1_upgrade_is_400(self):
-        """An Upgrade: websocket request without Sec-WebSocket-Key, or with a body: 400,
-        reason bad_upgrade, and the app never sees it."""
+        """An Upgrade: websocket request without Sec-WebSocket-Key, or with a body
+        (Content-Length or chunked): 400, reason bad_upgrade, and the app never sees it."""
         cases = (("/t/badup/nokey", upgrade_request("/t/badup/nokey", key=None)),
                  ("/t/badup/body", upgrade_request("/t/badup/body", extra=b"Content-Length: 5\r\n")
-                  + b"hello"))
+                  + b"hello"),
+                 ("/t/badup/chunked", upgrade_request("/t/badup/chunked",
+                                                      extra=b"Transfer-Encoding: chunked\r\n")
+                  + b"5\r\nhello\r\n0\r\n\r\n"))
         for path, req in cases:
             s = h1_tls(self.p_port, self.pki)
             self.addCleanup(s.close)
