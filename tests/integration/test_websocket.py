@@ -231,14 +231,19 @@ class H2WS:
         self._s(sid)["ws"] = True
         return sid
 
-    def response(self, sid, timeout=30):
-        """The :status of stream sid, or None if it was reset first."""
+    def response(self, sid, timeout=30, finish=True):
+        """The :status of stream sid, or None if it was reset first. A refusal (not
+        2xx) is read whole and, with finish, the client then ends its half of the
+        stream, as a client whose WebSocket failed does (without: the half stays open)."""
         st = self._s(sid)
         self.wait(lambda: st["headers"] is not None or st["reset"] is not None,
                   "response on stream %d" % sid, timeout)
         if st["headers"] is None:
             return None
-        return int(dict(st["headers"])[":status"])
+        status = int(dict(st["headers"])[":status"])
+        if status // 100 != 2 and finish:
+            self.wait_end(sid, timeout)
+        return status
 
     def send(self, sid, data, end=False):
         view = memoryview(data)
@@ -264,12 +269,20 @@ class H2WS:
                   % (n, sid, len(st["frames"])), timeout)
         return [(op, p) for _, op, p, _ in st["frames"][:n]]
 
-    def wait_end(self, sid, timeout=30):
+    def wait_end(self, sid, timeout=30, finish=True):
         """Waits until the stream ended (END_STREAM) or was reset; returns the reset code
-        or None for a clean end."""
+        or None for a clean end. After a clean end the client ends its own half too
+        (finish), as an RFC 8441 client does once the WebSocket is closed: the stream,
+        and with it the tunnel, is over only when both halves are."""
         st = self._s(sid)
         self.wait(lambda: st["ended"] or st["reset"] is not None, "end of stream %d" % sid,
                   timeout)
+        if finish and st["reset"] is None:
+            try:
+                self.conn.end_stream(sid)
+                self.sock.sendall(self.conn.data_to_send())
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                pass  # already closed on our side
         return st["reset"]
 
     def get(self, path, timeout=30):
@@ -336,7 +349,7 @@ def header_values(hdrs, name):
     return [v for k, v in hdrs if k.lower() == name]
 
 
-def find_record(path, pred=None, timeout=30, what="record"):
+def find_record(path, pred=None, timeout=20, what="record"):
     """Waits for a JSON-lines record in file `path` for which pred(rec) holds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -456,7 +469,7 @@ class WebSocket(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         reports = cls._stop_all(dump=not cls._ok)
-        if pt.KEEP or reports or not cls._ok:
+        if pt.KEEP or reports or not cls._ok or getattr(cls, "_any_failed", False):
             pt.log("kept %s" % cls.tmp)
         else:
             shutil.rmtree(cls.tmp, ignore_errors=True)
@@ -469,6 +482,9 @@ class WebSocket(unittest.TestCase):
             self.assertTrue(p.alive(), "%s died; stderr:\n%s" % (p.name, p.stderr()[-3000:]))
 
     def tearDown(self):
+        res = getattr(getattr(self, "_outcome", None), "result", None)
+        if res is not None and any(t is self for t, _ in list(res.failures) + list(res.errors)):
+            type(self)._any_failed = True
         for p in (self.P, self.A):
             p.check_sanitizers()
 
@@ -584,9 +600,9 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(cl["code"], 1000, cl)
         self.assertEqual(self.access(path).get("status"), 101)
 
-    def test_upstream_refusal_reaches_client(self):
-        """An upstream that answers the upgrade with 403, or with a plain 200: the client
-        gets that answer, no tunnel; the connection is usable after it."""
+    def test_upstream_refusal_reaches_client_h1(self):
+        """An upstream that answers the upgrade with 403, or with a plain 200: the h1
+        client gets that answer (status and body), no tunnel."""
         for path, want, body in (("/t/refuse403", 403, b"no websocket here\n"),
                                  ("/t/plain200", 200, b"plain answer\n")):
             s = h1_tls(self.p_port, self.pki)
@@ -605,12 +621,16 @@ class WebSocket(unittest.TestCase):
                     pass
             self.assertEqual(cm.exception.status_code, 403)
         run(go())
-        # an h2 client's extended CONNECT refused by the (h1) app: its 403 and body
+
+    def test_upstream_refusal_reaches_client_h2(self):
+        """An h2 client's extended CONNECT refused by the (h1) app with 403: the client
+        gets the 403 and its body, the stream ends, no tunnel."""
         c = self.h2()
         sid = c.open("/t/refuse403/h2")
         self.assertEqual(c.response(sid), 403)
         self.assertIsNone(c.wait_end(sid), "the 403 ends the stream")
         self.assertEqual(c.body(sid), b"no websocket here\n")
+        wait_app_record(self.h1, "request", "/t/refuse403/h2")
         self.assertEqual(app_records(self.h1, "open", "/t/refuse403/h2"), [])
 
     def test_bad_h1_upgrade_is_400(self):
@@ -665,59 +685,80 @@ class WebSocket(unittest.TestCase):
             self.assertEqual((rec.get("status"), rec.get("reason")), (502, "bad_upstream_response"),
                              rec)
 
-    def test_wrong_accept_from_upstream_is_502(self):
+    def test_wrong_accept_from_upstream_is_502_h1(self):
         """The upstream's 101 carries a Sec-WebSocket-Accept that is not the one for the
-        key picket sent: 502, no tunnel (h2 client: picket made the key; h1 client too)."""
-        c = self.h2()
-        sid = c.open("/raw101/h2-ws")
-        self.assertEqual(c.response(sid), 502)
-        wait_app_record(self.raw101, "request", "/raw101/h2-ws")
+        key sent: 502, no tunnel."""
         s = h1_tls(self.p_port, self.pki)
         self.addCleanup(s.close)
         s.sendall(upgrade_request("/raw101/h1-ws"))
         status, hdrs, _ = read_head(s)
         self.assertEqual(status, 502, hdrs)
-        for path in ("/raw101/h2-ws", "/raw101/h1-ws"):
-            self.assertEqual(self.access(path).get("status"), 502)
+        wait_app_record(self.raw101, "request", "/raw101/h1-ws")
+        self.assertEqual(self.access("/raw101/h1-ws").get("status"), 502)
 
-    def test_policy_judges_opening_request(self):
-        """A denied upgrade is 403 with no tunnel and never reaches the app (h1 and h2);
-        the policy sees `upgrade: websocket` on the canonical request: a rule requiring
-        it allows the WebSocket and not a plain GET of the same path."""
+    def test_wrong_accept_from_upstream_is_502_h2(self):
+        """As _h1, for an h2 client (picket made the key itself)."""
+        c = self.h2()
+        sid = c.open("/raw101/h2-ws")
+        self.assertEqual(c.response(sid), 502)
+        wait_app_record(self.raw101, "request", "/raw101/h2-ws")
+        self.assertEqual(self.access("/raw101/h2-ws").get("status"), 502)
+
+    def test_policy_judges_opening_request_h1(self):
+        """A denied upgrade is 403 with no tunnel and never reaches the app; the policy
+        sees `upgrade: websocket` on the canonical request: a rule requiring it allows
+        the WebSocket and not a plain GET of the same path."""
         async def denied():
             with self.assertRaises(websockets.InvalidStatusCode) as cm:
                 async with ws_connect(self.p_port, "/t/denied/h1", pki=self.pki):
                     pass
             self.assertEqual(cm.exception.status_code, 403)
         run(denied())
-        c = self.h2()
-        sid = c.open("/t/denied/h2")
-        self.assertEqual(c.response(sid), 403)
-        for path in ("/t/denied/h1", "/t/denied/h2"):
-            au = self.audit(path)
-            self.assertEqual((au.get("decision"), au.get("rule"), au.get("method"),
-                              au.get("protocol")), ("deny", "no-denied", "GET", "websocket"), au)
-            self.assertEqual(self.access(path).get("status"), 403)
-            self.assert_no_upstream_request(self.h1, path)
+        self.assert_denied("/t/denied/h1")
 
         async def allowed():
             async with ws_connect(self.p_port, "/wsonly/h1", pki=self.pki) as ws:
                 await ws.send("ok?")
                 self.assertEqual(await ws.recv(), "ok?")
         run(allowed())
-        sid = c.open("/wsonly/h2")
-        self.assertEqual(c.response(sid), 200)
-        c.send_ws(sid, OP_TEXT, b"ok h2?")
-        self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"ok h2?")])
-        self.assertEqual(self.audit("/wsonly/h2").get("rule"), "ws-only")
+        self.assertEqual(self.audit("/wsonly/h1").get("rule"), "ws-only")
         for v in ("1.1", "2"):
             r = pt.curl(self.p_port, "/wsonly/plain", self.pki, http=v, workdir=self.tmp)
             self.assertEqual(r.status, 403, r)
         self.assert_no_upstream_request(self.h1, "/wsonly/plain")
 
-    def test_server_close_reaches_clients(self):
-        """The app closes (4000 "server says bye"): the h1 client gets that close, the h2
-        client the close frame and the end of its stream."""
+    def test_policy_judges_opening_request_h2(self):
+        """As _h1, for extended CONNECT: judged as GET with `upgrade: websocket`."""
+        c = self.h2()
+        sid = c.open("/t/denied/h2")
+        self.assertEqual(c.response(sid), 403)
+        self.assert_denied("/t/denied/h2")
+        sid = c.open("/wsonly/h2")
+        self.assertEqual(c.response(sid), 200)
+        c.send_ws(sid, OP_TEXT, b"ok h2?")
+        self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"ok h2?")])
+        self.assertEqual(self.audit("/wsonly/h2").get("rule"), "ws-only")
+
+    def test_h2_refusal_is_over_without_client_end(self):
+        """A denied extended CONNECT whose client keeps its half of the stream open (it
+        never sends END_STREAM): the 403 ends the stream from picket's side and the audit
+        and access records are written without waiting for the client (RFC 9113 8.1:
+        RST_STREAM NO_ERROR after a complete response, or any other way)."""
+        c = self.h2()
+        sid = c.open("/t/denied/h2-open-half")
+        self.assertEqual(c.response(sid, finish=False), 403)
+        self.assert_denied("/t/denied/h2-open-half")
+        self.assertIsNone(c.goaway)
+
+    def assert_denied(self, path):
+        au = self.audit(path)
+        self.assertEqual((au.get("decision"), au.get("rule"), au.get("method"),
+                          au.get("protocol")), ("deny", "no-denied", "GET", "websocket"), au)
+        self.assertEqual(self.access(path).get("status"), 403)
+        self.assert_no_upstream_request(self.h1, path)
+
+    def test_server_close_reaches_client_h1(self):
+        """The app closes (4000 "server says bye"): the h1 client gets that close."""
         async def go():
             async with ws_connect(self.p_port, "/t/close/h1", pki=self.pki) as ws:
                 await ws.send("last")
@@ -727,6 +768,11 @@ class WebSocket(unittest.TestCase):
                 self.assertEqual((cm.exception.code, cm.exception.reason),
                                  (4000, "server says bye"))
         run(go())
+        self.assertEqual(self.access("/t/close/h1").get("status"), 101)
+
+    def test_server_close_reaches_client_h2(self):
+        """The app closes: the h2 client gets the close frame, then (once it answered
+        the close) the end of its stream; the connection carries on."""
         c = self.h2()
         sid = c.open("/t/close/h2")
         self.assertEqual(c.response(sid), 200)
@@ -735,17 +781,14 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(fr[0], (OP_TEXT, b"last h2"))
         self.assertEqual(fr[1][0], OP_CLOSE)
         self.assertEqual(parse_close(fr[1][1]), (4000, "server says bye"))
-        # the client answers the close; the tunnel ends with the stream
         c.send_ws(sid, OP_CLOSE, close_payload(4000))
         self.assertIsNone(c.wait_end(sid), "stream ended, not reset")
         self.assertEqual(c.get("/t/after-close")[0], 200, "the connection carries on")
-        for path in ("/t/close/h1", "/t/close/h2"):
-            self.assertEqual(self.access(path).get("status"), 101)
+        self.assertEqual(self.access("/t/close/h2").get("status"), 101)
 
-    def test_client_abort_ends_upstream_side(self):
-        """A client that goes away without a close frame (h1: the TCP connection; h2:
-        RST_STREAM CANCEL on the tunnel's stream): picket ends the app's side too, and
-        writes the access record."""
+    def test_client_abort_ends_upstream_side_h1(self):
+        """An h1 client that drops its connection without a close frame: picket ends the
+        app's side too, and writes the access record."""
         path = "/t/abort/h1"
         s = h1_tls(self.p_port, self.pki)
         s.sendall(upgrade_request(path))
@@ -757,6 +800,10 @@ class WebSocket(unittest.TestCase):
         cl = wait_app_record(self.h1, "closed", path)
         self.assertNotEqual(cl["code"], 1000, "no close frame was sent: %r" % cl)
         self.assertEqual(self.access(path).get("status"), 101)
+
+    def test_client_abort_ends_upstream_side_h2(self):
+        """An h2 client that cancels the tunnel's stream (RST_STREAM CANCEL): picket ends
+        the app's side, writes the record; the connection carries on."""
         c = self.h2()
         sid = c.open("/t/abort/h2")
         self.assertEqual(c.response(sid), 200)
@@ -818,26 +865,36 @@ class WebSocket(unittest.TestCase):
         self.assertEqual((rq["method"], rq["protocol"]), ("CONNECT", "websocket"), rq)
         self.assertEqual(self.access("/h2c/from-h2").get("status"), 101)
 
-    def test_h2c_upstream_without_setting_is_502(self):
-        """An h2c upstream that does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL: 502,
-        reason upgrade_unsupported, nothing sent to it; plain requests still go there."""
+    def test_h2c_upstream_without_setting_is_502_h1(self):
+        """An h2c upstream that does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL: an h1
+        client's upgrade gets 502, reason upgrade_unsupported, nothing sent to it; plain
+        requests still go there."""
         async def go():
             with self.assertRaises(websockets.InvalidStatusCode) as cm:
                 async with ws_connect(self.p_port, "/h2cno/h1", pki=self.pki):
                     pass
             self.assertEqual(cm.exception.status_code, 502)
         run(go())
+        self.assert_upgrade_unsupported("/h2cno/h1")
+        r = pt.curl(self.p_port, "/h2cno/plain-h1", self.pki, http="1.1", workdir=self.tmp)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["path"], "/h2cno/plain-h1")
+
+    def test_h2c_upstream_without_setting_is_502_h2(self):
+        """As _h1, for an h2 client's extended CONNECT; a GET on the same connection
+        after it goes to that upstream."""
         c = self.h2()
         sid = c.open("/h2cno/h2")
         self.assertEqual(c.response(sid), 502)
-        for path in ("/h2cno/h1", "/h2cno/h2"):
-            rec = self.access(path)
-            self.assertEqual((rec.get("status"), rec.get("reason")), (502, "upgrade_unsupported"),
-                             rec)
-            self.assert_no_upstream_request(self.h2cno, path)
+        self.assert_upgrade_unsupported("/h2cno/h2")
         st, body = c.get("/h2cno/plain")
         self.assertEqual(st, 200)
         self.assertEqual(json.loads(body)["path"], "/h2cno/plain")
+
+    def assert_upgrade_unsupported(self, path):
+        rec = self.access(path)
+        self.assertEqual((rec.get("status"), rec.get("reason")), (502, "upgrade_unsupported"), rec)
+        self.assert_no_upstream_request(self.h2cno, path)
 
     def test_h2_protocol_on_plain_connect_is_stream_error(self):
         """`:protocol` on a CONNECT without :scheme/:path: RST_STREAM on that stream; the
@@ -881,9 +938,8 @@ class WebSocket(unittest.TestCase):
 
     # -- lifetime --------------------------------------------------------------------
 
-    def test_route_deadline_does_not_cut_tunnel(self):
-        """routes[].timeout 1s: a tunnel with traffic lives on past 3 s (h1 and h2), and a
-        plain request on that route still gets its deadline machinery (200 when fast)."""
+    def test_route_deadline_does_not_cut_tunnel_h1(self):
+        """routes[].timeout 1s: a tunnel with traffic lives on past 3 s."""
         async def h1():
             async with ws_connect(self.p_port, "/deadline/h1", pki=self.pki) as ws:
                 t0 = time.monotonic()
@@ -896,6 +952,10 @@ class WebSocket(unittest.TestCase):
                 await ws.send("still open")
                 self.assertEqual(await ws.recv(), "still open")
         run(h1())
+        self.assert_outlived_deadline("/deadline/h1")
+
+    def test_route_deadline_does_not_cut_tunnel_h2(self):
+        """As _h1, for an extended CONNECT stream."""
         c = self.h2()
         sid = c.open("/deadline/h2")
         self.assertEqual(c.response(sid), 200)
@@ -912,11 +972,13 @@ class WebSocket(unittest.TestCase):
         self.assertFalse(c._s(sid)["ended"], "the tunnel was ended")
         c.send_ws(sid, OP_CLOSE, close_payload(1000))
         c.wait_end(sid)
-        for path in ("/deadline/h1", "/deadline/h2"):
-            rec = self.access(path)
-            self.assertEqual(rec.get("status"), 101, rec)
-            self.assertNotEqual(rec.get("reason"), "request_deadline", rec)
-            self.assertGreaterEqual(rec.get("duration_ms", 0), 2900, rec)
+        self.assert_outlived_deadline("/deadline/h2")
+
+    def assert_outlived_deadline(self, path):
+        rec = self.access(path)
+        self.assertEqual(rec.get("status"), 101, rec)
+        self.assertNotEqual(rec.get("reason"), "request_deadline", rec)
+        self.assertGreaterEqual(rec.get("duration_ms", 0), 2900, rec)
 
     def test_64mib_echo_checksum_bounded_memory(self):
         """64 MiB each way through one tunnel (h1 client, h1 upstream), sha256 on both
@@ -970,14 +1032,22 @@ class WebSocket(unittest.TestCase):
 class Idle(pt.TestCase):
     """limits.tunnel_idle_timeout on its own picket (1s)."""
 
-    def test_idle_tunnel_closed(self):
-        """A tunnel with no byte either way for 1 s is closed by picket (h1: the
-        connection; h2: the stream, the connection carries on); reason tunnel_idle."""
+    def start(self):
         app = start_ws_app(self.tmp, "h1")
         self.addCleanup(app.stop)
         path, cfg, port, admin = self.config("http://127.0.0.1:%d" % app.port,
                                              limits={"tunnel_idle_timeout": "1s"})
         self.picket(path, inbound_port=port, admin_port=admin)
+        return port
+
+    def assert_idle_record(self, path):
+        rec = find_record(os.path.join(self.tmp, "access.jsonl"), lambda r: r.get("path") == path)
+        self.assertEqual((rec.get("status"), rec.get("reason")), (101, "tunnel_idle"), rec)
+
+    def test_idle_tunnel_closed_h1(self):
+        """A tunnel with no byte either way for 1 s is closed by picket (h1: the
+        connection); reason tunnel_idle."""
+        port = self.start()
 
         async def h1():
             async with ws_connect(port, "/idle/h1", pki=self.pki) as ws:
@@ -987,19 +1057,22 @@ class Idle(pt.TestCase):
                 await asyncio.wait_for(ws.wait_closed(), 30)  # the test sends nothing more
                 return time.monotonic() - t0
         self.assertGreaterEqual(run(h1()), 0.9)
+        self.assert_idle_record("/idle/h1")
+
+    def test_idle_tunnel_closed_h2(self):
+        """h2: the idle tunnel's stream ends, the connection carries on."""
+        port = self.start()
         c = H2WS(port, self.pki)
         self.addCleanup(c.close)
         sid = c.open("/idle/h2")
         self.assertEqual(c.response(sid), 200)
         c.send_ws(sid, OP_TEXT, b"once")
         self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"once")])
+        t0 = time.monotonic()
         c.wait_end(sid)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
         self.assertEqual(c.get("/idle/plain")[0], 200, "the h2 connection carries on")
-        acc = os.path.join(self.tmp, "access.jsonl")
-        for p in ("/idle/h1", "/idle/h2"):
-            rec = find_record(acc, lambda r, p=p: r.get("path") == p)
-            self.assertEqual((rec.get("status"), rec.get("reason")), (101, "tunnel_idle"), rec)
-
+        self.assert_idle_record("/idle/h2")
 
 if __name__ == "__main__":
     pt.main(timeout=280)

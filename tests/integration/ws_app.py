@@ -251,12 +251,14 @@ class H2CConn:
             self.sock.sendall(d)
 
     def run(self):
+        import h2.settings
         from h2.settings import SettingCodes
-        self.conn.initiate_connection()
+        # everything in the server's first SETTINGS frame, as real servers send it
         s = {SettingCodes.INITIAL_WINDOW_SIZE: H2_WINDOW, SettingCodes.MAX_CONCURRENT_STREAMS: 100}
         if self.advertise:
             s[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
-        self.conn.update_settings(s)
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values=s)
+        self.conn.initiate_connection()
         self.conn.increment_flow_control_window(H2_WINDOW)
         self.flush()
         try:
