@@ -737,7 +737,37 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(c.response(sid), 200)
         c.send_ws(sid, OP_TEXT, b"ok h2?")
         self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"ok h2?")])
+        c.send_ws(sid, OP_CLOSE, close_payload(1000))
+        c.wait_end(sid)
         self.assertEqual(self.audit("/wsonly/h2").get("rule"), "ws-only")
+
+    def test_audited_before_relayed_h1(self):
+        """The decision's audit record is written when the opening request is judged,
+        while the tunnel is open, not when it ends (a WebSocket can live for hours)."""
+        path = "/t/audit-open/h1"
+
+        async def go():
+            async with ws_connect(self.p_port, path, pki=self.pki) as ws:
+                await ws.send("x")
+                self.assertEqual(await ws.recv(), "x")
+                au = await asyncio.get_running_loop().run_in_executor(None, self.audit, path)
+                self.assertEqual((au.get("decision"), au.get("protocol")), ("allow", "websocket"))
+                await ws.send("still open")
+                self.assertEqual(await ws.recv(), "still open")
+        run(go())
+
+    def test_audited_before_relayed_h2(self):
+        """As _h1, for an extended CONNECT tunnel."""
+        path = "/t/audit-open/h2"
+        c = self.h2()
+        sid = c.open(path)
+        self.assertEqual(c.response(sid), 200)
+        c.send_ws(sid, OP_TEXT, b"x")
+        self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"x")])
+        au = self.audit(path)
+        self.assertEqual((au.get("decision"), au.get("protocol")), ("allow", "websocket"))
+        c.send_ws(sid, OP_TEXT, b"still open")
+        self.assertEqual(c.frames(sid, 2)[1], (OP_TEXT, b"still open"))
 
     def test_h2_refusal_is_over_without_client_end(self):
         """A denied extended CONNECT whose client keeps its half of the stream open (it
