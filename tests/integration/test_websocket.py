@@ -166,7 +166,7 @@ class H2WS:
         self.st = {}
 
     def _s(self, sid):
-        return self.st.setdefault(sid, {"headers": None, "data": b"", "ended": False,
+        return self.st.setdefault(sid, {"headers": None, "data": bytearray(), "ended": False,
                                         "reset": None, "frames": [],
                                         "dec": ws_app.FrameDecoder(want_masked=False)})
 
@@ -189,9 +189,13 @@ class H2WS:
                 self._s(e.stream_id)["headers"] = [(k.decode(), v.decode()) for k, v in e.headers]
             elif isinstance(e, h2.events.DataReceived):
                 st = self._s(e.stream_id)
-                st["data"] += e.data
-                if st["headers"] and dict(st["headers"]).get(":status") == "200" and st.get("ws"):
-                    st["frames"] += st["dec"].feed(e.data)
+                if st.get("sink"):
+                    for _, op, payload, _ in st["dec"].feed(e.data):
+                        st["sink"](op, payload)
+                else:
+                    st["data"] += e.data
+                    if st["headers"] and dict(st["headers"]).get(":status") == "200" and st.get("ws"):
+                        st["frames"] += st["dec"].feed(e.data)
                 self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             elif isinstance(e, h2.events.StreamEnded):
                 self._s(e.stream_id)["ended"] = True
@@ -295,10 +299,16 @@ class H2WS:
         st["ws"] = False
         self.wait(lambda: st["ended"] or st["reset"] is not None, "response to GET %s" % path,
                   timeout)
-        return (int(dict(st["headers"])[":status"]) if st["headers"] else None), st["data"]
+        return (int(dict(st["headers"])[":status"]) if st["headers"] else None), bytes(st["data"])
 
     def body(self, sid):
-        return self._s(sid)["data"]
+        return bytes(self._s(sid)["data"])
+
+    def response_header(self, sid, name):
+        for k, v in self._s(sid)["headers"] or ():
+            if k == name:
+                return v
+        return None
 
     def close(self):
         try:
@@ -599,6 +609,58 @@ class WebSocket(unittest.TestCase):
         cl = wait_app_record(self.h2c, "closed", path)
         self.assertEqual(cl["code"], 1000, cl)
         self.assertEqual(self.access(path).get("status"), 101)
+
+    def test_h1_upgrade_header_forms(self):
+        """What browsers send: `Connection: keep-alive, Upgrade` (Firefox) and the token
+        in other cases (`Upgrade: WebSocket`, `Connection: upgrade`): a WebSocket all the
+        same, 101 with the right Accept."""
+        for i, (upg, conn) in enumerate(((b"websocket", b"keep-alive, Upgrade"),
+                                         (b"WebSocket", b"upgrade"))):
+            path = "/t/forms/%d" % i
+            s = h1_tls(self.p_port, self.pki)
+            self.addCleanup(s.close)
+            s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\nUpgrade: " + upg
+                      + b"\r\nConnection: " + conn + b"\r\nSec-WebSocket-Version: 13\r\n"
+                      b"Sec-WebSocket-Key: " + SAMPLE_KEY.encode() + b"\r\n\r\n")
+            status, hdrs, rest = read_head(s)
+            self.assertEqual(status, 101, (upg, conn, hdrs))
+            self.assertEqual(hdrs.get("sec-websocket-accept"), SAMPLE_ACCEPT, hdrs)
+            s.sendall(encode_frame(OP_TEXT, b"form %d" % i, mask=True))
+            fr = read_frames(s, ws_app.FrameDecoder(want_masked=False), 1, rest)
+            self.assertEqual((fr[0][1], fr[0][2]), (OP_TEXT, b"form %d" % i))
+
+    def test_subprotocol_and_extensions_h1(self):
+        """Sec-WebSocket-Protocol offered by the client and chosen by the app reaches both
+        ends; permessage-deflate, offered by the client (websockets' default), is either
+        negotiated end to end or by neither end, never by one only (compressed frames
+        echoed intact)."""
+        path = "/t/subproto/h1"
+        text = "compress me " * 2000
+
+        async def go():
+            async with ws_connect(self.p_port, path, pki=self.pki, compression="deflate",
+                                  subprotocols=["chat.v1", "chat.v0"]) as ws:
+                self.assertEqual(ws.subprotocol, "chat.v1")
+                await ws.send(text)
+                self.assertEqual(await ws.recv(), text)
+                return [e.name for e in ws.extensions]
+        client_ext = run(go())
+        op = wait_app_record(self.h1, "open", path)
+        self.assertEqual(op["subprotocol"], "chat.v1", op)
+        self.assertEqual(op["extensions"], client_ext, "both ends agree on the extensions")
+
+    def test_subprotocol_h2(self):
+        """RFC 8441: sec-websocket-protocol on the extended CONNECT reaches the (h1) app,
+        and its choice comes back on the 200."""
+        path = "/t/subproto/h2"
+        c = self.h2()
+        sid = c.open(path, headers=[("sec-websocket-protocol", "chat.v1, chat.v0")])
+        self.assertEqual(c.response(sid), 200)
+        self.assertEqual(c.response_header(sid, "sec-websocket-protocol"), "chat.v1")
+        op = wait_app_record(self.h1, "open", path)
+        self.assertEqual(op["subprotocol"], "chat.v1", op)
+        c.send_ws(sid, OP_TEXT, b"sub")
+        self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"sub")])
 
     def test_upstream_refusal_reaches_client_h1(self):
         """An upstream that answers the upgrade with 403, or with a plain 200: the h1
@@ -1053,6 +1115,45 @@ class WebSocket(unittest.TestCase):
         pt.log("picket pid %d: peak RSS growth %.1f MiB for 64 MiB each way through a WebSocket"
                % (self.P.pid, growth / MIB))
         self.assertLess(growth, 48 * MIB, "picket held the stream, not a bounded window")
+        rec = self.access(path)
+        self.assertEqual(rec.get("status"), 101, rec)
+        self.assertGreaterEqual(rec.get("bytes_in", 0), size, rec)
+        self.assertGreaterEqual(rec.get("bytes_out", 0), size, rec)
+
+
+    def test_64mib_echo_h2_bounded_memory(self):
+        """64 MiB each way through one extended CONNECT stream (h2 client, h1 upstream),
+        sha256 on both ends, while the client reads only between its sends (its window
+        fills: picket must hold the app back); picket's peak RSS grows by < 48 MiB."""
+        path = "/t/big/h2"
+        size = 64 * MIB
+        block = bytes(range(256)) * 4096
+        sent, got = hashlib.sha256(), hashlib.sha256()
+        n = [0]
+
+        def sink(op, payload):
+            self.assertEqual(op, OP_BIN)
+            got.update(payload)
+            n[0] += len(payload)
+        c = self.h2()
+        base = self.P.reset_peak_rss()
+        sid = c.open(path)
+        self.assertEqual(c.response(sid), 200)
+        c._s(sid)["sink"] = sink
+        for i in range(size // len(block)):
+            b = block[i % 5:] + block[:i % 5]
+            sent.update(b)
+            c.send_ws(sid, OP_BIN, b)
+        c.wait(lambda: n[0] >= size, "the 64 MiB echo (%d bytes so far)" % n[0], timeout=120)
+        self.assertEqual(n[0], size)
+        self.assertEqual(got.hexdigest(), sent.hexdigest())
+        growth = (self.P.peak_rss_kib() - base) * 1024
+        pt.log("picket pid %d: peak RSS growth %.1f MiB for 64 MiB each way through an h2 "
+               "WebSocket" % (self.P.pid, growth / MIB))
+        self.assertLess(growth, 48 * MIB, "picket held the stream, not a bounded window")
+        c._s(sid)["sink"] = None
+        c.send_ws(sid, OP_CLOSE, close_payload(1000))
+        c.wait_end(sid)
         rec = self.access(path)
         self.assertEqual(rec.get("status"), 101, rec)
         self.assertGreaterEqual(rec.get("bytes_in", 0), size, rec)

@@ -18,11 +18,12 @@ FILE gets one JSON object per line, flushed at once:
   {"event": "request", "mode": "h1"|"h2c"|"raw101", "method", "path", "protocol"
    (h2c: the :protocol pseudo-header or null), "headers": [[name, value], ...]}
        for every request head received (before it is answered);
-  {"event": "open", "path"}                          a tunnel was accepted (101 / 200);
+  {"event": "open", "path"[, "subprotocol", "extensions"]}  a tunnel was accepted (101 / 200);
   {"event": "closed", "path", "code", "reason", "frames_in", "bytes_in"}
        a tunnel ended (code/reason: the close frame the client sent, or null).
 
-H1 (websockets 10.4, permessage-deflate off, no message size limit):
+H1 (websockets 10.4, no message size limit; it accepts permessage-deflate when offered and
+  the subprotocol "chat.v1" when the client lists it; "open" records both):
   - a request without an Upgrade field: 200, body = JSON {"path", "headers"} (what
     arrived, so a test sees the fields picket sent);
   - a path containing "/refuse403": 403 "no websocket here\\n" even to an upgrade;
@@ -185,7 +186,8 @@ def serve_h1(port):
         return None
 
     async def handler(ws, path):
-        note({"event": "open", "path": path})
+        note({"event": "open", "path": path, "subprotocol": ws.subprotocol,
+              "extensions": [e.name for e in ws.extensions]})
         frames = nbytes = 0
         try:
             if "/close" in path:
@@ -206,7 +208,7 @@ def serve_h1(port):
 
     async def main():
         async with websockets.serve(handler, "127.0.0.1", port, process_request=process_request,
-                                    compression=None, max_size=None, max_queue=4,
+                                    subprotocols=["chat.v1"], max_size=None, max_queue=4,
                                     ping_interval=None, close_timeout=5):
             print("ready", flush=True)
             await asyncio.Future()
