@@ -696,14 +696,18 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(app_records(self.h1, "open", "/t/refuse403/h2"), [])
 
     def test_bad_h1_upgrade_is_400(self):
-        """An Upgrade: websocket request without Sec-WebSocket-Key, or with a body
-        (Content-Length or chunked): 400, reason bad_upgrade, and the app never sees it."""
+        """An Upgrade: websocket request without Sec-WebSocket-Key, with two, with one that
+        is not 16 bytes in base64, or with a body (Content-Length or chunked): 400, reason
+        bad_upgrade, and the app never sees it."""
         cases = (("/t/badup/nokey", upgrade_request("/t/badup/nokey", key=None)),
                  ("/t/badup/body", upgrade_request("/t/badup/body", extra=b"Content-Length: 5\r\n")
                   + b"hello"),
                  ("/t/badup/chunked", upgrade_request("/t/badup/chunked",
                                                       extra=b"Transfer-Encoding: chunked\r\n")
-                  + b"5\r\nhello\r\n0\r\n\r\n"))
+                  + b"5\r\nhello\r\n0\r\n\r\n"),
+                 ("/t/badup/twokeys", upgrade_request(
+                     "/t/badup/twokeys", extra=b"Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n")),
+                 ("/t/badup/shortkey", upgrade_request("/t/badup/shortkey", key="c2hvcnQ=")))
         for path, req in cases:
             s = h1_tls(self.p_port, self.pki)
             self.addCleanup(s.close)
@@ -733,6 +737,21 @@ class WebSocket(unittest.TestCase):
                 self.assertNotIn(n, names, (token, seen))
             rq = wait_app_record(self.h1, "request", path)
             self.assertNotIn("upgrade", {k.lower() for k, _ in rq["headers"]})
+
+    def test_http10_upgrade_ignored(self):
+        """RFC 9110 7.8: an Upgrade in an HTTP/1.0 request is ignored: never a 101, and
+        if the request is forwarded the app gets it without Upgrade."""
+        path = "/t/http10"
+        s = h1_tls(self.p_port, self.pki)
+        self.addCleanup(s.close)
+        s.sendall(upgrade_request(path).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
+        status, hdrs, rest = read_head(s)
+        self.assertNotEqual(status, 101, hdrs)
+        self.assertIn(status, (200, 400), hdrs)
+        if status == 200:
+            seen = json.loads(read_body(s, hdrs, rest))["headers"]
+            self.assertNotIn("upgrade", {k.lower() for k, _ in seen}, seen)
+        self.assertEqual(app_records(self.h1, "open", path), [])
 
     def test_101_to_plain_request_is_502(self):
         """The upstream answers 101 to a request that asked for no upgrade: 502
@@ -989,13 +1008,19 @@ class WebSocket(unittest.TestCase):
         self.assert_no_upstream_request(self.h2cno, path)
 
     def test_h2_protocol_on_plain_connect_is_stream_error(self):
-        """`:protocol` on a CONNECT without :scheme/:path: RST_STREAM on that stream; the
-        connection carries on (a GET and an extended CONNECT after it work)."""
+        """`:protocol` on a CONNECT without :scheme/:path, or on a GET: RST_STREAM on that
+        stream; the connection carries on (a GET and an extended CONNECT after it work)."""
         c = self.h2(validate=False)
         sid = c.open(None, pseudo=[(":method", "CONNECT"), (":protocol", "websocket"),
                                    (":authority", "localhost:443")])
         self.assertIsNone(c.response(sid), "a reset, not a response")
         self.assertIsNotNone(c.wait_end(sid))
+        self.assertIsNone(c.goaway, "a stream error, not a connection error")
+        # :protocol on a GET is malformed too (RFC 8441 4)
+        sid = c.open(None, pseudo=[(":method", "GET"), (":protocol", "websocket"),
+                                   (":scheme", "https"), (":path", "/t/get-with-protocol"),
+                                   (":authority", "localhost")])
+        self.assertIsNone(c.response(sid), "a reset, not a response")
         self.assertIsNone(c.goaway, "a stream error, not a connection error")
         self.assertEqual(c.get("/t/after-bad-connect")[0], 200)
         ok = c.open("/t/after-bad-connect/ws")
