@@ -539,14 +539,17 @@ static int str_ok(const char *s)
  * can only drop what no request may carry as HTTP/1.1 bytes; they never
  * fire for a request that went through px_request_build() (fuzz_request
  * checks that the forwarded fields equal the canonical ones). */
-static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trailers, int *has_te)
+static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trailers, int *has_te,
+                         int upgrade)
 {
     for (size_t i = 0; i < hs->n; i++) {
         const struct px_hdr *f = &hs->v[i];
         int te = f->nlen == 2 && memcmp(f->name, "te", 2) == 0;
+        /* a WebSocket's canonical "upgrade: websocket" is HTTP/1.1's own form */
+        int up = upgrade && !trailers && f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0;
         if (!px_field_name_ok(f->name, f->nlen) || !px_field_value_ok(f->value, f->vlen) ||
             strcmp(f->name, "host") == 0 || strcmp(f->name, "content-length") == 0 ||
-            (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers)) ||
+            (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers) && !up) ||
             (trailers && !px_trailer_allowed(f->name, f->nlen)))
             continue;
         if (te && has_te)
@@ -581,10 +584,10 @@ int px_h1_write_request_head(struct evbuffer *buf, const struct px_request *rq, 
     px_out_add(out, " HTTP/1.1\r\nHost: ", 17);
     px_out_add(out, rq->authority, rq->authority_len);
     px_out_add(out, "\r\n", 2);
-    write_fields(out, &rq->hdrs, 0, &has_te);
+    write_fields(out, &rq->hdrs, 0, &has_te, rq->upgrade);
     if (rq->upgrade) {
-        /* the canonical "upgrade: websocket" in HTTP/1.1's form (RFC 6455 4.1) */
-        px_out_add(out, "Upgrade: websocket\r\n", 20);
+        /* RFC 6455 4.1: "upgrade: websocket" went with the fields; an
+         * HTTP/2 client's WebSocket gets picket's key */
         if (rq->ws_key != NULL && px_hdrs_get(&rq->hdrs, "sec-websocket-key") == NULL) {
             px_out_add(out, "Sec-WebSocket-Key: ", 19);
             px_out_add(out, rq->ws_key, rq->ws_key_len);
@@ -703,7 +706,7 @@ static void pump_request(struct up_conn *c)
     }
     if (c->req_chunked) {
         px_out_add(&o, "0\r\n", 3);
-        write_fields(&o, &st->rq.trailers, 1, NULL);
+        write_fields(&o, &st->rq.trailers, 1, NULL, 0);
         px_out_add(&o, "\r\n", 2);
         if (o.failed) {
             fail(c, 503, PX_R_OUT_OF_MEMORY);
