@@ -157,6 +157,7 @@ class H2WS:
     def __init__(self, port, pki, cert="client", validate=True, tls=True):
         raw = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock = raw
+        self.tls = tls
         if tls:  # tls=False: h2c prior knowledge (to check this client against ws_app --h2c)
             ctx = pt.tls_context(pki, cert, alpn=("h2",))
             self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
@@ -228,14 +229,15 @@ class H2WS:
         self.wait(lambda: self.settings_seen, "SETTINGS from the server")
         return self.conn.remote_settings.get(SettingCodes.ENABLE_CONNECT_PROTOCOL, 0)
 
-    def open(self, path, headers=(), pseudo=None):
+    def open(self, path, headers=(), pseudo=None, authority="localhost", scheme=None):
         """Sends an extended CONNECT (or the given pseudo-header list); returns the
         stream id. The server's SETTINGS are awaited first, as RFC 8441 requires."""
         self.wait(lambda: self.settings_seen, "SETTINGS from the server")
         sid = self.conn.get_next_available_stream_id()
         if pseudo is None:
-            pseudo = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
-                      (":path", path), (":authority", "localhost")]
+            pseudo = [(":method", "CONNECT"), (":protocol", "websocket"),
+                      (":scheme", scheme or ("https" if self.tls else "http")),
+                      (":path", path), (":authority", authority)]
         self.conn.send_headers(sid, pseudo + [("sec-websocket-version", "13")] + list(headers))
         self.sock.sendall(self.conn.data_to_send())
         self._s(sid)["ws"] = True
@@ -680,6 +682,8 @@ class WebSocket(unittest.TestCase):
             self.assertEqual(status, want, (path, hdrs))
             self.assertNotIn("sec-websocket-accept", hdrs)
             self.assertEqual(read_body(s, hdrs, rest), body)
+            s.settimeout(30)
+            self.assertEqual(s.recv(100), b"", "picket closes the h1 connection after it")
             wait_app_record(self.h1, "request", path)
             self.assertEqual(app_records(self.h1, "open", path), [], "no tunnel at the app")
 
@@ -986,13 +990,15 @@ class WebSocket(unittest.TestCase):
         """An h2c upstream that does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL: an h1
         client's upgrade gets 502, reason upgrade_unsupported, nothing sent to it; plain
         requests still go there."""
+        since = len(self.P.stderr())
+
         async def go():
             with self.assertRaises(websockets.InvalidStatusCode) as cm:
                 async with ws_connect(self.p_port, "/h2cno/h1", pki=self.pki):
                     pass
             self.assertEqual(cm.exception.status_code, 502)
         run(go())
-        self.assert_upgrade_unsupported("/h2cno/h1")
+        self.assert_upgrade_unsupported("/h2cno/h1", since)
         r = pt.curl(self.p_port, "/h2cno/plain-h1", self.pki, http="1.1", workdir=self.tmp)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["path"], "/h2cno/plain-h1")
@@ -1001,17 +1007,22 @@ class WebSocket(unittest.TestCase):
         """As _h1, for an h2 client's extended CONNECT; a GET on the same connection
         after it goes to that upstream."""
         c = self.h2()
+        since = len(self.P.stderr())
         sid = c.open("/h2cno/h2")
         self.assertEqual(c.response(sid), 502)
-        self.assert_upgrade_unsupported("/h2cno/h2")
+        self.assert_upgrade_unsupported("/h2cno/h2", since)
         st, body = c.get("/h2cno/plain")
         self.assertEqual(st, 200)
         self.assertEqual(json.loads(body)["path"], "/h2cno/plain")
 
-    def assert_upgrade_unsupported(self, path):
+    def assert_upgrade_unsupported(self, path, since):
         rec = self.access(path)
         self.assertEqual((rec.get("status"), rec.get("reason")), (502, "upgrade_unsupported"), rec)
         self.assert_no_upstream_request(self.h2cno, path)
+        ev = pt.wait_log_event(self.P, "upstream_upgrade_unsupported", since=since, timeout=20,
+                               pred=lambda e: str(self.h2cno.port) in str(e.get("upstream")))
+        self.assertIsNotNone(ev, "no upstream_upgrade_unsupported line naming the upstream "
+                             "after the request for %s" % path)
 
     def test_h2_protocol_on_plain_connect_is_stream_error(self):
         """`:protocol` on a CONNECT without :scheme/:path, or on a GET: RST_STREAM on that
@@ -1020,7 +1031,7 @@ class WebSocket(unittest.TestCase):
         sid = c.open(None, pseudo=[(":method", "CONNECT"), (":protocol", "websocket"),
                                    (":authority", "localhost:443")])
         self.assertIsNone(c.response(sid), "a reset, not a response")
-        self.assertIsNotNone(c.wait_end(sid))
+        self.assertEqual(c.wait_end(sid), 1, "RST_STREAM PROTOCOL_ERROR")
         self.assertIsNone(c.goaway, "a stream error, not a connection error")
         # :protocol on a GET is malformed too (RFC 8441 4)
         sid = c.open(None, pseudo=[(":method", "GET"), (":protocol", "websocket"),
@@ -1033,6 +1044,20 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(c.response(ok), 200)
         c.send_ws(ok, OP_TEXT, b"still here")
         self.assertEqual(c.frames(ok, 1), [(OP_TEXT, b"still here")])
+
+    def test_h2_other_protocol_is_400(self):
+        """An extended CONNECT for another protocol (`:protocol connect-udp`): 400
+        bad_upgrade, never relayed; the connection carries on."""
+        path = "/t/other-protocol"
+        c = self.h2(validate=False)
+        sid = c.open(path, pseudo=[(":method", "CONNECT"), (":protocol", "connect-udp"),
+                                   (":scheme", "https"), (":path", path),
+                                   (":authority", "localhost")])
+        self.assertEqual(c.response(sid), 400)
+        rec = self.access(path)
+        self.assertEqual((rec.get("status"), rec.get("reason")), (400, "bad_upgrade"), rec)
+        self.assert_no_upstream_request(self.h1, path)
+        self.assertEqual(c.get("/t/after-other-protocol")[0], 200)
 
     # -- the mesh ---------------------------------------------------------------
 
@@ -1058,6 +1083,30 @@ class WebSocket(unittest.TestCase):
                           p_rec.get("peer")), (101, "websocket", "h2", pt.CLIENT_ID), p_rec)
         au = self.audit(path)
         self.assertEqual((au.get("peer"), au.get("protocol")), (pt.CLIENT_ID, "websocket"), au)
+
+    def test_mesh_h2c_app_to_app(self):
+        """The app speaks h2c (prior knowledge) to its outbound listener and opens an
+        extended CONNECT (:scheme http, :authority orders); A carries it to P, P to its
+        h1 app."""
+        path = "/t/mesh/h2c"
+        c = H2WS(self.a_port, None, tls=False)
+        self.addCleanup(c.close)
+        self.assertEqual(c.connect_protocol(), 1, "the outbound listener allows extended CONNECT")
+        sid = c.open(path, authority="orders")
+        self.assertEqual(c.response(sid), 200)
+        big = os.urandom(100000)
+        c.send_ws(sid, OP_TEXT, b"h2c app")
+        c.send_ws(sid, OP_BIN, big)
+        self.assertEqual(c.frames(sid, 2), [(OP_TEXT, b"h2c app"), (OP_BIN, big)])
+        c.send_ws(sid, OP_CLOSE, close_payload(1000))
+        self.assertEqual(c.frames(sid, 3)[2], (OP_CLOSE, close_payload(1000)))
+        c.wait_end(sid)
+        self.assertEqual(wait_app_record(self.h1, "closed", path)["code"], 1000)
+        a_rec = self.access(path, log=self.a_access)
+        self.assertEqual((a_rec.get("status"), a_rec.get("upgrade")), (101, "websocket"), a_rec)
+        p_rec = self.access(path)
+        self.assertEqual((p_rec.get("status"), p_rec.get("proto"), p_rec.get("peer")),
+                         (101, "h2", pt.CLIENT_ID), p_rec)
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -1205,6 +1254,33 @@ class Idle(pt.TestCase):
     def assert_idle_record(self, path):
         rec = find_record(os.path.join(self.tmp, "access.jsonl"), lambda r: r.get("path") == path)
         self.assertEqual((rec.get("status"), rec.get("reason")), (101, "tunnel_idle"), rec)
+
+    def test_sigterm_tunnel_carries_on_until_drain_timeout(self):
+        """SIGTERM with a tunnel open: it still moves bytes once picket is draining, is
+        closed at limits.drain_timeout (2s), and picket exits 0 with its record written."""
+        app = start_ws_app(self.tmp, "h1")
+        self.addCleanup(app.stop)
+        path, cfg, port, admin = self.config("http://127.0.0.1:%d" % app.port,
+                                             limits={"drain_timeout": "2s"})
+        p = self.picket(path, inbound_port=port, admin_port=admin)
+
+        async def go():
+            async with ws_connect(port, "/drain/h1", pki=self.pki) as ws:
+                await ws.send("before")
+                self.assertEqual(await ws.recv(), "before")
+                since = len(p.stderr())
+                p.signal(pt.signal.SIGTERM)
+                ev = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: pt.wait_log_event(p, "draining", since=since, timeout=30))
+                self.assertIsNotNone(ev, "no 'draining' line after SIGTERM")
+                await ws.send("while draining")
+                self.assertEqual(await ws.recv(), "while draining")
+                await asyncio.wait_for(ws.wait_closed(), 60)
+        run(go())
+        self.assertEqual(p.wait(60), 0, p.stderr()[-2000:])
+        rec = find_record(os.path.join(self.tmp, "access.jsonl"),
+                          lambda r: r.get("path") == "/drain/h1")
+        self.assertEqual(rec.get("status"), 101, rec)
 
     def test_idle_tunnel_closed_h1(self):
         """A tunnel with no byte either way for 1 s is closed by picket (h1: the
