@@ -10,6 +10,7 @@ SETTINGS_ENABLE_CONNECT_PROTOCOL, a raw server that answers 101 to anything).
                                    | /h2cno/... -> ws_app --h2c --no-connect-protocol
                                    | /raw101/...-> ws_app --raw101
                                    | /deadline/ -> ws_app --h1, routes[].timeout 1s
+                                   | /eof/...   -> ws_app --h1eof (shows half-closes)
     app (websockets, plain ws://)  ->  A outbound (sa/client)  ->  P  ->  ws_app --h1
 
 Checked: the 101 picket writes (its own Sec-WebSocket-Accept); echo both ways for
@@ -407,12 +408,13 @@ class WebSocket(unittest.TestCase):
         cls.h2c = start_ws_app(tmp, "h2c")
         cls.h2cno = start_ws_app(tmp, "h2c", "--no-connect-protocol")
         cls.raw101 = start_ws_app(tmp, "raw101")
-        cls.procs += [cls.h1, cls.h2c, cls.h2cno, cls.raw101]
+        cls.h1eof = start_ws_app(tmp, "h1eof")
+        cls.procs += [cls.h1, cls.h2c, cls.h2cno, cls.raw101, cls.h1eof]
         env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1") + ":" + ASAN_EXTRA}
 
         pol = pt.write_policy(os.path.join(tmp, "policy.json"), [
             {"id": "client-tests", "action": "allow", "from": [pt.CLIENT_ID],
-             "paths": ["/t/**", "/h2c/**", "/h2cno/**", "/raw101/**", "/deadline/**"]},
+             "paths": ["/t/**", "/h2c/**", "/h2cno/**", "/raw101/**", "/deadline/**", "/eof/**"]},
             {"id": "ws-only", "action": "allow", "from": [pt.CLIENT_ID], "paths": ["/wsonly/**"],
              "headers": {"upgrade": ["websocket"]}},
             {"id": "no-denied", "action": "deny", "paths": ["/t/denied/**"]},
@@ -433,6 +435,7 @@ class WebSocket(unittest.TestCase):
                     {"path_prefix": "/h2cno/", "upstream": "h2c://127.0.0.1:%d" % cls.h2cno.port},
                     {"path_prefix": "/raw101/", "upstream": "http://127.0.0.1:%d" % cls.raw101.port},
                     {"path_prefix": "/deadline/", "upstream": h1_url, "timeout": "1s"},
+                    {"path_prefix": "/eof/", "upstream": "http://127.0.0.1:%d" % cls.h1eof.port},
                 ]}],
             "admin": {"bind": "127.0.0.1:%d" % cls.p_admin},
             "policy": {"file": pol},
@@ -1107,6 +1110,49 @@ class WebSocket(unittest.TestCase):
         p_rec = self.access(path)
         self.assertEqual((p_rec.get("status"), p_rec.get("proto"), p_rec.get("peer")),
                          (101, "h2", pt.CLIENT_ID), p_rec)
+
+    def test_half_close_mesh_h1_app(self):
+        """The app (plain TCP to its outbound listener) sends two frames and shuts its
+        write side: the frames, then the EOF, reach the upstream through both sidecars
+        (END_STREAM between them, a TCP half-close to the upstream); the upstream's last
+        frame, sent after it saw that EOF, and then its close come back to the app."""
+        path = "/eof/mesh"
+        s = socket.create_connection(("127.0.0.1", self.a_port), timeout=30)
+        self.addCleanup(s.close)
+        s.sendall(upgrade_request(path, host=b"orders"))
+        status, hdrs, rest = read_head(s)
+        self.assertEqual(status, 101, hdrs)
+        self.assertEqual(hdrs.get("sec-websocket-accept"), SAMPLE_ACCEPT, hdrs)
+        s.sendall(encode_frame(OP_TEXT, b"one", mask=True) + encode_frame(OP_BIN, b"\x02" * 5000,
+                                                                          mask=True))
+        s.shutdown(socket.SHUT_WR)
+        data = rest
+        s.settimeout(30)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+        fr = ws_app.FrameDecoder(want_masked=False).feed(data)
+        self.assertEqual([(op, p) for _, op, p, _ in fr],
+                         [(OP_TEXT, b"one"), (OP_BIN, b"\x02" * 5000), (OP_TEXT, b"eof after 5003")])
+        self.assertEqual(wait_app_record(self.h1eof, "closed", path)["bytes_in"], 5003)
+
+    def test_half_close_h2(self):
+        """An h2 client's END_STREAM after its frames: the upstream gets them, then EOF
+        (TCP half-close); its last frame comes back, then END_STREAM."""
+        path = "/eof/h2"
+        c = self.h2()
+        sid = c.open(path)
+        self.assertEqual(c.response(sid), 200)
+        c.send_ws(sid, OP_TEXT, b"one")
+        c.send_ws(sid, OP_BIN, b"\x02" * 70000)
+        c.send(sid, b"", end=True)
+        self.assertEqual(c.frames(sid, 3), [(OP_TEXT, b"one"), (OP_BIN, b"\x02" * 70000),
+                                            (OP_TEXT, b"eof after 70003")])
+        self.assertIsNone(c.wait_end(sid, finish=False), "ended cleanly, not reset")
+        self.assertEqual(wait_app_record(self.h1eof, "closed", path)["bytes_in"], 70003)
+        self.assertEqual(self.access(path).get("status"), 101)
 
     # -- lifetime --------------------------------------------------------------------
 

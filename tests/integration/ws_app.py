@@ -9,6 +9,9 @@ issue 18 item 1), and a small RFC 6455 frame codec the tests share.
         with --no-connect-protocol it does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL
     /usr/bin/python3 ws_app.py --raw101 PORT --log FILE
         raw sockets: answers every request with "101 Switching Protocols"
+    /usr/bin/python3 ws_app.py --h1eof PORT --log FILE
+        raw sockets: a WebSocket echo that answers the client side's EOF (a half-close)
+        with a last text frame "eof after N" (N: payload bytes received), then closes
     /usr/bin/python3 ws_app.py --selftest
         each server above against a client in this process, without picket
 
@@ -419,6 +422,65 @@ def _raw101_conn(s):
         s.close()
 
 
+def _h1eof_conn(s):
+    """A WebSocket server on raw sockets that shows half-closes: 101 with the right
+    Accept, every frame echoed unmasked; at EOF from the client side a text frame
+    "eof after N" (N: payload bytes received), then close."""
+    path = None
+    n = frames = 0
+    try:
+        s.settimeout(60)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            b = s.recv(65536)
+            if not b:
+                return
+            buf += b
+            if len(buf) > 1 << 20:
+                return
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        method, _, rest = lines[0].partition(" ")
+        path = rest.rsplit(" ", 1)[0]
+        hdrs = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in lines[1:])]
+        note({"event": "request", "mode": "h1eof", "method": method, "path": path,
+              "protocol": None, "headers": hdrs})
+        key = [v for k, v in hdrs if k.lower() == "sec-websocket-key"]
+        if len(key) != 1:
+            s.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                  + accept_key(key[0]).encode() + b"\r\n\r\n")
+        note({"event": "open", "path": path})
+        dec = FrameDecoder(want_masked=True)
+        data = buf
+        while True:
+            for fin, op, payload, _ in dec.feed(data):
+                frames += 1
+                n += len(payload)
+                s.sendall(encode_frame(op, payload, fin))
+            data = s.recv(65536)
+            if not data:
+                break
+        s.sendall(encode_frame(OP_TEXT, b"eof after %d" % n))
+    except (OSError, ValueError) as e:
+        sys.stderr.write("h1eof %s: %s\n" % (path, e))
+    finally:
+        s.close()
+        if path is not None:
+            note({"event": "closed", "path": path, "code": None, "reason": "eof",
+                  "frames_in": frames, "bytes_in": n})
+
+
+def serve_h1eof(port):
+    ls = _listen(port)
+    print("ready", flush=True)
+    while True:
+        s, _ = ls.accept()
+        threading.Thread(target=_h1eof_conn, args=(s,), daemon=True).start()
+
+
 def serve_raw101(port):
     ls = _listen(port)
     print("ready", flush=True)
@@ -533,6 +595,24 @@ def _selftest():
             rq = [r for r in records(log) if r["event"] == "request"][0]
             assert (rq["method"], rq["protocol"], rq["path"]) == ("CONNECT", "websocket", "/chat"), rq
 
+        port, log = start("h1eof")
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /e HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                  + encode_frame(OP_TEXT, b"abc", mask=True))
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        head, rest = got.split(b"\r\n\r\n", 1)
+        assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, head
+        fr = FrameDecoder(want_masked=False).feed(rest)
+        assert [(op, p) for _, op, p, _ in fr] == [(OP_TEXT, b"abc"), (OP_TEXT, b"eof after 3")], fr
+        s.close()
+
         port, log = start("raw101")
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -558,7 +638,8 @@ def main(argv):
     args = argv[1:]
     advertise = "--no-connect-protocol" not in args
     args = [a for a in args if a != "--no-connect-protocol"]
-    if len(args) != 4 or args[0] not in ("--h1", "--h2c", "--raw101") or args[2] != "--log":
+    if len(args) != 4 or args[0] not in ("--h1", "--h2c", "--raw101", "--h1eof") \
+            or args[2] != "--log":
         sys.stderr.write(__doc__)
         return 2
     _LOG_F = open(args[3], "a")
@@ -568,6 +649,8 @@ def main(argv):
             serve_h1(port)
         elif args[0] == "--h2c":
             serve_h2c(port, advertise)
+        elif args[0] == "--h1eof":
+            serve_h1eof(port)
         else:
             serve_raw101(port)
     except KeyboardInterrupt:
