@@ -1007,9 +1007,12 @@ class WebSocket(unittest.TestCase):
         self.assertEqual(r.json()["path"], "/h2cno/plain-h1")
 
     def test_h2c_upstream_without_setting_is_502_h2(self):
-        """As _h1, for an h2 client's extended CONNECT; a GET on the same connection
-        after it goes to that upstream."""
+        """As _h1, for an h2 client's extended CONNECT, on an upstream connection that is
+        already up (a plain GET first): the same 502, reason and log line; a GET on the
+        same client connection after it goes to that upstream."""
         c = self.h2()
+        st, body = c.get("/h2cno/plain-before")
+        self.assertEqual(st, 200)
         since = len(self.P.stderr())
         sid = c.open("/h2cno/h2")
         self.assertEqual(c.response(sid), 502)
