@@ -915,6 +915,7 @@ class WebSocket(unittest.TestCase):
         app's side too, and writes the access record."""
         path = "/t/abort/h1"
         s = h1_tls(self.p_port, self.pki)
+        self.addCleanup(s.close)  # (closed below; again is harmless)
         s.sendall(upgrade_request(path))
         status, hdrs, rest = read_head(s)
         self.assertEqual(status, 101, hdrs)
