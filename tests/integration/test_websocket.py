@@ -22,7 +22,9 @@ upgrade tokens removed; an h2c upstream without the setting is a 502
 502s; an upstream's refusal reaches the client; a bad h1 upgrade is a 400
 (bad_upgrade); `:protocol` on a plain CONNECT is a stream error and the connection
 carries on; close from either side; the idle timeout (tunnel_idle); the route
-deadline does not cut a tunnel; the access record (101, upgrade, bytes, duration);
+deadline does not cut a tunnel; half-closes passed on both ways (mesh, h2); an
+upstream reset cuts the client's side (upstream_reset); a tunnel carries on after
+SIGTERM until drain_timeout; the access record (101, upgrade, bytes, duration);
 the audit record written while the tunnel is open; browsers' header forms, an
 HTTP/1.0 Upgrade ignored; subprotocol and permessage-deflate agreement; 64 MiB echoed
 with a checksum in bounded memory, over h1 and over h2.
@@ -1157,6 +1159,51 @@ class WebSocket(unittest.TestCase):
         self.assertIsNone(c.wait_end(sid, finish=False), "ended cleanly, not reset")
         self.assertEqual(wait_app_record(self.h1eof, "closed", path)["bytes_in"], 70003)
         self.assertEqual(self.access(path).get("status"), 101)
+
+    def test_upstream_reset_cuts_tunnel_h1(self):
+        """The upstream resets its connection mid-tunnel: the h1 client's connection is
+        closed; access record 101 with reason upstream_reset."""
+        path = "/eof/reset/h1"
+        s = h1_tls(self.p_port, self.pki)
+        self.addCleanup(s.close)
+        s.sendall(upgrade_request(path))
+        status, hdrs, rest = read_head(s)
+        self.assertEqual(status, 101, hdrs)
+        dec = ws_app.FrameDecoder(want_masked=False)
+        s.sendall(encode_frame(OP_TEXT, b"echoed", mask=True))
+        fr = read_frames(s, dec, 1, rest)
+        self.assertEqual((fr[0][1], fr[0][2]), (OP_TEXT, b"echoed"))
+        s.sendall(encode_frame(OP_TEXT, b"reset now", mask=True))
+        data = b""
+        s.settimeout(30)
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        except (ConnectionResetError, ssl.SSLError):
+            pass  # closed either way; not by the test's timeout (socket.timeout is raised)
+        self.assertEqual(dec.feed(data), [], "nothing after the reset")
+        wait_app_record(self.h1eof, "reset", path)
+        rec = self.access(path)
+        self.assertEqual((rec.get("status"), rec.get("reason")), (101, "upstream_reset"), rec)
+
+    def test_upstream_reset_cuts_tunnel_h2(self):
+        """As _h1 for an h2 client: RST_STREAM on the tunnel's stream (not a clean end),
+        the connection carries on."""
+        path = "/eof/reset/h2"
+        c = self.h2()
+        sid = c.open(path)
+        self.assertEqual(c.response(sid), 200)
+        c.send_ws(sid, OP_TEXT, b"echoed")
+        self.assertEqual(c.frames(sid, 1), [(OP_TEXT, b"echoed")])
+        c.send_ws(sid, OP_TEXT, b"reset now")
+        self.assertIsNotNone(c.wait_end(sid), "a reset stream, not END_STREAM")
+        self.assertEqual(len(c._s(sid)["frames"]), 1, "nothing after the reset")
+        rec = self.access(path)
+        self.assertEqual((rec.get("status"), rec.get("reason")), (101, "upstream_reset"), rec)
+        self.assertEqual(c.get("/t/after-upstream-reset")[0], 200)
 
     # -- lifetime --------------------------------------------------------------------
 

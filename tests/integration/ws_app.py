@@ -11,7 +11,9 @@ issue 18 item 1), and a small RFC 6455 frame codec the tests share.
         raw sockets: answers every request with "101 Switching Protocols"
     /usr/bin/python3 ws_app.py --h1eof PORT --log FILE
         raw sockets: a WebSocket echo that answers the client side's EOF (a half-close)
-        with a last text frame "eof after N" (N: payload bytes received), then closes
+        with a last text frame "eof after N" (N: payload bytes received), then closes;
+        on a path containing "/reset" it resets the connection when the second frame
+        arrives (the first is echoed)
     /usr/bin/python3 ws_app.py --selftest
         each server above against a client in this process, without picket
 
@@ -459,6 +461,10 @@ def _h1eof_conn(s):
             for fin, op, payload, _ in dec.feed(data):
                 frames += 1
                 n += len(payload)
+                if "/reset" in path and frames == 2:  # the second frame: a TCP reset
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    note({"event": "reset", "path": path})
+                    return
                 s.sendall(encode_frame(op, payload, fin))
             data = s.recv(65536)
             if not data:
