@@ -469,6 +469,9 @@ static void connect_to(struct px_tunnel *t, const struct sockaddr *sa, socklen_t
         }
         /* the server must present exactly server_id (snapshot.c verifies) */
         SSL_set_ex_data(ssl, px_ssl_expect_idx, lc->server_id);
+        /* its TCP FIN without a close_notify (redis-server --tls-port) is its
+         * EOF, as for a tcp_inbound client (px_tunnel_start) */
+        SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
         px_ssl_set_reason(ssl, PX_R_NONE);
         if (inet_pton(AF_INET, lc->upstream.host, &a6) != 1 &&
             inet_pton(AF_INET6, lc->upstream.host, &a6) != 1)

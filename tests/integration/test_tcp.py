@@ -9,16 +9,18 @@ Checked: bytes both ways; one decision per connection by the caller's identity o
 (a rule naming paths never matches; a deny closes the connection and the echo server
 never sees it), audited with protocol "tcp"; half-close propagated both ways through
 the two sidecars' mTLS (the app shuts its write side and still reads the server's
-answer, then EOF); a server whose SPIFFE ID is not server_id is refused; 64 MiB
+answer, then EOF), and a TLS peer's bare TCP FIN (no close_notify) is its half-close
+too; a server whose SPIFFE ID is not server_id is refused; 64 MiB
 through the mesh with a sha256 on both ends and bounded peak RSS; idle tunnels cut
 by limits.tunnel_idle_timeout.
 
-A real protocol (class Redis): Debian's redis-server, started by the test on a free
+A real protocol (the test_redis_* tests): Debian's redis-server, started by the test on a free
 loopback port, driven by redis-cli (its own TLS with the client SVID straight to
 tcp_inbound, and plain through the mesh), redis-cli --pipe and a raw RESP client:
 
     redis-cli --tls (SVID)  ->  B tcp_inbound  ->  redis-server
     redis-cli  ->  A tcp_outbound  ->  mTLS  ->  B tcp_inbound  ->  redis-server
+    redis-cli  ->  A tcp_outbound  ->  mTLS  ->  redis-server --tls-port (server SVID)
 
 SET/GET round trips, a 4 MiB value with a sha256 both ways, pipelined commands
 answered in order, the records (protocol tcp, one per connection), and the policy:
@@ -175,15 +177,23 @@ class RedisServer:
     total_connections_received counts only the connections picket made, and commands()
     leaves out what call() sent. Stopped by PID."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, tls_pki=None):
         self.server = pt.require_tool("redis-server", "redis-server")
         self.port = pt.free_port()
         self.out_path = os.path.join(workdir, "redis-%d.out" % self.port)
         self._out = open(self.out_path, "wb")
+        argv = [self.server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--dir", workdir, "--logfile", "",
+                "--protected-mode", "yes", "--databases", "1"]
+        self.tls_port = None
+        if tls_pki is not None:
+            # redis's own TLS as well, with the server SVID; clients need a cert of the CA
+            self.tls_port = pt.free_port()
+            argv += ["--tls-port", str(self.tls_port), "--tls-cert-file", tls_pki.cert("server"),
+                     "--tls-key-file", tls_pki.key("server"), "--tls-ca-cert-file", tls_pki.ca,
+                     "--tls-auth-clients", "yes"]
         self.popen = subprocess.Popen(
-            [self.server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", workdir, "--logfile", "",
-             "--protected-mode", "yes", "--databases", "1"],
+            argv,
             cwd=workdir, stdin=subprocess.DEVNULL, stdout=self._out,
             stderr=subprocess.STDOUT, start_new_session=True)
         pt._register(self)
@@ -580,8 +590,8 @@ class TCP(pt.TestCase):
 
     # -- a real protocol: redis-server and redis-cli ---------------------------------
 
-    def redis(self):
-        r = RedisServer(self.tmp)
+    def redis(self, tls=False):
+        r = RedisServer(self.tmp, tls_pki=self.pki if tls else None)
         self.addCleanup(r.stop)
         return r
 
@@ -689,6 +699,26 @@ class TCP(pt.TestCase):
             self.assertGreater(max(a["bytes_out"] for a in acc), len(big), (name, acc))
         self.assertEqual(pt.metric(b_admin, "picket_tcp_connections_total", 0, listener="db",
                                    decision="allow"), 6)
+
+    def test_redis_outbound_to_redis_tls(self):
+        """tcp_outbound straight to redis-server's own TLS port: picket presents the
+        workload's SVID (redis requires a client certificate of the CA) and checks that
+        redis presents server_id; the app speaks plain RESP on loopback."""
+        r = self.redis(tls=True)
+        a_port, a_proc = self.outbound(r.tls_port)
+        rc, out, err = redis_cli(a_port, "SET", "k", "over redis tls")
+        self.assertEqual((rc, out), (0, b"OK\n"), err)
+        rc, out, err = redis_cli(a_port, "GET", "k")
+        self.assertEqual((rc, out), (0, b"over redis tls\n"), err)
+        self.assertEqual(r.connections(), 2)
+        self.assertEqual(r.commands(), {"set": 1, "get": 1})
+        acc = self.access(2, name="access-a.jsonl")
+        self.assertEqual(len(acc), 2, acc)
+        self.assertEqual(sorted((a.get("bytes_in"), a.get("bytes_out")) for a in acc),
+                         [(20, 21), (41, 5)], acc)
+        for a in acc:
+            self.assertEqual((a.get("proto"), a.get("decision")), ("tcp", "forward"), a)
+            self.assertNotIn("reason", a, a)
 
     def test_redis_policy_deny(self):
         """B allows only the `other` identity. The mesh (A holds the client SVID) is
