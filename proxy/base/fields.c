@@ -184,6 +184,15 @@ int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h)
     return 0;
 }
 
+int px_list_has_token(const char *v, size_t vlen, const char *tok)
+{
+    const char *tp;
+    size_t tn, n = strlen(tok);
+    int found = 0;
+    FOR_EACH_TOKEN(v, vlen, tp, tn, found |= tn == n && strncasecmp(tp, tok, n) == 0);
+    return found;
+}
+
 void px_tokset_free(struct px_tokset *s)
 {
     if (s->slot != NULL && s->slot != s->local)

@@ -57,6 +57,10 @@ int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h);
 int px_tokset_has(const struct px_tokset *s, const char *p, size_t n);
 void px_tokset_free(struct px_tokset *s);
 
+/* 1 if the comma-separated list v[0..vlen) (a Connection or Upgrade
+ * value) has the token tok, compared without case. Pure. */
+int px_list_has_token(const char *v, size_t vlen, const char *tok);
+
 /* A gRPC request's grpc-timeout value p[0..n) (PROTOCOL-HTTP2.md:
  * 1 to 8 ASCII digits, then one unit: H hours, M minutes, S seconds,
  * m milliseconds, u microseconds, n nanoseconds; nothing else, no

@@ -678,6 +678,8 @@ void px_log_access(const struct px_access_rec *r)
     jb_field_str(&b, "authority", r->authority);
     jb_field_str(&b, "path", r->path);
     jb_field_str(&b, "proto", r->proto);
+    if (r->upgrade != NULL)
+        jb_field_str(&b, "upgrade", r->upgrade);
     jb_field_i64(&b, "status", r->status, 0);
     px_fmt_u64(dur, r->bytes_in);
     jb_field_raw(&b, "bytes_in", dur);

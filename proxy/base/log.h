@@ -97,6 +97,7 @@ struct px_access_rec {
     int64_t duration_us;
     const char *decision, *rule;
     const char *reason;
+    const char *upgrade; /* "websocket" for a WebSocket opening request; NULL: not written */
 };
 
 /* Any thread; a no-op when the access log is off. */
@@ -105,7 +106,7 @@ void px_log_access(const struct px_access_rec *r);
 /* One audit record. Keys in order: ts, node, decision, mode, rule,
  * decided_by, dispatch_node, bundle_revision, bundle_age_ms, peer, method,
  * authority, host, path, query, status, request_id, protocol (only for
- * opaque TCP: "tcp"), then reason (when not
+ * opaque TCP, "tcp", and WebSocket, "websocket"), then reason (when not
  * NULL) and
  * cache_age_ms (when >= 0). bundle_revision / bundle_age_ms < 0 (no
  * bundle) are written as null. ts_ms 0 = now. */
@@ -117,7 +118,7 @@ struct px_audit_rec {
     size_t host_len, path_len, query_len;
     int64_t bundle_revision, bundle_age_ms, cache_age_ms;
     int status;
-    const char *protocol; /* "tcp" for an opaque TCP connection; NULL (not written): HTTP */
+    const char *protocol; /* "tcp" (opaque TCP), "websocket"; NULL (not written): HTTP */
 };
 
 /* Any thread. Returns 0 when written (or the audit log is off), -1 when

@@ -41,6 +41,7 @@
     X(UNSUPPORTED_VERSION, "unsupported_version")                                                  \
     X(HEADER_TIMEOUT, "header_timeout")                                                            \
     X(UNSAFE_REQUEST, "unsafe_request")                                                            \
+    X(BAD_UPGRADE, "bad_upgrade")                                                                  \
     /* path refusals (policy_path_normalize) */                                                    \
     X(NOT_ABSOLUTE, "not_absolute")                                                                \
     X(FRAGMENT, "fragment")                                                                        \
@@ -84,6 +85,7 @@
     X(UPSTREAM_HEADERS_TOO_LARGE, "upstream_headers_too_large")                                    \
     X(UPSTREAM_UNRESOLVABLE, "upstream_unresolvable")                                              \
     X(ALPN_MISMATCH, "alpn_mismatch")                                                              \
+    X(UPGRADE_UNSUPPORTED, "upgrade_unsupported")                                                  \
     X(SERVER_ID_MISMATCH, "server_id_mismatch")                                                    \
     X(TLS_ERROR, "tls_error")                                                                      \
     /* the connection and its identity */                                                          \

@@ -51,6 +51,11 @@ int px_request_set_authority(struct px_request *rq, const char *p, size_t n)
     return set_raw(rq, &rq->raw_authority, &rq->raw_authority_len, p, n);
 }
 
+int px_request_set_protocol(struct px_request *rq, const char *p, size_t n)
+{
+    return set_raw(rq, &rq->raw_protocol, &rq->raw_protocol_len, p, n);
+}
+
 static int add_counted(struct px_request *rq, struct px_hdrs *h, size_t *count,
                        const struct px_config *cfg, const char *name, size_t nlen,
                        const char *value, size_t vlen)

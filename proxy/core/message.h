@@ -39,10 +39,17 @@ struct px_request {
     unsigned expect_continue : 1; /* the client waits for "100 Continue" before its body */
     unsigned built : 1;
     unsigned internal : 1; /* picket's own request (px_request_set_internal) */
+    /* A WebSocket opening request (HTTP/1.1 Upgrade, or HTTP/2 extended
+     * CONNECT with :protocol websocket): method is "GET", hdrs carry
+     * "upgrade: websocket", and once the upstream agrees the stream becomes
+     * a tunnel (px.h, st->tunnel). */
+    unsigned upgrade : 1;
+    const char *ws_key; /* the Sec-WebSocket-Key sent upstream over HTTP/1.1 (in hdrs), or NULL */
+    size_t ws_key_len;
 
     /* As received (the protocol fills these, then calls build). */
-    const char *raw_method, *raw_target, *raw_authority;
-    size_t raw_method_len, raw_target_len, raw_authority_len;
+    const char *raw_method, *raw_target, *raw_authority, *raw_protocol; /* :protocol (h2) */
+    size_t raw_method_len, raw_target_len, raw_authority_len, raw_protocol_len;
     size_t nfields, ntrailers; /* counted as received, before any filtering */
     size_t seen_bytes;         /* name + value + 32 of every field of the section received */
     int limit_status;          /* 431 once a limit was passed while collecting */
@@ -57,6 +64,7 @@ void px_request_clear(struct px_request *rq);
 int px_request_set_method(struct px_request *rq, const char *p, size_t n);
 int px_request_set_target(struct px_request *rq, const char *p, size_t n);
 int px_request_set_authority(struct px_request *rq, const char *p, size_t n);
+int px_request_set_protocol(struct px_request *rq, const char *p, size_t n);
 
 /* Appends a header field (name lowercased) or a trailer field, counting it
  * against limits.max_headers and limits.max_header_list_size of cfg. On

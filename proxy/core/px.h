@@ -277,6 +277,9 @@ struct px_stream {
     struct px_request rq;
     struct evbuffer *req_body;
     int req_eof;                 /* downstream finished the request (body and trailers) */
+    int tunnel_eof;              /* the client ended its side of a WebSocket tunnel (HTTP/1.1:
+                                  * its EOF after the 101; HTTP/2: END_STREAM): see
+                                  * px_stream_in_eof() */
     int allowed;                 /* the decision let it through: the upstream side may start */
     int http10;                  /* HTTP/1.0 client (no 100 Continue) */
     int malformed;               /* refused by px_request_build(): HTTP/1.1 closes after */
@@ -291,6 +294,8 @@ struct px_stream {
     int64_t resp_content_length;
     uint64_t bytes_out;
     int local_response;          /* answered by picket itself */
+    int tunnel;                  /* a WebSocket the upstream agreed to (px_stream_tunnel_open):
+                                  * req_body and resp_body carry its bytes, status is 101 */
 
     /* decision, for logs */
     int decided;                 /* an audit record is due */
@@ -352,6 +357,27 @@ void px_stream_up_fail(struct px_stream *st, int status, enum px_reason reason);
 
 /* Upstream side: response headers are in (st->status, st->resp). */
 void px_stream_response_headers(struct px_stream *st);
+
+/* Upstream side: the upstream agreed to the WebSocket upgrade of a request
+ * with rq.upgrade (an HTTP/1.1 101 whose Sec-WebSocket-Accept it checked,
+ * or a 2xx to an extended CONNECT); st->resp holds the fields to relay.
+ * From here the stream is a tunnel: status 101 (each downstream protocol
+ * answers in its own form: HTTP/1.1 101 with its own Sec-WebSocket-Accept,
+ * HTTP/2 200), req_body and resp_body carry the tunnel's bytes with the
+ * usual bounds, the request deadline no longer applies, and
+ * limits.tunnel_idle_timeout replaces limits.upstream_timeout (reason
+ * "tunnel_idle"). Either side ends it with its eof. */
+void px_stream_tunnel_open(struct px_stream *st);
+
+/* Whether the client has sent all it will: for a WebSocket opening request
+ * (rq.upgrade) the end of its side of the tunnel, which the upstream sides
+ * read once the tunnel is open (an HTTP/1.1 GET that opens one is complete
+ * when its head is, the tunnel's bytes are not its body); for any other
+ * request the end of the request. */
+static inline int px_stream_in_eof(const struct px_stream *st)
+{
+    return st->rq.upgrade ? st->tunnel_eof : st->req_eof;
+}
 
 /* Each side declares it is finished with the stream; the stream is freed
  * (and logged) when both are. After px_stream_down_done() the downstream

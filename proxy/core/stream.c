@@ -115,6 +115,7 @@ static void stream_audit(struct px_stream *st)
     rec.request_id = st->rq.request_id;
     rec.reason = st->reason != PX_R_NONE ? px_reason_name(st->reason) : NULL;
     rec.cache_age_ms = st->cache_age_ms;
+    rec.protocol = st->rq.upgrade ? "websocket" : NULL;
     (void)px_log_audit(&rec); /* a failure is counted by log.c (picket_audit_write_failures_total) */
 }
 
@@ -159,6 +160,7 @@ static void stream_log(struct px_stream *st)
     rec.decision = st->decision;
     rec.rule = st->rule[0] ? st->rule : NULL;
     rec.reason = st->reason != PX_R_NONE ? px_reason_name(st->reason) : NULL;
+    rec.upgrade = st->rq.upgrade ? "websocket" : NULL;
     px_log_access(&rec);
     stream_audit(st);
 }
@@ -337,6 +339,23 @@ void px_stream_response_headers(struct px_stream *st)
         st->down->response_ready(st);
 }
 
+void px_stream_tunnel_open(struct px_stream *st)
+{
+    st->tunnel = 1;
+    st->status = 101;
+    st->resp_content_length = -1;
+    /* the upstream's answer to our key, checked there: each downstream
+     * protocol answers its client in its own form */
+    for (size_t i = st->resp.n; i-- > 0;)
+        if (st->resp.v[i].nlen == 20 && memcmp(st->resp.v[i].name, "sec-websocket-accept", 20) == 0)
+            px_hdrs_remove_at(&st->resp, i);
+    if (st->deadline_timer)
+        evtimer_del(st->deadline_timer); /* a tunnel outlives the request that opened it */
+    if (st->up_timer)
+        evtimer_del(st->up_timer); /* re-armed with tunnel_idle_timeout */
+    px_stream_response_headers(st);
+}
+
 /* ---- upstream timeout -------------------------------------------------- */
 
 /* limits.upstream_timeout is "no progress in either direction": request
@@ -351,10 +370,17 @@ static void arm_up_timer(struct px_stream *st, int64_t us)
     evtimer_add(st->up_timer, &tv);
 }
 
+/* A tunnel's idle limit is limits.tunnel_idle_timeout, any other
+ * stream's limits.upstream_timeout. */
+static int64_t up_limit_ms(const struct px_stream *st)
+{
+    return st->tunnel ? PX_LIMITS(st)->tunnel_idle_timeout_ms : PX_LIMITS(st)->upstream_timeout_ms;
+}
+
 static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_stream *st = arg;
-    int64_t limit_us = PX_LIMITS(st)->upstream_timeout_ms * 1000;
+    int64_t limit_us = up_limit_ms(st) * 1000;
     int64_t idle_us = px_mono_us() - st->up_last_us;
     (void)fd;
     (void)what;
@@ -364,13 +390,19 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
         arm_up_timer(st, limit_us - idle_us);
         return;
     }
-    st->reason = PX_R_UPSTREAM_TIMEOUT;
-    px_counter_add(px_counter_get("picket_upstream_failures_total",
-                                  "Upstream failures by reason (connect, reset, server identity)",
-                                  "reason=\"upstream_timeout\""),
-                   1);
-    px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
-           st->upstream_name ? st->upstream_name : "", "reason", "upstream_timeout", NULL);
+    if (st->tunnel) {
+        st->reason = PX_R_TUNNEL_IDLE;
+        px_log(PX_LOG_INFO, "tunnel_idle", "request_id", st->rq.request_id, "upstream",
+               st->upstream_name ? st->upstream_name : "", NULL);
+    } else {
+        st->reason = PX_R_UPSTREAM_TIMEOUT;
+        px_counter_add(px_counter_get("picket_upstream_failures_total",
+                                      "Upstream failures by reason (connect, reset, server identity)",
+                                      "reason=\"upstream_timeout\""),
+                       1);
+        px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
+               st->upstream_name ? st->upstream_name : "", "reason", "upstream_timeout", NULL);
+    }
     /* Cancel the upstream first: it ends the upstream side (up_done) and,
      * when the client is already gone, frees the stream. Only then answer
      * the client, so no path here reads a freed stream. */
@@ -389,7 +421,7 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 void px_stream_up_activity(struct px_stream *st)
 {
-    int64_t ms = PX_LIMITS(st)->upstream_timeout_ms;
+    int64_t ms = up_limit_ms(st);
     if (ms <= 0 || st->up_done)
         return;
     st->up_last_us = px_mono_us();
@@ -414,7 +446,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct px_stream *st = arg;
     (void)fd;
     (void)what;
-    if (st->down_done || st->up_done)
+    if (st->down_done || st->up_done || st->tunnel)
         return;
     st->reason = PX_R_REQUEST_DEADLINE;
     px_counter_add(px_counter_get("picket_upstream_failures_total",

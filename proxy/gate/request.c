@@ -28,6 +28,7 @@
 #include "xfcc.h"
 #include "fields.h"
 #include "reqid.h"
+#include "ws.h"
 
 /* ---- methods ----------------------------------------------------------------- */
 
@@ -86,6 +87,9 @@ struct seen {
     int clen_conflict;
     ssize_t xff, fwd;           /* index (after compaction) of the last kept one, or -1 */
     int has_rid;
+    int upgrade_ws;             /* an Upgrade field lists "websocket" */
+    size_t nws_key;             /* Sec-WebSocket-Key fields */
+    ssize_t ws_key;             /* index (after compaction) of the first one, or -1 */
 };
 
 /* The one pass over a section (headers, or trailers when `trailers`).
@@ -104,7 +108,7 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
     int te_kept = 0, rc = 0;
 
     memset(sn, 0, sizeof(*sn));
-    sn->xff = sn->fwd = -1;
+    sn->xff = sn->fwd = sn->ws_key = -1;
     if (px_tokset_build(&ts, h) != 0) {
         *reason = PX_R_OUT_OF_MEMORY;
         return 500;
@@ -144,6 +148,12 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
         } else {
             switch (fc) {
             case PX_FC_HOP:
+                /* never forwarded as received; a WebSocket upgrade is
+                 * rebuilt from the canonical request by each serializer */
+                if (f.nlen == 7 && memcmp(f.name, "upgrade", 7) == 0 &&
+                    px_list_has_token(f.value, f.vlen, "websocket"))
+                    sn->upgrade_ws = 1;
+                break;
             case PX_FC_OWNED:
                 break;
             case PX_FC_TE:
@@ -220,12 +230,17 @@ static int filter_fields(struct px_request *rq, struct px_hdrs *h, const struct 
                 break;
             case PX_FC_OTHER:
                 keep = !px_tokset_has(&ts, f.name, f.nlen);
+                if (keep && f.nlen == 17 && memcmp(f.name, "sec-websocket-key", 17) == 0 &&
+                    sn->nws_key++ == 0)
+                    sn->ws_key = (ssize_t)o;
                 break;
             }
         }
         if (keep)
             h->v[o++] = f;
     }
+    if (!trailers && !px_tokset_has(&ts, "upgrade", 7))
+        sn->upgrade_ws = 0; /* an Upgrade the Connection field does not name is not one (RFC 9110 7.8) */
     if (cookie_buf != NULL)
         cookie_buf[h->v[cookie_at].vlen] = '\0';
     h->n = o;
@@ -436,6 +451,41 @@ static int add_own(struct px_request *rq, const char *name, size_t nlen, const c
     return px_hdrs_add(&rq->hdrs, name, nlen, v, vlen, 0);
 }
 
+/* A WebSocket opening request. On HTTP/1.1 (RFC 6455 4.1): a GET whose
+ * Upgrade lists "websocket" and whose Connection names "upgrade"; any
+ * other upgrade token is dropped with the hop-by-hop fields, and the
+ * request goes on as a plain one. It must carry one valid
+ * Sec-WebSocket-Key and no body. On HTTP/2 the extended CONNECT already
+ * said so. The canonical request then carries "upgrade: websocket", which
+ * the policy and the authorization service see and each upstream
+ * serializer turns into its protocol's form. */
+static int build_upgrade(struct px_request *rq, const struct px_request_ctx *ctx,
+                         const struct seen *sn, enum px_reason *reason)
+{
+    if (!rq->upgrade) {
+        if (!sn->upgrade_ws || ctx->http10 || rq->method_len != 3 ||
+            memcmp(rq->method, "GET", 3) != 0)
+            return 0;
+        if (sn->nws_key != 1 ||
+            !px_ws_key_ok(rq->hdrs.v[sn->ws_key].value, rq->hdrs.v[sn->ws_key].vlen) ||
+            ctx->body_follows || rq->content_length > 0) {
+            *reason = PX_R_BAD_UPGRADE;
+            return 400;
+        }
+        rq->upgrade = 1;
+    }
+    if (sn->ws_key >= 0) {
+        rq->ws_key = rq->hdrs.v[sn->ws_key].value;
+        rq->ws_key_len = rq->hdrs.v[sn->ws_key].vlen;
+    }
+    if (add_own(rq, "upgrade", 7, "websocket", 9) != 0) {
+        *reason = PX_R_OUT_OF_MEMORY;
+        return 500;
+    }
+    rq->expect_continue = 0;
+    return 0;
+}
+
 /* Appends ", <piece>" to field i's value (a trusted forwarder's list). */
 static int extend_field(struct px_request *rq, size_t i, const char *piece, size_t plen)
 {
@@ -558,15 +608,30 @@ int px_request_build(struct px_request *rq, const struct px_request_ctx *ctx,
         return rq->limit_status;
     }
     rq->scheme = ctx->tls ? "https" : "http";
-    if (rq->raw_method == NULL || !px_method_ok(rq->raw_method, rq->raw_method_len)) {
-        *reason = PX_R_BAD_METHOD;
-        return 400;
+    if (rq->raw_protocol != NULL) {
+        /* HTTP/2 extended CONNECT (RFC 8441): nghttp2 let :protocol through
+         * only on a CONNECT with :scheme and :path. A WebSocket is judged,
+         * routed and sent on as the GET that opens it on HTTP/1.1. */
+        if (rq->raw_method == NULL || rq->raw_method_len != 7 ||
+            memcmp(rq->raw_method, "CONNECT", 7) != 0 ||
+            !value_is(rq->raw_protocol, rq->raw_protocol_len, "websocket")) {
+            *reason = PX_R_BAD_UPGRADE;
+            return 400;
+        }
+        rq->upgrade = 1;
+        rq->method = "GET";
+        rq->method_len = 3;
+    } else {
+        if (rq->raw_method == NULL || !px_method_ok(rq->raw_method, rq->raw_method_len)) {
+            *reason = PX_R_BAD_METHOD;
+            return 400;
+        }
+        m = px_hdrs_strdup(&rq->hdrs, rq->raw_method, rq->raw_method_len);
+        if (m == NULL)
+            goto oom;
+        rq->method = m;
+        rq->method_len = rq->raw_method_len;
     }
-    m = px_hdrs_strdup(&rq->hdrs, rq->raw_method, rq->raw_method_len);
-    if (m == NULL)
-        goto oom;
-    rq->method = m;
-    rq->method_len = rq->raw_method_len;
     if ((rc = build_target(rq, ctx, reason)) != 0)
         return rc;
     if ((rc = filter_fields(rq, &rq->hdrs, ctx, 0, &sn, reason)) != 0)
@@ -582,6 +647,8 @@ int px_request_build(struct px_request *rq, const struct px_request_ctx *ctx,
         }
         rq->expect_continue = ctx->body_follows && !ctx->http10;
     }
+    if ((rc = build_upgrade(rq, ctx, &sn, reason)) != 0)
+        return rc;
     if (identity_headers(rq, ctx, &sn) != 0)
         goto oom;
     rq->built = 1;

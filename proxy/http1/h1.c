@@ -29,6 +29,7 @@
 #include "fields.h"
 #include "out.h"
 #include "log.h"
+#include "ws.h"
 
 #define REQ_LINE_MAX 8192     /* request line allowance on top of max_header_list_size */
 #define LINGER_MS 2000        /* read-and-discard after a refusal, so the client sees it */
@@ -121,6 +122,7 @@ static const char *reason_phrase(int s)
     case 200: return "OK";
     case 201: return "Created";
     case 202: return "Accepted";
+    case 101: return "Switching Protocols";
     case 204: return "No Content";
     case 206: return "Partial Content";
     case 301: return "Moved Permanently";
@@ -166,6 +168,37 @@ static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trail
     }
 }
 
+/* The upstream agreed to the WebSocket upgrade: our own 101, with the
+ * Sec-WebSocket-Accept for this client's key (RFC 6455 4.2.2) whatever
+ * protocol the upstream spoke, and the fields it chose (subprotocol,
+ * extensions). The connection is a tunnel from here. */
+static void write_upgrade_head(struct px_h1 *h)
+{
+    struct px_stream *st = h->st;
+    struct px_out o = px_out_to(bufferevent_get_output(h->c->bev)), *out = &o;
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
+    char accept[PX_WS_ACCEPT_LEN + 1];
+
+    if (st->rq.ws_key == NULL || px_ws_accept(st->rq.ws_key, st->rq.ws_key_len, accept) != 0) {
+        h->abort_pending = 1;
+        return;
+    }
+    h->resp_started = 1;
+    h->resp_left = -1;
+    h->close_after = 1; /* the connection ends with the tunnel */
+    px_out_add(out, head, sizeof(head) - 1);
+    px_out_add(out, accept, PX_WS_ACCEPT_LEN);
+    px_out_add(out, "\r\n", 2);
+    write_fields(out, &st->resp, 0);
+    px_out_add(out, "\r\n", 2);
+    if (out->failed) {
+        h->abort_pending = 1;
+        return;
+    }
+    h->rq = RQ_TUNNEL; /* what the client sends now is the tunnel's */
+}
+
 static void write_head(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
@@ -173,10 +206,18 @@ static void write_head(struct px_h1 *h)
     int s = st->status;
     size_t buffered = evbuffer_get_length(st->resp_body);
 
-    if (s < 200 || s > 999) {
-        h->abort_pending = 1; /* interim/upgrade responses are never relayed here */
+    if (st->tunnel && h->rq == RQ_DONE) {
+        write_upgrade_head(h);
         return;
     }
+    if (s < 200 || s > 999) {
+        h->abort_pending = 1; /* interim responses are never relayed here */
+        return;
+    }
+    /* A WebSocket the upstream did not open: the client may not agree
+     * with us on what follows, so nothing does. */
+    if (st->rq.upgrade)
+        h->close_after = 1;
     h->resp_started = 1;
     h->resp_left = -1;
     /* Answering before the whole request was read: close afterwards, the
@@ -282,6 +323,13 @@ static void finish_response(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
     h->st = NULL;
+    if (h->rq == RQ_TUNNEL) {
+        /* the upstream ended the tunnel and all of it reached the client:
+         * what the client still sends has nowhere to go */
+        struct evbuffer *in = bufferevent_get_input(h->c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        h->rq = RQ_DONE;
+    }
     h->resp_ready_seen = h->resp_started = h->resp_done = h->resp_chunked = 0;
     h->resp_nobody = 0;
     px_stream_down_done(st);
@@ -353,9 +401,11 @@ static void progress(struct px_h1 *h)
         close_step(h);
         return;
     }
-    /* Stop reading while req_body is full; the watermark bounds the rest. */
+    /* Stop reading while req_body is full; the watermark bounds the rest.
+     * A tunnel whose client closed its side is not read again. */
     st = h->st;
-    if (h->rq == RQ_BODY && st != NULL && px_stream_req_room(st) == 0)
+    if (((h->rq == RQ_BODY || h->rq == RQ_TUNNEL) && st != NULL && px_stream_req_room(st) == 0) ||
+        h->client_eof)
         bufferevent_disable(h->c->bev, EV_READ);
     else
         bufferevent_enable(h->c->bev, EV_READ);
@@ -384,6 +434,14 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct px_h1 *h = arg;
     (void)bev;
+    if (h->rq == RQ_TUNNEL && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+        !h->lingering) {
+        /* The client closed its side of a tunnel: the upstream hears it
+         * once the bytes before it are through; the other way goes on. */
+        h->client_eof = 1;
+        progress(h);
+        return;
+    }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         /* Client gone (or finished lingering): an exchange in flight is
          * cancelled by h1_free(). */

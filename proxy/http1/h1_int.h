@@ -16,7 +16,9 @@
 
 /* ---- downstream connection: h1.c and h1_request.c only ---------------- */
 
-enum rq_state { RQ_IDLE, RQ_HEAD, RQ_BODY, RQ_DONE, RQ_DEAD };
+/* RQ_TUNNEL: the upstream agreed to a WebSocket upgrade and the 101 is
+ * out: the input is the tunnel's bytes, not requests. */
+enum rq_state { RQ_IDLE, RQ_HEAD, RQ_BODY, RQ_DONE, RQ_TUNNEL, RQ_DEAD };
 enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
 enum ck_state { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER };
 enum tm_mode { TM_NONE, TM_HEADER, TM_IDLE, TM_LINGER };
@@ -54,6 +56,7 @@ struct px_h1 {
     int resp_ready_seen, resp_started, resp_chunked, resp_nobody, resp_done;
     int64_t resp_left; /* Content-Length bytes still owed; -1 when not length-framed */
     int abort_pending, close_after, closing, lingering, draining;
+    int client_eof; /* RQ_TUNNEL: the client closed its side */
 };
 
 #define LIM(h) (&(h)->c->snap->cfg->limits)

@@ -600,6 +600,28 @@ static void process_body(struct px_h1 *h)
         st->up->request_ready(st);
 }
 
+/* A WebSocket tunnel: the client's bytes go to req_body as they are,
+ * bounded like a body; its EOF, once they are all in, ends its side. */
+static void process_tunnel(struct px_h1 *h)
+{
+    struct px_stream *st = h->st;
+    struct evbuffer *in = bufferevent_get_input(h->c->bev);
+    size_t n = evbuffer_get_length(in), room;
+    if (st == NULL)
+        return;
+    room = px_stream_req_room(st);
+    if (n > room)
+        n = room;
+    if (n > 0)
+        move_body(h, in, n);
+    if (h->client_eof && evbuffer_get_length(in) == 0 && !st->tunnel_eof) {
+        st->tunnel_eof = 1;
+        n = 1; /* news for the upstream side too */
+    }
+    if (n > 0 && st->up != NULL)
+        st->up->request_ready(st);
+}
+
 void px_h1_process_input(struct px_h1 *h)
 {
     struct evbuffer *in = bufferevent_get_input(h->c->bev);
@@ -634,6 +656,9 @@ void px_h1_process_input(struct px_h1 *h)
             if (h->rq == RQ_BODY)
                 return;
             break;
+        case RQ_TUNNEL:
+            process_tunnel(h);
+            return;
         default:
             return; /* RQ_DONE: a pipelined request waits for this response */
         }

@@ -207,6 +207,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
             rc = px_request_set_target(rq, v, vlen);
         else if (nlen == 10 && memcmp(name, ":authority", 10) == 0)
             rc = px_request_set_authority(rq, v, vlen);
+        else if (nlen == 9 && memcmp(name, ":protocol", 9) == 0)
+            rc = px_request_set_protocol(rq, v, vlen); /* extended CONNECT (RFC 8441) */
         /* :scheme: the connection's, never the client's word */
     } else {
         rc = px_request_add_field(rq, cfg, n, nlen, v, vlen);
@@ -272,11 +274,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
     case NGHTTP2_HEADERS:
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
-                st->req_eof = 1;
+                st->req_eof = st->tunnel_eof = 1;
             hs->dispatched = 1;
             px_stream_dispatch(st); /* refuses 431 when a limit was passed */
         } else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-            st->req_eof = 1; /* trailers */
+            st->req_eof = st->tunnel_eof = 1; /* trailers */
             if (px_stream_trailers_done(st) != 0)
                 return 0;
             request_body_ready(st);
@@ -284,7 +286,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         break;
     case NGHTTP2_DATA:
         if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-            st->req_eof = 1;
+            /* for a WebSocket, the client's end of the tunnel as well */
+            st->req_eof = st->tunnel_eof = 1;
             request_body_ready(st);
         }
         break;
@@ -446,9 +449,11 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
 
     if (nva == NULL)
         return -1;
-    status[0] = (char)('0' + st->status / 100 % 10);
-    status[1] = (char)('0' + st->status / 10 % 10);
-    status[2] = (char)('0' + st->status % 10);
+    /* An open WebSocket is a 200 to the extended CONNECT (RFC 8441 5) */
+    int code = st->tunnel ? 200 : st->status;
+    status[0] = (char)('0' + code / 100 % 10);
+    status[1] = (char)('0' + code / 10 % 10);
+    status[2] = (char)('0' + code % 10);
     status[3] = '\0';
     nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < st->resp.n; i++) {
@@ -927,7 +932,7 @@ int px_h2_conn_start(struct px_conn *c)
     struct h2_conn *hc = calloc(1, sizeof(*hc));
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
-    nghttp2_settings_entry iv[5];
+    nghttp2_settings_entry iv[6];
     int rc = -1;
 
     if (hc == NULL)
@@ -972,7 +977,11 @@ int px_h2_conn_start(struct px_conn *c)
      * so and nghttp2 keeps no priority tree and no closed streams for it:
      * PRIORITY floods (CVE-2019-9513 class) cost a frame parse, nothing more. */
     iv[4] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
-    if (nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, 5) != 0)
+    /* RFC 8441: WebSockets arrive as extended CONNECT. nghttp2 then takes
+     * :protocol only on a CONNECT with :scheme and :path (else a stream
+     * error), and never before this setting was sent. */
+    iv[5] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1};
+    if (nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, 6) != 0)
         goto fail;
     nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     hc->idle = evtimer_new(c->w->base, idle_cb, hc);

@@ -36,12 +36,14 @@
 #include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <http_parser.h>
 
 #include "fields.h"
 #include "out.h"
 #include "log.h"
+#include "ws.h"
 
 #define IDLE_MAX 64      /* idle connections kept per pool */
 #define IDLE_MS 30000    /* an idle connection is closed after this (or idle_timeout_ms) */
@@ -96,6 +98,8 @@ struct up_conn {
     int req_chunked, req_has_len, retried;
     uint64_t req_left, body_sent;
     int is_head, interim, hdrs_pending, body_pending, paused;
+    int tunnel;  /* the upstream agreed to the WebSocket upgrade: bytes both ways (tunnel_step) */
+    int out_eof; /* tunnel: the client's end was passed on (shutdown) */
     int cb_err;
     size_t limit;     /* max_header_list_size */
     size_t hdr_bytes; /* name + value + 32 of every response field, 1xx and trailers too */
@@ -316,6 +320,24 @@ static int on_value(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* A 101 to our WebSocket opening request (RFC 6455 4.1, the client's
+ * checks): Upgrade websocket, Connection upgrade, and the
+ * Sec-WebSocket-Accept for the key we sent. */
+static int ws_answer_ok(const struct px_stream *st)
+{
+    const struct px_hdr *up = px_hdrs_get(&st->resp, "upgrade");
+    const struct px_hdr *acc = px_hdrs_get(&st->resp, "sec-websocket-accept");
+    char want[PX_WS_ACCEPT_LEN + 1];
+    int conn = 0;
+    for (size_t i = 0; i < st->resp.n; i++)
+        if (st->resp.v[i].nlen == 10 && memcmp(st->resp.v[i].name, "connection", 10) == 0)
+            conn |= px_list_has_token(st->resp.v[i].value, st->resp.v[i].vlen, "upgrade");
+    return conn && up != NULL && px_list_has_token(up->value, up->vlen, "websocket") &&
+           acc != NULL && st->rq.ws_key != NULL &&
+           px_ws_accept(st->rq.ws_key, st->rq.ws_key_len, want) == 0 &&
+           acc->vlen == PX_WS_ACCEPT_LEN && memcmp(acc->value, want, PX_WS_ACCEPT_LEN) == 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct up_conn *c = p->data;
@@ -326,11 +348,20 @@ static int on_headers_complete(http_parser *p)
         return c->cb_err = -1;
     if (s < 100 || s > 599)
         return c->cb_err = -1; /* RFC 9110 15: not a status a client can be given */
+    if (s == 101) {
+        /* Only the answer to a WebSocket opening request we sent, and only
+         * a correct one: anything else is not a protocol we asked for. */
+        if (!st->rq.upgrade || !ws_answer_ok(st))
+            return c->cb_err = -1;
+        c->tunnel = 1;
+        c->resp = UPC_RESP_BODY;
+        c->hdrs_pending = 1;
+        return 1; /* what follows the head is the tunnel's */
+    }
     if (s < 200) {
-        /* 100-continue, 102, 103: skipped. 101 is never asked for (Upgrade
-         * is hop-by-hop and not forwarded), so it is a protocol error. A few
-         * interim responses are normal; an endless stream of them is not. */
-        if (s == 101 || ++c->ninterim > 16)
+        /* 100-continue, 102, 103: skipped. A few interim responses are
+         * normal; an endless stream of them is not. */
+        if (++c->ninterim > 16)
             return c->cb_err = -1;
         c->interim = 1;
         return 1;
@@ -359,6 +390,10 @@ static int on_message_complete(http_parser *p)
     struct up_conn *c = p->data;
     if (flush_field(c) != 0) /* last trailer */
         return c->cb_err = -1;
+    if (c->tunnel) {
+        http_parser_pause(p, 1); /* the rest is the tunnel's, never parsed */
+        return 0;
+    }
     if (c->interim) {
         c->interim = 0;
         c->resp = UPC_RESP_NONE; /* the final response is still to come */
@@ -386,7 +421,10 @@ static int deliver(struct up_conn *c)
     struct px_stream *st = c->st;
     if (c->hdrs_pending) {
         c->hdrs_pending = 0;
-        px_stream_response_headers(st);
+        if (c->tunnel)
+            px_stream_tunnel_open(st);
+        else
+            px_stream_response_headers(st);
         if (c->st != st)
             return -1;
     }
@@ -405,8 +443,10 @@ static int deliver(struct up_conn *c)
 static void complete(struct up_conn *c)
 {
     struct px_stream *st = c->st;
+    /* not after an upgrade the server refused: it may not agree with us
+     * on what the connection carries now */
     int reuse = http_should_keep_alive(&c->hp) && c->req == UPC_REQ_DONE && !c->eof &&
-                evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+                !st->rq.upgrade && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
     int down_alive = !st->down_done;
     c->st = NULL;
     st->resp_eof = 1;
@@ -422,10 +462,16 @@ static void complete(struct up_conn *c)
     }
 }
 
+static void tunnel_step(struct up_conn *c);
+
 static void parse_input(struct up_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     while (c->st != NULL && c->resp != UPC_RESP_DONE && evbuffer_get_length(in) > 0) {
+        if (c->tunnel) {
+            tunnel_step(c);
+            return;
+        }
         struct px_stream *st = c->st;
         /* room under the stream bound, the client's window and the memory
          * budget (px_stream_resp_room) */
@@ -449,7 +495,7 @@ static void parse_input(struct up_conn *c)
         used = http_parser_execute(&c->hp, &resp_settings, v.iov_base, n);
         e = HTTP_PARSER_ERRNO(&c->hp);
         evbuffer_drain(in, used);
-        if (c->cb_err || (e != HPE_OK && e != HPE_PAUSED) || (e == HPE_OK && used < n)) {
+        if (c->cb_err || (e != HPE_OK && e != HPE_PAUSED) || (e == HPE_OK && used < n && !c->tunnel)) {
             fail(c, 502, c->fail_why != PX_R_NONE ? c->fail_why : PX_R_BAD_UPSTREAM_RESPONSE);
             return;
         }
@@ -458,6 +504,10 @@ static void parse_input(struct up_conn *c)
     }
     if (c->st == NULL)
         return;
+    if (c->tunnel) {
+        tunnel_step(c); /* the upstream's EOF, or bytes left behind the 101 */
+        return;
+    }
     if (c->resp != UPC_RESP_DONE && c->eof && evbuffer_get_length(in) == 0 && !c->paused) {
         /* EOF: ends a close-delimited body, else the response was cut. */
         if (c->resp >= UPC_RESP_HEAD) {
@@ -489,14 +539,17 @@ static int str_ok(const char *s)
  * can only drop what no request may carry as HTTP/1.1 bytes; they never
  * fire for a request that went through px_request_build() (fuzz_request
  * checks that the forwarded fields equal the canonical ones). */
-static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trailers, int *has_te)
+static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trailers, int *has_te,
+                         int upgrade)
 {
     for (size_t i = 0; i < hs->n; i++) {
         const struct px_hdr *f = &hs->v[i];
         int te = f->nlen == 2 && memcmp(f->name, "te", 2) == 0;
+        /* a WebSocket's canonical "upgrade: websocket" is HTTP/1.1's own form */
+        int up = upgrade && !trailers && f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0;
         if (!px_field_name_ok(f->name, f->nlen) || !px_field_value_ok(f->value, f->vlen) ||
             strcmp(f->name, "host") == 0 || strcmp(f->name, "content-length") == 0 ||
-            (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers)) ||
+            (px_is_hop_by_hop(f->name, f->nlen) && !(te && !trailers) && !up) ||
             (trailers && !px_trailer_allowed(f->name, f->nlen)))
             continue;
         if (te && has_te)
@@ -531,9 +584,20 @@ int px_h1_write_request_head(struct evbuffer *buf, const struct px_request *rq, 
     px_out_add(out, " HTTP/1.1\r\nHost: ", 17);
     px_out_add(out, rq->authority, rq->authority_len);
     px_out_add(out, "\r\n", 2);
-    write_fields(out, &rq->hdrs, 0, &has_te);
-    if (has_te)
+    write_fields(out, &rq->hdrs, 0, &has_te, rq->upgrade);
+    if (rq->upgrade) {
+        /* RFC 6455 4.1: "upgrade: websocket" went with the fields; an
+         * HTTP/2 client's WebSocket gets picket's key */
+        if (rq->ws_key != NULL && px_hdrs_get(&rq->hdrs, "sec-websocket-key") == NULL) {
+            px_out_add(out, "Sec-WebSocket-Key: ", 19);
+            px_out_add(out, rq->ws_key, rq->ws_key_len);
+            px_out_add(out, "\r\n", 2);
+        }
+        px_out_add(out, has_te ? "Connection: Upgrade, te\r\n" : "Connection: Upgrade\r\n",
+                   has_te ? 25 : 21);
+    } else if (has_te) {
         px_out_add(out, "Connection: te\r\n", 16); /* RFC 9110 10.1.4 */
+    }
     if (chunked)
         px_out_add(out, "Transfer-Encoding: chunked\r\n", 28);
     else if (len > 0 || method_has_body_semantics(rq->method))
@@ -547,6 +611,18 @@ int px_h1_write_request_head(struct evbuffer *buf, const struct px_request *rq, 
 static void write_head(struct up_conn *c)
 {
     struct px_stream *st = c->st;
+
+    if (st->rq.upgrade && st->rq.ws_key == NULL) {
+        /* an HTTP/2 client's WebSocket: the HTTP/1.1 handshake needs a key,
+         * ours, kept with the request to check the answer against */
+        char key[PX_WS_KEY_LEN + 1];
+        if (px_ws_key_new(key) != 0 ||
+            (st->rq.ws_key = px_hdrs_strdup(&st->rq.hdrs, key, PX_WS_KEY_LEN)) == NULL) {
+            fail(c, 503, PX_R_OUT_OF_MEMORY);
+            return;
+        }
+        st->rq.ws_key_len = PX_WS_KEY_LEN;
+    }
 
     if (st->rq.content_length >= 0) {
         c->req_has_len = 1;
@@ -577,12 +653,24 @@ static void pump_request(struct up_conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct px_out o = px_out_to(out);
 
-    if (st == NULL || c->life == UPC_CONNECTING || c->req == UPC_REQ_DONE)
+    if (st == NULL || c->life == UPC_CONNECTING)
+        return;
+    if (c->tunnel) {
+        tunnel_step(c);
+        return;
+    }
+    if (c->req == UPC_REQ_DONE)
         return;
     if (c->req == UPC_REQ_HEAD) {
         write_head(c);
         if (c->st != st)
             return;
+        if (st->rq.upgrade) {
+            /* the GET is all of the request; what the client sends goes
+             * only once the upstream agreed to the tunnel */
+            c->req = UPC_REQ_DONE;
+            return;
+        }
     }
     while (evbuffer_get_length(out) < PX_H1_OUT_HIGH) {
         size_t n = evbuffer_get_length(st->req_body), room = PX_H1_OUT_HIGH -
@@ -618,7 +706,7 @@ static void pump_request(struct up_conn *c)
     }
     if (c->req_chunked) {
         px_out_add(&o, "0\r\n", 3);
-        write_fields(&o, &st->rq.trailers, 1, NULL);
+        write_fields(&o, &st->rq.trailers, 1, NULL, 0);
         px_out_add(&o, "\r\n", 2);
         if (o.failed) {
             fail(c, 503, PX_R_OUT_OF_MEMORY);
@@ -626,6 +714,76 @@ static void pump_request(struct up_conn *c)
         }
     }
     c->req = UPC_REQ_DONE;
+}
+
+/* ---- the WebSocket tunnel ---------------------------------------------------- */
+
+/* After the 101: bytes both ways as they are, each way bounded like a body
+ * (resp_body by px_stream_resp_room, the socket output by PX_H1_OUT_HIGH);
+ * the client's end becomes our shutdown of the write side once all its
+ * bytes are out, the upstream's EOF the response's end. The upstream side
+ * is done when both ends are through. */
+static void tunnel_step(struct up_conn *c)
+{
+    struct px_stream *st = c->st;
+    struct evbuffer *in = bufferevent_get_input(c->bev), *out = bufferevent_get_output(c->bev);
+    size_t n, room;
+    int news = 0;
+
+    room = px_stream_resp_room(st);
+    n = evbuffer_get_length(in);
+    if (n > room)
+        n = room;
+    if (n > 0) {
+        if (evbuffer_remove_buffer(in, st->resp_body, n) != (int)n) {
+            fail(c, 502, PX_R_OUT_OF_MEMORY);
+            return;
+        }
+        px_stream_up_activity(st);
+        news = 1;
+    }
+    if (evbuffer_get_length(in) > 0) {
+        c->paused = 1; /* until the downstream drains: kick_cb reads on */
+        bufferevent_disable(c->bev, EV_READ);
+    } else if (!c->eof) {
+        c->paused = 0;
+        bufferevent_setwatermark(c->bev, EV_READ, 0, PX_H1_OUT_HIGH);
+        bufferevent_enable(c->bev, EV_READ);
+    } else if (!st->resp_eof) {
+        st->resp_eof = 1;
+        news = 1;
+    }
+    while (evbuffer_get_length(out) < PX_H1_OUT_HIGH && (n = evbuffer_get_length(st->req_body)) > 0) {
+        room = PX_H1_OUT_HIGH - evbuffer_get_length(out);
+        if (n > room)
+            n = room;
+        if (evbuffer_remove_buffer(st->req_body, out, n) != (int)n) {
+            fail(c, 502, PX_R_OUT_OF_MEMORY);
+            return;
+        }
+        px_stream_request_sent(st, n); /* progress, and room downstream */
+        if (c->st != st)
+            return;
+    }
+    if (px_stream_in_eof(st) && evbuffer_get_length(st->req_body) == 0 && !c->out_eof) {
+        if (evbuffer_get_length(out) == 0) {
+            c->out_eof = 1;
+            if (!c->pool->tls)
+                shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+            /* over TLS the WebSocket's own close frames end it */
+        } else {
+            bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* write callback when empty */
+        }
+    }
+    if (news && st->down != NULL)
+        st->down->response_ready(st);
+    if (c->st != st)
+        return;
+    if (st->resp_eof && c->out_eof) {
+        c->st = NULL;
+        px_stream_up_done(st);
+        conn_close(c);
+    }
 }
 
 /* ---- connecting, retrying ------------------------------------------------ */
@@ -639,6 +797,7 @@ static void attach(struct up_conn *c, struct px_stream *st)
     c->req_left = c->body_sent = 0;
     c->interim = c->hdrs_pending = c->body_pending = 0;
     c->paused = c->cb_err = c->eof = 0;
+    c->tunnel = c->out_eof = 0;
     c->fstate = 0;
     c->fb_len = c->fb_name = 0;
     c->limit = (size_t)PX_LIMITS(st)->max_header_list_size;
@@ -748,6 +907,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         fail(c, 502, tls_reason != PX_R_NONE     ? tls_reason
                      : err == ECONNREFUSED ? PX_R_CONNECT_REFUSED
                                            : PX_R_CONNECT_FAILED);
+    } else if (c->tunnel && (what & BEV_EVENT_ERROR)) {
+        fail(c, 502, PX_R_UPSTREAM_RESET); /* the client's tunnel is cut off too */
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         c->eof = 1;
         if (c->resp == UPC_RESP_NONE && try_retry(c)) {
@@ -800,7 +961,8 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         pump_request(c);
         if (c->st != NULL && c->paused && px_stream_resp_room(c->st) > 0) {
             c->paused = 0;
-            bufferevent_enable(c->bev, EV_READ);
+            if (!c->eof)
+                bufferevent_enable(c->bev, EV_READ);
             parse_input(c); /* what was left in the input when we paused */
         }
     }

@@ -42,6 +42,7 @@ struct uph2_conn {
     struct uph2_stream *streams;
     size_t nstreams;
     int connected, dead, goaway, connect_failed;
+    int got_settings; /* the server's first SETTINGS is in (extended CONNECT waits for it) */
     int64_t not_after;  /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
     uint64_t snap_gen;  /* the snapshot (trust, own SVID) it was made under */
     struct event *cert_ev; /* at not_after: no new streams; drain_timeout later: closed */
@@ -55,6 +56,7 @@ struct uph2_stream {
     int32_t id;
     int deferred;
     int got_final_headers;
+    int waiting;   /* a WebSocket waiting for the server's SETTINGS: not submitted, id 0 */
     int body_sent; /* some request body left req_body: the request cannot be replayed */
     size_t owed;   /* response bytes sent on downstream, not yet given back as window */
     size_t granted; /* window beyond PX_STREAM_SLACK, from px_mem_window_take() */
@@ -66,6 +68,8 @@ struct uph2_stream {
 static const struct px_up_ops uph2_ops;
 static void uc_send(struct uph2_conn *uc);
 static void uc_fail(struct uph2_conn *uc, enum px_reason reason);
+static void uc_settings_in(struct uph2_conn *uc);
+static int us_submit(struct uph2_stream *us);
 
 static void schedule_send(struct uph2_conn *uc)
 {
@@ -156,6 +160,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         uc->goaway = 1;
         return 0;
     }
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK) && !uc->got_settings) {
+        uc->got_settings = 1;
+        uc_settings_in(uc);
+        return 0;
+    }
     if (f->hd.stream_id == 0)
         return 0;
     us = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -181,6 +190,16 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
             st->status = us->status; /* delivered: the status the client is sent */
             if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
                 st->resp_eof = 1;
+            if (st->rq.upgrade && us->status / 100 == 2 && !st->resp_eof) {
+                /* the server opened the WebSocket (RFC 8441 5): the
+                 * client's bytes, held until now, may go */
+                px_stream_tunnel_open(st);
+                if (us->deferred && us->st == st) {
+                    us->deferred = 0;
+                    nghttp2_session_resume_data(s, us->id);
+                }
+                return 0;
+            }
             px_stream_response_headers(st);
             return 0;
         }
@@ -272,7 +291,8 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     avail = evbuffer_get_length(st->req_body);
     n = avail < length ? avail : length;
-    if (n == 0 && !st->req_eof) {
+    if ((n == 0 && !px_stream_in_eof(st)) || (st->rq.upgrade && !st->tunnel)) {
+        /* nothing yet; and a WebSocket's bytes wait for the server's 2xx */
         us->deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
@@ -281,7 +301,7 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         us->body_sent = 1;
         px_stream_request_sent(st, n); /* progress, and room downstream */
     }
-    if (st->req_eof && evbuffer_get_length(st->req_body) == 0) {
+    if (px_stream_in_eof(st) && evbuffer_get_length(st->req_body) == 0) {
         const struct px_hdrs *t = &st->rq.trailers;
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (t->n > 0) {
@@ -305,7 +325,7 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
 static void uph2_request_ready(struct px_stream *st)
 {
     struct uph2_stream *us = st->up_ctx;
-    if (us == NULL || us->uc->dead)
+    if (us == NULL || us->uc->dead || us->waiting)
         return;
     if (us->deferred) {
         us->deferred = 0;
@@ -323,9 +343,14 @@ static void uph2_window(struct uph2_stream *us)
 {
     struct px_stream *st = us->st;
     nghttp2_session *s = us->uc->s;
-    size_t room = px_stream_resp_room(st), pay;
-    size_t want = evbuffer_get_length(st->resp_body) + room;
-    int32_t cur = nghttp2_session_get_stream_effective_local_window_size(s, us->id);
+    size_t room, pay, want;
+    int32_t cur;
+
+    if (us->waiting)
+        return; /* no stream in nghttp2 yet */
+    room = px_stream_resp_room(st);
+    want = evbuffer_get_length(st->resp_body) + room;
+    cur = nghttp2_session_get_stream_effective_local_window_size(s, us->id);
 
     if (cur >= 0 && want > (size_t)cur + PX_STREAM_SLACK && want <= INT32_MAX &&
         px_mem_level() < PX_MEM_PAUSE) {
@@ -358,7 +383,10 @@ static void uph2_cancel(struct px_stream *st)
 {
     struct uph2_stream *us = st->up_ctx;
     st->up_ctx = NULL;
-    if (us != NULL) {
+    if (us != NULL && us->waiting) {
+        unlink_us(us->uc, us); /* never submitted: nothing to reset */
+        free(us);
+    } else if (us != NULL) {
         us->st = NULL; /* the stream close callback frees us */
         if (!us->uc->dead) {
             nghttp2_submit_rst_stream(us->uc->s, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_CANCEL);
@@ -402,7 +430,8 @@ static struct px_stream *uc_pop_stream(struct uph2_conn *uc)
 {
     struct uph2_stream *us = uc->streams;
     struct px_stream *st = us->st;
-    nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
+    if (!us->waiting)
+        nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
     unlink_us(uc, us);
     px_mem_window_give(us->granted);
     free(us);
@@ -712,64 +741,121 @@ static struct uph2_conn *pick_conn(struct px_worker *w, struct px_pool *pool)
     return best;
 }
 
-void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st)
+/* Submits us's request: the canonical request as the policy saw it
+ * (request.h); a WebSocket as an extended CONNECT (RFC 8441 4: :protocol,
+ * no Upgrade, no Sec-WebSocket-Key, which only HTTP/1.1 uses). 0, or -1
+ * (nothing submitted; the caller fails the stream). */
+static int us_submit(struct uph2_stream *us)
 {
-    struct uph2_conn *uc = pick_conn(w, pool);
-    struct uph2_stream *us;
-    nghttp2_nv *nva;
+    struct uph2_conn *uc = us->uc;
+    struct px_stream *st = us->st;
+    const struct px_request *rq = &st->rq;
+    nghttp2_nv *nva = calloc(rq->hdrs.n + 6, sizeof(*nva));
     nghttp2_data_provider prd;
     size_t k = 0;
     char clen[24];
     int32_t id;
+    int tls = uc->pool->tls, no_body;
+
+    if (nva == NULL)
+        return -1;
+    if (rq->upgrade) {
+        nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7,
+                                NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = (nghttp2_nv){(uint8_t *)":protocol", (uint8_t *)"websocket", 9, 9,
+                                NGHTTP2_NV_FLAG_NONE};
+    } else {
+        nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)rq->method, 7, rq->method_len,
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    nva[k++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)(tls ? "https" : "http"), 7,
+                            tls ? 5 : 4, NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)rq->authority, 10,
+                            rq->authority_len, NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)rq->target, 5, rq->target_len,
+                            NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < rq->hdrs.n; i++) {
+        const struct px_hdr *f = &rq->hdrs.v[i];
+        if (rq->upgrade && ((f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0) ||
+                            (f->nlen == 17 && memcmp(f->name, "sec-websocket-key", 17) == 0)))
+            continue;
+        nva[k++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->nlen, f->vlen,
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    if (rq->content_length >= 0 && !rq->upgrade) {
+        snprintf(clen, sizeof(clen), "%lld", (long long)rq->content_length);
+        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    prd.source.ptr = us;
+    prd.read_callback = read_request;
+    /* a tunnel's client side lasts until its END_STREAM: always a provider */
+    no_body = !rq->upgrade && st->req_eof && evbuffer_get_length(st->req_body) == 0 &&
+              rq->trailers.n == 0;
+    id = nghttp2_submit_request(uc->s, NULL, nva, k, no_body ? NULL : &prd, us);
+    free(nva);
+    if (id < 0)
+        return -1;
+    us->id = id;
+    us->waiting = 0;
+    uph2_window(us); /* from PX_STREAM_SLACK to what the client can take */
+    return 0;
+}
+
+/* The server's first SETTINGS is in: the WebSockets waiting for it go as
+ * extended CONNECTs if it allows them (RFC 8441 3), else each gets 502
+ * upgrade_unsupported. */
+static void uc_settings_in(struct uph2_conn *uc)
+{
+    int ok = nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
+    struct uph2_stream *us, *next;
+    for (us = uc->streams; us != NULL; us = next) {
+        struct px_stream *st = us->st;
+        next = us->next;
+        if (!us->waiting)
+            continue;
+        if (ok && us_submit(us) == 0)
+            continue;
+        unlink_us(uc, us);
+        free(us);
+        st->up_ctx = NULL;
+        if (!ok)
+            px_log(PX_LOG_WARN, "upstream_upgrade_unsupported", "upstream", uc->pool->key, "msg",
+                   "the h2c upstream does not allow extended CONNECT (RFC 8441): no WebSocket",
+                   NULL);
+        px_stream_up_fail(st, 502, ok ? PX_R_UPSTREAM_SUBMIT_FAILED : PX_R_UPGRADE_UNSUPPORTED);
+    }
+    schedule_send(uc);
+}
+
+void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream *st)
+{
+    struct uph2_conn *uc = pick_conn(w, pool);
+    struct uph2_stream *us;
 
     if (uc == NULL) {
         px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
+    if (st->rq.upgrade && uc->got_settings &&
+        nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) != 1) {
+        px_stream_up_fail(st, 502, PX_R_UPGRADE_UNSUPPORTED);
+        return;
+    }
     us = calloc(1, sizeof(*us));
-    nva = calloc(st->rq.hdrs.n + 5, sizeof(*nva));
-    if (us == NULL || nva == NULL) {
-        free(us);
-        free(nva);
+    if (us == NULL) {
         px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
-    /* The canonical request, as the policy saw it (request.h). */
-    nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)st->rq.method, 7, st->rq.method_len,
-                            NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)(pool->tls ? "https" : "http"), 7,
-                            pool->tls ? 5 : 4, NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)st->rq.authority, 10,
-                            st->rq.authority_len, NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)st->rq.target, 5, st->rq.target_len,
-                            NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < st->rq.hdrs.n; i++)
-        nva[k++] = (nghttp2_nv){(uint8_t *)st->rq.hdrs.v[i].name,
-                                (uint8_t *)st->rq.hdrs.v[i].value, st->rq.hdrs.v[i].nlen,
-                                st->rq.hdrs.v[i].vlen, NGHTTP2_NV_FLAG_NONE};
-    if (st->rq.content_length >= 0) {
-        snprintf(clen, sizeof(clen), "%lld", (long long)st->rq.content_length);
-        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
-                                NGHTTP2_NV_FLAG_NONE};
-    }
     us->uc = uc;
     us->st = st;
-    prd.source.ptr = us;
-    prd.read_callback = read_request;
-    id = nghttp2_submit_request(uc->s, NULL, nva, k,
-                                (st->req_eof && evbuffer_get_length(st->req_body) == 0 &&
-                                 st->rq.trailers.n == 0)
-                                    ? NULL
-                                    : &prd,
-                                us);
-    free(nva);
-    if (id < 0) {
+    if (st->rq.upgrade && !uc->got_settings) {
+        us->waiting = 1; /* RFC 8441 3: not before the server said it takes them */
+    } else if (us_submit(us) != 0) {
         free(us);
         px_stream_up_fail(st, 502, PX_R_UPSTREAM_SUBMIT_FAILED);
         return;
     }
-    us->id = id;
-    uph2_window(us); /* from PX_STREAM_SLACK to what the client can take */
     us->next = uc->streams;
     if (uc->streams)
         uc->streams->prev = us;

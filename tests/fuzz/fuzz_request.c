@@ -121,13 +121,18 @@ static int ci_eq(const char *a, size_t an, const char *b)
     return 1;
 }
 
-static void check_forwarded_field(const struct px_hdr *h, int outbound, int drop_us)
+static void check_forwarded_field(const struct px_hdr *h, int outbound, int drop_us, int upgrade)
 {
     static const char *never[] = {"connection", "keep-alive", "proxy-connection",
                                   "transfer-encoding", "upgrade", "http2-settings",
                                   "proxy-authenticate", "proxy-authorization", "host",
                                   "content-length", "expect", "x-forwarded-proto"};
     int us = memchr(h->name, '_', h->nlen) != NULL;
+    if (upgrade && eq(h->name, h->nlen, "upgrade", 7)) {
+        /* the one canonical field a WebSocket opening request carries */
+        FUZZ_CHECK(eq(h->value, h->vlen, "websocket", 9));
+        return;
+    }
     for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
         FUZZ_CHECKF(!ci_eq(h->name, h->nlen, never[i]) || (!us && !outbound && i == 11),
                     "forwarded %.*s", (int)h->nlen, h->name);
@@ -156,7 +161,7 @@ static void check_built(const struct px_request *rq, int outbound, int drop_us, 
     struct field m, t;
     struct policy_request pr;
     struct px_authority a;
-    size_t n, k = 0, ncookie = 0, nrid = 0, nxfcc = 0, nxff = 0;
+    size_t n, k = 0, ncookie = 0, nrid = 0, nxfcc = 0, nxff = 0, nupgrade = 0;
     const char *head;
     int nf;
     char *norm;
@@ -207,13 +212,16 @@ static void check_built(const struct px_request *rq, int outbound, int drop_us, 
     for (size_t i = 0; i < pr.nheaders; i++) {
         FUZZ_CHECK(pr.headers[i].name == rq->hdrs.v[i].name);
         FUZZ_CHECK(pr.headers[i].value_len == rq->hdrs.v[i].vlen);
-        check_forwarded_field(&rq->hdrs.v[i], outbound, drop_us);
+        check_forwarded_field(&rq->hdrs.v[i], outbound, drop_us, rq->upgrade);
+        nupgrade += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "upgrade", 7);
         ncookie += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "cookie", 6);
         nrid += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "x-request-id", 12);
         nxfcc += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "x-forwarded-client-cert", 23);
         nxff += eq(rq->hdrs.v[i].name, rq->hdrs.v[i].nlen, "x-forwarded-for", 15);
     }
     FUZZ_CHECK(ncookie <= 1 && nrid == 1 && nxfcc == (outbound ? 0u : 1u));
+    FUZZ_CHECK(nupgrade == (rq->upgrade ? 1u : 0u));
+    FUZZ_CHECK(!rq->upgrade || eq(rq->method, rq->method_len, "GET", 3));
     FUZZ_CHECK(outbound || nxff == 1); /* one list, ending with this hop */
     for (size_t i = 0; !outbound && i < rq->hdrs.n; i++) {
         const struct px_hdr *h = &rq->hdrs.v[i];
@@ -259,7 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ctx.peer_cert_hash = "00ff";
     ctx.peer_ip = "192.0.2.1";
     ctx.own_id = "spiffe://example.org/me";
-    ctx.body_follows = 1;
+    ctx.body_follows = !(flags & 64);
 
     px_request_init(&rq);
     while (p < end) {
@@ -290,6 +298,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(px_request_set_target(&rq, line[1], len[1]) == 0);
     if (flags & 1)
         FUZZ_CHECK(px_request_set_authority(&rq, line[2], len[2]) == 0);
+    if (flags & 128) /* an HTTP/2 extended CONNECT's :protocol */
+        FUZZ_CHECK(px_request_set_protocol(&rq, "websocket", 9) == 0);
     rc = px_request_build(&rq, &ctx, &reason);
     if (rc != 0) {
         FUZZ_CHECK(reason != PX_R_NONE && reason < PX_R_COUNT &&

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "policy.h"
 #include "request.h"
+#include "ws.h"
 
 /* Rows for refusals leave the columns of a built request out. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -340,6 +341,121 @@ START_TEST(request_table)
 }
 END_TEST
 
+/* WebSocket opening requests: which are (rq.upgrade, judged as GET with
+ * "upgrade: websocket"), which go on as plain requests, which are refused. */
+#define WSKEY "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\n"
+static const struct {
+    const char *what, *method, *protocol, *fields;
+    int http10, body_follows;
+    int status; /* 0 = built */
+    const char *reason;
+    int upgrade;
+} wscases[] = {
+    {"h1 websocket", "GET", NULL, "host: s\nupgrade: websocket\nconnection: Upgrade\n" WSKEY, 0,
+     0, 0, NULL, 1},
+    {"h1 token lists, any case", "GET", NULL,
+     "host: s\nupgrade: foo, WebSocket\nconnection: keep-alive, UPGRADE\n" WSKEY, 0, 0, 0, NULL, 1},
+    {"h1 upgrade not named by connection", "GET", NULL, "host: s\nupgrade: websocket\n" WSKEY, 0, 0,
+     0, NULL, 0},
+    {"h1 h2c upgrade dropped", "GET", NULL, "host: s\nupgrade: h2c\nconnection: upgrade\n" WSKEY, 0,
+     0, 0, NULL, 0},
+    {"h1 tls upgrade dropped", "GET", NULL, "host: s\nupgrade: TLS/1.0\nconnection: upgrade", 0, 0, 0,
+     NULL, 0},
+    {"h1 websocket on POST is no upgrade", "POST", NULL,
+     "host: s\nupgrade: websocket\nconnection: upgrade\n" WSKEY, 0, 0, 0, NULL, 0},
+    {"h1.0 websocket is no upgrade", "GET", NULL,
+     "host: s\nupgrade: websocket\nconnection: upgrade\n" WSKEY, 1, 0, 0, NULL, 0},
+    {"h1 no key", "GET", NULL, "host: s\nupgrade: websocket\nconnection: upgrade", 0, 0, 400,
+     "bad_upgrade", 0},
+    {"h1 short key", "GET", NULL,
+     "host: s\nupgrade: websocket\nconnection: upgrade\nsec-websocket-key: abc", 0, 0, 400,
+     "bad_upgrade", 0},
+    {"h1 key of 17 bytes", "GET", NULL,
+     "host: s\nupgrade: websocket\nconnection: upgrade\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZSE=",
+     0, 0, 400, "bad_upgrade", 0},
+    {"h1 two keys", "GET", NULL, "host: s\nupgrade: websocket\nconnection: upgrade\n" WSKEY WSKEY, 0,
+     0, 400, "bad_upgrade", 0},
+    {"h1 with a body", "GET", NULL, "host: s\nupgrade: websocket\nconnection: upgrade\n" WSKEY, 0,
+     1, 400, "bad_upgrade", 0},
+    {"h1 with a length", "GET", NULL,
+     "host: s\nupgrade: websocket\nconnection: upgrade\ncontent-length: 3\n" WSKEY, 0, 0, 400,
+     "bad_upgrade", 0},
+    {"h2 extended connect", "CONNECT", "websocket", "sec-websocket-version: 13", 0, 1, 0, NULL, 1},
+    {"h2 extended connect, protocol case", "CONNECT", "WebSocket", "", 0, 1, 0, NULL, 1},
+    {"h2 other protocol", "CONNECT", "connect-udp", "", 0, 1, 400, "bad_upgrade", 0},
+    {"h2 protocol on GET", "GET", "websocket", "", 0, 1, 400, "bad_upgrade", 0},
+    {"h2 plain connect", "CONNECT", NULL, "", 0, 1, 400, "bad_method", 0},
+};
+
+START_TEST(request_websocket)
+{
+    struct px_request rq;
+    struct px_request_ctx ctx;
+    enum px_reason reason = PX_R_NONE;
+    const char *m = wscases[_i].method;
+    size_t nup = 0;
+    int rc;
+
+    reset_cfg();
+    px_request_init(&rq);
+    ck_assert_int_eq(px_request_set_method(&rq, m, strlen(m)), 0);
+    ck_assert_int_eq(px_request_set_target(&rq, "/chat", 5), 0);
+    if (wscases[_i].protocol != NULL) {
+        ck_assert_int_eq(px_request_set_authority(&rq, "s", 1), 0);
+        ck_assert_int_eq(
+            px_request_set_protocol(&rq, wscases[_i].protocol, strlen(wscases[_i].protocol)), 0);
+    } else if (strcmp(m, "CONNECT") == 0) {
+        ck_assert_int_eq(px_request_set_authority(&rq, "s", 1), 0);
+    }
+    ck_assert_int_eq(add_fields(&rq, wscases[_i].fields, 0), 0);
+    make_ctx(&ctx, "spiffe://example.org/c");
+    ctx.http10 = wscases[_i].http10;
+    ctx.body_follows = wscases[_i].body_follows;
+    rc = px_request_build(&rq, &ctx, &reason);
+    ck_assert_msg(rc == wscases[_i].status, "%s: %d %s", wscases[_i].what, rc,
+                  px_reason_name(reason));
+    if (rc != 0) {
+        ck_assert_str_eq(px_reason_name(reason), wscases[_i].reason);
+    } else {
+        ck_assert_msg((int)rq.upgrade == wscases[_i].upgrade, "%s: upgrade %d", wscases[_i].what,
+                      rq.upgrade);
+        if (rq.upgrade)
+            ck_assert_str_eq(rq.method, "GET"); /* what the policy judges */
+        for (size_t i = 0; i < rq.hdrs.n; i++) {
+            /* no Connection or Upgrade as received ever travels; a
+             * WebSocket carries the canonical one */
+            ck_assert(strcmp(rq.hdrs.v[i].name, "connection") != 0);
+            if (strcmp(rq.hdrs.v[i].name, "upgrade") == 0) {
+                ck_assert_str_eq(rq.hdrs.v[i].value, "websocket");
+                nup++;
+            }
+        }
+        ck_assert_uint_eq(nup, rq.upgrade ? 1u : 0u);
+        if (rq.upgrade && wscases[_i].protocol == NULL)
+            ck_assert_int_eq(strncmp(rq.ws_key, "dGhlIHNhbXBsZSBub25jZQ==", rq.ws_key_len), 0);
+    }
+    px_request_clear(&rq);
+}
+END_TEST
+
+/* RFC 6455 4.2.2's own example, and keys picket makes pass its own check. */
+START_TEST(request_websocket_keys)
+{
+    char acc[PX_WS_ACCEPT_LEN + 1], key[PX_WS_KEY_LEN + 1];
+    ck_assert_int_eq(px_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", 24, acc), 0);
+    ck_assert_str_eq(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    for (int i = 0; i < 64; i++) {
+        ck_assert_int_eq(px_ws_key_new(key), 0);
+        ck_assert_uint_eq(strlen(key), PX_WS_KEY_LEN);
+        ck_assert_int_eq(px_ws_key_ok(key, strlen(key)), 1);
+    }
+    ck_assert_int_eq(px_ws_key_ok("dGhlIHNhbXBsZSBub25jZQ=", 23), 0);
+    ck_assert_int_eq(px_ws_key_ok("dGhlIHNhbXBsZSBub25jZ*==", 24), 0);
+    ck_assert_int_eq(px_ws_key_ok("dGhlIHNhbXBsZSBub25jZSE=", 24), 0); /* 17 bytes */
+    ck_assert_int_eq(px_ws_key_ok("dGhlIHNhbXBs ZSBub25jZQ=", 24), 0);
+}
+END_TEST
+
 START_TEST(request_limits)
 {
     struct px_request rq;
@@ -608,6 +724,8 @@ TCase *tcase_request(void)
     TCase *tc = tcase_create("request");
     tcase_add_loop_test(tc, request_table, 0, (int)N_ELEMS(rcases));
     tcase_add_test(tc, request_limits);
+    tcase_add_loop_test(tc, request_websocket, 0, (int)N_ELEMS(wscases));
+    tcase_add_test(tc, request_websocket_keys);
     tcase_add_test(tc, request_every_field_reaches_the_policy);
     tcase_add_test(tc, request_connection_tokens_many);
     tcase_add_test(tc, request_underscore_modes);
