@@ -250,6 +250,8 @@ void px_stream_respond(struct px_stream *st, int status, const char *body,
                        enum px_grpc grpc_status, enum px_reason reason)
 {
     st->local_response = 1;
+    if (st->deadline_timer)
+        evtimer_del(st->deadline_timer); /* answered: nothing left to cut */
     if (reason != PX_R_NONE)
         st->reason = reason;
     if (st->rq.request_id[0] == '\0' && st->conn != NULL)
@@ -446,8 +448,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct px_stream *st = arg;
     (void)fd;
     (void)what;
-    if (st->down_done || st->up_done || st->tunnel)
-        return;
+    if (st->down_done || st->up_done || st->tunnel || st->local_response)
+        return; /* over, open as a tunnel, or answered by picket (a deny, a refusal) */
     st->reason = PX_R_REQUEST_DEADLINE;
     px_counter_add(px_counter_get("picket_upstream_failures_total",
                                   "Upstream failures by reason (connect, reset, server identity)",

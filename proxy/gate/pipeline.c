@@ -128,8 +128,20 @@ static void gate_request(struct px_stream *st)
     if (is_outbound(st)) {
         st->decision = "forward";
         snprintf(st->rule, sizeof(st->rule), "outbound");
-    } else if (px_enforce_request(st) != 0) {
-        return;
+    } else {
+        /* The deadline runs through the decision: a check waiting on a slow
+         * authorization service ends with 504 when the request's budget is
+         * spent, not when the service answers (its waiter is cancelled;
+         * px_stream_forward() arms the same deadline again). */
+        int64_t timeout_ms = 0, at_us;
+        if (pick_route(st, &timeout_ms) != NULL &&
+            px_request_deadline(&st->rq, st->start_us, timeout_ms, &at_us) &&
+            px_stream_set_deadline(st, at_us) != 0) {
+            px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE, PX_R_OUT_OF_MEMORY);
+            return;
+        }
+        if (px_enforce_request(st) != 0)
+            return;
     }
     px_stream_forward(st);
 }

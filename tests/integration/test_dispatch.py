@@ -133,7 +133,7 @@ class DispatchBase(pt.TestCase):
 
     def start(self, authz_port, dispatch=None, rules=None, workers=1, upstream="h2c",
               headers=("x-tenant", "x-user"), prefix="/authz", revision=1, upstream_port=None,
-              sanitizer_check=True):
+              sanitizer_check=True, listener_timeout=None):
         """Upstream + policy + picket with dispatch.authz -> 127.0.0.1:authz_port.
         `dispatch`: overrides of the dispatch.authz entry (None values remove a key)."""
         if upstream == "grpc":
@@ -153,6 +153,8 @@ class DispatchBase(pt.TestCase):
             else:
                 d[k] = v
         cfg["dispatch"] = {"authz": d}
+        if listener_timeout:
+            cfg["listeners"][0]["timeout"] = listener_timeout
         pt.write_config(path, cfg)
         self.cfg, self.port, self.admin = cfg, port, admin
         # (sanitizer_check is kept for callers; the harness always checks now)
@@ -715,6 +717,27 @@ class DispatchH1(DispatchBase, CoreMixin):
         self.assertOK(self.get("/headers", extra_headers=held))
         self.assertEqual(self.m("picket_dispatch_cache_total", service="authz", result="hit"), 0)
         self.wait_for("the second check at the service", lambda: az.checks() == 2)
+
+    def test_deadline_cuts_the_wait_for_the_service(self):
+        """The request deadline (listeners[].timeout) runs through the decision: a check
+        the service holds ends with 504 request_deadline at the deadline, not at the
+        service's 30 s timeout; the held check is forgotten, and a later answer to it is
+        harmless (the service is released and the listener still serves)."""
+        az = self.authz()
+        self.start(az.port, dispatch={"timeout": "30s"}, listener_timeout="700ms")
+        for http in pt.HTTP_VERSIONS:
+            t0 = time.monotonic()
+            r = self.get("/headers", http=http, rid="dsp-dl-" + http.replace(".", ""),
+                         extra_headers=["x-user: hold-dl"], timeout=60)
+            elapsed = time.monotonic() - t0
+            self.assertEqual((r.status, r.body), (504, b"request deadline exceeded\n"), repr(r))
+            self.assertGreaterEqual(elapsed, 0.65, "before the deadline (%.2fs)" % elapsed)
+            self.assertLess(elapsed, 20, "the service's timeout, not the deadline")
+        self.assertEqual(self.m("picket_upstream_failures_total", reason="request_deadline"),
+                         len(pt.HTTP_VERSIONS))
+        self.release("dl")
+        self.wait_for("the held checks answered", lambda: az.checks() >= 1)
+        self.assertOK(self.get("/headers"))
 
     def test_on_error_allow_service_down(self):
         self.start(pt.free_port(), dispatch={"on_error": "allow"})
