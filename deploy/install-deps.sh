@@ -31,6 +31,10 @@ PKGS=(
   groff-base
   # integration test peers (run with /usr/bin/python3)
   python3 python3-h2 python3-grpcio python3-yaml python3-jsonpatch python3-cryptography systemd nginx
+  # opaque TCP and WebSocket peers (issue 18): redis-server and redis-cli through
+  # tcp_inbound/tcp_outbound (test_tcp.py starts its own redis-server on a free
+  # loopback port, never the system service), python3-websockets client and server
+  redis-server redis-tools python3-websockets
   # the machine's non-loopback address, to scrape metrics.bind from (test_scrape.py)
   iproute2
 )
@@ -72,9 +76,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-# Packages like nginx start a system service on install; tests start their
-# own instances on loopback ports, so tell invoke-rc.d not to start anything
-# (the usual policy-rc.d convention), unless the machine already has a policy.
+# Packages like nginx and redis-server start a system service on install;
+# tests start their own instances on loopback ports, so tell invoke-rc.d not
+# to start anything (the usual policy-rc.d convention), unless the machine
+# already has a policy. (A service started later, e.g. at boot, is harmless:
+# it holds nginx's port 80 or redis's 6379, and tests use free ephemeral ports.)
 policy_rc=
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   policy_rc=/usr/sbin/policy-rc.d

@@ -87,6 +87,7 @@ static void stream_audit(struct px_stream *st)
     int status = st->status;
     if (!st->decided)
         return;
+    st->decided = 0; /* one record per decision */
     if (status <= 0)
         status = st->down_done ? 499 : 0;
     memset(&rec, 0, sizeof(rec));
@@ -355,6 +356,10 @@ void px_stream_tunnel_open(struct px_stream *st)
         evtimer_del(st->deadline_timer); /* a tunnel outlives the request that opened it */
     if (st->up_timer)
         evtimer_del(st->up_timer); /* re-armed with tunnel_idle_timeout */
+    /* The decision is audited as the tunnel opens, not when it ends (maybe
+     * an hour later); the access line, with the tunnel's bytes and life,
+     * is written at its end. */
+    stream_audit(st);
     px_stream_response_headers(st);
 }
 

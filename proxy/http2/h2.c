@@ -378,7 +378,18 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *hc = arg;
     char labels[96];
-    (void)s;
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        /* A WebSocket that did not open (refused, or the upstream said
+         * no): its client waits for nothing more and may never end its
+         * side, so the stream ends here, after the whole answer went out
+         * (RFC 9113 8.1: RST_STREAM NO_ERROR). */
+        struct h2_stream *hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+        if (hs != NULL && hs->st != NULL && hs->st->rq.upgrade && !hs->st->tunnel &&
+            !hs->st->req_eof)
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR)
         return 0;
     snprintf(labels, sizeof(labels), "error=\"%s\"",

@@ -469,6 +469,9 @@ static void connect_to(struct px_tunnel *t, const struct sockaddr *sa, socklen_t
         }
         /* the server must present exactly server_id (snapshot.c verifies) */
         SSL_set_ex_data(ssl, px_ssl_expect_idx, lc->server_id);
+        /* its TCP FIN without a close_notify (redis-server --tls-port) is its
+         * EOF, as for a tcp_inbound client (px_tunnel_start) */
+        SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
         px_ssl_set_reason(ssl, PX_R_NONE);
         if (inet_pton(AF_INET, lc->upstream.host, &a6) != 1 &&
             inet_pton(AF_INET6, lc->upstream.host, &a6) != 1)
@@ -602,6 +605,15 @@ int px_tunnel_start(struct px_conn *c)
         evtimer_del(c->timer); /* the handshake timer: this connection has started */
     arm_idle(t, c->snap->cfg->limits.handshake_timeout_ms * 1000); /* until connected (idle_cb) */
     bufferevent_setcb(c->bev, down_read_cb, down_write_cb, down_event_cb, t);
+    /* A TCP FIN without a close_notify (hiredis, redis-cli --tls, and any
+     * client that just closes) is the client's EOF: its half-close passes
+     * on and the upstream's answer still comes back. worker.c sets libevent's
+     * allow_dirty_shutdown for this, but OpenSSL 3 reports such an EOF as
+     * SSL_ERROR_SSL (unexpected eof), which libevent 2.1 takes for an error
+     * (tunnel_reset, queued bytes dropped) unless OpenSSL is told to treat
+     * it as a shutdown. The upstream sees a FIN either way. */
+    if (c->ssl != NULL)
+        SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 
     if (t->outbound) {
         /* our own app: the receiving sidecar decides (as for HTTP outbound) */

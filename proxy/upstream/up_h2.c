@@ -802,6 +802,12 @@ static int us_submit(struct uph2_stream *us)
     return 0;
 }
 
+static void log_no_upgrade(struct uph2_conn *uc)
+{
+    px_log(PX_LOG_WARN, "upstream_upgrade_unsupported", "upstream", uc->pool->key, "msg",
+           "the h2c upstream does not allow extended CONNECT (RFC 8441): no WebSocket", NULL);
+}
+
 /* The server's first SETTINGS is in: the WebSockets waiting for it go as
  * extended CONNECTs if it allows them (RFC 8441 3), else each gets 502
  * upgrade_unsupported. */
@@ -820,9 +826,7 @@ static void uc_settings_in(struct uph2_conn *uc)
         free(us);
         st->up_ctx = NULL;
         if (!ok)
-            px_log(PX_LOG_WARN, "upstream_upgrade_unsupported", "upstream", uc->pool->key, "msg",
-                   "the h2c upstream does not allow extended CONNECT (RFC 8441): no WebSocket",
-                   NULL);
+            log_no_upgrade(uc);
         px_stream_up_fail(st, 502, ok ? PX_R_UPSTREAM_SUBMIT_FAILED : PX_R_UPGRADE_UNSUPPORTED);
     }
     schedule_send(uc);
@@ -839,6 +843,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     }
     if (st->rq.upgrade && uc->got_settings &&
         nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) != 1) {
+        log_no_upgrade(uc);
         px_stream_up_fail(st, 502, PX_R_UPGRADE_UNSUPPORTED);
         return;
     }
