@@ -285,19 +285,22 @@ class H2WS:
         return [(op, p) for _, op, p, _ in st["frames"][:n]]
 
     def wait_end(self, sid, timeout=30, finish=True):
-        """Waits until the stream ended (END_STREAM) or was reset; returns the reset code
-        or None for a clean end. After a clean end the client ends its own half too
-        (finish), as an RFC 8441 client does once the WebSocket is closed: the stream,
-        and with it the tunnel, is over only when both halves are."""
+        """Waits until the stream ended (END_STREAM) or was reset; returns None for a
+        clean end (END_STREAM, whether or not an RST_STREAM NO_ERROR followed it: RFC
+        9113 8.1), else the reset's error code. After a clean end the client ends its own
+        half too (finish), as an RFC 8441 client does once the WebSocket is closed: the
+        stream, and with it the tunnel, is over only when both halves are."""
         st = self._s(sid)
         self.wait(lambda: st["ended"] or st["reset"] is not None, "end of stream %d" % sid,
                   timeout)
-        if finish and st["reset"] is None:
-            try:
-                self.conn.end_stream(sid)
-                self.sock.sendall(self.conn.data_to_send())
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                pass  # already closed on our side
+        if st["ended"] and st["reset"] in (None, 0):
+            if finish and st["reset"] is None:
+                try:
+                    self.conn.end_stream(sid)
+                    self.sock.sendall(self.conn.data_to_send())
+                except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                    pass  # already closed on our side
+            return None
         return st["reset"]
 
     def get(self, path, timeout=30):
