@@ -5,6 +5,7 @@
  * end, close), which its protocol does through c->ops.
  */
 #include "px.h"
+#include "xfcc.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -116,6 +117,7 @@ void px_conn_free(struct px_conn *c)
     if (c->peer_id != px_conn_no_peer)
         free(c->peer_id);
     free(c->hs_detail);
+    free(c->xfcc);
     free(c);
     if (w->draining && w->nconns == 0)
         event_base_loopexit(w->base, NULL);
@@ -203,4 +205,26 @@ struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
     if (l->conns_total)
         px_counter_add(l->conns_total, 1);
     return c;
+}
+
+const char *px_conn_xfcc(struct px_conn *c, const struct px_snapshot *snap, size_t *len)
+{
+    char buf[4400];
+    int n;
+    if (c->xfcc != NULL && c->xfcc_gen == snap->gen) {
+        *len = c->xfcc_len;
+        return c->xfcc;
+    }
+    free(c->xfcc);
+    c->xfcc = NULL;
+    *len = 0;
+    n = px_xfcc_build(buf, sizeof(buf), snap->own_id ? snap->own_id : "", c->peer_cert_hash,
+                      c->peer_id);
+    if (n <= 0 || (c->xfcc = malloc((size_t)n + 1)) == NULL)
+        return NULL;
+    memcpy(c->xfcc, buf, (size_t)n + 1);
+    c->xfcc_len = (size_t)n;
+    c->xfcc_gen = snap->gen;
+    *len = c->xfcc_len;
+    return c->xfcc;
 }

@@ -193,6 +193,10 @@ struct px_conn {
     int closing;
     struct px_mem_acct mem;       /* bytes held for this connection and its streams */
     struct px_mem_tracker trk_in, trk_out; /* its plaintext input and output buffers */
+    char *xfcc;                   /* x-forwarded-client-cert for this peer, built on its first
+                                   * request (px_conn_xfcc), or NULL */
+    size_t xfcc_len;
+    uint64_t xfcc_gen;            /* the snapshot (own SVID) it was built under */
 };
 
 /* A new connection accepted on l from sa, in its worker's list and the
@@ -213,6 +217,13 @@ int px_conn_track(struct px_conn *c);
  * closed after limits.drain_timeout. Logged and counted
  * (picket_connections_closed_total{reason}). Worker thread. */
 void px_conn_end_identity(struct px_conn *c, enum px_reason reason);
+
+/* The x-forwarded-client-cert value for c's verified peer under snapshot
+ * snap (its own SPIFFE ID): built once per connection and snapshot, as
+ * px_xfcc_build() does, since the peer, its certificate and our SVID are
+ * the same for every request on it. NULL (*len 0) when it cannot be
+ * built; the caller refuses the request. Worker thread. */
+const char *px_conn_xfcc(struct px_conn *c, const struct px_snapshot *snap, size_t *len);
 
 /* Through c->ops (a connection whose protocol has not started yet just
  * finishes its handshake and starts drained; closing it frees it). */

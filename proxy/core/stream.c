@@ -28,7 +28,7 @@
 static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
                                       const struct px_down_ops *ops, void *down_ctx)
 {
-    struct px_stream *st = calloc(1, sizeof(*st));
+    struct px_stream *st = px_zalloc(sizeof(*st));
     if (st == NULL)
         return NULL;
     st->req_body = evbuffer_new();

@@ -37,6 +37,11 @@ static void request_ctx(const struct px_stream *st, struct px_request_ctx *ctx)
     ctx->peer_cert_hash = c->peer_cert_hash;
     ctx->peer_ip = c->peer_ip;
     ctx->own_id = st->snap->own_id;
+    if (ctx->tls && !ctx->outbound && c->peer_id[0] != '\0') {
+        ctx->xfcc = px_conn_xfcc((struct px_conn *)c, st->snap, &ctx->xfcc_len);
+        if (ctx->xfcc == NULL)
+            ctx->xfcc = ""; /* could not be built: the build refuses the request */
+    }
 }
 
 static const char *refusal_body(int status)

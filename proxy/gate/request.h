@@ -59,6 +59,9 @@ struct px_request_ctx {
     const char *peer_cert_hash;       /* hex sha256 of the peer certificate */
     const char *peer_ip;              /* textual IP of the peer, "" when unknown */
     const char *own_id;               /* picket's own SPIFFE ID, "" when none */
+    const char *xfcc;                 /* the x-forwarded-client-cert value for this peer, built
+                                       * once per connection (px_conn_xfcc), or NULL: built here */
+    size_t xfcc_len;
 };
 
 /* Validates and canonicalizes the collected request (see the top of this

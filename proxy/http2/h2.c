@@ -142,7 +142,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
-    hs = calloc(1, sizeof(*hs));
+    hs = px_zalloc(sizeof(*hs));
     if (hs == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     hs->hc = hc;
@@ -453,7 +453,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
 {
     struct px_stream *st = hs->st;
     size_t n = st->resp.n + 2, k = 0;
-    nghttp2_nv *nva = calloc(n, sizeof(*nva));
+    nghttp2_nv *nva = px_alloc_array(n, sizeof(*nva));
     char status[4], clen[24];
     nghttp2_data_provider prd;
     int rc, has_body;

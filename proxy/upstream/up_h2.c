@@ -24,6 +24,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "fields.h"
+#include "h2_mem.h"
 #include "log.h"
 
 #define UP_OUT_HIGH (256 * 1024)
@@ -660,7 +661,7 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
-    if (nghttp2_session_client_new2(&uc->s, cbs, uc, opt) != 0)
+    if (nghttp2_session_client_new3(&uc->s, cbs, uc, opt, px_h2_mem()) != 0)
         goto fail;
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
@@ -750,7 +751,7 @@ static int us_submit(struct uph2_stream *us)
     struct uph2_conn *uc = us->uc;
     struct px_stream *st = us->st;
     const struct px_request *rq = &st->rq;
-    nghttp2_nv *nva = calloc(rq->hdrs.n + 6, sizeof(*nva));
+    nghttp2_nv *nva = px_alloc_array(rq->hdrs.n + 6, sizeof(*nva));
     nghttp2_data_provider prd;
     size_t k = 0;
     char clen[24];
@@ -847,7 +848,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
         px_stream_up_fail(st, 502, PX_R_UPGRADE_UNSUPPORTED);
         return;
     }
-    us = calloc(1, sizeof(*us));
+    us = px_zalloc(sizeof(*us));
     if (us == NULL) {
         px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;

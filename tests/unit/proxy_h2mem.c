@@ -1,6 +1,6 @@
 /*
  * proxy_h2mem.c - TCase "h2_mem" of the proxy suite: the allocator picket
- * gives nghttp2 (proxy/http2/h2_mem.c). Sizes on both sides of
+ * gives nghttp2 (proxy/core/h2_mem.c). Sizes on both sides of
  * H2_MEM_MAP_MIN, calloc zeroing, realloc across the threshold in both
  * directions keeping the contents, overflow refused, and a real session
  * made and used with it.

@@ -1,0 +1,39 @@
+#!/bin/bash
+# tests/bench/instructions.sh - instructions picket executes per small request,
+# counted by valgrind's callgrind: a figure that, unlike req/s or CPU time,
+# does not move with the load of a shared machine (repeat runs agree within
+# about 2%). It serves N1 and then N2 small requests (h2load, -c4 -m10, the
+# bench's GET / -> 64 B through its h2c backend) and prints
+# (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and TLS handshakes cancel out.
+#
+#   bash tests/bench/instructions.sh BIN [BIN...]
+#
+# It reuses the run directory of the last tests/bench/run.sh (the bench's PKI,
+# the candidate's config and the backend's nginx config; BENCH_RUN_DIR picks
+# another); the certificates there live one hour, so run the bench first.
+set -euo pipefail
+N1=${N1:-2000}
+N2=${N2:-12000}
+d=${BENCH_RUN_DIR:-$(dirname "$(ls -t /tmp/h2bench.*/results.json | head -1)")}
+command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind" >&2; exit 2; }
+
+count() { # BIN N -> total Ir of the picket process
+  local out; out=$(mktemp)
+  nginx -c "$d/backend.conf" -p "$d"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" run -c "$d/candidate/picket.json" \
+    2>/dev/null &
+  local pid=$!
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/24090) 2>/dev/null && break; sleep 0.3; done
+  LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
+    H2LOAD_CLIENT_KEY=$d/pki/client.key h2load -c4 -m10 -n"$2" https://127.0.0.1:24090/ \
+    >/dev/null 2>&1
+  kill -INT $pid; wait $pid 2>/dev/null || true
+  kill "$(cat "$d/backend.pid")"; sleep 0.3
+  awk '/^summary:/ {print $2}' "$out"
+  rm -f "$out"
+}
+
+for bin in "$@"; do
+  a=$(count "$bin" "$N1"); b=$(count "$bin" "$N2")
+  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per request"
+done
