@@ -32,7 +32,12 @@ MATERIAL = ("ca/ca.pem", "ca/ca.key", "server.pem", "server.key", "client.pem", 
 
 
 def port_free(port):
+    """Whether picket could listen on 127.0.0.1:port: bound as its listeners bind
+    (SO_REUSEADDR), so a port whose old connections linger in TIME_WAIT counts as free.
+    Without it, on a machine busy with other suites, most N+1 were in TIME_WAIT (bind(0)
+    hands out odd ports, connect() uses the even ones) and 200 tries found no pair."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return True
@@ -44,7 +49,7 @@ def port_free(port):
 
 def free_port_pair():
     """N such that 127.0.0.1:N and N+1 are both free (picket dev's admin is on N+1)."""
-    for _ in range(200):
+    for _ in range(1000):
         n = pt.free_port()
         if n < 65534 and port_free(n + 1) and (n + 1) not in pt._HANDED_OUT:
             pt._HANDED_OUT.add(n + 1)
