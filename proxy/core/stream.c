@@ -336,6 +336,26 @@ void px_stream_up_fail(struct px_stream *st, int status, enum px_reason reason)
 
 void px_stream_response_headers(struct px_stream *st)
 {
+    if (st->rq.upgrade && !st->tunnel && st->status >= 200 && st->status < 300 &&
+        st->up != NULL && st->conn != NULL && st->conn->proto == PX_PROTO_H2) {
+        /* The app answered a WebSocket's opening request as a plain GET
+         * (RFC 9110 7.8 lets it ignore the Upgrade). An HTTP/1.1 client
+         * reads that as a refused handshake; to an HTTP/2 client a 2xx is
+         * an open tunnel (RFC 8441 5), so it must not get one. The upstream
+         * lets go first (as up_timeout_cb), then the client hears 502
+         * upgrade_unsupported. */
+        int gone = st->down_done;
+        st->up->cancel(st); /* frees st when the client is gone */
+        if (gone)
+            return;
+        px_hdrs_clear(&st->resp);
+        px_hdrs_clear(&st->resp_trailers);
+        evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+        st->status = 0;
+        st->resp_eof = 0;
+        px_stream_upstream_failed(st, 502, PX_R_UPGRADE_UNSUPPORTED);
+        return;
+    }
     px_response_fields_filter(&st->resp); /* hop-by-hop, Connection-named, framing */
     px_stream_up_activity(st);
     if (st->down)

@@ -702,6 +702,20 @@ class WebSocket(unittest.TestCase):
             self.assertEqual(cm.exception.status_code, 403)
         run(go())
 
+    def test_plain_200_to_h2_client_is_502(self):
+        """An app that answers an h2 client's WebSocket (sent to it as an HTTP/1.1 Upgrade)
+        with a plain 200: on HTTP/2 a 200 would mean an open tunnel (RFC 8441), so the
+        client gets 502 upgrade_unsupported instead, and the connection carries on."""
+        c = self.h2()
+        sid = c.open("/t/plain200/h2")
+        self.assertEqual(c.response(sid), 502)
+        wait_app_record(self.h1, "request", "/t/plain200/h2")
+        self.assertEqual(app_records(self.h1, "open", "/t/plain200/h2"), [])
+        rec = self.access("/t/plain200/h2")
+        self.assertEqual((rec.get("status"), rec.get("reason")), (502, "upgrade_unsupported"),
+                         rec)
+        self.assertEqual(c.get("/t/after-plain200")[0], 200)
+
     def test_upstream_refusal_reaches_client_h2(self):
         """An h2 client's extended CONNECT refused by the (h1) app with 403: the client
         gets the 403 and its body, the stream ends, no tunnel."""
