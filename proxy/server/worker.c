@@ -209,6 +209,9 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
         px_conn_free(arg);
 }
 
+#define ACCEPT_PAUSE_US 5000 /* how often a listener paused at max_handshakes looks again */
+static void pause_accepting(struct px_listener *l);
+
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -242,13 +245,19 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
      * so a handshake flood cannot fill max_connections. The slot is taken
      * by the same atomic step that checks it: every worker accepts, and a
      * load-then-add let two of them pass at the last free slot. */
-    if (ctx != NULL &&
-        atomic_fetch_add(&px_handshaking, 1) >= (long)cfg->limits.max_handshakes) {
-        atomic_fetch_sub(&px_handshaking, 1);
-        atomic_fetch_sub(&px_conns_by_kind[kind], 1);
-        px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
-        close(fd);
-        return;
+    if (ctx != NULL) {
+        long before = atomic_fetch_add(&px_handshaking, 1);
+        if (before >= (long)cfg->limits.max_handshakes) {
+            /* another worker took the last slot first */
+            atomic_fetch_sub(&px_handshaking, 1);
+            atomic_fetch_sub(&px_conns_by_kind[kind], 1);
+            px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
+            close(fd);
+            pause_accepting(l);
+            return;
+        }
+        if (before + 1 >= (long)cfg->limits.max_handshakes)
+            pause_accepting(l); /* this one took the last slot: the next ones wait */
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = px_conn_new(l, sa);
@@ -316,10 +325,36 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_listener *l = arg;
+    struct px_worker *w = l->w;
     (void)fd;
     (void)what;
-    if (l->evl != NULL && !l->w->draining)
-        evconnlistener_enable(l->evl);
+    if (l->evl == NULL || w->draining || w->snap->identity_pending)
+        return;
+    if (w->snap->server_ctx[l->index] != NULL &&
+        atomic_load(&px_handshaking) >= (long)w->snap->cfg->limits.max_handshakes) {
+        struct timeval tv = {0, ACCEPT_PAUSE_US};
+        evtimer_add(l->accept_retry, &tv); /* still full: look again soon */
+        return;
+    }
+    evconnlistener_enable(l->evl);
+}
+
+/* limits.max_handshakes is reached: this listener accepts nothing until
+ * handshakes in flight drop below it. The connections that arrive
+ * meanwhile wait in the kernel's accept queue (the listen backlog), as
+ * with nginx's and HAProxy's connection limits, instead of being accepted
+ * only to be closed: a reconnect burst of thousands of clients is served,
+ * at the rate handshakes finish. Checked every ACCEPT_PAUSE_US (the slots
+ * may be freed on any worker). */
+static void pause_accepting(struct px_listener *l)
+{
+    struct timeval tv = {0, ACCEPT_PAUSE_US};
+    if (l->accept_retry == NULL)
+        l->accept_retry = evtimer_new(l->w->base, accept_retry_cb, l);
+    if (l->accept_retry == NULL || l->evl == NULL)
+        return; /* cannot be woken again: keep accepting (and closing over the cap) */
+    evconnlistener_disable(l->evl);
+    evtimer_add(l->accept_retry, &tv);
 }
 
 static void accept_error_cb(struct evconnlistener *evl, void *arg)

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -143,9 +144,12 @@ class Budget(pt.TestCase):
     # -- connection caps -----------------------------------------------------------
 
     def test_handshake_cap_keeps_outbound_listener_open(self):
-        """limits.max_handshakes 4: more TCP connections that never finish a handshake
-        are closed at accept and counted; the app's outbound listener and established
-        inbound connections are unaffected (connection counts are per listener kind)."""
+        """limits.max_handshakes 4: once 4 connections are in their handshake picket stops
+        accepting on that listener; the connections that keep coming wait in the kernel's
+        accept queue (only a race between the two workers can get one accepted past the
+        cap: it is closed and counted). A real client arriving then waits too, and is
+        served once the flood is gone. The app's outbound listener and established inbound
+        connections are unaffected (connection counts are per listener kind)."""
         outbound = pt.free_port()
         up = self.upstream("h2c")
         self.port = pt.free_port()
@@ -165,24 +169,36 @@ class Budget(pt.TestCase):
         self.assertEqual(established.request("/")[0], 200)
         socks = [socket.create_connection(("127.0.0.1", self.port)) for _ in range(12)]
         self.addCleanup(lambda: [s.close() for s in socks])
-        # exactly 12 - 4 are closed: the cap is one bound across the workers
-        # (each accepts), so no fifth handshake may slip in. Wait for the 8
-        # closes as events, then the count must be exact.
-        closed = A._wait_closed(socks, 60.0, until=8)[0]
-        self.assertEqual(closed, 8, "connections over the handshake cap left open")
+        # The cap is one bound across the workers, taken in one atomic step, so no
+        # fifth handshake slips in: a worker that takes the last slot stops accepting,
+        # and the other one, if it accepts before it sees the cap, closes what it took.
+        closed = A._wait_closed(socks, 3.0)[0]
+        self.assertLessEqual(closed, 1, "connections over the handshake cap accepted and closed "
+                                        "instead of left in the accept queue")
         self.assertEqual(pt.metric(self.admin, "picket_handshakes_total", default=0,
-                                   result="over_max_handshakes"), 8,
-                         "exactly the connections over max_handshakes 4 refused")
+                                   result="over_max_handshakes"), closed,
+                         "every connection closed over max_handshakes counted")
         self.assertEqual(established.request("/")[0], 200, "an established connection")
         # the outbound listener still takes the app's connections
         s = socket.create_connection(("127.0.0.1", outbound))
         s.sendall(b"GET / HTTP/1.1\r\nHost: unknown.test\r\n\r\n")
         self.assertIn(b" 404 ", s.recv(4096), "outbound listener answered")
         s.close()
+        # a real client now waits in the queue: neither refused nor served while the
+        # cap is held (a wrong answer comes back at once; a right one never does)
+        res = {}
+        th = threading.Thread(target=lambda: res.setdefault("st", A.h2_get(target, "/",
+                                                                           timeout=40.0)))
+        th.start()
+        th.join(1.5)
+        self.assertTrue(th.is_alive(), "a client was answered (%r) while max_handshakes was "
+                                       "held" % res.get("st"))
         for x in socks:
             x.close()
-        self.assertTrue(wait_until(lambda: A.h2_get(target, "/", timeout=3.0) == 200, 10.0),
-                        "inbound accepts handshakes again once the flood is gone")
+        th.join(60)
+        self.assertEqual(res.get("st"), 200, "the waiting client is served once the flood is gone")
+        self.assertEqual(pt.metric(self.admin, "picket_handshakes_total", default=0,
+                                   result="over_max_handshakes"), closed)
 
     # -- the revision floor -----------------------------------------------------------
 
