@@ -470,7 +470,9 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     for (size_t i = 0; i < st->resp.n; i++) {
         const struct px_hdr *h = &st->resp.v[i];
         nva[k++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->nlen, h->vlen,
-                                NGHTTP2_NV_FLAG_NONE};
+                                h->nlen == 12 && memcmp(h->name, "x-request-id", 12) == 0
+                                    ? NGHTTP2_NV_FLAG_NO_INDEX /* new every time (up_h2.c) */
+                                    : NGHTTP2_NV_FLAG_NONE};
     }
     if (st->resp_content_length >= 0) {
         size_t clen_n = px_fmt_i64(clen, st->resp_content_length);

@@ -780,8 +780,12 @@ static int us_submit(struct uph2_stream *us)
         if (rq->upgrade && ((f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0) ||
                             (f->nlen == 17 && memcmp(f->name, "sec-websocket-key", 17) == 0)))
             continue;
+        /* a request ID is new on every request: indexing it would only push
+         * the fields that do repeat out of the HPACK table */
         nva[k++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->nlen, f->vlen,
-                                NGHTTP2_NV_FLAG_NONE};
+                                f->nlen == 12 && memcmp(f->name, "x-request-id", 12) == 0
+                                    ? NGHTTP2_NV_FLAG_NO_INDEX
+                                    : NGHTTP2_NV_FLAG_NONE};
     }
     if (rq->content_length >= 0 && !rq->upgrade) {
         snprintf(clen, sizeof(clen), "%lld", (long long)rq->content_length);
