@@ -329,6 +329,9 @@ struct px_stream {
     struct event *up_timer;      /* upstream_timeout */
     int64_t up_last_us;          /* last progress either way (monotonic), for up_timer */
     struct event *deadline_timer; /* whole-request deadline (px_stream_set_deadline) */
+    int64_t deadline_us;         /* when it is (monotonic), 0 = none */
+    const struct px_upstream_addr *route; /* picked once by the gate, in st->snap's config;
+                                           * NULL: no route */
     int up_retries;              /* replays after REFUSED_STREAM */
     int logged;
     struct px_mem_acct mem;      /* bytes held for this stream (parent: the connection's) */

@@ -504,6 +504,7 @@ int px_stream_set_deadline(struct px_stream *st, int64_t at_us)
         if (st->deadline_timer == NULL)
             return -1;
     }
+    st->deadline_us = at_us;
     if (left < 0)
         left = 0;
     tv.tv_sec = (time_t)(left / 1000000);

@@ -11,8 +11,9 @@
 /* Set on every data-path listener by the worker. */
 extern const struct px_gate px_gate_pipeline;
 
-/* An allowed request: picks its route (404 when none) and starts its
- * upstream. */
+/* An allowed request: starts the upstream of the route the gate picked
+ * (st->route; 404 when none), unless its deadline was spent on the
+ * decision (504). */
 void px_stream_forward(struct px_stream *st);
 
 /* The route of a request on listener lc, from its canonical host

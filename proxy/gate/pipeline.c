@@ -126,6 +126,20 @@ static void gate_request(struct px_stream *st)
         return;
     }
 
+    /* The route, and with it the deadline, once: the deadline runs from
+     * the request's start through the decision, so a check waiting on a
+     * slow authorization service ends with 504 when the request's budget
+     * is spent, not when the service answers (its waiter is cancelled). */
+    {
+        int64_t timeout_ms = 0, at_us;
+        st->route = pick_route(st, &timeout_ms);
+        if (st->route != NULL && px_request_deadline(&st->rq, st->start_us, timeout_ms, &at_us) &&
+            px_stream_set_deadline(st, at_us) != 0) {
+            px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE, PX_R_OUT_OF_MEMORY);
+            return;
+        }
+    }
+
     /* Policy (inbound): may answer locally (403, 503 when stale), or wait
      * for a remote authorization service (dispatch.c continues the stream
      * with px_stream_forward()). Outbound requests come from our own app
@@ -133,20 +147,8 @@ static void gate_request(struct px_stream *st)
     if (is_outbound(st)) {
         st->decision = "forward";
         snprintf(st->rule, sizeof(st->rule), "outbound");
-    } else {
-        /* The deadline runs through the decision: a check waiting on a slow
-         * authorization service ends with 504 when the request's budget is
-         * spent, not when the service answers (its waiter is cancelled;
-         * px_stream_forward() arms the same deadline again). */
-        int64_t timeout_ms = 0, at_us;
-        if (pick_route(st, &timeout_ms) != NULL &&
-            px_request_deadline(&st->rq, st->start_us, timeout_ms, &at_us) &&
-            px_stream_set_deadline(st, at_us) != 0) {
-            px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE, PX_R_OUT_OF_MEMORY);
-            return;
-        }
-        if (px_enforce_request(st) != 0)
-            return;
+    } else if (px_enforce_request(st) != 0) {
+        return;
     }
     px_stream_forward(st);
 }
@@ -178,27 +180,19 @@ static int gate_trailers(struct px_stream *st)
 
 void px_stream_forward(struct px_stream *st)
 {
-    int64_t timeout_ms = 0, at_us;
-    const struct px_upstream_addr *up = pick_route(st, &timeout_ms);
+    const struct px_upstream_addr *up = st->route; /* gate_request picked it */
     if (up == NULL) {
         px_stream_respond(st, 404, is_outbound(st) ? "no route for this authority\n" : "no route\n",
                           PX_GRPC_UNIMPLEMENTED, PX_R_NO_ROUTE);
         return;
     }
-    if (px_request_deadline(&st->rq, st->start_us, timeout_ms, &at_us)) {
-        /* Counted from the request's start: a slow decision (an
-         * authorization service) uses up the same budget. */
-        if (px_mono_us() >= at_us) {
-            px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
-                   up->url, "reason", "request_deadline", NULL);
-            px_stream_respond(st, 504, "request deadline exceeded\n", PX_GRPC_DEADLINE_EXCEEDED,
-                              PX_R_REQUEST_DEADLINE);
-            return;
-        }
-        if (px_stream_set_deadline(st, at_us) != 0) {
-            px_stream_respond(st, 503, "out of memory\n", PX_GRPC_UNAVAILABLE, PX_R_OUT_OF_MEMORY);
-            return;
-        }
+    if (st->deadline_us != 0 && px_mono_us() >= st->deadline_us) {
+        /* spent on the decision already: no upstream is started for it */
+        px_log(PX_LOG_WARN, "upstream_failed", "request_id", st->rq.request_id, "upstream",
+               up->url, "reason", "request_deadline", NULL);
+        px_stream_respond(st, 504, "request deadline exceeded\n", PX_GRPC_DEADLINE_EXCEEDED,
+                          PX_R_REQUEST_DEADLINE);
+        return;
     }
     st->allowed = 1;
     st->upstream_name = up->url;
