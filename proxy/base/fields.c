@@ -184,6 +184,11 @@ int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h)
     return 0;
 }
 
+int px_field_never_indexed(const char *name, size_t n)
+{
+    return n == 12 && memcmp(name, "x-request-id", 12) == 0;
+}
+
 int px_list_has_token(const char *v, size_t vlen, const char *tok)
 {
     const char *tp;

@@ -57,6 +57,12 @@ int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h);
 int px_tokset_has(const struct px_tokset *s, const char *p, size_t n);
 void px_tokset_free(struct px_tokset *s);
 
+/* 1 for a field HPACK must never index (RFC 7541 6.2.3): x-request-id,
+ * new on every request, would only push the fields that repeat out of the
+ * 4 KiB dynamic table. Both of picket's HTTP/2 encoders (h2.c responses,
+ * up_h2.c requests) ask. Pure. */
+int px_field_never_indexed(const char *name, size_t n);
+
 /* 1 if the comma-separated list v[0..vlen) (a Connection or Upgrade
  * value) has the token tok, compared without case. Pure. */
 int px_list_has_token(const char *v, size_t vlen, const char *tok);

@@ -566,16 +566,17 @@ static int identity_headers(struct px_request *rq, const struct px_request_ctx *
     if (add_own(rq, "x-forwarded-proto", 17, ctx->tls ? "https" : "http", ctx->tls ? 5 : 4) != 0)
         return -1;
     if (ctx->tls && ctx->peer_id != NULL && ctx->peer_id[0] != '\0') {
-        if (ctx->xfcc != NULL) {
-            if (ctx->xfcc_len == 0 ||
-                add_own(rq, "x-forwarded-client-cert", 23, ctx->xfcc, ctx->xfcc_len) != 0)
-                return -1;
-        } else {
+        /* the connection's (built once per connection), or built here */
+        const char *v = ctx->xfcc;
+        size_t vlen = ctx->xfcc_len;
+        if (v == NULL) {
             n = px_xfcc_build(xfcc, sizeof(xfcc), ctx->own_id ? ctx->own_id : "",
                               ctx->peer_cert_hash, ctx->peer_id);
-            if (n <= 0 || add_own(rq, "x-forwarded-client-cert", 23, xfcc, (size_t)n) != 0)
-                return -1; /* an identity header picket cannot write: refuse, never omit */
+            v = xfcc;
+            vlen = n > 0 ? (size_t)n : 0;
         }
+        if (vlen == 0 || add_own(rq, "x-forwarded-client-cert", 23, v, vlen) != 0)
+            return -1; /* an identity header picket cannot write: refuse, never omit */
     }
     if (iplen == 0)
         return 0;

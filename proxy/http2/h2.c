@@ -25,6 +25,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "fmt.h"
+#include "fields.h"
 #include "h2_mem.h"
 #include "log.h"
 #include "metrics.h"
@@ -470,9 +471,8 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     for (size_t i = 0; i < st->resp.n; i++) {
         const struct px_hdr *h = &st->resp.v[i];
         nva[k++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->nlen, h->vlen,
-                                h->nlen == 12 && memcmp(h->name, "x-request-id", 12) == 0
-                                    ? NGHTTP2_NV_FLAG_NO_INDEX /* new every time (up_h2.c) */
-                                    : NGHTTP2_NV_FLAG_NONE};
+                                px_field_never_indexed(h->name, h->nlen) ? NGHTTP2_NV_FLAG_NO_INDEX
+                                                                          : NGHTTP2_NV_FLAG_NONE};
     }
     if (st->resp_content_length >= 0) {
         size_t clen_n = px_fmt_i64(clen, st->resp_content_length);

@@ -780,12 +780,9 @@ static int us_submit(struct uph2_stream *us)
         if (rq->upgrade && ((f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0) ||
                             (f->nlen == 17 && memcmp(f->name, "sec-websocket-key", 17) == 0)))
             continue;
-        /* a request ID is new on every request: indexing it would only push
-         * the fields that do repeat out of the HPACK table */
         nva[k++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->nlen, f->vlen,
-                                f->nlen == 12 && memcmp(f->name, "x-request-id", 12) == 0
-                                    ? NGHTTP2_NV_FLAG_NO_INDEX
-                                    : NGHTTP2_NV_FLAG_NONE};
+                                px_field_never_indexed(f->name, f->nlen) ? NGHTTP2_NV_FLAG_NO_INDEX
+                                                                          : NGHTTP2_NV_FLAG_NONE};
     }
     if (rq->content_length >= 0 && !rq->upgrade) {
         snprintf(clen, sizeof(clen), "%lld", (long long)rq->content_length);
@@ -807,10 +804,15 @@ static int us_submit(struct uph2_stream *us)
     return 0;
 }
 
-static void log_no_upgrade(struct uph2_conn *uc)
+/* Whether the server's SETTINGS allow extended CONNECT (RFC 8441 3);
+ * logs when they do not. Only once they are in (uc->got_settings). */
+static int uc_takes_websocket(struct uph2_conn *uc)
 {
+    if (nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1)
+        return 1;
     px_log(PX_LOG_WARN, "upstream_upgrade_unsupported", "upstream", uc->pool->key, "msg",
            "the h2c upstream does not allow extended CONNECT (RFC 8441): no WebSocket", NULL);
+    return 0;
 }
 
 /* The server's first SETTINGS is in: the WebSockets waiting for it go as
@@ -818,20 +820,19 @@ static void log_no_upgrade(struct uph2_conn *uc)
  * upgrade_unsupported. */
 static void uc_settings_in(struct uph2_conn *uc)
 {
-    int ok = nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
     struct uph2_stream *us, *next;
     for (us = uc->streams; us != NULL; us = next) {
         struct px_stream *st = us->st;
+        int ok;
         next = us->next;
         if (!us->waiting)
             continue;
+        ok = uc_takes_websocket(uc); /* logged for each WebSocket refused */
         if (ok && us_submit(us) == 0)
             continue;
         unlink_us(uc, us);
         free(us);
         st->up_ctx = NULL;
-        if (!ok)
-            log_no_upgrade(uc);
         px_stream_up_fail(st, 502, ok ? PX_R_UPSTREAM_SUBMIT_FAILED : PX_R_UPGRADE_UNSUPPORTED);
     }
     schedule_send(uc);
@@ -846,9 +847,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
         px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;
     }
-    if (st->rq.upgrade && uc->got_settings &&
-        nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) != 1) {
-        log_no_upgrade(uc);
+    if (st->rq.upgrade && uc->got_settings && !uc_takes_websocket(uc)) {
         px_stream_up_fail(st, 502, PX_R_UPGRADE_UNSUPPORTED);
         return;
     }
