@@ -981,6 +981,76 @@ def curl(port, path, pki, *, http="2", cert="client", method=None, headers=(), d
 # --------------------------------------------------------------------------
 # unittest glue
 
+class SharedFleet(unittest.TestCase):
+    """Pickets and helper processes started once for a whole test class (pickets under
+    ASan start slowly), as test_mesh.py and test_websocket.py use them. A subclass sets
+    TMP_PREFIX and writes _start() (cls.pki and cls.tmp are set), starting pickets with
+    cls._picket() and adding what else it starts (anything with stop()) to cls.procs.
+    When the class ends every picket is stopped and must exit cleanly, without a
+    sanitizer report (else the class fails), then the processes, newest first; the
+    temporary folder is kept when the set-up or a test failed (tearDown marks it) or
+    with PICKET_TEST_KEEP."""
+    TMP_PREFIX = "picket-fleet-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.procs, cls.pickets = [], []
+        cls.pki = shared_pki()
+        cls.tmp = tempfile.mkdtemp(prefix=cls.TMP_PREFIX)
+        cls._ok = False
+        cls._any_failed = False
+        try:
+            cls._start()
+            cls._ok = True
+        except BaseException:
+            cls._stop_all(dump=True)
+            raise
+
+    @classmethod
+    def _start(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def _picket(cls, conf, admin, name, env=None):
+        p = Picket(cls.tmp, conf, admin_port=admin, pki=cls.pki, name=name, env_extra=env)
+        cls.pickets.append(p)
+        p.start(wait=True)
+        return p
+
+    @classmethod
+    def _stop_all(cls, dump=False):
+        reports = []
+        for p in reversed(cls.pickets):
+            rc = p.stop()
+            problems = p.stop_problems(expect_exit=0) if p.popen is not None else []
+            if dump or VERBOSE or problems:
+                log("%s pid %s exit %s; stderr tail:\n%s" % (p.name, p.popen and p.pid, rc,
+                                                            p.stderr()[-3000:]))
+            if problems:
+                reports.append("%s (%s):\n%s" % (p.name, p.err_path, "\n".join(problems)))
+        cls.pickets = []
+        for pr in reversed(cls.procs):
+            pr.stop()
+        cls.procs = []
+        return reports
+
+    @classmethod
+    def tearDownClass(cls):
+        reports = cls._stop_all(dump=not cls._ok)
+        if KEEP or reports or not cls._ok or cls._any_failed:
+            log("kept %s" % cls.tmp)
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        if reports:
+            raise AssertionError("after SIGTERM (exit status, hang, sanitizer report):\n"
+                                 + "\n".join(reports))
+
+    def tearDown(self):
+        res = getattr(getattr(self, "_outcome", None), "result", None)
+        if res is not None and any(t is self for t, _ in list(res.failures) + list(res.errors)):
+            type(self)._any_failed = True
+
+
 class TestCase(unittest.TestCase):
     """Base class: self.tmp (a fresh temp dir), self.pki (shared), and helpers that
     start servers and stop them (by PID) when the test ends. A picket that printed a

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
@@ -212,21 +211,8 @@ def picket_config(pki, name, leaf, listeners, admin_port, workdir, policy=None):
 # --------------------------------------------------------------------------
 # the mesh, started once for the whole script (pickets under ASan start slowly)
 
-class Mesh(unittest.TestCase):
-    procs = []
-    pickets = []
-
-    @classmethod
-    def setUpClass(cls):
-        cls.pki = pki = pt.shared_pki()
-        cls.tmp = tempfile.mkdtemp(prefix="picket-mesh-")
-        cls._ok = False
-        try:
-            cls._start()
-            cls._ok = True
-        except BaseException:
-            cls._stop_all(dump=True)
-            raise
+class Mesh(pt.SharedFleet):
+    TMP_PREFIX = "picket-mesh-"
 
     @classmethod
     def _start(cls):
@@ -257,6 +243,7 @@ class Mesh(unittest.TestCase):
 
         # something with a certificate from another CA, and a port nobody listens on
         cls.foreign = ForeignTLSServer(pki)
+        cls.procs.append(cls.foreign)
         cls.down_port = pt.free_port()
 
         # A: outbound, sa/frontend
@@ -285,43 +272,6 @@ class Mesh(unittest.TestCase):
         for port in (cls.a_port, cls.c_port):
             if not pt.wait_port(port, 10):
                 raise AssertionError("outbound listener 127.0.0.1:%d not listening" % port)
-
-    @classmethod
-    def _picket(cls, conf, admin, name):
-        p = pt.Picket(cls.tmp, conf, admin_port=admin, pki=cls.pki, name=name)
-        cls.pickets.append(p)
-        p.start(wait=True)
-        return p
-
-    @classmethod
-    def _stop_all(cls, dump=False):
-        reports = []
-        for p in reversed(cls.pickets):
-            rc = p.stop()
-            problems = p.stop_problems(expect_exit=0) if p.popen is not None else []
-            if dump or pt.VERBOSE or problems:
-                pt.log("%s pid %s exit %s; stderr tail:\n%s" % (p.name, p.popen and p.pid, rc,
-                                                               p.stderr()[-3000:]))
-            if problems:
-                reports.append("%s (%s):\n%s" % (p.name, p.err_path, "\n".join(problems)))
-        cls.pickets = []
-        if getattr(cls, "foreign", None):
-            cls.foreign.stop()
-        for pr in reversed(cls.procs):
-            pr.stop()
-        cls.procs = []
-        return reports
-
-    @classmethod
-    def tearDownClass(cls):
-        reports = cls._stop_all(dump=not cls._ok)
-        if pt.KEEP or reports:
-            pt.log("kept %s" % cls.tmp)
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-        if reports:
-            raise AssertionError("after SIGTERM (exit status, hang, sanitizer report):\n"
-                                 + "\n".join(reports))
 
     def setUp(self):
         for p in (self.A, self.B, self.C):

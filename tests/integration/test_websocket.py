@@ -39,13 +39,10 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import socket
 import ssl
 import sys
-import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
@@ -390,21 +387,8 @@ def find_record(path, pred=None, timeout=20, what="record"):
 # --------------------------------------------------------------------------
 # the shared set-up: picket P (inbound) and A (outbound), the upstreams
 
-class WebSocket(unittest.TestCase):
-    procs = []
-    pickets = []
-
-    @classmethod
-    def setUpClass(cls):
-        cls.pki = pt.shared_pki()
-        cls.tmp = tempfile.mkdtemp(prefix="picket-ws-")
-        cls._ok = False
-        try:
-            cls._start()
-            cls._ok = True
-        except BaseException:
-            cls._stop_all(dump=True)
-            raise
+class WebSocket(pt.SharedFleet):
+    TMP_PREFIX = "picket-ws-"
 
     @classmethod
     def _start(cls):
@@ -468,49 +452,12 @@ class WebSocket(unittest.TestCase):
         if not pt.wait_port(cls.a_port, 10):
             raise AssertionError("outbound listener not listening")
 
-    @classmethod
-    def _picket(cls, conf, admin, name, env):
-        p = pt.Picket(cls.tmp, conf, admin_port=admin, pki=cls.pki, name=name, env_extra=env)
-        cls.pickets.append(p)
-        p.start(wait=True)
-        return p
-
-    @classmethod
-    def _stop_all(cls, dump=False):
-        reports = []
-        for p in reversed(cls.pickets):
-            rc = p.stop()
-            problems = p.stop_problems(expect_exit=0) if p.popen is not None else []
-            if dump or pt.VERBOSE or problems:
-                pt.log("%s pid %s exit %s; stderr tail:\n%s" % (p.name, p.popen and p.pid, rc,
-                                                               p.stderr()[-3000:]))
-            if problems:
-                reports.append("%s (%s):\n%s" % (p.name, p.err_path, "\n".join(problems)))
-        cls.pickets = []
-        for pr in reversed(cls.procs):
-            pr.stop()
-        cls.procs = []
-        return reports
-
-    @classmethod
-    def tearDownClass(cls):
-        reports = cls._stop_all(dump=not cls._ok)
-        if pt.KEEP or reports or not cls._ok or getattr(cls, "_any_failed", False):
-            pt.log("kept %s" % cls.tmp)
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-        if reports:
-            raise AssertionError("after SIGTERM (exit status, hang, sanitizer report):\n"
-                                 + "\n".join(reports))
-
     def setUp(self):
         for p in (self.P, self.A):
             self.assertTrue(p.alive(), "%s died; stderr:\n%s" % (p.name, p.stderr()[-3000:]))
 
     def tearDown(self):
-        res = getattr(getattr(self, "_outcome", None), "result", None)
-        if res is not None and any(t is self for t, _ in list(res.failures) + list(res.errors)):
-            type(self)._any_failed = True
+        super().tearDown()
         for p in (self.P, self.A):
             p.check_sanitizers()
 
