@@ -397,22 +397,33 @@ def serve_h2c(port, advertise):
 # --------------------------------------------------------------------------
 # RAW101: a 101 to whatever was asked
 
+def _read_request_head(s, mode):
+    """Reads an HTTP/1.1 request head from socket s (at most 1 MiB) and notes it as a
+    "request" event. Returns (path, headers as [name, value] pairs, the bytes after the
+    head), or None when the client left or sent too much."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        if not b:
+            return None
+        buf += b
+        if len(buf) > 1 << 20:
+            return None
+    head, rest_bytes = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    method, _, rest = lines[0].partition(" ")
+    path = rest.rsplit(" ", 1)[0]
+    hdrs = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in lines[1:])]
+    note({"event": "request", "mode": mode, "method": method, "path": path, "protocol": None,
+          "headers": hdrs})
+    return path, hdrs, rest_bytes
+
+
 def _raw101_conn(s):
     try:
         s.settimeout(60)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            b = s.recv(65536)
-            if not b:
-                return
-            buf += b
-            if len(buf) > 1 << 20:
-                return
-        head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        method, _, rest = head[0].partition(" ")
-        hdrs = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in head[1:])]
-        note({"event": "request", "mode": "raw101", "method": method,
-              "path": rest.rsplit(" ", 1)[0], "protocol": None, "headers": hdrs})
+        if _read_request_head(s, "raw101") is None:
+            return
         s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                   b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IGFza2Vk\r\n\r\n"
                   + encode_frame(OP_TEXT, b"surprise"))
@@ -432,21 +443,10 @@ def _h1eof_conn(s):
     n = frames = 0
     try:
         s.settimeout(60)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            b = s.recv(65536)
-            if not b:
-                return
-            buf += b
-            if len(buf) > 1 << 20:
-                return
-        head, buf = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        method, _, rest = lines[0].partition(" ")
-        path = rest.rsplit(" ", 1)[0]
-        hdrs = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in lines[1:])]
-        note({"event": "request", "mode": "h1eof", "method": method, "path": path,
-              "protocol": None, "headers": hdrs})
+        got = _read_request_head(s, "h1eof")
+        if got is None:
+            return
+        path, hdrs, buf = got
         key = [v for k, v in hdrs if k.lower() == "sec-websocket-key"]
         if len(key) != 1:
             s.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
