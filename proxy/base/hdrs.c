@@ -4,7 +4,7 @@
  * NUL), optional whitespace, the hop-by-hop names, idempotent methods.
  *
  * A list owns its names and values: they are copied into blocks of about
- * 2 KiB (block_alloc below), freed together with the list, so a request's
+ * 1 KiB (block_alloc below), freed together with the list, so a request's
  * fields cost a few allocations, not two per field. Size is accounted the
  * way RFC 7541 4.1 does (name + value + 32), which is also what
  * SETTINGS_MAX_HEADER_LIST_SIZE counts, so the h1 and h2 paths share one
@@ -17,9 +17,10 @@
 #include <strings.h>
 
 #include "mem.h"
+#include "tmalloc.h"
 
-/* Names and values are copied into blocks owned by the list (one malloc
- * per ~2 KiB of headers instead of one per field): a request's headers are
+/* Names and values are copied into blocks owned by the list (one block
+ * per ~1 KiB of headers instead of one per field): a request's headers are
  * freed together when its stream ends, and px_hdrs_del() only drops the
  * index entry. */
 struct px_hdr_block {
@@ -28,7 +29,8 @@ struct px_hdr_block {
     char data[];
 };
 
-#define HDR_BLOCK_MIN 1024
+/* a block and its header fill one 1 KiB class of tmalloc.h */
+#define HDR_BLOCK_MIN (1024 - sizeof(struct px_hdr_block))
 
 static char *block_alloc(struct px_hdrs *h, size_t n)
 {
@@ -36,7 +38,7 @@ static char *block_alloc(struct px_hdrs *h, size_t n)
     char *p;
     if (b == NULL || b->cap - b->used < n) {
         size_t cap = n > HDR_BLOCK_MIN ? n : HDR_BLOCK_MIN;
-        b = malloc(sizeof(*b) + cap);
+        b = px_tmalloc(sizeof(*b) + cap);
         if (b == NULL)
             return NULL;
         px_mem_charge(PX_MEM_HEADERS, NULL, (int64_t)cap); /* the memory budget (mem.h) */
@@ -60,7 +62,7 @@ int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *va
         return -1;
     if (h->n == h->cap) {
         size_t ncap = h->cap ? h->cap * 2 : 16;
-        struct px_hdr *nv = realloc(h->v, ncap * sizeof(*nv));
+        struct px_hdr *nv = px_trealloc(h->v, ncap * sizeof(*nv));
         if (nv == NULL)
             return -1;
         h->v = nv;
@@ -143,9 +145,9 @@ void px_hdrs_clear(struct px_hdrs *h)
         struct px_hdr_block *b = h->blk;
         h->blk = b->next;
         px_mem_charge(PX_MEM_HEADERS, NULL, -(int64_t)b->cap);
-        free(b);
+        px_tfree(b);
     }
-    free(h->v);
+    px_tfree(h->v);
     memset(h, 0, sizeof(*h));
 }
 

@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "dev.h"
 #include "help.h"
+#include "tmalloc.h"
 
 #define PICKET_VERSION "0.1.0"
 
@@ -65,11 +66,11 @@ static int cmd_run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    /* libevent's own allocations through plain malloc: its calloc is then
-     * malloc + memset, which glibc serves from the per-thread cache (calloc
-     * never is), and every stream's two buffers and their callbacks cost
-     * that less. Before any other libevent call. */
-    event_set_mem_functions(malloc, realloc, free);
+    /* libevent's allocations through the per-thread classes (tmalloc.h):
+     * every stream's two body buffers, their chains and its timer are made
+     * and freed per request. Its calloc is then ours + memset. Before any
+     * other libevent call. */
+    event_set_mem_functions(px_tmalloc, px_trealloc, px_tfree);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -7,8 +7,7 @@
  * mTLS connection cost. Blocks of H2_MEM_MAP_MIN bytes or more are mapped
  * on their own instead: a page the session never writes is never resident
  * (a connection that only ever sent small frames holds one page of it).
- * Smaller blocks come from malloc. Both carry a 16-byte header (size, and
- * the mapping's length), so free and realloc know which is which.
+ * Smaller blocks come from the per-thread classes of tmalloc.h.
  */
 #ifndef PX_H2_MEM_H
 #define PX_H2_MEM_H

@@ -10,6 +10,7 @@
  * ends. A stream is freed when both sides have said they are done with it.
  */
 #include "px.h"
+#include "tmalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@
 static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
                                       const struct px_down_ops *ops, void *down_ctx)
 {
-    struct px_stream *st = px_zalloc(sizeof(*st));
+    struct px_stream *st = px_tzalloc(sizeof(*st));
     if (st == NULL)
         return NULL;
     st->req_body = evbuffer_new();
@@ -38,7 +39,7 @@ static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
             evbuffer_free(st->req_body);
         if (st->resp_body)
             evbuffer_free(st->resp_body);
-        free(st);
+        px_tfree(st);
         return NULL;
     }
     st->conn = c;
@@ -49,7 +50,7 @@ static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
         px_mem_untrack(&st->trk_req);
         evbuffer_free(st->req_body);
         evbuffer_free(st->resp_body);
-        free(st);
+        px_tfree(st);
         return NULL;
     }
     st->wnext = w->streams;
@@ -188,7 +189,7 @@ static void stream_free(struct px_stream *st)
         st->wnext->wprev = st->wprev;
     px_policy_state_unref(st->pol);
     px_snapshot_unref(st->snap);
-    free(st);
+    px_tfree(st);
 }
 
 void px_stream_down_done(struct px_stream *st)

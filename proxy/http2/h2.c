@@ -8,14 +8,16 @@
  * stream never buffers more than its initial window (limits.stream_buffer)
  * and a connection never more than max_concurrent_streams of those.
  *
- * Output: nghttp2_session_mem_send() frames go into the bufferevent's
- * output; we stop pulling frames while it holds more than OUT_HIGH bytes
- * and continue from the write callback, so a client that does not read
- * cannot make us queue without bound.
+ * Output: a turn's nghttp2_session_mem_send() frames are written at once
+ * (send.h: full TLS records, no wait for epoll); what the socket does not
+ * take goes into the bufferevent's output. We stop pulling frames while it
+ * holds more than OUT_HIGH bytes and continue from the write callback, so
+ * a client that does not read cannot make us queue without bound.
  */
 #include "h2.h"
 
 #include "px.h"
+#include "tmalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@
 #include "h2_mem.h"
 #include "log.h"
 #include "metrics.h"
+#include "send.h"
 
 #define OUT_HIGH (256 * 1024)
 #define CONN_WINDOW (16 * 1024 * 1024)
@@ -143,7 +146,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
-    hs = px_zalloc(sizeof(*hs));
+    hs = px_tzalloc(sizeof(*hs));
     if (hs == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     hs->hc = hc;
@@ -151,7 +154,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
     hc->streams_opened++;
     hs->st = px_stream_new(hc->c, &h2_ops, hs);
     if (hs->st == NULL) {
-        free(hs);
+        px_tfree(hs);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     {
@@ -167,7 +170,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
          * pressure: the stream is refused, safe for the client to retry */
         hs->st->logged = 1;
         px_stream_down_done(hs->st);
-        free(hs);
+        px_tfree(hs);
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
@@ -357,7 +360,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     unlink_stream(hc, hs);
     st = hs->st;
     px_mem_window_give(hs->granted);
-    free(hs);
+    px_tfree(hs);
     if (st != NULL)
         px_stream_down_done(st);
     if (hc->nstreams == 0 && hc->state < H2_CLOSING) {
@@ -588,23 +591,31 @@ static const struct px_down_ops h2_ops = {
 static int h2_send(struct h2_conn *hc)
 {
     struct evbuffer *out;
+    struct px_out o;
 
     if (hc->state >= H2_LINGERING || hc->in_recv)
         return 0;
     out = bufferevent_get_output(hc->c->bev);
-    while (evbuffer_get_length(out) < px_conn_out_high(OUT_HIGH)) {
+    px_out_begin(&o, hc->c->bev);
+    while (evbuffer_get_length(out) + px_out_pending(&o) < px_conn_out_high(OUT_HIGH)) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(hc->s, &data);
         if (n < 0) {
+            px_out_drop(&o);
             h2_close(hc);
             return -1;
         }
         if (n == 0)
             break;
-        if (evbuffer_add(out, data, (size_t)n) != 0) {
+        if (px_out_add(&o, data, (size_t)n) != 0) {
+            px_out_drop(&o);
             h2_close(hc); /* frames nghttp2 counts as sent: the session cannot go on */
             return -1;
         }
+    }
+    if (px_out_end(&o) != 0) {
+        h2_close(hc);
+        return -1;
     }
     if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
         evbuffer_get_length(out) == 0)
@@ -748,7 +759,7 @@ static void h2_release(struct h2_conn *hc)
         struct px_stream *st = hs->st;
         unlink_stream(hc, hs);
         px_mem_window_give(hs->granted);
-        free(hs);
+        px_tfree(hs);
         if (st != NULL)
             px_stream_down_done(st);
     }

@@ -12,6 +12,7 @@
  * so a slow client slows its own stream's upstream and nothing else.
  */
 #include "px.h"
+#include "tmalloc.h"
 #include "upstream.h"
 
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include "fields.h"
 #include "h2_mem.h"
 #include "log.h"
+#include "send.h"
 
 #define UP_OUT_HIGH (256 * 1024)
 #define UP_MAX_STREAMS 100
@@ -252,7 +254,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     body_sent = us->body_sent;
     reason = us->fail_reason;
     px_mem_window_give(us->granted);
-    free(us);
+    px_tfree(us);
     if (st == NULL)
         return 0;
     if (reason != PX_R_NONE && !st->resp_eof) {
@@ -386,7 +388,7 @@ static void uph2_cancel(struct px_stream *st)
     st->up_ctx = NULL;
     if (us != NULL && us->waiting) {
         unlink_us(us->uc, us); /* never submitted: nothing to reset */
-        free(us);
+        px_tfree(us);
     } else if (us != NULL) {
         us->st = NULL; /* the stream close callback frees us */
         if (!us->uc->dead) {
@@ -435,7 +437,7 @@ static struct px_stream *uc_pop_stream(struct uph2_conn *uc)
         nghttp2_session_set_stream_user_data(uc->s, us->id, NULL);
     unlink_us(uc, us);
     px_mem_window_give(us->granted);
-    free(us);
+    px_tfree(us);
     return st;
 }
 
@@ -464,22 +466,30 @@ static void uc_fail(struct uph2_conn *uc, enum px_reason reason)
 static void uc_send(struct uph2_conn *uc)
 {
     struct evbuffer *out;
+    struct px_out o;
     if (uc->dead || !uc->connected)
         return;
     out = bufferevent_get_output(uc->bev);
-    while (evbuffer_get_length(out) < UP_OUT_HIGH) {
+    px_out_begin(&o, uc->bev);
+    while (evbuffer_get_length(out) + px_out_pending(&o) < UP_OUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(uc->s, &data);
         if (n < 0) {
+            px_out_drop(&o);
             uc_fail(uc, PX_R_UPSTREAM_PROTOCOL_ERROR);
             return;
         }
         if (n == 0)
             break;
-        if (evbuffer_add(out, data, (size_t)n) != 0) {
+        if (px_out_add(&o, data, (size_t)n) != 0) {
+            px_out_drop(&o);
             uc_fail(uc, PX_R_OUT_OF_MEMORY); /* sent, says nghttp2: the session cannot go on */
             return;
         }
+    }
+    if (px_out_end(&o) != 0) {
+        uc_fail(uc, PX_R_OUT_OF_MEMORY);
+        return;
     }
     if (!nghttp2_session_want_read(uc->s) && !nghttp2_session_want_write(uc->s))
         /* The session is over (nghttp2.h: drop the connection), streams or
@@ -831,7 +841,7 @@ static void uc_settings_in(struct uph2_conn *uc)
         if (ok && us_submit(us) == 0)
             continue;
         unlink_us(uc, us);
-        free(us);
+        px_tfree(us);
         st->up_ctx = NULL;
         px_stream_up_fail(st, 502, ok ? PX_R_UPSTREAM_SUBMIT_FAILED : PX_R_UPGRADE_UNSUPPORTED);
     }
@@ -851,7 +861,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
         px_stream_up_fail(st, 502, PX_R_UPGRADE_UNSUPPORTED);
         return;
     }
-    us = px_zalloc(sizeof(*us));
+    us = px_tzalloc(sizeof(*us));
     if (us == NULL) {
         px_stream_up_fail(st, 503, PX_R_OUT_OF_MEMORY);
         return;
@@ -861,7 +871,7 @@ void px_up_h2_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     if (st->rq.upgrade && !uc->got_settings) {
         us->waiting = 1; /* RFC 8441 3: not before the server said it takes them */
     } else if (us_submit(us) != 0) {
-        free(us);
+        px_tfree(us);
         px_stream_up_fail(st, 502, PX_R_UPSTREAM_SUBMIT_FAILED);
         return;
     }

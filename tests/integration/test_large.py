@@ -188,7 +188,8 @@ class Large(pt.TestCase):
 
     def test_slow_reader_bounded(self):
         """A client reading at 4 MiB/s from an upstream that can send at GB/s: picket
-        must push back (flow control / stop reading), not buffer the difference."""
+        must push back (flow control / stop reading), not buffer the difference, and
+        what it held back arrives intact."""
         for kind in ("h2c", "h1"):
             port = self.start(kind)
             for http in pt.HTTP_VERSIONS:
@@ -203,6 +204,14 @@ class Large(pt.TestCase):
                     # size): an upstream that sends at GB/s could have sent it all by then
                     self.wait_downloaded(p, out, 16 * MIB)
                     self.assertIsNone(p.poll(), "slow download ended early (%s)" % p.returncode)
+                    # what the socket could not take at once waited in picket and went
+                    # out later (TLS: the same record retried): every byte, in order
+                    h = hashlib.sha256()
+                    with open(out, "rb") as f:
+                        h.update(f.read(16 * MIB))
+                    self.assertEqual(h.hexdigest(), upstream.pattern_sha256(16 * MIB),
+                                     "the slow reader's first 16 MiB (%s client, %s upstream)"
+                                     % (http, kind))
                     self.check_rss("slow reader, %s client, %s upstream" % (http, kind),
                                    conns={http: 1})
                 finally:

@@ -8,6 +8,8 @@
  */
 #include "failmalloc.h"
 
+#include "tmalloc.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -27,6 +29,7 @@ static int failed;
 
 void fm_fail_at(long n)
 {
+    px_tmalloc_trim(); /* no block from the last run may stand in for a malloc */
     fail_at = n;
     calls = 0;
     failed = 0;

@@ -8,6 +8,8 @@
 #include <check.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "h2_mem.h"
 
@@ -93,6 +95,42 @@ START_TEST(overflow_refused)
 }
 END_TEST
 
+/* Pages of [p, p + n) that are resident. */
+static size_t resident_pages(const void *p, size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+    size_t len = (uintptr_t)p + n - a, np = (len + (size_t)pg - 1) / (size_t)pg, r = 0;
+    unsigned char vec[64];
+    ck_assert_uint_le(np, sizeof(vec));
+    ck_assert_int_eq(mincore((void *)a, len, vec), 0);
+    for (size_t i = 0; i < np; i++)
+        r += vec[i] & 1;
+    return r;
+}
+
+/* However nghttp2 asks for a large block (its frame buffer comes from
+ * realloc(NULL, ...)), the pages it does not write stay out of memory. */
+START_TEST(large_blocks_are_paged)
+{
+    nghttp2_mem *m = px_h2_mem();
+    size_t n = 40 * 1024;
+    void *small = m->malloc(100, m->mem_user_data);
+    void *b[4];
+    ck_assert_ptr_nonnull(small);
+    b[0] = m->malloc(n, m->mem_user_data);
+    b[1] = m->calloc(1, n, m->mem_user_data);
+    b[2] = m->realloc(NULL, n, m->mem_user_data);
+    b[3] = m->realloc(small, n, m->mem_user_data);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_ptr_nonnull(b[i]);
+        ck_assert_msg(resident_pages(b[i], n) <= 1, "block %d: %zu of its pages resident", i,
+                      resident_pages(b[i], n));
+        m->free(b[i], m->mem_user_data);
+    }
+}
+END_TEST
+
 static ssize_t sink(nghttp2_session *s, const uint8_t *d, size_t n, int f, void *u)
 {
     (void)s;
@@ -126,5 +164,6 @@ TCase *tcase_h2_mem(void)
     tcase_add_test(tc, realloc_keeps_contents);
     tcase_add_test(tc, overflow_refused);
     tcase_add_test(tc, session_uses_it);
+    tcase_add_test(tc, large_blocks_are_paged);
     return tc;
 }

@@ -1135,6 +1135,8 @@ TCase *tcase_h1_head(void);   /* proxy_h1head.c */
 TCase *tcase_wlapi(void);     /* proxy_wlapi.c */
 TCase *tcase_inject_wlapi(void); /* proxy_inject_wlapi.c */
 TCase *tcase_h2_mem(void);    /* proxy_h2mem.c */
+TCase *tcase_tmalloc(void);   /* proxy_tmalloc.c */
+TCase *tcase_send(void);      /* proxy_send.c */
 
 static Suite *proxy_suite(void)
 {
@@ -1154,6 +1156,8 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_wlapi());
     suite_add_tcase(s, tcase_inject_wlapi());
     suite_add_tcase(s, tcase_h2_mem());
+    suite_add_tcase(s, tcase_tmalloc());
+    suite_add_tcase(s, tcase_send());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_logpipe());

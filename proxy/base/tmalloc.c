@@ -1,0 +1,256 @@
+/*
+ * tmalloc.c - per-thread recycling of the blocks a request makes and frees
+ * (tmalloc.h).
+ */
+#include "tmalloc.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* 16 bytes: keeps malloc's 16-byte alignment for what follows */
+struct hdr {
+    size_t size; /* bytes asked for */
+    size_t cls;  /* its class, or BIG (malloc) or MAPPED (its own mapping) */
+};
+
+#define GRAIN 64
+#define NSMALL 16              /* classes 0..15: (c + 1) * 64 bytes, up to 1 KiB */
+#define NCLS (NSMALL + 3)      /* then 2, 4 and 8 KiB */
+#define BIG ((size_t)-1)
+#define MAPPED ((size_t)-2)
+
+static const unsigned keep[NCLS] = {
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, /* <= 1 KiB: 544 KiB */
+    32, 16, 8,                                                     /* 2, 4, 8 KiB: 192 KiB */
+};
+
+struct pool {
+    struct hdr **free[NCLS];
+    unsigned n[NCLS];
+    struct hdr *slots[64 * NSMALL + 32 + 16 + 8];
+};
+
+/* In the thread's own storage (about 10 KiB, static TLS): no allocation
+ * of its own, which a malloc-counting test would see come and go, and
+ * LeakSanitizer sees the blocks it keeps. */
+static __thread struct pool tl_pool_s;
+static __thread int tl_pool_state; /* 0: unset, 1: ready, -1: none (no key) */
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static int pool_key_ok;
+
+static size_t cls_bytes(size_t c)
+{
+    return c < NSMALL ? (c + 1) * GRAIN : (size_t)2048 << (c - NSMALL);
+}
+
+/* The class of a block for n bytes, or BIG. */
+static size_t cls_of(size_t n)
+{
+    if (n <= NSMALL * GRAIN)
+        return n == 0 ? 0 : (n - 1) / GRAIN;
+    if (n <= 2048)
+        return NSMALL;
+    if (n <= 4096)
+        return NSMALL + 1;
+    if (n <= 8192)
+        return NSMALL + 2;
+    return BIG;
+}
+
+static void pool_empty(struct pool *p)
+{
+    for (size_t c = 0; c < NCLS; c++)
+        while (p->n[c] > 0) {
+            struct hdr *h = p->free[c][--p->n[c]];
+            UNPOISON(h + 1, cls_bytes(c));
+            free(h);
+        }
+}
+
+/* The thread ends: what it kept goes back to malloc, and blocks freed
+ * after this (by later destructors) go straight to free. */
+static void pool_release(void *arg)
+{
+    pool_empty(arg);
+    tl_pool_state = -1;
+}
+
+void px_tmalloc_trim(void)
+{
+    if (tl_pool_state == 1)
+        pool_empty(&tl_pool_s);
+}
+
+static void pool_key_make(void)
+{
+    pool_key_ok = pthread_key_create(&pool_key, pool_release) == 0;
+}
+
+/* This thread's pool, set up on first use; NULL when it cannot be (then
+ * blocks come from malloc and go back to free). */
+static struct pool *pool_get(void)
+{
+    struct pool *p = &tl_pool_s;
+    size_t off = 0;
+    if (tl_pool_state == 1)
+        return p;
+    if (tl_pool_state < 0)
+        return NULL;
+    pthread_once(&pool_once, pool_key_make);
+    if (!pool_key_ok || pthread_setspecific(pool_key, p) != 0) {
+        tl_pool_state = -1;
+        return NULL;
+    }
+    for (size_t c = 0; c < NCLS; c++) {
+        p->free[c] = p->slots + off;
+        off += keep[c];
+    }
+    tl_pool_state = 1;
+    return p;
+}
+
+static void *alloc(size_t n)
+{
+    struct hdr *h;
+    size_t c;
+    if (n > SIZE_MAX - sizeof(*h))
+        return NULL;
+    c = cls_of(n);
+    if (c != BIG) {
+        struct pool *p = pool_get();
+        if (p != NULL && p->n[c] > 0) {
+            h = p->free[c][--p->n[c]];
+            UNPOISON(h + 1, n);
+        } else {
+            h = malloc(sizeof(*h) + cls_bytes(c));
+            if (h == NULL)
+                return NULL;
+        }
+    } else {
+        h = malloc(sizeof(*h) + n);
+        if (h == NULL)
+            return NULL;
+    }
+    h->size = n;
+    h->cls = c;
+    return h + 1;
+}
+
+void *px_tmalloc(size_t n)
+{
+    return alloc(n);
+}
+
+void *px_tzalloc(size_t n)
+{
+    void *p = alloc(n);
+    if (p != NULL)
+        memset(p, 0, n);
+    return p;
+}
+
+void *px_tcalloc(size_t n, size_t size)
+{
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    return px_tzalloc(n * size);
+}
+
+static size_t page_size(void)
+{
+    static size_t pg;
+    if (pg == 0) {
+        long v = sysconf(_SC_PAGESIZE);
+        pg = v > 0 ? (size_t)v : 4096;
+    }
+    return pg;
+}
+
+static size_t map_len(size_t n)
+{
+    return (n + sizeof(struct hdr) + page_size() - 1) & ~(page_size() - 1);
+}
+
+void *px_tmalloc_paged(size_t n)
+{
+    struct hdr *h;
+    if (n > SIZE_MAX - sizeof(*h) - page_size())
+        return NULL;
+    h = mmap(NULL, map_len(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (h == MAP_FAILED)
+        return px_tzalloc(n); /* the map count limit, say: from malloc */
+    h->size = n;
+    h->cls = MAPPED;
+    return h + 1; /* fresh mappings are zero */
+}
+
+void px_tfree(void *ptr)
+{
+    struct hdr *h;
+    if (ptr == NULL)
+        return;
+    h = (struct hdr *)ptr - 1;
+    if (h->cls == MAPPED) {
+        munmap(h, map_len(h->size));
+        return;
+    }
+    if (h->cls != BIG) {
+        /* back to this thread's pool (a block made on another thread is
+         * the same malloc'd memory: any pool may keep it) */
+        size_t c = h->cls;
+        struct pool *p = pool_get();
+        if (p != NULL && p->n[c] < keep[c]) {
+            p->free[c][p->n[c]++] = h;
+            POISON(h + 1, cls_bytes(c));
+            return;
+        }
+    }
+    free(h);
+}
+
+size_t px_tsize(const void *p)
+{
+    return ((const struct hdr *)p - 1)->size;
+}
+
+void *px_trealloc(void *ptr, size_t n)
+{
+    struct hdr *h;
+    void *np;
+    if (ptr == NULL)
+        return alloc(n);
+    h = (struct hdr *)ptr - 1;
+    if (h->cls != BIG && h->cls != MAPPED && n > 0 && n <= cls_bytes(h->cls)) {
+        /* still fits its block */
+        UNPOISON(ptr, n);
+        h->size = n;
+        return ptr;
+    }
+    if (h->cls == BIG && cls_of(n) == BIG) {
+        struct hdr *nh = realloc(h, sizeof(*nh) + n);
+        if (nh == NULL)
+            return NULL;
+        nh->size = n;
+        return nh + 1;
+    }
+    np = alloc(n);
+    if (np == NULL)
+        return NULL;
+    memcpy(np, ptr, h->size < n ? h->size : n);
+    px_tfree(ptr);
+    return np;
+}

@@ -1,0 +1,43 @@
+/*
+ * tmalloc.h - per-thread recycling of the blocks a request makes and frees.
+ *
+ * A request allocates a few dozen blocks (its stream, header lists and
+ * their 2 KiB blocks, body buffers and their chains, timers, nghttp2's
+ * stream state on both sides) and frees them when it ends. glibc's
+ * per-thread cache keeps 7 chunks of a size and none above 1,032 bytes, so
+ * with a few hundred requests in flight most of them went through the
+ * arena's bins and lock: about a tenth of picket's instructions per small
+ * request (callgrind). Here each thread keeps freed blocks in size classes
+ * (64-byte steps to 1 KiB, then 2, 4 and 8 KiB), a bounded number per
+ * class (at most about 0.75 MiB per thread, given back when the thread
+ * ends); larger blocks, and blocks past the bound, go to malloc and free.
+ *
+ * Every block carries a 16-byte header, so memory from px_tmalloc() and its
+ * kin must go back through px_tfree(), never free(), and the reverse. Used
+ * for libevent (event_set_mem_functions), nghttp2 (h2_mem.c) and picket's
+ * per-request objects. Under AddressSanitizer a block waiting in a class
+ * is poisoned, so a use after free is still caught.
+ */
+#ifndef PX_TMALLOC_H
+#define PX_TMALLOC_H
+
+#include <stddef.h>
+
+void *px_tmalloc(size_t n);
+void *px_tcalloc(size_t n, size_t size);
+void *px_trealloc(void *p, size_t n);
+void px_tfree(void *p);
+/* n zeroed bytes (px_tmalloc + memset). */
+void *px_tzalloc(size_t n);
+/* n zeroed bytes in a mapping of their own, so a page never written is
+ * never resident (for buffers that are large and mostly unused, such as an
+ * HTTP/2 session's frame buffer). Freed with px_tfree(); px_trealloc()
+ * moves it to an ordinary block. */
+void *px_tmalloc_paged(size_t n);
+/* The size a block was asked for (p from any function here, not NULL). */
+size_t px_tsize(const void *p);
+/* Gives the blocks this thread keeps back to malloc (tests that count
+ * malloc calls; a thread about to idle). */
+void px_tmalloc_trim(void);
+
+#endif

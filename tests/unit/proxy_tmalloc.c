@@ -1,0 +1,184 @@
+/*
+ * proxy_tmalloc.c - TCase "tmalloc" of the proxy suite: the per-thread
+ * block classes (proxy/base/tmalloc.c). Every size around every class
+ * boundary keeps its bytes, alignment and zeroing; realloc within, across
+ * and out of the classes keeps the contents; a freed block is handed out
+ * again for its class (the point of it) and trim gives them back; a block
+ * freed on another thread is fine; overflow is refused.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tmalloc.h"
+
+TCase *tcase_tmalloc(void);
+
+static const size_t sizes[] = {0,    1,    15,   16,   63,   64,   65,   1000, 1023, 1024,
+                               1025, 2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193,
+                               12288, 65536, 300000};
+#define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 131u + seed);
+}
+
+static int same(const unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(i * 131u + seed))
+            return 0;
+    return 1;
+}
+
+START_TEST(sizes_hold_their_bytes)
+{
+    unsigned char *p[N_SIZES];
+    for (size_t i = 0; i < N_SIZES; i++) {
+        unsigned char *z = px_tzalloc(sizes[i]);
+        size_t nonzero = 0;
+        p[i] = px_tmalloc(sizes[i]);
+        ck_assert_ptr_nonnull(p[i]);
+        ck_assert_ptr_nonnull(z);
+        ck_assert_uint_eq((uintptr_t)p[i] % 16, 0);
+        ck_assert_uint_eq(px_tsize(p[i]), sizes[i]);
+        for (size_t j = 0; j < sizes[i]; j++)
+            nonzero += z[j] != 0;
+        ck_assert_uint_eq(nonzero, 0);
+        fill(p[i], sizes[i], (unsigned)i);
+        fill(z, sizes[i], 99); /* all of it is writable */
+        px_tfree(z);
+    }
+    for (size_t i = 0; i < N_SIZES; i++) { /* no block overlapped another */
+        ck_assert_msg(same(p[i], sizes[i], (unsigned)i), "size %zu lost bytes", sizes[i]);
+        px_tfree(p[i]);
+    }
+    px_tfree(NULL);
+}
+END_TEST
+
+START_TEST(realloc_keeps_contents)
+{
+    for (size_t a = 0; a < N_SIZES; a++)
+        for (size_t b = 0; b < N_SIZES; b++) {
+            size_t keep = sizes[a] < sizes[b] ? sizes[a] : sizes[b];
+            unsigned char *p = px_trealloc(NULL, sizes[a]), *q;
+            ck_assert_ptr_nonnull(p);
+            fill(p, sizes[a], (unsigned)(a * 7 + b));
+            q = px_trealloc(p, sizes[b]);
+            ck_assert_ptr_nonnull(q);
+            ck_assert_msg(same(q, keep, (unsigned)(a * 7 + b)), "realloc %zu -> %zu lost bytes",
+                          sizes[a], sizes[b]);
+            ck_assert_uint_eq(px_tsize(q), sizes[b]);
+            fill(q, sizes[b], 3);
+            px_tfree(q);
+        }
+}
+END_TEST
+
+START_TEST(paged_blocks)
+{
+    size_t n[] = {1, 4096, 20000, 1 << 20};
+    for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++) {
+        unsigned char *p = px_tmalloc_paged(n[i]), *q;
+        size_t nonzero = 0;
+        ck_assert_ptr_nonnull(p);
+        for (size_t j = 0; j < n[i]; j++)
+            nonzero += p[j] != 0;
+        ck_assert_uint_eq(nonzero, 0);
+        fill(p, n[i], 5);
+        q = px_trealloc(p, n[i] + 100); /* out of its mapping into an ordinary block */
+        ck_assert_ptr_nonnull(q);
+        ck_assert(same(q, n[i], 5));
+        px_tfree(q);
+        px_tfree(px_tmalloc_paged(n[i])); /* freed untouched */
+    }
+}
+END_TEST
+
+/* A freed block is what the next request of its class gets: no malloc. */
+START_TEST(freed_blocks_come_back)
+{
+    for (size_t i = 0; i < N_SIZES; i++) {
+        void *p, *q;
+        if (sizes[i] == 0 || sizes[i] > 8192)
+            continue;
+        p = px_tmalloc(sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        px_tfree(p);
+        q = px_tmalloc(sizes[i]);
+        ck_assert_ptr_eq(p, q);
+        px_tfree(q);
+    }
+    px_tmalloc_trim();
+}
+END_TEST
+
+/* A class keeps a bounded number of blocks: many more freed at once go
+ * back to malloc (no growth without bound), and all of it still works. */
+START_TEST(bounded_keep)
+{
+    enum { N = 2000 };
+    static void *p[N];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            p[i] = px_tmalloc(100 + (size_t)(i % 5) * 900);
+            ck_assert_ptr_nonnull(p[i]);
+            memset(p[i], i & 0xff, 100);
+        }
+        for (int i = 0; i < N; i++)
+            px_tfree(p[i]);
+    }
+    px_tmalloc_trim();
+}
+END_TEST
+
+static void *free_there(void *arg)
+{
+    void **blocks = arg;
+    for (int i = 0; i < 100; i++)
+        px_tfree(blocks[i]);
+    return NULL; /* the thread's pool is given back as it ends */
+}
+
+START_TEST(freed_on_another_thread)
+{
+    void *blocks[100];
+    pthread_t t;
+    for (int i = 0; i < 100; i++) {
+        blocks[i] = px_tmalloc((size_t)(i + 1) * 80);
+        ck_assert_ptr_nonnull(blocks[i]);
+    }
+    ck_assert_int_eq(pthread_create(&t, NULL, free_there, blocks), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+
+START_TEST(overflow_refused)
+{
+    void *p = px_tmalloc(10);
+    ck_assert_ptr_null(px_tmalloc(SIZE_MAX));
+    ck_assert_ptr_null(px_tmalloc(SIZE_MAX - 8));
+    ck_assert_ptr_null(px_tcalloc(SIZE_MAX / 2, 4));
+    ck_assert_ptr_null(px_tmalloc_paged(SIZE_MAX - 100));
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_null(px_trealloc(p, SIZE_MAX));
+    px_tfree(p); /* still ours after a failed realloc */
+}
+END_TEST
+
+TCase *tcase_tmalloc(void)
+{
+    TCase *tc = tcase_create("tmalloc");
+    tcase_add_test(tc, sizes_hold_their_bytes);
+    tcase_add_test(tc, realloc_keeps_contents);
+    tcase_add_test(tc, paged_blocks);
+    tcase_add_test(tc, freed_blocks_come_back);
+    tcase_add_test(tc, bounded_keep);
+    tcase_add_test(tc, freed_on_another_thread);
+    tcase_add_test(tc, overflow_refused);
+    return tc;
+}
