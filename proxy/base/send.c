@@ -3,6 +3,7 @@
  */
 #include "send.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 
 /* One TLS record's worth of plaintext: SSL_write() of this much is one
@@ -57,12 +60,217 @@ static unsigned char *stage_take(void)
     return tl_stage.buf;
 }
 
+/* ---- the wire ------------------------------------------------------------ */
+
+struct px_wire {
+    struct evbuffer *buf; /* encrypted records waiting for the socket */
+    struct event *wev;    /* the socket is writable again */
+    evutil_socket_t fd;
+    BIO *bio;             /* the SSL's write BIO (owned by the SSL) */
+    struct wire_bio *wb;  /* its data (owned by the BIO) */
+    void (*cb)(void *arg, int err);
+    void *arg;
+    int broken;           /* a write failed: nothing more is written */
+};
+
+static BIO_METHOD *wire_method;
+static int wire_type;
+static pthread_once_t wire_once = PTHREAD_ONCE_INIT;
+
+/* What the BIO holds: the socket (libevent asks the write BIO for it to
+ * close it: be_openssl_destruct) and the wire, NULL once that is freed. */
+struct wire_bio {
+    int fd;
+    struct px_wire *w;
+};
+
+static int wire_bio_write(BIO *b, const char *data, int len)
+{
+    struct wire_bio *wb = BIO_get_data(b);
+    struct px_wire *w = wb != NULL ? wb->w : NULL;
+    BIO_clear_retry_flags(b);
+    if (w == NULL || w->broken || len < 0 || evbuffer_add(w->buf, data, (size_t)len) != 0)
+        return -1;
+    return len;
+}
+
+static long wire_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    struct wire_bio *wb = BIO_get_data(b);
+    (void)num;
+    switch (cmd) {
+    case BIO_C_GET_FD:
+        if (wb == NULL)
+            return -1;
+        if (ptr != NULL)
+            *(int *)ptr = wb->fd;
+        return wb->fd;
+    case BIO_CTRL_FLUSH:
+        return 1; /* px_out_end() and the write event move the bytes */
+    case BIO_CTRL_WPENDING:
+        return wb != NULL && wb->w != NULL ? (long)evbuffer_get_length(wb->w->buf) : 0;
+    default:
+        return 0;
+    }
+}
+
+static int wire_bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int wire_bio_destroy(BIO *b)
+{
+    free(BIO_get_data(b));
+    BIO_set_data(b, NULL);
+    return 1;
+}
+
+static void wire_method_make(void)
+{
+    int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+    BIO_METHOD *m = BIO_meth_new(type, "picket wire");
+    if (m == NULL || BIO_meth_set_write(m, wire_bio_write) != 1 ||
+        BIO_meth_set_ctrl(m, wire_bio_ctrl) != 1 || BIO_meth_set_create(m, wire_bio_create) != 1 ||
+        BIO_meth_set_destroy(m, wire_bio_destroy) != 1) {
+        BIO_meth_free(m);
+        return;
+    }
+    wire_type = type;
+    wire_method = m;
+}
+
+/* The wire of ssl, or NULL. */
+static struct px_wire *wire_of(SSL *ssl)
+{
+    BIO *b;
+    struct wire_bio *wb;
+    if (ssl == NULL || wire_method == NULL || (b = SSL_get_wbio(ssl)) == NULL ||
+        BIO_method_type(b) != wire_type ||
+        (wb = BIO_get_data(b)) == NULL)
+        return NULL;
+    return wb->w;
+}
+
+/* Writes what the socket takes; arms the write event for the rest. -1 once
+ * a write failed. */
+static int wire_flush(struct px_wire *w)
+{
+    while (!w->broken && evbuffer_get_length(w->buf) > 0) {
+        int n = evbuffer_write_atmost(w->buf, w->fd, -1);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        w->broken = 1; /* 0: the socket takes nothing (closed), or an error */
+    }
+    if (w->broken)
+        return -1;
+    if (evbuffer_get_length(w->buf) > 0) {
+        if (!event_pending(w->wev, EV_WRITE, NULL))
+            event_add(w->wev, NULL);
+    } else if (event_pending(w->wev, EV_WRITE, NULL)) {
+        event_del(w->wev);
+    }
+    return 0;
+}
+
+static void wire_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_wire *w = arg;
+    (void)fd;
+    (void)what;
+    if (wire_flush(w) != 0)
+        w->cb(w->arg, -1);
+    else if (evbuffer_get_length(w->buf) == 0)
+        w->cb(w->arg, 0);
+}
+
+struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
+                            void (*cb)(void *arg, int err), void *arg)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    struct px_wire *w;
+    pthread_once(&wire_once, wire_method_make);
+    if (ssl == NULL || wire_method == NULL || bufferevent_getfd(bev) < 0 ||
+        (w = calloc(1, sizeof(*w))) == NULL)
+        return NULL;
+    w->fd = bufferevent_getfd(bev);
+    w->cb = cb;
+    w->arg = arg;
+    w->buf = evbuffer_new();
+    w->wev = event_new(base, w->fd, EV_WRITE | EV_PERSIST, wire_write_cb, w);
+    w->bio = BIO_new(wire_method);
+    w->wb = malloc(sizeof(*w->wb));
+    if (w->buf == NULL || w->wev == NULL || w->bio == NULL || w->wb == NULL) {
+        BIO_free(w->bio);
+        w->bio = NULL;
+        free(w->wb);
+        w->wb = NULL;
+        px_wire_free(w);
+        return NULL;
+    }
+    w->wb->fd = (int)w->fd;
+    w->wb->w = w;
+    BIO_set_data(w->bio, w->wb); /* the BIO's destroy frees wb */
+    SSL_set0_wbio(ssl, w->bio); /* the SSL owns it now; the socket BIO stays its rbio */
+    return w;
+}
+
+void px_wire_free(struct px_wire *w)
+{
+    if (w == NULL)
+        return;
+    if (w->wb != NULL)
+        w->wb->w = NULL; /* anything OpenSSL writes from here on fails */
+    if (w->wev != NULL)
+        event_free(w->wev);
+    if (w->buf != NULL)
+        evbuffer_free(w->buf);
+    free(w);
+}
+
+size_t px_wire_pending(const struct px_wire *w)
+{
+    return w != NULL ? evbuffer_get_length(w->buf) : 0;
+}
+
+struct evbuffer *px_wire_buffer(struct px_wire *w)
+{
+    return w->buf;
+}
+
+/* ---- px_out ----------------------------------------------------------------- */
+
 void px_out_begin(struct px_out *o, struct bufferevent *bev)
 {
     o->bev = bev;
     o->ssl = bufferevent_openssl_get_ssl(bev);
+    o->wire = wire_of(o->ssl);
     o->len = 0;
     o->buf = stage_take();
+}
+
+/* With a wire: p[0..n) through SSL_write into it (records of up to 16 KiB;
+ * its BIO takes everything, so SSL_write only fails when the connection
+ * is broken). */
+static int wire_write(struct px_out *o, const unsigned char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        int chunk = n - off > RECORD ? RECORD : (int)(n - off);
+        int r;
+        ERR_clear_error();
+        r = SSL_write(o->ssl, p + off, chunk);
+        if (r <= 0) {
+            ERR_clear_error();
+            o->wire->broken = 1;
+            return -1;
+        }
+        off += (size_t)r;
+    }
+    return 0;
 }
 
 /* Writes p[0..n) now as far as the socket takes it, when nothing waits in
@@ -71,6 +279,15 @@ static int out_write(struct px_out *o, const unsigned char *p, size_t n)
 {
     struct evbuffer *q = bufferevent_get_output(o->bev);
     size_t off = 0;
+
+    if (o->wire != NULL) {
+        /* a full staging area: into the wire, and out once it holds as
+         * much, so the caller's measure of what waits is the socket's */
+        int rc = wire_write(o, p, n);
+        if (rc == 0 && evbuffer_get_length(o->wire->buf) >= PX_OUT_STAGE)
+            rc = wire_flush(o->wire);
+        return rc;
+    }
 
     if (evbuffer_get_length(q) == 0) {
         evutil_socket_t fd = bufferevent_getfd(o->bev);
@@ -106,7 +323,8 @@ static int out_write(struct px_out *o, const unsigned char *p, size_t n)
 int px_out_add(struct px_out *o, const void *p, size_t n)
 {
     if (o->buf == NULL)
-        return evbuffer_add(bufferevent_get_output(o->bev), p, n);
+        return o->wire != NULL ? wire_write(o, p, n)
+                               : evbuffer_add(bufferevent_get_output(o->bev), p, n);
     if (n > PX_OUT_STAGE - o->len) {
         int rc = out_write(o, o->buf, o->len);
         o->len = 0;
@@ -130,6 +348,9 @@ int px_out_end(struct px_out *o)
         o->buf = NULL;
     }
     o->len = 0;
+    /* with a wire: out now, with whatever OpenSSL wrote by itself since */
+    if (rc == 0 && o->wire != NULL)
+        rc = wire_flush(o->wire);
     return rc;
 }
 

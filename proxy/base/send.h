@@ -28,15 +28,40 @@
 
 #define PX_OUT_STAGE (64 * 1024)
 
+struct px_wire;
+
 struct px_out {
     struct bufferevent *bev;
-    SSL *ssl;           /* the bufferevent's, when it is an established TLS one */
-    unsigned char *buf; /* the thread's staging area; NULL: queue straight into the output */
-    size_t len;         /* bytes staged */
+    SSL *ssl;             /* the bufferevent's, when it is an established TLS one */
+    struct px_wire *wire; /* its TLS records' own buffer (px_wire_new), or NULL */
+    unsigned char *buf;   /* the thread's staging area; NULL: no staging (nested) */
+    size_t len;           /* bytes staged */
 };
 
+/* ---- a TLS connection's records, written many to a syscall ----------------
+ * SSL_write on a socket BIO is one write(2) per 16 KiB record. A wire takes
+ * over the write side of an established TLS bufferevent (socket mode):
+ * OpenSSL's records go into a buffer of its own, and px_out_end() (or the
+ * wire's own write event, when the socket was full) writes them with one
+ * writev(2) for as many records as the socket takes. libevent keeps the
+ * read side; its own output must stay unused from then on (px_out never
+ * queues there for a bufferevent with a wire). Bytes OpenSSL writes by
+ * itself (alerts, a KeyUpdate answer) go out with the next px_out_end().
+ * cb(arg, 0) runs when the socket took everything that waited for it;
+ * cb(arg, -1) when writing failed (the connection is broken). Worker
+ * thread. */
+struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
+                            void (*cb)(void *arg, int err), void *arg);
+/* Frees w (NULL is fine); the SSL's write BIO stays, writing nowhere. */
+void px_wire_free(struct px_wire *w);
+/* Encrypted bytes waiting for the socket. */
+size_t px_wire_pending(const struct px_wire *w);
+/* The buffer those bytes wait in (for the memory budget's tracking). */
+struct evbuffer *px_wire_buffer(struct px_wire *w);
+
 /* Starts gathering output for bev (a socket or an OpenSSL bufferevent in
- * socket mode, connected and, for TLS, past its handshake). */
+ * socket mode, connected and, for TLS, past its handshake; with its wire
+ * when it has one). */
 void px_out_begin(struct px_out *o, struct bufferevent *bev);
 /* Adds n bytes after those already added. 0, or -1 when they could not be
  * queued (no memory). */
@@ -46,9 +71,10 @@ static inline size_t px_out_pending(const struct px_out *o)
 {
     return o->len;
 }
-/* Writes what was added (the rest into the output) and ends o. 0, or -1
- * when the rest could not be queued (no memory). Must be called once for
- * every px_out_begin(), also on error paths (px_out_drop()). */
+/* Writes what was added (the rest into the output, or the wire) and ends
+ * o. 0, or -1 when the rest could not be queued (no memory) or, with a
+ * wire, the connection is broken. Must be called once for every
+ * px_out_begin(), also on error paths (px_out_drop()). */
 int px_out_end(struct px_out *o);
 /* Ends o without writing what is staged (the connection is going away). */
 void px_out_drop(struct px_out *o);

@@ -88,7 +88,16 @@ struct h2_conn {
     int recv_paused;         /* input left for the next turn (H2_TURN_DECODE) */
     struct event *resume_ev; /* that next turn */
     struct px_hold hold;     /* our event callbacks on the stack (px.h) */
+    struct px_wire *wire;    /* TLS: where our records wait for the socket (send.h) */
+    struct px_mem_tracker trk_wire;
 };
+
+/* Output not yet taken by the socket: the bufferevent's (plaintext) or the
+ * wire's (TLS records). */
+static size_t out_queued(struct h2_conn *hc)
+{
+    return evbuffer_get_length(bufferevent_get_output(hc->c->bev)) + px_wire_pending(hc->wire);
+}
 
 /* Field bytes (name + value + 32 each) one connection may decode per loop
  * turn before the worker serves the others: an HPACK block can make a few
@@ -590,35 +599,42 @@ static const struct px_down_ops h2_ops = {
  * (closed and freed, or lingering: the caller must not touch hc), else 0. */
 static int h2_send(struct h2_conn *hc)
 {
-    struct evbuffer *out;
     struct px_out o;
 
     if (hc->state >= H2_LINGERING || hc->in_recv)
         return 0;
-    out = bufferevent_get_output(hc->c->bev);
-    px_out_begin(&o, hc->c->bev);
-    while (evbuffer_get_length(out) + px_out_pending(&o) < px_conn_out_high(OUT_HIGH)) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(hc->s, &data);
-        if (n < 0) {
-            px_out_drop(&o);
+    for (;;) {
+        int full = 1; /* stopped at OUT_HIGH, not for want of frames */
+        px_out_begin(&o, hc->c->bev);
+        while (out_queued(hc) + px_out_pending(&o) < px_conn_out_high(OUT_HIGH)) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(hc->s, &data);
+            if (n < 0) {
+                px_out_drop(&o);
+                h2_close(hc);
+                return -1;
+            }
+            if (n == 0) {
+                full = 0;
+                break;
+            }
+            if (px_out_add(&o, data, (size_t)n) != 0) {
+                px_out_drop(&o);
+                h2_close(hc); /* frames nghttp2 counts as sent: the session cannot go on */
+                return -1;
+            }
+        }
+        if (px_out_end(&o) != 0) {
             h2_close(hc);
             return -1;
         }
-        if (n == 0)
+        /* Stopped at OUT_HIGH and the socket then took it all: no write
+         * event will come to resume us (send.h), so go on now. */
+        if (!full || out_queued(hc) >= px_conn_out_high(OUT_HIGH) / 2)
             break;
-        if (px_out_add(&o, data, (size_t)n) != 0) {
-            px_out_drop(&o);
-            h2_close(hc); /* frames nghttp2 counts as sent: the session cannot go on */
-            return -1;
-        }
-    }
-    if (px_out_end(&o) != 0) {
-        h2_close(hc);
-        return -1;
     }
     if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
-        evbuffer_get_length(out) == 0)
+        out_queued(hc) == 0)
         return h2_finish(hc);
     return 0;
 }
@@ -650,7 +666,7 @@ static void h2_read_cb_in(struct bufferevent *bev, void *arg)
             hc->state = H2_CLOSING;
             bufferevent_disable(hc->c->bev, EV_READ);
             bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
-            if (evbuffer_get_length(bufferevent_get_output(hc->c->bev)) == 0)
+            if (out_queued(hc) == 0)
                 h2_finish(hc);
             else
                 arm_close_deadline(hc);
@@ -680,8 +696,9 @@ static void resume_cb_in(evutil_socket_t fd, short what, void *arg)
 static void h2_write_cb_in(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
+    (void)bev;
     if (hc->state == H2_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (out_queued(hc) == 0)
             h2_finish(hc);
         return;
     }
@@ -751,7 +768,18 @@ static void arm_idle(struct h2_conn *hc)
         evtimer_add(hc->idle, &tv);
 }
 
-/* Frees every stream still on the connection and the nghttp2 session. */
+static void wire_end(struct h2_conn *hc)
+{
+    if (hc->wire != NULL) {
+        px_mem_untrack(&hc->trk_wire);
+        px_wire_free(hc->wire);
+        hc->wire = NULL;
+    }
+}
+
+/* Frees every stream still on the connection, the nghttp2 session and the
+ * wire (its bytes are out: callers close or linger only when out_queued()
+ * is 0, or give up on the peer). */
 static void h2_release(struct h2_conn *hc)
 {
     while (hc->streams != NULL) {
@@ -775,6 +803,7 @@ static void h2_release(struct h2_conn *hc)
         event_free(hc->resume_ev);
         hc->resume_ev = NULL;
     }
+    wire_end(hc);
 }
 
 /* The end of a closed connection's memory: now, or when the callback we
@@ -918,6 +947,18 @@ static void h2_write_cb(struct bufferevent *bev, void *arg)
     hold_leave(hc);
 }
 
+/* The wire's socket took all it held (err 0), or a write failed. */
+static void h2_wire_cb(void *arg, int err)
+{
+    struct h2_conn *hc = arg;
+    px_hold_enter(&hc->hold);
+    if (err)
+        h2_close(hc);
+    else
+        h2_write_cb_in(hc->c->bev, hc);
+    hold_leave(hc);
+}
+
 static void h2_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct h2_conn *hc = arg;
@@ -1013,6 +1054,14 @@ int px_h2_conn_start(struct px_conn *c)
     hc->resume_ev = event_new(c->w->base, -1, 0, resume_cb, hc);
     if (hc->idle == NULL || hc->send_ev == NULL || hc->resume_ev == NULL)
         goto fail;
+    if (c->ssl != NULL) {
+        /* our TLS records leave many to a write(2) (send.h); without a
+         * wire (no memory) they go one to a write, as libevent does */
+        hc->wire = px_wire_new(c->w->base, c->bev, h2_wire_cb, hc);
+        if (hc->wire != NULL && px_mem_track(&hc->trk_wire, px_wire_buffer(hc->wire),
+                                             PX_MEM_SOCKETS, &c->mem) != 0)
+            goto fail;
+    }
     c->proto_ctx = hc;
     bufferevent_setcb(c->bev, h2_read_cb, h2_write_cb, h2_event_cb, hc);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_HIGH / 2, 0);
@@ -1039,6 +1088,7 @@ fail:
         event_free(hc->send_ev);
     if (hc->resume_ev)
         event_free(hc->resume_ev);
+    wire_end(hc);
     free(hc);
     c->proto_ctx = NULL;
     return -1;

@@ -866,7 +866,11 @@ def read_jsonl(path, timeout=30.0, min_lines=1):
         lines = []
         if os.path.exists(path):
             with open(path, "rb") as f:
-                lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+                data = f.read()
+            # only whole lines: a record picket is writing right now (one write(2),
+            # which a reader can see half done) is read on a later call
+            data = data[:data.rfind(b"\n") + 1]
+            lines = [ln for ln in data.decode(errors="replace").splitlines() if ln.strip()]
         if len(lines) >= min_lines or time.monotonic() > deadline:
             break
         time.sleep(0.1)
