@@ -26,14 +26,15 @@ struct hdr {
     size_t cls;  /* its class, or BIG (malloc) or MAPPED (its own mapping) */
 };
 
-#define GRAIN 64
-#define NSMALL 16              /* classes 0..15: (c + 1) * 64 bytes, up to 1 KiB */
+#define NFINE 16               /* classes 0..15: (c + 1) * 16 bytes, up to 256 */
+#define NSMALL (NFINE + 12)    /* 16..27: 64-byte steps, 320 up to 1 KiB */
 #define NCLS (NSMALL + 3)      /* then 2, 4 and 8 KiB */
 #define BIG ((size_t)-1)
 #define MAPPED ((size_t)-2)
 
 static const unsigned keep[NCLS] = {
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, /* <= 1 KiB: 544 KiB */
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, /* <= 256 B: 136 KiB */
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,                 /* <= 1 KiB: 504 KiB */
     32, 16, 8,                                                     /* 2, 4, 8 KiB: 192 KiB */
 };
 
@@ -54,14 +55,20 @@ static int pool_key_ok;
 
 static size_t cls_bytes(size_t c)
 {
-    return c < NSMALL ? (c + 1) * GRAIN : (size_t)2048 << (c - NSMALL);
+    if (c < NFINE)
+        return (c + 1) * 16;
+    if (c < NSMALL)
+        return 256 + (c - NFINE + 1) * 64;
+    return (size_t)2048 << (c - NSMALL);
 }
 
 /* The class of a block for n bytes, or BIG. */
 static size_t cls_of(size_t n)
 {
-    if (n <= NSMALL * GRAIN)
-        return n == 0 ? 0 : (n - 1) / GRAIN;
+    if (n <= 256)
+        return n == 0 ? 0 : (n - 1) / 16;
+    if (n <= 1024)
+        return NFINE + (n - 257) / 64;
     if (n <= 2048)
         return NSMALL;
     if (n <= 4096)
