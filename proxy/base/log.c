@@ -48,6 +48,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,22 @@ static const unsigned char json_plain[256] = {
 };
 #undef R16
 
+/* 1 when all 8 bytes at p are plain (json_plain), by word arithmetic (the
+ * exact "is there such a byte" tests: a zero byte, a byte below n). */
+static int plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t x, q, b, bad;
+    memcpy(&x, p, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    bad = ((x - ones * 0x20) & ~x) /* a byte below 0x20 */
+          | ((q - ones) & ~q)       /* a '"' */
+          | ((b - ones) & ~b)       /* a backslash */
+          | (x + ones) | x;         /* a byte at or above 0x7f */
+    return (bad & highs) == 0;
+}
+
 size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
 {
     static const char hex[] = "0123456789abcdef";
@@ -160,7 +177,10 @@ size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
         unsigned c, cp;
 
         /* Most of a log value is plain ASCII: copy it a run at a time
-         * (a run may be cut anywhere when out is full). */
+         * (a run may be cut anywhere when out is full), found 8 bytes at
+         * a time while they are all plain. */
+        while (run + 8 <= inlen && plain8(s + run))
+            run += 8;
         while (run < inlen && json_plain[s[run]])
             run++;
         if (run > i) {

@@ -574,6 +574,49 @@ START_TEST(test_log_escape_cut)
 }
 END_TEST
 
+/* The escape of one ASCII byte, or of a byte >= 0x80 standing alone. */
+static size_t esc1(unsigned char c, char *o)
+{
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+        o[0] = (char)c;
+        return 1;
+    }
+    if (c == '"' || c == '\\') {
+        o[0] = '\\';
+        o[1] = (char)c;
+        return 2;
+    }
+    return (size_t)sprintf(o, "\\u00%02x", c);
+}
+
+/* px_json_escape scans 8 bytes at a time while they are plain: every pair
+ * of ASCII bytes, and every byte standing alone, at every offset of a
+ * word and across a word's end, comes out as the byte-wise rule says. */
+START_TEST(test_log_escape_words)
+{
+    unsigned char in[24];
+    char out[256], want[256];
+    for (int pos = 0; pos < 16; pos++) {
+        for (int b1 = 0; b1 < 256; b1++) {
+            for (int b2 = 0; b2 < (b1 < 0x80 ? 128 : 1); b2++) {
+                size_t w = 0, n;
+                int pair = b1 < 0x80;
+                memset(in, 'a', sizeof(in));
+                in[pos] = (unsigned char)b1;
+                if (pair)
+                    in[pos + 1] = (unsigned char)b2;
+                for (int i = 0; i < (int)sizeof(in); i++)
+                    w += esc1(in[i], want + w);
+                want[w] = '\0';
+                n = px_json_escape(out, sizeof(out), (const char *)in, sizeof(in));
+                ck_assert_msg(n == w && strcmp(out, want) == 0, "pos %d bytes %02x %02x: %s", pos,
+                              b1, pair ? b2 : 'a', out);
+            }
+        }
+    }
+}
+END_TEST
+
 static char g_tmpdir[64];
 static char g_access[96], g_audit[96];
 
@@ -812,6 +855,7 @@ static TCase *tcase_log(void)
     tcase_add_checked_fixture(tc, log_setup, log_teardown);
     tcase_add_loop_test(tc, test_log_escape, 0, (int)N_ELEMS(escapes));
     tcase_add_test(tc, test_log_escape_cut);
+    tcase_add_test(tc, test_log_escape_words);
     tcase_add_test(tc, test_log_access_audit);
     tcase_add_test(tc, test_log_batch);
     tcase_add_test(tc, test_log_reopen_and_errors);
