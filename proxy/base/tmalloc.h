@@ -9,7 +9,7 @@
  * arena's bins and lock: about a tenth of picket's instructions per small
  * request (callgrind). Here each thread keeps freed blocks in size classes
  * (16-byte steps to 256 bytes, 64-byte steps to 1 KiB, then 2, 4 and
- * 8 KiB), a bounded number per class (at most about 0.8 MiB per thread,
+ * 8 KiB), a bounded number per class (at most about 3 MiB per thread,
  * given back when the thread ends); larger blocks, and blocks past the bound, go to malloc and free.
  *
  * Every block carries a 16-byte header, so memory from px_tmalloc() and its
