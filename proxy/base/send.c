@@ -338,6 +338,37 @@ int px_out_add(struct px_out *o, const void *p, size_t n)
     return 0;
 }
 
+int px_out_add_evbuffer(struct px_out *o, struct evbuffer *b, size_t n)
+{
+    if (evbuffer_get_length(b) < n)
+        return -1;
+    if (o->buf == NULL) {
+        unsigned char *p;
+        if (o->wire == NULL)
+            return evbuffer_remove_buffer(b, bufferevent_get_output(o->bev), n) == (int)n ? 0
+                                                                                          : -1;
+        if (n > 0 && ((p = evbuffer_pullup(b, (ev_ssize_t)n)) == NULL || wire_write(o, p, n) != 0))
+            return -1;
+        return evbuffer_drain(b, n);
+    }
+    while (n > 0) {
+        size_t room = PX_OUT_STAGE - o->len, k;
+        if (room == 0) {
+            int rc = out_write(o, o->buf, o->len);
+            o->len = 0;
+            if (rc != 0)
+                return -1;
+            room = PX_OUT_STAGE;
+        }
+        k = n < room ? n : room;
+        if (evbuffer_remove(b, o->buf + o->len, k) != (int)k)
+            return -1;
+        o->len += k;
+        n -= k;
+    }
+    return 0;
+}
+
 int px_out_end(struct px_out *o)
 {
     int rc = 0;

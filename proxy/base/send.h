@@ -66,6 +66,9 @@ void px_out_begin(struct px_out *o, struct bufferevent *bev);
 /* Adds n bytes after those already added. 0, or -1 when they could not be
  * queued (no memory). */
 int px_out_add(struct px_out *o, const void *p, size_t n);
+/* Moves n bytes from the front of b after those already added (one copy,
+ * into the staging area). 0, or -1 (b holds fewer, no memory, broken). */
+int px_out_add_evbuffer(struct px_out *o, struct evbuffer *b, size_t n);
 /* Bytes added and not yet written or queued. */
 static inline size_t px_out_pending(const struct px_out *o)
 {

@@ -89,6 +89,7 @@ struct h2_conn {
     struct event *resume_ev; /* that next turn */
     struct px_hold hold;     /* our event callbacks on the stack (px.h) */
     struct px_wire *wire;    /* TLS: where our records wait for the socket (send.h) */
+    struct px_out *out;      /* h2_send's, while it pulls frames (DATA goes there whole) */
     struct px_mem_tracker trk_wire;
 };
 
@@ -430,13 +431,17 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
         hs->deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (n > 0) {
+    if (n > 0 && hs->hc->out != NULL) {
+        /* the bytes go from resp_body straight to the output in send_data
+         * (one copy fewer than through nghttp2's frame buffer) */
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    } else if (n > 0) {
         evbuffer_remove(st->resp_body, buf, n);
         st->bytes_out += n;
         if (st->up)
             st->up->response_drained(st, n);
     }
-    if (st->resp_eof && evbuffer_get_length(st->resp_body) == 0) {
+    if (st->resp_eof && avail == n) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->resp_trailers.n > 0) {
             const struct px_hdrs *t = &st->resp_trailers;
@@ -460,6 +465,25 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
             hs->stop_pending = 1;
     }
     return (ssize_t)n;
+}
+
+/* A DATA frame read_response marked NO_COPY: its header, then its bytes
+ * from resp_body (picket never pads). */
+static int send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *arg)
+{
+    struct h2_conn *hc = arg;
+    struct h2_stream *hs = src->ptr;
+    struct px_stream *st = hs->st;
+    (void)s;
+    if (hc->out == NULL || st == NULL || f->data.padlen > 0 ||
+        px_out_add(hc->out, framehd, 9) != 0 ||
+        px_out_add_evbuffer(hc->out, st->resp_body, length) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* the session ends: h2_send closes it */
+    st->bytes_out += length;
+    if (st->up)
+        st->up->response_drained(st, length);
+    return 0;
 }
 
 static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
@@ -606,10 +630,12 @@ static int h2_send(struct h2_conn *hc)
     for (;;) {
         int full = 1; /* stopped at OUT_HIGH, not for want of frames */
         px_out_begin(&o, hc->c->bev);
+        hc->out = &o;
         while (out_queued(hc) + px_out_pending(&o) < px_conn_out_high(OUT_HIGH)) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(hc->s, &data);
             if (n < 0) {
+                hc->out = NULL;
                 px_out_drop(&o);
                 h2_close(hc);
                 return -1;
@@ -619,11 +645,13 @@ static int h2_send(struct h2_conn *hc)
                 break;
             }
             if (px_out_add(&o, data, (size_t)n) != 0) {
+                hc->out = NULL;
                 px_out_drop(&o);
                 h2_close(hc); /* frames nghttp2 counts as sent: the session cannot go on */
                 return -1;
             }
         }
+        hc->out = NULL;
         if (px_out_end(&o) != 0) {
             h2_close(hc);
             return -1;
@@ -1014,6 +1042,7 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     /* Flood limits (nghttp2 ends the connection with GOAWAY
      * ENHANCE_YOUR_CALM past them): rapid reset (CVE-2023-44487: RST_STREAM
