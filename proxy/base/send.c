@@ -252,23 +252,32 @@ void px_out_begin(struct px_out *o, struct bufferevent *bev)
     o->buf = stage_take();
 }
 
-/* With a wire: p[0..n) through SSL_write into it (records of up to 16 KiB;
- * its BIO takes everything, so SSL_write only fails when the connection
- * is broken). */
-static int wire_write(struct px_out *o, const unsigned char *p, size_t n)
+/* SSL_write of p[0..n) in records of up to 16 KiB; stops at the first
+ * that does not go (WANT_WRITE or an error). Returns the bytes written. */
+static size_t ssl_write_records(SSL *ssl, const unsigned char *p, size_t n)
 {
     size_t off = 0;
     while (off < n) {
         int chunk = n - off > RECORD ? RECORD : (int)(n - off);
         int r;
         ERR_clear_error();
-        r = SSL_write(o->ssl, p + off, chunk);
+        r = SSL_write(ssl, p + off, chunk);
         if (r <= 0) {
             ERR_clear_error();
-            o->wire->broken = 1;
-            return -1;
+            break;
         }
         off += (size_t)r;
+    }
+    return off;
+}
+
+/* With a wire: p[0..n) through SSL_write into it (its BIO takes
+ * everything, so SSL_write only fails when the connection is broken). */
+static int wire_write(struct px_out *o, const unsigned char *p, size_t n)
+{
+    if (ssl_write_records(o->ssl, p, n) != n) {
+        o->wire->broken = 1;
+        return -1;
     }
     return 0;
 }
@@ -289,30 +298,20 @@ static int out_write(struct px_out *o, const unsigned char *p, size_t n)
         return rc;
     }
 
-    if (evbuffer_get_length(q) == 0) {
+    if (evbuffer_get_length(q) == 0 && bufferevent_getfd(o->bev) >= 0) {
         evutil_socket_t fd = bufferevent_getfd(o->bev);
-        while (off < n && fd >= 0) {
-            if (o->ssl != NULL) {
-                int chunk = n - off > RECORD ? RECORD : (int)(n - off);
-                int r;
-                ERR_clear_error();
-                r = SSL_write(o->ssl, p + off, chunk);
-                if (r <= 0) {
-                    /* WANT_WRITE: OpenSSL holds the record and must be
-                     * called again with the same bytes first, which is
-                     * what libevent does with the output queued below
-                     * (one chain, at least this long). An error: libevent
-                     * meets it on that same write. */
-                    ERR_clear_error();
-                    break;
-                }
-                off += (size_t)r;
-            } else {
-                ssize_t r = write(fd, p + off, n - off);
-                if (r <= 0)
-                    break; /* EAGAIN, or an error libevent meets on its own write */
-                off += (size_t)r;
-            }
+        /* TLS, a record that does not go: WANT_WRITE, OpenSSL holds it
+         * and must be called again with the same bytes first, which is
+         * what libevent does with the output queued below (one chain, at
+         * least this long); or an error, which libevent meets on that
+         * same write. */
+        if (o->ssl != NULL)
+            off = ssl_write_records(o->ssl, p, n);
+        while (o->ssl == NULL && off < n) {
+            ssize_t r = write(fd, p + off, n - off);
+            if (r <= 0)
+                break; /* EAGAIN, or an error libevent meets on its own write */
+            off += (size_t)r;
         }
     }
     if (off < n && evbuffer_add(q, p + off, n - off) != 0)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "h2_mem.h"
+#include "pattern.h"
 
 TCase *tcase_h2_mem(void);
 
@@ -19,19 +20,6 @@ static const size_t sizes[] = {0, 1, 15, 16, 4095, 4096, H2_MEM_MAP_MIN - 17, H2
                                H2_MEM_MAP_MIN, H2_MEM_MAP_MIN + 1, 16384 + 10, 65536, 1 << 20};
 #define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
 
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)(i * 31u + seed);
-}
-
-static int same(const unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != (unsigned char)(i * 31u + seed))
-            return 0;
-    return 1;
-}
 
 START_TEST(malloc_calloc_sizes)
 {
@@ -49,8 +37,8 @@ START_TEST(malloc_calloc_sizes)
                 nonzero += z[j] != 0;
             ck_assert_uint_eq(nonzero, 0);
         }
-        fill(p, sizes[i], (unsigned)i);
-        ck_assert(same(p, sizes[i], (unsigned)i));
+        pattern_fill(p, sizes[i], (unsigned)i);
+        ck_assert(pattern_same(p, sizes[i], (unsigned)i));
         m->free(p, m->mem_user_data);
         m->free(z, m->mem_user_data);
     }
@@ -67,12 +55,12 @@ START_TEST(realloc_keeps_contents)
             size_t keep = sizes[a] < sizes[b] ? sizes[a] : sizes[b];
             unsigned char *p = m->realloc(NULL, sizes[a], m->mem_user_data), *q;
             ck_assert_ptr_nonnull(p);
-            fill(p, sizes[a], (unsigned)(a + b));
+            pattern_fill(p, sizes[a], (unsigned)(a + b));
             q = m->realloc(p, sizes[b], m->mem_user_data);
             ck_assert_ptr_nonnull(q);
-            ck_assert_msg(same(q, keep, (unsigned)(a + b)), "realloc %zu -> %zu lost bytes",
+            ck_assert_msg(pattern_same(q, keep, (unsigned)(a + b)), "realloc %zu -> %zu lost bytes",
                           sizes[a], sizes[b]);
-            fill(q, sizes[b], 7); /* all of the new size is writable */
+            pattern_fill(q, sizes[b], 7); /* all of the new size is writable */
             m->free(q, m->mem_user_data);
         }
     }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "pattern.h"
 #include "tmalloc.h"
 
 TCase *tcase_tmalloc(void);
@@ -20,19 +21,6 @@ static const size_t sizes[] = {0,    1,    15,   16,   63,   64,   65,   1000, 1
                                12288, 65536, 300000};
 #define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
 
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)(i * 131u + seed);
-}
-
-static int same(const unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != (unsigned char)(i * 131u + seed))
-            return 0;
-    return 1;
-}
 
 START_TEST(sizes_hold_their_bytes)
 {
@@ -48,12 +36,12 @@ START_TEST(sizes_hold_their_bytes)
         for (size_t j = 0; j < sizes[i]; j++)
             nonzero += z[j] != 0;
         ck_assert_uint_eq(nonzero, 0);
-        fill(p[i], sizes[i], (unsigned)i);
-        fill(z, sizes[i], 99); /* all of it is writable */
+        pattern_fill(p[i], sizes[i], (unsigned)i);
+        pattern_fill(z, sizes[i], 99); /* all of it is writable */
         px_tfree(z);
     }
     for (size_t i = 0; i < N_SIZES; i++) { /* no block overlapped another */
-        ck_assert_msg(same(p[i], sizes[i], (unsigned)i), "size %zu lost bytes", sizes[i]);
+        ck_assert_msg(pattern_same(p[i], sizes[i], (unsigned)i), "size %zu lost bytes", sizes[i]);
         px_tfree(p[i]);
     }
     px_tfree(NULL);
@@ -67,13 +55,13 @@ START_TEST(realloc_keeps_contents)
             size_t keep = sizes[a] < sizes[b] ? sizes[a] : sizes[b];
             unsigned char *p = px_trealloc(NULL, sizes[a]), *q;
             ck_assert_ptr_nonnull(p);
-            fill(p, sizes[a], (unsigned)(a * 7 + b));
+            pattern_fill(p, sizes[a], (unsigned)(a * 7 + b));
             q = px_trealloc(p, sizes[b]);
             ck_assert_ptr_nonnull(q);
-            ck_assert_msg(same(q, keep, (unsigned)(a * 7 + b)), "realloc %zu -> %zu lost bytes",
+            ck_assert_msg(pattern_same(q, keep, (unsigned)(a * 7 + b)), "realloc %zu -> %zu lost bytes",
                           sizes[a], sizes[b]);
             ck_assert_uint_eq(px_tsize(q), sizes[b]);
-            fill(q, sizes[b], 3);
+            pattern_fill(q, sizes[b], 3);
             px_tfree(q);
         }
 }
@@ -89,10 +77,10 @@ START_TEST(paged_blocks)
         for (size_t j = 0; j < n[i]; j++)
             nonzero += p[j] != 0;
         ck_assert_uint_eq(nonzero, 0);
-        fill(p, n[i], 5);
+        pattern_fill(p, n[i], 5);
         q = px_trealloc(p, n[i] + 100); /* out of its mapping into an ordinary block */
         ck_assert_ptr_nonnull(q);
-        ck_assert(same(q, n[i], 5));
+        ck_assert(pattern_same(q, n[i], 5));
         px_tfree(q);
         px_tfree(px_tmalloc_paged(n[i])); /* freed untouched */
     }
