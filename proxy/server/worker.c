@@ -210,7 +210,7 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 #define ACCEPT_PAUSE_US 5000 /* how often a listener paused at max_handshakes looks again */
-static void pause_accepting(struct px_listener *l);
+static void pause_accepting(struct px_listener *l, long us);
 
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -253,11 +253,11 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             atomic_fetch_sub(&px_conns_by_kind[kind], 1);
             px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
             close(fd);
-            pause_accepting(l);
+            pause_accepting(l, ACCEPT_PAUSE_US);
             return;
         }
         if (before + 1 >= (long)cfg->limits.max_handshakes)
-            pause_accepting(l); /* this one took the last slot: the next ones wait */
+            pause_accepting(l, ACCEPT_PAUSE_US); /* this one took the last slot: the next ones wait */
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = px_conn_new(l, sa);
@@ -339,16 +339,18 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     evconnlistener_enable(l->evl);
 }
 
-/* limits.max_handshakes is reached: this listener accepts nothing until
- * handshakes in flight drop below it. The connections that arrive
- * meanwhile wait in the kernel's accept queue (the listen backlog), as
- * with nginx's and HAProxy's connection limits, instead of being accepted
- * only to be closed: a reconnect burst of thousands of clients is served,
- * at the rate handshakes finish. Checked every ACCEPT_PAUSE_US (the slots
- * may be freed on any worker). */
-static void pause_accepting(struct px_listener *l)
+/* This listener accepts nothing for `us` microseconds, then looks again
+ * (accept_retry_cb). The connections that arrive meanwhile wait in the
+ * kernel's accept queue (the listen backlog). Two callers: accept errors
+ * (out of descriptors: 200 ms), and limits.max_handshakes reached, which
+ * holds until handshakes in flight drop below it, checked every
+ * ACCEPT_PAUSE_US (the slots may be freed on any worker) - as with nginx's
+ * and HAProxy's connection limits, a reconnect burst of thousands of
+ * clients is then served at the rate handshakes finish instead of being
+ * accepted only to be closed. */
+static void pause_accepting(struct px_listener *l, long us)
 {
-    struct timeval tv = {0, ACCEPT_PAUSE_US};
+    struct timeval tv = {us / 1000000, us % 1000000};
     if (l->accept_retry == NULL)
         l->accept_retry = evtimer_new(l->w->base, accept_retry_cb, l);
     if (l->accept_retry == NULL || l->evl == NULL)
@@ -361,7 +363,7 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 {
     struct px_listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    struct timeval tv = {0, 200 * 1000};
+    (void)evl;
     /* Out of descriptors (EMFILE/ENFILE) or buffers: the pending connection
      * stays in the kernel queue and the socket stays readable, so retrying
      * at once would spin. Pause this listener for 200 ms and log once per
@@ -371,12 +373,7 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
                    1);
     px_log(PX_LOG_WARN, "accept_failed", "listener", l->name, "error",
            evutil_socket_error_to_string(err), "msg", "pausing this listener for 200ms", NULL);
-    if (l->accept_retry == NULL)
-        l->accept_retry = evtimer_new(l->w->base, accept_retry_cb, l);
-    if (l->accept_retry != NULL) {
-        evconnlistener_disable(evl);
-        evtimer_add(l->accept_retry, &tv);
-    }
+    pause_accepting(l, 200 * 1000);
 }
 
 /* identity.source workload_api: until the first SVID arrives the
