@@ -33,7 +33,6 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
-#include <string.h>
 
 struct evbuffer;
 struct evbuffer_cb_entry;
@@ -120,18 +119,6 @@ const char *px_mem_action_name(enum px_mem_action a);
  * pressure at most PX_MEM_FLOOR - held (0 when it holds more). The pause
  * action is counted when a pressure level cuts a stream short. */
 size_t px_mem_room(int64_t held, size_t limit);
-
-/* A zeroed object for the per-request path. glibc's calloc never uses
- * the per-thread cache; malloc does (chunks up to 1032 bytes), so
- * malloc + memset costs a fraction of it for the small objects a request
- * makes and frees. NULL when out of memory. */
-static inline void *px_zalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p != NULL)
-        memset(p, 0, n);
-    return p;
-}
 
 /* n elements of size, not zeroed, for arrays filled before use; NULL on
  * overflow or when out of memory. */

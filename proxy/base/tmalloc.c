@@ -145,7 +145,7 @@ static struct pool *pool_get(void)
     return p;
 }
 
-static void *alloc(size_t n)
+void *px_tmalloc(size_t n)
 {
     struct hdr *h;
     size_t c;
@@ -172,14 +172,9 @@ static void *alloc(size_t n)
     return h + 1;
 }
 
-void *px_tmalloc(size_t n)
-{
-    return alloc(n);
-}
-
 void *px_tzalloc(size_t n)
 {
-    void *p = alloc(n);
+    void *p = px_tmalloc(n);
     if (p != NULL)
         memset(p, 0, n);
     return p;
@@ -254,7 +249,7 @@ void *px_trealloc(void *ptr, size_t n)
     struct hdr *h;
     void *np;
     if (ptr == NULL)
-        return alloc(n);
+        return px_tmalloc(n);
     h = (struct hdr *)ptr - 1;
     if (h->cls != BIG && h->cls != MAPPED && n > 0 && n <= cls_bytes(h->cls)) {
         /* still fits its block */
@@ -269,7 +264,7 @@ void *px_trealloc(void *ptr, size_t n)
         nh->size = n;
         return nh + 1;
     }
-    np = alloc(n);
+    np = px_tmalloc(n);
     if (np == NULL)
         return NULL;
     memcpy(np, ptr, h->size < n ? h->size : n);
