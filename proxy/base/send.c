@@ -66,8 +66,7 @@ struct px_wire {
     struct evbuffer *buf; /* encrypted records waiting for the socket */
     struct event *wev;    /* the socket is writable again */
     evutil_socket_t fd;
-    BIO *bio;             /* the SSL's write BIO (owned by the SSL) */
-    struct wire_bio *wb;  /* its data (owned by the BIO) */
+    struct wire_bio *wb;  /* the SSL's write BIO's data (owned by the BIO) */
     void (*cb)(void *arg, int err);
     void *arg;
     int broken;           /* a write failed: nothing more is written */
@@ -192,6 +191,7 @@ struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
     struct px_wire *w;
+    BIO *bio;
     pthread_once(&wire_once, wire_method_make);
     if (ssl == NULL || wire_method == NULL || bufferevent_getfd(bev) < 0 ||
         (w = calloc(1, sizeof(*w))) == NULL)
@@ -201,11 +201,10 @@ struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
     w->arg = arg;
     w->buf = evbuffer_new();
     w->wev = event_new(base, w->fd, EV_WRITE | EV_PERSIST, wire_write_cb, w);
-    w->bio = BIO_new(wire_method);
+    bio = BIO_new(wire_method);
     w->wb = malloc(sizeof(*w->wb));
-    if (w->buf == NULL || w->wev == NULL || w->bio == NULL || w->wb == NULL) {
-        BIO_free(w->bio);
-        w->bio = NULL;
+    if (w->buf == NULL || w->wev == NULL || bio == NULL || w->wb == NULL) {
+        BIO_free(bio);
         free(w->wb);
         w->wb = NULL;
         px_wire_free(w);
@@ -213,8 +212,8 @@ struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
     }
     w->wb->fd = (int)w->fd;
     w->wb->w = w;
-    BIO_set_data(w->bio, w->wb); /* the BIO's destroy frees wb */
-    SSL_set0_wbio(ssl, w->bio); /* the SSL owns it now; the socket BIO stays its rbio */
+    BIO_set_data(bio, w->wb); /* the BIO's destroy frees wb */
+    SSL_set0_wbio(ssl, bio); /* the SSL owns it now; the socket BIO stays its rbio */
     return w;
 }
 
@@ -252,6 +251,16 @@ void px_out_begin(struct px_out *o, struct bufferevent *bev)
     o->buf = stage_take();
 }
 
+static int out_write(struct px_out *o, const unsigned char *p, size_t n);
+
+/* Writes (or queues) what is staged and empties the staging area. */
+static int stage_flush(struct px_out *o)
+{
+    int rc = o->len > 0 ? out_write(o, o->buf, o->len) : 0;
+    o->len = 0;
+    return rc;
+}
+
 /* SSL_write of p[0..n) in records of up to 16 KiB; stops at the first
  * that does not go (WANT_WRITE or an error). Returns the bytes written. */
 static size_t ssl_write_records(SSL *ssl, const unsigned char *p, size_t n)
@@ -287,6 +296,7 @@ static int wire_write(struct px_out *o, const unsigned char *p, size_t n)
 static int out_write(struct px_out *o, const unsigned char *p, size_t n)
 {
     struct evbuffer *q = bufferevent_get_output(o->bev);
+    evutil_socket_t fd = bufferevent_getfd(o->bev);
     size_t off = 0;
 
     if (o->wire != NULL) {
@@ -298,8 +308,7 @@ static int out_write(struct px_out *o, const unsigned char *p, size_t n)
         return rc;
     }
 
-    if (evbuffer_get_length(q) == 0 && bufferevent_getfd(o->bev) >= 0) {
-        evutil_socket_t fd = bufferevent_getfd(o->bev);
+    if (evbuffer_get_length(q) == 0 && fd >= 0) {
         /* TLS, a record that does not go: WANT_WRITE, OpenSSL holds it
          * and must be called again with the same bytes first, which is
          * what libevent does with the output queued below (one chain, at
@@ -325,9 +334,7 @@ int px_out_add(struct px_out *o, const void *p, size_t n)
         return o->wire != NULL ? wire_write(o, p, n)
                                : evbuffer_add(bufferevent_get_output(o->bev), p, n);
     if (n > PX_OUT_STAGE - o->len) {
-        int rc = out_write(o, o->buf, o->len);
-        o->len = 0;
-        if (rc != 0)
+        if (stage_flush(o) != 0)
             return -1;
         if (n > PX_OUT_STAGE)
             return out_write(o, p, n);
@@ -351,15 +358,10 @@ int px_out_add_evbuffer(struct px_out *o, struct evbuffer *b, size_t n)
         return evbuffer_drain(b, n);
     }
     while (n > 0) {
-        size_t room = PX_OUT_STAGE - o->len, k;
-        if (room == 0) {
-            int rc = out_write(o, o->buf, o->len);
-            o->len = 0;
-            if (rc != 0)
-                return -1;
-            room = PX_OUT_STAGE;
-        }
-        k = n < room ? n : room;
+        size_t k;
+        if (o->len == PX_OUT_STAGE && stage_flush(o) != 0)
+            return -1;
+        k = n < PX_OUT_STAGE - o->len ? n : PX_OUT_STAGE - o->len;
         if (evbuffer_remove(b, o->buf + o->len, k) != (int)k)
             return -1;
         o->len += k;
@@ -372,8 +374,7 @@ int px_out_end(struct px_out *o)
 {
     int rc = 0;
     if (o->buf != NULL) {
-        if (o->len > 0)
-            rc = out_write(o, o->buf, o->len);
+        rc = stage_flush(o);
         tl_stage.busy = 0;
         o->buf = NULL;
     }

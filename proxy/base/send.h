@@ -16,7 +16,8 @@
  *
  * Bytes are gathered in a per-thread staging area of PX_OUT_STAGE bytes; a
  * px_out begun while another is open on the same thread (a sender that
- * runs inside another's callbacks) queues into the output as before.
+ * runs inside another's callbacks) has none: its bytes go to its
+ * connection's wire, or are queued into the output as before.
  */
 #ifndef PX_SEND_H
 #define PX_SEND_H
