@@ -9,10 +9,12 @@
  * and a connection never more than max_concurrent_streams of those.
  *
  * Output: a turn's nghttp2_session_mem_send() frames are written at once
- * (send.h: full TLS records, no wait for epoll); what the socket does not
- * take goes into the bufferevent's output. We stop pulling frames while it
- * holds more than OUT_HIGH bytes and continue from the write callback, so
- * a client that does not read cannot make us queue without bound.
+ * (send.h: no wait for epoll; on TLS, records many to a writev from the
+ * connection's wire); what the socket does not take waits in the wire
+ * (TLS) or the bufferevent's output (plaintext). We stop pulling frames
+ * while more than OUT_HIGH bytes wait and continue once they are taken
+ * (h2_wire_cb, or the bufferevent's write callback), so a client that does
+ * not read cannot make us queue without bound.
  */
 #include "h2.h"
 
@@ -628,31 +630,27 @@ static int h2_send(struct h2_conn *hc)
     if (hc->state >= H2_LINGERING || hc->in_recv)
         return 0;
     for (;;) {
-        int full = 1; /* stopped at OUT_HIGH, not for want of frames */
+        int full = 1, failed = 0; /* full: stopped at OUT_HIGH, not for want of frames */
         px_out_begin(&o, hc->c->bev);
         hc->out = &o;
         while (out_queued(hc) + px_out_pending(&o) < px_conn_out_high(OUT_HIGH)) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(hc->s, &data);
-            if (n < 0) {
-                hc->out = NULL;
-                px_out_drop(&o);
-                h2_close(hc);
-                return -1;
-            }
             if (n == 0) {
                 full = 0;
                 break;
             }
-            if (px_out_add(&o, data, (size_t)n) != 0) {
-                hc->out = NULL;
-                px_out_drop(&o);
-                h2_close(hc); /* frames nghttp2 counts as sent: the session cannot go on */
-                return -1;
+            /* a frame nghttp2 counts as sent that is not out: the session
+             * cannot go on */
+            if (n < 0 || px_out_add(&o, data, (size_t)n) != 0) {
+                failed = 1;
+                break;
             }
         }
         hc->out = NULL;
-        if (px_out_end(&o) != 0) {
+        if (failed)
+            px_out_drop(&o);
+        if (failed || px_out_end(&o) != 0) {
             h2_close(hc);
             return -1;
         }
