@@ -104,13 +104,10 @@ def h1_tls(port, pki, cert="client"):
 
 def read_head(sock, buf=b""):
     """Reads a response head; returns (status, {lower name: value}, rest of the bytes)."""
-    while b"\r\n\r\n" not in buf:
-        b = sock.recv(65536)
-        if not b:
-            raise AssertionError("connection closed before a response head: %r" % buf[:300])
-        buf += b
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
+    got = ws_app.recv_head(sock, buf)
+    if got is None:
+        raise AssertionError("connection closed (or 1 MiB sent) before a response head")
+    lines, rest = got
     status = int(lines[0].split(" ")[1])
     hdrs = {}
     for ln in lines[1:]:

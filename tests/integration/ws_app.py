@@ -397,20 +397,29 @@ def serve_h2c(port, advertise):
 # --------------------------------------------------------------------------
 # RAW101: a 101 to whatever was asked
 
+def recv_head(sock, buf=b"", limit=1 << 20):
+    """Reads from sock (after buf) until an HTTP/1.1 head ends. Returns (the head's lines,
+    the bytes after it), or None when the peer left first or more than limit bytes came
+    without the head's end. Also test_websocket.py's, for responses."""
+    while b"\r\n\r\n" not in buf:
+        b = sock.recv(65536)
+        if not b:
+            return None
+        buf += b
+        if len(buf) > limit:
+            return None
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1").split("\r\n"), rest
+
+
 def _read_request_head(s, mode):
     """Reads an HTTP/1.1 request head from socket s (at most 1 MiB) and notes it as a
     "request" event. Returns (path, headers as [name, value] pairs, the bytes after the
     head), or None when the client left or sent too much."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        b = s.recv(65536)
-        if not b:
-            return None
-        buf += b
-        if len(buf) > 1 << 20:
-            return None
-    head, rest_bytes = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
+    got = recv_head(s)
+    if got is None:
+        return None
+    lines, rest_bytes = got
     method, _, rest = lines[0].partition(" ")
     path = rest.rsplit(" ", 1)[0]
     hdrs = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in lines[1:])]
