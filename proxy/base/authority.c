@@ -5,6 +5,8 @@
  */
 #include "authority.h"
 
+#include "fmt.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
@@ -126,9 +128,10 @@ int px_authority_parse(const char *p, size_t n, struct px_authority *out)
     }
     memcpy(out->text, out->host, out->host_len);
     out->text_len = out->host_len;
-    if (out->port != 0)
-        out->text_len += (size_t)snprintf(out->text + out->host_len,
-                                          sizeof(out->text) - out->host_len, ":%u", out->port);
+    if (out->port != 0) { /* every request: no printf (a tenth of the parse) */
+        out->text[out->text_len++] = ':';
+        out->text_len += px_fmt_u64(out->text + out->text_len, out->port);
+    }
     out->text[out->text_len] = '\0';
     return 0;
 }

@@ -492,7 +492,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
 {
     struct px_stream *st = hs->st;
     size_t n = st->resp.n + 2, k = 0;
-    nghttp2_nv *nva = px_alloc_array(n, sizeof(*nva));
+    nghttp2_nv local[H2_NV_LOCAL], *nva = h2_nv_array(local, n);
     char status[4], clen[24];
     nghttp2_data_provider prd;
     int rc, has_body;
@@ -525,7 +525,7 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     prd.source.ptr = hs;
     prd.read_callback = read_response;
     rc = nghttp2_submit_response(hc->s, hs->id, nva, k, has_body ? &prd : NULL);
-    free(nva);
+    h2_nv_array_free(nva, local);
     hs->submitted = 1;
     if (!has_body && !st->req_eof && !st->rq.is_grpc)
         hs->stop_pending = 1; /* as in read_response */

@@ -25,6 +25,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "fields.h"
+#include "fmt.h"
 #include "h2_mem.h"
 #include "log.h"
 #include "send.h"
@@ -761,7 +762,7 @@ static int us_submit(struct uph2_stream *us)
     struct uph2_conn *uc = us->uc;
     struct px_stream *st = us->st;
     const struct px_request *rq = &st->rq;
-    nghttp2_nv *nva = px_alloc_array(rq->hdrs.n + 6, sizeof(*nva));
+    nghttp2_nv local[H2_NV_LOCAL], *nva = h2_nv_array(local, rq->hdrs.n + 6);
     nghttp2_data_provider prd;
     size_t k = 0;
     char clen[24];
@@ -795,8 +796,8 @@ static int us_submit(struct uph2_stream *us)
                                                                           : NGHTTP2_NV_FLAG_NONE};
     }
     if (rq->content_length >= 0 && !rq->upgrade) {
-        snprintf(clen, sizeof(clen), "%lld", (long long)rq->content_length);
-        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
+        size_t clen_n = px_fmt_i64(clen, rq->content_length);
+        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, clen_n,
                                 NGHTTP2_NV_FLAG_NONE};
     }
     prd.source.ptr = us;
@@ -805,7 +806,7 @@ static int us_submit(struct uph2_stream *us)
     no_body = !rq->upgrade && st->req_eof && evbuffer_get_length(st->req_body) == 0 &&
               rq->trailers.n == 0;
     id = nghttp2_submit_request(uc->s, NULL, nva, k, no_body ? NULL : &prd, us);
-    free(nva);
+    h2_nv_array_free(nva, local);
     if (id < 0)
         return -1;
     us->id = id;
