@@ -176,11 +176,25 @@ size_t px_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
         size_t plen = 1, adv = 1, run = i;
         unsigned c, cp;
 
-        /* Most of a log value is plain ASCII: copy it a run at a time
-         * (a run may be cut anywhere when out is full), found 8 bytes at
-         * a time while they are all plain. */
-        while (run + 8 <= inlen && plain8(s + run))
+        /* Most of a log value is plain ASCII: it is copied 8 bytes at a
+         * time while they are all plain and fit, and a tail of less than 8
+         * as the input's last word, written over the output's last bytes
+         * (the same bytes, when a word went before it). */
+        while (run + 8 <= inlen && o + 8 < outlen && plain8(s + run)) {
+            memcpy(out + o, s + run, 8);
+            o += 8;
             run += 8;
+        }
+        if (run - i >= 8 && run < inlen && inlen - run < 8 && o + (inlen - run) < outlen &&
+            plain8(s + inlen - 8)) {
+            memcpy(out + o + (inlen - run) - 8, s + inlen - 8, 8);
+            o += inlen - run;
+            i = inlen;
+            break;
+        }
+        i = run;
+        if (i == inlen)
+            break;
         while (run < inlen && json_plain[s[run]])
             run++;
         if (run > i) {

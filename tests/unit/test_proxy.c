@@ -617,6 +617,43 @@ START_TEST(test_log_escape_words)
 }
 END_TEST
 
+/* Lengths and room: ASCII strings of every length from 0 to 40 (mostly
+ * plain, so whole words, tails shorter than a word and escapes between
+ * them all occur), escaped into every room from 1 to 100 bytes, come out
+ * as the byte-wise rule says: each byte's escape whole or not at all, the
+ * output cut where the next one does not fit with its NUL. */
+START_TEST(test_log_escape_lengths)
+{
+    unsigned char in[40];
+    char out[128], want[128];
+    uint32_t r = 2463534242u;
+    for (int round = 0; round < 40; round++) {
+        for (size_t len = 0; len <= sizeof(in); len++) {
+            for (size_t i = 0; i < len; i++) {
+                r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+                in[i] = (unsigned char)(r % 16 == 0 ? r >> 8 & 0x7f : 'a' + (r >> 8) % 26);
+            }
+            for (size_t room = 1; room <= 100; room += 1 + (size_t)(round % 7)) {
+                size_t w = 0, n;
+                for (size_t i = 0; i < len; i++) {
+                    char e[8];
+                    size_t el = esc1(in[i], e);
+                    if (w + el + 1 > room)
+                        break;
+                    memcpy(want + w, e, el);
+                    w += el;
+                }
+                want[w] = '\0';
+                memset(out, 'Z', sizeof(out));
+                n = px_json_escape(out, room, (const char *)in, len);
+                ck_assert_msg(n == w && strcmp(out, want) == 0 && out[room] == 'Z',
+                              "round %d len %zu room %zu: %s", round, len, room, out);
+            }
+        }
+    }
+}
+END_TEST
+
 static char g_tmpdir[64];
 static char g_access[96], g_audit[96];
 
@@ -856,6 +893,7 @@ static TCase *tcase_log(void)
     tcase_add_loop_test(tc, test_log_escape, 0, (int)N_ELEMS(escapes));
     tcase_add_test(tc, test_log_escape_cut);
     tcase_add_test(tc, test_log_escape_words);
+    tcase_add_test(tc, test_log_escape_lengths);
     tcase_add_test(tc, test_log_access_audit);
     tcase_add_test(tc, test_log_batch);
     tcase_add_test(tc, test_log_reopen_and_errors);
