@@ -119,7 +119,8 @@ struct px_listener {
 struct px_worker {
     int id;
     pthread_t thread;
-    struct event_base *base;
+    struct event_base *base;           /* no lock: this worker's thread only */
+    struct px_mailbox *mailbox;        /* how other threads reach it (mailbox.h); workers only */
     struct px_snapshot *snap;          /* current; owned reference */
     struct px_policy_state *policy;    /* current; owned reference */
     struct px_listener *listeners;     /* one per configured listener */

@@ -38,6 +38,7 @@
 #include "dispatch_int.h"
 #include "fmt.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 
 #define DISPATCH_MAX_WAITERS 1024   /* streams coalesced on one check */
@@ -84,9 +85,9 @@ struct service {
     struct inflight *inflight;
 };
 
-/* An answer for a check another worker sent, queued for this worker. */
+/* An answer for a check another worker sent, posted to this worker's
+ * mailbox. */
 struct mail {
-    struct mail *next;
     struct inflight *local;
     struct px_answer *a;
     enum px_reason err;
@@ -96,9 +97,6 @@ struct px_dispatch_state {
     struct px_worker *w;
     struct service **svc; /* each allocated on its own: in-flight records point at them */
     size_t nsvc;
-    pthread_mutex_t mail_mu;
-    struct mail *mail_head, *mail_tail;
-    struct event *mail_ev;
 };
 
 /* First ASCII case-insensitive occurrence of needle (lowercase) in
@@ -177,7 +175,6 @@ static void l1_put(struct service *s, struct px_dentry *e)
 
 /* ---- per-worker state ----------------------------------------------------- */
 
-static void mail_cb(evutil_socket_t fd, short what, void *arg);
 
 static struct service *service_get(struct px_worker *w, const struct px_dispatch_cfg *dc,
                                    const struct px_stream *st)
@@ -191,13 +188,6 @@ static struct service *service_get(struct px_worker *w, const struct px_dispatch
         if (ds == NULL)
             return NULL;
         ds->w = w;
-        pthread_mutex_init(&ds->mail_mu, NULL);
-        ds->mail_ev = event_new(w->base, -1, 0, mail_cb, ds);
-        if (ds->mail_ev == NULL) {
-            pthread_mutex_destroy(&ds->mail_mu);
-            free(ds);
-            return NULL;
-        }
         w->dispatch = ds;
     }
     for (size_t i = 0; i < ds->nsvc; i++)
@@ -569,46 +559,36 @@ static void on_answer(void *arg, const struct px_client_resp *r)
 
 /* ---- answers from other workers ------------------------------------------ */
 
-void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, enum px_reason err)
+static void mail_run(void *arg)
 {
-    struct px_dispatch_state *ds = w->dispatch;
-    struct mail *m = malloc(sizeof(*m));
-    if (m == NULL) {
-        /* the waiters there answer when their clients time out; nothing else to do */
-        px_answer_unref(a);
-        return;
-    }
-    m->next = NULL;
-    m->local = local;
-    m->a = a;
-    m->err = err;
-    pthread_mutex_lock(&ds->mail_mu);
-    if (ds->mail_tail != NULL)
-        ds->mail_tail->next = m;
-    else
-        ds->mail_head = m;
-    ds->mail_tail = m;
-    pthread_mutex_unlock(&ds->mail_mu);
-    event_active(ds->mail_ev, EV_READ, 0);
+    struct mail *m = arg;
+    deliver(m->local, m->a, m->err);
+    px_answer_unref(m->a);
+    free(m);
 }
 
-static void mail_cb(evutil_socket_t fd, short what, void *arg)
+/* The worker ends before the answer reached it: its waiters went with
+ * its streams. */
+static void mail_drop(void *arg)
 {
-    struct px_dispatch_state *ds = arg;
-    struct mail *m;
-    (void)fd;
-    (void)what;
-    pthread_mutex_lock(&ds->mail_mu);
-    m = ds->mail_head;
-    ds->mail_head = ds->mail_tail = NULL;
-    pthread_mutex_unlock(&ds->mail_mu);
-    while (m != NULL) {
-        struct mail *next = m->next;
-        deliver(m->local, m->a, m->err);
-        px_answer_unref(m->a);
+    struct mail *m = arg;
+    px_answer_unref(m->a);
+    free(m);
+}
+
+void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, enum px_reason err)
+{
+    struct mail *m = malloc(sizeof(*m));
+    if (m != NULL) {
+        m->local = local;
+        m->a = a;
+        m->err = err;
+        if (px_mailbox_post(w->mailbox, mail_run, mail_drop, m) == 0)
+            return;
         free(m);
-        m = next;
     }
+    /* out of memory: the waiters there answer when their clients time out */
+    px_answer_unref(a);
 }
 
 static struct px_client_call *send_check(struct px_stream *st, const struct px_dispatch_cfg *dc,
@@ -797,15 +777,6 @@ void px_dispatch_free(struct px_worker *w)
         l1_clear(s);
         free(s);
     }
-    while (ds->mail_head != NULL) {
-        struct mail *m = ds->mail_head;
-        ds->mail_head = m->next;
-        px_answer_unref(m->a);
-        free(m);
-    }
-    if (ds->mail_ev != NULL)
-        event_free(ds->mail_ev);
-    pthread_mutex_destroy(&ds->mail_mu);
     free(ds->svc);
     free(ds);
     w->dispatch = NULL;

@@ -31,6 +31,7 @@
 #include "enforce.h"
 #include "fetcher.h"
 #include "log.h"
+#include "mailbox.h"
 #include "mem.h"
 #include "floor.h"
 #include "dispatch_int.h"
@@ -647,17 +648,20 @@ static double policy_age_fn(void *arg)
 /* Worker bases batch epoll_ctl changes per loop iteration: a bufferevent
  * that drops EV_WRITE after flushing and adds it back when the next chunk
  * arrives (every few KiB of a proxied body) then costs no syscall. We never
- * dup() sockets, which is the case the changelist mishandles. */
+ * dup() sockets, which is the case the changelist mishandles. They have no
+ * lock: only the worker's thread touches its base, other threads post to
+ * its mailbox (mailbox.h). */
 static struct event_base *worker_base_new(void)
 {
     struct event_config *ec = event_config_new();
     struct event_base *b;
     if (ec == NULL)
-        return event_base_new();
+        return NULL;
     event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
     b = event_base_new_with_config(ec);
     event_config_free(ec);
-    return b != NULL ? b : event_base_new();
+    return b;
 }
 
 static void cleanup(void)
@@ -809,9 +813,12 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
         struct px_worker *w = &D.workers[i];
         w->id = i;
         w->base = worker_base_new();
+        w->mailbox = w->base != NULL ? px_mailbox_new(w->base) : NULL;
         w->snap = px_snapshot_ref(D.snap);
         w->policy = px_policy_state_ref(D.policy);
-        if (w->base == NULL || px_worker_listen(w, err, sizeof(err)) != 0) {
+        if (w->mailbox == NULL)
+            snprintf(err, sizeof(err), "worker %d: no event loop (out of memory or descriptors)", i);
+        if (w->mailbox == NULL || px_worker_listen(w, err, sizeof(err)) != 0) {
             fprintf(stderr, "picket: %s\n", err);
             px_log(PX_LOG_ERROR, "start_failed", "error", err, NULL);
             D.nworkers = i + 1;

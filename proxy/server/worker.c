@@ -5,9 +5,9 @@
  * opaque TCP listeners).
  *
  * Workers get messages, not locked shared state: the control thread posts
- * a new snapshot or a drain order with event_base_once() (libevent is
- * initialised with pthreads support, which makes that call thread-safe);
- * the worker swaps its own pointer on its own thread.
+ * a new snapshot or a drain order to the worker's mailbox (mailbox.h; the
+ * worker's base has no lock, so no other thread may touch it); the worker
+ * swaps its own pointer on its own thread.
  */
 #include "px.h"
 #include "upstream.h"
@@ -30,6 +30,7 @@
 
 #include "certs.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "dispatch.h"
 #include "gate.h"
@@ -513,11 +514,18 @@ struct swap_msg {
     int has_pol;
 };
 
-static void swap_cb(evutil_socket_t fd, short what, void *arg)
+static void swap_drop(void *arg)
 {
     struct swap_msg *m = arg;
-    (void)fd;
-    (void)what;
+    px_snapshot_unref(m->snap);
+    if (m->has_pol)
+        px_policy_state_unref(m->pol);
+    free(m);
+}
+
+static void swap_run(void *arg)
+{
+    struct swap_msg *m = arg;
     if (m->snap != NULL) {
         struct px_snapshot *old = m->w->snap;
         m->w->snap = m->snap;
@@ -541,9 +549,8 @@ int px_worker_post_snapshot(struct px_worker *w, struct px_snapshot *snap)
         return -1;
     m->w = w;
     m->snap = px_snapshot_ref(snap);
-    if (event_base_once(w->base, -1, EV_TIMEOUT, swap_cb, m, NULL) != 0) {
-        px_snapshot_unref(m->snap);
-        free(m);
+    if (px_mailbox_post(w->mailbox, swap_run, swap_drop, m) != 0) {
+        swap_drop(m);
         return -1;
     }
     return 0;
@@ -557,9 +564,8 @@ int px_worker_post_policy(struct px_worker *w, struct px_policy_state *pol)
     m->w = w;
     m->pol = px_policy_state_ref(pol);
     m->has_pol = 1;
-    if (event_base_once(w->base, -1, EV_TIMEOUT, swap_cb, m, NULL) != 0) {
-        px_policy_state_unref(m->pol);
-        free(m);
+    if (px_mailbox_post(w->mailbox, swap_run, swap_drop, m) != 0) {
+        swap_drop(m);
         return -1;
     }
     return 0;
@@ -622,15 +628,13 @@ static void drain_notice_cb(evutil_socket_t fd, short what, void *arg)
     drain_notify(arg);
 }
 
-static void drain_cb(evutil_socket_t fd, short what, void *arg)
+static void drain_run(void *arg)
 {
     struct px_worker *w = arg;
     int64_t ms = w->snap->cfg->limits.drain_timeout_ms;
     int64_t notice = w->snap->cfg->limits.drain_notice_delay_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     struct timeval ntv = {(time_t)(notice / 1000), (suseconds_t)((notice % 1000) * 1000)};
-    (void)fd;
-    (void)what;
     for (size_t i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].evl) {
             accept_pending(&w->listeners[i]);
@@ -661,7 +665,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 
 int px_worker_post_drain(struct px_worker *w)
 {
-    return event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
+    return px_mailbox_post(w->mailbox, drain_run, NULL, w);
 }
 
 void px_worker_free(struct px_worker *w)
@@ -687,6 +691,7 @@ void px_worker_free(struct px_worker *w)
         event_free(w->hold_ev);
     if (w->log_ev)
         event_free(w->log_ev);
+    px_mailbox_free(w->mailbox); /* messages not run: their references go */
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);
     if (w->base)

@@ -1219,6 +1219,7 @@ TCase *tcase_inject_wlapi(void); /* proxy_inject_wlapi.c */
 TCase *tcase_h2_mem(void);    /* proxy_h2mem.c */
 TCase *tcase_tmalloc(void);   /* proxy_tmalloc.c */
 TCase *tcase_send(void);      /* proxy_send.c */
+TCase *tcase_mailbox(void);   /* proxy_mailbox.c */
 
 static Suite *proxy_suite(void)
 {
@@ -1240,6 +1241,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_h2_mem());
     suite_add_tcase(s, tcase_tmalloc());
     suite_add_tcase(s, tcase_send());
+    suite_add_tcase(s, tcase_mailbox());
     suite_add_tcase(s, tcase_config());
     suite_add_tcase(s, tcase_log());
     suite_add_tcase(s, tcase_logpipe());
