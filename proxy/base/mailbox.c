@@ -76,8 +76,10 @@ int px_mailbox_post(struct px_mailbox *mb, void (*run)(void *arg), void (*drop)(
     struct msg *m = malloc(sizeof(*m));
     const uint64_t one = 1;
     int was_empty;
-    if (m == NULL)
+    if (mb == NULL || m == NULL) { /* the control thread's pseudo-worker has none */
+        free(m);
         return -1;
+    }
     m->next = NULL;
     m->run = run;
     m->drop = drop;

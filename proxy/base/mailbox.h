@@ -27,7 +27,8 @@ struct px_mailbox *px_mailbox_new(struct event_base *base);
 /* Any thread: run(arg) on the loop's thread, after the messages posted
  * before it. If the mailbox is freed before the message ran, drop(arg)
  * runs instead, on the freeing thread (drop may be NULL). 0, or -1 when
- * out of memory (nothing was queued; run and drop are not called). */
+ * out of memory or mb is NULL (nothing was queued; run and drop are not
+ * called). */
 int px_mailbox_post(struct px_mailbox *mb, void (*run)(void *arg), void (*drop)(void *arg),
                     void *arg);
 

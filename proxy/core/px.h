@@ -136,8 +136,6 @@ struct px_worker {
     struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
     struct px_resolver *resolver;      /* upstream names (resolver.c), made on first use */
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
-    struct event *hold_ev;             /* keeps the loop running while the listeners wait for
-                                        * an identity (they are its only events) */
     struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
 };
 

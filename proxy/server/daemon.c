@@ -421,7 +421,9 @@ static void sigterm_cb(evutil_socket_t fd, short what, void *arg)
     px_log(PX_LOG_INFO, "draining", "msg", "stopped accepting; finishing in-flight requests",
            NULL);
     for (int i = 0; i < D.nworkers; i++)
-        px_worker_post_drain(&D.workers[i]);
+        if (px_worker_post_drain(&D.workers[i]) != 0) /* out of memory: it will not stop */
+            px_log(PX_LOG_ERROR, "drain_failed", "msg", "could not tell a worker to drain",
+                   NULL);
     event_base_loopexit(D.base, NULL);
 }
 

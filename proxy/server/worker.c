@@ -379,24 +379,10 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 
 /* identity.source workload_api: until the first SVID arrives the
  * listeners are bound but take no connection (clients wait in the kernel's
- * accept queue and are served once it does). */
-static void hold_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-}
-
+ * accept queue and are served once it does). The loop stays up meanwhile:
+ * the mailbox's event is always pending. */
 static void apply_accepting(struct px_worker *w)
 {
-    /* A loop with no event returns at once: while the listeners are
-     * disabled, a timer keeps the worker's loop (and its mailbox) alive. */
-    if (w->snap->identity_pending && w->hold_ev == NULL) {
-        struct timeval hour = {3600, 0};
-        w->hold_ev = event_new(w->base, -1, EV_PERSIST, hold_cb, w);
-        if (w->hold_ev != NULL)
-            event_add(w->hold_ev, &hour);
-    }
     for (size_t i = 0; i < w->nlisteners; i++) {
         struct px_listener *l = &w->listeners[i];
         if (l->evl == NULL)
@@ -405,10 +391,6 @@ static void apply_accepting(struct px_worker *w)
             evconnlistener_disable(l->evl);
         else if (!w->draining)
             evconnlistener_enable(l->evl);
-    }
-    if (!w->snap->identity_pending && w->hold_ev != NULL) {
-        event_free(w->hold_ev);
-        w->hold_ev = NULL;
     }
 }
 
@@ -643,10 +625,6 @@ static void drain_run(void *arg)
         }
     }
     w->draining = 1;
-    if (w->hold_ev != NULL) {
-        event_free(w->hold_ev);
-        w->hold_ev = NULL;
-    }
     if (w->nconns == 0) {
         event_base_loopexit(w->base, NULL);
         return;
@@ -687,8 +665,6 @@ void px_worker_free(struct px_worker *w)
         event_free(w->drain_notice);
     if (w->mem_ev)
         event_free(w->mem_ev);
-    if (w->hold_ev)
-        event_free(w->hold_ev);
     if (w->log_ev)
         event_free(w->log_ev);
     px_mailbox_free(w->mailbox); /* messages not run: their references go */
