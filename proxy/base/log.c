@@ -267,6 +267,21 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
         jb_lit(b, "null", 4);
         return;
     }
+    /* Most values are short and fit whatever their escaping (6 bytes per
+     * byte at most): no cut to consider, and a plain prefix shorter than a
+     * word is copied by the table, without a call. */
+    if (!b->trunc && n <= 256 && b->len + 2 + 6 * n + RESERVE <= b->cap) {
+        char *o = b->p + b->len;
+        size_t i = 0;
+        *o++ = '"';
+        if (n < 16)
+            for (; i < n && json_plain[(unsigned char)s[i]]; i++)
+                o[i] = s[i];
+        o += i < n ? i + px_json_escape(o + i, 6 * (n - i) + 1, s + i, n - i) : n;
+        *o++ = '"';
+        b->len = (size_t)(o - b->p);
+        return;
+    }
     jb_lit(b, "\"", 1);
     if (b->trunc)
         return;
@@ -278,15 +293,10 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
     jb_lit(b, "\"", 1);
 }
 
-static void jb_str(struct jb *b, const char *s)
+/* Keys are picket's own literals ([a-z_]), written without escaping;
+ * n is their length (jb_field_str passes sizeof for a literal). */
+static void jb_key(struct jb *b, const char *key, size_t n)
 {
-    jb_strn(b, s, s != NULL ? strlen(s) : 0);
-}
-
-/* Keys are picket's own literals ([a-z_]), written without escaping. */
-static void jb_key(struct jb *b, const char *key)
-{
-    size_t n = strlen(key);
     if (b->trunc || b->len + n + 4 + RESERVE > b->cap) {
         b->trunc = 1;
         return;
@@ -300,43 +310,50 @@ static void jb_key(struct jb *b, const char *key)
     b->p[b->len++] = ':';
 }
 
-/* A field is written whole or not at all, so the line stays valid JSON. */
-static void jb_field_str(struct jb *b, const char *key, const char *val)
+/* A field is written whole or not at all, so the line stays valid JSON.
+ * The jb_field_* macros take a literal key (its length is sizeof's). */
+static void jb_field_strkn(struct jb *b, const char *key, size_t klen, const char *val, size_t n)
 {
     size_t save = b->len;
-    jb_key(b, key);
-    jb_str(b, val);
-    if (b->trunc)
-        b->len = save;
-}
-
-static void jb_field_strn(struct jb *b, const char *key, const char *val, size_t n)
-{
-    size_t save = b->len;
-    jb_key(b, key);
+    jb_key(b, key, klen);
     jb_strn(b, val, n);
     if (b->trunc)
         b->len = save;
 }
 
-static void jb_field_raw(struct jb *b, const char *key, const char *raw)
+static void jb_field_strk(struct jb *b, const char *key, size_t klen, const char *val)
+{
+    jb_field_strkn(b, key, klen, val, val != NULL ? strlen(val) : 0);
+}
+
+static void jb_field_rawk(struct jb *b, const char *key, size_t klen, const char *raw, size_t n)
 {
     size_t save = b->len;
-    jb_key(b, key);
-    jb_lit(b, raw, strlen(raw));
+    jb_key(b, key, klen);
+    jb_lit(b, raw, n);
     if (b->trunc)
         b->len = save;
 }
 
-static void jb_field_i64(struct jb *b, const char *key, int64_t v, int null_if_negative)
+static void jb_field_i64k(struct jb *b, const char *key, size_t klen, int64_t v,
+                          int null_if_negative)
 {
     char num[24];
-    if (null_if_negative && v < 0)
+    size_t n;
+    if (null_if_negative && v < 0) {
         memcpy(num, "null", 5);
-    else
-        px_fmt_i64(num, v);
-    jb_field_raw(b, key, num);
+        n = 4;
+    } else {
+        n = px_fmt_i64(num, v);
+    }
+    jb_field_rawk(b, key, klen, num, n);
 }
+
+/* "" key: a key that is not a literal does not compile */
+#define jb_field_str(b, key, val) jb_field_strk((b), "" key, sizeof(key) - 1, (val))
+#define jb_field_strn(b, key, val, n) jb_field_strkn((b), "" key, sizeof(key) - 1, (val), (n))
+#define jb_field_raw(b, key, raw) jb_field_rawk((b), "" key, sizeof(key) - 1, (raw), strlen(raw))
+#define jb_field_i64(b, key, v, nn) jb_field_i64k((b), "" key, sizeof(key) - 1, (v), (nn))
 
 static int64_t now_ms(void)
 {
@@ -677,7 +694,7 @@ void px_log(int level, const char *event, ...)
         if (k == NULL)
             break;
         v = va_arg(ap, const char *);
-        jb_field_str(&b, k, v);
+        jb_field_strk(&b, k, strlen(k), v);
     }
     va_end(ap);
     jb_close(&b);
