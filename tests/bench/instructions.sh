@@ -8,6 +8,10 @@
 #
 #   bash tests/bench/instructions.sh BIN [BIN...]
 #
+# BIN "nghttpx" measures nghttpx the way the bench runs it (one worker, h2c to
+# the same backend, client certificates verified), every process it starts
+# counted: the peer's figure for the same requests.
+#
 # It reuses the run directory of the last tests/bench/run.sh (the bench's PKI,
 # the candidate's config and the backend's nginx config; BENCH_RUN_DIR picks
 # another); the certificates there live one hour, so run the bench first.
@@ -17,20 +21,30 @@ N2=${N2:-12000}
 d=${BENCH_RUN_DIR:-$(dirname "$(ls -t /tmp/h2bench.*/results.json | head -1)")}
 command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind" >&2; exit 2; }
 
-count() { # BIN N -> total Ir of the picket process
-  local out; out=$(mktemp)
+count() { # BIN N -> total Ir of the picket (or nghttpx) processes
+  local out; out=$(mktemp -d)
   nginx -c "$d/backend.conf" -p "$d"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" run -c "$d/candidate/picket.json" \
-    2>/dev/null &
+  if [ "$1" = nghttpx ]; then
+    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out/cg.%p" \
+      nghttpx --conf=/dev/null -f127.0.0.1,24090 "-b127.0.0.1,24081;;proto=h2" -n1 \
+      --verify-client --verify-client-cacert="$d/pki/ca.crt" --errorlog-file=/dev/null \
+      --backend-http2-window-size=16777215 --backend-http2-connection-window-size=16777215 \
+      --frontend-http2-connection-window-size=16777215 --no-ocsp \
+      "$d/pki/server.key" "$d/pki/server.crt" 2>/dev/null &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "$1" run \
+      -c "$d/candidate/picket.json" 2>/dev/null &
+  fi
   local pid=$!
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/24090) 2>/dev/null && break; sleep 0.3; done
   LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
     H2LOAD_CLIENT_KEY=$d/pki/client.key h2load -c4 -m10 -n"$2" https://127.0.0.1:24090/ \
     >/dev/null 2>&1
-  kill -INT $pid; wait $pid 2>/dev/null || true
+  if [ "$1" = nghttpx ]; then kill -QUIT $pid; else kill -INT $pid; fi
+  wait $pid 2>/dev/null || true
   kill "$(cat "$d/backend.pid")"; sleep 0.3
-  awk '/^summary:/ {print $2}' "$out"
-  rm -f "$out"
+  cat "$out"/cg.* | awk '/^summary:/ {s += $2} END {print s}'
+  rm -rf "$out"
 }
 
 for bin in "$@"; do

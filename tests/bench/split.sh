@@ -1,0 +1,78 @@
+#!/bin/bash
+# tests/bench/split.sh - where a sidecar core's time goes: the proxy's and the
+# app's CPU per request, measured for picket and the bench's peers in turn,
+# in the bench's sidecar layout (proxy and app, the bench's backend nginx,
+# pinned to core 0; h2load alone on core 1). Runs alternate between targets
+# (ROUNDS rounds), so a machine whose load drifts disturbs every target alike,
+# which a bench run, where each target has its own minute, cannot promise.
+#
+#   bash tests/bench/split.sh [small|1m] TARGET...
+#     TARGET: a picket binary, "nghttpx" (h2c upstream, as the bench runs it)
+#     or "nginx" (the bench's nginx proxy, HTTP/1.1 upstream)
+#
+# small: h2load -c32 -m10 -n200000 GET / (64 B); 1m: -c4 -m1 -n1200 GET /1m.
+# Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
+# /proc/PID/stat utime+stime. Reuses the last tests/bench/run.sh run
+# directory (BENCH_RUN_DIR picks another): its PKI, the candidate's config,
+# the backend's and the nginx proxy's configs.
+set -euo pipefail
+wl=${1:?usage: split.sh small|1m TARGET...}; shift
+ROUNDS=${ROUNDS:-3}
+d=${BENCH_RUN_DIR:-$(dirname "$(ls -t /tmp/h2bench.*/results.json | head -1)")}
+case $wl in
+  small) args=(-c32 -m10 -n200000); path=/; n=200000 ;;
+  1m) args=(-c4 -m1 -n1200); path=/1m; n=1200 ;;
+  *) echo "split.sh: workload is small or 1m" >&2; exit 2 ;;
+esac
+
+cpu() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+children() { pgrep -P "$1" | tr '\n' ' '; }
+
+one() { # TARGET -> one line
+  local t=$1 proxy app pid p0 a0 p1 a1 out tck
+  taskset -c 0 nginx -c "$d/backend.conf" -p "$d"
+  sleep 0.3
+  app=$(children "$(cat "$d/backend.pid")")
+  case $t in
+    nghttpx)
+      taskset -c 0 nghttpx --conf=/dev/null -f127.0.0.1,24090 "-b127.0.0.1,24081;;proto=h2" -n1 \
+        --backlog=4096 --verify-client --verify-client-cacert="$d/pki/ca.crt" \
+        --errorlog-file=/dev/null --frontend-http2-read-timeout=300s \
+        --backend-http2-window-size=16777215 --backend-http2-connection-window-size=16777215 \
+        --frontend-http2-connection-window-size=16777215 --no-ocsp \
+        "$d/pki/server.key" "$d/pki/server.crt" 2>/dev/null &
+      pid=$!; sleep 1.5; proxy="$pid $(children "$pid")" ;;
+    nginx)
+      sed '/^pid /d' "$d/nginx-proxy.conf" | sed "1i pid $d/split-nginx.pid;" > "$d/split-nginx.conf"
+      taskset -c 0 nginx -c "$d/split-nginx.conf" -p "$d"
+      sleep 0.5; pid=$(cat "$d/split-nginx.pid"); proxy=$(children "$pid") ;;
+    *)
+      taskset -c 0 "$t" run -c "$d/candidate/picket.json" 2>/dev/null &
+      pid=$!; sleep 1.5; proxy=$pid ;;
+  esac
+  # shellcheck disable=SC2086
+  p0=$(cpu $proxy); a0=$(cpu $app)
+  out=$(LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
+        H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load "${args[@]}" \
+        "https://127.0.0.1:24090$path" 2>&1)
+  # shellcheck disable=SC2086
+  p1=$(cpu $proxy); a1=$(cpu $app)
+  kill "$pid" 2>/dev/null || true
+  [ "$t" = nghttpx ] || [ "$t" = nginx ] || wait "$pid" 2>/dev/null || true
+  [ "$t" = nginx ] && kill "$(cat "$d/split-nginx.pid")" 2>/dev/null
+  [ "$t" = nghttpx ] && { wait "$pid" 2>/dev/null || true; }
+  kill "$(cat "$d/backend.pid")"; sleep 0.5
+  tck=$(getconf CLK_TCK)
+  echo "$out" | awk -v t="$t" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v n="$n" -v k="$tck" -v wl="$wl" '
+    /succeeded/ && $8 + 0 != n {bad = 1}
+    /finished in/ {secs = $3 + 0}
+    END {
+      unit = wl == "small" ? "req" : "MiB"
+      printf "%-28s %8.0f %s/s  proxy %7.2f us/%s  app %7.2f us/%s%s\n", t, n / secs, unit,
+             p * 1e6 / k / n, unit, a * 1e6 / k / n, unit, bad ? "  (NOT ALL SUCCEEDED)" : ""
+    }'
+}
+
+for r in $(seq "$ROUNDS"); do
+  for t in "$@"; do one "$t"; done
+done
