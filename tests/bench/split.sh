@@ -44,8 +44,8 @@ one() { # TARGET -> one line
       pid=$!; sleep 1.5; proxy="$pid $(children "$pid")" ;;
     nginx)
       sed '/^pid /d' "$d/nginx-proxy.conf" | sed "1i pid $d/split-nginx.pid;" > "$d/split-nginx.conf"
-      taskset -c 0 nginx -c "$d/split-nginx.conf" -p "$d"
-      sleep 0.5; pid=$(cat "$d/split-nginx.pid"); proxy=$(children "$pid") ;;
+      taskset -c 0 nginx -c "$d/split-nginx.conf" -p "$d" -g "daemon off;" &
+      pid=$!; sleep 1; proxy=$(children "$pid") ;;
     *)
       taskset -c 0 "$t" run -c "$d/candidate/picket.json" 2>/dev/null &
       pid=$!; sleep 1.5; proxy=$pid ;;
@@ -58,9 +58,7 @@ one() { # TARGET -> one line
   # shellcheck disable=SC2086
   p1=$(cpu $proxy); a1=$(cpu $app)
   kill "$pid" 2>/dev/null || true
-  [ "$t" = nghttpx ] || [ "$t" = nginx ] || wait "$pid" 2>/dev/null || true
-  [ "$t" = nginx ] && kill "$(cat "$d/split-nginx.pid")" 2>/dev/null
-  [ "$t" = nghttpx ] && { wait "$pid" 2>/dev/null || true; }
+  wait "$pid" 2>/dev/null || true
   kill "$(cat "$d/backend.pid")"; sleep 0.5
   tck=$(getconf CLK_TCK)
   echo "$out" | awk -v t="$t" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v n="$n" -v k="$tck" -v wl="$wl" '
