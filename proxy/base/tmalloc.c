@@ -28,17 +28,23 @@ struct hdr {
 
 #define NFINE 16               /* classes 0..15: (c + 1) * 16 bytes, up to 256 */
 #define NSMALL (NFINE + 12)    /* 16..27: 64-byte steps, 320 up to 1 KiB */
-#define NCLS (NSMALL + 3)      /* then 2, 4 and 8 KiB */
+#define NCLS (NSMALL + 7)      /* then 2, 4, 8, 16, 32, 64 and 128 KiB */
 #define BIG ((size_t)-1)
 #define MAPPED ((size_t)-2)
 
 /* Blocks kept per class: a few hundred requests in flight on a worker make
  * and free that many of each of their objects at once. At most about
- * 2.5 MiB per thread for the classes up to 1 KiB, 0.4 MiB above. */
+ * 2.5 MiB per thread for the classes up to 1 KiB, 0.4 MiB for 2-8 KiB and
+ * 0.5 MiB above: libevent's buffer chains (powers of two), which every
+ * read of a large body takes and gives back. glibc keeps none of those
+ * sizes per thread, and after a burst of connections has come and gone its
+ * bins hold thousands of free chunks to search for each: a sixth of the
+ * CPU that moved 1 MiB responses went to _int_malloc (perf). */
 static const unsigned keep[NCLS] = {
     256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, /* <= 256 B */
     256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256,                     /* <= 1 KiB */
     64, 32, 16,                                                                     /* 2-8 KiB */
+    8, 4, 2, 1,                                                                     /* 16-128 KiB */
 };
 
 /* A class's free blocks are a list through their headers (a waiting
@@ -78,8 +84,9 @@ static size_t cls_of(size_t n)
         return NSMALL;
     if (n <= 4096)
         return NSMALL + 1;
-    if (n <= 8192)
-        return NSMALL + 2;
+    for (size_t c = NSMALL + 2; c < NCLS; c++)
+        if (n <= ((size_t)2048 << (c - NSMALL)))
+            return c;
     return BIG;
 }
 

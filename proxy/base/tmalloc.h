@@ -8,9 +8,10 @@
  * with a few hundred requests in flight most of them went through the
  * arena's bins and lock: about a tenth of picket's instructions per small
  * request (callgrind). Here each thread keeps freed blocks in size classes
- * (16-byte steps to 256 bytes, 64-byte steps to 1 KiB, then 2, 4 and
- * 8 KiB), a bounded number per class (at most about 3 MiB per thread,
- * given back when the thread ends); larger blocks, and blocks past the bound, go to malloc and free.
+ * (16-byte steps to 256 bytes, 64-byte steps to 1 KiB, then powers of
+ * two from 2 to 128 KiB), a bounded number per class (at most about
+ * 3.5 MiB per thread, given back when the thread ends); larger blocks, and
+ * blocks past the bound, go to malloc and free.
  *
  * Every block carries a 16-byte header, so memory from px_tmalloc() and its
  * kin must go back through px_tfree(), never free(), and the reverse. Used

@@ -18,7 +18,7 @@ TCase *tcase_tmalloc(void);
 
 static const size_t sizes[] = {0,    1,    15,   16,   63,   64,   65,   1000, 1023, 1024,
                                1025, 2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193,
-                               12288, 65536, 300000};
+                               12288, 16384, 16385, 65536, 131072, 131073, 300000};
 #define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
 
 
@@ -92,7 +92,7 @@ START_TEST(freed_blocks_come_back)
 {
     for (size_t i = 0; i < N_SIZES; i++) {
         void *p, *q;
-        if (sizes[i] == 0 || sizes[i] > 8192)
+        if (sizes[i] == 0 || sizes[i] > 128 * 1024)
             continue;
         p = px_tmalloc(sizes[i]);
         ck_assert_ptr_nonnull(p);
