@@ -11,6 +11,8 @@
 #     or "nginx" (the bench's nginx proxy, HTTP/1.1 upstream)
 #
 # small: h2load -c32 -m10 -n200000 GET / (64 B); 1m: -c4 -m1 -n1200 GET /1m.
+# BURST=N first opens and closes N connections (one GET each), as the
+# bench's idle and newconn workloads do before its 1 MiB one.
 # Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
 # /proc/PID/stat utime+stime. Reuses the last tests/bench/run.sh run
 # directory (BENCH_RUN_DIR picks another): its PKI, the candidate's config,
@@ -50,6 +52,12 @@ one() { # TARGET -> one line
       taskset -c 0 "$t" run -c "$d/candidate/picket.json" 2>/dev/null &
       pid=$!; sleep 1.5; proxy=$pid ;;
   esac
+  if [ -n "${BURST:-}" ]; then
+    LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
+      H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c"$BURST" -n"$BURST" \
+      https://127.0.0.1:24090/ >/dev/null 2>&1
+    sleep 1
+  fi
   # shellcheck disable=SC2086
   p0=$(cpu $proxy); a0=$(cpu $app)
   out=$(LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
