@@ -559,21 +559,20 @@ static void on_answer(void *arg, const struct px_client_resp *r)
 
 /* ---- answers from other workers ------------------------------------------ */
 
-static void mail_run(void *arg)
-{
-    struct mail *m = arg;
-    deliver(m->local, m->a, m->err);
-    px_answer_unref(m->a);
-    free(m);
-}
-
-/* The worker ends before the answer reached it: its waiters went with
- * its streams. */
+/* Also what becomes of an answer that reaches a worker only as it ends:
+ * its waiters went with its streams. */
 static void mail_drop(void *arg)
 {
     struct mail *m = arg;
     px_answer_unref(m->a);
     free(m);
+}
+
+static void mail_run(void *arg)
+{
+    struct mail *m = arg;
+    deliver(m->local, m->a, m->err);
+    mail_drop(m);
 }
 
 void px_dispatch_post(struct px_worker *w, void *local, struct px_answer *a, enum px_reason err)

@@ -524,13 +524,17 @@ static void swap_run(void *arg)
     free(m);
 }
 
-int px_worker_post_snapshot(struct px_worker *w, struct px_snapshot *snap)
+/* Takes its own references to snap and pol (either may be absent). */
+static int post_swap(struct px_worker *w, struct px_snapshot *snap, struct px_policy_state *pol,
+                     int has_pol)
 {
     struct swap_msg *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return -1;
     m->w = w;
-    m->snap = px_snapshot_ref(snap);
+    m->snap = snap != NULL ? px_snapshot_ref(snap) : NULL;
+    m->pol = has_pol ? px_policy_state_ref(pol) : NULL;
+    m->has_pol = has_pol;
     if (px_mailbox_post(w->mailbox, swap_run, swap_drop, m) != 0) {
         swap_drop(m);
         return -1;
@@ -538,19 +542,14 @@ int px_worker_post_snapshot(struct px_worker *w, struct px_snapshot *snap)
     return 0;
 }
 
+int px_worker_post_snapshot(struct px_worker *w, struct px_snapshot *snap)
+{
+    return post_swap(w, snap, NULL, 0);
+}
+
 int px_worker_post_policy(struct px_worker *w, struct px_policy_state *pol)
 {
-    struct swap_msg *m = calloc(1, sizeof(*m));
-    if (m == NULL)
-        return -1;
-    m->w = w;
-    m->pol = px_policy_state_ref(pol);
-    m->has_pol = 1;
-    if (px_mailbox_post(w->mailbox, swap_run, swap_drop, m) != 0) {
-        swap_drop(m);
-        return -1;
-    }
-    return 0;
+    return post_swap(w, NULL, pol, 1);
 }
 
 static void close_all(struct px_worker *w)
