@@ -32,20 +32,32 @@ struct hdr {
 #define BIG ((size_t)-1)
 #define MAPPED ((size_t)-2)
 
-/* Blocks kept per class: a few hundred requests in flight on a worker make
- * and free that many of each of their objects at once. At most about
- * 2.5 MiB per thread for the classes up to 1 KiB, 0.4 MiB for 2-8 KiB and
- * 0.5 MiB above: libevent's buffer chains (powers of two), which every
- * read of a large body takes and gives back. glibc keeps none of those
- * sizes per thread, and after a burst of connections has come and gone its
- * bins hold thousands of free chunks to search for each: a sixth of the
- * CPU that moved 1 MiB responses went to _int_malloc (perf). */
-static const unsigned keep[NCLS] = {
+/* Blocks a class keeps for good (floor) and at most (cap). A worker
+ * with a few hundred requests in flight makes and frees that many of each
+ * of their objects at once, and the count in flight swings by more than
+ * that between loop turns: with 32 connections of 10 streams, the 1 KiB
+ * class alone swung by 1,344 blocks, and a floor of 256 sent 2.4 of its
+ * blocks per request to malloc and free (a third of the classes' traffic;
+ * after a burst of connections glibc's bins are full of the closed ones'
+ * chunks, and its search for each became 6% of the CPU). So a class keeps
+ * up to its cap, and px_tmalloc_decay() gives back, down to the floor,
+ * what stayed unused from one call to the next: what a class keeps above
+ * its floor is what the thread's requests held a moment ago.
+ * The large classes are libevent's buffer chains (powers of two), which
+ * every read of a large body takes and gives back: after a burst their
+ * search was a sixth of the CPU that moved 1 MiB responses. */
+static const unsigned floor_keep[NCLS] = {
     256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, /* <= 256 B */
     256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256,                     /* <= 1 KiB */
     64, 32, 16,                                                                     /* 2-8 KiB */
     8, 4, 2, 1,                                                                     /* 16-128 KiB */
 };
+#define CAP_SMALL 4096u /* classes up to 1 KiB: at most 4 MiB (1 KiB class) */
+
+static unsigned cap_of(size_t c)
+{
+    return c < NSMALL ? CAP_SMALL : floor_keep[c];
+}
 
 /* A class's free blocks are a list through their headers (a waiting
  * block's size field holds the next one), so the payload stays untouched
@@ -53,6 +65,7 @@ static const unsigned keep[NCLS] = {
 struct pool {
     struct hdr *head[NCLS];
     unsigned n[NCLS];
+    unsigned low[NCLS]; /* fewest kept since the last decay */
 };
 
 /* In the thread's own storage (static TLS): no allocation of its own,
@@ -94,7 +107,8 @@ static struct hdr *pop(struct pool *p, size_t c)
 {
     struct hdr *h = p->head[c];
     p->head[c] = (struct hdr *)(uintptr_t)h->size;
-    p->n[c]--;
+    if (--p->n[c] < p->low[c])
+        p->low[c] = p->n[c];
     return h;
 }
 
@@ -127,6 +141,30 @@ void px_tmalloc_trim(void)
 {
     if (tl_pool_state == 1)
         pool_empty(&tl_pool_s);
+}
+
+void px_tmalloc_decay(void)
+{
+    struct pool *p = &tl_pool_s;
+    if (tl_pool_state != 1)
+        return;
+    for (size_t c = 0; c < NCLS; c++) {
+        unsigned idle = p->low[c];
+        if (p->n[c] < floor_keep[c] + idle)
+            idle = p->n[c] > floor_keep[c] ? p->n[c] - floor_keep[c] : 0;
+        while (idle-- > 0) {
+            struct hdr *h = pop(p, c);
+            UNPOISON(h + 1, cls_bytes(c));
+            free(h);
+        }
+        p->low[c] = p->n[c];
+    }
+}
+
+size_t px_tmalloc_kept(size_t n)
+{
+    size_t c = cls_of(n);
+    return c == BIG || tl_pool_state != 1 ? 0 : tl_pool_s.n[c];
 }
 
 static void pool_key_make(void)
@@ -237,7 +275,7 @@ void px_tfree(void *ptr)
          * the same malloc'd memory: any pool may keep it) */
         size_t c = h->cls;
         struct pool *p = pool_get();
-        if (p != NULL && p->n[c] < keep[c]) {
+        if (p != NULL && p->n[c] < cap_of(c)) {
             push(p, c, h);
             POISON(h + 1, cls_bytes(c));
             return;

@@ -9,9 +9,14 @@
  * arena's bins and lock: about a tenth of picket's instructions per small
  * request (callgrind). Here each thread keeps freed blocks in size classes
  * (16-byte steps to 256 bytes, 64-byte steps to 1 KiB, then powers of
- * two from 2 to 128 KiB), a bounded number per class (at most about
- * 3.5 MiB per thread, given back when the thread ends); larger blocks, and
- * blocks past the bound, go to malloc and free.
+ * two from 2 to 128 KiB). A class keeps up to a cap (4,096 blocks up to
+ * 1 KiB; 64 to 1 per class above): what the requests in flight make and
+ * free from one loop turn to the next. px_tmalloc_decay(), called about
+ * once a second by a worker, gives back what stayed unused since the last
+ * call, down to a floor (256 blocks up to 1 KiB), so what a thread keeps
+ * above the floor is what its requests held a moment ago; the rest goes
+ * back when the thread ends. Larger blocks, and blocks past the cap, go to
+ * malloc and free.
  *
  * Every block carries a 16-byte header, so memory from px_tmalloc() and its
  * kin must go back through px_tfree(), never free(), and the reverse. Used
@@ -40,5 +45,11 @@ size_t px_tsize(const void *p);
 /* Gives the blocks this thread keeps back to malloc (tests that count
  * malloc calls; a thread about to idle). */
 void px_tmalloc_trim(void);
+/* Gives back to malloc, class by class, the blocks this thread kept that
+ * no allocation took since the last call (down to the class's floor). */
+void px_tmalloc_decay(void);
+/* How many free blocks this thread keeps in the class of an n-byte block
+ * (0 for sizes past the classes). */
+size_t px_tmalloc_kept(size_t n);
 
 #endif

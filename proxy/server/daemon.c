@@ -38,6 +38,7 @@
 #include "metrics.h"
 #include "probes.h"
 #include "snapshot.h"
+#include "tmalloc.h"
 #include "wlapi.h"
 #include "worker.h"
 
@@ -382,6 +383,7 @@ static void reload_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     px_log_flush(0); /* a log record a full pipe took only in part */
+    px_tmalloc_decay(); /* this thread's kept blocks no one took (tmalloc.h) */
     if (D.draining)
         return;
     check_own_expiry();

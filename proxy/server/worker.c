@@ -36,6 +36,7 @@
 #include "gate.h"
 #include "h1.h"
 #include "h2.h"
+#include "tmalloc.h"
 #include "tunnel.h"
 #include "worker.h"
 
@@ -467,9 +468,22 @@ static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
     px_log_batch_flush();
 }
 
+/* Blocks this thread kept for requests and no request took in the last
+ * second go back to malloc (tmalloc.h). */
+static void decay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    px_tmalloc_decay();
+}
+
 static void *worker_main(void *arg)
 {
     struct px_worker *w = arg;
+    struct timeval second = {1, 0};
+    if (w->decay_ev == NULL && (w->decay_ev = event_new(w->base, -1, EV_PERSIST, decay_cb, w)) != NULL)
+        event_add(w->decay_ev, &second); /* without it, a class never shrinks below its cap */
     if (w->mem_ev == NULL)
         w->mem_ev = event_new(w->base, -1, 0, mem_reset_cb, w);
     if (w->log_ev == NULL)
@@ -666,6 +680,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->mem_ev);
     if (w->log_ev)
         event_free(w->log_ev);
+    if (w->decay_ev)
+        event_free(w->decay_ev);
     px_mailbox_free(w->mailbox); /* messages not run: their references go */
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);

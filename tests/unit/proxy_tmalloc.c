@@ -3,7 +3,8 @@
  * block classes (proxy/base/tmalloc.c). Every size around every class
  * boundary keeps its bytes, alignment and zeroing; realloc within, across
  * and out of the classes keeps the contents; a freed block is handed out
- * again for its class (the point of it) and trim gives them back; a block
+ * again for its class (the point of it), a class keeps up to its cap,
+ * decay gives back what sat unused down to the floor, trim all; a block
  * freed on another thread is fine; overflow is refused.
  */
 #include <check.h>
@@ -124,6 +125,60 @@ START_TEST(bounded_keep)
 }
 END_TEST
 
+/* A class keeps what was in flight at once, up to its cap: blocks made
+ * and freed together come back without malloc. Decay gives back what no
+ * allocation took since the previous decay, down to the floor, and keeps
+ * what was used. */
+START_TEST(keep_and_decay)
+{
+    enum { N = 3000, CAP = 4096, FLOOR = 256, SZ = 200 };
+    static void *p[N], *q[N];
+    px_tmalloc_trim();
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_ptr_nonnull(p[i] = px_tmalloc(SZ));
+    for (int i = 0; i < N; i++)
+        px_tfree(p[i]);
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), N);
+    for (int i = 0; i < N; i++) /* all of them again, none from malloc */
+        ck_assert_ptr_eq(q[i] = px_tmalloc(SZ), p[N - 1 - i]);
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), 0);
+    for (int i = 0; i < N; i++)
+        px_tfree(q[i]);
+    px_tmalloc_decay(); /* the class was empty since the last decay: keeps all */
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), N);
+    for (int i = 0; i < 100; i++) /* 100 in use during the next interval */
+        q[i] = px_tmalloc(SZ);
+    for (int i = 0; i < 100; i++)
+        px_tfree(q[i]);
+    px_tmalloc_decay(); /* N - 100 sat unused: they go */
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), 100 < FLOOR ? FLOOR : 100);
+    ck_assert_uint_eq(px_tmalloc_kept(SZ + 1), FLOOR); /* same class */
+    px_tmalloc_decay(); /* never below the floor */
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), FLOOR);
+    ck_assert_uint_eq(px_tmalloc_kept(16), 0); /* other classes untouched */
+
+    /* the cap: more freed at once go to free() */
+    {
+        static void *r[CAP + 500];
+        for (int i = 0; i < CAP + 500; i++)
+            ck_assert_ptr_nonnull(r[i] = px_tmalloc(SZ));
+        for (int i = 0; i < CAP + 500; i++)
+            px_tfree(r[i]);
+        ck_assert_uint_eq(px_tmalloc_kept(SZ), CAP);
+    }
+    /* a class above 1 KiB keeps its floor at most */
+    for (int i = 0; i < 100; i++)
+        ck_assert_ptr_nonnull(p[i] = px_tmalloc(4000));
+    for (int i = 0; i < 100; i++)
+        px_tfree(p[i]);
+    ck_assert_uint_eq(px_tmalloc_kept(4000), 32);
+    ck_assert_uint_eq(px_tmalloc_kept(1 << 20), 0);
+    px_tmalloc_trim();
+    ck_assert_uint_eq(px_tmalloc_kept(SZ), 0);
+}
+END_TEST
+
 static void *free_there(void *arg)
 {
     void **blocks = arg;
@@ -166,6 +221,7 @@ TCase *tcase_tmalloc(void)
     tcase_add_test(tc, paged_blocks);
     tcase_add_test(tc, freed_blocks_come_back);
     tcase_add_test(tc, bounded_keep);
+    tcase_add_test(tc, keep_and_decay);
     tcase_add_test(tc, freed_on_another_thread);
     tcase_add_test(tc, overflow_refused);
     return tc;
