@@ -54,6 +54,8 @@ SSL_CTX *px_tls_ctx_new(const SSL_METHOD *m, char *err, size_t errlen)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+    /* An idle connection holds no record buffers; the picket binary
+     * recycles them per thread (px_rawmalloc, installed in main()). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_max_cert_list(ctx, PX_TLS_MAX_CERT_LIST);
     if (SSL_CTX_set_cipher_list(ctx, PX_TLS12_CIPHERS) != 1) {

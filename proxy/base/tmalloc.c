@@ -4,6 +4,7 @@
  */
 #include "tmalloc.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,10 +63,17 @@ static unsigned cap_of(size_t c)
 /* A class's free blocks are a list through their headers (a waiting
  * block's size field holds the next one), so the payload stays untouched
  * (and poisoned under AddressSanitizer). */
+/* Raw blocks (px_rawmalloc): no header, each a malloc'd block of
+ * RAW_BYTES, told apart at free by its usable size. */
+#define RAW_CAP 64
+#define RAW_FLOOR 8
+
 struct pool {
     struct hdr *head[NCLS];
     unsigned n[NCLS];
     unsigned low[NCLS]; /* fewest kept since the last decay */
+    void *raw[RAW_CAP];
+    unsigned nraw, rawlow;
 };
 
 /* In the thread's own storage (static TLS): no allocation of its own,
@@ -119,6 +127,15 @@ static void push(struct pool *p, size_t c, struct hdr *h)
     p->n[c]++;
 }
 
+static void *raw_pop(struct pool *p)
+{
+    void *b = p->raw[--p->nraw];
+    if (p->nraw < p->rawlow)
+        p->rawlow = p->nraw;
+    UNPOISON(b, PX_RAW_BYTES);
+    return b;
+}
+
 static void pool_empty(struct pool *p)
 {
     for (size_t c = 0; c < NCLS; c++)
@@ -127,6 +144,8 @@ static void pool_empty(struct pool *p)
             UNPOISON(h + 1, cls_bytes(c));
             free(h);
         }
+    while (p->nraw > 0)
+        free(raw_pop(p));
 }
 
 /* The thread ends: what it kept goes back to malloc, and blocks freed
@@ -159,6 +178,16 @@ void px_tmalloc_decay(void)
         }
         p->low[c] = p->n[c];
     }
+    for (unsigned idle = p->nraw < RAW_FLOOR + p->rawlow ? (p->nraw > RAW_FLOOR ? p->nraw - RAW_FLOOR : 0)
+                                                        : p->rawlow;
+         idle > 0; idle--)
+        free(raw_pop(p));
+    p->rawlow = p->nraw;
+}
+
+size_t px_rawmalloc_kept(void)
+{
+    return tl_pool_state == 1 ? tl_pool_s.nraw : 0;
 }
 
 size_t px_tmalloc_kept(size_t n)
@@ -315,4 +344,63 @@ void *px_trealloc(void *ptr, size_t n)
     memcpy(np, ptr, h->size < n ? h->size : n);
     px_tfree(ptr);
     return np;
+}
+
+/* ---- raw blocks ------------------------------------------------------- */
+
+/* A block of the raw class: from malloc(PX_RAW_BYTES) here, or a malloc
+ * block of about that size from elsewhere (as good: it holds as much). */
+static int raw_class(void *b)
+{
+    size_t u = malloc_usable_size(b);
+    return u >= PX_RAW_BYTES && u < PX_RAW_BYTES + 1024;
+}
+
+void *px_rawmalloc(size_t n)
+{
+    if (n >= PX_RAW_MIN && n <= PX_RAW_BYTES) {
+        struct pool *p = pool_get();
+        if (p != NULL && p->nraw > 0)
+            return raw_pop(p);
+        return malloc(PX_RAW_BYTES);
+    }
+    return malloc(n);
+}
+
+void px_rawfree(void *b)
+{
+    if (b == NULL)
+        return;
+    if (raw_class(b)) {
+        struct pool *p = pool_get();
+        if (p != NULL && p->nraw < RAW_CAP) {
+            p->raw[p->nraw++] = b;
+            POISON(b, PX_RAW_BYTES);
+            return;
+        }
+    }
+    free(b);
+}
+
+void *px_rawrealloc(void *b, size_t n)
+{
+    void *nb;
+    size_t u;
+    if (b == NULL)
+        return px_rawmalloc(n);
+    if (n == 0) {
+        px_rawfree(b);
+        return NULL;
+    }
+    if (raw_class(b) && n <= PX_RAW_BYTES)
+        return b;
+    if (!raw_class(b) && (n < PX_RAW_MIN || n > PX_RAW_BYTES))
+        return realloc(b, n);
+    nb = px_rawmalloc(n); /* into the class, or out of it */
+    if (nb == NULL)
+        return NULL;
+    u = malloc_usable_size(b);
+    memcpy(nb, b, u < n ? u : n);
+    px_rawfree(b);
+    return nb;
 }

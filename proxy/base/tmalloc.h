@@ -52,4 +52,20 @@ void px_tmalloc_decay(void);
  * (0 for sizes past the classes). */
 size_t px_tmalloc_kept(size_t n);
 
+/* Raw blocks: malloc's own blocks, no header, for a library that frees
+ * with free()-like hooks only (OpenSSL's CRYPTO_set_mem_functions). A
+ * request of PX_RAW_MIN..PX_RAW_BYTES bytes (OpenSSL's TLS record
+ * buffers: 16,712 bytes read, 16,472-16,560 write, made and freed per
+ * record under SSL_MODE_RELEASE_BUFFERS) gets a block of PX_RAW_BYTES from
+ * a per-thread stack (at most 64 kept, decayed to 8 like the classes);
+ * everything else goes straight to malloc. px_rawfree() tells the class's
+ * blocks by malloc_usable_size(). Never mix with px_tmalloc's blocks. */
+#define PX_RAW_MIN 16384
+#define PX_RAW_BYTES 17408
+void *px_rawmalloc(size_t n);
+void *px_rawrealloc(void *b, size_t n);
+void px_rawfree(void *b);
+/* How many raw blocks this thread keeps. */
+size_t px_rawmalloc_kept(void);
+
 #endif

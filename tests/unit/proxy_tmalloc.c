@@ -179,6 +179,72 @@ START_TEST(keep_and_decay)
 }
 END_TEST
 
+/* Raw blocks (OpenSSL's hooks): the record-buffer sizes share one
+ * recycled class, everything else is plain malloc; realloc into, within
+ * and out of the class keeps the contents; cap, decay and trim as the
+ * classes. */
+START_TEST(raw_blocks)
+{
+    static const size_t rec[] = {PX_RAW_MIN, 16472, 16560, 16712, PX_RAW_BYTES};
+    unsigned char *b[70], *q;
+    px_tmalloc_trim();
+    ck_assert_uint_eq(px_rawmalloc_kept(), 0);
+    for (size_t i = 0; i < sizeof(rec) / sizeof(rec[0]); i++) {
+        unsigned char *a = px_rawmalloc(rec[i]);
+        ck_assert_ptr_nonnull(a);
+        memset(a, 7, rec[i]);
+        px_rawfree(a);
+        ck_assert_uint_eq(px_rawmalloc_kept(), 1);
+        q = px_rawmalloc(rec[(i + 1) % 5]); /* any size of the class takes it */
+        ck_assert_ptr_eq(q, a);
+        memset(q, 8, rec[(i + 1) % 5]);
+        px_rawfree(q);
+    }
+    q = px_rawmalloc(PX_RAW_MIN - 1); /* outside the class: malloc's */
+    ck_assert_ptr_nonnull(q);
+    px_rawfree(q);
+    q = px_rawmalloc(PX_RAW_BYTES + 4096);
+    px_rawfree(q);
+    q = px_rawmalloc(1 << 20);
+    px_rawfree(q);
+    ck_assert_uint_eq(px_rawmalloc_kept(), 1);
+    px_rawfree(NULL);
+
+    /* realloc: small -> class -> within -> large -> small, contents kept */
+    q = px_rawrealloc(NULL, 100);
+    ck_assert_ptr_nonnull(q);
+    pattern_fill(q, 100, 1);
+    q = px_rawrealloc(q, 16712);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(pattern_same(q, 100, 1));
+    pattern_fill(q, 16712, 2);
+    ck_assert_ptr_eq(px_rawrealloc(q, 16000), q);
+    q = px_rawrealloc(q, 100000);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(pattern_same(q, 16000, 2));
+    q = px_rawrealloc(q, 16500);
+    ck_assert(pattern_same(q, 16000, 2));
+    q = px_rawrealloc(q, 50);
+    ck_assert(pattern_same(q, 50, 2));
+    ck_assert_ptr_null(px_rawrealloc(q, 0)); /* freed */
+
+    /* cap, decay, floor, trim */
+    for (int i = 0; i < 70; i++)
+        ck_assert_ptr_nonnull(b[i] = px_rawmalloc(16712));
+    for (int i = 0; i < 70; i++)
+        px_rawfree(b[i]);
+    ck_assert_uint_eq(px_rawmalloc_kept(), 64);
+    px_tmalloc_decay(); /* emptied in this interval: all stay */
+    ck_assert_uint_eq(px_rawmalloc_kept(), 64);
+    q = px_rawmalloc(16712); /* one in use for a while */
+    px_rawfree(q);
+    px_tmalloc_decay();
+    ck_assert_uint_eq(px_rawmalloc_kept(), 8);
+    px_tmalloc_trim();
+    ck_assert_uint_eq(px_rawmalloc_kept(), 0);
+}
+END_TEST
+
 static void *free_there(void *arg)
 {
     void **blocks = arg;
@@ -222,6 +288,7 @@ TCase *tcase_tmalloc(void)
     tcase_add_test(tc, freed_blocks_come_back);
     tcase_add_test(tc, bounded_keep);
     tcase_add_test(tc, keep_and_decay);
+    tcase_add_test(tc, raw_blocks);
     tcase_add_test(tc, freed_on_another_thread);
     tcase_add_test(tc, overflow_refused);
     return tc;
