@@ -12,7 +12,9 @@
 #
 # small: h2load -c32 -m10 -n200000 GET / (64 B); 1m: -c4 -m1 -n1200 GET /1m.
 # BURST=N first opens and closes N connections (one GET each), as the
-# bench's idle and newconn workloads do before its 1 MiB one.
+# bench's idle and newconn workloads do before its 1 MiB one. IDLE=N first
+# runs the bench's idle workload itself (its helper holds N idle mTLS h2
+# connections, then closes them), which the bench runs before steady.
 # Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
 # /proc/PID/stat utime+stime. Reuses the last tests/bench/run.sh run
 # directory (BENCH_RUN_DIR picks another): its PKI, the candidate's config,
@@ -21,6 +23,7 @@ set -euo pipefail
 wl=${1:?usage: split.sh small|1m TARGET...}; shift
 ROUNDS=${ROUNDS:-3}
 d=${BENCH_RUN_DIR:-$(dirname "$(ls -t /tmp/h2bench.*/results.json | head -1)")}
+BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../shared/bench" && pwd)}
 case $wl in
   small) args=(-c32 -m10 -n200000); path=/; n=200000 ;;
   1m) args=(-c4 -m1 -n1200); path=/1m; n=1200 ;;
@@ -57,6 +60,16 @@ one() { # TARGET -> one line
       H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c"$BURST" -n"$BURST" \
       https://127.0.0.1:24090/ >/dev/null 2>&1
     sleep 1
+  fi
+  if [ -n "${IDLE:-}" ]; then
+    coproc IDLER { taskset -c 1 /usr/bin/python3 "$BENCH_DIR/lib/idle_conns.py" --port 24090 \
+      --ca "$d/pki/ca.crt" --cert "$d/pki/client.crt" --key "$d/pki/client.key" -n "$IDLE" --deadline 60; }
+    read -r _ <&"${IDLER[0]}"             # WARM
+    echo GO >&"${IDLER[1]}"; read -r _ <&"${IDLER[0]}"   # READY
+    sleep 1
+    echo CLOSE >&"${IDLER[1]}"; read -r _ <&"${IDLER[0]}" # DONE
+    wait "$IDLER_PID" 2>/dev/null || true
+    sleep 2
   fi
   # shellcheck disable=SC2086
   p0=$(cpu $proxy); a0=$(cpu $app)
