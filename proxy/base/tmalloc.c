@@ -60,14 +60,14 @@ static unsigned cap_of(size_t c)
     return c < NSMALL ? CAP_SMALL : floor_keep[c];
 }
 
-/* A class's free blocks are a list through their headers (a waiting
- * block's size field holds the next one), so the payload stays untouched
- * (and poisoned under AddressSanitizer). */
 /* Raw blocks (px_rawmalloc): no header, each a malloc'd block of
- * RAW_BYTES, told apart at free by its usable size. */
+ * PX_RAW_BYTES, told apart at free by its usable size. */
 #define RAW_CAP 64
 #define RAW_FLOOR 8
 
+/* A class's free blocks are a list through their headers (a waiting
+ * block's size field holds the next one), so the payload stays untouched
+ * (and poisoned under AddressSanitizer). Raw blocks wait in an array. */
 struct pool {
     struct hdr *head[NCLS];
     unsigned n[NCLS];
@@ -162,25 +162,29 @@ void px_tmalloc_trim(void)
         pool_empty(&tl_pool_s);
 }
 
+/* How many of n kept blocks to give back: those no allocation took since
+ * the last decay (low of them), but never below floor. */
+static unsigned idle_blocks(unsigned n, unsigned low, unsigned floor)
+{
+    if (n <= floor)
+        return 0;
+    return low < n - floor ? low : n - floor;
+}
+
 void px_tmalloc_decay(void)
 {
     struct pool *p = &tl_pool_s;
     if (tl_pool_state != 1)
         return;
     for (size_t c = 0; c < NCLS; c++) {
-        unsigned idle = p->low[c];
-        if (p->n[c] < floor_keep[c] + idle)
-            idle = p->n[c] > floor_keep[c] ? p->n[c] - floor_keep[c] : 0;
-        while (idle-- > 0) {
+        for (unsigned k = idle_blocks(p->n[c], p->low[c], floor_keep[c]); k > 0; k--) {
             struct hdr *h = pop(p, c);
             UNPOISON(h + 1, cls_bytes(c));
             free(h);
         }
         p->low[c] = p->n[c];
     }
-    for (unsigned idle = p->nraw < RAW_FLOOR + p->rawlow ? (p->nraw > RAW_FLOOR ? p->nraw - RAW_FLOOR : 0)
-                                                        : p->rawlow;
-         idle > 0; idle--)
+    for (unsigned k = idle_blocks(p->nraw, p->rawlow, RAW_FLOOR); k > 0; k--)
         free(raw_pop(p));
     p->rawlow = p->nraw;
 }
