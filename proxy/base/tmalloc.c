@@ -136,16 +136,27 @@ static void *raw_pop(struct pool *p)
     return b;
 }
 
+/* Gives k of class c's kept blocks back to malloc (k <= p->n[c]). */
+static void give_back(struct pool *p, size_t c, unsigned k)
+{
+    for (; k > 0; k--) {
+        struct hdr *h = pop(p, c);
+        UNPOISON(h + 1, cls_bytes(c));
+        free(h);
+    }
+}
+
+static void raw_give_back(struct pool *p, unsigned k)
+{
+    for (; k > 0; k--)
+        free(raw_pop(p));
+}
+
 static void pool_empty(struct pool *p)
 {
     for (size_t c = 0; c < NCLS; c++)
-        while (p->n[c] > 0) {
-            struct hdr *h = pop(p, c);
-            UNPOISON(h + 1, cls_bytes(c));
-            free(h);
-        }
-    while (p->nraw > 0)
-        free(raw_pop(p));
+        give_back(p, c, p->n[c]);
+    raw_give_back(p, p->nraw);
 }
 
 /* The thread ends: what it kept goes back to malloc, and blocks freed
@@ -177,15 +188,10 @@ void px_tmalloc_decay(void)
     if (tl_pool_state != 1)
         return;
     for (size_t c = 0; c < NCLS; c++) {
-        for (unsigned k = idle_blocks(p->n[c], p->low[c], floor_keep[c]); k > 0; k--) {
-            struct hdr *h = pop(p, c);
-            UNPOISON(h + 1, cls_bytes(c));
-            free(h);
-        }
+        give_back(p, c, idle_blocks(p->n[c], p->low[c], floor_keep[c]));
         p->low[c] = p->n[c];
     }
-    for (unsigned k = idle_blocks(p->nraw, p->rawlow, RAW_FLOOR); k > 0; k--)
-        free(raw_pop(p));
+    raw_give_back(p, idle_blocks(p->nraw, p->rawlow, RAW_FLOOR));
     p->rawlow = p->nraw;
 }
 
@@ -352,12 +358,12 @@ void *px_trealloc(void *ptr, size_t n)
 
 /* ---- raw blocks ------------------------------------------------------- */
 
-/* A block of the raw class: from malloc(PX_RAW_BYTES) here, or a malloc
- * block of about that size from elsewhere (as good: it holds as much). */
-static int raw_class(void *b)
+/* A block of the raw class, by its usable size: from malloc(PX_RAW_BYTES)
+ * here, or a malloc block of about that size from elsewhere (as good: it
+ * holds as much). */
+static int raw_class(size_t usable)
 {
-    size_t u = malloc_usable_size(b);
-    return u >= PX_RAW_BYTES && u < PX_RAW_BYTES + 1024;
+    return usable >= PX_RAW_BYTES && usable < PX_RAW_BYTES + 1024;
 }
 
 void *px_rawmalloc(size_t n)
@@ -375,7 +381,7 @@ void px_rawfree(void *b)
 {
     if (b == NULL)
         return;
-    if (raw_class(b)) {
+    if (raw_class(malloc_usable_size(b))) {
         struct pool *p = pool_get();
         if (p != NULL && p->nraw < RAW_CAP) {
             p->raw[p->nraw++] = b;
@@ -396,14 +402,14 @@ void *px_rawrealloc(void *b, size_t n)
         px_rawfree(b);
         return NULL;
     }
-    if (raw_class(b) && n <= PX_RAW_BYTES)
+    u = malloc_usable_size(b);
+    if (raw_class(u) && n <= PX_RAW_BYTES)
         return b;
-    if (!raw_class(b) && (n < PX_RAW_MIN || n > PX_RAW_BYTES))
+    if (!raw_class(u) && (n < PX_RAW_MIN || n > PX_RAW_BYTES))
         return realloc(b, n);
     nb = px_rawmalloc(n); /* into the class, or out of it */
     if (nb == NULL)
         return NULL;
-    u = malloc_usable_size(b);
     memcpy(nb, b, u < n ? u : n);
     px_rawfree(b);
     return nb;

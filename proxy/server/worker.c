@@ -483,7 +483,7 @@ static void *worker_main(void *arg)
     struct px_worker *w = arg;
     struct timeval second = {1, 0};
     if (w->decay_ev == NULL && (w->decay_ev = event_new(w->base, -1, EV_PERSIST, decay_cb, w)) != NULL)
-        event_add(w->decay_ev, &second); /* without it, a class never shrinks below its cap */
+        event_add(w->decay_ev, &second); /* without it (no memory), classes keep up to their cap */
     if (w->mem_ev == NULL)
         w->mem_ev = event_new(w->base, -1, 0, mem_reset_cb, w);
     if (w->log_ev == NULL)
