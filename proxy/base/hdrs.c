@@ -12,6 +12,7 @@
  */
 #include "hdrs.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,10 +53,60 @@ static char *block_alloc(struct px_hdrs *h, size_t n)
     return p;
 }
 
+/* Names most requests and responses carry: RFC 7541's static table, and
+ * the ones picket itself adds or reads. A field with one of these names
+ * points at this table instead of a copy (no lowercasing, no bytes in the
+ * list's blocks), and the h2 serializers tell nghttp2 not to copy or
+ * lowercase it either (px_field_name_static). Rows are sorted by length;
+ * known_at[n] is the first row of length n or more (TCase hdrs checks
+ * both). */
+#define KNOWN_MAX 27
+static const char known[][KNOWN_MAX + 1] = {
+    "te", "age", "via", "date", "etag", "from", "host", "link", "vary", "allow", "range", "accept",
+    "cookie", "expect", "origin", "pragma", "server", "expires", "referer", "refresh", "upgrade",
+    "if-match", "if-range", "location", "priority", "forwarded", "connection", "keep-alive",
+    "set-cookie", "tracestate", "user-agent", "grpc-status", "retry-after", "traceparent",
+    "content-type", "grpc-message", "grpc-timeout", "max-forwards", "x-request-id",
+    "accept-ranges", "authorization", "cache-control", "content-range", "grpc-encoding",
+    "if-none-match", "last-modified", "accept-charset", "content-length", "accept-encoding",
+    "accept-language", "x-forwarded-for", "content-encoding", "content-language",
+    "content-location", "www-authenticate", "x-forwarded-host", "if-modified-since",
+    "sec-websocket-key", "transfer-encoding", "x-forwarded-proto", "proxy-authenticate",
+    "content-disposition", "if-unmodified-since", "proxy-authorization", "grpc-accept-encoding",
+    "sec-websocket-accept", "sec-websocket-version", "sec-websocket-protocol",
+    "x-forwarded-client-cert", "sec-websocket-extensions", "strict-transport-security",
+    "access-control-allow-origin",
+};
+static const unsigned char known_at[KNOWN_MAX + 2] = {
+    0, 0, 0, 1, 3, 9, 11, 17, 21, 25, 26, 31, 34, 39, 46, 48, 51, 56, 60, 61, 64, 66, 67, 68, 69,
+    70, 71, 71, 72,
+};
+
+const char *px_field_name_known(const char *p, size_t n)
+{
+    if (n == 0 || n > KNOWN_MAX)
+        return NULL;
+    for (unsigned i = known_at[n]; i < known_at[n + 1]; i++)
+        if (known[i][0] == p[0] && memcmp(known[i], p, n) == 0)
+            return known[i];
+    return NULL;
+}
+
+int px_field_name_static(const char *p)
+{
+    return (uintptr_t)p - (uintptr_t)known[0] < sizeof(known);
+}
+
+const char *px_field_known_row(size_t i)
+{
+    return i < sizeof(known) / sizeof(known[0]) ? known[i] : NULL;
+}
+
 int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
                 size_t limit)
 {
     size_t cost = nlen + vlen + 32;
+    const char *known_name;
     char *mem;
 
     if (limit != 0 && h->bytes + cost > limit)
@@ -68,19 +119,25 @@ int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *va
         h->v = nv;
         h->cap = ncap;
     }
-    mem = block_alloc(h, nlen + vlen + 2);
-    if (mem == NULL)
-        return -1;
-    for (size_t i = 0; i < nlen; i++) {
-        char ch = name[i];
-        mem[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    if ((known_name = px_field_name_known(name, nlen)) != NULL) {
+        if ((mem = block_alloc(h, vlen + 1)) == NULL)
+            return -1;
+        h->v[h->n].name = known_name;
+    } else {
+        if ((mem = block_alloc(h, nlen + vlen + 2)) == NULL)
+            return -1;
+        for (size_t i = 0; i < nlen; i++) {
+            char ch = name[i];
+            mem[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        mem[nlen] = '\0';
+        h->v[h->n].name = mem;
+        mem += nlen + 1;
     }
-    mem[nlen] = '\0';
-    memcpy(mem + nlen + 1, value, vlen);
-    mem[nlen + 1 + vlen] = '\0';
-    h->v[h->n].name = mem;
+    memcpy(mem, value, vlen);
+    mem[vlen] = '\0';
     h->v[h->n].nlen = nlen;
-    h->v[h->n].value = mem + nlen + 1;
+    h->v[h->n].value = mem;
     h->v[h->n].vlen = vlen;
     h->n++;
     h->bytes += cost;

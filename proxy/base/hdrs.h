@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 struct px_hdr {
-    char *name; /* lowercase; name and value bytes live in the list's blocks */
+    const char *name; /* lowercase; in the list's blocks, or one of the known names */
     char *value;
     size_t nlen, vlen;
 };
@@ -22,7 +22,8 @@ struct px_hdrs {
     struct px_hdr_block *blk; /* bytes of names and values, freed together */
 };
 
-/* Appends a copy. The name is lowercased. Returns 0, or -1 when the list
+/* Appends a copy. The name is lowercased; a known name (below) is not
+ * copied but points at its static row. Returns 0, or -1 when the list
  * would exceed `limit` bytes (0 = no limit) or memory runs out. */
 int px_hdrs_add(struct px_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen,
                 size_t limit);
@@ -34,6 +35,15 @@ void px_hdrs_del_ci(struct px_hdrs *h, const char *name, size_t len);
 /* Drops the field at index i (the ones after it move down by one). */
 void px_hdrs_remove_at(struct px_hdrs *h, size_t i);
 void px_hdrs_clear(struct px_hdrs *h);
+
+/* The known name equal to p[0..n) (lowercase, NUL-terminated, static),
+ * or NULL: the names px_hdrs_add does not copy. */
+const char *px_field_name_known(const char *p, size_t n);
+/* 1 if p is one of the known names (static storage: a serializer may
+ * hand it to nghttp2 with NGHTTP2_NV_FLAG_NO_COPY_NAME). */
+int px_field_name_static(const char *p);
+/* The known names in table order, NULL past the last (for tests). */
+const char *px_field_known_row(size_t i);
 
 /* n bytes (plus a NUL at p[n]) in the list's blocks, freed with the list;
  * NULL when memory runs out. */

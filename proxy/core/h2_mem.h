@@ -16,6 +16,8 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "fields.h"
+#include "hdrs.h"
 #include "mem.h"
 
 #define H2_MEM_MAP_MIN (12 * 1024)
@@ -37,5 +39,24 @@ static inline void h2_nv_array_free(nghttp2_nv *nva, const nghttp2_nv *local)
     if (nva != local)
         free(nva);
 }
+
+/* One field of such an array. nghttp2 copies and lowercases every name it
+ * is given, unless told the name is lowercase and outlives the frame:
+ * static names (a literal, or one of hdrs.h's known names) are passed with
+ * NGHTTP2_NV_FLAG_NO_COPY_NAME. Values are always copied: they live in a
+ * stream that may end before its frame is written. x-request-id is never
+ * indexed (each value is new: it would only push others out of the
+ * peer's table). */
+static inline nghttp2_nv h2_nv(const char *name, size_t nlen, const char *value, size_t vlen,
+                               int static_name)
+{
+    uint8_t fl = static_name ? NGHTTP2_NV_FLAG_NO_COPY_NAME : NGHTTP2_NV_FLAG_NONE;
+    if (px_field_never_indexed(name, nlen))
+        fl |= NGHTTP2_NV_FLAG_NO_INDEX;
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, nlen, vlen, fl};
+}
+#define H2_NV_LIT(name, value, vlen) h2_nv("" name, sizeof(name) - 1, (value), (vlen), 1)
+/* A field of a px_hdrs list */
+#define H2_NV_HDR(h) h2_nv((h)->name, (h)->nlen, (h)->value, (h)->vlen, px_field_name_static((h)->name))
 
 #endif

@@ -451,8 +451,7 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
             if (nva == NULL)
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
             for (size_t i = 0; i < t->n; i++)
-                nva[i] = (nghttp2_nv){(uint8_t *)t->v[i].name, (uint8_t *)t->v[i].value,
-                                      t->v[i].nlen, t->v[i].vlen, NGHTTP2_NV_FLAG_NONE};
+                nva[i] = H2_NV_HDR(&t->v[i]);
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nghttp2_submit_trailer(s, id, nva, t->n);
             free(nva);
@@ -505,17 +504,12 @@ static int submit_response(struct h2_conn *hc, struct h2_stream *hs)
     status[1] = (char)('0' + code / 10 % 10);
     status[2] = (char)('0' + code % 10);
     status[3] = '\0';
-    nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < st->resp.n; i++) {
-        const struct px_hdr *h = &st->resp.v[i];
-        nva[k++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->nlen, h->vlen,
-                                px_field_never_indexed(h->name, h->nlen) ? NGHTTP2_NV_FLAG_NO_INDEX
-                                                                          : NGHTTP2_NV_FLAG_NONE};
-    }
+    nva[k++] = H2_NV_LIT(":status", status, 3);
+    for (size_t i = 0; i < st->resp.n; i++)
+        nva[k++] = H2_NV_HDR(&st->resp.v[i]);
     if (st->resp_content_length >= 0) {
         size_t clen_n = px_fmt_i64(clen, st->resp_content_length);
-        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, clen_n,
-                                NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = H2_NV_LIT("content-length", clen, clen_n);
     }
     has_body = !(st->resp_eof && evbuffer_get_length(st->resp_body) == 0 &&
                  st->resp_trailers.n == 0);
@@ -595,7 +589,8 @@ static void h2_request_allowed(struct px_stream *st)
 {
     struct h2_stream *hs = st->down_ctx;
     static const nghttp2_nv cont[] = {
-        {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+        {(uint8_t *)":status", (uint8_t *)"100", 7, 3,
+         NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}};
     if (hs->hc->state >= H2_LINGERING || !st->rq.expect_continue || st->req_eof || hs->submitted)
         return;
     nghttp2_submit_headers(hs->hc->s, NGHTTP2_FLAG_NONE, hs->id, NULL, cont, 1, NULL);

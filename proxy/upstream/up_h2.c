@@ -314,8 +314,7 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
             if (nva == NULL)
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
             for (size_t i = 0; i < t->n; i++)
-                nva[i] = (nghttp2_nv){(uint8_t *)t->v[i].name, (uint8_t *)t->v[i].value,
-                                      t->v[i].nlen, t->v[i].vlen, NGHTTP2_NV_FLAG_NONE};
+                nva[i] = H2_NV_HDR(&t->v[i]);
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nghttp2_submit_trailer(s, id, nva, t->n);
             free(nva);
@@ -772,33 +771,24 @@ static int us_submit(struct uph2_stream *us)
     if (nva == NULL)
         return -1;
     if (rq->upgrade) {
-        nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7,
-                                NGHTTP2_NV_FLAG_NONE};
-        nva[k++] = (nghttp2_nv){(uint8_t *)":protocol", (uint8_t *)"websocket", 9, 9,
-                                NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = H2_NV_LIT(":method", "CONNECT", 7);
+        nva[k++] = H2_NV_LIT(":protocol", "websocket", 9);
     } else {
-        nva[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)rq->method, 7, rq->method_len,
-                                NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = H2_NV_LIT(":method", rq->method, rq->method_len);
     }
-    nva[k++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)(tls ? "https" : "http"), 7,
-                            tls ? 5 : 4, NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)rq->authority, 10,
-                            rq->authority_len, NGHTTP2_NV_FLAG_NONE};
-    nva[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)rq->target, 5, rq->target_len,
-                            NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = H2_NV_LIT(":scheme", tls ? "https" : "http", tls ? 5 : 4);
+    nva[k++] = H2_NV_LIT(":authority", rq->authority, rq->authority_len);
+    nva[k++] = H2_NV_LIT(":path", rq->target, rq->target_len);
     for (size_t i = 0; i < rq->hdrs.n; i++) {
         const struct px_hdr *f = &rq->hdrs.v[i];
         if (rq->upgrade && ((f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0) ||
                             (f->nlen == 17 && memcmp(f->name, "sec-websocket-key", 17) == 0)))
             continue;
-        nva[k++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->nlen, f->vlen,
-                                px_field_never_indexed(f->name, f->nlen) ? NGHTTP2_NV_FLAG_NO_INDEX
-                                                                          : NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = H2_NV_HDR(f);
     }
     if (rq->content_length >= 0 && !rq->upgrade) {
         size_t clen_n = px_fmt_i64(clen, rq->content_length);
-        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, clen_n,
-                                NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = H2_NV_LIT("content-length", clen, clen_n);
     }
     prd.source.ptr = us;
     prd.read_callback = read_request;

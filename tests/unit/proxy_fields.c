@@ -5,7 +5,8 @@
  * response filter (px_response_fields_filter: hop-by-hop, Connection-named
  * and Content-Length fields out, the byte count kept right) and the set of
  * Connection tokens (px_tokset_*) on its stack and heap paths, and the
- * grpc-timeout syntax (px_grpc_timeout_parse).
+ * grpc-timeout syntax (px_grpc_timeout_parse), and the known names
+ * px_hdrs_add points at instead of copying (px_field_name_known).
  *
  * Names are passed lowercase, as every caller does (px_hdrs_add lowercases,
  * nghttp2 refuses uppercase names).
@@ -462,6 +463,80 @@ START_TEST(fields_tokset_duplicates_and_spacing)
 }
 END_TEST
 
+/* The known-name table: sorted by length with a correct index (a row the
+ * index skips would be copied, never wrong; a wrong index could match a
+ * prefix), every row a lowercase token that finds itself, and a name that
+ * differs anywhere, in case or length finds nothing. */
+START_TEST(fields_known_table)
+{
+    size_t i, prev = 0;
+    const char *row;
+    char buf[64];
+
+    for (i = 0; (row = px_field_known_row(i)) != NULL; i++) {
+        size_t n = strlen(row);
+        ck_assert_msg(n >= prev, "row %zu (%s) is shorter than the one before", i, row);
+        prev = n;
+        ck_assert_msg(px_field_name_ok(row, n), "%s", row);
+        for (size_t k = 0; k < n; k++)
+            ck_assert_msg(!(row[k] >= 'A' && row[k] <= 'Z'), "%s is not lowercase", row);
+        ck_assert_ptr_eq(px_field_name_known(row, n), row);
+        ck_assert(px_field_name_static(row));
+        memcpy(buf, row, n + 1);
+        ck_assert_ptr_eq(px_field_name_known(buf, n), row); /* found by content */
+        ck_assert(!px_field_name_static(buf));
+        ck_assert_ptr_null(px_field_name_known(buf, n - 1)); /* a prefix */
+        buf[n] = 's';
+        ck_assert_ptr_null(px_field_name_known(buf, n + 1)); /* longer */
+        for (size_t k = 0; k < n; k++) { /* one byte different, or uppercase */
+            char c = buf[k];
+            buf[k] = c == 'x' ? 'y' : 'x';
+            ck_assert_ptr_null(px_field_name_known(buf, n));
+            buf[k] = (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+            if (buf[k] != c)
+                ck_assert_ptr_null(px_field_name_known(buf, n));
+            buf[k] = c;
+        }
+    }
+    ck_assert_uint_gt(i, 40);
+    ck_assert_ptr_null(px_field_name_known("", 0));
+    ck_assert_ptr_null(px_field_name_known("x-not-a-known-name-but-long-enough-to-pass", 42));
+    ck_assert(!px_field_name_static(NULL));
+    ck_assert(!px_field_name_static("host"));
+}
+END_TEST
+
+/* px_hdrs_add: a known name is the table's row and only the value is
+ * copied; any other name (or a known one in another case) is a lowercased
+ * copy; the size accounting is the same either way. */
+START_TEST(fields_hdrs_known_names)
+{
+    struct px_hdrs h = {0};
+    char value[] = "example.org";
+
+    ck_assert_int_eq(px_hdrs_add(&h, "host", 4, value, 11, 0), 0);
+    ck_assert_int_eq(px_hdrs_add(&h, "Host", 4, value, 11, 0), 0);
+    ck_assert_int_eq(px_hdrs_add(&h, "x-Custom", 8, "v", 1, 0), 0);
+    ck_assert_int_eq(px_hdrs_add(&h, "x-request-id", 12, "", 0, 0), 0);
+    value[0] = 'E'; /* the list owns its copy */
+    ck_assert(px_field_name_static(h.v[0].name));
+    ck_assert_ptr_eq(h.v[0].name, px_field_name_known("host", 4));
+    ck_assert_str_eq(h.v[0].value, "example.org");
+    ck_assert(!px_field_name_static(h.v[1].name));
+    ck_assert_str_eq(h.v[1].name, "host");
+    ck_assert_str_eq(h.v[1].value, "example.org");
+    ck_assert_str_eq(h.v[2].name, "x-custom");
+    ck_assert_str_eq(h.v[2].value, "v");
+    ck_assert(px_field_name_static(h.v[3].name));
+    ck_assert_str_eq(h.v[3].value, "");
+    ck_assert_uint_eq(h.bytes, (4 + 11 + 32) * 2 + (8 + 1 + 32) + (12 + 32));
+    ck_assert_ptr_eq(px_hdrs_get(&h, "x-request-id"), &h.v[3]);
+    px_hdrs_del(&h, "host");
+    ck_assert_uint_eq(h.n, 2);
+    px_hdrs_clear(&h);
+}
+END_TEST
+
 TCase *tcase_fields(void)
 {
     TCase *tc = tcase_create("fields");
@@ -473,5 +548,7 @@ TCase *tcase_fields(void)
     tcase_add_loop_test(tc, fields_tokset_sizes, 0, (int)N_ELEMS(token_counts));
     tcase_add_test(tc, fields_tokset_duplicates_and_spacing);
     tcase_add_loop_test(tc, fields_grpc_timeout, 0, (int)N_ELEMS(grpc_timeouts));
+    tcase_add_test(tc, fields_known_table);
+    tcase_add_test(tc, fields_hdrs_known_names);
     return tc;
 }
