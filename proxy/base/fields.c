@@ -163,7 +163,8 @@ int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h)
     const char *tp;
     size_t tn;
 
-    memset(s, 0, sizeof(*s));
+    s->slot = NULL; /* the empty set; the slots are cleared only when used */
+    s->mask = 0;
     for (size_t i = 0; i < h->n; i++)
         if (h->v[i].nlen == 10 && memcmp(h->v[i].name, "connection", 10) == 0)
             FOR_EACH_TOKEN(h->v[i].value, h->v[i].vlen, tp, tn, ntok++);
@@ -173,7 +174,7 @@ int px_tokset_build(struct px_tokset *s, const struct px_hdrs *h)
         cap *= 2;
     if (cap <= sizeof(s->local) / sizeof(s->local[0])) {
         s->slot = s->local;
-        cap = sizeof(s->local) / sizeof(s->local[0]);
+        memset(s->local, 0, cap * sizeof(s->local[0]));
     } else if ((s->slot = calloc(cap, sizeof(*s->slot))) == NULL) {
         return -1;
     }

@@ -258,6 +258,27 @@ static void jb_lit(struct jb *b, const char *s, size_t n)
     b->len += n;
 }
 
+/* s[0..n) escaped at o, which has room for 6 * n + 1 bytes; returns the
+ * end. The plain words and then the plain bytes are copied here, without
+ * a call; px_json_escape takes over at the first byte that needs it. */
+static char *json_put(char *o, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+
+    while (i + 8 <= n && plain8(u + i)) {
+        memcpy(o + i, s + i, 8);
+        i += 8;
+    }
+    while (i < n && json_plain[u[i]]) {
+        o[i] = s[i];
+        i++;
+    }
+    if (i == n)
+        return o + n;
+    return o + i + px_json_escape(o + i, 6 * (n - i) + 1, s + i, n - i);
+}
+
 /* A JSON string (cut to fit the line), or null. */
 static void jb_strn(struct jb *b, const char *s, size_t n)
 {
@@ -272,12 +293,8 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
      * word is copied by the table, without a call. */
     if (!b->trunc && n <= 256 && b->len + 2 + 6 * n + RESERVE <= b->cap) {
         char *o = b->p + b->len;
-        size_t i = 0;
         *o++ = '"';
-        if (n < 16)
-            for (; i < n && json_plain[(unsigned char)s[i]]; i++)
-                o[i] = s[i];
-        o += i < n ? i + px_json_escape(o + i, 6 * (n - i) + 1, s + i, n - i) : n;
+        o = json_put(o, s, n);
         *o++ = '"';
         b->len = (size_t)(o - b->p);
         return;
@@ -293,8 +310,8 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
     jb_lit(b, "\"", 1);
 }
 
-/* Keys are picket's own literals ([a-z_]), written without escaping;
- * n is their length (jb_field_str passes sizeof for a literal). */
+/* Keys are picket's own names ([a-z_]), written without escaping; n is
+ * their length. */
 static void jb_key(struct jb *b, const char *key, size_t n)
 {
     if (b->trunc || b->len + n + 4 + RESERVE > b->cap) {
@@ -311,9 +328,11 @@ static void jb_key(struct jb *b, const char *key, size_t n)
 }
 
 /* A field is written whole or not at all, so the line stays valid JSON.
- * The jb_field_* macros take a literal key (its length is sizeof's). */
-static void jb_field_strkn(struct jb *b, const char *key, size_t klen, const char *val, size_t n)
+ * This one is for keys known at run time (px_log's pairs); literal keys
+ * take the jb_field_* macros below. */
+static void jb_field_strk(struct jb *b, const char *key, size_t klen, const char *val)
 {
+    size_t n = val != NULL ? strlen(val) : 0;
     size_t save = b->len;
     jb_key(b, key, klen);
     jb_strn(b, val, n);
@@ -321,39 +340,77 @@ static void jb_field_strkn(struct jb *b, const char *key, size_t klen, const cha
         b->len = save;
 }
 
-static void jb_field_strk(struct jb *b, const char *key, size_t klen, const char *val)
+/* Fields with a literal key (the jb_field_* macros): kp[0..kn) is the key
+ * with its punctuation, `,"key":`, made by the compiler, so a field is one
+ * copy of it and its value with one bound check when the value is short
+ * enough to fit whatever its escaping. The line's first field drops the
+ * comma. Otherwise (long, or near the end of the line) the same steps as
+ * the fields above: whole or not at all, a long value cut to fit. */
+static void jb_lit_key(struct jb *b, const char **kp, size_t *kn)
 {
-    jb_field_strkn(b, key, klen, val, val != NULL ? strlen(val) : 0);
+    if (b->len <= 1) {
+        (*kp)++;
+        (*kn)--;
+    }
 }
 
-static void jb_field_rawk(struct jb *b, const char *key, size_t klen, const char *raw, size_t n)
+static void jb_fstrn(struct jb *b, const char *kp, size_t kn, const char *val, size_t n)
 {
     size_t save = b->len;
-    jb_key(b, key, klen);
+
+    jb_lit_key(b, &kp, &kn);
+    if (val != NULL && !b->trunc && n <= 256 && b->len + kn + 2 + 6 * n + RESERVE <= b->cap) {
+        char *o = b->p + b->len;
+        memcpy(o, kp, kn);
+        o += kn;
+        *o++ = '"';
+        o = json_put(o, val, n);
+        *o++ = '"';
+        b->len = (size_t)(o - b->p);
+        return;
+    }
+    jb_lit(b, kp, kn);
+    jb_strn(b, val, n);
+    if (b->trunc)
+        b->len = save;
+}
+
+static void jb_fstr(struct jb *b, const char *kp, size_t kn, const char *val)
+{
+    jb_fstrn(b, kp, kn, val, val != NULL ? strlen(val) : 0);
+}
+
+static void jb_fraw(struct jb *b, const char *kp, size_t kn, const char *raw, size_t n)
+{
+    size_t save = b->len;
+
+    jb_lit_key(b, &kp, &kn);
+    jb_lit(b, kp, kn);
     jb_lit(b, raw, n);
     if (b->trunc)
         b->len = save;
 }
 
-static void jb_field_i64k(struct jb *b, const char *key, size_t klen, int64_t v,
-                          int null_if_negative)
+static void jb_fi64(struct jb *b, const char *kp, size_t kn, int64_t v, int null_if_negative)
 {
     char num[24];
     size_t n;
+
     if (null_if_negative && v < 0) {
         memcpy(num, "null", 5);
         n = 4;
     } else {
         n = px_fmt_i64(num, v);
     }
-    jb_field_rawk(b, key, klen, num, n);
+    jb_fraw(b, kp, kn, num, n);
 }
 
-/* "" key: a key that is not a literal does not compile */
-#define jb_field_str(b, key, val) jb_field_strk((b), "" key, sizeof(key) - 1, (val))
-#define jb_field_strn(b, key, val, n) jb_field_strkn((b), "" key, sizeof(key) - 1, (val), (n))
-#define jb_field_raw(b, key, raw) jb_field_rawk((b), "" key, sizeof(key) - 1, (raw), strlen(raw))
-#define jb_field_i64(b, key, v, nn) jb_field_i64k((b), "" key, sizeof(key) - 1, (v), (nn))
+/* `,"key":` from a literal key (one that is not a literal does not compile) */
+#define JB_KEY(key) ",\"" key "\":", sizeof(",\"" key "\":") - 1
+#define jb_field_str(b, key, val) jb_fstr((b), JB_KEY(key), (val))
+#define jb_field_strn(b, key, val, n) jb_fstrn((b), JB_KEY(key), (val), (n))
+#define jb_field_raw(b, key, raw) jb_fraw((b), JB_KEY(key), (raw), strlen(raw))
+#define jb_field_i64(b, key, v, nn) jb_fi64((b), JB_KEY(key), (v), (nn))
 
 static int64_t now_ms(void)
 {

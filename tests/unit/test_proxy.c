@@ -791,6 +791,97 @@ START_TEST(test_log_operational)
 }
 END_TEST
 
+/* A line's string fields are escaped in place (log.c's json_put: words,
+ * then bytes, then px_json_escape from the first byte that needs it): for
+ * values of every length to 40 with escapes, UTF-8 and stray high bytes at
+ * random places, the access line's path (a C string) and the audit
+ * line's query (a length; the bytes after it are not written) carry
+ * exactly what px_json_escape makes of the value. Lines are written one at
+ * a time (no batch on this thread) and each is read back alone. */
+static int field_is(const char *line, const char *key, const char *want)
+{
+    const char *p = strstr(line, key);
+    size_t n = strlen(want);
+    return p != NULL && strncmp(p + strlen(key), want, n) == 0 &&
+           p[strlen(key) + n] == '"';
+}
+
+START_TEST(test_log_line_values)
+{
+    char err[256], in[48], want[6 * 48 + 1];
+    uint32_t r = 88172645u;
+
+    ck_assert_int_eq(px_log_init(PX_LOG_INFO, g_access, g_audit, err, sizeof(err)), 0);
+    for (int round = 0; round < 12; round++) {
+        for (size_t len = 0; len <= 40; len++) {
+            struct px_access_rec a = {.ts_ms = 1, .listener = "in", .method = "GET", .path = in};
+            struct px_audit_rec u = {.ts_ms = 1, .decision = "allow", .query = in,
+                                     .query_len = len, .cache_age_ms = -1};
+            const char *line;
+            for (size_t i = 0; i < len + 4; i++) {
+                r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+                in[i] = (char)(r % 8 == 0 ? 1 + (r >> 8) % 255 : 'a' + (r >> 8) % 26);
+                if (r % 23 == 0 && i + 2 < len) { /* a whole UTF-8 sequence (U+00E9) */
+                    in[i++] = '\xc3';
+                    in[i] = '\xa9';
+                }
+            }
+            in[len] = '\0';
+            px_json_escape(want, sizeof(want), in, len);
+            in[len] = 'q'; /* the audit query stops at its length */
+            ck_assert_int_eq(truncate(g_audit, 0), 0); /* the sinks append */
+            px_log_audit(&u);
+            in[len] = '\0';
+            ck_assert_int_eq(truncate(g_access, 0), 0);
+            px_log_access(&a);
+            line = slurp(g_access);
+            ck_assert_msg(field_is(line, "\"path\":\"", want), "len %zu: %s", len, line);
+            line = slurp(g_audit);
+            ck_assert_msg(field_is(line, "\"query\":\"", want), "len %zu: %s", len, line);
+        }
+    }
+}
+END_TEST
+
+/* Near the end of a line: a value that does not fit whatever its escaping
+ * goes the long way (cut to fit, or left out with "truncated"); every line
+ * stays within PX_LOG_LINE_MAX, ends the object, and a field it carries is
+ * whole. The first value fills the line to a little before its end, by
+ * every step of a few bytes across the point where the second stops
+ * fitting. */
+START_TEST(test_log_line_end)
+{
+    char err[256];
+    static char fill[PX_LOG_LINE_MAX];
+    char tail[64], want[160] = "\"method\":\"";
+
+    memset(tail, '"', sizeof(tail) - 1); /* each escapes to 2 bytes */
+    tail[sizeof(tail) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(tail) - 1; i++)
+        strcat(want, "\\\"");
+    strcat(want, "\"");
+    ck_assert_int_eq(px_log_init(PX_LOG_INFO, g_access, NULL, err, sizeof(err)), 0);
+    for (size_t n = PX_LOG_VALUE_MAX - 300; n <= PX_LOG_VALUE_MAX; n += 7) {
+        struct px_access_rec a = {.ts_ms = 1, .listener = "in"};
+        const char *s;
+        size_t len;
+        memset(fill, 'a', n);
+        fill[n] = '\0';
+        /* four values of n bytes, then the tail */
+        a.path = a.authority = a.peer = a.request_id = fill;
+        a.method = tail;
+        ck_assert_int_eq(truncate(g_access, 0), 0); /* the sink appends */
+        px_log_access(&a);
+        s = slurp(g_access);
+        len = strlen(s);
+        ck_assert_uint_le(len, PX_LOG_LINE_MAX);
+        ck_assert_msg(len > 2 && strcmp(s + len - 2, "}\n") == 0, "n %zu", n);
+        if (strstr(s, "\"method\":") != NULL)
+            ck_assert_msg(strstr(s, want) != NULL, "n %zu: method cut", n);
+    }
+}
+END_TEST
+
 START_TEST(test_log_truncation)
 {
     char err[256];
@@ -895,6 +986,8 @@ static TCase *tcase_log(void)
     tcase_add_test(tc, test_log_escape_words);
     tcase_add_test(tc, test_log_escape_lengths);
     tcase_add_test(tc, test_log_access_audit);
+    tcase_add_test(tc, test_log_line_values);
+    tcase_add_test(tc, test_log_line_end);
     tcase_add_test(tc, test_log_batch);
     tcase_add_test(tc, test_log_reopen_and_errors);
     tcase_add_test(tc, test_log_operational);
