@@ -713,7 +713,7 @@ static void set_defaults(struct px_config *c)
     c->limits.upstream_timeout_ms = 30000;
     c->limits.drain_timeout_ms = 20000;
     c->limits.handshake_timeout_ms = 10000;
-    c->limits.stream_buffer = 262144;
+    c->limits.stream_buffer = 1048576;
     c->limits.tunnel_idle_timeout_ms = 3600000;
     c->probes.timeout_ms = 1000;
 }

@@ -200,7 +200,7 @@ struct px_config {
         int64_t drain_timeout_ms;       /* 20s */
         int64_t drain_notice_delay_ms;  /* 0: GOAWAY / Connection: close at once on drain */
         int64_t handshake_timeout_ms;   /* 10s */
-        int64_t stream_buffer;          /* 262144: per-stream, per-direction body buffer (and
+        int64_t stream_buffer;          /* 1 MiB: per-stream, per-direction body buffer (and
                                          * per TCP tunnel, per direction) */
         int64_t tunnel_idle_timeout_ms; /* 1h: a TCP tunnel with no byte either way is closed */
         int64_t memory_budget;          /* 64 MiB: bytes held for peers, all of them (mem.h) */

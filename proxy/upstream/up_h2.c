@@ -372,6 +372,23 @@ static void uph2_window(struct uph2_stream *us)
     }
 }
 
+/* A request's HEADERS went out: nghttp2 made its stream only now, so
+ * this is the first moment its window can grow from PX_STREAM_SLACK to
+ * what the client can take (the WINDOW_UPDATE leaves in the same write).
+ * Until then the app could send 4 KiB of a response and wait: a stall on
+ * every response longer than that. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct uph2_stream *us;
+    (void)arg;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    us = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (us != NULL && us->st != NULL && !us->uc->dead)
+        uph2_window(us);
+    return 0;
+}
+
 static void uph2_response_drained(struct px_stream *st, size_t n)
 {
     struct uph2_stream *us = st->up_ctx;
@@ -666,6 +683,7 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     /* the same flood limits as the server side (h2.c): an app is a peer too */
     nghttp2_option_set_max_continuations(opt, 8);

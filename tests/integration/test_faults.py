@@ -14,6 +14,8 @@ The fault upstream is this file run as `test_faults.py --upstream h1|h2c PORT`. 
     /close-mid      headers and 1000 bytes of body, then the connection closes (FIN)
     /slow-headers   the answer comes after 3 s (picket's upstream_timeout is 1 s)
     /slow-body      headers and 1000 bytes, then nothing for 5 s
+    /window         h2c: nothing until the stream's window is over 64 KiB, then 200 and
+                    64 KiB + 1 bytes; 503 if it is not within 3 s
 
 What the client sees (curl exit codes, RFC 9113 / curl(1)):
 
@@ -67,6 +69,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 PARTIAL = 1000
 ANNOUNCED = 100000
+WINDOW_BODY = 65537  # more than the protocol's default stream window
 
 
 # --------------------------------------------------------------------------
@@ -154,11 +157,24 @@ def _h2_conn(sock):
             due = [t for t in timers if t[0] <= now]
             for t in due:
                 timers.remove(t)
-                _, action, sid = t
+                action, sid = t[1], t[2]
                 try:
                     if action == "late":
                         headers(sid)
                         conn.send_data(sid, b"late\n", end_stream=True)
+                    elif action == "window":
+                        if conn.local_flow_control_window(sid) >= WINDOW_BODY:
+                            headers(sid, extra=[(b"content-length", str(WINDOW_BODY).encode())])
+                            body = b"w" * WINDOW_BODY
+                            step = conn.max_outbound_frame_size
+                            for i in range(0, WINDOW_BODY, step):
+                                conn.send_data(sid, body[i:i + step],
+                                               end_stream=i + step >= WINDOW_BODY)
+                        elif now > t[3]:
+                            headers(sid, 503, extra=[(b"content-length", b"0")])
+                            conn.send_data(sid, b"", end_stream=True)
+                        else:
+                            timers.append((now + 0.02, "window", sid, t[3]))
                     elif action == "rst":
                         conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
                     elif action == "close":
@@ -197,6 +213,8 @@ def _h2_conn(sock):
                             timers.append((time.monotonic() + 0.2, "rst", sid))
                         elif path == "/close-mid":
                             timers.append((time.monotonic() + 0.2, "close", sid))
+                    elif path == "/window":
+                        timers.append((now, "window", sid, now + 3.0))
                     elif path == "/slow-headers":
                         timers.append((time.monotonic() + 3.0, "late", sid))
                     else:
@@ -379,6 +397,21 @@ class UpstreamFaults(pt.TestCase):
 
     def test_h2c_upstream_faults(self):
         self.run_faults("h2c")
+
+    def test_h2c_upstream_window_before_data(self):
+        # An app that sends nothing until its stream's window is over the protocol's
+        # default still answers: picket opens the window when the request goes out,
+        # not only as the response drains (which would need response bytes first).
+        pt.require_module("h2.connection", "python3-h2")
+        up, up_port = start_fault_upstream(self.tmp, "h2c")
+        self.addCleanup(up.stop)
+        path, cfg, port, admin = self.config(pt.upstream_url("h2c", up_port), workers=1)
+        self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
+        for http in pt.HTTP_VERSIONS:
+            for _ in range(3):  # a new stream each time, on the same upstream connection
+                r = self.curl(port, "/window", http=http, timeout=15)
+                self.assertEqual((r.exit, r.status, len(r.body)), (0, 200, WINDOW_BODY),
+                                 "%s: %r" % (http, r.status))
 
     def test_h1_upstream_faults(self):
         self.run_faults("h1")

@@ -42,8 +42,9 @@ sys.path.insert(0, os.path.join(pt.REPO, "tests", "hardening"))
 import attacks as A  # noqa: E402
 
 MAX_STREAMS = 10
+# stream_buffer at a quarter of its default: the buffering bounds below scale with it
 LIMITS = {"max_concurrent_streams": MAX_STREAMS, "handshake_timeout": "1s", "header_timeout": "1s",
-          "max_header_list_size": 65536}
+          "max_header_list_size": 65536, "stream_buffer": 262144}
 
 
 class CountingUpstream:
@@ -210,7 +211,7 @@ class Hardening(pt.TestCase):
         return (self.proc.peak_rss_kib() - self.rss0) / 1024.0
 
     def stream_buffer_mib(self):
-        return int(self.limits.get("stream_buffer", 262144)) / float(1 << 20)
+        return int(self.limits.get("stream_buffer", 1 << 20)) / float(1 << 20)
 
     def h2_errors(self):
         return pt.metric(self.admin, "picket_h2_protocol_errors_total", default=0)

@@ -227,7 +227,7 @@ START_TEST(test_config_defaults)
     ck_assert_int_eq(c->limits.upstream_timeout_ms, 30000);
     ck_assert_int_eq(c->limits.drain_timeout_ms, 20000);
     ck_assert_int_eq(c->limits.handshake_timeout_ms, 10000);
-    ck_assert_int_eq(c->limits.stream_buffer, 262144);
+    ck_assert_int_eq(c->limits.stream_buffer, 1048576);
     ck_assert_uint_eq(c->nlisteners, 1);
     ck_assert_int_eq(c->listeners[0].kind, PX_LISTENER_INBOUND);
     ck_assert_str_eq(c->listeners[0].bind_host, "0.0.0.0");
