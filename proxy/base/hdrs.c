@@ -58,7 +58,7 @@ static char *block_alloc(struct px_hdrs *h, size_t n)
  * points at this table instead of a copy (no lowercasing, no bytes in the
  * list's blocks), and the h2 serializers tell nghttp2 not to copy or
  * lowercase it either (px_field_name_static). Rows are sorted by length;
- * known_at[n] is the first row of length n or more (TCase hdrs checks
+ * known_at[n] is the first row of length n or more (TCase fields checks
  * both). */
 #define KNOWN_MAX 27
 static const char known[][KNOWN_MAX + 1] = {
