@@ -289,8 +289,8 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
         return;
     }
     /* Most values are short and fit whatever their escaping (6 bytes per
-     * byte at most): no cut to consider, and a plain prefix shorter than a
-     * word is copied by the table, without a call. */
+     * byte at most): no cut to consider, and json_put copies what is plain
+     * without a call. */
     if (!b->trunc && n <= 256 && b->len + 2 + 6 * n + RESERVE <= b->cap) {
         char *o = b->p + b->len;
         *o++ = '"';
