@@ -335,7 +335,7 @@ struct px_stream {
     int up_retries;              /* replays after REFUSED_STREAM */
     int logged;
     struct px_mem_acct mem;      /* bytes held for this stream (parent: the connection's) */
-    struct px_mem_tracker trk_req, trk_resp;
+    struct px_body *bodies[2];   /* req_body's and resp_body's buffer and tracker (stream.c) */
     struct px_stream *wnext, *wprev; /* worker list (w->streams) */
 };
 

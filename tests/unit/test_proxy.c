@@ -1298,6 +1298,7 @@ TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
 TCase *tcase_authority(void); /* proxy_request.c */
 TCase *tcase_request(void);   /* proxy_request.c */
 TCase *tcase_mem(void);       /* proxy_mem.c */
+TCase *tcase_stream_bodies(void); /* proxy_stream.c */
 TCase *tcase_logpipe(void);   /* proxy_logpipe.c */
 TCase *tcase_url(void);    /* proxy_xfcc.c */
 TCase *tcase_reason(void); /* proxy_reason.c */
@@ -1323,6 +1324,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_authority());
     suite_add_tcase(s, tcase_request());
     suite_add_tcase(s, tcase_mem());
+    suite_add_tcase(s, tcase_stream_bodies());
     suite_add_tcase(s, tcase_url());
     suite_add_tcase(s, tcase_reason());
     suite_add_tcase(s, tcase_fields());
