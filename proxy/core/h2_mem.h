@@ -59,4 +59,20 @@ static inline nghttp2_nv h2_nv(const char *name, size_t nlen, const char *value,
 /* A field of a px_hdrs list */
 #define H2_NV_HDR(h) h2_nv((h)->name, (h)->nlen, (h)->value, (h)->vlen, px_field_name_static((h)->name))
 
+/* Submits t as stream id's trailers, from a data source's read callback
+ * (which then sets NGHTTP2_DATA_FLAG_NO_END_STREAM): every field of t,
+ * never a prefix. 0, or -1 when out of memory (the callback returns
+ * NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE, which resets the stream). */
+static inline int h2_submit_trailers(nghttp2_session *s, int32_t id, const struct px_hdrs *t)
+{
+    nghttp2_nv *nva = calloc(t->n, sizeof(*nva));
+    if (nva == NULL)
+        return -1;
+    for (size_t i = 0; i < t->n; i++)
+        nva[i] = H2_NV_HDR(&t->v[i]);
+    nghttp2_submit_trailer(s, id, nva, t->n);
+    free(nva);
+    return 0;
+}
+
 #endif

@@ -87,8 +87,7 @@ static struct px_body *body_get(enum px_mem_pool p, struct px_mem_acct *acct)
         return NULL;
     }
     if (px_mem_track(&bb->t, bb->b, p, acct) != 0) {
-        evbuffer_free(bb->b);
-        px_tfree(bb);
+        body_free(bb); /* untracking what is not tracked does nothing */
         return NULL;
     }
     return bb;

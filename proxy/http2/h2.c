@@ -446,15 +446,9 @@ static ssize_t read_response(nghttp2_session *s, int32_t id, uint8_t *buf, size_
     if (st->resp_eof && avail == n) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->resp_trailers.n > 0) {
-            const struct px_hdrs *t = &st->resp_trailers;
-            nghttp2_nv *nva = calloc(t->n, sizeof(*nva));
-            if (nva == NULL)
+            if (h2_submit_trailers(s, id, &st->resp_trailers) != 0)
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
-            for (size_t i = 0; i < t->n; i++)
-                nva[i] = H2_NV_HDR(&t->v[i]);
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(s, id, nva, t->n);
-            free(nva);
         }
         if (!st->req_eof && !st->rq.is_grpc)
             /* Answered before the request finished (e.g. refused upload):

@@ -309,15 +309,10 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         const struct px_hdrs *t = &st->rq.trailers;
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (t->n > 0) {
-            /* every trailer the canonical request kept, never a prefix */
-            nghttp2_nv *nva = calloc(t->n, sizeof(*nva));
-            if (nva == NULL)
+            /* every trailer the canonical request kept */
+            if (h2_submit_trailers(s, id, t) != 0)
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
-            for (size_t i = 0; i < t->n; i++)
-                nva[i] = H2_NV_HDR(&t->v[i]);
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(s, id, nva, t->n);
-            free(nva);
         }
     }
     return (ssize_t)n;
