@@ -18,7 +18,8 @@
 TCase *tcase_tmalloc(void);
 
 static const size_t sizes[] = {0,    1,    15,   16,   63,   64,   65,   1000, 1023, 1024,
-                               1025, 2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193,
+                               1025, 2047, 2048, 2049, 2928, 3071, 3072, 3073, 4095, 4096,
+                               4097, 8191, 8192, 8193,
                                12288, 16384, 16385, 65536, 131072, 131073, 300000};
 #define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
 
@@ -174,6 +175,15 @@ START_TEST(keep_and_decay)
         px_tfree(p[i]);
     ck_assert_uint_eq(px_tmalloc_kept(4000), 32);
     ck_assert_uint_eq(px_tmalloc_kept(1 << 20), 0);
+    /* 2049-3072 bytes (nghttp2's session object) have their own class */
+    for (int i = 0; i < 10; i++)
+        ck_assert_ptr_nonnull(p[i] = px_tmalloc(2928));
+    for (int i = 0; i < 10; i++)
+        px_tfree(p[i]);
+    ck_assert_uint_eq(px_tmalloc_kept(3072), 10);
+    ck_assert_uint_eq(px_tmalloc_kept(2049), 10);
+    ck_assert_uint_eq(px_tmalloc_kept(3073), 32); /* the 4 KiB class, as it was */
+    ck_assert_uint_eq(px_tmalloc_kept(2048), 0);
     px_tmalloc_trim();
     ck_assert_uint_eq(px_tmalloc_kept(SZ), 0);
 }
