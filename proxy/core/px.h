@@ -25,6 +25,7 @@
 #include <pthread.h>
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <openssl/ssl.h>
@@ -138,6 +139,8 @@ struct px_worker {
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
     struct event *decay_ev;            /* once a second: px_tmalloc_decay() */
     struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
+    int64_t up_common_ms;              /* the limit up_common was made for (stream.c) */
+    const struct timeval *up_common;   /* libevent's common timeout for it; NULL: none */
 };
 
 /* The empty peer ID of a connection without a verified client cert. */
@@ -326,7 +329,9 @@ struct px_stream {
     const struct px_up_ops *up;
     void *up_ctx;
     int down_done, up_done;
-    struct event *up_timer;      /* upstream_timeout */
+    struct event up_timer;       /* upstream_timeout: made with the stream (a request
+                                  * costs no event_new/event_free), armed once */
+    int up_armed;                /* up_timer is pending */
     int64_t up_last_us;          /* last progress either way (monotonic), for up_timer */
     struct event *deadline_timer; /* whole-request deadline (px_stream_set_deadline) */
     int64_t deadline_us;         /* when it is (monotonic), 0 = none */

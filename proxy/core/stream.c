@@ -115,6 +115,9 @@ static void body_put(struct px_body *bb)
     tl_nbodies++;
 }
 
+static void up_timeout_cb(evutil_socket_t fd, short what, void *arg);
+static void up_timer_stop(struct px_stream *st);
+
 static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
                                       const struct px_down_ops *ops, void *down_ctx)
 {
@@ -136,6 +139,7 @@ static struct px_stream *stream_alloc(struct px_worker *w, struct px_conn *c,
     if (w->streams != NULL)
         w->streams->wprev = st;
     w->streams = st;
+    evtimer_assign(&st->up_timer, w->base, up_timeout_cb, st);
     st->snap = px_snapshot_ref(w->snap); /* the newest config, also on old connections */
     st->pol = w->policy ? px_policy_state_ref(w->policy) : NULL;
     st->start_us = px_mono_us();
@@ -249,8 +253,7 @@ static void stream_log(struct px_stream *st)
 static void stream_free(struct px_stream *st)
 {
     stream_log(st);
-    if (st->up_timer)
-        event_free(st->up_timer);
+    up_timer_stop(st);
     if (st->deadline_timer)
         event_free(st->deadline_timer);
     px_request_clear(&st->rq);
@@ -290,8 +293,7 @@ void px_stream_up_done(struct px_stream *st)
 {
     st->up_done = 1;
     st->up = NULL;
-    if (st->up_timer)
-        evtimer_del(st->up_timer);
+    up_timer_stop(st);
     if (st->deadline_timer)
         evtimer_del(st->deadline_timer); /* the response is complete (or failed): nothing to cut */
     if (st->down_done)
@@ -380,8 +382,7 @@ void px_stream_upstream_failed(struct px_stream *st, int status, enum px_reason 
     char labels[96];
     if (st->reason == PX_R_NONE)
         st->reason = reason;
-    if (st->up_timer)
-        evtimer_del(st->up_timer);
+    up_timer_stop(st);
     snprintf(labels, sizeof(labels), "reason=\"%s\"", px_reason_name(reason));
     px_counter_add(px_counter_get("picket_upstream_failures_total",
                                   "Upstream failures by reason (connect, reset, server identity)",
@@ -452,8 +453,7 @@ void px_stream_tunnel_open(struct px_stream *st)
             px_hdrs_remove_at(&st->resp, i);
     if (st->deadline_timer)
         evtimer_del(st->deadline_timer); /* a tunnel outlives the request that opened it */
-    if (st->up_timer)
-        evtimer_del(st->up_timer); /* re-armed with tunnel_idle_timeout */
+    up_timer_stop(st); /* re-armed with tunnel_idle_timeout */
     /* The decision is audited as the tunnel opens, not when it ends (maybe
      * an hour later); the access line, with the tunnel's bytes and life,
      * is written at its end. */
@@ -469,10 +469,40 @@ void px_stream_tunnel_open(struct px_stream *st)
  * Progress only stamps the time; the timer, when it fires early, re-arms
  * itself for what is left, so a busy stream costs no timer operation per
  * chunk. */
-static void arm_up_timer(struct px_stream *st, int64_t us)
+static void arm_up_timer(struct px_stream *st, const struct timeval *tv)
+{
+    st->up_armed = evtimer_add(&st->up_timer, tv) == 0;
+}
+
+static void arm_up_timer_us(struct px_stream *st, int64_t us)
 {
     struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-    evtimer_add(st->up_timer, &tv);
+    arm_up_timer(st, &tv);
+}
+
+static void up_timer_stop(struct px_stream *st)
+{
+    if (st->up_armed) {
+        evtimer_del(&st->up_timer);
+        st->up_armed = 0;
+    }
+}
+
+/* Every stream of a worker arms its timer for the same limit: as one of
+ * libevent's "common timeouts" each add and delete is a list operation,
+ * not a heap one. The worker keeps the value for its base and makes it
+ * again when the limit changes (a reload); libevent keeps at most 256 per
+ * base, and NULL (none left) means a plain timeout. */
+static const struct timeval *up_timeout_tv(struct px_stream *st, int64_t ms, struct timeval *plain)
+{
+    struct px_worker *w = st->w;
+    plain->tv_sec = (time_t)(ms / 1000);
+    plain->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    if (w->up_common_ms != ms) {
+        w->up_common_ms = ms;
+        w->up_common = event_base_init_common_timeout(w->base, plain);
+    }
+    return w->up_common != NULL ? w->up_common : plain;
 }
 
 /* A tunnel's idle limit is limits.tunnel_idle_timeout, any other
@@ -489,10 +519,11 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
     int64_t idle_us = px_mono_us() - st->up_last_us;
     (void)fd;
     (void)what;
+    st->up_armed = 0;
     if (st->up_done || st->up == NULL)
         return;
     if (idle_us < limit_us) {
-        arm_up_timer(st, limit_us - idle_us);
+        arm_up_timer_us(st, limit_us - idle_us);
         return;
     }
     if (st->tunnel) {
@@ -530,13 +561,10 @@ void px_stream_up_activity(struct px_stream *st)
     if (ms <= 0 || st->up_done)
         return;
     st->up_last_us = px_mono_us();
-    if (st->up_timer == NULL) {
-        st->up_timer = evtimer_new(st->w->base, up_timeout_cb, st);
-        if (st->up_timer == NULL)
-            return;
+    if (!st->up_armed) {
+        struct timeval plain;
+        arm_up_timer(st, up_timeout_tv(st, ms, &plain));
     }
-    if (!evtimer_pending(st->up_timer, NULL))
-        arm_up_timer(st, ms * 1000);
 }
 
 /* ---- the request deadline ----------------------------------------------- */

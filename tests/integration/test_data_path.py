@@ -11,6 +11,7 @@ from http.client import HTTPSConnection
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -385,6 +386,30 @@ class DataPath(pt.TestCase):
                                            reason="upstream_timeout") - before, 1)
                 # the same listener still serves
                 self.assertOK(self.curl(port, "/slow/100", http=http))
+
+    def test_upstream_timeout_after_reload(self):
+        # A worker arms every stream's timer with one value made for the limit in
+        # force; a reload that changes limits.upstream_timeout must change the
+        # timers of the streams that come after it, on the same worker.
+        up = self.upstream("h2c")
+        path, cfg, port, admin = self.config(pt.upstream_url("h2c", up), workers=1,
+                                             limits={"upstream_timeout": "60s"})
+        proc = self.picket(path, inbound_port=port, admin_port=admin)
+        self.assertOK(self.curl(port, "/slow/50"))  # a timer armed with 60 s
+        cfg["limits"]["upstream_timeout"] = "1s"
+        pt.write_config(path, cfg)
+        since = len(proc.stderr())
+        proc.signal(signal.SIGHUP)
+        self.assertIsNotNone(pt.wait_log_event(proc, "reloaded", since=since, timeout=30),
+                             proc.stderr()[since:])
+        for http in pt.HTTP_VERSIONS:
+            t0 = time.monotonic()
+            r = self.curl(port, "/hold/never-reload-%s" % http.replace(".", ""), http=http,
+                          timeout=30)
+            elapsed = time.monotonic() - t0
+            self.assertEqual((r.exit, r.status), (0, 504), "held past the new 1 s limit: %r" % r)
+            self.assertGreaterEqual(elapsed, 0.9, "504 before the 1 s limit (%.2fs)" % elapsed)
+            self.assertLess(elapsed, 20, "the old 60 s limit still in force (%.2fs)" % elapsed)
 
     # -- logs ----------------------------------------------------------
 
