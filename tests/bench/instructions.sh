@@ -12,6 +12,10 @@
 # the same backend, client certificates verified), every process it starts
 # counted: the peer's figure for the same requests.
 #
+# APP=1 counts the app's instructions instead (the bench's backend nginx, its
+# master and worker, under callgrind; the proxy runs natively): what the
+# requests a proxy forwards cost the app it shares a core with.
+#
 # It reuses the run directory of the last tests/bench/run.sh (the bench's PKI,
 # the candidate's config and the backend's nginx config; BENCH_RUN_DIR picks
 # another); the certificates there live one hour, so run the bench first.
@@ -22,17 +26,22 @@ d=${BENCH_RUN_DIR:-$(dirname "$(ls -t /tmp/h2bench.*/results.json | head -1)")}
 command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind" >&2; exit 2; }
 
 count() { # BIN N -> total Ir of the picket (or nghttpx) processes
-  local out; out=$(mktemp -d)
-  nginx -c "$d/backend.conf" -p "$d"
+  local out vg=() app=(); out=$(mktemp -d)
+  if [ -n "${APP:-}" ]; then
+    app=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out/cg.%p")
+  else
+    vg=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out/cg.%p")
+  fi
+  "${app[@]}" nginx -c "$d/backend.conf" -p "$d" 2>/dev/null
+  [ -z "${APP:-}" ] || for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/24081) 2>/dev/null && break; sleep 0.3; done
   if [ "$1" = nghttpx ]; then
-    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out/cg.%p" \
-      nghttpx --conf=/dev/null -f127.0.0.1,24090 "-b127.0.0.1,24081;;proto=h2" -n1 \
+    "${vg[@]}" nghttpx --conf=/dev/null -f127.0.0.1,24090 "-b127.0.0.1,24081;;proto=h2" -n1 \
       --verify-client --verify-client-cacert="$d/pki/ca.crt" --errorlog-file=/dev/null \
       --backend-http2-window-size=16777215 --backend-http2-connection-window-size=16777215 \
       --frontend-http2-connection-window-size=16777215 --no-ocsp \
       "$d/pki/server.key" "$d/pki/server.crt" 2>/dev/null &
   else
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "$1" run \
+    "${vg[@]}" "$1" run \
       -c "$d/candidate/picket.json" 2>/dev/null &
   fi
   local pid=$!
@@ -42,12 +51,14 @@ count() { # BIN N -> total Ir of the picket (or nghttpx) processes
     >/dev/null 2>&1
   if [ "$1" = nghttpx ]; then kill -QUIT $pid; else kill -INT $pid; fi
   wait $pid 2>/dev/null || true
-  kill "$(cat "$d/backend.pid")"; sleep 0.3
+  local bp; bp=$(cat "$d/backend.pid")
+  kill -QUIT "$bp"
+  for _ in $(seq 100); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
   cat "$out"/cg.* | awk '/^summary:/ {s += $2} END {print s}'
   rm -rf "$out"
 }
 
 for bin in "$@"; do
   a=$(count "$bin" "$N1"); b=$(count "$bin" "$N2")
-  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per request"
+  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per request${APP:+ in the app}"
 done
