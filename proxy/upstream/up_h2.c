@@ -33,6 +33,10 @@
 #define UP_OUT_HIGH (256 * 1024)
 #define UP_MAX_STREAMS 100
 #define UP_CONN_WINDOW (16 * 1024 * 1024)
+/* Responses in a row that stayed under PX_STREAM_SLACK / 2 after which a
+ * connection's new streams wait for a sign of a large response before
+ * their window opens (uph2_open_window). */
+#define UP_LAZY_AFTER 8
 #define UP_MAX_CONNS 64 /* per pool; beyond, streams queue on the least loaded */
 
 struct uph2_conn {
@@ -51,6 +55,7 @@ struct uph2_conn {
     uint64_t snap_gen;  /* the snapshot (trust, own SVID) it was made under */
     struct event *cert_ev; /* at not_after: no new streams; drain_timeout later: closed */
     int cert_ended;
+    unsigned small_run; /* responses in a row that never needed more than the slack */
 };
 
 struct uph2_stream {
@@ -66,6 +71,8 @@ struct uph2_stream {
     size_t granted; /* window beyond PX_STREAM_SLACK, from px_mem_window_take() */
     int status;     /* :status of the block being received (the stream's once delivered) */
     size_t hdr_bytes; /* name + value + 32 of every response field, 1xx and trailers too */
+    size_t resp_bytes; /* response body received */
+    int lazy; /* window still at PX_STREAM_SLACK, to open when the response needs it */
     enum px_reason fail_reason; /* why picket reset it (PX_R_UPSTREAM_HEADERS_TOO_LARGE, ...) */
 };
 
@@ -74,6 +81,7 @@ static void uc_send(struct uph2_conn *uc);
 static void uc_fail(struct uph2_conn *uc, enum px_reason reason);
 static void uc_settings_in(struct uph2_conn *uc);
 static int us_submit(struct uph2_stream *us);
+static void uph2_open_window(struct uph2_stream *us);
 
 static void schedule_send(struct uph2_conn *uc)
 {
@@ -204,6 +212,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
                 }
                 return 0;
             }
+            if (us->lazy && !st->resp_eof &&
+                st->resp_content_length > (int64_t)PX_STREAM_SLACK / 2)
+                uph2_open_window(us);
             px_stream_response_headers(st);
             return 0;
         }
@@ -233,6 +244,9 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
         return 0;
     }
+    us->resp_bytes += len;
+    if (us->lazy && us->resp_bytes >= PX_STREAM_SLACK / 2)
+        uph2_open_window(us);
     px_stream_up_activity(us->st);
     if (us->st->down)
         us->st->down->response_ready(us->st);
@@ -254,6 +268,13 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     st = us->st;
     body_sent = us->body_sent;
     reason = us->fail_reason;
+    if (us->resp_bytes < PX_STREAM_SLACK / 2 && (st == NULL || st->resp_content_length <=
+                                                 (int64_t)PX_STREAM_SLACK / 2)) {
+        if (uc->small_run < UP_LAZY_AFTER)
+            uc->small_run++;
+    } else {
+        uc->small_run = 0;
+    }
     px_mem_window_give(us->granted);
     px_tfree(us);
     if (st == NULL)
@@ -346,11 +367,13 @@ static void uph2_window(struct uph2_stream *us)
 
     if (us->waiting)
         return; /* no stream in nghttp2 yet */
+    cur = nghttp2_session_get_stream_effective_local_window_size(s, us->id);
+    if (cur < 0)
+        return; /* made when its HEADERS go out (on_frame_send) */
     room = px_stream_resp_room(st);
     want = evbuffer_get_length(st->resp_body) + room;
-    cur = nghttp2_session_get_stream_effective_local_window_size(s, us->id);
 
-    if (cur >= 0 && want > (size_t)cur + PX_STREAM_SLACK && want <= INT32_MAX &&
+    if (!us->lazy && want > (size_t)cur + PX_STREAM_SLACK && want <= INT32_MAX &&
         px_mem_level() < PX_MEM_PAUSE) {
         /* more window only from the process-wide allowance (mem.h) */
         size_t more = px_mem_window_take(want - (size_t)cur);
@@ -367,11 +390,32 @@ static void uph2_window(struct uph2_stream *us)
     }
 }
 
-/* A request's HEADERS went out: nghttp2 made its stream only now, so
- * this is the first moment its window can grow from PX_STREAM_SLACK to
- * what the client can take (the WINDOW_UPDATE leaves in the same write).
- * Until then the app could send 4 KiB of a response and wait: a stall on
- * every response longer than that. */
+/* A stream's window opens beyond PX_STREAM_SLACK (to what its client can
+ * take, uph2_window) as soon as it exists: nghttp2 makes it when the
+ * request's HEADERS go out (on_frame_send), and the WINDOW_UPDATE leaves
+ * in the same write. Before that was done the app sent 4 KiB of every
+ * larger response and waited.
+ *
+ * But most responses are smaller than the slack, and for them the frame
+ * is only cost: about 1,250 instructions of a small request's 42,000
+ * (tests/bench/results/2026-12-05-round7.md). So once a connection's
+ * last UP_LAZY_AFTER responses all stayed under half the slack, its new
+ * streams start lazy: the window opens when the response shows it is
+ * large (a content-length over half the slack, or half the slack
+ * received: the app still has the other half to send meanwhile).
+ * The first large response of such a run waits for that one
+ * WINDOW_UPDATE; the next ones open with the request again. Tunnels never
+ * start lazy. What bounds memory is unchanged: the window only ever grows
+ * through uph2_window. */
+static void uph2_open_window(struct uph2_stream *us)
+{
+    if (us->lazy) {
+        us->lazy = 0;
+        uph2_window(us);
+        schedule_send(us->uc);
+    }
+}
+
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct uph2_stream *us;
@@ -379,7 +423,10 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     us = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-    if (us != NULL && us->st != NULL && !us->uc->dead)
+    if (us == NULL || us->st == NULL || us->uc->dead)
+        return 0;
+    us->lazy = us->uc->small_run >= UP_LAZY_AFTER && !us->st->rq.upgrade;
+    if (!us->lazy)
         uph2_window(us);
     return 0;
 }

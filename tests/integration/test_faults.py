@@ -16,6 +16,10 @@ The fault upstream is this file run as `test_faults.py --upstream h1|h2c PORT`. 
     /slow-body      headers and 1000 bytes, then nothing for 5 s
     /window         h2c: nothing until the stream's window is over 64 KiB, then 200 and
                     64 KiB + 1 bytes; 503 if it is not within 3 s
+    /big, /big-cl   h2c: 200 and BIG bytes, sent as the stream's window allows (/big-cl
+                    with a content-length, /big without)
+    /window-updates h2c: the number of stream-level WINDOW_UPDATE frames this upstream
+                    connection has received so far
 
 What the client sees (curl exit codes, RFC 9113 / curl(1)):
 
@@ -70,6 +74,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 PARTIAL = 1000
 ANNOUNCED = 100000
 WINDOW_BODY = 65537  # more than the protocol's default stream window
+BIG = 300000  # well over picket's 4 KiB initial upstream stream window
 
 
 # --------------------------------------------------------------------------
@@ -140,11 +145,27 @@ def _h2_conn(sock):
     conn.initiate_connection()
     timers = []  # (when, action, stream_id)
     lock = threading.Lock()
+    pending = {}  # stream id -> body bytes not yet sent (the window ran out)
+    window_updates = [0]  # stream-level WINDOW_UPDATE frames received
 
     def flush():
         d = conn.data_to_send()
         if d:
             sock.sendall(d)
+
+    def push():
+        for sid in list(pending):
+            body = pending[sid]
+            n = min(len(body), conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            while n > 0:
+                conn.send_data(sid, body[:n], end_stream=n == len(body))
+                body = body[n:]
+                n = min(len(body), conn.local_flow_control_window(sid),
+                        conn.max_outbound_frame_size)
+            if body:
+                pending[sid] = body
+            else:
+                del pending[sid]
 
     def headers(sid, status=200, extra=()):
         conn.send_headers(sid, [(b":status", str(status).encode()),
@@ -215,6 +236,14 @@ def _h2_conn(sock):
                             timers.append((time.monotonic() + 0.2, "close", sid))
                     elif path == "/window":
                         timers.append((now, "window", sid, now + 3.0))
+                    elif path in ("/big", "/big-cl"):
+                        headers(sid, extra=[(b"content-length", str(BIG).encode())]
+                                if path == "/big-cl" else [])
+                        pending[sid] = b"b" * BIG
+                    elif path == "/window-updates":
+                        body = str(window_updates[0]).encode()
+                        headers(sid, extra=[(b"content-length", str(len(body)).encode())])
+                        conn.send_data(sid, body, end_stream=True)
                     elif path == "/slow-headers":
                         timers.append((time.monotonic() + 3.0, "late", sid))
                     else:
@@ -222,6 +251,11 @@ def _h2_conn(sock):
                         conn.send_data(sid, b"", end_stream=True)
                 elif isinstance(ev, h2.events.DataReceived):
                     conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.WindowUpdated) and ev.stream_id:
+                    window_updates[0] += 1
+                elif isinstance(ev, h2.events.StreamReset):
+                    pending.pop(ev.stream_id, None)
+            push()
             flush()
     except Exception:  # noqa: BLE001 - a torn connection ends this handler
         pass
@@ -412,6 +446,44 @@ class UpstreamFaults(pt.TestCase):
                 r = self.curl(port, "/window", http=http, timeout=15)
                 self.assertEqual((r.exit, r.status, len(r.body)), (0, 200, WINDOW_BODY),
                                  "%s: %r" % (http, r.status))
+
+    def test_h2c_upstream_window_on_demand(self):
+        # After a run of small responses an upstream connection's new streams keep
+        # the 4 KiB initial window (no WINDOW_UPDATE per request); a large response
+        # still gets its window, from its content-length or from its first 2 KiB,
+        # and the streams after it open with the request again.
+        pt.require_module("h2.connection", "python3-h2")
+        up, up_port = start_fault_upstream(self.tmp, "h2c")
+        self.addCleanup(up.stop)
+        path, cfg, port, admin = self.config(pt.upstream_url("h2c", up_port), workers=1)
+        self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
+
+        def updates():
+            r = self.curl(port, "/window-updates")
+            self.assertOK(r)
+            return int(r.body)
+
+        for http in pt.HTTP_VERSIONS:
+            for _ in range(6):
+                self.assertOK(self.curl(port, "/ok", http=http))
+        # sequential requests on one upstream connection: the first 8 opened their
+        # window with the request, the rest (and /window-updates) did not
+        self.assertEqual(updates(), 8)
+        for big in ("/big-cl", "/big"):
+            for _ in range(8):  # lazy again after the large response before
+                self.assertOK(self.curl(port, "/ok"))
+            n0 = updates()
+            r = self.curl(port, big, timeout=30)
+            self.assertEqual((r.exit, r.status, len(r.body)), (0, 200, BIG), big)
+            # opened once, to what the client can take (1 MiB), when the response
+            # showed it was large: not 4 KiB at a time as the client drains (some
+            # 150 WINDOW_UPDATEs)
+            self.assertIn(updates() - n0, (1, 2, 3), "%s: its window was opened" % big)
+        # right after a large response, a stream opens its window with the request:
+        # an app that waits for more than 64 KiB of window before it answers, answers
+        for http in pt.HTTP_VERSIONS:
+            r = self.curl(port, "/window", http=http, timeout=15)
+            self.assertEqual((r.exit, r.status, len(r.body)), (0, 200, WINDOW_BODY), http)
 
     def test_h1_upstream_faults(self):
         self.run_faults("h1")
