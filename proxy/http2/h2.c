@@ -169,7 +169,11 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         px_tfree(hs);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    {
+    /* A request with a body gets its window beyond H2_FIRST_WINDOW now; one
+     * whose HEADERS end the stream never sends DATA, and the WINDOW_UPDATE
+     * (a frame to make, encrypt and send, for the client to read) would be
+     * for nothing. */
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         size_t want = (size_t)hc->c->snap->cfg->limits.stream_buffer;
         if (want > H2_FIRST_WINDOW && px_mem_level() < PX_MEM_PAUSE &&
             (hs->granted = px_mem_window_take(want - H2_FIRST_WINDOW)) > 0)

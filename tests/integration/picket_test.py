@@ -1213,6 +1213,7 @@ class H2Client:
         self.goaway = None  # the ConnectionTerminated event, once seen
         self.closed = False
         self.streams = {}
+        self.window_updates = {}  # stream id -> WINDOW_UPDATE frames received for it
 
     def _pump(self, timeout):
         """Reads once (up to `timeout`), processes events. False when the connection ended."""
@@ -1230,6 +1231,8 @@ class H2Client:
         for e in self.conn.receive_data(data):
             if isinstance(e, self.ev.ConnectionTerminated):
                 self.goaway = e
+            elif isinstance(e, self.ev.WindowUpdated):
+                self.window_updates[e.stream_id] = self.window_updates.get(e.stream_id, 0) + 1
             elif isinstance(e, self.ev.ResponseReceived):
                 st = self.streams.setdefault(e.stream_id, {"headers": [], "body": b"", "trailers": [], "done": False})
                 st["headers"] = [(k.decode(), v.decode()) for k, v in e.headers]

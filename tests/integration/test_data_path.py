@@ -387,6 +387,45 @@ class DataPath(pt.TestCase):
                 # the same listener still serves
                 self.assertOK(self.curl(port, "/slow/100", http=http))
 
+    def test_h2_window_only_for_request_bodies(self):
+        # A request whose HEADERS end the stream never sends DATA: picket gives its
+        # stream no window (no WINDOW_UPDATE frame); a request with a body gets its
+        # window beyond the first 64 KiB with its HEADERS, and a 200,000-byte upload
+        # goes through.
+        port = self.start("h2c")
+        c = pt.H2Client(port, self.pki)
+        try:
+            for _ in range(3):
+                sid = c.conn.get_next_available_stream_id()
+                status, _, body, _ = c.request("/")
+                self.assertEqual(status, 200, body)
+                self.assertEqual(c.window_updates.get(sid, 0), 0, "a WINDOW_UPDATE for a GET")
+            sid = c.conn.get_next_available_stream_id()
+            rest = b"u" * 200000
+            c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                      (":authority", "localhost"), (":path", "/upload")])
+            c.sock.sendall(c.conn.data_to_send())
+            deadline = time.monotonic() + 30
+            while rest and time.monotonic() < deadline:
+                n = min(len(rest), c.conn.local_flow_control_window(sid),
+                        c.conn.max_outbound_frame_size)
+                if n > 0:
+                    c.conn.send_data(sid, rest[:n], end_stream=n == len(rest))
+                    c.sock.sendall(c.conn.data_to_send())
+                    rest = rest[n:]
+                else:
+                    self.assertTrue(c._pump(0.2), "connection ended")
+            self.assertEqual(rest, b"", "the upload stalled: no window")
+            while not c.streams.get(sid, {}).get("done") and time.monotonic() < deadline:
+                self.assertTrue(c._pump(0.2), "connection ended")
+            st = c.streams.get(sid)
+            self.assertTrue(st and st["done"], "no answer to the upload")
+            self.assertEqual(dict(st["headers"]).get(":status"), "200", st)
+            self.assertEqual(json.loads(st["body"])["len"], 200000)
+            self.assertGreaterEqual(c.window_updates.get(sid, 0), 1, "no window for a body")
+        finally:
+            c.close()
+
     def test_upstream_timeout_after_reload(self):
         # A worker arms every stream's timer with one value made for the limit in
         # force; a reload that changes limits.upstream_timeout must change the
