@@ -432,15 +432,21 @@ class UpstreamFaults(pt.TestCase):
     def test_h2c_upstream_faults(self):
         self.run_faults("h2c")
 
-    def test_h2c_upstream_window_before_data(self):
-        # An app that sends nothing until its stream's window is over the protocol's
-        # default still answers: picket opens the window when the request goes out,
-        # not only as the response drains (which would need response bytes first).
+    def start_h2c_fault(self):
+        """The h2c fault upstream and one picket worker in front of it: the inbound port."""
         pt.require_module("h2.connection", "python3-h2")
         up, up_port = start_fault_upstream(self.tmp, "h2c")
         self.addCleanup(up.stop)
         path, cfg, port, admin = self.config(pt.upstream_url("h2c", up_port), workers=1)
         self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
+        return port
+
+    def test_h2c_upstream_window_before_data(self):
+        # An app that sends nothing until its stream's window is over the protocol's
+        # default still answers: picket opens the window when the request goes out
+        # (on a connection not in a run of small responses, see the next test), not
+        # only as the response drains (which would need response bytes first).
+        port = self.start_h2c_fault()
         for http in pt.HTTP_VERSIONS:
             for _ in range(3):  # a new stream each time, on the same upstream connection
                 r = self.curl(port, "/window", http=http, timeout=15)
@@ -452,11 +458,7 @@ class UpstreamFaults(pt.TestCase):
         # the 4 KiB initial window (no WINDOW_UPDATE per request); a large response
         # still gets its window, from its content-length or from its first 2 KiB,
         # and the streams after it open with the request again.
-        pt.require_module("h2.connection", "python3-h2")
-        up, up_port = start_fault_upstream(self.tmp, "h2c")
-        self.addCleanup(up.stop)
-        path, cfg, port, admin = self.config(pt.upstream_url("h2c", up_port), workers=1)
-        self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
+        port = self.start_h2c_fault()
 
         def updates():
             r = self.curl(port, "/window-updates")
