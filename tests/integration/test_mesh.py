@@ -110,6 +110,7 @@ class H2CClient(pt.H2Client):
         self.goaway = None
         self.closed = False
         self.streams = {}
+        self.window_updates = {}
 
     def get(self, path, authority="orders", headers=(), timeout=10.0):
         sid = self.conn.get_next_available_stream_id()
