@@ -83,6 +83,16 @@ static void uc_settings_in(struct uph2_conn *uc);
 static int us_submit(struct uph2_stream *us);
 static void uph2_open_window(struct uph2_stream *us);
 
+/* Whether a response has shown it needs more window than PX_STREAM_SLACK
+ * (uph2_open_window): a content-length over half of it, or half of it
+ * received. The one rule for opening a lazy stream and for ending a run
+ * of small responses. */
+static int resp_large(const struct uph2_stream *us, const struct px_stream *st)
+{
+    return us->resp_bytes >= PX_STREAM_SLACK / 2 ||
+           (st != NULL && st->resp_content_length > (int64_t)PX_STREAM_SLACK / 2);
+}
+
 static void schedule_send(struct uph2_conn *uc)
 {
     if (!uc->dead)
@@ -212,8 +222,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
                 }
                 return 0;
             }
-            if (us->lazy && !st->resp_eof &&
-                st->resp_content_length > (int64_t)PX_STREAM_SLACK / 2)
+            if (us->lazy && !st->resp_eof && resp_large(us, st))
                 uph2_open_window(us);
             px_stream_response_headers(st);
             return 0;
@@ -245,7 +254,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         return 0;
     }
     us->resp_bytes += len;
-    if (us->lazy && us->resp_bytes >= PX_STREAM_SLACK / 2)
+    if (us->lazy && resp_large(us, us->st))
         uph2_open_window(us);
     px_stream_up_activity(us->st);
     if (us->st->down)
@@ -268,13 +277,10 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     st = us->st;
     body_sent = us->body_sent;
     reason = us->fail_reason;
-    if (us->resp_bytes < PX_STREAM_SLACK / 2 && (st == NULL || st->resp_content_length <=
-                                                 (int64_t)PX_STREAM_SLACK / 2)) {
-        if (uc->small_run < UP_LAZY_AFTER)
-            uc->small_run++;
-    } else {
+    if (resp_large(us, st))
         uc->small_run = 0;
-    }
+    else if (uc->small_run < UP_LAZY_AFTER)
+        uc->small_run++;
     px_mem_window_give(us->granted);
     px_tfree(us);
     if (st == NULL)
@@ -397,12 +403,13 @@ static void uph2_window(struct uph2_stream *us)
  * larger response and waited.
  *
  * But most responses are smaller than the slack, and for them the frame
- * is only cost: about 1,250 instructions of a small request's 42,000
- * (tests/bench/results/2026-12-05-round7.md). So once a connection's
+ * is only cost: about 570 instructions of a small request's 44,000
+ * (callgrind, tests/bench/results/2026-12-05-round7.md). So once a connection's
  * last UP_LAZY_AFTER responses all stayed under half the slack, its new
  * streams start lazy: the window opens when the response shows it is
  * large (a content-length over half the slack, or half the slack
- * received: the app still has the other half to send meanwhile).
+ * received: the app still has the other half to send meanwhile;
+ * resp_large).
  * The first large response of such a run waits for that one
  * WINDOW_UPDATE; the next ones open with the request again. Tunnels never
  * start lazy. What bounds memory is unchanged: the window only ever grows
@@ -861,7 +868,7 @@ static int us_submit(struct uph2_stream *us)
         return -1;
     us->id = id;
     us->waiting = 0;
-    uph2_window(us); /* from PX_STREAM_SLACK to what the client can take */
+    /* its window opens when nghttp2 has made the stream (on_frame_send) */
     return 0;
 }
 
