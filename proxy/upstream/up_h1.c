@@ -6,7 +6,12 @@
  * first: the one least likely to have been closed by the server); a busy
  * connection belongs to its stream (st->up_ctx) until the exchange ends.
  * At most IDLE_MAX idle connections per pool are kept; an idle connection
- * the server closes, or that stays idle for IDLE_MS, is freed.
+ * the server closes, or that stays idle for IDLE_MS, is freed. The bound is
+ * as high as Envoy's default connection limit per cluster, so a pool keeps
+ * the connections its peak concurrency needed and, most recently used
+ * first, the ones steady traffic no longer reaches time out: a cap below
+ * the concurrency made every exchange beyond it a new connection (64 kept
+ * made 40,016 connects for 50,000 requests at 320 in flight).
  *
  * The request is re-framed here, never passed through: we write
  * Content-Length when the length is known and chunked otherwise, from what
@@ -45,7 +50,7 @@
 #include "log.h"
 #include "ws.h"
 
-#define IDLE_MAX 64      /* idle connections kept per pool */
+#define IDLE_MAX 1024    /* idle connections kept per pool */
 #define IDLE_MS 30000    /* an idle connection is closed after this (or idle_timeout_ms) */
 
 /* The connection's life. CONNECTING -> OPEN (carrying an exchange) <->

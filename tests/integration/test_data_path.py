@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -334,6 +335,61 @@ class DataPath(pt.TestCase):
             t.join(60)
         self.assertEqual(errors, [])
         self.assertEqual(sum(counts), 200)
+
+    def test_h1_upstream_pool_keeps_its_peak(self):
+        """An HTTP/1.1 app's keep-alive connections are reused up to the concurrency the
+        pool has needed: two rounds of N concurrent requests make N connections, not N plus
+        whatever an idle cap below N closed after the first round (64 kept made every
+        exchange beyond 64 in flight a new connection: 36 more here)."""
+        n = 80  # above the old cap of 64, within max_concurrent_streams (100)
+        accepted = []
+        gate = threading.Barrier(n, timeout=60)  # a round's N requests are answered together
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                accepted.append(1)
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    try:
+                        gate.wait()
+                        status = b"200 OK"
+                    except threading.BrokenBarrierError:
+                        status = b"500 Internal Server Error"
+                    self.wfile.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 3\r\n\r\nok\n")
+                    self.wfile.flush()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 128
+
+        srv = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        path, cfg, port, admin = self.config("http://127.0.0.1:%d" % srv.server_address[1])
+        self.picket(path, inbound_port=port, admin_port=admin)
+        c = pt.H2Client(port, self.pki)
+        self.addCleanup(c.close)
+        for rnd in (1, 2):
+            sids = []
+            for i in range(n):
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                          (":authority", "localhost"), (":path", "/r%d/%d" % (rnd, i))],
+                                    end_stream=True)
+                sids.append(sid)
+            c.sock.sendall(c.conn.data_to_send())
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not all(c.streams.get(s, {}).get("done") for s in sids):
+                self.assertTrue(c._pump(0.2), "connection ended in round %d" % rnd)
+            statuses = [dict(c.streams.get(s, {}).get("headers", [])).get(":status") for s in sids]
+            self.assertEqual(statuses, ["200"] * n, "round %d, %d connections" % (rnd, len(accepted)))
+            self.assertEqual(len(accepted), n, "connections the app accepted after round %d" % rnd)
 
     def test_parallel_h2c_upstream(self):
         self._parallel("h2c")
