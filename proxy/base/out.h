@@ -60,4 +60,16 @@ static inline void px_out_printf(struct px_out *o, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Writes b's bytes to bev's socket now, as send.c's px_out does (TLS
+ * records of up to 16 KiB, or write(2) for plaintext, when nothing waits in
+ * the output), and queues what the socket does not take in bev's output,
+ * which libevent then writes when it can. b is left empty. 0, or -1 when
+ * the rest could not be queued (no memory: the message is cut, so the
+ * caller closes the connection). A message built into an evbuffer with the
+ * px_out above and handed over whole costs no epoll_ctl and no loop turn
+ * when the socket takes it, which is nearly always. (send.c; its header's
+ * px_out is another type, hence the declaration here.) */
+struct bufferevent;
+int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
+
 #endif

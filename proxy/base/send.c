@@ -392,3 +392,20 @@ void px_out_drop(struct px_out *o)
     o->buf = NULL;
     o->len = 0;
 }
+
+/* ---- an evbuffer's bytes, now ---------------------------------------------- */
+
+int px_send_buffer(struct bufferevent *bev, struct evbuffer *b)
+{
+    struct px_out o;
+    size_t n = evbuffer_get_length(b);
+    int rc;
+
+    if (n == 0)
+        return 0;
+    px_out_begin(&o, bev);
+    rc = px_out_add_evbuffer(&o, b, n);
+    if (px_out_end(&o) != 0)
+        rc = -1;
+    return rc;
+}

@@ -83,4 +83,9 @@ int px_out_end(struct px_out *o);
 /* Ends o without writing what is staged (the connection is going away). */
 void px_out_drop(struct px_out *o);
 
+/* Writes b's bytes now through a px_out, queueing what the socket does not
+ * take; b is left empty. 0, or -1 (no memory). For writers that build a
+ * message in an evbuffer (out.h, which declares it too). */
+int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
+
 #endif

@@ -141,6 +141,7 @@ struct px_worker {
     struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
     int64_t up_common_ms;              /* the limit up_common was made for (stream.c) */
     const struct timeval *up_common;   /* libevent's common timeout for it; NULL: none */
+    struct evbuffer *out_stage;        /* HTTP/1.1 bytes before the socket takes them (up_h1.c, h1.c) */
 };
 
 /* The empty peer ID of a connection without a verified client cert. */

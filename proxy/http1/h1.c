@@ -172,10 +172,10 @@ static void write_fields(struct px_out *out, const struct px_hdrs *hs, int trail
  * Sec-WebSocket-Accept for this client's key (RFC 6455 4.2.2) whatever
  * protocol the upstream spoke, and the fields it chose (subprotocol,
  * extensions). The connection is a tunnel from here. */
-static void write_upgrade_head(struct px_h1 *h)
+static void write_upgrade_head(struct px_h1 *h, struct evbuffer *b)
 {
     struct px_stream *st = h->st;
-    struct px_out o = px_out_to(bufferevent_get_output(h->c->bev)), *out = &o;
+    struct px_out o = px_out_to(b), *out = &o;
     static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
     char accept[PX_WS_ACCEPT_LEN + 1];
@@ -199,15 +199,15 @@ static void write_upgrade_head(struct px_h1 *h)
     h->rq = RQ_TUNNEL; /* what the client sends now is the tunnel's */
 }
 
-static void write_head(struct px_h1 *h)
+static void write_head(struct px_h1 *h, struct evbuffer *b)
 {
     struct px_stream *st = h->st;
-    struct px_out o = px_out_to(bufferevent_get_output(h->c->bev)), *out = &o;
+    struct px_out o = px_out_to(b), *out = &o;
     int s = st->status;
     size_t buffered = evbuffer_get_length(st->resp_body);
 
     if (st->tunnel && h->rq == RQ_DONE) {
-        write_upgrade_head(h);
+        write_upgrade_head(h, b);
         return;
     }
     if (s < 200 || s > 999) {
@@ -257,16 +257,15 @@ static void write_head(struct px_h1 *h)
         h->abort_pending = 1; /* an incomplete head, then the close: never another one */
 }
 
-static void send_response(struct px_h1 *h)
+/* The response's next bytes into out: the bufferevent's output, or the
+ * worker's stage (send_response), up to PX_H1_OUT_HIGH there. */
+static void send_into(struct px_h1 *h, struct evbuffer *out)
 {
     struct px_stream *st = h->st;
-    struct evbuffer *out = bufferevent_get_output(h->c->bev);
     struct px_out o = px_out_to(out);
 
-    if (st->status == 0 || h->resp_done)
-        return;
     if (!h->resp_started) {
-        write_head(h);
+        write_head(h, out);
         if (h->abort_pending)
             return;
     }
@@ -317,6 +316,51 @@ static void send_response(struct px_h1 *h)
         }
     }
     h->resp_done = 1;
+}
+
+/* Writes the response's next bytes. Left to libevent, bytes added to a
+ * bufferevent's output go out a turn later, when epoll says the socket is
+ * writable: an epoll_ctl to watch for it, the turn, one SSL_write (one
+ * record, one write(2)) per chain of the output, so a head and a body were
+ * two, and an epoll_ctl to stop watching. So when nothing waits in the
+ * output (order holds: a 100 Continue queued there goes first), the bytes
+ * are gathered in the worker's stage and px_send_buffer writes them at
+ * once, in full records; only what the socket does not take goes to the
+ * output, whose write callback continues from there. What an aborted
+ * response left in the stage is dropped: the connection closes, which is
+ * all the client may see of a response cut short. */
+static void send_response(struct px_h1 *h)
+{
+    struct px_stream *st = h->st;
+    struct evbuffer *out = bufferevent_get_output(h->c->bev), *stage = h->c->w->out_stage;
+
+    if (st->status == 0 || h->resp_done)
+        return;
+    if (stage == NULL)
+        stage = h->c->w->out_stage = evbuffer_new(); /* NULL: the output, as before */
+    if (stage == NULL || evbuffer_get_length(out) > 0 ||
+        evbuffer_get_length(stage) > 0 /* in use further up the stack */) {
+        send_into(h, out);
+        return;
+    }
+    for (;;) {
+        send_into(h, stage);
+        if (h->abort_pending || h->st != st) {
+            evbuffer_drain(stage, evbuffer_get_length(stage));
+            return;
+        }
+        if (evbuffer_get_length(stage) == 0)
+            return; /* nothing (more) to send now */
+        if (px_send_buffer(h->c->bev, stage) != 0) {
+            evbuffer_drain(stage, evbuffer_get_length(stage));
+            h->abort_pending = 1; /* a cut response: the connection goes */
+            return;
+        }
+        /* the socket took a stage's worth: no write callback will come for
+         * it, so what else the upstream has buffered follows here */
+        if (h->resp_done || evbuffer_get_length(out) > 0 || evbuffer_get_length(st->resp_body) == 0)
+            return;
+    }
 }
 
 static void finish_response(struct px_h1 *h)

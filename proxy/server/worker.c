@@ -682,6 +682,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->log_ev);
     if (w->decay_ev)
         event_free(w->decay_ev);
+    if (w->out_stage) /* px_pools_free freed it: one made since would be */
+        evbuffer_free(w->out_stage);
     px_mailbox_free(w->mailbox); /* messages not run: their references go */
     px_policy_state_unref(w->policy);
     px_snapshot_unref(w->snap);

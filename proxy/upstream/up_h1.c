@@ -613,7 +613,7 @@ int px_h1_write_request_head(struct evbuffer *buf, const struct px_request *rq, 
     return out->failed ? -2 : 0;
 }
 
-static void write_head(struct up_conn *c)
+static void write_head(struct up_conn *c, struct evbuffer *out)
 {
     struct px_stream *st = c->st;
 
@@ -638,8 +638,7 @@ static void write_head(struct up_conn *c)
     } else {
         c->req_chunked = 1;
     }
-    switch (px_h1_write_request_head(bufferevent_get_output(c->bev), &st->rq, c->req_chunked,
-                                     c->req_left)) {
+    switch (px_h1_write_request_head(out, &st->rq, c->req_chunked, c->req_left)) {
     case 0:
         break;
     case -1:
@@ -652,22 +651,17 @@ static void write_head(struct up_conn *c)
     c->req = UPC_REQ_BODY;
 }
 
-static void pump_request(struct up_conn *c)
+/* The request's next bytes into out: the bufferevent's output, or the
+ * worker's stage (pump_request). */
+static void pump_into(struct up_conn *c, struct evbuffer *out)
 {
     struct px_stream *st = c->st;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     struct px_out o = px_out_to(out);
 
-    if (st == NULL || c->life == UPC_CONNECTING)
-        return;
-    if (c->tunnel) {
-        tunnel_step(c);
-        return;
-    }
     if (c->req == UPC_REQ_DONE)
         return;
     if (c->req == UPC_REQ_HEAD) {
-        write_head(c);
+        write_head(c, out);
         if (c->st != st)
             return;
         if (st->rq.upgrade) {
@@ -719,6 +713,53 @@ static void pump_request(struct up_conn *c)
         }
     }
     c->req = UPC_REQ_DONE;
+}
+
+/* Writes the request's next bytes. libevent writes a bufferevent's output
+ * when epoll says the socket is writable: bytes added in one turn cost an
+ * epoll_ctl to watch for writability, a turn, the write, and an epoll_ctl
+ * to stop watching, twice per exchange on a keep-alive connection. So when
+ * nothing waits in the output (order holds), the bytes are gathered in the
+ * worker's stage and px_send_buffer writes them at once (plaintext, or TLS
+ * records); only what the socket does not take goes to the output, and
+ * libevent's usual path writes it. A failed write is left for libevent to
+ * meet on its own attempt (the bytes are queued), so a broken connection
+ * ends through the same event and reason as before. */
+static void pump_request(struct up_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev), *stage = c->w->out_stage;
+
+    if (c->st == NULL || c->life == UPC_CONNECTING)
+        return;
+    if (c->tunnel) {
+        tunnel_step(c);
+        return;
+    }
+    if (stage == NULL)
+        stage = c->w->out_stage = evbuffer_new(); /* NULL: the output, as before */
+    if (stage == NULL || evbuffer_get_length(out) > 0 ||
+        evbuffer_get_length(stage) > 0 /* in use further up the stack */) {
+        pump_into(c, out);
+        return;
+    }
+    for (;;) {
+        pump_into(c, stage);
+        if (c->life != UPC_OPEN) { /* the exchange failed meanwhile: closed */
+            evbuffer_drain(stage, evbuffer_get_length(stage));
+            return;
+        }
+        if (evbuffer_get_length(stage) == 0)
+            return;
+        if (px_send_buffer(c->bev, stage) != 0) {
+            evbuffer_drain(stage, evbuffer_get_length(stage));
+            fail(c, 503, PX_R_OUT_OF_MEMORY); /* a cut request: the connection goes */
+            return;
+        }
+        /* the socket took a stage's worth: no write callback will come
+         * for it, so the rest of the body follows here */
+        if (evbuffer_get_length(out) > 0 || c->req == UPC_REQ_DONE || c->st == NULL)
+            return;
+    }
 }
 
 /* ---- the WebSocket tunnel ---------------------------------------------------- */
@@ -818,7 +859,10 @@ static void attach(struct up_conn *c, struct px_stream *st)
     st->up = &up_ops;
     st->up_ctx = c;
     bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* EV_WRITE stays enabled between exchanges: enabling it again would
+     * watch an empty output for writability (two epoll_ctl, a turn) */
+    bufferevent_enable(c->bev, (bufferevent_get_enabled(c->bev) & EV_WRITE) ? EV_READ
+                                                                           : EV_READ | EV_WRITE);
 }
 
 static void kick_cb(evutil_socket_t fd, short what, void *arg);

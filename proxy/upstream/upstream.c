@@ -278,4 +278,8 @@ void px_pools_free(struct px_worker *w)
     }
     px_resolver_free(w->resolver);
     w->resolver = NULL;
+    if (w->out_stage != NULL) { /* the HTTP/1.1 writers' stage (up_h1.c, h1.c) */
+        evbuffer_free(w->out_stage);
+        w->out_stage = NULL;
+    }
 }

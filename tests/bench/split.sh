@@ -6,11 +6,14 @@
 # (ROUNDS rounds), so a machine whose load drifts disturbs every target alike,
 # which a bench run, where each target has its own minute, cannot promise.
 #
-#   bash tests/bench/split.sh [small|1m] TARGET...
+#   bash tests/bench/split.sh [small|1m|h1] TARGET...
 #     TARGET: a picket binary, "nghttpx" (h2c upstream, as the bench runs it)
 #     or "nginx" (the bench's nginx proxy, HTTP/1.1 upstream)
 #
-# small: h2load -c32 -m10 -n200000 GET / (64 B); 1m: -c4 -m1 -n1200 GET /1m.
+# small: h2load -c32 -m10 -n200000 GET / (64 B); 1m: -c4 -m1 -n1200 GET /1m;
+# h1: HTTP/1.1 clients, h2load --h1 -c32 -n100000 GET / (not a bench
+# workload: the bench's clients speak h2). UPSTREAM=h1 has picket forward to
+# the app's HTTP/1.1 port instead of its h2c one (as nginx and HAProxy do).
 # BURST=N first opens and closes N connections (one GET each), as the
 # bench's idle and newconn workloads do before its 1 MiB one. IDLE=N first
 # runs the bench's idle workload itself (its helper holds N idle mTLS h2
@@ -27,8 +30,16 @@ BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../shared/benc
 case $wl in
   small) args=(-c32 -m10 -n200000); path=/; n=200000 ;;
   1m) args=(-c4 -m1 -n1200); path=/1m; n=1200 ;;
-  *) echo "split.sh: workload is small or 1m" >&2; exit 2 ;;
+  h1) args=(--h1 -c32 -n100000); path=/; n=100000 ;;
+  *) echo "split.sh: workload is small, 1m or h1" >&2; exit 2 ;;
 esac
+conf=$d/candidate/picket.json
+if [ "${UPSTREAM:-h2c}" = h1 ]; then
+  conf=$d/candidate/picket-h1up.json
+  sed 's#"upstream": "h2c://127.0.0.1:24081"#"upstream": "http://127.0.0.1:24080"#' \
+    "$d/candidate/picket.json" > "$conf"
+  grep -q '"http://127.0.0.1:24080"' "$conf" || { echo "split.sh: UPSTREAM=h1: no h2c upstream to replace in $d/candidate/picket.json" >&2; exit 2; }
+fi
 
 cpu() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
@@ -52,7 +63,7 @@ one() { # TARGET -> one line
       taskset -c 0 nginx -c "$d/split-nginx.conf" -p "$d" -g "daemon off;" &
       pid=$!; sleep 1; proxy=$(children "$pid") ;;
     *)
-      taskset -c 0 "$t" run -c "$d/candidate/picket.json" 2>/dev/null &
+      taskset -c 0 "$t" run -c "$conf" 2>/dev/null &
       pid=$!; sleep 1.5; proxy=$pid ;;
   esac
   if [ -n "${BURST:-}" ]; then
@@ -86,7 +97,7 @@ one() { # TARGET -> one line
     /succeeded/ && $8 + 0 != n {bad = 1}
     /finished in/ {secs = $3 + 0}
     END {
-      unit = wl == "small" ? "req" : "MiB"
+      unit = wl == "1m" ? "MiB" : "req"
       printf "%-28s %8.0f %s/s  proxy %7.2f us/%s  app %7.2f us/%s%s\n", t, n / secs, unit,
              p * 1e6 / k / n, unit, a * 1e6 / k / n, unit, bad ? "  (NOT ALL SUCCEEDED)" : ""
     }'
