@@ -800,10 +800,19 @@ static void tunnel_step(struct up_conn *c)
         news = 1;
     }
     while (evbuffer_get_length(out) < PX_H1_OUT_HIGH && (n = evbuffer_get_length(st->req_body)) > 0) {
+        struct evbuffer *stage = c->w->out_stage;
         room = PX_H1_OUT_HIGH - evbuffer_get_length(out);
         if (n > room)
             n = room;
-        if (evbuffer_remove_buffer(st->req_body, out, n) != (int)n) {
+        if (evbuffer_get_length(out) == 0 && stage != NULL && evbuffer_get_length(stage) == 0) {
+            /* nothing waits: to the socket in this turn, as pump_request does */
+            if (evbuffer_remove_buffer(st->req_body, stage, n) != (int)n ||
+                px_send_buffer(c->bev, stage) != 0) {
+                evbuffer_drain(stage, evbuffer_get_length(stage));
+                fail(c, 502, PX_R_OUT_OF_MEMORY);
+                return;
+            }
+        } else if (evbuffer_remove_buffer(st->req_body, out, n) != (int)n) {
             fail(c, 502, PX_R_OUT_OF_MEMORY);
             return;
         }
