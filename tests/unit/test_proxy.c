@@ -911,6 +911,34 @@ START_TEST(test_log_numbers_and_time)
     ck_assert_str_eq(b, "-9223372036854775808");
     ck_assert_uint_eq(px_fmt_i64(b, 4096), 4);
     ck_assert_str_eq(b, "4096");
+    /* against snprintf: every power of ten and its neighbours (where the
+     * digit count changes), both signs, and a spread of other values */
+    {
+        uint64_t x = 0x9E3779B97F4A7C15ULL;
+        for (int k = 0; k < 2000; k++) {
+            char want[32];
+            uint64_t v;
+            int64_t sv;
+            if (k < 60) {
+                uint64_t p10 = 1;
+                for (int j = 0; j < k / 3; j++)
+                    p10 *= 10;
+                v = p10 + (uint64_t)(k % 3) - 1; /* 10^j - 1, 10^j, 10^j + 1 */
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v = x >> (k % 64);
+            }
+            snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+            ck_assert_uint_eq(px_fmt_u64(b, v), strlen(want));
+            ck_assert_str_eq(b, want);
+            sv = (k & 1) ? -(int64_t)(v >> 1) : (int64_t)(v >> 1);
+            snprintf(want, sizeof(want), "%lld", (long long)sv);
+            ck_assert_uint_eq(px_fmt_i64(b, sv), strlen(want));
+            ck_assert_str_eq(b, want);
+        }
+    }
     /* the per-thread second cache: same second, next second, earlier again */
     ck_assert_str_eq(px_log_fmt_ts(1795432841123LL, b, sizeof(b)), "2026-11-23T11:20:41.123Z");
     ck_assert_str_eq(px_log_fmt_ts(1795432841999LL, b, sizeof(b)), "2026-11-23T11:20:41.999Z");
