@@ -144,6 +144,20 @@ struct px_worker {
     struct evbuffer *out_stage;        /* HTTP/1.1 bytes before the socket takes them (up_h1.c, h1.c) */
 };
 
+/* The worker's stage for HTTP/1.1 output (made on first use), when a
+ * writer may build in it now: nothing waits in its connection's output
+ * `out` (order holds) and no writer further up the stack holds it. The
+ * writer hands what it built to px_send_buffer (out.h). NULL: build in
+ * `out`, which libevent writes. */
+static inline struct evbuffer *px_worker_stage(struct px_worker *w, struct evbuffer *out)
+{
+    if (w->out_stage == NULL)
+        w->out_stage = evbuffer_new(); /* NULL again: the output, as before */
+    if (w->out_stage == NULL || evbuffer_get_length(out) > 0 || evbuffer_get_length(w->out_stage) > 0)
+        return NULL;
+    return w->out_stage;
+}
+
 /* The empty peer ID of a connection without a verified client cert. */
 extern char px_conn_no_peer[];
 

@@ -332,14 +332,11 @@ static void send_into(struct px_h1 *h, struct evbuffer *out)
 static void send_response(struct px_h1 *h)
 {
     struct px_stream *st = h->st;
-    struct evbuffer *out = bufferevent_get_output(h->c->bev), *stage = h->c->w->out_stage;
+    struct evbuffer *out = bufferevent_get_output(h->c->bev), *stage;
 
     if (st->status == 0 || h->resp_done)
         return;
-    if (stage == NULL)
-        stage = h->c->w->out_stage = evbuffer_new(); /* NULL: the output, as before */
-    if (stage == NULL || evbuffer_get_length(out) > 0 ||
-        evbuffer_get_length(stage) > 0 /* in use further up the stack */) {
+    if ((stage = px_worker_stage(h->c->w, out)) == NULL) {
         send_into(h, out);
         return;
     }

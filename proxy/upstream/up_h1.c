@@ -727,7 +727,7 @@ static void pump_into(struct up_conn *c, struct evbuffer *out)
  * ends through the same event and reason as before. */
 static void pump_request(struct up_conn *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev), *stage = c->w->out_stage;
+    struct evbuffer *out = bufferevent_get_output(c->bev), *stage;
 
     if (c->st == NULL || c->life == UPC_CONNECTING)
         return;
@@ -735,10 +735,7 @@ static void pump_request(struct up_conn *c)
         tunnel_step(c);
         return;
     }
-    if (stage == NULL)
-        stage = c->w->out_stage = evbuffer_new(); /* NULL: the output, as before */
-    if (stage == NULL || evbuffer_get_length(out) > 0 ||
-        evbuffer_get_length(stage) > 0 /* in use further up the stack */) {
+    if ((stage = px_worker_stage(c->w, out)) == NULL) {
         pump_into(c, out);
         return;
     }
@@ -800,11 +797,11 @@ static void tunnel_step(struct up_conn *c)
         news = 1;
     }
     while (evbuffer_get_length(out) < PX_H1_OUT_HIGH && (n = evbuffer_get_length(st->req_body)) > 0) {
-        struct evbuffer *stage = c->w->out_stage;
+        struct evbuffer *stage = px_worker_stage(c->w, out);
         room = PX_H1_OUT_HIGH - evbuffer_get_length(out);
         if (n > room)
             n = room;
-        if (evbuffer_get_length(out) == 0 && stage != NULL && evbuffer_get_length(stage) == 0) {
+        if (stage != NULL) {
             /* nothing waits: to the socket in this turn, as pump_request does */
             if (evbuffer_remove_buffer(st->req_body, stage, n) != (int)n ||
                 px_send_buffer(c->bev, stage) != 0) {
