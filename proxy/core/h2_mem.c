@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "tmalloc.h"
 
@@ -54,4 +56,94 @@ nghttp2_mem *px_h2_mem(void)
 {
     static nghttp2_mem mem = {NULL, mem_malloc, mem_free, mem_calloc, mem_realloc};
     return &mem;
+}
+
+/* ---- a session's own: the frame buffer apart ------------------------------ */
+
+static size_t fb_len_of(size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t p = pg > 0 ? (size_t)pg : 4096;
+    return (n + p - 1) & ~(p - 1);
+}
+
+/* The frame buffer, n bytes, from realloc(NULL, n): a mapping of its
+ * own. Only the first such block of a session is taken for it (nghttp2
+ * makes its frame buffer so, with the session; later ones are the extra
+ * pieces of frames over 16 KiB, freed once such a frame is out), and only
+ * once: a block taken by mistake would be zeroed while in use. NULL
+ * otherwise, or when the map fails: the shared allocator's. */
+static void *fb_make(struct px_h2_mem *m, size_t n)
+{
+    void *p;
+    if (m->fb_taken || n < H2_MEM_MAP_MIN || n > SIZE_MAX / 2)
+        return NULL;
+    m->fb_taken = 1;
+    p = mmap(NULL, fb_len_of(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    m->fb = p;
+    m->fb_len = fb_len_of(n);
+    m->fb_size = n;
+    return p; /* zero */
+}
+
+static void fb_drop(struct px_h2_mem *m)
+{
+    munmap(m->fb, m->fb_len);
+    m->fb = NULL;
+    m->fb_len = m->fb_size = 0;
+}
+
+static void *own_malloc(size_t size, void *ud)
+{
+    (void)ud;
+    return mem_malloc(size, NULL);
+}
+
+static void own_free(void *ptr, void *ud)
+{
+    struct px_h2_mem *m = ud;
+    if (ptr != NULL && ptr == m->fb)
+        fb_drop(m);
+    else
+        mem_free(ptr, NULL);
+}
+
+static void *own_calloc(size_t n, size_t size, void *ud)
+{
+    (void)ud;
+    return mem_calloc(n, size, NULL);
+}
+
+static void *own_realloc(void *ptr, size_t size, void *ud)
+{
+    struct px_h2_mem *m = ud;
+    void *np;
+    if (ptr == NULL) {
+        np = fb_make(m, size);
+        return np != NULL ? np : mem_malloc(size, NULL);
+    }
+    if (ptr != m->fb)
+        return mem_realloc(ptr, size, NULL);
+    /* the frame buffer itself, resized: into the shared allocator's block,
+     * and from then on the session has none of its own */
+    if ((np = mem_malloc(size, NULL)) == NULL)
+        return NULL;
+    memcpy(np, ptr, m->fb_size < size ? m->fb_size : size);
+    fb_drop(m);
+    return np;
+}
+
+void px_h2_mem_init(struct px_h2_mem *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->mem = (nghttp2_mem){m, own_malloc, own_free, own_calloc, own_realloc};
+}
+
+size_t px_h2_mem_idle(struct px_h2_mem *m)
+{
+    if (m->fb == NULL || madvise(m->fb, m->fb_len, MADV_DONTNEED) != 0)
+        return 0;
+    return m->fb_len;
 }

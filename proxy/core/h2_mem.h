@@ -26,6 +26,29 @@
  * state of its own). */
 nghttp2_mem *px_h2_mem(void);
 
+/* A session's own allocator, which also knows its frame buffer, so that a
+ * connection that has gone idle can give that buffer's pages back. nghttp2
+ * makes its frame buffer with the session, as realloc(NULL, 16 KiB and a
+ * bit), and no other block that way: the first such block of 12 KiB or
+ * more is taken for it, mapped without a header (a header would keep its
+ * first page resident), so px_h2_mem_idle() leaves nothing of it in
+ * memory. Every other block is px_h2_mem()'s. Give nghttp2 &m->mem; m must
+ * outlive the session. */
+struct px_h2_mem {
+    nghttp2_mem mem;
+    void *fb;      /* the frame buffer's mapping, or NULL */
+    size_t fb_len; /* its length (whole pages) */
+    size_t fb_size; /* what nghttp2 asked for */
+    int fb_taken;   /* a block was taken for it (never a second one) */
+};
+void px_h2_mem_init(struct px_h2_mem *m);
+
+/* Gives the frame buffer's pages back to the kernel (they read as zero
+ * again when nghttp2 next writes a frame). Only when nothing waits in it:
+ * nghttp2_session_want_write() is 0 and no nghttp2 call is under way.
+ * Returns the bytes given back (0: none held). */
+size_t px_h2_mem_idle(struct px_h2_mem *m);
+
 /* The name/value array handed to nghttp2_submit_*(), which copies it: a
  * header block of up to H2_NV_LOCAL fields uses the caller's local array,
  * a longer one is allocated (NULL when out of memory). */

@@ -93,6 +93,8 @@ struct h2_conn {
     struct px_wire *wire;    /* TLS: where our records wait for the socket (send.h) */
     struct px_out *out;      /* h2_send's, while it pulls frames (DATA goes there whole) */
     struct px_mem_tracker trk_wire;
+    struct px_h2_mem mem;    /* nghttp2's allocator, with its frame buffer apart */
+    int idle_release;        /* the idle timer's next firing is IDLE_RELEASE_MS's */
 };
 
 /* Output not yet taken by the socket: the bufferevent's (plaintext) or the
@@ -117,6 +119,12 @@ static size_t out_queued(struct h2_conn *hc)
  * the peer still sends is read and dropped for up to this long before the
  * socket closes (h2_finish). */
 #define LINGER_MS 1000
+
+/* A connection with no stream for this long gives back the pages of its
+ * frame buffer (h2_mem.h): up to 16 KiB, at least the page its last frame
+ * touched. A client that comes back pays one page fault; one that sends a
+ * request every few milliseconds never pays it. */
+#define IDLE_RELEASE_MS 250
 
 /* Rapid reset (CVE-2023-44487): a client that has reset at least
  * RESET_MIN streams, and at least half of all the streams it opened, is
@@ -742,8 +750,10 @@ static void send_cb_in(evutil_socket_t fd, short what, void *arg)
 static void idle_cb_in(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *hc = arg;
+    int release = hc->idle_release; /* set by arm_idle only, for its firing */
     (void)fd;
     (void)what;
+    hc->idle_release = 0;
     if (hc->state == H2_CLOSING || hc->state == H2_LINGERING) {
         h2_close(hc); /* a peer that does not read its GOAWAY, or the end of a linger */
         return;
@@ -759,6 +769,19 @@ static void idle_cb_in(evutil_socket_t fd, short what, void *arg)
         if (hc->nstreams == 0)
             nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
         h2_send(hc);
+        return;
+    }
+    if (release && hc->state == H2_OPEN) {
+        /* the first stage of an idle connection's timer: its frame
+         * buffer's pages go when nothing waits in it, then the rest of
+         * the idle timeout */
+        int64_t rest = hc->c->snap->cfg->limits.idle_timeout_ms - IDLE_RELEASE_MS;
+        struct timeval tv = {(time_t)(rest / 1000), (suseconds_t)((rest % 1000) * 1000)};
+        if (hc->nstreams == 0 && hc->state == H2_OPEN && !nghttp2_session_want_write(hc->s) &&
+            out_queued(hc) == 0)
+            px_h2_mem_idle(&hc->mem);
+        if (rest > 0)
+            evtimer_add(hc->idle, &tv);
         return;
     }
     if (hc->nstreams == 0 && hc->state == H2_OPEN) {
@@ -782,9 +805,15 @@ static void arm_close_deadline(struct h2_conn *hc)
 static void arm_idle(struct h2_conn *hc)
 {
     int64_t ms = hc->c->snap->cfg->limits.idle_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    if (hc->idle && ms > 0 && hc->state < H2_LINGERING)
-        evtimer_add(hc->idle, &tv);
+    struct timeval tv;
+    if (hc->idle == NULL || ms <= 0 || hc->state >= H2_LINGERING)
+        return;
+    /* the idle timeout in two stages when it is longer than the first */
+    hc->idle_release = ms > IDLE_RELEASE_MS && hc->state == H2_OPEN;
+    if (hc->idle_release)
+        ms = IDLE_RELEASE_MS;
+    tv = (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(hc->idle, &tv);
 }
 
 static void wire_end(struct h2_conn *hc)
@@ -1047,7 +1076,8 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_option_set_max_settings(opt, 32);
     /* Streams beyond the advertised limit are refused by nghttp2 itself. */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    if (nghttp2_session_server_new3(&hc->s, cbs, hc, opt, px_h2_mem()) != 0)
+    px_h2_mem_init(&hc->mem);
+    if (nghttp2_session_server_new3(&hc->s, cbs, hc, opt, &hc->mem.mem) != 0)
         goto fail;
     iv[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
                                      (uint32_t)cfg->limits.max_concurrent_streams};

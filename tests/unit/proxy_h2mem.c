@@ -3,10 +3,15 @@
  * gives nghttp2 (proxy/core/h2_mem.c). Sizes on both sides of
  * H2_MEM_MAP_MIN, calloc zeroing, realloc across the threshold in both
  * directions keeping the contents, overflow refused, and a real session
- * made and used with it.
+ * made and used with it. A session's own allocator (px_h2_mem_init): its
+ * frame buffer is taken apart and given back whole when idle, and a
+ * session that gives it back between frames writes the same bytes as one
+ * that never does.
  */
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -145,6 +150,120 @@ START_TEST(session_uses_it)
 }
 END_TEST
 
+/* ---- a session's own allocator ------------------------------------------- */
+
+struct wire {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static ssize_t to_wire(nghttp2_session *s, const uint8_t *d, size_t n, int f, void *u)
+{
+    struct wire *w = u;
+    (void)s;
+    (void)f;
+    if (w->len + n > w->cap) {
+        w->cap = (w->len + n) * 2;
+        w->p = realloc(w->p, w->cap);
+        ck_assert_ptr_nonnull(w->p);
+    }
+    memcpy(w->p + w->len, d, n);
+    w->len += n;
+    return (ssize_t)n;
+}
+
+/* A client session on mem sends a few requests, one with a 40 KiB field
+ * (HEADERS and CONTINUATIONs: the frame buffer grows extra pieces), and
+ * settings and pings between them; with own != NULL its frame buffer is
+ * given back after each send. Returns what it wrote. */
+static struct wire client_run(nghttp2_mem *mem, struct px_h2_mem *own)
+{
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session *s;
+    struct wire w = {0};
+    static char big[40 * 1024];
+    nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100};
+    memset(big, 'v', sizeof(big));
+    ck_assert_int_eq(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, to_wire);
+    ck_assert_int_eq(nghttp2_session_client_new3(&s, cbs, &w, NULL, mem), 0);
+    for (int round = 0; round < 6; round++) {
+        char v[32];
+        nghttp2_nv nva[] = {
+            {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, 0},
+            {(uint8_t *)":scheme", (uint8_t *)"https", 7, 5, 0},
+            {(uint8_t *)":authority", (uint8_t *)"a.example", 10, 9, 0},
+            {(uint8_t *)":path", (uint8_t *)v, 5, 0, 0},
+            {(uint8_t *)"x-big", (uint8_t *)big, 5, round == 2 ? sizeof(big) : 10, 0},
+        };
+        uint8_t ping[8] = {(uint8_t)round};
+        nva[3].valuelen = (size_t)snprintf(v, sizeof(v), "/r/%d", round);
+        ck_assert_int_eq(nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, &iv, 1), 0);
+        ck_assert_int_gt(nghttp2_submit_request(s, NULL, nva, 5, NULL, NULL), 0);
+        ck_assert_int_eq(nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, ping), 0);
+        ck_assert_int_eq(nghttp2_session_send(s), 0);
+        ck_assert_int_eq(nghttp2_session_want_write(s), 0);
+        if (own != NULL) {
+            ck_assert_ptr_nonnull(own->fb);
+            ck_assert_uint_gt(resident_pages(own->fb, own->fb_size), 0);
+            ck_assert_uint_eq(px_h2_mem_idle(own), own->fb_len);
+            ck_assert_uint_eq(resident_pages(own->fb, own->fb_size), 0);
+        }
+    }
+    nghttp2_session_del(s);
+    nghttp2_session_callbacks_del(cbs);
+    return w;
+}
+
+START_TEST(own_frame_buffer_given_back)
+{
+    struct px_h2_mem own;
+    struct wire a, b;
+    px_h2_mem_init(&own);
+    a = client_run(px_h2_mem(), NULL);
+    b = client_run(&own.mem, &own);
+    ck_assert_ptr_null(own.fb); /* unmapped with the session */
+    ck_assert_uint_gt(a.len, 2 * 16384); /* the big field took CONTINUATIONs */
+    ck_assert_uint_eq(a.len, b.len);
+    ck_assert_msg(memcmp(a.p, b.p, a.len) == 0, "a given-back frame buffer changed the bytes");
+    free(a.p);
+    free(b.p);
+}
+END_TEST
+
+/* The block taken for the frame buffer is the first realloc(NULL) of 12 KiB
+ * or more, once; every other block is the shared allocator's, and the
+ * frame buffer resized keeps its bytes. */
+START_TEST(own_takes_one_block)
+{
+    struct px_h2_mem own;
+    nghttp2_mem *m = &own.mem;
+    unsigned char *small, *big, *fb, *other, *moved;
+    px_h2_mem_init(&own);
+    small = m->realloc(NULL, 100, m->mem_user_data);
+    big = m->malloc(H2_MEM_MAP_MIN * 2, m->mem_user_data);
+    ck_assert_ptr_null(own.fb);
+    fb = m->realloc(NULL, 16384 + 10, m->mem_user_data);
+    ck_assert_ptr_eq(fb, own.fb);
+    ck_assert_uint_eq((uintptr_t)fb % (uintptr_t)sysconf(_SC_PAGESIZE), 0);
+    other = m->realloc(NULL, 16384 + 10, m->mem_user_data);
+    ck_assert_ptr_ne(other, own.fb);
+    pattern_fill(fb, 16384 + 10, 3);
+    moved = m->realloc(fb, 20000, m->mem_user_data);
+    ck_assert_ptr_null(own.fb);
+    ck_assert(pattern_same(moved, 16384 + 10, 3));
+    ck_assert_uint_eq(px_h2_mem_idle(&own), 0);
+    m->free(moved, m->mem_user_data);
+    moved = m->realloc(NULL, 16384 + 10, m->mem_user_data);
+    ck_assert_ptr_nonnull(moved);
+    ck_assert_ptr_null(own.fb); /* never a second one */
+    m->free(moved, m->mem_user_data);
+    m->free(other, m->mem_user_data);
+    m->free(big, m->mem_user_data);
+    m->free(small, m->mem_user_data);
+}
+END_TEST
+
 TCase *tcase_h2_mem(void)
 {
     TCase *tc = tcase_create("h2_mem");
@@ -153,5 +272,7 @@ TCase *tcase_h2_mem(void)
     tcase_add_test(tc, overflow_refused);
     tcase_add_test(tc, session_uses_it);
     tcase_add_test(tc, large_blocks_are_paged);
+    tcase_add_test(tc, own_frame_buffer_given_back);
+    tcase_add_test(tc, own_takes_one_block);
     return tc;
 }
