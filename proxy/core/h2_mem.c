@@ -104,16 +104,40 @@ static void *own_malloc(size_t size, void *ud)
 static void own_free(void *ptr, void *ud)
 {
     struct px_h2_mem *m = ud;
-    if (ptr != NULL && ptr == m->fb)
+    if (ptr != NULL && ptr == m->fb) {
         fb_drop(m);
-    else
+    } else if (ptr != NULL && ptr == m->zb) {
+        munmap(m->zb, m->zb_len);
+        m->zb = NULL;
+        m->zb_len = 0;
+    } else {
         mem_free(ptr, NULL);
+    }
+}
+
+/* A zeroed block of whole pages under H2_MEM_MAP_MIN: a mapping of its
+ * own when m has none (any such block qualifies: px_h2_mem_idle() gives
+ * its pages back only while all of it is zero, which is no change). */
+static void *zb_make(struct px_h2_mem *m, size_t n)
+{
+    size_t pg = fb_len_of(1);
+    void *p;
+    if (m->zb != NULL || n < pg || n % pg != 0 || n >= H2_MEM_MAP_MIN)
+        return NULL;
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    m->zb = p;
+    m->zb_len = n;
+    return p; /* zero */
 }
 
 static void *own_calloc(size_t n, size_t size, void *ud)
 {
-    (void)ud;
-    return mem_calloc(n, size, NULL);
+    void *p = NULL;
+    if (size != 0 && n <= SIZE_MAX / size)
+        p = zb_make(ud, n * size);
+    return p != NULL ? p : mem_calloc(n, size, NULL);
 }
 
 static void *own_realloc(void *ptr, size_t size, void *ud)
@@ -123,6 +147,16 @@ static void *own_realloc(void *ptr, size_t size, void *ud)
     if (ptr == NULL) {
         np = fb_make(m, size);
         return np != NULL ? np : mem_malloc(size, NULL);
+    }
+    if (ptr == m->zb) {
+        /* into the shared allocator's block, as the frame buffer below */
+        if ((np = mem_malloc(size, NULL)) == NULL)
+            return NULL;
+        memcpy(np, ptr, m->zb_len < size ? m->zb_len : size);
+        munmap(m->zb, m->zb_len);
+        m->zb = NULL;
+        m->zb_len = 0;
+        return np;
     }
     if (ptr != m->fb)
         return mem_realloc(ptr, size, NULL);
@@ -141,9 +175,23 @@ void px_h2_mem_init(struct px_h2_mem *m)
     m->mem = (nghttp2_mem){m, own_malloc, own_free, own_calloc, own_realloc};
 }
 
+/* 1 when all n bytes at p (8-byte aligned, n a multiple of 8) are zero */
+static int all_zero(const void *p, size_t n)
+{
+    const uint64_t *w = p;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < n / 8; i++)
+        acc |= w[i];
+    return acc == 0;
+}
+
 size_t px_h2_mem_idle(struct px_h2_mem *m)
 {
-    if (m->fb == NULL || madvise(m->fb, m->fb_len, MADV_DONTNEED) != 0)
-        return 0;
-    return m->fb_len;
+    size_t n = 0;
+    if (m->fb != NULL && madvise(m->fb, m->fb_len, MADV_DONTNEED) == 0)
+        n += m->fb_len;
+    if (m->zb != NULL && all_zero(m->zb, m->zb_len) &&
+        madvise(m->zb, m->zb_len, MADV_DONTNEED) == 0)
+        n += m->zb_len;
+    return n;
 }

@@ -26,32 +26,36 @@
  * state of its own). */
 nghttp2_mem *px_h2_mem(void);
 
-/* A session's own allocator, which also knows its frame buffer, so that a
- * connection that has gone idle can give that buffer's pages back. nghttp2
- * makes its frame buffer with the session, as realloc(NULL, 16 KiB and a
- * bit), and no other block that way: the first such block of 12 KiB or
- * more is taken for it, mapped without a header (a header would keep its
- * first page resident), so px_h2_mem_idle() leaves nothing of it in
- * memory. Every other block is px_h2_mem()'s. Give nghttp2 &m->mem; m must
- * outlive the session. */
+/* A session's own allocator, which also knows two of nghttp2's blocks so
+ * that a connection that has gone idle can give their pages back:
+ *  - the frame buffer: nghttp2 makes it with the session, as
+ *    realloc(NULL, 16 KiB and a bit), and no other block that way; the
+ *    first such block of 12 KiB or more is taken for it, once;
+ *  - a zeroed block of whole pages under 12 KiB: the session's stream map
+ *    (calloc of 4 KiB, made with the session), whose buckets nghttp2 sets
+ *    back to zero as streams close.
+ * Both are mapped on their own without a header (a header would keep
+ * their first page resident). Every other block is px_h2_mem()'s. Give
+ * nghttp2 &m->mem; m must outlive the session. */
 struct px_h2_mem {
     nghttp2_mem mem;
-    void *fb;      /* the frame buffer's mapping, or NULL */
-    size_t fb_len; /* its length (whole pages) */
+    void *fb;       /* the frame buffer's mapping, or NULL */
+    size_t fb_len;  /* its length (whole pages) */
     size_t fb_size; /* what nghttp2 asked for */
     int fb_taken;   /* a block was taken for it (never a second one) */
+    void *zb;       /* the zeroed block's mapping, or NULL */
+    size_t zb_len;  /* its length (whole pages: what was asked) */
 };
 void px_h2_mem_init(struct px_h2_mem *m);
 
-/* Gives the frame buffer's pages back to the kernel (they read as zero
- * again when nghttp2 next writes a frame). Only when nothing waits in it:
+/* Gives pages back to the kernel: the frame buffer's (they read as zero
+ * again when nghttp2 next writes a frame), and the zeroed block's when
+ * every byte of it is zero (so nothing changes for nghttp2: an empty
+ * stream map). Only when nothing waits in the frame buffer:
  * nghttp2_session_want_write() is 0 and no nghttp2 call is under way.
- * Returns the bytes given back (0: none held). */
+ * Returns the bytes given back. */
 size_t px_h2_mem_idle(struct px_h2_mem *m);
 
-/* The name/value array handed to nghttp2_submit_*(), which copies it: a
- * header block of up to H2_NV_LOCAL fields uses the caller's local array,
- * a longer one is allocated (NULL when out of memory). */
 #define H2_NV_LOCAL 32
 static inline nghttp2_nv *h2_nv_array(nghttp2_nv *local, size_t n)
 {

@@ -264,6 +264,108 @@ START_TEST(own_takes_one_block)
 }
 END_TEST
 
+/* The zeroed block (the stream map): taken for a calloc of whole pages
+ * under 12 KiB; its pages go back only while every byte is zero, and its
+ * bytes are what they were either way. */
+START_TEST(own_zero_block_given_back_only_when_zero)
+{
+    struct px_h2_mem own;
+    nghttp2_mem *m = &own.mem;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *small, *zb, *other;
+    px_h2_mem_init(&own);
+    small = m->calloc(1, 100, m->mem_user_data);
+    ck_assert_ptr_null(own.zb);
+    zb = m->calloc(pg / 16, 16, m->mem_user_data);
+    ck_assert_ptr_eq(zb, own.zb);
+    other = m->calloc(pg / 16, 16, m->mem_user_data); /* one at a time */
+    ck_assert_ptr_ne(other, own.zb);
+    zb[100] = 7; /* a bucket in use */
+    ck_assert_uint_eq(px_h2_mem_idle(&own), 0);
+    ck_assert_uint_eq(resident_pages(zb, pg), 1);
+    ck_assert_uint_eq(zb[100], 7);
+    zb[100] = 0; /* the stream closed */
+    ck_assert_uint_eq(px_h2_mem_idle(&own), pg);
+    ck_assert_uint_eq(resident_pages(zb, pg), 0);
+    for (size_t i = 0; i < pg; i++)
+        ck_assert_uint_eq(zb[i], 0);
+    zb[5] = 1; /* written again after */
+    ck_assert_uint_eq(zb[5], 1);
+    m->free(zb, m->mem_user_data);
+    ck_assert_ptr_null(own.zb);
+    m->free(other, m->mem_user_data);
+    m->free(small, m->mem_user_data);
+}
+END_TEST
+
+/* A server session on its own allocator: its stream map is the zeroed
+ * block; with a stream open it stays, once the stream is closed the idle
+ * session gives it back, and the next stream works. */
+static ssize_t recv_none(nghttp2_session *s, uint8_t *b, size_t n, int f, void *u)
+{
+    (void)s; (void)b; (void)n; (void)f; (void)u;
+    return NGHTTP2_ERR_WOULDBLOCK;
+}
+
+START_TEST(own_stream_map_given_back)
+{
+    struct px_h2_mem own, cm;
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session *srv, *cli;
+    struct wire to_srv = {0}, to_cli = {0};
+    nghttp2_nv nva[] = {
+        {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"https", 7, 5, 0},
+        {(uint8_t *)":authority", (uint8_t *)"a.example", 10, 9, 0},
+        {(uint8_t *)":path", (uint8_t *)"/", 5, 1, 0},
+    };
+    nghttp2_nv rsp[] = {{(uint8_t *)":status", (uint8_t *)"204", 7, 3, 0}};
+    px_h2_mem_init(&own);
+    px_h2_mem_init(&cm);
+    ck_assert_int_eq(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, to_wire);
+    nghttp2_session_callbacks_set_recv_callback(cbs, recv_none);
+    ck_assert_int_eq(nghttp2_session_server_new3(&srv, cbs, &to_cli, NULL, &own.mem), 0);
+    ck_assert_int_eq(nghttp2_session_client_new3(&cli, cbs, &to_srv, NULL, &cm.mem), 0);
+    ck_assert_ptr_nonnull(own.zb); /* the stream map */
+    {
+        /* as h2.c: no RFC 7540 priorities, so a closed stream leaves the map */
+        nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
+        ck_assert_int_eq(nghttp2_submit_settings(srv, NGHTTP2_FLAG_NONE, &iv, 1), 0);
+    }
+    /* the client's SETTINGS (nghttp2 sends the magic before them) */
+    ck_assert_int_eq(nghttp2_submit_settings(cli, NGHTTP2_FLAG_NONE, NULL, 0), 0);
+    for (int round = 0; round < 3; round++) {
+        int32_t id = nghttp2_submit_request(cli, NULL, nva, 4, NULL, NULL);
+        ck_assert_int_gt(id, 0);
+        ck_assert_int_eq(nghttp2_session_send(cli), 0);
+        ck_assert_int_eq(nghttp2_session_mem_recv(srv, to_srv.p, to_srv.len), (ssize_t)to_srv.len);
+        to_srv.len = 0;
+        ck_assert_msg(nghttp2_session_find_stream(srv, id) != NULL, "round %d id %d want_read %d",
+                      round, id, nghttp2_session_want_read(srv));
+        ck_assert_int_eq(nghttp2_session_send(srv), 0); /* SETTINGS and its ACK */
+        px_h2_mem_idle(&own);
+        ck_assert_uint_eq(resident_pages(own.zb, own.zb_len), 1); /* in use: kept */
+        ck_assert_ptr_nonnull(nghttp2_session_find_stream(srv, id));
+        ck_assert_int_eq(nghttp2_submit_response(srv, id, rsp, 1, NULL), 0);
+        ck_assert_int_eq(nghttp2_session_send(srv), 0);
+        ck_assert_ptr_null(nghttp2_session_find_stream(srv, id)); /* closed */
+        ck_assert_int_eq(nghttp2_session_want_write(srv), 0);
+        ck_assert_uint_ge(px_h2_mem_idle(&own), own.zb_len);
+        ck_assert_uint_eq(resident_pages(own.zb, own.zb_len), 0);
+        ck_assert_int_eq(nghttp2_session_mem_recv(cli, to_cli.p, to_cli.len), (ssize_t)to_cli.len);
+        to_cli.len = 0;
+    }
+    nghttp2_session_del(srv);
+    nghttp2_session_del(cli);
+    nghttp2_session_callbacks_del(cbs);
+    ck_assert_ptr_null(own.zb);
+    ck_assert_ptr_null(own.fb);
+    free(to_srv.p);
+    free(to_cli.p);
+}
+END_TEST
+
 TCase *tcase_h2_mem(void)
 {
     TCase *tc = tcase_create("h2_mem");
@@ -274,5 +376,7 @@ TCase *tcase_h2_mem(void)
     tcase_add_test(tc, large_blocks_are_paged);
     tcase_add_test(tc, own_frame_buffer_given_back);
     tcase_add_test(tc, own_takes_one_block);
+    tcase_add_test(tc, own_zero_block_given_back_only_when_zero);
+    tcase_add_test(tc, own_stream_map_given_back);
     return tc;
 }
