@@ -58,7 +58,7 @@ nghttp2_mem *px_h2_mem(void)
     return &mem;
 }
 
-/* ---- a session's own: the frame buffer apart ------------------------------ */
+/* ---- a session's own: the frame buffer and the stream map apart ---------- */
 
 static size_t fb_len_of(size_t n)
 {

@@ -56,6 +56,9 @@ void px_h2_mem_init(struct px_h2_mem *m);
  * Returns the bytes given back. */
 size_t px_h2_mem_idle(struct px_h2_mem *m);
 
+/* The name/value array handed to nghttp2_submit_*(), which copies it: a
+ * header block of up to H2_NV_LOCAL fields uses the caller's local array,
+ * a longer one is allocated (NULL when out of memory). */
 #define H2_NV_LOCAL 32
 static inline nghttp2_nv *h2_nv_array(nghttp2_nv *local, size_t n)
 {

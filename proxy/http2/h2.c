@@ -93,7 +93,7 @@ struct h2_conn {
     struct px_wire *wire;    /* TLS: where our records wait for the socket (send.h) */
     struct px_out *out;      /* h2_send's, while it pulls frames (DATA goes there whole) */
     struct px_mem_tracker trk_wire;
-    struct px_h2_mem mem;    /* nghttp2's allocator, with its frame buffer apart */
+    struct px_h2_mem mem;    /* nghttp2's allocator: frame buffer and stream map apart */
     int idle_release;        /* the idle timer's next firing is IDLE_RELEASE_MS's */
 };
 
@@ -121,9 +121,10 @@ static size_t out_queued(struct h2_conn *hc)
 #define LINGER_MS 1000
 
 /* A connection with no stream for this long gives back the pages of its
- * frame buffer (h2_mem.h): up to 16 KiB, at least the page its last frame
- * touched. A client that comes back pays one page fault; one that sends a
- * request every few milliseconds never pays it. */
+ * frame buffer and its empty stream map (h2_mem.h): up to 20 KiB, at least
+ * the pages its last frame and stream touched. A client that comes back
+ * pays two page faults; one that sends a request every few milliseconds
+ * never pays them. */
 #define IDLE_RELEASE_MS 250
 
 /* Rapid reset (CVE-2023-44487): a client that has reset at least
@@ -772,9 +773,9 @@ static void idle_cb_in(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (release && hc->state == H2_OPEN) {
-        /* the first stage of an idle connection's timer: its frame
-         * buffer's pages go when nothing waits in it, then the rest of
-         * the idle timeout */
+        /* the first stage of an idle connection's timer: the pages of its
+         * frame buffer (when nothing waits in it) and of its empty stream
+         * map go, then the rest of the idle timeout */
         int64_t rest = hc->c->snap->cfg->limits.idle_timeout_ms - IDLE_RELEASE_MS;
         struct timeval tv = {(time_t)(rest / 1000), (suseconds_t)((rest % 1000) * 1000)};
         if (hc->nstreams == 0 && hc->state == H2_OPEN && !nghttp2_session_want_write(hc->s) &&
