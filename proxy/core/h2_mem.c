@@ -60,39 +60,66 @@ nghttp2_mem *px_h2_mem(void)
 
 /* ---- a session's own: the frame buffer and the stream map apart ---------- */
 
-static size_t fb_len_of(size_t n)
+static size_t page_size(void)
 {
     long pg = sysconf(_SC_PAGESIZE);
-    size_t p = pg > 0 ? (size_t)pg : 4096;
-    return (n + p - 1) & ~(p - 1);
+    return pg > 0 ? (size_t)pg : 4096;
 }
 
-/* The frame buffer, n bytes, from realloc(NULL, n): a mapping of its
- * own. Only the first such block of a session is taken for it (nghttp2
- * makes its frame buffer so, with the session; later ones are the extra
- * pieces of frames over 16 KiB, freed once such a frame is out), and only
- * once: a block taken by mistake would be zeroed while in use. NULL
- * otherwise, or when the map fails: the shared allocator's. */
+/* n bytes in a mapping of their own, whole pages, zero; *len its length.
+ * NULL when the map fails. */
+static void *map_apart(size_t n, size_t *len)
+{
+    size_t pg = page_size(), l = (n + pg - 1) & ~(pg - 1);
+    void *p = mmap(NULL, l, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    *len = l;
+    return p;
+}
+
+static void unmap_apart(void **p, size_t *len)
+{
+    munmap(*p, *len);
+    *p = NULL;
+    *len = 0;
+}
+
+/* A block of ours resized: into the shared allocator's block, and the
+ * mapping goes (from then on the session has none of that kind). */
+static void *move_apart(void **p, size_t *len, size_t size)
+{
+    void *np = mem_malloc(size, NULL);
+    if (np == NULL)
+        return NULL;
+    memcpy(np, *p, *len < size ? *len : size);
+    unmap_apart(p, len);
+    return np;
+}
+
+/* The frame buffer, n bytes, from realloc(NULL, n). Only the first such
+ * block of a session is taken for it (nghttp2 makes its frame buffer so,
+ * with the session; later ones are the extra pieces of frames over 16
+ * KiB, freed once such a frame is out), and only once: a block taken by
+ * mistake would be zeroed while in use. NULL otherwise, or when the map
+ * fails: the shared allocator's. */
 static void *fb_make(struct px_h2_mem *m, size_t n)
 {
-    void *p;
     if (m->fb_taken || n < H2_MEM_MAP_MIN || n > SIZE_MAX / 2)
         return NULL;
     m->fb_taken = 1;
-    p = mmap(NULL, fb_len_of(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    m->fb = p;
-    m->fb_len = fb_len_of(n);
-    m->fb_size = n;
-    return p; /* zero */
+    return m->fb = map_apart(n, &m->fb_len);
 }
 
-static void fb_drop(struct px_h2_mem *m)
+/* A zeroed block of whole pages under H2_MEM_MAP_MIN, when m has none (any
+ * such block qualifies: px_h2_mem_idle() gives its pages back only while
+ * all of it is zero, which is no change). */
+static void *zb_make(struct px_h2_mem *m, size_t n)
 {
-    munmap(m->fb, m->fb_len);
-    m->fb = NULL;
-    m->fb_len = m->fb_size = 0;
+    size_t pg = page_size();
+    if (m->zb != NULL || n < pg || n % pg != 0 || n >= H2_MEM_MAP_MIN)
+        return NULL;
+    return m->zb = map_apart(n, &m->zb_len);
 }
 
 static void *own_malloc(size_t size, void *ud)
@@ -104,32 +131,12 @@ static void *own_malloc(size_t size, void *ud)
 static void own_free(void *ptr, void *ud)
 {
     struct px_h2_mem *m = ud;
-    if (ptr != NULL && ptr == m->fb) {
-        fb_drop(m);
-    } else if (ptr != NULL && ptr == m->zb) {
-        munmap(m->zb, m->zb_len);
-        m->zb = NULL;
-        m->zb_len = 0;
-    } else {
+    if (ptr != NULL && ptr == m->fb)
+        unmap_apart(&m->fb, &m->fb_len);
+    else if (ptr != NULL && ptr == m->zb)
+        unmap_apart(&m->zb, &m->zb_len);
+    else
         mem_free(ptr, NULL);
-    }
-}
-
-/* A zeroed block of whole pages under H2_MEM_MAP_MIN: a mapping of its
- * own when m has none (any such block qualifies: px_h2_mem_idle() gives
- * its pages back only while all of it is zero, which is no change). */
-static void *zb_make(struct px_h2_mem *m, size_t n)
-{
-    size_t pg = fb_len_of(1);
-    void *p;
-    if (m->zb != NULL || n < pg || n % pg != 0 || n >= H2_MEM_MAP_MIN)
-        return NULL;
-    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    m->zb = p;
-    m->zb_len = n;
-    return p; /* zero */
 }
 
 static void *own_calloc(size_t n, size_t size, void *ud)
@@ -148,25 +155,11 @@ static void *own_realloc(void *ptr, size_t size, void *ud)
         np = fb_make(m, size);
         return np != NULL ? np : mem_malloc(size, NULL);
     }
-    if (ptr == m->zb) {
-        /* into the shared allocator's block, as the frame buffer below */
-        if ((np = mem_malloc(size, NULL)) == NULL)
-            return NULL;
-        memcpy(np, ptr, m->zb_len < size ? m->zb_len : size);
-        munmap(m->zb, m->zb_len);
-        m->zb = NULL;
-        m->zb_len = 0;
-        return np;
-    }
-    if (ptr != m->fb)
-        return mem_realloc(ptr, size, NULL);
-    /* the frame buffer itself, resized: into the shared allocator's block,
-     * and from then on the session has none of its own */
-    if ((np = mem_malloc(size, NULL)) == NULL)
-        return NULL;
-    memcpy(np, ptr, m->fb_size < size ? m->fb_size : size);
-    fb_drop(m);
-    return np;
+    if (ptr == m->fb)
+        return move_apart(&m->fb, &m->fb_len, size);
+    if (ptr == m->zb)
+        return move_apart(&m->zb, &m->zb_len, size);
+    return mem_realloc(ptr, size, NULL);
 }
 
 void px_h2_mem_init(struct px_h2_mem *m)

@@ -41,7 +41,6 @@ struct px_h2_mem {
     nghttp2_mem mem;
     void *fb;       /* the frame buffer's mapping, or NULL */
     size_t fb_len;  /* its length (whole pages) */
-    size_t fb_size; /* what nghttp2 asked for */
     int fb_taken;   /* a block was taken for it (never a second one) */
     void *zb;       /* the zeroed block's mapping, or NULL */
     size_t zb_len;  /* its length (whole pages: what was asked) */

@@ -778,8 +778,7 @@ static void idle_cb_in(evutil_socket_t fd, short what, void *arg)
          * map go, then the rest of the idle timeout */
         int64_t rest = hc->c->snap->cfg->limits.idle_timeout_ms - IDLE_RELEASE_MS;
         struct timeval tv = {(time_t)(rest / 1000), (suseconds_t)((rest % 1000) * 1000)};
-        if (hc->nstreams == 0 && hc->state == H2_OPEN && !nghttp2_session_want_write(hc->s) &&
-            out_queued(hc) == 0)
+        if (hc->nstreams == 0 && !nghttp2_session_want_write(hc->s) && out_queued(hc) == 0)
             px_h2_mem_idle(&hc->mem);
         if (rest > 0)
             evtimer_add(hc->idle, &tv);

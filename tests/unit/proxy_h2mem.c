@@ -205,9 +205,9 @@ static struct wire client_run(nghttp2_mem *mem, struct px_h2_mem *own)
         ck_assert_int_eq(nghttp2_session_want_write(s), 0);
         if (own != NULL) {
             ck_assert_ptr_nonnull(own->fb);
-            ck_assert_uint_gt(resident_pages(own->fb, own->fb_size), 0);
+            ck_assert_uint_gt(resident_pages(own->fb, own->fb_len), 0);
             ck_assert_uint_eq(px_h2_mem_idle(own), own->fb_len);
-            ck_assert_uint_eq(resident_pages(own->fb, own->fb_size), 0);
+            ck_assert_uint_eq(resident_pages(own->fb, own->fb_len), 0);
         }
     }
     nghttp2_session_del(s);
