@@ -14,11 +14,16 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
+#define ROOTS(p, n) __lsan_register_root_region((p), (n))
+#define UNROOTS(p, n) __lsan_unregister_root_region((p), (n))
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
+#define ROOTS(p, n) ((void)(p), (void)(n))
+#define UNROOTS(p, n) ((void)(p), (void)(n))
 #endif
 
 /* 16 bytes: keeps malloc's 16-byte alignment for what follows */
@@ -65,22 +70,31 @@ static unsigned cap_of(size_t c)
 #define RAW_CAP 64
 #define RAW_FLOOR 8
 
-/* A class's free blocks are a list through their headers (a waiting
- * block's size field holds the next one), so the payload stays untouched
- * (and poisoned under AddressSanitizer). Raw blocks wait in an array. */
+/* A class's free blocks wait in a stack of pointers (its cap's worth of
+ * slots), not in a list through the blocks: taking a block reads only the
+ * stack's top, never the block, which after a loop turn of a few hundred
+ * requests is long out of the cache (a list's next pointer, read from the
+ * block taken, was a cache miss in every px_tmalloc: 5-7% of the CPU of
+ * small requests, perf). The payload stays untouched while it waits (and
+ * poisoned under AddressSanitizer). The stacks live in one mapping per
+ * thread, made at first use: only the slots a class has used are
+ * resident. Raw blocks wait in an array in the pool itself. */
 struct pool {
-    struct hdr *head[NCLS];
+    struct hdr **stk[NCLS];
     unsigned n[NCLS];
     unsigned low[NCLS]; /* fewest kept since the last decay */
     void *raw[RAW_CAP];
     unsigned nraw, rawlow;
+    void *map;
+    size_t map_len;
 };
 
-/* In the thread's own storage (static TLS): no allocation of its own,
- * which a malloc-counting test would see come and go, and LeakSanitizer
- * sees the blocks it keeps. */
+/* The pool itself is in the thread's own storage (static TLS) and its
+ * stacks in a mapping, not from malloc, which a malloc-counting test
+ * would see come and go; LeakSanitizer is told to scan the stacks, so it
+ * still sees the blocks they keep. */
 static __thread struct pool tl_pool_s;
-static __thread int tl_pool_state; /* 0: unset, 1: ready, -1: none (no key) */
+static __thread int tl_pool_state; /* 0: unset, 1: ready, -1: none (no key or no mapping) */
 static pthread_key_t pool_key;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static int pool_key_ok;
@@ -114,18 +128,16 @@ static size_t cls_of(size_t n)
 
 static struct hdr *pop(struct pool *p, size_t c)
 {
-    struct hdr *h = p->head[c];
-    p->head[c] = (struct hdr *)(uintptr_t)h->size;
-    if (--p->n[c] < p->low[c])
+    struct hdr *h = p->stk[c][--p->n[c]];
+    if (p->n[c] < p->low[c])
         p->low[c] = p->n[c];
     return h;
 }
 
+/* p->n[c] < cap_of(c) */
 static void push(struct pool *p, size_t c, struct hdr *h)
 {
-    h->size = (size_t)(uintptr_t)p->head[c];
-    p->head[c] = h;
-    p->n[c]++;
+    p->stk[c][p->n[c]++] = h;
 }
 
 static void *raw_pop(struct pool *p)
@@ -164,7 +176,11 @@ static void pool_empty(struct pool *p)
  * after this (by later destructors) go straight to free. */
 static void pool_release(void *arg)
 {
-    pool_empty(arg);
+    struct pool *p = arg;
+    pool_empty(p);
+    UNROOTS(p->map, p->map_len);
+    munmap(p->map, p->map_len);
+    p->map = NULL;
     tl_pool_state = -1;
 }
 
@@ -212,6 +228,30 @@ static void pool_key_make(void)
     pool_key_ok = pthread_key_create(&pool_key, pool_release) == 0;
 }
 
+/* Maps the pool's stacks: cap_of(c) slots for each class, one after the
+ * other. */
+static int stacks_map(struct pool *p)
+{
+    size_t slots = 0;
+    struct hdr **s;
+    for (size_t c = 0; c < NCLS; c++)
+        slots += cap_of(c);
+    p->map_len = slots * sizeof(*s);
+    p->map = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p->map == MAP_FAILED) {
+        p->map = NULL;
+        return -1;
+    }
+    ROOTS(p->map, p->map_len);
+    s = p->map;
+    for (size_t c = 0; c < NCLS; c++) {
+        p->stk[c] = s;
+        s += cap_of(c);
+    }
+    return 0;
+}
+
 /* This thread's pool, set up on first use; NULL when it cannot be (then
  * blocks come from malloc and go back to free). */
 static struct pool *pool_get(void)
@@ -222,7 +262,14 @@ static struct pool *pool_get(void)
     if (tl_pool_state < 0)
         return NULL;
     pthread_once(&pool_once, pool_key_make);
-    if (!pool_key_ok || pthread_setspecific(pool_key, p) != 0) {
+    if (!pool_key_ok || stacks_map(p) != 0) {
+        tl_pool_state = -1;
+        return NULL;
+    }
+    if (pthread_setspecific(pool_key, p) != 0) {
+        UNROOTS(p->map, p->map_len);
+        munmap(p->map, p->map_len);
+        p->map = NULL;
         tl_pool_state = -1;
         return NULL;
     }
