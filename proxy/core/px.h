@@ -347,7 +347,7 @@ struct px_stream {
     struct event up_timer;       /* upstream_timeout: made with the stream (a request
                                   * costs no event_new/event_free), armed once */
     int up_armed;                /* up_timer is pending */
-    int64_t up_last_us;          /* last progress either way (monotonic), for up_timer */
+    int64_t up_last_us;          /* last progress either way (px_mono_coarse_us), for up_timer */
     struct event *deadline_timer; /* whole-request deadline (px_stream_set_deadline) */
     int64_t deadline_us;         /* when it is (monotonic), 0 = none */
     const struct px_upstream_addr *route; /* picked once by the gate, in st->snap's config;

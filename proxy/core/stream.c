@@ -516,7 +516,7 @@ static void up_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_stream *st = arg;
     int64_t limit_us = up_limit_ms(st) * 1000;
-    int64_t idle_us = px_mono_us() - st->up_last_us;
+    int64_t idle_us = px_mono_coarse_us() - st->up_last_us;
     (void)fd;
     (void)what;
     st->up_armed = 0;
@@ -560,7 +560,7 @@ void px_stream_up_activity(struct px_stream *st)
     int64_t ms = up_limit_ms(st);
     if (ms <= 0 || st->up_done)
         return;
-    st->up_last_us = px_mono_us();
+    st->up_last_us = px_mono_coarse_us();
     if (!st->up_armed) {
         struct timeval plain;
         arm_up_timer(st, up_timeout_tv(st, ms, &plain));

@@ -60,7 +60,8 @@ struct px_tunnel {
     struct px_resolve_req *resolving;
     struct event *idle;       /* limits.tunnel_idle_timeout */
     struct px_mem_tracker trk_up_in, trk_up_out;
-    int64_t start_us, last_us; /* monotonic */
+    int64_t start_us; /* monotonic */
+    int64_t last_us;  /* monotonic, coarse (clock.h) */
     uint64_t bytes_in, bytes_out; /* client -> upstream, upstream -> client */
     int connected;            /* the upstream is up (TLS: and is who it must be) */
     int eof[2];               /* that side sent its last byte */
@@ -248,7 +249,7 @@ static void relay(struct px_tunnel *t, int from)
             t->bytes_in += n;
         else
             t->bytes_out += n;
-        t->last_us = px_mono_us();
+        t->last_us = px_mono_coarse_us();
     }
     if (evbuffer_get_length(out) >= high) {
         bufferevent_disable(src, EV_READ);
@@ -374,7 +375,7 @@ static void up_event(struct px_tunnel *t, struct bufferevent *bev, short what)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         t->connected = 1;
-        t->last_us = px_mono_us();
+        t->last_us = px_mono_coarse_us();
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         bufferevent_enable(bev, EV_READ | EV_WRITE);
         bufferevent_enable(t->c->bev, EV_READ); /* held until now */
@@ -423,7 +424,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     struct px_tunnel *t = arg;
     const struct px_config *cfg = t->c->snap->cfg;
     int64_t limit = cfg->limits.tunnel_idle_timeout_ms * 1000;
-    int64_t idle = px_mono_us() - t->last_us;
+    int64_t idle = px_mono_coarse_us() - t->last_us;
     (void)fd;
     (void)what;
     if (!enter(t)) {
@@ -589,7 +590,8 @@ int px_tunnel_start(struct px_conn *c)
         return -1;
     t->c = c;
     t->outbound = lc->kind == PX_LISTENER_TCP_OUTBOUND;
-    t->start_us = t->last_us = px_mono_us();
+    t->start_us = px_mono_us();
+    t->last_us = px_mono_coarse_us();
     px_request_id_new(t->request_id);
     t->idle = evtimer_new(c->w->base, idle_cb, t);
     if (t->idle == NULL || px_conn_track(c) != 0) {

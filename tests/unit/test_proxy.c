@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <event2/http.h>
 
 #include "admin.h"
+#include "clock.h"
 #include "config.h"
 #include "fmt.h"
 #include "log.h"
@@ -1321,6 +1323,38 @@ static TCase *tcase_admin(void)
 
 /* ---- suite ------------------------------------------------------------- */
 
+/* px_mono_coarse_us() is px_mono_us()'s clock as of the last tick: the
+ * same base and units, never ahead of it, behind by no more than a few
+ * ticks, and it moves with it (upstream_timeout and tunnel_idle_timeout
+ * stamp and compare activity with it). */
+START_TEST(test_clock_coarse)
+{
+    struct timespec res;
+    int64_t tick_us, start = px_mono_us(), c0 = px_mono_coarse_us(), checked = 0;
+    ck_assert_int_eq(clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
+    tick_us = (int64_t)res.tv_sec * 1000000 + res.tv_nsec / 1000;
+    ck_assert_int_gt(tick_us, 0);
+    while (px_mono_us() - start < 60000) {
+        int64_t p0 = px_mono_us(), c = px_mono_coarse_us(), p1 = px_mono_us();
+        ck_assert_int_le(c, p1); /* never ahead */
+        if (p1 - p0 < 100) {     /* not preempted between the reads */
+            ck_assert_int_le(p0 - c, 2 * tick_us + 1000);
+            checked++;
+        }
+    }
+    ck_assert_int_gt(checked, 0);
+    /* 60 ms of the precise clock moved the coarse one by about as much */
+    ck_assert_int_ge(px_mono_coarse_us() - c0, 60000 - 2 * tick_us - 1000);
+}
+END_TEST
+
+static TCase *tcase_clock(void)
+{
+    TCase *tc = tcase_create("clock");
+    tcase_add_test(tc, test_clock_coarse);
+    return tc;
+}
+
 TCase *tcase_inject(void); /* proxy_inject.c */
 TCase *tcase_xfcc(void);   /* proxy_xfcc.c */
 TCase *tcase_authority(void); /* proxy_request.c */
@@ -1346,6 +1380,7 @@ TCase *tcase_mailbox(void);   /* proxy_mailbox.c */
 static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
+    suite_add_tcase(s, tcase_clock());
     suite_add_tcase(s, tcase_inject());
     suite_add_tcase(s, tcase_inject_probes());
     suite_add_tcase(s, tcase_xfcc());
