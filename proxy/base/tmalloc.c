@@ -12,7 +12,17 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* gcc says __SANITIZE_ADDRESS__, clang (the fuzzers' builds) answers
+ * __has_feature(address_sanitizer) */
 #if defined(__SANITIZE_ADDRESS__)
+#define PX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PX_ASAN 1
+#endif
+#endif
+
+#if defined(PX_ASAN)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/lsan_interface.h>
 #define ROOTS(p, n) __lsan_register_root_region((p), (n))
