@@ -19,7 +19,9 @@
 # runs the bench's idle workload itself (its helper holds N idle mTLS h2
 # connections, then closes them), which the bench runs before steady.
 # Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
-# /proc/PID/stat utime+stime. Reuses the last tests/bench/run.sh run
+# /proc/PID/stat utime+stime, and the requests' p50 and p99 latency from
+# h2load's per-request log (--log-file): alternating, a latency figure is
+# not one target's minute against another's. Reuses the last tests/bench/run.sh run
 # directory (BENCH_RUN_DIR picks another): its PKI, the candidate's config,
 # the backend's and the nginx proxy's configs.
 set -euo pipefail
@@ -84,22 +86,28 @@ one() { # TARGET -> one line
   fi
   # shellcheck disable=SC2086
   p0=$(cpu $proxy); a0=$(cpu $app)
+  rm -f "$d/split-h2load.log"
   out=$(LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
         H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load "${args[@]}" \
-        "https://127.0.0.1:24090$path" 2>&1)
+        --log-file="$d/split-h2load.log" "https://127.0.0.1:24090$path" 2>&1)
   # shellcheck disable=SC2086
   p1=$(cpu $proxy); a1=$(cpu $app)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   kill "$(cat "$d/backend.pid")"; sleep 0.5
   tck=$(getconf CLK_TCK)
-  echo "$out" | awk -v t="$t" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v n="$n" -v k="$tck" -v wl="$wl" '
+  # h2load's log: start time, status, duration in microseconds, per request
+  lat=$(awk '{print $3}' "$d/split-h2load.log" 2>/dev/null | sort -n |
+        awk '{v[NR] = $1}
+             END {if (NR) {m = int((NR + 1) / 2); q = int(NR * 0.99); if (q < 1) q = 1
+                           printf "p50 %.2f p99 %.2f ms", v[m] / 1000, v[q] / 1000}}')
+  echo "$out" | awk -v t="$t" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v n="$n" -v k="$tck" -v wl="$wl" -v lat="$lat" '
     /succeeded/ && $8 + 0 != n {bad = 1}
     /finished in/ {secs = $3 + 0}
     END {
       unit = wl == "1m" ? "MiB" : "req"
-      printf "%-28s %8.0f %s/s  proxy %7.2f us/%s  app %7.2f us/%s%s\n", t, n / secs, unit,
-             p * 1e6 / k / n, unit, a * 1e6 / k / n, unit, bad ? "  (NOT ALL SUCCEEDED)" : ""
+      printf "%-28s %8.0f %s/s  proxy %7.2f us/%s  app %7.2f us/%s  %s%s\n", t, n / secs, unit,
+             p * 1e6 / k / n, unit, a * 1e6 / k / n, unit, lat, bad ? "  (NOT ALL SUCCEEDED)" : ""
     }'
 }
 
