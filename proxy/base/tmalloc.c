@@ -183,15 +183,21 @@ static void pool_empty(struct pool *p)
     raw_give_back(p, p->nraw);
 }
 
+/* The pool's stacks (stacks_map()) go. */
+static void stacks_unmap(struct pool *p)
+{
+    UNROOTS(p->map, p->map_len);
+    munmap(p->map, p->map_len);
+    p->map = NULL;
+}
+
 /* The thread ends: what it kept goes back to malloc, and blocks freed
  * after this (by later destructors) go straight to free. */
 static void pool_release(void *arg)
 {
     struct pool *p = arg;
     pool_empty(p);
-    UNROOTS(p->map, p->map_len);
-    munmap(p->map, p->map_len);
-    p->map = NULL;
+    stacks_unmap(p);
     tl_pool_state = -1;
 }
 
@@ -276,9 +282,7 @@ static __attribute__((noinline)) struct pool *pool_setup(void)
         return NULL;
     }
     if (pthread_setspecific(pool_key, p) != 0) {
-        UNROOTS(p->map, p->map_len);
-        munmap(p->map, p->map_len);
-        p->map = NULL;
+        stacks_unmap(p);
         tl_pool_state = -1;
         return NULL;
     }
