@@ -342,7 +342,7 @@ void *px_tcalloc(size_t n, size_t size)
     return px_tzalloc(n * size);
 }
 
-static size_t page_size(void)
+size_t px_page_size(void)
 {
     static size_t pg;
     if (pg == 0) {
@@ -354,13 +354,13 @@ static size_t page_size(void)
 
 static size_t map_len(size_t n)
 {
-    return (n + sizeof(struct hdr) + page_size() - 1) & ~(page_size() - 1);
+    return (n + sizeof(struct hdr) + px_page_size() - 1) & ~(px_page_size() - 1);
 }
 
 void *px_tmalloc_paged(size_t n)
 {
     struct hdr *h;
-    if (n > SIZE_MAX - sizeof(*h) - page_size())
+    if (n > SIZE_MAX - sizeof(*h) - px_page_size())
         return NULL;
     h = mmap(NULL, map_len(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (h == MAP_FAILED)

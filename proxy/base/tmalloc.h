@@ -40,6 +40,8 @@ void *px_tzalloc(size_t n);
  * HTTP/2 session's frame buffer). Freed with px_tfree(); px_trealloc()
  * moves it to an ordinary block. */
 void *px_tmalloc_paged(size_t n);
+/* The system's page size (sysconf, asked once; 4096 if it will not say). */
+size_t px_page_size(void);
 /* The size a block was asked for (p from any function here, not NULL). */
 size_t px_tsize(const void *p);
 /* Gives the blocks this thread keeps back to malloc (tests that count

@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include "tmalloc.h"
 
@@ -60,17 +59,11 @@ nghttp2_mem *px_h2_mem(void)
 
 /* ---- a session's own: the frame buffer and the stream map apart ---------- */
 
-static size_t page_size(void)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    return pg > 0 ? (size_t)pg : 4096;
-}
-
 /* n bytes in a mapping of their own, whole pages, zero; *len its length.
  * NULL when the map fails. */
 static void *map_apart(size_t n, size_t *len)
 {
-    size_t pg = page_size(), l = (n + pg - 1) & ~(pg - 1);
+    size_t pg = px_page_size(), l = (n + pg - 1) & ~(pg - 1);
     void *p = mmap(NULL, l, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
@@ -116,7 +109,7 @@ static void *fb_make(struct px_h2_mem *m, size_t n)
  * all of it is zero, which is no change). */
 static void *zb_make(struct px_h2_mem *m, size_t n)
 {
-    size_t pg = page_size();
+    size_t pg = px_page_size();
     if (m->zb != NULL || n < pg || n % pg != 0 || n >= H2_MEM_MAP_MIN)
         return NULL;
     return m->zb = map_apart(n, &m->zb_len);
