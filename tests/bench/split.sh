@@ -46,6 +46,15 @@ fi
 cpu() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
 
+# Stops the app and waits for it to go (its ports free for the next round's).
+stop_backend() {
+  local b i
+  b=$(cat "$d/backend.pid" 2>/dev/null) || return 0
+  kill "$b" 2>/dev/null || return 0
+  for i in $(seq 100); do kill -0 "$b" 2>/dev/null || return 0; sleep 0.1; done
+  echo "split.sh: the app ($b) did not stop" >&2; exit 1
+}
+
 one() { # TARGET -> one line
   local t=$1 proxy app pid p0 a0 p1 a1 out tck
   taskset -c 0 nginx -c "$d/backend.conf" -p "$d"
@@ -94,7 +103,7 @@ one() { # TARGET -> one line
   p1=$(cpu $proxy); a1=$(cpu $app)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  kill "$(cat "$d/backend.pid")"; sleep 0.5
+  stop_backend
   tck=$(getconf CLK_TCK)
   # h2load's log: start time, status, duration in microseconds, per request
   lat=$(awk '{print $3}' "$d/split-h2load.log" 2>/dev/null | sort -n |
@@ -111,6 +120,7 @@ one() { # TARGET -> one line
     }'
 }
 
+trap stop_backend EXIT # a round that fails leaves no app behind
 for r in $(seq "$ROUNDS"); do
   for t in "$@"; do one "$t"; done
 done
