@@ -742,7 +742,7 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     signal(SIGPIPE, SIG_IGN);
     /* glibc gives freed heap back to the kernel (madvise) as soon as 128 KiB
      * sit unused at its top, and each time costs a TLB shootdown on every
-     * CPU. Bodies move in 64 KiB reads (upstream: px_up_read_more), so that
+     * CPU. Bodies move in 60 KiB reads (upstream: px_up_read_more), so that
      * was several times per 1 MiB response: a quarter of picket's CPU on
      * these VMs. Up to PX_HEAP_KEEP per arena is kept for reuse instead. */
     mallopt(M_TRIM_THRESHOLD, PX_HEAP_KEEP);

@@ -130,7 +130,7 @@ size_t px_up_read_more(struct bufferevent *bev, const struct px_pool *pool, size
     while (got < max) {
         struct evbuffer_iovec v[2];
         struct iovec io[2];
-        size_t want = max - got, left;
+        size_t want = max - got > PX_UP_READ_PIECE ? PX_UP_READ_PIECE : max - got, left;
         ssize_t r;
         int n = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
         if (n <= 0)
