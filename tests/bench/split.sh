@@ -15,7 +15,9 @@
 # workload: the bench's clients speak h2). UPSTREAM=h1 has picket forward to
 # the app's HTTP/1.1 port instead of its h2c one (as nginx and HAProxy do).
 # BURST=N first opens and closes N connections (one GET each), as the
-# bench's idle and newconn workloads do before its 1 MiB one. IDLE=N first
+# bench's idle and newconn workloads do before its 1 MiB one. STEADY=N first
+# sends N small requests (-c32 -m10), as the bench's steady workload does
+# before its 1 MiB one (nginx moves 1 MiB bodies far faster after it). IDLE=N first
 # runs the bench's idle workload itself (its helper holds N idle mTLS h2
 # connections, then closes them), which the bench runs before steady.
 # Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
@@ -80,6 +82,11 @@ one() { # TARGET -> one line
       taskset -c 0 "$t" run -c "$conf" 2>/dev/null &
       pid=$!; sleep 1.5; proxy=$pid ;;
   esac
+  if [ -n "${STEADY:-}" ]; then
+    LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
+      H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c32 -m10 -n"$STEADY" \
+      https://127.0.0.1:24090/ >/dev/null 2>&1
+  fi
   if [ -n "${BURST:-}" ]; then
     LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
       H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c"$BURST" -n"$BURST" \
