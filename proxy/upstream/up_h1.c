@@ -492,7 +492,7 @@ static void parse_input(struct up_conn *c)
         }
         /* and read no further ahead of it than it can take */
         bufferevent_setwatermark(c->bev, EV_READ, 0,
-                                 room < 4096 ? 4096 : room > PX_H1_OUT_HIGH ? PX_H1_OUT_HIGH : room);
+                                 room < 4096 ? 4096 : room > PX_H1_IN_HIGH ? PX_H1_IN_HIGH : room);
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         /* Feed at most the room left, so body bytes never overshoot it. */
@@ -902,7 +902,7 @@ static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struc
     pool->nconns++;
     bufferevent_setcb(c->bev, read_cb, write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PX_H1_OUT_LOW, 0);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, PX_H1_OUT_HIGH);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, PX_H1_IN_HIGH);
     attach(c, st);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) !=
         0) {
