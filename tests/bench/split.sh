@@ -82,6 +82,10 @@ one() { # TARGET -> one line
       taskset -c 0 "$t" run -c "$conf" 2>/dev/null &
       pid=$!; sleep 1.5; proxy=$pid ;;
   esac
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "split.sh: $t did not start (the certificates of $d live one hour: run the bench again)" >&2
+    exit 1
+  fi
   if [ -n "${STEADY:-}" ]; then
     LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
       H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c32 -m10 -n"$STEADY" \
