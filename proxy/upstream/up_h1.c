@@ -469,6 +469,14 @@ static void complete(struct up_conn *c)
 
 static void tunnel_step(struct up_conn *c);
 
+/* Reads no further ahead of the response's client than it can take now
+ * (room: px_stream_resp_room), and at most a loop turn's worth. */
+static void read_ahead(struct up_conn *c, size_t room)
+{
+    bufferevent_setwatermark(c->bev, EV_READ, 0,
+                             room < 4096 ? 4096 : room > PX_H1_IN_HIGH ? PX_H1_IN_HIGH : room);
+}
+
 static void parse_input(struct up_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -490,9 +498,7 @@ static void parse_input(struct up_conn *c)
             bufferevent_disable(c->bev, EV_READ);
             return;
         }
-        /* and read no further ahead of it than it can take */
-        bufferevent_setwatermark(c->bev, EV_READ, 0,
-                                 room < 4096 ? 4096 : room > PX_H1_IN_HIGH ? PX_H1_IN_HIGH : room);
+        read_ahead(c, room);
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         /* Feed at most the room left, so body bytes never overshoot it. */
@@ -865,6 +871,8 @@ static void attach(struct up_conn *c, struct px_stream *st)
     st->up = &up_ops;
     st->up_ctx = c;
     bufferevent_set_timeouts(c->bev, NULL, NULL);
+    /* a new exchange reads ahead of its own client, not the last one's */
+    read_ahead(c, px_stream_resp_room(st));
     /* EV_WRITE stays enabled between exchanges: enabling it again would
      * watch an empty output for writability (two epoll_ctl, a turn) */
     bufferevent_enable(c->bev, (bufferevent_get_enabled(c->bev) & EV_WRITE) ? EV_READ
@@ -902,8 +910,7 @@ static struct up_conn *conn_new(struct px_worker *w, struct px_pool *pool, struc
     pool->nconns++;
     bufferevent_setcb(c->bev, read_cb, write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PX_H1_OUT_LOW, 0);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, PX_H1_IN_HIGH);
-    attach(c, st);
+    attach(c, st); /* sets the read watermark */
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) !=
         0) {
         c->fail_reason = errno == ECONNREFUSED ? PX_R_CONNECT_REFUSED : PX_R_CONNECT_FAILED;
