@@ -519,11 +519,6 @@ static inline int px_hold_end(struct px_hold *h)
 #define PX_H1_OUT_HIGH (64 * 1024)
 /* The write callback fires when the output drains to this. */
 #define PX_H1_OUT_LOW (16 * 1024)
-/* How far an HTTP/1.1 app's connection reads ahead of its response's
- * client: its read high watermark is what the client can take
- * (px_stream_resp_room), at most this, a loop turn's worth
- * (px_up_read_more: PX_UP_READ_MORE after libevent's 4 KiB). */
-#define PX_H1_IN_HIGH (256 * 1024)
 
 /* Limits for this stream's worker, from the snapshot. */
 #define PX_LIMITS(st) (&(st)->snap->cfg->limits)

@@ -76,6 +76,10 @@ size_t px_up_read_more(struct bufferevent *bev, const struct px_pool *pool, size
  * 0.4 ms of CPU at 256 KiB) for the others the worker serves. */
 #define PX_UP_READ_MORE (252 * 1024)
 #define PX_UP_READ_PIECE (60 * 1024)
+/* How far an HTTP/1.1 app's connection reads ahead of its response's
+ * client: its read high watermark is what the client can take
+ * (px_stream_resp_room), at most a loop turn's worth (the same 256 KiB). */
+#define PX_H1_IN_HIGH (4 * 1024 + PX_UP_READ_MORE)
 
 /* Writes the head of the canonical request rq as HTTP/1.1 (up_h1.c):
  * request line, Host, every field of rq->hdrs, then the framing picket

@@ -10,9 +10,7 @@
  * on a TLS pool it reads nothing.
  */
 #include <check.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -86,7 +84,7 @@ static void pair_open(struct pair *p)
     p->bev = bufferevent_socket_new(p->base, sv[0], BEV_OPT_CLOSE_ON_FREE);
     ck_assert_ptr_nonnull(p->bev);
     /* as px_up_bev_new sets it: libevent's own read is still 4 KiB */
-    bufferevent_set_max_single_read(p->bev, 128 * 1024);
+    bufferevent_set_max_single_read(p->bev, PX_IO_CHUNK);
 }
 
 /* One loop turn: libevent's read, then the callback's px_up_read_more. */
