@@ -50,6 +50,11 @@ fi
 
 cpu() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
+# h2load on the load core, with the bench's client certificate
+load() {
+  LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
+    H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load "$@"
+}
 
 # Stops the app and waits for it to go (its ports free for the next round's).
 stop_backend() {
@@ -87,14 +92,10 @@ one() { # TARGET -> one line
     exit 1
   fi
   if [ -n "${STEADY:-}" ]; then
-    LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
-      H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c32 -m10 -n"$STEADY" \
-      https://127.0.0.1:24090/ >/dev/null 2>&1
+    load -c32 -m10 -n"$STEADY" https://127.0.0.1:24090/ >/dev/null 2>&1
   fi
   if [ -n "${BURST:-}" ]; then
-    LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
-      H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load -c"$BURST" -n"$BURST" \
-      https://127.0.0.1:24090/ >/dev/null 2>&1
+    load -c"$BURST" -n"$BURST" https://127.0.0.1:24090/ >/dev/null 2>&1
     sleep 1
   fi
   if [ -n "${IDLE:-}" ]; then
@@ -110,8 +111,7 @@ one() { # TARGET -> one line
   # shellcheck disable=SC2086
   p0=$(cpu $proxy); a0=$(cpu $app)
   rm -f "$d/split-h2load.log"
-  out=$(LD_PRELOAD=$d/h2load_client_cert.so H2LOAD_CLIENT_CERT=$d/pki/client.crt \
-        H2LOAD_CLIENT_KEY=$d/pki/client.key taskset -c 1 h2load "${args[@]}" \
+  out=$(load "${args[@]}" \
         --log-file="$d/split-h2load.log" "https://127.0.0.1:24090$path" 2>&1)
   # shellcheck disable=SC2086
   p1=$(cpu $proxy); a1=$(cpu $app)
