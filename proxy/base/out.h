@@ -71,5 +71,8 @@ static inline void px_out_printf(struct px_out *o, const char *fmt, ...)
  * px_out is another type, hence the declaration here.) */
 struct bufferevent;
 int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
+/* A close_notify on a TLS connection ending cleanly (send.h). */
+struct px_wire;
+int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w);
 
 #endif

@@ -240,6 +240,26 @@ struct evbuffer *px_wire_buffer(struct px_wire *w)
     return w->buf;
 }
 
+int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    int r;
+
+    if (ssl == NULL || !SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN) ||
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return 0;
+    if (w != NULL ? w->broken || evbuffer_get_length(w->buf) > 0 : wire_of(ssl) != NULL)
+        return 0; /* bytes still wait for the socket, or its wire is not w */
+    ERR_clear_error();
+    r = SSL_shutdown(ssl); /* 0: sent, the peer's not yet seen; 1: both */
+    ERR_clear_error();
+    if (r < 0)
+        return 0; /* WANT_WRITE (the socket is full), or broken */
+    if (w != NULL && (wire_flush(w) != 0 || evbuffer_get_length(w->buf) > 0))
+        return 0;
+    return 1;
+}
+
 /* ---- px_out ----------------------------------------------------------------- */
 
 void px_out_begin(struct px_out *o, struct bufferevent *bev)

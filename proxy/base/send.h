@@ -88,4 +88,18 @@ void px_out_drop(struct px_out *o);
  * message in an evbuffer (out.h, which declares it too). */
 int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
 
+/* ---- the end of a TLS connection ------------------------------------------
+ * A TLS close_notify tells the peer that everything we sent has arrived:
+ * without one, the peer cannot tell our close from a cut (an HTTP/1.0 body
+ * delimited by the close, a WebSocket's last message), and curl, Go and
+ * OpenSSL 3 clients report a truncation. Sends it on bev (an established
+ * TLS bufferevent; w its wire or NULL) when everything written before it
+ * has gone to the socket: nothing queued in bev's output or in w. Only for
+ * a connection ending cleanly: after a cut, the bare close is what tells
+ * the peer. One attempt that does not block (the alert is 24 bytes; a
+ * socket that just took all of the output takes it too); 1 when it was
+ * written, else 0, and the close that follows is a bare one. Once per
+ * connection (OpenSSL remembers it was sent). Worker thread. */
+int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w);
+
 #endif

@@ -395,13 +395,18 @@ static int close_step(struct px_h1 *h)
         return 0;
     }
     if (!h->lingering) {
+        /* every exchange ended whole (a cut one ends in abort_now()): our
+         * side ends cleanly, with a close_notify on TLS */
         if (evbuffer_get_length(in) == 0 && (h->rq == RQ_IDLE || h->rq == RQ_DONE)) {
+            (void)px_tls_close_notify(bev, NULL);
             h1_free(h);
             return 1;
         }
         h->lingering = 1;
         if (h->c->ssl == NULL)
             shutdown(bufferevent_getfd(bev), SHUT_WR);
+        else
+            (void)px_tls_close_notify(bev, NULL);
         px_h1_arm(h, TM_LINGER, LINGER_MS);
         bufferevent_setwatermark(bev, EV_READ, 0, 0);
         bufferevent_enable(bev, EV_READ);
@@ -485,7 +490,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         /* Client gone (or finished lingering): an exchange in flight is
-         * cancelled by h1_free(). */
+         * cancelled by h1_free(). Between exchanges our side ends cleanly
+         * too (TLS: a close_notify answers the client's). */
+        if (!(what & BEV_EVENT_ERROR) && h->st == NULL)
+            (void)px_tls_close_notify(bev, NULL);
         h1_free(h);
     }
 }
@@ -501,7 +509,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         progress(h);
         return;
     }
-    h1_free(h); /* idle, linger, or no request byte since the connection started */
+    /* idle, linger, or no request byte since the connection started: with
+     * no exchange in flight, nothing is cut */
+    if (h->st == NULL)
+        (void)px_tls_close_notify(h->c->bev, NULL);
+    h1_free(h);
 }
 
 static void kick_cb(evutil_socket_t fd, short what, void *arg)

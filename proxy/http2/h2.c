@@ -913,6 +913,7 @@ static int h2_finish(struct h2_conn *hc)
         return -1;
     }
     hc->state = H2_LINGERING; /* every stream op and nghttp2 path bails out from here on */
+    (void)px_tls_close_notify(bev, hc->wire); /* the GOAWAY is out: a clean end */
     h2_release(hc);
     shutdown(fd, SHUT_WR);
     bufferevent_setcb(bev, linger_read_cb, NULL, linger_event_cb, hc);

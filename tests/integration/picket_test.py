@@ -496,6 +496,39 @@ def tls_context(pki, cert="client", alpn=("h2", "http/1.1")):
     return ctx
 
 
+def tls_strict(port, pki, cert="client", alpn=("http/1.1",), timeout=30.0):
+    """A TLS client socket that tells a close_notify from a bare close: recv() returns
+    b"" only after the server's close_notify, and raises an ssl.SSLError on a TCP close
+    without one (read_to_close() says which)."""
+    ctx = tls_context(pki, cert, alpn=alpn)
+    # Python sets OpenSSL's IGNORE_UNEXPECTED_EOF, which reads a bare close as a clean one
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout),
+                           server_hostname="localhost", suppress_ragged_eofs=False)
+
+
+def read_to_close(sock, timeout=30.0):
+    """Reads a tls_strict() socket until the server ends the connection. Returns (bytes
+    read, how): "close_notify" (the server said everything it sent has arrived), "bare"
+    (a TCP close without one: to the client, a cut) or "reset". A timeout raises."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            b = sock.recv(65536)
+        except ssl.SSLEOFError:
+            return data, "bare"
+        except ssl.SSLError as e:
+            if e.reason != "UNEXPECTED_EOF_WHILE_READING":
+                raise
+            return data, "bare"
+        except (ConnectionResetError, BrokenPipeError):
+            return data, "reset"
+        if not b:
+            return data, "close_notify"
+        data += b
+
+
 def tls_probe(port, pki, cert="client", timeout=10.0):
     """Connects and completes a TLS handshake, then checks the server did not reject us
     (with TLS 1.3 a refused client certificate shows only after the handshake, as an
