@@ -91,8 +91,8 @@ int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
 /* ---- the end of a TLS connection ------------------------------------------
  * A TLS close_notify tells the peer that everything we sent has arrived:
  * without one, the peer cannot tell our close from a cut (an HTTP/1.0 body
- * delimited by the close, a WebSocket's last message), and curl, Go and
- * OpenSSL 3 clients report a truncation. Sends it on bev (an established
+ * delimited by the close, a WebSocket's last message; OpenSSL 3 reports
+ * "unexpected eof" unless told to ignore it). Sends it on bev (an established
  * TLS bufferevent; w its wire or NULL) when everything written before it
  * has gone to the socket: nothing queued in bev's output or in w. Only for
  * a connection ending cleanly: after a cut, the bare close is what tells

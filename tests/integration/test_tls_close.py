@@ -5,8 +5,8 @@ is a bare close.
 A TLS close_notify tells the client that everything picket sent has arrived (RFC 8446
 6.1: each side sends one before it closes its write side). Without it a client cannot
 tell the end of a body delimited by the close (an HTTP/1.0 response of unknown length,
-a WebSocket tunnel's last bytes) from an attacker's or a crash's cut, and curl, Go and
-OpenSSL 3 report a truncation. The other way round, a response picket had to cut must
+a WebSocket tunnel's last bytes) from an attacker's or a crash's cut (OpenSSL 3 reports
+"unexpected eof while reading" unless told to ignore it). The other way round, a response picket had to cut must
 never end with one: the bare close is how the client learns it is short.
 
 Each test reads with a client that tells the two apart (picket_test.tls_strict:
