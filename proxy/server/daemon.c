@@ -872,12 +872,11 @@ int px_run(const char *config_path, void (*on_ready)(void *arg), void *ready_arg
     for (int i = 0; i < D.nworkers; i++) {
         if (px_worker_start(&D.workers[i]) != 0) {
             fprintf(stderr, "picket: cannot start worker threads\n");
-            D.nworkers = i; /* the started ones are joined below */
             for (int k = 0; k < i; k++)
                 px_worker_post_drain(&D.workers[k]);
             for (int k = 0; k < i; k++)
                 pthread_join(D.workers[k].thread, NULL);
-            goto out;
+            goto out; /* cleanup() frees every worker, started or not */
         }
     }
     {

@@ -571,11 +571,16 @@ class Picket:
     STOP_SLACK = 15.0
 
     def __init__(self, workdir, conf_path, admin_port=None, inbound_port=None, pki=None,
-                 env_extra=None, name="picket", args=None, nofile=None, stdout_pipe=False):
-        """nofile: RLIMIT_NOFILE (soft and hard) for picket; stdout_pipe: picket's stdout
-        is a pipe (self.popen.stdout, read end) that nothing reads until the test does."""
+                 env_extra=None, name="picket", args=None, nofile=None, stdout_pipe=False,
+                 rlimits=None):
+        """nofile: RLIMIT_NOFILE (soft and hard) for picket; rlimits: more of them,
+        {resource.RLIMIT_X: value}; stdout_pipe: picket's stdout is a pipe
+        (self.popen.stdout, read end) that nothing reads until the test does."""
         self.workdir = workdir
         self.nofile = nofile
+        self.rlimits = dict(rlimits or {})
+        if nofile:
+            self.rlimits[resource.RLIMIT_NOFILE] = nofile
         self.stdout_pipe = stdout_pipe
         self.conf = conf_path
         self.admin_port = admin_port
@@ -610,14 +615,15 @@ class Picket:
                                  "(set PICKET_BIN or build it)" % b)
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
-        n = self.nofile
+        limits = self.rlimits
 
         def lower():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+            for r, n in limits.items():
+                resource.setrlimit(r, (n, n))
         self.popen = subprocess.Popen([b] + self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE if self.stdout_pipe else self._out,
                                       stderr=self._err, env=self.env, start_new_session=True,
-                                      preexec_fn=lower if n else None)
+                                      preexec_fn=lower if limits else None)
         _register(self)
         if wait:
             self.wait_ready(timeout)

@@ -11,6 +11,7 @@ connections; a reload is done when picket logs "reloaded".
 """
 import json
 import os
+import resource
 import re
 import signal
 import subprocess
@@ -335,6 +336,24 @@ class Lifecycle(pt.TestCase):
         rc, err, conf = self.run_bad(self.join(lines), "ident.json")
         self.assertNotEqual(rc, 0)
         self.assertIn("nope.pem", err)
+
+    def test_worker_threads_that_cannot_start(self):
+        """Worker threads that cannot be made (here: RLIMIT_STACK, glibc's default thread
+        stack, far past what can be mapped) stop the start with exit status 1 and the
+        message, every worker's memory given back (LeakSanitizer)."""
+        cfg = pt.make_config(self.pki, pt.free_port(), "h2c://127.0.0.1:%d" % pt.free_port(),
+                             workdir=self.tmp, workers=3)
+        conf = pt.write_config(os.path.join(self.tmp, "threads.json"), cfg)
+        p = pt.Picket(self.tmp, conf, pki=self.pki,
+                      rlimits={resource.RLIMIT_STACK: 1 << 46})
+        p.start(wait=False)
+        rc = p.wait(30)
+        if rc is None:
+            p.kill()
+            self.fail("picket started with no room for its worker threads")
+        self.assertEqual(rc, 1, p.stderr()[-3000:])
+        self.assertIn("cannot start worker threads", p.stderr())
+        p.check_sanitizers()
 
     # -- admin ----------------------------------------------------------
 
