@@ -270,6 +270,12 @@ static char *json_put(char *o, const char *s, size_t n)
         memcpy(o + i, s + i, 8);
         i += 8;
     }
+    /* a tail under a word after plain words: the value's last word, which
+     * overlaps the words before it (the same bytes, written again) */
+    if (i < n && n - i < 8 && n >= 8 && plain8(u + n - 8)) {
+        memcpy(o + n - 8, s + n - 8, 8);
+        return o + n;
+    }
     while (i < n && json_plain[u[i]]) {
         o[i] = s[i];
         i++;
@@ -354,7 +360,15 @@ static void jb_lit_key(struct jb *b, const char **kp, size_t *kn)
     }
 }
 
-static void jb_fstrn(struct jb *b, const char *kp, size_t kn, const char *val, size_t n)
+/* Inlined where each field is written, so the key's length is a constant
+ * there and its copy a few moves. */
+#if defined(__GNUC__)
+#define JB_INLINE static inline __attribute__((always_inline))
+#else
+#define JB_INLINE static inline
+#endif
+
+JB_INLINE void jb_fstrn(struct jb *b, const char *kp, size_t kn, const char *val, size_t n)
 {
     size_t save = b->len;
 
@@ -375,23 +389,29 @@ static void jb_fstrn(struct jb *b, const char *kp, size_t kn, const char *val, s
         b->len = save;
 }
 
-static void jb_fstr(struct jb *b, const char *kp, size_t kn, const char *val)
+JB_INLINE void jb_fstr(struct jb *b, const char *kp, size_t kn, const char *val)
 {
     jb_fstrn(b, kp, kn, val, val != NULL ? strlen(val) : 0);
 }
 
-static void jb_fraw(struct jb *b, const char *kp, size_t kn, const char *raw, size_t n)
+JB_INLINE void jb_fraw(struct jb *b, const char *kp, size_t kn, const char *raw, size_t n)
 {
     size_t save = b->len;
 
     jb_lit_key(b, &kp, &kn);
+    if (!b->trunc && b->len + kn + n + RESERVE <= b->cap) { /* both jb_lit()s below fit */
+        memcpy(b->p + b->len, kp, kn);
+        memcpy(b->p + b->len + kn, raw, n);
+        b->len += kn + n;
+        return;
+    }
     jb_lit(b, kp, kn);
     jb_lit(b, raw, n);
     if (b->trunc)
         b->len = save;
 }
 
-static void jb_fi64(struct jb *b, const char *kp, size_t kn, int64_t v, int null_if_negative)
+JB_INLINE void jb_fi64(struct jb *b, const char *kp, size_t kn, int64_t v, int null_if_negative)
 {
     char num[24];
     size_t n;
