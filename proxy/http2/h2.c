@@ -736,7 +736,10 @@ static void h2_write_cb_in(struct bufferevent *bev, void *arg)
 static void h2_event_cb_in(struct bufferevent *bev, short what, void *arg)
 {
     struct h2_conn *hc = arg;
-    (void)bev;
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
+        /* the client ended its side: ours ends cleanly too (TLS: our
+         * close_notify answers its own; its streams' ends are theirs) */
+        (void)px_tls_close_notify(bev, hc->wire);
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         h2_close(hc);
 }

@@ -13,8 +13,8 @@ Each test reads with a client that tells the two apart (picket_test.tls_strict:
 suppress_ragged_eofs=False, so b"" only after a close_notify and ssl.SSLEOFError on a
 bare close). Clean ends, over HTTP/1.1 and HTTP/2: `Connection: close`; an HTTP/1.0
 body delimited by the close; a refusal (400) and its close; the keep-alive idle
-timeout; the client's own close_notify (answered); HTTP/2's idle timeout and the
-client's GOAWAY (GOAWAY, then close_notify). Cuts: an HTTP/1.0 body whose upstream
+timeout; the client's own close_notify (answered, both protocols); HTTP/2's idle
+timeout and the client's GOAWAY (GOAWAY, then close_notify). Cuts: an HTTP/1.0 body whose upstream
 dies half-way; (test_websocket.py has the tunnel's two: the app's close and its reset).
 
     /usr/bin/python3 tests/integration/test_tls_close.py [-k NAME]
@@ -189,6 +189,16 @@ class TlsClose(pt.SharedFleet):
         self.assertTrue(goaways)
         self.assertEqual([(g.error_code, g.last_stream_id) for g in goaways][-1], (0, 1))
         self.assertEqual(how, "close_notify")
+
+    def test_h2_client_close_notify_is_answered(self):
+        s, c = self.h2()
+        c.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
+                           (":authority", "localhost")], end_stream=True)
+        s.sendall(c.data_to_send())
+        while not any(isinstance(e, h2.events.StreamEnded) for e in c.receive_data(s.recv(65536))):
+            pass
+        raw = s.unwrap()  # our close_notify; returns once the server's has come
+        raw.close()
 
     def test_h2_client_goaway(self):
         """The client's GOAWAY, no stream open: picket's side ends too, cleanly."""
