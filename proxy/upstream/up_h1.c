@@ -92,6 +92,7 @@ struct up_conn {
     struct px_hold hold; /* our callbacks on the stack (px.h) */
     int reused; /* it carried an exchange before this one */
     int eof;    /* the server closed its side */
+    int eof_clean; /* ... with a FIN (plain) or a close_notify (TLS): px_up_bev_clean_eof */
     int64_t not_after; /* TLS: the server chain's earliest notAfter (Unix s), 0 = none */
     uint64_t snap_gen; /* the snapshot (trust, own SVID) it was made under */
     enum px_reason fail_reason; /* a failure to report from the kick callback */
@@ -520,8 +521,10 @@ static void parse_input(struct up_conn *c)
         return;
     }
     if (c->resp != UPC_RESP_DONE && c->eof && evbuffer_get_length(in) == 0 && !c->paused) {
-        /* EOF: ends a close-delimited body, else the response was cut. */
-        if (c->resp >= UPC_RESP_HEAD) {
+        /* A clean EOF ends a close-delimited body; any other end (a reset,
+         * a TLS close without close_notify), or one before the body's
+         * length, means the response was cut. */
+        if (c->resp >= UPC_RESP_HEAD && c->eof_clean) {
             http_parser_execute(&c->hp, &resp_settings, NULL, 0);
             if (!c->cb_err && deliver(c) != 0)
                 return;
@@ -854,7 +857,7 @@ static void attach(struct up_conn *c, struct px_stream *st)
     c->req_chunked = c->req_has_len = 0;
     c->req_left = c->body_sent = 0;
     c->interim = c->hdrs_pending = c->body_pending = 0;
-    c->paused = c->cb_err = c->eof = 0;
+    c->paused = c->cb_err = c->eof = c->eof_clean = 0;
     c->tunnel = c->out_eof = 0;
     c->fstate = 0;
     c->fb_len = c->fb_name = 0;
@@ -973,6 +976,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         fail(c, 502, PX_R_UPSTREAM_RESET); /* the client's tunnel is cut off too */
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         c->eof = 1;
+        c->eof_clean = px_up_bev_clean_eof(c->bev, what);
         if (c->resp == UPC_RESP_NONE && try_retry(c)) {
             /* retried on a new connection */
         } else if (c->resp == UPC_RESP_NONE) {

@@ -65,6 +65,14 @@ struct bufferevent *px_up_bev_new(struct px_worker *w, struct px_pool *pool)
     return bev;
 }
 
+int px_up_bev_clean_eof(struct bufferevent *bev, short what)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (!(what & BEV_EVENT_EOF) || (what & BEV_EVENT_ERROR))
+        return 0;
+    return ssl == NULL || (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+}
+
 int px_up_bev_is_h2(struct bufferevent *bev)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);

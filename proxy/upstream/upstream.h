@@ -61,6 +61,12 @@ int px_up_bev_is_h2(struct bufferevent *bev);
  * or NULL for plain connections / no TLS detail. Drains OpenSSL's errors. */
 enum px_reason px_up_bev_fail_reason(struct bufferevent *bev);
 int64_t px_up_bev_not_after(struct bufferevent *bev);
+/* After a pool connection's EOF or error event `what`: 1 when the server
+ * ended its side cleanly, so that the end may delimit a body (HTTP/1.x
+ * read until close): a plain socket's FIN (not a reset or another error),
+ * a TLS server's close_notify (a bare FIN, or one from an attacker on the
+ * path, is a cut). */
+int px_up_bev_clean_eof(struct bufferevent *bev, short what);
 /* Called first in the read callback of a plaintext pool connection: reads
  * on, straight into bev's input, until the socket is empty, `max` more
  * bytes are in, or the read high watermark is reached (so back-pressure

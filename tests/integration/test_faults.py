@@ -12,6 +12,9 @@ The fault upstream is this file run as `test_faults.py --upstream h1|h2c PORT`. 
     /reset-mid      headers (content-length 100000) and 1000 bytes of body, then h2c:
                     RST_STREAM INTERNAL_ERROR; h1: the connection is reset (SO_LINGER 0)
     /close-mid      headers and 1000 bytes of body, then the connection closes (FIN)
+    /eof-body       h1: 200 without a length (connection: close) and 1000 bytes, then FIN:
+                    the close ends the body, which is whole
+    /eof-body-reset h1: the same, then a reset (SO_LINGER 0): the body was cut
     /slow-headers   the answer comes after 3 s (picket's upstream_timeout is 1 s)
     /slow-body      headers and 1000 bytes, then nothing for 5 s
     /window         h2c: nothing until the stream's window is over 64 KiB, then 200 and
@@ -120,6 +123,16 @@ def _h1_conn(sock):
                     return
                 time.sleep(5)
                 sock.close()
+                return
+            elif path in ("/eof-body", "/eof-body-reset"):
+                # no length, no chunks: the body ends where the connection does
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                             b"connection: close\r\n\r\n" + b"x" * PARTIAL)
+                time.sleep(0.2)
+                if path == "/eof-body-reset":
+                    _rst_close(sock)
+                else:
+                    sock.close()
                 return
             elif path == "/slow-headers":
                 time.sleep(3)
@@ -489,6 +502,27 @@ class UpstreamFaults(pt.TestCase):
 
     def test_h1_upstream_faults(self):
         self.run_faults("h1")
+
+    def test_h1_upstream_body_delimited_by_close(self):
+        # An HTTP/1.x body without a length ends where the connection ends, and only
+        # a clean end (FIN; from a TLS server, its close_notify) says it is whole: a
+        # reset after it is a cut, which the client must see as one (a reset stream,
+        # an HTTP/1.1 chunked body without its last chunk), never a complete body.
+        up, up_port = start_fault_upstream(self.tmp, "h1")
+        self.addCleanup(up.stop)
+        path, cfg, port, admin = self.config(pt.upstream_url("h1", up_port), workers=1)
+        proc = self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
+        for http in pt.HTTP_VERSIONS:
+            with self.subTest(http=http):
+                r = self.curl(port, "/eof-body", http=http, timeout=15)
+                self.assertEqual((r.exit, r.status, r.body), (0, 200, b"x" * PARTIAL), repr(r))
+                since = len(proc.stderr())
+                r = self.curl(port, "/eof-body-reset", http=http, timeout=15)
+                self.assertEqual(r.status, 200, repr(r))
+                self.assertIn(r.exit, H2_MID_EXITS if http == "2" else H1_MID_EXITS,
+                              "a cut body delivered as complete: %r" % r)
+                ev = wait_failure_event(proc, "upstream_reset", since)
+                self.assertIsNotNone(ev, proc.stderr()[since:][-1500:])
 
 
 class DiskFull(pt.TestCase):
