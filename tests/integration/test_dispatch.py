@@ -27,6 +27,8 @@ are picket's own (audit cache_age_ms), bracketed by what the test measured.
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -354,6 +356,68 @@ class CoreMixin:
 class DispatchH1(DispatchBase, CoreMixin):
     """Service on HTTP/1.1 (ALPN http/1.1) plus everything that does not depend on the
     service's protocol."""
+
+    def cutting_service(self):
+        """An HTTP/1.1 authorization service over mTLS (the authz SVID) whose allow
+        answers have no length, so that the close ends them: x-tenant "whole" ends with
+        a close_notify, "cut" with a bare close (a crash, or a FIN an attacker on the
+        path injected). Returns its port."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.pki.cert("authz"), self.pki.key("authz"))
+        ctx.load_verify_locations(self.pki.ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.set_alpn_protocols(["http/1.1"])
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+        self.addCleanup(ls.close)
+
+        def one(raw):
+            try:
+                s = ctx.wrap_socket(raw, server_side=True)
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    d = s.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                s.sendall(b"HTTP/1.1 200 OK\r\nx-authz-user: alice\r\nconnection: close\r\n"
+                          b"\r\n" + b"y" * 100)
+                if b"x-tenant: whole" in buf.lower():
+                    s.settimeout(2)
+                    try:
+                        s.unwrap()  # the close_notify (the peer's is not waited for)
+                    except (OSError, ValueError):
+                        pass
+                s.close()  # "cut": no close_notify
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                raw.close()
+
+        def serve():
+            while True:
+                try:
+                    raw, _ = ls.accept()
+                except OSError:
+                    return
+                threading.Thread(target=one, args=(raw,), daemon=True).start()
+        threading.Thread(target=serve, daemon=True).start()
+        return ls.getsockname()[1]
+
+    def test_answer_cut_without_close_notify_is_no_answer(self):
+        # An answer whose end is the connection's is an answer only when that end is
+        # clean (the TLS close_notify): a cut one is no answer, so it denies (on_error
+        # deny), even though its status said allow.
+        self.start(self.cutting_service(), dispatch={"timeout": "5s"})
+        r = self.get("/headers", rid="dsp-whole", tenant="whole")
+        self.assertOK(r, "a whole allow answer")
+        self.assertEqual(r.json()["headers"].get("x-authz-user"), "alice")
+        r = self.get("/headers", rid="dsp-cut", tenant="cut")
+        self.assertEqual((r.status, r.body), (403, UNAVAILABLE), repr(r))
+        rec = self.audit_for("dsp-cut")
+        self.assertEqual((rec["decision"], rec["decided_by"], rec["status"]), ("deny", "dispatch", 403))
+        self.assertEqual(self.m("picket_dispatch_checks_total", service="authz", result="error"), 1)
 
     # -- the check request --------------------------------------------------------
 
