@@ -12,9 +12,10 @@ The fault upstream is this file run as `test_faults.py --upstream h1|h2c PORT`. 
     /reset-mid      headers (content-length 100000) and 1000 bytes of body, then h2c:
                     RST_STREAM INTERNAL_ERROR; h1: the connection is reset (SO_LINGER 0)
     /close-mid      headers and 1000 bytes of body, then the connection closes (FIN)
-    /eof-body       h1: 200 without a length (connection: close) and 1000 bytes, then FIN:
-                    the close ends the body, which is whole
-    /eof-body-reset h1: the same, then a reset (SO_LINGER 0): the body was cut
+    /eof-body       200 without a length and 1000 bytes, then the connection closes (FIN):
+                    h1 (connection: close): the close ends the body, which is whole; h2c:
+                    no END_STREAM, the body was cut
+    /eof-body-reset the same, then the connection is reset (SO_LINGER 0): cut, both
     /slow-headers   the answer comes after 3 s (picket's upstream_timeout is 1 s)
     /slow-body      headers and 1000 bytes, then nothing for 5 s
     /window         h2c: nothing until the stream's window is over 64 KiB, then 200 and
@@ -215,6 +216,10 @@ def _h2_conn(sock):
                         flush()
                         sock.close()
                         return
+                    elif action == "reset-conn":
+                        flush()
+                        _rst_close(sock)
+                        return
                 except Exception:  # noqa: BLE001 - stream already gone
                     pass
             flush()
@@ -247,6 +252,11 @@ def _h2_conn(sock):
                             timers.append((time.monotonic() + 0.2, "rst", sid))
                         elif path == "/close-mid":
                             timers.append((time.monotonic() + 0.2, "close", sid))
+                    elif path in ("/eof-body", "/eof-body-reset"):
+                        headers(sid)  # no length: only END_STREAM would end the body
+                        conn.send_data(sid, b"x" * PARTIAL)
+                        timers.append((time.monotonic() + 0.2,
+                                       "close" if path == "/eof-body" else "reset-conn", sid))
                     elif path == "/window":
                         timers.append((now, "window", sid, now + 3.0))
                     elif path in ("/big", "/big-cl"):
@@ -503,27 +513,37 @@ class UpstreamFaults(pt.TestCase):
     def test_h1_upstream_faults(self):
         self.run_faults("h1")
 
-    def test_h1_upstream_body_delimited_by_close(self):
-        # An HTTP/1.x body without a length ends where the connection ends, and only
-        # a clean end (FIN; from a TLS server, its close_notify) says it is whole: a
-        # reset after it is a cut, which the client must see as one (a reset stream,
-        # an HTTP/1.1 chunked body without its last chunk), never a complete body.
-        up, up_port = start_fault_upstream(self.tmp, "h1")
+    def body_delimited_by_close(self, kind):
+        # A body without a length ends where the connection ends only in HTTP/1.x, and
+        # only a clean end (FIN; from a TLS server, its close_notify) says it is whole: a
+        # reset there is a cut, and so is any close in HTTP/2, where only END_STREAM ends
+        # a body. The client must see a cut as one (a reset stream, an HTTP/1.1 chunked
+        # body without its last chunk), never as a complete body.
+        if kind == "h2c":
+            pt.require_module("h2.connection", "python3-h2")
+        up, up_port = start_fault_upstream(self.tmp, kind)
         self.addCleanup(up.stop)
-        path, cfg, port, admin = self.config(pt.upstream_url("h1", up_port), workers=1)
+        path, cfg, port, admin = self.config(pt.upstream_url(kind, up_port), workers=1)
         proc = self.picket(path, inbound_port=port, admin_port=admin, expect_exit=0)
         for http in pt.HTTP_VERSIONS:
-            with self.subTest(http=http):
-                r = self.curl(port, "/eof-body", http=http, timeout=15)
-                self.assertEqual((r.exit, r.status, r.body), (0, 200, b"x" * PARTIAL), repr(r))
-                since = len(proc.stderr())
-                r = self.curl(port, "/eof-body-reset", http=http, timeout=15)
-                self.assertEqual(r.status, 200, repr(r))
-                self.assertIn(r.exit, H2_MID_EXITS if http == "2" else H1_MID_EXITS,
-                              "a cut body delivered as complete: %r" % r)
-                ev = wait_failure_event(proc, "upstream_reset", since)
-                self.assertIsNotNone(ev, proc.stderr()[since:][-1500:])
+            for fpath, whole in (("/eof-body", kind == "h1"), ("/eof-body-reset", False)):
+                with self.subTest(http=http, fault=fpath):
+                    since = len(proc.stderr())
+                    r = self.curl(port, fpath, http=http, timeout=15)
+                    self.assertEqual(r.status, 200, repr(r))
+                    if whole:
+                        self.assertEqual((r.exit, r.body), (0, b"x" * PARTIAL), repr(r))
+                        continue
+                    self.assertIn(r.exit, H2_MID_EXITS if http == "2" else H1_MID_EXITS,
+                                  "a cut body delivered as complete: %r" % r)
+                    ev = wait_failure_event(proc, "upstream_reset", since)
+                    self.assertIsNotNone(ev, proc.stderr()[since:][-1500:])
 
+    def test_h1_upstream_body_delimited_by_close(self):
+        self.body_delimited_by_close("h1")
+
+    def test_h2c_upstream_body_without_end_stream(self):
+        self.body_delimited_by_close("h2c")
 
 class DiskFull(pt.TestCase):
 
