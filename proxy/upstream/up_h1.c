@@ -972,8 +972,11 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         fail(c, 502, tls_reason != PX_R_NONE     ? tls_reason
                      : err == ECONNREFUSED ? PX_R_CONNECT_REFUSED
                                            : PX_R_CONNECT_FAILED);
-    } else if (c->tunnel && (what & BEV_EVENT_ERROR)) {
-        fail(c, 502, PX_R_UPSTREAM_RESET); /* the client's tunnel is cut off too */
+    } else if (c->tunnel && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) &&
+               !px_up_bev_clean_eof(c->bev, what)) {
+        /* a reset, or a TLS close without close_notify: the client's
+         * tunnel is cut off too (a clean end is passed on as one) */
+        fail(c, 502, PX_R_UPSTREAM_RESET);
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         c->eof = 1;
         c->eof_clean = px_up_bev_clean_eof(c->bev, what);
