@@ -118,21 +118,22 @@ class TlsClose(pt.SharedFleet):
         self.assertEqual(split_response(data)[0], 400)
         self.assertEqual(how, "close_notify")
 
-    def test_h1_keepalive_idle_timeout(self):
+    def h1_after_one_get(self):
+        """A keep-alive connection that carried one whole exchange."""
         s = self.h1()
         s.sendall(h1_request("GET", "/"))
         data = b""
         while b"hello from upstream\n" not in data:
             data += s.recv(65536)
+        return s
+
+    def test_h1_keepalive_idle_timeout(self):
+        s = self.h1_after_one_get()
         rest, how = pt.read_to_close(s, timeout=pt.parse_duration(IDLE) + 30)
         self.assertEqual((rest, how), (b"", "close_notify"))
 
     def test_h1_client_close_notify_is_answered(self):
-        s = self.h1()
-        s.sendall(h1_request("GET", "/"))
-        data = b""
-        while b"hello from upstream\n" not in data:
-            data += s.recv(65536)
+        s = self.h1_after_one_get()
         # unwrap() sends our close_notify and returns once the server's has come
         raw = s.unwrap()
         raw.close()
