@@ -162,6 +162,15 @@ static void conn_close(struct up_conn *c)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* Closes c after an exchange that ended whole, or with none in flight:
+ * TLS says so with a close_notify (send.h). A cut exchange goes through
+ * conn_close() alone: the server sees the bare close. */
+static void conn_close_clean(struct up_conn *c)
+{
+    (void)px_tls_close_notify(c->bev, NULL);
+    conn_close(c);
+}
+
 static void enter(struct up_conn *c)
 {
     px_hold_enter(&c->hold);
@@ -204,7 +213,7 @@ static void to_idle(struct up_conn *c)
     if (c->pool->nidle >= IDLE_MAX || c->w->draining ||
         (c->pool->tls && ((c->not_after > 0 && now >= c->not_after) ||
                           c->snap_gen != c->w->snap->gen))) {
-        conn_close(c);
+        conn_close_clean(c);
         return;
     }
     if (ms <= 0 || ms > IDLE_MS)
@@ -464,7 +473,7 @@ static void complete(struct up_conn *c)
         c->resp = UPC_RESP_NONE;
         to_idle(c);
     } else {
-        conn_close(c);
+        conn_close_clean(c);
     }
 }
 
@@ -843,7 +852,7 @@ static void tunnel_step(struct up_conn *c)
     if (st->resp_eof && c->out_eof) {
         c->st = NULL;
         px_stream_up_done(st);
-        conn_close(c);
+        conn_close_clean(c);
     }
 }
 
@@ -965,7 +974,11 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         else
             pump_request(c);
     } else if (c->st == NULL) {
-        conn_close(c); /* idle: closed by the server, error, or idle timeout */
+        /* idle: closed by the server, error, or idle timeout */
+        if (what & BEV_EVENT_ERROR)
+            conn_close(c);
+        else
+            conn_close_clean(c);
     } else if (c->life == UPC_CONNECTING) {
         int err = EVUTIL_SOCKET_ERROR();
         enum px_reason tls_reason = px_up_bev_fail_reason(c->bev);
@@ -1084,7 +1097,7 @@ void px_up_h1_start(struct px_worker *w, struct px_pool *pool, struct px_stream 
     while ((c = pool->conns) != NULL && pool->tls &&
            ((c->not_after > 0 && (int64_t)time(NULL) >= c->not_after) ||
             c->snap_gen != w->snap->gen))
-        conn_close(c);
+        conn_close_clean(c);
     if (c != NULL) {
         idle_unlink(c);
         attach(c, st);

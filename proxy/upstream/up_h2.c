@@ -529,6 +529,15 @@ static void uc_fail(struct uph2_conn *uc, enum px_reason reason)
     uc_free(uc);
 }
 
+/* The session is over: with no stream left in it, the connection ends
+ * cleanly (TLS: a close_notify, send.h); with streams, they fail. */
+static void uc_end(struct uph2_conn *uc, enum px_reason reason)
+{
+    if (uc->nstreams == 0 && !uc->dead)
+        (void)px_tls_close_notify(uc->bev, NULL);
+    uc_fail(uc, reason);
+}
+
 static void uc_send(struct uph2_conn *uc)
 {
     struct evbuffer *out;
@@ -564,10 +573,10 @@ static void uc_send(struct uph2_conn *uc)
          * preface, a frame it cannot take): nothing more is read for them,
          * so they fail now rather than at upstream_timeout, and no new
          * stream is put on a dead session. */
-        uc_fail(uc, uc->nstreams > 0 && !uc->goaway ? PX_R_BAD_UPSTREAM_RESPONSE
-                                                     : PX_R_UPSTREAM_GOAWAY);
+        uc_end(uc, uc->nstreams > 0 && !uc->goaway ? PX_R_BAD_UPSTREAM_RESPONSE
+                                                    : PX_R_UPSTREAM_GOAWAY);
     else if (uc->nstreams == 0 && uc->goaway)
-        uc_fail(uc, PX_R_UPSTREAM_GOAWAY);
+        uc_end(uc, PX_R_UPSTREAM_GOAWAY);
 }
 
 static void uc_send_cb(evutil_socket_t fd, short what, void *arg)
@@ -618,6 +627,7 @@ static void uc_fallback_h1(struct uph2_conn *uc)
     struct px_worker *w = uc->w;
     pool->h2 = 0;
     pool->alpn = PX_ALPN_FIXED;
+    (void)px_tls_close_notify(uc->bev, NULL); /* nothing was sent on it: a clean end */
     uc->dead = 1;
     while (uc->streams != NULL) {
         struct px_stream *st = uc_pop_stream(uc);
@@ -710,7 +720,10 @@ static void uc_event_cb(struct bufferevent *bev, short what, void *arg)
         if (!uc->connected)
             px_log(PX_LOG_WARN, "upstream_connect_failed", "upstream", uc->pool->key, "reason",
                    px_reason_name(reason), "error", evutil_socket_error_to_string(err), NULL);
-        uc_fail(uc, reason);
+        if (uc->connected && !(what & BEV_EVENT_ERROR))
+            uc_end(uc, reason); /* the server ended its side: with no stream, ours too */
+        else
+            uc_fail(uc, reason);
     }
 }
 

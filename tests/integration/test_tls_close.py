@@ -21,7 +21,10 @@ dies half-way; (test_websocket.py has the tunnel's two: the app's close and its 
 """
 import os
 import socket
+import ssl
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import picket_test as pt  # noqa: E402
@@ -54,6 +57,61 @@ def split_response(data):
     return int(lines[0].split()[1]), hdrs, body
 
 
+class KeepAliveService:
+    """An HTTP/1.1 authorization service over mTLS (the server SVID, ALPN http/1.1) that
+    allows every check (200, a length, keep-alive) and, when picket closes a connection,
+    notes how: "close_notify" or "bare" (self.closes, one per connection accepted)."""
+
+    def __init__(self, pki):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(pki.cert("server"), pki.key("server"))
+        self.ctx.load_verify_locations(pki.ca)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.set_alpn_protocols(["http/1.1"])
+        self.ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.closes = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            s = self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        d = s.recv(65536)
+                    except ssl.SSLError as e:
+                        self.closes.append("bare" if "EOF" in str(e).upper() else repr(e))
+                        return
+                    if not d:
+                        self.closes.append("close_notify")
+                        return
+                    buf += d
+                buf = buf.split(b"\r\n\r\n", 1)[1]
+                s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        except OSError as e:
+            self.closes.append(repr(e))
+        finally:
+            raw.close()
+
+    def stop(self):
+        self.sock.close()
+
+
 class TlsClose(pt.SharedFleet):
     TMP_PREFIX = "picket-tlsclose-"
 
@@ -63,7 +121,10 @@ class TlsClose(pt.SharedFleet):
         cls.up, up_port = pt.start_upstream(tmp, "h2c", name="app")
         cls.cut, cut_port = pt.start_upstream(tmp, "h2c", name="cut")  # the cut test kills it
         cls.procs += [cls.up, cls.cut]
+        cls.svc = KeepAliveService(pki)
+        cls.procs.append(cls.svc)
         pol = pt.write_policy(os.path.join(tmp, "policy.json"), [
+            {"id": "checked", "action": "dispatch", "dispatch": "svc", "paths": ["/headers"]},
             {"id": "client", "action": "allow", "from": [pt.CLIENT_ID]}], default="deny")
         cls.port, admin = pt.free_port(), pt.free_port()
         cfg = pt.make_config(pki, cls.port, pt.upstream_url("h2c", up_port),
@@ -71,6 +132,8 @@ class TlsClose(pt.SharedFleet):
                              routes=[{"authority": "cut",
                                       "upstream": pt.upstream_url("h2c", cut_port)}],
                              limits={"idle_timeout": IDLE})
+        cfg["dispatch"] = {"svc": {"url": "https://127.0.0.1:%d/check" % cls.svc.port,
+                                   "server_id": pt.SERVER_ID, "timeout": "5s"}}
         cls.P = cls._picket(pt.write_config(os.path.join(tmp, "picket.json"), cfg), admin,
                             "picket")
 
@@ -137,6 +200,23 @@ class TlsClose(pt.SharedFleet):
         # unwrap() sends our close_notify and returns once the server's has come
         raw = s.unwrap()
         raw.close()
+
+    # -- picket's own connections to a server ------------------------------------
+
+    def test_upstream_idle_close_is_close_notify(self):
+        """picket ends the connections it opened with a close_notify too: here to an
+        authorization service that speaks HTTP/1.1 only, the one that learned it (ALPN)
+        and the keep-alive one its check went on, at limits.idle_timeout."""
+        s = self.h1()
+        s.sendall(h1_request("GET", "/headers", headers=[("Connection", "close")]))
+        data, _ = pt.read_to_close(s)
+        self.assertEqual(split_response(data)[0], 200)
+        deadline = time.monotonic() + pt.parse_duration(IDLE) + 30
+        while (not self.svc.accepted or len(self.svc.closes) < self.svc.accepted) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(self.svc.closes)
+        self.assertEqual(self.svc.closes, ["close_notify"] * self.svc.accepted)
 
     # -- HTTP/1.1 cuts ----------------------------------------------------------
 
