@@ -496,6 +496,61 @@ def tls_context(pki, cert="client", alpn=("h2", "http/1.1")):
     return ctx
 
 
+class TlsServer:
+    """A TLS server on 127.0.0.1 (a free port) that plays a peer picket connects to: it
+    presents `cert`'s SVID, requires a client certificate from the test CA, offers `alpn`,
+    and runs serve(ssl_socket) in a thread per connection (the raw socket is closed after
+    it). OpenSSL's own end-of-stream check is on: recv() raises on a close without a
+    close_notify. `accepted` counts connections; stop() closes the listener."""
+
+    def __init__(self, pki, cert, serve, alpn=("http/1.1",)):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(pki.cert(cert), pki.key(cert))
+        self.ctx.load_verify_locations(pki.ca)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.set_alpn_protocols(list(alpn))
+        self.ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+        self.serve = serve
+        self.accepted = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._one, args=(raw,), daemon=True).start()
+
+    def _one(self, raw):
+        try:
+            self.serve(self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False))
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            raw.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def recv_head(sock, buf=b""):
+    """Reads until a blank line: (head, the bytes after it); head is None if the peer
+    closed first."""
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(65536)
+        if not d:
+            return None, buf
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
 def tls_strict(port, pki, cert="client", alpn=("http/1.1",), timeout=30.0):
     """A TLS client socket that tells a close_notify from a bare close: recv() returns
     b"" only after the server's close_notify, and raises an ssl.SSLError on a TCP close

@@ -27,8 +27,6 @@ are picket's own (audit cache_age_ms), bracketed by what the test measured.
 import json
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -362,48 +360,22 @@ class DispatchH1(DispatchBase, CoreMixin):
         answers have no length, so that the close ends them: x-tenant "whole" ends with
         a close_notify, "cut" with a bare close (a crash, or a FIN an attacker on the
         path injected). Returns its port."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.pki.cert("authz"), self.pki.key("authz"))
-        ctx.load_verify_locations(self.pki.ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.set_alpn_protocols(["http/1.1"])
-        ls = socket.socket()
-        ls.bind(("127.0.0.1", 0))
-        ls.listen(16)
-        self.addCleanup(ls.close)
-
-        def one(raw):
-            try:
-                s = ctx.wrap_socket(raw, server_side=True)
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    d = s.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                s.sendall(b"HTTP/1.1 200 OK\r\nx-authz-user: alice\r\nconnection: close\r\n"
-                          b"\r\n" + b"y" * 100)
-                if b"x-tenant: whole" in buf.lower():
-                    s.settimeout(2)
-                    try:
-                        s.unwrap()  # the close_notify (the peer's is not waited for)
-                    except (OSError, ValueError):
-                        pass
-                s.close()  # "cut": no close_notify
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                raw.close()
-
-        def serve():
-            while True:
+        def answer(s):
+            head, _ = pt.recv_head(s)
+            if head is None:
+                return
+            s.sendall(b"HTTP/1.1 200 OK\r\nx-authz-user: alice\r\nconnection: close\r\n"
+                      b"\r\n" + b"y" * 100)
+            if b"x-tenant: whole" in head.lower():
+                s.settimeout(2)
                 try:
-                    raw, _ = ls.accept()
-                except OSError:
-                    return
-                threading.Thread(target=one, args=(raw,), daemon=True).start()
-        threading.Thread(target=serve, daemon=True).start()
-        return ls.getsockname()[1]
+                    s.unwrap()  # the close_notify (the peer's is not waited for)
+                except (OSError, ValueError):
+                    pass
+            s.close()  # "cut": no close_notify
+        svc = pt.TlsServer(self.pki, "authz", answer)
+        self.addCleanup(svc.stop)
+        return svc.port
 
     def test_answer_cut_without_close_notify_is_no_answer(self):
         # An answer whose end is the connection's is an answer only when that end is

@@ -10,12 +10,15 @@ a WebSocket tunnel's last bytes) from an attacker's or a crash's cut (OpenSSL 3 
 never end with one: the bare close is how the client learns it is short.
 
 Each test reads with a client that tells the two apart (picket_test.tls_strict:
-suppress_ragged_eofs=False, so b"" only after a close_notify and ssl.SSLEOFError on a
-bare close). Clean ends, over HTTP/1.1 and HTTP/2: `Connection: close`; an HTTP/1.0
-body delimited by the close; a refusal (400) and its close; the keep-alive idle
-timeout; the client's own close_notify (answered, both protocols); HTTP/2's idle
-timeout and the client's GOAWAY (GOAWAY, then close_notify). Cuts: an HTTP/1.0 body whose upstream
-dies half-way; (test_websocket.py has the tunnel's two: the app's close and its reset).
+suppress_ragged_eofs=False and OpenSSL's end-of-stream check on, so b"" only after a
+close_notify and an ssl.SSLError on a bare close). Clean ends, over HTTP/1.1 and HTTP/2:
+`Connection: close`; an HTTP/1.0 body delimited by the close; a refusal (400) and its
+close; the keep-alive idle timeout; the client's own close_notify (answered, both
+protocols); HTTP/2's idle timeout and the client's GOAWAY (GOAWAY, then close_notify).
+Cuts: an HTTP/1.0 body whose upstream dies half-way; (test_websocket.py has the tunnel's
+two: the app's close and its reset). And the connections picket opens: to an HTTP/1.1
+authorization service (pt.TlsServer), the ALPN probe and the keep-alive connection both
+end with a close_notify.
 
     /usr/bin/python3 tests/integration/test_tls_close.py [-k NAME]
 """
@@ -23,7 +26,6 @@ import os
 import socket
 import ssl
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -57,59 +59,27 @@ def split_response(data):
     return int(lines[0].split()[1]), hdrs, body
 
 
-class KeepAliveService:
+class KeepAliveService(pt.TlsServer):
     """An HTTP/1.1 authorization service over mTLS (the server SVID, ALPN http/1.1) that
     allows every check (200, a length, keep-alive) and, when picket closes a connection,
     notes how: "close_notify" or "bare" (self.closes, one per connection accepted)."""
 
     def __init__(self, pki):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(pki.cert("server"), pki.key("server"))
-        self.ctx.load_verify_locations(pki.ca)
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx.set_alpn_protocols(["http/1.1"])
-        self.ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.closes = []
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(pki, "server", self.keep_alive)
 
-    def _accept(self):
+    def keep_alive(self, s):
+        buf = b""
         while True:
             try:
-                raw, _ = self.sock.accept()
-            except OSError:
+                head, buf = pt.recv_head(s, buf)
+            except ssl.SSLError as e:
+                self.closes.append("bare" if "EOF" in str(e).upper() else repr(e))
                 return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw):
-        try:
-            s = self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
-            buf = b""
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    try:
-                        d = s.recv(65536)
-                    except ssl.SSLError as e:
-                        self.closes.append("bare" if "EOF" in str(e).upper() else repr(e))
-                        return
-                    if not d:
-                        self.closes.append("close_notify")
-                        return
-                    buf += d
-                buf = buf.split(b"\r\n\r\n", 1)[1]
-                s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-        except OSError as e:
-            self.closes.append(repr(e))
-        finally:
-            raw.close()
-
-    def stop(self):
-        self.sock.close()
+            if head is None:
+                self.closes.append("close_notify")
+                return
+            s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
 
 
 class TlsClose(pt.SharedFleet):
