@@ -498,20 +498,25 @@ def tls_context(pki, cert="client", alpn=("h2", "http/1.1")):
 
 class TlsServer:
     """A TLS server on 127.0.0.1 (a free port) that plays a peer picket connects to: it
-    presents `cert`'s SVID, requires a client certificate from the test CA, offers `alpn`,
-    and runs serve(ssl_socket) in a thread per connection (the raw socket is closed after
-    it). OpenSSL's own end-of-stream check is on: recv() raises on a close without a
-    close_notify. `accepted` counts connections; stop() closes the listener."""
+    presents `cert`'s certificate, requires a client certificate from the test CA (unless
+    client_cert=False), offers `alpn`, and runs serve(ssl_socket) in a thread per
+    connection (the raw socket, with `timeout` when given, is closed after it). OpenSSL's
+    own end-of-stream check is on: recv() raises on a close without a close_notify.
+    `accepted` counts connections, `finished` those whose handling has ended; stop()
+    closes the listener."""
 
-    def __init__(self, pki, cert, serve, alpn=("http/1.1",)):
+    def __init__(self, pki, cert, serve, alpn=("http/1.1",), client_cert=True, timeout=None):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(pki.cert(cert), pki.key(cert))
-        self.ctx.load_verify_locations(pki.ca)
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        if client_cert:
+            self.ctx.load_verify_locations(pki.ca)
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
         self.ctx.set_alpn_protocols(list(alpn))
         self.ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         self.serve = serve
+        self.timeout = timeout
         self.accepted = 0
+        self.finished = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -529,11 +534,13 @@ class TlsServer:
 
     def _one(self, raw):
         try:
+            raw.settimeout(self.timeout)
             self.serve(self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False))
         except (OSError, ssl.SSLError):
             pass
         finally:
             raw.close()
+            self.finished += 1
 
     def stop(self):
         self.sock.close()

@@ -21,11 +21,9 @@ import hashlib
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -129,57 +127,20 @@ class H2CClient(pt.H2Client):
         raise AssertionError("no complete response on stream %d for %s" % (sid, path))
 
 
-class ForeignTLSServer:
+class ForeignTLSServer(pt.TlsServer):
     """A TLS server (in this process) presenting a certificate from another CA that
     claims an example.org SPIFFE ID (the PKI's "evil" leaf). Counts connections accepted,
     connections whose handling has ended (finished), and requests seen."""
 
     def __init__(self, pki):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(pki.cert("evil"), pki.key("evil"))
-        self.ctx.set_alpn_protocols(["h2", "http/1.1"])
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.accepted = 0
-        self.finished = 0
         self.requests_seen = 0
-        self._stop = False
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
+        super().__init__(pki, "evil", self.first_read, alpn=("h2", "http/1.1"),
+                         client_cert=False, timeout=5)
 
-    def _run(self):
-        while not self._stop:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._conn, args=(s,), daemon=True).start()
-
-    def _conn(self, s):
-        try:
-            s.settimeout(5)
-            with self.ctx.wrap_socket(s, server_side=True) as t:
-                data = t.recv(65536)
-                if data:
-                    self.requests_seen += 1
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
-            self.finished += 1
-
-    def stop(self):
-        self._stop = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+    def first_read(self, t):
+        with t:
+            if t.recv(65536):
+                self.requests_seen += 1
 
 
 def grpc_channel(port, authority="orders"):
