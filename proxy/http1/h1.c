@@ -396,17 +396,15 @@ static int close_step(struct px_h1 *h)
     }
     if (!h->lingering) {
         /* every exchange ended whole (a cut one ends in abort_now()): our
-         * side ends cleanly, with a close_notify on TLS */
+         * side ends cleanly, with a close_notify on TLS (a FIN on plain) */
+        (void)px_tls_close_notify(bev, NULL);
         if (evbuffer_get_length(in) == 0 && (h->rq == RQ_IDLE || h->rq == RQ_DONE)) {
-            (void)px_tls_close_notify(bev, NULL);
             h1_free(h);
             return 1;
         }
         h->lingering = 1;
         if (h->c->ssl == NULL)
             shutdown(bufferevent_getfd(bev), SHUT_WR);
-        else
-            (void)px_tls_close_notify(bev, NULL);
         px_h1_arm(h, TM_LINGER, LINGER_MS);
         bufferevent_setwatermark(bev, EV_READ, 0, 0);
         bufferevent_enable(bev, EV_READ);
