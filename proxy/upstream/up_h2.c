@@ -56,6 +56,7 @@ struct uph2_conn {
     struct event *cert_ev; /* at not_after: no new streams; drain_timeout later: closed */
     int cert_ended;
     unsigned small_run; /* responses in a row that never needed more than the slack */
+    unsigned rid_sent;  /* requests sent with an x-request-id (us_submit) */
 };
 
 struct uph2_stream {
@@ -832,6 +833,14 @@ static struct uph2_conn *pick_conn(struct px_worker *w, struct px_pool *pool)
     return best;
 }
 
+/* x-request-id is never indexed (h2_mem.h): each value is new. Its name
+ * alone would still be a 12-byte literal, Huffman-coded by us and decoded
+ * by the app on every request; so the first request on a connection, and
+ * then one in RID_NAME_EVERY (in case the entry was pushed out), sends its
+ * ID with indexing, and the others name that entry by its index
+ * (RFC 7541 6.2.3, a literal never indexed with an indexed name). */
+#define RID_NAME_EVERY 256
+
 /* Submits us's request: the canonical request as the policy saw it
  * (request.h); a WebSocket as an extended CONNECT (RFC 8441 4: :protocol,
  * no Upgrade, no Sec-WebSocket-Key, which only HTTP/1.1 uses). 0, or -1
@@ -864,7 +873,11 @@ static int us_submit(struct uph2_stream *us)
         if (rq->upgrade && ((f->nlen == 7 && memcmp(f->name, "upgrade", 7) == 0) ||
                             (f->nlen == 17 && memcmp(f->name, "sec-websocket-key", 17) == 0)))
             continue;
-        nva[k++] = H2_NV_HDR(f);
+        nva[k] = H2_NV_HDR(f);
+        if (f->nlen == 12 && memcmp(f->name, "x-request-id", 12) == 0 &&
+            uc->rid_sent++ % RID_NAME_EVERY == 0)
+            nva[k].flags &= (uint8_t)~NGHTTP2_NV_FLAG_NO_INDEX;
+        k++;
     }
     if (rq->content_length >= 0 && !rq->upgrade) {
         size_t clen_n = px_fmt_i64(clen, rq->content_length);

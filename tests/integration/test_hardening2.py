@@ -174,6 +174,87 @@ def status_blocks(status):
     return blocks
 
 
+def h2c_recorder(blocks_in, status=b"\x88"):
+    """An h2c app that appends the HPACK block of every request it gets (one HEADERS
+    frame with END_HEADERS each, in arrival order, all connections) to `blocks_in`
+    and answers 200 without a body."""
+    def blocks(sid):
+        return [(A.HEADERS, A.END_HEADERS | A.END_STREAM, status)]
+
+    def handler(c):
+        buf = b""
+        while len(buf) < len(H2_PREFACE):
+            d = c.recv(65536)
+            if not d:
+                return
+            buf += d
+        buf = buf[len(H2_PREFACE):]
+        c.sendall(h2_frame(A.SETTINGS, 0, 0))
+        while True:
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            ln = int.from_bytes(buf[:3], "big")
+            ftype, flags, payload = buf[3], buf[4], buf[9:9 + ln]
+            sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            buf = buf[9 + ln:]
+            if ftype == A.SETTINGS and not flags & 1:
+                c.sendall(h2_frame(A.SETTINGS, 1, 0))
+            elif ftype == A.HEADERS:
+                assert flags & A.END_HEADERS, "a request block in more than one frame"
+                if flags & 0x8:  # PADDED
+                    payload = payload[1:len(payload) - payload[0]]
+                if flags & 0x20:  # PRIORITY
+                    payload = payload[5:]
+                blocks_in.append(payload)
+                c.sendall(b"".join(h2_frame(t, f, sid, p) for t, f, p in blocks(sid)))
+    return handler
+
+
+def hpack_kinds(block):
+    """How each field of an HPACK block is represented, in order (table size updates
+    skipped): ("indexed", index), or (kind, name index or 0 for a literal name) with
+    kind "incremental", "without" or "never" (RFC 7541 6.1-6.2)."""
+    def integer(i, bits):
+        v = block[i] & ((1 << bits) - 1)
+        i += 1
+        if v == (1 << bits) - 1:
+            m = 0
+            while True:
+                b = block[i]
+                i += 1
+                v += (b & 0x7F) << m
+                m += 7
+                if not b & 0x80:
+                    break
+        return v, i
+
+    def skip_string(i):
+        n, i = integer(i, 7)
+        return i + n
+
+    out, i = [], 0
+    while i < len(block):
+        b = block[i]
+        if b & 0x80:
+            idx, i = integer(i, 7)
+            out.append(("indexed", idx))
+            continue
+        if b & 0xE0 == 0x20:
+            _, i = integer(i, 5)
+            continue
+        kind, bits = (("incremental", 6) if b & 0xC0 == 0x40 else
+                      ("never", 4) if b & 0xF0 == 0x10 else ("without", 4))
+        idx, i = integer(i, bits)
+        if idx == 0:
+            i = skip_string(i)
+        i = skip_string(i)
+        out.append((kind, idx))
+    return out
+
+
 # ----------------------------------------------------------------------------------
 # a DNS server for the tests (UDP, 127.0.0.1)
 
@@ -405,6 +486,49 @@ class Hardening2(pt.TestCase):
             self.assertEqual((a["status"], a.get("reason")), (502, "bad_upstream_response"), a)
         self.assertEqual(pt.metric(self.admin, "picket_requests_total", default=0, status="799"), 0)
         self.assertEqual(pt.metric(self.admin, "picket_requests_total", default=0, status="499"), 0)
+
+    def test_request_id_hpack_to_an_h2c_app(self):
+        """x-request-id is new on every request, so picket sends it to an h2c app never
+        indexed (it would only push other fields out of the app's HPACK table), but not
+        with a literal name each time: the first request on the connection, and one in
+        256 after it, send it with incremental indexing, and the others name that entry
+        by its index. Every value the app decodes is the ID picket logged for that
+        request, and none repeats."""
+        pt.require_module("hpack", "python3-hpack")
+        import hpack
+        blocks = []
+        app = RawServer(h2c_recorder(blocks))
+        self.addCleanup(app.stop)
+        up = self.upstream("h2c")
+        self.start(pt.upstream_url("h2c", up), routes=[
+            {"path_prefix": "/rid", "upstream": "h2c://127.0.0.1:%d" % app.port}])
+        c = pt.H2Client(self.port, self.pki)
+        self.addCleanup(c.close)
+        n = 300
+        for i in range(n):
+            status = c.request("/rid/%d" % i)[0]
+            self.assertEqual(status, 200, i)
+        self.assertEqual(len(app.conns), 1, "one connection to the app")
+        self.assertEqual(len(blocks), n)
+        dec = hpack.Decoder()
+        ids, kinds = [], []
+        for block in blocks:
+            fields = dec.decode(block, raw=True)
+            reps = hpack_kinds(block)
+            self.assertEqual(len(reps), len(fields))
+            rid = [(f, r) for f, r in zip(fields, reps) if f[0] == b"x-request-id"]
+            self.assertEqual(len(rid), 1, fields)
+            ids.append(rid[0][0][1].decode())
+            kinds.append(rid[0][1])
+        for i, (kind, idx) in enumerate(kinds):
+            if i % 256 == 0:
+                self.assertEqual(kind, "incremental", "request %d: %r" % (i, kinds[i]))
+            else:
+                self.assertEqual(kind, "never", "request %d: %r" % (i, kinds[i]))
+                self.assertGreater(idx, 61, "request %d: the name not from the app's table" % i)
+        self.assertEqual(len(set(ids)), n, "an x-request-id repeated")
+        logged = {a["path"]: a["request_id"] for a in self.access() if a["path"].startswith("/rid/")}
+        self.assertEqual([logged.get("/rid/%d" % i) for i in range(n)], ids)
 
     # -- item 8: names --------------------------------------------------------------------
 
