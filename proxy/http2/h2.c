@@ -81,6 +81,7 @@ struct h2_conn {
     size_t nstreams;
     struct event *idle;
     struct event *send_ev; /* sends run from here, never inside a caller's stack */
+    int send_pending;      /* send_ev is active: its callback has yet to run */
     enum h2_state state;
     int in_recv; /* inside mem_recv: defer sends */
     uint32_t streams_opened; /* request streams the client began */
@@ -146,8 +147,12 @@ static int h2_finish(struct h2_conn *hc);
  * frames of many streams into one TLS write. */
 static void schedule_send(struct h2_conn *hc)
 {
-    if (hc->state < H2_LINGERING && hc->send_ev != NULL)
+    /* once per turn: a response's headers, data and end each ask, and every
+     * stream of the connection that moved in this turn */
+    if (hc->state < H2_LINGERING && hc->send_ev != NULL && !hc->send_pending) {
+        hc->send_pending = 1;
         event_active(hc->send_ev, EV_WRITE, 0);
+    }
 }
 static void arm_idle(struct h2_conn *hc);
 static void arm_close_deadline(struct h2_conn *hc);
@@ -746,9 +751,11 @@ static void h2_event_cb_in(struct bufferevent *bev, short what, void *arg)
 
 static void send_cb_in(evutil_socket_t fd, short what, void *arg)
 {
+    struct h2_conn *hc = arg;
     (void)fd;
     (void)what;
-    (void)h2_send(arg);
+    hc->send_pending = 0;
+    (void)h2_send(hc);
 }
 
 static void idle_cb_in(evutil_socket_t fd, short what, void *arg)

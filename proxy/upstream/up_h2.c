@@ -47,6 +47,7 @@ struct uph2_conn {
     struct px_mem_tracker trk_in, trk_out; /* its buffers, in the memory budget */
     nghttp2_session *s;
     struct event *send_ev;
+    int send_pending; /* send_ev is active: its callback has yet to run */
     struct uph2_stream *streams;
     size_t nstreams;
     int connected, dead, goaway, connect_failed;
@@ -96,8 +97,10 @@ static int resp_large(const struct uph2_stream *us, const struct px_stream *st)
 
 static void schedule_send(struct uph2_conn *uc)
 {
-    if (!uc->dead)
+    if (!uc->dead && !uc->send_pending) { /* once per turn, however many streams ask */
+        uc->send_pending = 1;
         event_active(uc->send_ev, EV_WRITE, 0);
+    }
 }
 
 static void unlink_us(struct uph2_conn *uc, struct uph2_stream *us)
@@ -585,6 +588,7 @@ static void uc_send_cb(evutil_socket_t fd, short what, void *arg)
     struct uph2_conn *uc = arg;
     (void)fd;
     (void)what;
+    uc->send_pending = 0;
     if (uc->connect_failed) {
         uc_fail(uc, PX_R_CONNECT_FAILED);
         return;
@@ -783,7 +787,7 @@ static struct uph2_conn *uc_new(struct px_worker *w, struct px_pool *pool)
         /* Immediate failure (e.g. no route): the caller still submits its
          * stream; it is failed from the event loop, not under its feet. */
         uc->connect_failed = 1;
-        event_active(uc->send_ev, EV_WRITE, 0);
+        schedule_send(uc);
     }
     return uc;
 fail:
