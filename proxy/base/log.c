@@ -495,12 +495,18 @@ char *px_log_fmt_ts(int64_t ms, char *buf, size_t buflen)
 static void jb_open(struct jb *b, int64_t ts_ms)
 {
     char ts[40];
+    size_t n;
     b->p = tl_line;
     b->len = 0;
     b->cap = sizeof(tl_line);
     b->trunc = 0;
     jb_lit(b, "{", 1);
-    jb_field_str(b, "ts", px_log_fmt_ts(ts_ms != 0 ? ts_ms : now_ms(), ts, sizeof(ts)));
+    /* the time is digits and "-T:.Z" only: written quoted, without a scan */
+    ts[0] = '"';
+    px_log_fmt_ts(ts_ms != 0 ? ts_ms : now_ms(), ts + 1, sizeof(ts) - 2);
+    n = strlen(ts);
+    ts[n++] = '"';
+    jb_fraw(b, JB_KEY("ts"), ts, n);
 }
 
 static void jb_close(struct jb *b)
