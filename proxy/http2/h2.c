@@ -209,7 +209,9 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         hc->streams->prev = hs;
     hc->streams = hs;
     hc->nstreams++;
-    if (hc->idle)
+    /* the timer is the idle timeout only while the connection is open; a
+     * draining one's is the final GOAWAY, which a new stream must not stop */
+    if (hc->idle && hc->state == H2_OPEN)
         evtimer_del(hc->idle);
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, hs);
     return 0;

@@ -14,6 +14,7 @@ import os
 import resource
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -99,6 +100,59 @@ class Lifecycle(pt.TestCase):
         self.assertEqual(rc, 0, "exit status after a clean drain")
         self.assertEqual(pt.log_events(self.proc, "drain_timeout", since=since), [],
                          "the drain ran into drain_timeout")
+
+    def test_h2_stream_during_the_shutdown_notice(self):
+        """SIGTERM: an HTTP/2 connection first gets the shutdown notice (a GOAWAY with
+        the largest stream ID), then, a second later, the final GOAWAY. A client that
+        opens a stream in that second is served, and the final GOAWAY still comes: the
+        new stream does not cancel it (it did, as if it cancelled an idle timeout, and
+        the connection stayed open without streams until drain_timeout). picket exits
+        once the connection is done, long before drain_timeout."""
+        sys.path.insert(0, os.path.join(pt.REPO, "tests", "hardening"))
+        import attacks as A
+        self.start(limits={"drain_timeout": "60s"})
+        c = pt.H2Client(self.port, self.pki)
+        self.addCleanup(c.close)
+        self.assertEqual(c.request("/")[0], 200)
+        since = len(self.proc.stderr())
+        self.proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while c.goaway is None and not c.closed and time.monotonic() < deadline:
+            c._pump(0.05)
+        self.assertIsNotNone(c.goaway, "no shutdown notice")
+        self.assertEqual(c.goaway.last_stream_id, 2**31 - 1, "not the shutdown notice first")
+        # at once, inside the notice's second; Python's h2 sends nothing after a
+        # GOAWAY, so stream 3 and what follows are raw frames
+        c.sock.sendall(A.frame(A.HEADERS, A.END_HEADERS | A.END_STREAM, 3, A.request_block("/")))
+        buf, status, ended, last_ids = b"", None, False, []
+        c.sock.settimeout(20)
+        while True:
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                try:
+                    d = c.sock.recv(65536)
+                except (socket.timeout, OSError):
+                    d = b""
+                if not d:
+                    break
+                buf += d
+            if len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                break  # the connection ended
+            n, ftype, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+            sid, payload, buf = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + n], buf[9 + n:]
+            if ftype == A.HEADERS and sid == 3:
+                status = dict(c.conn.decoder.decode(payload, raw=True)).get(b":status")
+                ended = ended or bool(flags & A.END_STREAM)
+            elif ftype == A.DATA and sid == 3:
+                ended = ended or bool(flags & A.END_STREAM)
+            elif ftype == A.GOAWAY:
+                last_ids.append(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
+        self.assertEqual((status, ended), (b"200", True), "the stream opened during the notice")
+        # (nghttp2 sends the final GOAWAY again as it ends the session: each names 3)
+        self.assertTrue(last_ids and set(last_ids) == {3},
+                        "the final GOAWAY, naming the last stream: %r" % last_ids)
+        rc = self.proc.wait(20)
+        self.assertEqual(rc, 0)
+        self.assertEqual(pt.log_events(self.proc, "drain_timeout", since=since), [])
 
     def test_sigterm_idle_exits_promptly(self):
         # drain_timeout 600 s: an idle picket that waited it out would still be running
