@@ -118,10 +118,11 @@ def h2_frame(ftype, flags, sid, payload=b""):
     return struct.pack(">I", len(payload))[1:] + bytes((ftype, flags)) + struct.pack(">I", sid) + payload
 
 
-def h2c_answer(blocks):
+def h2c_answer(blocks, record=None):
     """An h2c app: answers each request stream with the HEADERS (+ CONTINUATION) frames
     of `blocks(sid)` (a list of (type, flags, payload)). Reads frames only to learn
-    stream ids."""
+    stream ids, and, with `record` (a list), to append each request's HPACK block (a
+    HEADERS frame with END_HEADERS; all connections, in arrival order)."""
     def handler(c):
         buf = b""
         while len(buf) < len(H2_PREFACE):
@@ -143,12 +144,18 @@ def h2c_answer(blocks):
                 if not d:
                     return
                 buf += d
-            ftype, flags = buf[3], buf[4]
+            ftype, flags, payload = buf[3], buf[4], buf[9:9 + ln]
             sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
             buf = buf[9 + ln:]
             if ftype == A.SETTINGS and not flags & 1:
                 c.sendall(h2_frame(A.SETTINGS, 1, 0))
             elif ftype == A.HEADERS and flags & A.END_HEADERS:
+                if record is not None:
+                    if flags & A.PADDED:
+                        payload = payload[1:len(payload) - payload[0]]
+                    if flags & A.PRIORITY_FLAG:
+                        payload = payload[5:]
+                    record.append(payload)
                 c.sendall(b"".join(h2_frame(t, f, sid, p) for t, f, p in blocks(sid)))
     return handler
 
@@ -172,45 +179,6 @@ def status_blocks(status):
         # a literal :status (HPACK index 8 name, not indexed) with any 3 digits
         return [(A.HEADERS, A.END_HEADERS | A.END_STREAM, b"\x08" + A.hpack_str(status))]
     return blocks
-
-
-def h2c_recorder(blocks_in, status=b"\x88"):
-    """An h2c app that appends the HPACK block of every request it gets (one HEADERS
-    frame with END_HEADERS each, in arrival order, all connections) to `blocks_in`
-    and answers 200 without a body."""
-    def blocks(sid):
-        return [(A.HEADERS, A.END_HEADERS | A.END_STREAM, status)]
-
-    def handler(c):
-        buf = b""
-        while len(buf) < len(H2_PREFACE):
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
-        buf = buf[len(H2_PREFACE):]
-        c.sendall(h2_frame(A.SETTINGS, 0, 0))
-        while True:
-            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
-            ln = int.from_bytes(buf[:3], "big")
-            ftype, flags, payload = buf[3], buf[4], buf[9:9 + ln]
-            sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-            buf = buf[9 + ln:]
-            if ftype == A.SETTINGS and not flags & 1:
-                c.sendall(h2_frame(A.SETTINGS, 1, 0))
-            elif ftype == A.HEADERS:
-                assert flags & A.END_HEADERS, "a request block in more than one frame"
-                if flags & 0x8:  # PADDED
-                    payload = payload[1:len(payload) - payload[0]]
-                if flags & 0x20:  # PRIORITY
-                    payload = payload[5:]
-                blocks_in.append(payload)
-                c.sendall(b"".join(h2_frame(t, f, sid, p) for t, f, p in blocks(sid)))
-    return handler
 
 
 def hpack_kinds(block):
@@ -497,7 +465,7 @@ class Hardening2(pt.TestCase):
         pt.require_module("hpack", "python3-hpack")
         import hpack
         blocks = []
-        app = RawServer(h2c_recorder(blocks))
+        app = RawServer(h2c_answer(status_blocks("200"), record=blocks))
         self.addCleanup(app.stop)
         up = self.upstream("h2c")
         self.start(pt.upstream_url("h2c", up), routes=[
