@@ -845,6 +845,39 @@ START_TEST(test_log_line_values)
 }
 END_TEST
 
+/* Every byte that needs escaping, alone at every position of values that
+ * fill the line writer's word and block steps (8 and 16 bytes, the
+ * overlapping tails after them, and short ones): the line carries what
+ * px_json_escape makes of the value. */
+START_TEST(test_log_line_each_byte)
+{
+    static const unsigned char special[] = {0x00, 0x01, 0x1f, '"', '\\', 0x7f, 0x80, 0xc3, 0xff,
+                                            0x20, 0x7e};
+    static const size_t lens[] = {1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33, 36, 41};
+    char err[256], in[48], want[6 * 48 + 1];
+
+    ck_assert_int_eq(px_log_init(PX_LOG_INFO, NULL, g_audit, err, sizeof(err)), 0);
+    for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+        size_t len = lens[li];
+        for (size_t pos = 0; pos < len; pos++) {
+            for (size_t k = 0; k < sizeof(special); k++) {
+                struct px_audit_rec u = {.ts_ms = 1, .query = in, .query_len = len,
+                                         .cache_age_ms = -1};
+                const char *line;
+                memset(in, 'b', len);
+                in[pos] = (char)special[k];
+                px_json_escape(want, sizeof(want), in, len);
+                ck_assert_int_eq(truncate(g_audit, 0), 0);
+                px_log_audit(&u);
+                line = slurp(g_audit);
+                ck_assert_msg(field_is(line, "\"query\":\"", want), "len %zu pos %zu byte %02x: %s",
+                              len, pos, special[k], line);
+            }
+        }
+    }
+}
+END_TEST
+
 /* Near the end of a line: a value that does not fit whatever its escaping
  * goes the long way (cut to fit, or left out with "truncated"); every line
  * stays within PX_LOG_LINE_MAX, ends the object, and a field it carries is
@@ -1017,6 +1050,7 @@ static TCase *tcase_log(void)
     tcase_add_test(tc, test_log_escape_lengths);
     tcase_add_test(tc, test_log_access_audit);
     tcase_add_test(tc, test_log_line_values);
+    tcase_add_test(tc, test_log_line_each_byte);
     tcase_add_test(tc, test_log_line_end);
     tcase_add_test(tc, test_log_batch);
     tcase_add_test(tc, test_log_reopen_and_errors);
