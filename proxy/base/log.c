@@ -340,11 +340,13 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
     jb_lit(b, "\"", 1);
     if (b->trunc)
         return;
+    /* room for the escaped value and px_json_escape's NUL, which the
+     * closing quote then takes: at most PX_LOG_VALUE_MAX escaped bytes */
     room = b->cap - b->len - RESERVE; /* >= 0: jb_lit left RESERVE free */
     if (room > PX_LOG_VALUE_MAX + 1)
         room = PX_LOG_VALUE_MAX + 1;
     if (room > 1)
-        b->len += px_json_escape(b->p + b->len, room - 1, s, n);
+        b->len += px_json_escape(b->p + b->len, room, s, n);
     jb_lit(b, "\"", 1);
 }
 
