@@ -36,39 +36,32 @@ static char g_path[64];
 static char *g_line;
 static char *g_want;
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629), 0 if there is none. */
+/* Length of the valid UTF-8 sequence at s, 0 if there is none: decoded
+ * first, then judged by its code point (the shortest form for its value,
+ * not a surrogate, at most U+10FFFF), where log.c judges by lead byte. */
 static size_t utf8_len(const unsigned char *s, size_t n, unsigned *cp)
 {
-    unsigned c = s[0], lo = 0x80, hi = 0xbf;
     size_t len;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        *cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        *cp = c & 0x0f;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        *cp = c & 0x07;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
+    unsigned v, min;
+    if ((s[0] & 0xe0) == 0xc0) {
+        len = 2, v = s[0] & 0x1fu, min = 0x80;
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3, v = s[0] & 0x0fu, min = 0x800;
+    } else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4, v = s[0] & 0x07u, min = 0x10000;
     } else {
         return 0;
     }
     if (n < len)
         return 0;
     for (size_t i = 1; i < len; i++) {
-        unsigned b = s[i];
-        if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xbf))
+        if ((s[i] & 0xc0) != 0x80)
             return 0;
-        *cp = (*cp << 6) | (b & 0x3f);
+        v = (v << 6) | (s[i] & 0x3fu);
     }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
     return len;
 }
 
