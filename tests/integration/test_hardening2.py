@@ -75,13 +75,10 @@ class RawServer:
 
 
 def read_h1_head(c):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = c.recv(65536)
-        if not d:
-            return None
-        buf += d
-    return buf
+    """The bytes up to a blank line and any read after it, or None if the peer closed
+    first."""
+    head, rest = pt.recv_head(c)
+    return None if head is None else head + b"\r\n\r\n" + rest
 
 
 def read_h1_response(c):
