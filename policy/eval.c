@@ -213,12 +213,17 @@ static void gather_identity(const struct policy_engine *e, const struct policy_r
     uint64_t h = POLICY_HASH_INIT;
 
     if (n > 0) {
-        int walk = e->from_prefix.slots != NULL && n > 9 && memcmp(p, "spiffe://", 9) == 0;
-        for (size_t i = 0; i < n; i++) {
-            /* the running hash at a '/' is the hash of p[0..i) */
-            if (walk && i > 9 && p[i] == '/' && i <= e->max_prefix_len)
-                cand_add_slot(a, &e->from_prefix, policy_table_find(&e->from_prefix, p, i, h));
-            h = policy_hash_step(h, (unsigned char)p[i]);
+        if (e->from_prefix.slots != NULL && n > 9 && memcmp(p, "spiffe://", 9) == 0) {
+            for (size_t i = 0; i < n; i++) {
+                /* the running hash at a '/' is the hash of p[0..i) */
+                if (i > 9 && p[i] == '/' && i <= e->max_prefix_len)
+                    cand_add_slot(a, &e->from_prefix,
+                                  policy_table_find(&e->from_prefix, p, i, h));
+                h = policy_hash_step(h, (unsigned char)p[i]);
+            }
+        } else {
+            for (size_t i = 0; i < n; i++) /* no subtree rule: the whole ID's hash only */
+                h = policy_hash_step(h, (unsigned char)p[i]);
         }
         cand_add_slot(a, &e->from_exact, policy_table_find(&e->from_exact, p, n, h));
         cand_add(a, e->from_any.v, e->from_any.n);
@@ -243,13 +248,19 @@ static void gather_path(const struct policy_engine *e, const struct policy_reque
 enum policy_verdict policy_eval(const struct policy_engine *eng, const struct policy_request *req,
                                 struct policy_decision *why)
 {
-    struct cand a = {.n = 0}, b = {.n = 0};
+    /* l[] is written before it is read: only the counts start at zero (a
+     * zeroed pair of these was a tenth of an evaluation) */
+    struct cand a, b;
     const struct cand *use;
     struct req_view v = {.q = req};
     uint32_t best[3] = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
     enum policy_verdict verdict = eng->def;
     const struct policy_rule *winner = NULL;
 
+    a.n = a.total = 0;
+    a.overflow = 0;
+    b.n = b.total = 0;
+    b.overflow = 0;
     strip_port(req->authority, req->authority_len, &v.host, &v.hlen);
     gather_identity(eng, req, &a);
     gather_path(eng, req, &b);
