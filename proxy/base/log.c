@@ -383,16 +383,11 @@ static void jb_field_strk(struct jb *b, const char *key, size_t klen, const char
 /* Fields with a literal key (the jb_field_* macros): kp[0..kn) is the key
  * with its punctuation, `,"key":`, made by the compiler, so a field is one
  * copy of it and its value with one bound check when the value is short
- * enough to fit whatever its escaping. The line's first field drops the
- * comma. Otherwise (long, or near the end of the line) the same steps as
- * the fields above: whole or not at all, a long value cut to fit. */
-static void jb_lit_key(struct jb *b, const char **kp, size_t *kn)
-{
-    if (b->len <= 1) {
-        (*kp)++;
-        (*kn)--;
-    }
-}
+ * enough to fit whatever its escaping. Every line begins with its time
+ * (jb_open), so each of these fields follows another and keeps its comma,
+ * and the copy of its key is a few moves of a constant length. Otherwise
+ * (long, or near the end of the line) the same steps as the fields above:
+ * whole or not at all, a long value cut to fit. */
 
 /* Inlined where each field is written, so the key's length is a constant
  * there and its copy a few moves. */
@@ -406,7 +401,6 @@ JB_INLINE void jb_fstrn(struct jb *b, const char *kp, size_t kn, const char *val
 {
     size_t save = b->len;
 
-    jb_lit_key(b, &kp, &kn);
     if (val != NULL && !b->trunc && n <= 256 && b->len + kn + 2 + 6 * n + RESERVE <= b->cap) {
         char *o = b->p + b->len;
         memcpy(o, kp, kn);
@@ -432,7 +426,6 @@ JB_INLINE void jb_fraw(struct jb *b, const char *kp, size_t kn, const char *raw,
 {
     size_t save = b->len;
 
-    jb_lit_key(b, &kp, &kn);
     if (!b->trunc && b->len + kn + n + RESERVE <= b->cap) { /* both jb_lit()s below fit */
         memcpy(b->p + b->len, kp, kn);
         memcpy(b->p + b->len + kn, raw, n);
@@ -534,13 +527,13 @@ static void jb_open(struct jb *b, int64_t ts_ms)
     b->len = 0;
     b->cap = sizeof(tl_line);
     b->trunc = 0;
-    jb_lit(b, "{", 1);
-    /* the time is digits and "-T:.Z" only: written quoted, without a scan */
-    ts[0] = '"';
-    px_log_fmt_ts(ts_ms != 0 ? ts_ms : now_ms(), ts + 1, sizeof(ts) - 2);
+    /* the first field, always: the time is digits and "-T:.Z" only,
+     * written quoted without a scan */
+    memcpy(ts, "{\"ts\":\"", 7);
+    px_log_fmt_ts(ts_ms != 0 ? ts_ms : now_ms(), ts + 7, sizeof(ts) - 8);
     n = strlen(ts);
     ts[n++] = '"';
-    jb_fraw(b, JB_KEY("ts"), ts, n);
+    jb_lit(b, ts, n);
 }
 
 static void jb_close(struct jb *b)
