@@ -139,7 +139,10 @@ static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
             c->counted_handshake = 0;
             atomic_fetch_sub(&px_handshaking, 1);
         }
-        evtimer_del(c->timer);
+        /* the handshake timer's work is done: an idle connection keeps
+         * no event it will not use (a closing one makes its own, conn.c) */
+        event_free(c->timer);
+        c->timer = NULL;
         px_counter_add(hs_counter(c->lst->name, "ok"), 1);
         arm_cert_timer(c);
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpnlen);
@@ -186,20 +189,21 @@ static void sniff_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t n = evbuffer_get_length(in);
     const unsigned char *p;
-    int rc;
+    int rc, h2;
 
     if (n > 24)
         n = 24;
     p = evbuffer_pullup(in, (ssize_t)n);
     if (p == NULL)
         return;
-    if (memcmp(p, h2_preface, n) != 0)
-        rc = px_h1_conn_start(c);
-    else if (n == 24)
-        rc = px_h2_conn_start(c);
-    else
+    h2 = memcmp(p, h2_preface, n) == 0;
+    if (h2 && n < 24)
         return; /* a prefix of the preface: wait for more */
-    evtimer_del(c->timer);
+    /* the sniff's deadline is met (before the start, which may arm a
+     * close deadline of its own in c->timer) */
+    event_free(c->timer);
+    c->timer = NULL;
+    rc = h2 ? px_h2_conn_start(c) : px_h1_conn_start(c);
     if (rc != 0)
         px_conn_free(c);
 }
