@@ -314,6 +314,37 @@ class Hardening(pt.TestCase):
             c.close()
         self.assert_unaffected()
 
+    def test_h2_turn_budget_yields_then_serves_the_rest(self):
+        # proxy/README.md: a connection decodes at most 256 KiB of fields per loop turn,
+        # then the rest of its input waits for the next turn. Ten requests (the stream
+        # limit) in one write, each with 20 references to one 1,900-byte entry of the
+        # HPACK table: 380 KiB of fields from 2 KiB on the wire, every block under
+        # max_header_list_size. The connection must yield and come back for the rest:
+        # every stream answered, the connection open. The client sends nothing after
+        # the write (no WINDOW_UPDATE for the answers) that could wake the connection.
+        c = A.H2Raw(self.target, auto_window=False)
+        try:
+            c.run(0.3, until=lambda: c.settings is not None)
+            self.assertEqual(c.get(1, "/", timeout=Prober.PROBE_WAIT), 200)
+            sids = [3 + 2 * i for i in range(MAX_STREAMS)]
+            wire = bytearray()
+            for i, sid in enumerate(sids):
+                block = bytearray(A.request_block("/"))
+                if i == 0:  # into the dynamic table (index 62), then referenced
+                    block += A.hpack_literal("x-turn", "t" * 1900, index=True) + b"\xbe" * 19
+                else:
+                    block += b"\xbe" * 20
+                wire += A.frame(A.HEADERS, A.END_STREAM | A.END_HEADERS, sid, bytes(block))
+            c.send(bytes(wire))
+            c.run(10.0, until=lambda: all(s in c.ended or s in c.rst for s in sids)
+                  or c.ended_by_server)
+            self.assertFalse(c.ended_by_server, c.describe())
+            self.assertEqual([c.status.get(s) for s in sids], [200] * len(sids),
+                             "rst: %r" % c.rst)
+        finally:
+            c.close()
+        self.assert_unaffected()
+
     def test_h2_hpack_bomb(self):
         self.attack_starts()
         for _ in range(5):  # 5 x ~8 MB of decoded headers from 6 KB on the wire
