@@ -80,16 +80,17 @@ struct h2_conn {
     struct h2_stream *streams;
     size_t nstreams;
     struct event *idle;
-    struct event *send_ev; /* sends run from here, never inside a caller's stack */
-    int send_pending;      /* send_ev is active: its callback has yet to run */
+    struct event *send_ev; /* sends run from here, never inside a caller's stack;
+                            * EV_READ in its result: a paused read goes on */
+    int send_pending;      /* send_ev is active for a send: its callback has yet to run */
     enum h2_state state;
     int in_recv; /* inside mem_recv: defer sends */
     uint32_t streams_opened; /* request streams the client began */
     uint32_t client_resets;  /* RST_STREAM frames the client sent */
     int calm;                /* a peer over a limit: end with ENHANCE_YOUR_CALM */
     size_t turn_decoded;     /* field bytes decoded in this loop turn */
-    int recv_paused;         /* input left for the next turn (H2_TURN_DECODE) */
-    struct event *resume_ev; /* that next turn */
+    int recv_paused;         /* input left for the next turn (H2_TURN_DECODE): send_ev
+                              * made active with EV_READ */
     struct px_hold hold;     /* our event callbacks on the stack (px.h) */
     struct px_wire *wire;    /* TLS: where our records wait for the socket (send.h) */
     struct px_out *out;      /* h2_send's, while it pulls frames (DATA goes there whole) */
@@ -711,7 +712,7 @@ static void h2_read_cb_in(struct bufferevent *bev, void *arg)
         if (hc->recv_paused) {
             /* this connection's share of the turn is used: the rest of its
              * input waits for the next one, others run first */
-            event_active(hc->resume_ev, EV_READ, 0);
+            event_active(hc->send_ev, EV_READ, 0);
             break;
         }
     }
@@ -719,14 +720,6 @@ static void h2_read_cb_in(struct bufferevent *bev, void *arg)
     h2_send(hc);
 }
 
-static void resume_cb_in(evutil_socket_t fd, short what, void *arg)
-{
-    struct h2_conn *hc = arg;
-    (void)fd;
-    (void)what;
-    if (hc->state < H2_LINGERING)
-        h2_read_cb_in(hc->c->bev, hc); /* inside resume_cb's hold */
-}
 
 static void h2_write_cb_in(struct bufferevent *bev, void *arg)
 {
@@ -751,13 +744,20 @@ static void h2_event_cb_in(struct bufferevent *bev, short what, void *arg)
         h2_close(hc);
 }
 
+/* One event for both deferred jobs (an event less per connection): a
+ * send asked for (EV_WRITE, once per turn: send_pending), and the rest of
+ * an input the decode budget paused (EV_READ). libevent ORs the results
+ * of an event made active twice before it runs. */
 static void send_cb_in(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *hc = arg;
     (void)fd;
-    (void)what;
-    hc->send_pending = 0;
-    (void)h2_send(hc);
+    if (what & EV_WRITE)
+        hc->send_pending = 0;
+    if ((what & EV_READ) && hc->state < H2_LINGERING)
+        h2_read_cb_in(hc->c->bev, hc); /* ends with a send (inside send_cb's hold) */
+    else
+        (void)h2_send(hc);
 }
 
 static void idle_cb_in(evutil_socket_t fd, short what, void *arg)
@@ -858,10 +858,6 @@ static void h2_release(struct h2_conn *hc)
     if (hc->send_ev != NULL) {
         event_free(hc->send_ev);
         hc->send_ev = NULL;
-    }
-    if (hc->resume_ev != NULL) {
-        event_free(hc->resume_ev);
-        hc->resume_ev = NULL;
     }
     wire_end(hc);
 }
@@ -1048,10 +1044,6 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     h2_ev_cb(fd, what, arg, idle_cb_in);
 }
 
-static void resume_cb(evutil_socket_t fd, short what, void *arg)
-{
-    h2_ev_cb(fd, what, arg, resume_cb_in);
-}
 int px_h2_conn_start(struct px_conn *c)
 {
     const struct px_config *cfg = c->snap->cfg;
@@ -1114,8 +1106,7 @@ int px_h2_conn_start(struct px_conn *c)
     nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     hc->idle = evtimer_new(c->w->base, idle_cb, hc);
     hc->send_ev = event_new(c->w->base, -1, 0, send_cb, hc);
-    hc->resume_ev = event_new(c->w->base, -1, 0, resume_cb, hc);
-    if (hc->idle == NULL || hc->send_ev == NULL || hc->resume_ev == NULL)
+    if (hc->idle == NULL || hc->send_ev == NULL)
         goto fail;
     if (c->ssl != NULL) {
         /* our TLS records leave many to a write(2) (send.h); without a
@@ -1149,8 +1140,6 @@ fail:
         event_free(hc->idle);
     if (hc->send_ev)
         event_free(hc->send_ev);
-    if (hc->resume_ev)
-        event_free(hc->resume_ev);
     wire_end(hc);
     free(hc);
     c->proto_ctx = NULL;
