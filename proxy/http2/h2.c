@@ -720,7 +720,6 @@ static void h2_read_cb_in(struct bufferevent *bev, void *arg)
     h2_send(hc);
 }
 
-
 static void h2_write_cb_in(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
