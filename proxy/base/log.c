@@ -351,15 +351,15 @@ static void jb_strn(struct jb *b, const char *s, size_t n)
 }
 
 /* Keys are picket's own names ([a-z_]), written without escaping; n is
- * their length. */
+ * their length. Every line begins with its time (jb_open), so a key always
+ * follows another field and takes a comma. */
 static void jb_key(struct jb *b, const char *key, size_t n)
 {
     if (b->trunc || b->len + n + 4 + RESERVE > b->cap) {
         b->trunc = 1;
         return;
     }
-    if (b->len > 1)
-        b->p[b->len++] = ',';
+    b->p[b->len++] = ',';
     b->p[b->len++] = '"';
     memcpy(b->p + b->len, key, n);
     b->len += n;
