@@ -192,18 +192,12 @@ static void check_decision(const struct bundle_facts *f, const struct policy_eng
  * "act: bad escape in keyion" did), so only the message's head counts. */
 static int key_refusal(const char *err)
 {
-    const char *p = err;
-    for (int field = 0; field < 2; field++) {
-        if (*p < '0' || *p > '9')
-            return 0;
-        while (*p >= '0' && *p <= '9')
-            p++;
-        if (*p++ != ':')
-            return 0;
-    }
-    if (*p++ != ' ')
+    int line, col, n = 0;
+    /* the prefix as fuzz_json reads it */
+    if (sscanf(err, "%d:%d: %n", &line, &col, &n) != 2 || n == 0 || line < 1 || col < 1)
         return 0;
-    return strncmp(p, "duplicate key \"", 15) == 0 || strncmp(p, "bad escape in key", 17) == 0;
+    return strncmp(err + n, "duplicate key \"", 15) == 0 ||
+           strncmp(err + n, "bad escape in key", 17) == 0;
 }
 
 /* Compiles a bundle, freeing the bundle right away. NULL if refused. */
