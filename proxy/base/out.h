@@ -72,7 +72,6 @@ static inline void px_out_printf(struct px_out *o, const char *fmt, ...)
 struct bufferevent;
 int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
 /* A close_notify on a TLS connection ending cleanly (send.h). */
-struct px_wire;
-int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w);
+int px_tls_close_notify(struct bufferevent *bev);
 
 #endif

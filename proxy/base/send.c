@@ -66,20 +66,23 @@ struct px_wire {
     struct evbuffer *buf; /* encrypted records waiting for the socket */
     struct event *wev;    /* the socket is writable again */
     evutil_socket_t fd;
-    struct wire_bio *wb;  /* the SSL's write BIO's data (owned by the BIO) */
+    SSL *ssl;
+    struct wire_bio *wb;  /* the SSL's BIO's data (owned by the BIO) */
     void (*cb)(void *arg, int err);
     void *arg;
     int broken;           /* a write failed: nothing more is written */
+    int drained;          /* a read took less than asked: the socket is empty
+                           * until epoll says otherwise (px_wire_read_begin) */
+    int eof;              /* a read met the peer's FIN */
 };
 
 static BIO_METHOD *wire_method;
-static int wire_type;
 static pthread_once_t wire_once = PTHREAD_ONCE_INIT;
 
-/* What the BIO holds: the socket (libevent asks the write BIO for it to
- * close it: be_openssl_destruct) and the wire, NULL once that is freed. */
+/* What the BIO holds: the wire, NULL once that is freed (the SSL, and so
+ * the BIO, may outlive it: libevent's reference to a freed bufferevent's
+ * SSL goes when its finalizer runs). */
 struct wire_bio {
-    int fd;
     struct px_wire *w;
 };
 
@@ -93,21 +96,55 @@ static int wire_bio_write(BIO *b, const char *data, int len)
     return len;
 }
 
+/* One read(2) per readiness: OpenSSL reads ahead (as much as its record
+ * buffer takes), and a read that returns less than asked emptied the
+ * socket, so the next one would only say EAGAIN: it is not made. */
+static int wire_bio_read(BIO *b, char *data, int len)
+{
+    struct wire_bio *wb = BIO_get_data(b);
+    struct px_wire *w = wb != NULL ? wb->w : NULL;
+    ssize_t n;
+    BIO_clear_retry_flags(b);
+    if (w == NULL || len <= 0)
+        return -1;
+    if (w->drained || w->eof) {
+        if (w->eof)
+            return 0;
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    n = read(w->fd, data, (size_t)len);
+    if (n > 0) {
+        if (n < len)
+            w->drained = 1;
+        return (int)n;
+    }
+    if (n == 0) {
+        w->eof = 1;
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        w->drained = 1;
+        BIO_set_retry_read(b);
+    }
+    return -1;
+}
+
 static long wire_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     struct wire_bio *wb = BIO_get_data(b);
     (void)num;
+    (void)ptr;
     switch (cmd) {
-    case BIO_C_GET_FD:
-        if (wb == NULL)
-            return -1;
-        if (ptr != NULL)
-            *(int *)ptr = wb->fd;
-        return wb->fd;
     case BIO_CTRL_FLUSH:
         return 1; /* px_out_end() and the write event move the bytes */
     case BIO_CTRL_WPENDING:
         return wb != NULL && wb->w != NULL ? (long)evbuffer_get_length(wb->w->buf) : 0;
+    case BIO_CTRL_EOF: /* OpenSSL asks after a read of 0: a FIN, not an error */
+        return wb != NULL && wb->w != NULL && wb->w->eof;
+    case BIO_C_GET_FD:
+        return -1; /* nobody but the wire uses the socket (libevent's finalizer
+                    * of the bufferevent the SSL came from must not close it) */
     default:
         return 0;
     }
@@ -131,25 +168,13 @@ static void wire_method_make(void)
     int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
     BIO_METHOD *m = BIO_meth_new(type, "picket wire");
     if (m == NULL || BIO_meth_set_write(m, wire_bio_write) != 1 ||
+        BIO_meth_set_read(m, wire_bio_read) != 1 ||
         BIO_meth_set_ctrl(m, wire_bio_ctrl) != 1 || BIO_meth_set_create(m, wire_bio_create) != 1 ||
         BIO_meth_set_destroy(m, wire_bio_destroy) != 1) {
         BIO_meth_free(m);
         return;
     }
-    wire_type = type;
     wire_method = m;
-}
-
-/* The wire of ssl, or NULL. */
-static struct px_wire *wire_of(SSL *ssl)
-{
-    BIO *b;
-    struct wire_bio *wb;
-    if (ssl == NULL || wire_method == NULL || (b = SSL_get_wbio(ssl)) == NULL ||
-        BIO_method_type(b) != wire_type ||
-        (wb = BIO_get_data(b)) == NULL)
-        return NULL;
-    return wb->w;
 }
 
 /* Writes what the socket takes; arms the write event for the rest. -1 once
@@ -186,34 +211,35 @@ static void wire_write_cb(evutil_socket_t fd, short what, void *arg)
         w->cb(w->arg, 0);
 }
 
-struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
+struct px_wire *px_wire_new(struct event_base *base, SSL *ssl, evutil_socket_t fd,
                             void (*cb)(void *arg, int err), void *arg)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
     struct px_wire *w;
     BIO *bio;
     pthread_once(&wire_once, wire_method_make);
-    if (ssl == NULL || wire_method == NULL || bufferevent_getfd(bev) < 0 ||
-        (w = calloc(1, sizeof(*w))) == NULL)
+    if (ssl == NULL || wire_method == NULL || fd < 0 || (w = calloc(1, sizeof(*w))) == NULL)
         return NULL;
-    w->fd = bufferevent_getfd(bev);
+    w->fd = fd;
+    w->ssl = ssl;
     w->cb = cb;
     w->arg = arg;
     w->buf = evbuffer_new();
     w->wev = event_new(base, w->fd, EV_WRITE | EV_PERSIST, wire_write_cb, w);
     bio = BIO_new(wire_method);
     w->wb = malloc(sizeof(*w->wb));
-    if (w->buf == NULL || w->wev == NULL || bio == NULL || w->wb == NULL) {
+    if (w->buf == NULL || w->wev == NULL || bio == NULL || w->wb == NULL || BIO_up_ref(bio) != 1) {
         BIO_free(bio);
         free(w->wb);
         w->wb = NULL;
         px_wire_free(w);
         return NULL;
     }
-    w->wb->fd = (int)w->fd;
     w->wb->w = w;
     BIO_set_data(bio, w->wb); /* the BIO's destroy frees wb */
-    SSL_set0_wbio(ssl, bio); /* the SSL owns it now; the socket BIO stays its rbio */
+    /* the SSL owns both references now; the socket BIO it had goes */
+    SSL_set0_rbio(ssl, bio);
+    SSL_set0_wbio(ssl, bio);
+    SSL_set_read_ahead(ssl, 1);
     return w;
 }
 
@@ -240,16 +266,44 @@ struct evbuffer *px_wire_buffer(struct px_wire *w)
     return w->buf;
 }
 
-int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w)
+void px_wire_read_begin(struct px_wire *w)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    int r;
+    w->drained = 0;
+}
 
+/* Empties this thread's OpenSSL error queue, which is nearly always
+ * empty already: ERR_clear_error() itself walks all 16 slots and frees
+ * two pointers in each, about 1,300 instructions, once per record
+ * written. ERR_peek_error() is what SSL_get_error() reads the queue with,
+ * so a queue it sees as empty needs no clearing. */
+static void err_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
+int px_wire_read(struct px_wire *w, void *buf, int len)
+{
+    int n, e;
+    err_clear();
+    n = SSL_read(w->ssl, buf, len);
+    if (n > 0)
+        return n;
+    e = SSL_get_error(w->ssl, n);
+    err_clear();
+    if (e == SSL_ERROR_WANT_READ)
+        return PX_WIRE_AGAIN;
+    return e == SSL_ERROR_ZERO_RETURN ? PX_WIRE_EOF : PX_WIRE_ERROR;
+}
+
+/* The close_notify of ssl, whose unwritten output is `queued` bytes (w:
+ * its wire, or NULL). */
+static int close_notify(SSL *ssl, size_t queued, struct px_wire *w)
+{
+    int r;
     if (ssl == NULL || !SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN) ||
-        evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-        return 0;
-    if (w != NULL ? w->broken || evbuffer_get_length(w->buf) > 0 : wire_of(ssl) != NULL)
-        return 0; /* bytes still wait for the socket, or its wire is not w */
+        queued > 0 || (w != NULL && w->broken))
+        return 0; /* bytes still wait for the socket, or it is broken */
     ERR_clear_error();
     r = SSL_shutdown(ssl); /* 0: sent, the peer's not yet seen; 1: both */
     ERR_clear_error();
@@ -260,13 +314,33 @@ int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w)
     return 1;
 }
 
+int px_tls_close_notify(struct bufferevent *bev)
+{
+    return close_notify(bufferevent_openssl_get_ssl(bev),
+                        evbuffer_get_length(bufferevent_get_output(bev)), NULL);
+}
+
+int px_wire_close_notify(struct px_wire *w)
+{
+    return close_notify(w->ssl, evbuffer_get_length(w->buf), w);
+}
+
 /* ---- px_out ----------------------------------------------------------------- */
 
 void px_out_begin(struct px_out *o, struct bufferevent *bev)
 {
     o->bev = bev;
     o->ssl = bufferevent_openssl_get_ssl(bev);
-    o->wire = wire_of(o->ssl);
+    o->wire = NULL;
+    o->len = 0;
+    o->buf = stage_take();
+}
+
+void px_out_begin_wire(struct px_out *o, struct px_wire *w)
+{
+    o->bev = NULL;
+    o->ssl = w->ssl;
+    o->wire = w;
     o->len = 0;
     o->buf = stage_take();
 }
@@ -279,17 +353,6 @@ static int stage_flush(struct px_out *o)
     int rc = o->len > 0 ? out_write(o, o->buf, o->len) : 0;
     o->len = 0;
     return rc;
-}
-
-/* Empties this thread's OpenSSL error queue, which is nearly always
- * empty already: ERR_clear_error() itself walks all 16 slots and frees
- * two pointers in each, about 1,300 instructions, once per record
- * written. ERR_peek_error() is what SSL_get_error() reads the queue with,
- * so a queue it sees as empty needs no clearing. */
-static void err_clear(void)
-{
-    if (ERR_peek_error() != 0)
-        ERR_clear_error();
 }
 
 /* SSL_write of p[0..n) in records of up to 16 KiB; stops at the first
@@ -326,8 +389,8 @@ static int wire_write(struct px_out *o, const unsigned char *p, size_t n)
  * the output; queues the rest there. */
 static int out_write(struct px_out *o, const unsigned char *p, size_t n)
 {
-    struct evbuffer *q = bufferevent_get_output(o->bev);
-    evutil_socket_t fd = bufferevent_getfd(o->bev);
+    struct evbuffer *q;
+    evutil_socket_t fd;
     size_t off = 0;
 
     if (o->wire != NULL) {
@@ -338,6 +401,8 @@ static int out_write(struct px_out *o, const unsigned char *p, size_t n)
             rc = wire_flush(o->wire);
         return rc;
     }
+    q = bufferevent_get_output(o->bev);
+    fd = bufferevent_getfd(o->bev);
 
     if (evbuffer_get_length(q) == 0 && fd >= 0) {
         /* TLS, a record that does not go: WANT_WRITE, OpenSSL holds it

@@ -32,38 +32,57 @@
 struct px_wire;
 
 struct px_out {
-    struct bufferevent *bev;
-    SSL *ssl;             /* the bufferevent's, when it is an established TLS one */
-    struct px_wire *wire; /* its TLS records' own buffer (px_wire_new), or NULL */
+    struct bufferevent *bev; /* NULL with a wire */
+    SSL *ssl;             /* the bufferevent's, when it is an established TLS one, or the wire's */
+    struct px_wire *wire; /* the connection's wire (px_wire_new), or NULL */
     unsigned char *buf;   /* the thread's staging area; NULL: no staging (nested) */
     size_t len;           /* bytes staged */
 };
 
-/* ---- a TLS connection's records, written many to a syscall ----------------
- * SSL_write on a socket BIO is one write(2) per 16 KiB record. A wire takes
- * over the write side of an established TLS bufferevent (socket mode):
- * OpenSSL's records go into a buffer of its own, and px_out_end() (or the
- * wire's own write event, when the socket was full) writes them with one
- * writev(2) for as many records as the socket takes. libevent keeps the
- * read side; its own output must stay unused from then on (px_out never
- * queues there for a bufferevent with a wire). Bytes OpenSSL writes by
- * itself (alerts, a KeyUpdate answer) go out with the next px_out_end().
- * cb(arg, 0) runs when the socket took everything that waited for it;
- * cb(arg, -1) when writing failed (the connection is broken). Worker
- * thread. */
-struct px_wire *px_wire_new(struct event_base *base, struct bufferevent *bev,
+/* ---- a TLS connection's own I/O ---------------------------------------------
+ * A wire is an established TLS connection's socket, taken over from the
+ * bufferevent its handshake ran on (the caller frees that: HTTP/2, h2.c).
+ * Writes: OpenSSL's records go into a buffer of the wire's own, and
+ * px_out_end() (or the wire's write event, when the socket was full)
+ * writes them with one writev(2) for as many records as the socket takes,
+ * where SSL_write on a socket BIO makes one write(2) per 16 KiB record.
+ * Bytes OpenSSL writes by itself (alerts, a KeyUpdate answer) go out with
+ * the next px_out_end(). cb(arg, 0) runs when the socket took everything
+ * that waited for it; cb(arg, -1) when writing failed (the connection is
+ * broken).
+ * Reads: px_wire_read() is SSL_read with OpenSSL reading ahead (a whole
+ * record buffer, up to 16 KiB and more, in one read(2)), and once a read
+ * came back short the socket counts as empty until the caller's next
+ * readiness (px_wire_read_begin()): one read(2) per readiness where
+ * libevent made three (a record's 5-byte header, its body, and the
+ * EAGAIN that ends the turn). The caller watches the socket itself.
+ * The SSL and the socket stay the caller's to free and close; the wire
+ * only uses them. Worker thread. */
+struct px_wire *px_wire_new(struct event_base *base, SSL *ssl, evutil_socket_t fd,
                             void (*cb)(void *arg, int err), void *arg);
-/* Frees w (NULL is fine); the SSL's write BIO stays, writing nowhere. */
+/* Frees w (NULL is fine); the SSL's BIO stays, reading and writing nothing. */
 void px_wire_free(struct px_wire *w);
 /* Encrypted bytes waiting for the socket. */
 size_t px_wire_pending(const struct px_wire *w);
 /* The buffer those bytes wait in (for the memory budget's tracking). */
 struct evbuffer *px_wire_buffer(struct px_wire *w);
+/* The socket was reported readable (or the caller resumes reading): the
+ * next px_wire_read() may read it again. */
+void px_wire_read_begin(struct px_wire *w);
+/* px_wire_read: plaintext bytes read (> 0), or one of these. */
+enum {
+    PX_WIRE_AGAIN = 0,  /* nothing more until the socket is readable again */
+    PX_WIRE_EOF = -1,   /* the peer's close_notify: a clean end */
+    PX_WIRE_ERROR = -2, /* a cut (FIN or reset without close_notify), a TLS error */
+};
+/* Up to len bytes of plaintext into buf. */
+int px_wire_read(struct px_wire *w, void *buf, int len);
 
 /* Starts gathering output for bev (a socket or an OpenSSL bufferevent in
- * socket mode, connected and, for TLS, past its handshake; with its wire
- * when it has one). */
+ * socket mode, connected and, for TLS, past its handshake). */
 void px_out_begin(struct px_out *o, struct bufferevent *bev);
+/* The same for a wire's connection. */
+void px_out_begin_wire(struct px_out *o, struct px_wire *w);
 /* Adds n bytes after those already added. 0, or -1 when they could not be
  * queued (no memory). */
 int px_out_add(struct px_out *o, const void *p, size_t n);
@@ -93,13 +112,14 @@ int px_send_buffer(struct bufferevent *bev, struct evbuffer *b);
  * without one, the peer cannot tell our close from a cut (an HTTP/1.0 body
  * delimited by the close, a WebSocket's last message; OpenSSL 3 reports
  * "unexpected eof" unless told to ignore it). Sends it on bev (an established
- * TLS bufferevent; w its wire or NULL) when everything written before it
- * has gone to the socket: nothing queued in bev's output or in w. Only for
+ * TLS bufferevent) or w when everything written before it has gone to the
+ * socket: nothing queued in bev's output or in w. Only for
  * a connection ending cleanly: after a cut, the bare close is what tells
  * the peer. One attempt that does not block (the alert is 24 bytes; a
  * socket that just took all of the output takes it too); 1 when it was
  * written, else 0, and the close that follows is a bare one. Once per
  * connection (OpenSSL remembers it was sent). Worker thread. */
-int px_tls_close_notify(struct bufferevent *bev, struct px_wire *w);
+int px_tls_close_notify(struct bufferevent *bev);
+int px_wire_close_notify(struct px_wire *w);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/bufferevent_ssl.h>
 
@@ -108,10 +109,13 @@ void px_conn_free(struct px_conn *c)
         event_free(c->cert_timer);
     px_mem_untrack(&c->trk_in);
     px_mem_untrack(&c->trk_out);
+    if (c->ssl != NULL && c->handshaken && (c->bev != NULL || c->fd >= 0))
+        SSL_set_shutdown(c->ssl, SSL_RECEIVED_SHUTDOWN);
     if (c->bev) {
-        if (c->ssl != NULL && c->handshaken)
-            SSL_set_shutdown(c->ssl, SSL_RECEIVED_SHUTDOWN);
         bufferevent_free(c->bev);
+    } else if (c->fd >= 0) {
+        SSL_free(c->ssl); /* our reference (libevent's went, or goes, with its bufferevent) */
+        close(c->fd);
     }
     px_snapshot_unref(c->snap);
     if (c->peer_id != px_conn_no_peer)
@@ -190,6 +194,7 @@ struct px_conn *px_conn_new(struct px_listener *l, const struct sockaddr *sa)
         return NULL;
     c->w = w;
     c->lst = l;
+    c->fd = -1;
     c->peer_id = px_conn_no_peer;
     c->snap = px_snapshot_ref(w->snap);
     c->accepted_ms = px_now_ms();

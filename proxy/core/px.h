@@ -189,8 +189,11 @@ struct px_conn {
     struct px_listener *lst;
     struct px_conn *next, *prev;  /* worker list */
     struct px_snapshot *snap;     /* the snapshot this connection was accepted on (ref) */
-    struct bufferevent *bev;
+    struct bufferevent *bev;      /* its socket's, until a protocol takes the socket over
+                                   * (HTTP/2 on TLS: h2.c, send.h's wire); then NULL */
     SSL *ssl;                     /* NULL on plaintext listeners */
+    int fd;                       /* the socket once no bufferevent holds it (closed, and
+                                   * ssl freed, by px_conn_free), else -1 */
     enum px_proto proto;
     const struct px_conn_ops *ops; /* its protocol's, once started */
     void *proto_ctx;              /* struct px_h2 / struct px_h1 */

@@ -397,7 +397,7 @@ static int close_step(struct px_h1 *h)
     if (!h->lingering) {
         /* every exchange ended whole (a cut one ends in abort_now()): our
          * side ends cleanly, with a close_notify on TLS (a FIN on plain) */
-        (void)px_tls_close_notify(bev, NULL);
+        (void)px_tls_close_notify(bev);
         if (evbuffer_get_length(in) == 0 && (h->rq == RQ_IDLE || h->rq == RQ_DONE)) {
             h1_free(h);
             return 1;
@@ -491,7 +491,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
          * cancelled by h1_free(). Between exchanges our side ends cleanly
          * too (TLS: a close_notify answers the client's). */
         if (!(what & BEV_EVENT_ERROR) && h->st == NULL)
-            (void)px_tls_close_notify(bev, NULL);
+            (void)px_tls_close_notify(bev);
         h1_free(h);
     }
 }
@@ -510,7 +510,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     /* idle, linger, or no request byte since the connection started: with
      * no exchange in flight, nothing is cut */
     if (h->st == NULL)
-        (void)px_tls_close_notify(h->c->bev, NULL);
+        (void)px_tls_close_notify(h->c->bev);
     h1_free(h);
 }
 

@@ -8,10 +8,14 @@
  * stream never buffers more than its initial window (limits.stream_buffer)
  * and a connection never more than max_concurrent_streams of those.
  *
- * Output: a turn's nghttp2_session_mem_send() frames are written at once
- * (send.h: no wait for epoll; on TLS, records many to a writev from the
- * connection's wire); what the socket does not take waits in the wire
- * (TLS) or the bufferevent's output (plaintext). We stop pulling frames
+ * I/O: on TLS the connection owns its socket (send.h's wire; the
+ * handshake's bufferevent is freed, take_socket): records are read with
+ * one read(2) per readiness and decoded from the stack. Plaintext (h2c
+ * with prior knowledge, and the fuzzers' bufferevent pairs) stays on the
+ * bufferevent. A turn's nghttp2_session_mem_send() frames are written at
+ * once (send.h: no wait for epoll; on TLS, records many to a writev); what
+ * the socket does not take waits in the wire (TLS) or the bufferevent's
+ * output (plaintext). We stop pulling frames
  * while more than OUT_HIGH bytes wait and continue once they are taken
  * (h2_wire_cb, or the bufferevent's write callback), so a client that does
  * not read cannot make us queue without bound.
@@ -21,10 +25,12 @@
 #include "px.h"
 #include "tmalloc.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -92,18 +98,24 @@ struct h2_conn {
     int recv_paused;         /* input left for the next turn (H2_TURN_DECODE): send_ev
                               * made active with EV_READ */
     struct px_hold hold;     /* our event callbacks on the stack (px.h) */
-    struct px_wire *wire;    /* TLS: where our records wait for the socket (send.h) */
+    struct px_wire *wire;    /* TLS: the socket, read and written without a bufferevent
+                              * (send.h); NULL: plaintext, through c->bev */
+    struct event *rev;       /* TLS: the socket is readable */
+    uint8_t *pend;           /* TLS: input read but not yet decoded (the turn's decode
+                              * budget paused it, or it came with the handshake) */
+    size_t pend_off, pend_len;
     struct px_out *out;      /* h2_send's, while it pulls frames (DATA goes there whole) */
     struct px_mem_tracker trk_wire;
     struct px_h2_mem mem;    /* nghttp2's allocator: frame buffer and stream map apart */
     int idle_release;        /* the idle timer's next firing is IDLE_RELEASE_MS's */
 };
 
-/* Output not yet taken by the socket: the bufferevent's (plaintext) or the
- * wire's (TLS records). */
+/* Output not yet taken by the socket: the wire's (TLS records) or the
+ * bufferevent's (plaintext). */
 static size_t out_queued(struct h2_conn *hc)
 {
-    return evbuffer_get_length(bufferevent_get_output(hc->c->bev)) + px_wire_pending(hc->wire);
+    return hc->c->bev == NULL ? px_wire_pending(hc->wire)
+                              : evbuffer_get_length(bufferevent_get_output(hc->c->bev));
 }
 
 /* Field bytes (name + value + 32 each) one connection may decode per loop
@@ -641,7 +653,10 @@ static int h2_send(struct h2_conn *hc)
         return 0;
     for (;;) {
         int full = 1, failed = 0; /* full: stopped at OUT_HIGH, not for want of frames */
-        px_out_begin(&o, hc->c->bev);
+        if (hc->wire != NULL)
+            px_out_begin_wire(&o, hc->wire);
+        else
+            px_out_begin(&o, hc->c->bev);
         hc->out = &o;
         while (out_queued(hc) + px_out_pending(&o) < px_conn_out_high(OUT_HIGH)) {
             const uint8_t *data;
@@ -675,6 +690,53 @@ static int h2_send(struct h2_conn *hc)
     return 0;
 }
 
+/* No more input: a connection that is closing only writes. */
+static void read_stop(struct h2_conn *hc)
+{
+    if (hc->c->bev != NULL) {
+        bufferevent_disable(hc->c->bev, EV_READ);
+        bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
+    } else {
+        event_del(hc->rev);
+    }
+}
+
+/* Feeds p[0..len) to nghttp2, inside a read (in_recv). Returns the bytes
+ * it took: fewer than len when the turn's decode budget paused it
+ * (recv_paused). -1: the peer broke the protocol, and the connection is
+ * closing or gone; the caller returns at once. */
+static ssize_t h2_feed(struct h2_conn *hc, const uint8_t *p, size_t len)
+{
+    ssize_t n = nghttp2_session_mem_recv(hc->s, p, len);
+    if (n >= 0)
+        return n;
+    if (n == NGHTTP2_ERR_FLOODED)
+        hc->calm = 1; /* over max_outbound_ack: frames that each want an ACK */
+    px_log(PX_LOG_INFO, "h2_protocol_error", "peer", hc->c->peer_addr, "error",
+           nghttp2_strerror((int)n), NULL);
+    hc->in_recv = 0;
+    /* nghttp2 queued a GOAWAY for most errors (ENHANCE_YOUR_CALM for
+     * floods): write it, stop reading, close once it is out. */
+    nghttp2_session_terminate_session(hc->s, hc->calm ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                      : NGHTTP2_PROTOCOL_ERROR);
+    if (h2_send(hc) != 0)
+        return -1; /* closed and freed (found by fuzz_h2) */
+    hc->state = H2_CLOSING;
+    read_stop(hc);
+    if (out_queued(hc) == 0)
+        h2_finish(hc);
+    else
+        arm_close_deadline(hc);
+    return -1;
+}
+
+/* This connection's share of the turn is used: the rest of its input
+ * waits for the next one, others run first. */
+static void read_later(struct h2_conn *hc)
+{
+    event_active(hc->send_ev, EV_READ, 0);
+}
+
 static void h2_read_cb_in(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
@@ -688,36 +750,120 @@ static void h2_read_cb_in(struct bufferevent *bev, void *arg)
     while (evbuffer_get_length(in) > 0 && hc->state < H2_LINGERING) {
         size_t len = evbuffer_get_contiguous_space(in);
         unsigned char *p = evbuffer_pullup(in, (ssize_t)len);
-        ssize_t n = nghttp2_session_mem_recv(hc->s, p, len);
-        if (n < 0) {
-            px_log(PX_LOG_INFO, "h2_protocol_error", "peer", hc->c->peer_addr, "error",
-                   nghttp2_strerror((int)n), NULL);
-            hc->in_recv = 0;
-            /* nghttp2 queued a GOAWAY for most errors (ENHANCE_YOUR_CALM for
-             * floods): write it, stop reading, close once it is out. */
-            nghttp2_session_terminate_session(hc->s, hc->calm ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                              : NGHTTP2_PROTOCOL_ERROR);
-            if (h2_send(hc) != 0)
-                return; /* closed and freed (found by fuzz_h2) */
-            hc->state = H2_CLOSING;
-            bufferevent_disable(hc->c->bev, EV_READ);
-            bufferevent_setwatermark(hc->c->bev, EV_WRITE, 0, 0);
-            if (out_queued(hc) == 0)
-                h2_finish(hc);
-            else
-                arm_close_deadline(hc);
+        ssize_t n = h2_feed(hc, p, len);
+        if (n < 0)
             return;
-        }
         evbuffer_drain(in, (size_t)n);
         if (hc->recv_paused) {
-            /* this connection's share of the turn is used: the rest of its
-             * input waits for the next one, others run first */
-            event_active(hc->send_ev, EV_READ, 0);
+            read_later(hc);
             break;
         }
     }
     hc->in_recv = 0;
     h2_send(hc);
+}
+
+/* Keeps p[0..n) for the next turn; 0, or -1 (no memory). */
+static int pend_keep(struct h2_conn *hc, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if ((hc->pend = malloc(n)) == NULL)
+        return -1;
+    memcpy(hc->pend, p, n);
+    hc->pend_off = 0;
+    hc->pend_len = n;
+    return 0;
+}
+
+/* TLS input: what a paused turn left, then records read from the socket
+ * (send.h: px_wire_read) until it is empty, the turn's decode budget is
+ * used, or PX_IO_CHUNK bytes were read. In the last two cases the rest
+ * waits for the next turn (read_later: some of it may already be in
+ * OpenSSL's read-ahead buffer, where epoll cannot see it). */
+static void h2_wire_read_in(struct h2_conn *hc)
+{
+    uint8_t buf[16 * 1024];
+    size_t taken = 0;
+
+    if (hc->state >= H2_LINGERING)
+        return;
+    hc->in_recv = 1;
+    hc->turn_decoded = 0;
+    hc->recv_paused = 0;
+    if (hc->pend != NULL) {
+        ssize_t n = h2_feed(hc, hc->pend + hc->pend_off, hc->pend_len - hc->pend_off);
+        if (n < 0)
+            return;
+        hc->pend_off += (size_t)n;
+        if (hc->recv_paused)
+            goto later;
+        free(hc->pend);
+        hc->pend = NULL;
+    }
+    while (hc->state < H2_LINGERING) {
+        int r;
+        ssize_t n;
+        if (taken >= PX_IO_CHUNK)
+            goto later;
+        r = px_wire_read(hc->wire, buf, (int)sizeof(buf));
+        if (r == PX_WIRE_AGAIN)
+            break;
+        if (r < 0) {
+            /* the client ended its side: ours ends cleanly too (our
+             * close_notify answers its own; its streams' ends are
+             * theirs); after a cut, a bare close */
+            hc->in_recv = 0;
+            if (r == PX_WIRE_EOF)
+                (void)px_wire_close_notify(hc->wire);
+            h2_close(hc);
+            return;
+        }
+        if (taken > 0) {
+            /* What the last record asked for goes out before this one is
+             * decoded, as when libevent called us once per record: a
+             * record holds fewer control frames than nghttp2 lets wait
+             * for their ACKs (max_outbound_ack), so a client that sends
+             * many of them is answered, not cut off as a flood. */
+            hc->in_recv = 0;
+            if (h2_send(hc) != 0)
+                return;
+            hc->in_recv = 1;
+        }
+        taken += (size_t)r;
+        if ((n = h2_feed(hc, buf, (size_t)r)) < 0)
+            return;
+        if (hc->recv_paused) {
+            if (pend_keep(hc, buf + n, (size_t)r - (size_t)n) != 0) {
+                hc->in_recv = 0;
+                h2_close(hc);
+                return;
+            }
+            goto later;
+        }
+    }
+    goto out;
+later:
+    read_later(hc);
+out:
+    hc->in_recv = 0;
+    h2_send(hc);
+}
+
+/* After the last frame: what the peer still sends is read and dropped
+ * (h2_finish), undecrypted, until it closes. A few reads per turn. */
+static void linger_drain(struct h2_conn *hc)
+{
+    char buf[16 * 1024];
+    for (int i = 0; i < 8; i++) {
+        ssize_t n = read(hc->c->fd, buf, sizeof(buf));
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        h2_close(hc); /* its FIN (or a reset) */
+        return;
+    }
 }
 
 static void h2_write_cb_in(struct bufferevent *bev, void *arg)
@@ -738,7 +884,7 @@ static void h2_event_cb_in(struct bufferevent *bev, short what, void *arg)
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
         /* the client ended its side: ours ends cleanly too (TLS: our
          * close_notify answers its own; its streams' ends are theirs) */
-        (void)px_tls_close_notify(bev, hc->wire);
+        (void)px_tls_close_notify(bev);
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         h2_close(hc);
 }
@@ -753,9 +899,13 @@ static void send_cb_in(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     if (what & EV_WRITE)
         hc->send_pending = 0;
-    if ((what & EV_READ) && hc->state < H2_LINGERING)
-        h2_read_cb_in(hc->c->bev, hc); /* ends with a send (inside send_cb's hold) */
-    else
+    if ((what & EV_READ) && hc->state < H2_LINGERING) {
+        /* ends with a send (inside send_cb's hold) */
+        if (hc->wire != NULL)
+            h2_wire_read_in(hc);
+        else
+            h2_read_cb_in(hc->c->bev, hc);
+    } else
         (void)h2_send(hc);
 }
 
@@ -858,6 +1008,8 @@ static void h2_release(struct h2_conn *hc)
         event_free(hc->send_ev);
         hc->send_ev = NULL;
     }
+    free(hc->pend);
+    hc->pend = NULL;
     wire_end(hc);
 }
 
@@ -868,6 +1020,8 @@ PX_NOINLINE static void h2_free(struct h2_conn *hc)
     struct px_conn *c = hc->c;
     if (hc->idle)
         event_free(hc->idle);
+    if (hc->rev)
+        event_free(hc->rev);
     free(hc);
     c->proto_ctx = NULL;
     px_conn_free(c);
@@ -884,8 +1038,10 @@ static void h2_close(struct h2_conn *hc)
     h2_release(hc);
     if (px_hold_end(&hc->hold))
         h2_free(hc);
-    else
+    else if (c->bev != NULL)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    else
+        event_del(hc->rev);
 }
 
 static void linger_read_cb(struct bufferevent *bev, void *arg)
@@ -912,7 +1068,7 @@ static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
 static int h2_finish(struct h2_conn *hc)
 {
     struct bufferevent *bev = hc->c->bev;
-    evutil_socket_t fd = bufferevent_getfd(bev);
+    evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : hc->c->fd;
     struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
 
     if (fd < 0 || hc->idle == NULL || hc->state == H2_LINGERING) {
@@ -920,11 +1076,19 @@ static int h2_finish(struct h2_conn *hc)
         return -1;
     }
     hc->state = H2_LINGERING; /* every stream op and nghttp2 path bails out from here on */
-    (void)px_tls_close_notify(bev, hc->wire); /* the GOAWAY is out: a clean end */
+    /* the GOAWAY is out: a clean end */
+    if (hc->wire != NULL)
+        (void)px_wire_close_notify(hc->wire);
+    else
+        (void)px_tls_close_notify(bev);
     h2_release(hc);
     shutdown(fd, SHUT_WR);
-    bufferevent_setcb(bev, linger_read_cb, NULL, linger_event_cb, hc);
-    bufferevent_enable(bev, EV_READ);
+    if (bev != NULL) {
+        bufferevent_setcb(bev, linger_read_cb, NULL, linger_event_cb, hc);
+        bufferevent_enable(bev, EV_READ);
+    } else {
+        event_add(hc->rev, NULL); /* its callback drains now (linger_drain) */
+    }
     evtimer_add(hc->idle, &tv);
     return -1;
 }
@@ -995,6 +1159,22 @@ static void h2_read_cb(struct bufferevent *bev, void *arg)
     hold_leave(hc);
 }
 
+/* TLS: the socket is readable. */
+static void h2_sock_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_conn *hc = arg;
+    (void)fd;
+    (void)what;
+    px_hold_enter(&hc->hold);
+    if (hc->state == H2_LINGERING) {
+        linger_drain(hc);
+    } else {
+        px_wire_read_begin(hc->wire);
+        h2_wire_read_in(hc);
+    }
+    hold_leave(hc);
+}
+
 static void h2_write_cb(struct bufferevent *bev, void *arg)
 {
     struct h2_conn *hc = arg;
@@ -1041,6 +1221,44 @@ static void send_cb(evutil_socket_t fd, short what, void *arg)
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     h2_ev_cb(fd, what, arg, idle_cb_in);
+}
+
+/* TLS: the connection's socket and SSL leave the bufferevent the
+ * handshake ran on, which is freed (about 1.2 KiB per connection, and
+ * libevent's per-read bookkeeping): reads and writes go through the wire
+ * (send.h), and px_conn_free closes the socket and frees the SSL. Bytes
+ * libevent already read wait in pend. 0, or -1 (no memory). */
+static int take_socket(struct h2_conn *hc)
+{
+    struct px_conn *c = hc->c;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    size_t n = evbuffer_get_length(in);
+
+    if (fd < 0 ||
+        (hc->rev = event_new(c->w->base, fd, EV_READ | EV_PERSIST, h2_sock_cb, hc)) == NULL)
+        return -1;
+    if (n > 0) {
+        if ((hc->pend = malloc(n)) == NULL || evbuffer_remove(in, hc->pend, n) != (int)n)
+            return -1;
+        hc->pend_len = n;
+    }
+    if (SSL_up_ref(c->ssl) != 1)
+        return -1;
+    if ((hc->wire = px_wire_new(c->w->base, c->ssl, fd, h2_wire_cb, hc)) == NULL) {
+        SSL_free(c->ssl); /* the reference just taken */
+        return -1;
+    }
+    /* the SSL's BIO is the wire's now, and the socket ours to close (the
+     * bufferevent's finalizer asks the BIO for it and gets none) */
+    c->fd = fd;
+    px_mem_untrack(&c->trk_in);
+    px_mem_untrack(&c->trk_out);
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (px_mem_track(&hc->trk_wire, px_wire_buffer(hc->wire), PX_MEM_SOCKETS, &c->mem) != 0)
+        return -1;
+    return event_add(hc->rev, NULL);
 }
 
 int px_h2_conn_start(struct px_conn *c)
@@ -1107,18 +1325,16 @@ int px_h2_conn_start(struct px_conn *c)
     hc->send_ev = event_new(c->w->base, -1, 0, send_cb, hc);
     if (hc->idle == NULL || hc->send_ev == NULL)
         goto fail;
-    if (c->ssl != NULL) {
-        /* our TLS records leave many to a write(2) (send.h); without a
-         * wire (no memory) they go one to a write, as libevent does */
-        hc->wire = px_wire_new(c->w->base, c->bev, h2_wire_cb, hc);
-        if (hc->wire != NULL && px_mem_track(&hc->trk_wire, px_wire_buffer(hc->wire),
-                                             PX_MEM_SOCKETS, &c->mem) != 0)
-            goto fail;
-    }
+    if (c->ssl != NULL && take_socket(hc) != 0)
+        goto fail;
     c->proto_ctx = hc;
-    bufferevent_setcb(c->bev, h2_read_cb, h2_write_cb, h2_event_cb, hc);
-    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_HIGH / 2, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (c->bev != NULL) {
+        bufferevent_setcb(c->bev, h2_read_cb, h2_write_cb, h2_event_cb, hc);
+        bufferevent_setwatermark(c->bev, EV_WRITE, OUT_HIGH / 2, 0);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    } else if (hc->pend != NULL) {
+        event_active(hc->rev, EV_READ, 0); /* what came with the handshake */
+    }
     arm_idle(hc);
     rc = 0;
     nghttp2_session_callbacks_del(cbs);
@@ -1126,8 +1342,9 @@ int px_h2_conn_start(struct px_conn *c)
     if (c->w->drain_notified)
         conn_drain(c);
     schedule_send(hc);
-    /* Bytes that arrived with the handshake are already buffered. */
-    if (hc->state < H2_LINGERING && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    /* Bytes that arrived with the sniffed preface are already buffered. */
+    if (hc->state < H2_LINGERING && c->bev != NULL &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         h2_read_cb(c->bev, hc);
     return rc;
 fail:
@@ -1139,6 +1356,9 @@ fail:
         event_free(hc->idle);
     if (hc->send_ev)
         event_free(hc->send_ev);
+    if (hc->rev)
+        event_free(hc->rev);
+    free(hc->pend);
     wire_end(hc);
     free(hc);
     c->proto_ctx = NULL;

@@ -167,7 +167,7 @@ static void conn_close(struct up_conn *c)
  * conn_close() alone: the server sees the bare close. */
 static void conn_close_clean(struct up_conn *c)
 {
-    (void)px_tls_close_notify(c->bev, NULL);
+    (void)px_tls_close_notify(c->bev);
     conn_close(c);
 }
 

@@ -538,7 +538,7 @@ static void uc_fail(struct uph2_conn *uc, enum px_reason reason)
 static void uc_end(struct uph2_conn *uc, enum px_reason reason)
 {
     if (uc->nstreams == 0 && !uc->dead)
-        (void)px_tls_close_notify(uc->bev, NULL);
+        (void)px_tls_close_notify(uc->bev);
     uc_fail(uc, reason);
 }
 
@@ -632,7 +632,7 @@ static void uc_fallback_h1(struct uph2_conn *uc)
     struct px_worker *w = uc->w;
     pool->h2 = 0;
     pool->alpn = PX_ALPN_FIXED;
-    (void)px_tls_close_notify(uc->bev, NULL); /* nothing was sent on it: a clean end */
+    (void)px_tls_close_notify(uc->bev); /* nothing was sent on it: a clean end */
     uc->dead = 1;
     while (uc->streams != NULL) {
         struct px_stream *st = uc_pop_stream(uc);

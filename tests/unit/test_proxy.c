@@ -1409,6 +1409,7 @@ TCase *tcase_inject_wlapi(void); /* proxy_inject_wlapi.c */
 TCase *tcase_h2_mem(void);    /* proxy_h2mem.c */
 TCase *tcase_tmalloc(void);   /* proxy_tmalloc.c */
 TCase *tcase_send(void);      /* proxy_send.c */
+TCase *tcase_wire(void);      /* proxy_wire.c */
 TCase *tcase_up_read(void);   /* proxy_upread.c */
 TCase *tcase_mailbox(void);   /* proxy_mailbox.c */
 
@@ -1434,6 +1435,7 @@ static Suite *proxy_suite(void)
     suite_add_tcase(s, tcase_h2_mem());
     suite_add_tcase(s, tcase_tmalloc());
     suite_add_tcase(s, tcase_send());
+    suite_add_tcase(s, tcase_wire());
     suite_add_tcase(s, tcase_up_read());
     suite_add_tcase(s, tcase_mailbox());
     suite_add_tcase(s, tcase_config());
