@@ -285,6 +285,11 @@ static void err_clear(void)
 int px_wire_read(struct px_wire *w, void *buf, int len)
 {
     int n, e;
+    /* the socket is empty for now and OpenSSL holds nothing, not even part
+     * of a record: SSL_read could only say WANT_READ (what it costs to
+     * find that out is most of a small request's SSL_read) */
+    if (w->drained && !w->eof && !SSL_has_pending(w->ssl))
+        return PX_WIRE_AGAIN;
     err_clear();
     n = SSL_read(w->ssl, buf, len);
     if (n > 0)
