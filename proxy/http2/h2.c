@@ -763,7 +763,8 @@ static void h2_read_cb_in(struct bufferevent *bev, void *arg)
     h2_send(hc);
 }
 
-/* Keeps p[0..n) for the next turn; 0, or -1 (no memory). */
+/* Keeps p[0..n) for the next turn, counted in the memory budget as the
+ * bufferevent's input was; 0, or -1 (no memory). */
 static int pend_keep(struct h2_conn *hc, const uint8_t *p, size_t n)
 {
     if (n == 0)
@@ -773,7 +774,17 @@ static int pend_keep(struct h2_conn *hc, const uint8_t *p, size_t n)
     memcpy(hc->pend, p, n);
     hc->pend_off = 0;
     hc->pend_len = n;
+    px_mem_charge(PX_MEM_SOCKETS, &hc->c->mem, (int64_t)n);
     return 0;
+}
+
+static void pend_free(struct h2_conn *hc)
+{
+    if (hc->pend == NULL)
+        return;
+    px_mem_charge(PX_MEM_SOCKETS, &hc->c->mem, -(int64_t)hc->pend_len);
+    free(hc->pend);
+    hc->pend = NULL;
 }
 
 /* TLS input: what a paused turn left, then records read from the socket
@@ -798,8 +809,7 @@ static void h2_wire_read_in(struct h2_conn *hc)
         hc->pend_off += (size_t)n;
         if (hc->recv_paused)
             goto later;
-        free(hc->pend);
-        hc->pend = NULL;
+        pend_free(hc);
     }
     while (hc->state < H2_LINGERING) {
         int r;
@@ -1008,8 +1018,7 @@ static void h2_release(struct h2_conn *hc)
         event_free(hc->send_ev);
         hc->send_ev = NULL;
     }
-    free(hc->pend);
-    hc->pend = NULL;
+    pend_free(hc);
     wire_end(hc);
 }
 
@@ -1239,9 +1248,9 @@ static int take_socket(struct h2_conn *hc)
         (hc->rev = event_new(c->w->base, fd, EV_READ | EV_PERSIST, h2_sock_cb, hc)) == NULL)
         return -1;
     if (n > 0) {
-        if ((hc->pend = malloc(n)) == NULL || evbuffer_remove(in, hc->pend, n) != (int)n)
+        uint8_t *p = evbuffer_pullup(in, (ssize_t)n);
+        if (p == NULL || pend_keep(hc, p, n) != 0)
             return -1;
-        hc->pend_len = n;
     }
     if (SSL_up_ref(c->ssl) != 1)
         return -1;
@@ -1358,7 +1367,7 @@ fail:
         event_free(hc->send_ev);
     if (hc->rev)
         event_free(hc->rev);
-    free(hc->pend);
+    pend_free(hc);
     wire_end(hc);
     free(hc);
     c->proto_ctx = NULL;
