@@ -1049,7 +1049,7 @@ static void h2_close(struct h2_conn *hc)
         h2_free(hc);
     else if (c->bev != NULL)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    else
+    else if (hc->rev != NULL)
         event_del(hc->rev);
 }
 
@@ -1177,7 +1177,7 @@ static void h2_sock_cb(evutil_socket_t fd, short what, void *arg)
     px_hold_enter(&hc->hold);
     if (hc->state == H2_LINGERING) {
         linger_drain(hc);
-    } else {
+    } else if (hc->state < H2_LINGERING) {
         px_wire_read_begin(hc->wire);
         h2_wire_read_in(hc);
     }
