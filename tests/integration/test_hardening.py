@@ -556,6 +556,32 @@ class Hardening(pt.TestCase):
                 c.close()
         self.assert_unaffected()
 
+    def test_h2_lingers_after_its_last_goaway(self):
+        # After the GOAWAY that ends a connection, picket half-closes and reads and
+        # drops what the client still sends (up to 1 s) instead of closing with
+        # unread input, which makes the kernel answer with a reset (and a reset can
+        # take the GOAWAY with it, unread, from a client that was slow to read).
+        # What a client sends after the GOAWAY (frames it had queued, in TLS records)
+        # must all be taken: with an immediate close the first of it draws the reset
+        # and the next writes fail.
+        self.attack_starts()
+        c = A.H2Raw(self.target)
+        try:
+            c.run(Prober.PROBE_WAIT, until=lambda: c.settings is not None)
+            c.send(A.frame(A.PING, 0, 0, b"123"))  # a PING of 3 bytes: a connection error
+            c.run(Prober.PROBE_WAIT, until=lambda: c.goaway is not None or c.closed)
+            self.assertIsNotNone(c.goaway, c.describe())
+            c.sock.setblocking(True)
+            try:
+                for i in range(10):
+                    c.sock.sendall(A.frame(A.PING, 0, 0, b"12345678") * 200)
+                    time.sleep(0.01)
+            except OSError as e:
+                self.fail("write %d after the GOAWAY: %r (no linger)" % (i, e))
+        finally:
+            c.close()
+        self.assert_unaffected()
+
     def test_h2_window_update_flood_bounded(self):
         self._silent_flood("window_update")
 
