@@ -94,6 +94,18 @@ void px_mem_untrack(struct px_mem_tracker *t);
 struct event;
 void px_mem_thread_event(struct event *ev);
 
+/* The calling thread's event that runs px_mem_flush() (once per loop turn
+ * with charges in it); NULL for none, which also flushes. With one, this
+ * thread's charges are summed in the thread and added to the shared pool
+ * counters by the flush, not each with two atomic adds (a few hundred
+ * per loop turn on the request path): the shared counters other threads
+ * read (metrics, their pressure levels) lag by at most this thread's
+ * current turn; the thread itself reads them exact (px_mem_used(),
+ * px_mem_pool_bytes(), px_mem_level() add what it has not flushed). */
+void px_mem_thread_flush_event(struct event *ev);
+/* Adds this thread's summed charges to the shared counters. */
+void px_mem_flush(void);
+
 /* Bytes counted now: one pool, or all of them. */
 int64_t px_mem_pool_bytes(enum px_mem_pool p);
 int64_t px_mem_used(void);

@@ -137,6 +137,7 @@ struct px_worker {
     struct px_stream *streams;         /* every live stream of this worker (memory pressure) */
     struct px_resolver *resolver;      /* upstream names (resolver.c), made on first use */
     struct event *mem_ev;              /* resets the heaviest streams when over the budget */
+    struct event *mem_flush_ev;        /* adds its memory charges to the shared counters (mem.h) */
     struct event *decay_ev;            /* once a second: px_tmalloc_decay() */
     struct event *log_ev;              /* writes the thread's batched access/audit records (log.c) */
     int64_t up_common_ms;              /* the limit up_common was made for (stream.c) */

@@ -464,6 +464,14 @@ static void mem_reset_cb(evutil_socket_t fd, short what, void *arg)
     px_stream_mem_reset(arg);
 }
 
+static void mem_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    px_mem_flush();
+}
+
 static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -492,10 +500,14 @@ static void *worker_main(void *arg)
         w->mem_ev = event_new(w->base, -1, 0, mem_reset_cb, w);
     if (w->log_ev == NULL)
         w->log_ev = event_new(w->base, -1, 0, log_flush_cb, w);
+    if (w->mem_flush_ev == NULL)
+        w->mem_flush_ev = event_new(w->base, -1, 0, mem_flush_cb, w);
     px_mem_thread_event(w->mem_ev);
+    px_mem_thread_flush_event(w->mem_flush_ev); /* NULL (no memory): charged one by one */
     px_log_thread_event(w->log_ev); /* NULL (no memory): records written one by one */
     event_base_dispatch(w->base);
     px_log_thread_event(NULL);
+    px_mem_thread_flush_event(NULL);
     px_mem_thread_event(NULL);
     return NULL;
 }
@@ -682,6 +694,8 @@ void px_worker_free(struct px_worker *w)
         event_free(w->drain_notice);
     if (w->mem_ev)
         event_free(w->mem_ev);
+    if (w->mem_flush_ev)
+        event_free(w->mem_flush_ev);
     if (w->log_ev)
         event_free(w->log_ev);
     if (w->decay_ev)

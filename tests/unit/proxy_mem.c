@@ -6,10 +6,12 @@
  * evict level.
  */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "dispatch_int.h"
 #include "mem.h"
@@ -181,11 +183,66 @@ START_TEST(mem_cache_generations)
 }
 END_TEST
 
+static void *read_used(void *arg)
+{
+    *(int64_t *)arg = px_mem_used() + px_mem_pool_bytes(PX_MEM_SOCKETS) * 1000000;
+    return NULL;
+}
+
+/* px_mem_used() and the sockets pool (times 10^6) as another thread reads
+ * them: the shared counters alone. */
+static int64_t used_elsewhere(void)
+{
+    pthread_t t;
+    int64_t v = 0;
+    ck_assert_int_eq(pthread_create(&t, NULL, read_used, &v), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    return v;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    px_mem_flush();
+}
+
+/* A worker's charges are summed in its thread and reach the shared
+ * counters when its turn's flush runs: exact for the thread itself at
+ * once, for the others after the turn (and when the event is unset). */
+START_TEST(mem_thread_charges_reach_the_others_at_turn_end)
+{
+    struct event_base *base = event_base_new();
+    struct event *fe = event_new(base, -1, 0, flush_cb, NULL);
+    int64_t before = used_elsewhere();
+    struct px_mem_acct acct = {0, NULL};
+
+    ck_assert_ptr_nonnull(fe);
+    px_mem_thread_flush_event(fe);
+    px_mem_charge(PX_MEM_SOCKETS, &acct, 5000);
+    px_mem_charge(PX_MEM_SOCKETS, &acct, -1000);
+    ck_assert_int_eq(px_mem_used() - total0, 4000);
+    ck_assert_int_eq(acct.held, 4000);
+    ck_assert_int_eq(used_elsewhere(), before); /* not before the turn ends */
+    ck_assert_int_ge(event_base_loop(base, EVLOOP_NONBLOCK), 0); /* 1: nothing left */
+    ck_assert_int_eq(used_elsewhere() - before, 4000 + 4000 * 1000000LL);
+    ck_assert_int_eq(px_mem_used() - total0, 4000); /* nothing counted twice */
+    px_mem_charge(PX_MEM_SOCKETS, &acct, -4000);
+    px_mem_thread_flush_event(NULL); /* flushes what is left */
+    ck_assert_int_eq(used_elsewhere(), before);
+    ck_assert_int_eq(px_mem_used(), total0);
+    event_free(fe);
+    event_base_free(base);
+}
+END_TEST
+
 TCase *tcase_mem(void)
 {
     TCase *tc = tcase_create("mem");
     tcase_add_checked_fixture(tc, setup, px_dcache_shutdown);
     tcase_add_test(tc, mem_tracked_buffers_are_counted_exactly);
+    tcase_add_test(tc, mem_thread_charges_reach_the_others_at_turn_end);
     tcase_add_test(tc, mem_levels_in_order);
     tcase_add_test(tc, mem_room_under_pressure);
     tcase_add_test(tc, mem_cache_entries_charged_and_evicted);
