@@ -64,7 +64,9 @@ static unsigned char *stage_take(void)
 
 struct px_wire {
     struct evbuffer *buf; /* encrypted records waiting for the socket */
-    struct event *wev;    /* the socket is writable again */
+    struct event *wev;    /* the socket is writable again: made the first time the
+                           * socket is full (most connections never fill it) */
+    struct event_base *base;
     evutil_socket_t fd;
     SSL *ssl;
     struct wire_bio *wb;  /* the SSL's BIO's data (owned by the BIO) */
@@ -177,8 +179,10 @@ static void wire_method_make(void)
     wire_method = m;
 }
 
+static void wire_write_cb(evutil_socket_t fd, short what, void *arg);
+
 /* Writes what the socket takes; arms the write event for the rest. -1 once
- * a write failed. */
+ * a write failed (or the event could not be made). */
 static int wire_flush(struct px_wire *w)
 {
     while (!w->broken && evbuffer_get_length(w->buf) > 0) {
@@ -192,9 +196,14 @@ static int wire_flush(struct px_wire *w)
     if (w->broken)
         return -1;
     if (evbuffer_get_length(w->buf) > 0) {
+        if (w->wev == NULL &&
+            (w->wev = event_new(w->base, w->fd, EV_WRITE | EV_PERSIST, wire_write_cb, w)) == NULL) {
+            w->broken = 1; /* no memory: what waits could never leave */
+            return -1;
+        }
         if (!event_pending(w->wev, EV_WRITE, NULL))
             event_add(w->wev, NULL);
-    } else if (event_pending(w->wev, EV_WRITE, NULL)) {
+    } else if (w->wev != NULL && event_pending(w->wev, EV_WRITE, NULL)) {
         event_del(w->wev);
     }
     return 0;
@@ -224,10 +233,10 @@ struct px_wire *px_wire_new(struct event_base *base, SSL *ssl, evutil_socket_t f
     w->cb = cb;
     w->arg = arg;
     w->buf = evbuffer_new();
-    w->wev = event_new(base, w->fd, EV_WRITE | EV_PERSIST, wire_write_cb, w);
+    w->base = base;
     bio = BIO_new(wire_method);
     w->wb = malloc(sizeof(*w->wb));
-    if (w->buf == NULL || w->wev == NULL || bio == NULL || w->wb == NULL || BIO_up_ref(bio) != 1) {
+    if (w->buf == NULL || bio == NULL || w->wb == NULL || BIO_up_ref(bio) != 1) {
         BIO_free(bio);
         free(w->wb);
         w->wb = NULL;

@@ -262,18 +262,23 @@ START_TEST(out_through_the_wire_arrives_whole)
     struct px_out o;
     unsigned char *b = malloc(200000), got[16384];
     uint64_t seen = 0;
-    int r;
+    int r, small = 4096;
 
     ck_assert_ptr_nonnull(b);
     pair_open(&p);
+    /* small socket buffers: the socket cannot take it all at once */
+    ck_assert_int_eq(setsockopt(p.sfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    ck_assert_int_eq(setsockopt(p.cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
     for (size_t i = 0; i < 200000; i++)
         b[i] = pat(i);
     px_out_begin_wire(&o, p.w);
     ck_assert_int_eq(px_out_add(&o, b, 100), 0);
     ck_assert_int_eq(px_out_add(&o, b + 100, 200000 - 100), 0);
     ck_assert_int_eq(px_out_end(&o), 0);
+    ck_assert_uint_gt(px_wire_pending(p.w), 0);
     /* what the socket did not take waits in the wire; the client reads,
-     * the wire's write event writes the rest */
+     * the wire's write event (made now that the socket was full) writes
+     * the rest */
     for (int turns = 0; turns < 1000 && seen < 200000; turns++) {
         while ((r = SSL_read(p.c, got, (int)sizeof(got))) > 0)
             for (int i = 0; i < r; i++, seen++)
