@@ -109,9 +109,9 @@ static int wire_bio_read(BIO *b, char *data, int len)
     BIO_clear_retry_flags(b);
     if (w == NULL || len <= 0)
         return -1;
-    if (w->drained || w->eof) {
-        if (w->eof)
-            return 0;
+    if (w->eof)
+        return 0;
+    if (w->drained) {
         BIO_set_retry_read(b);
         return -1;
     }
