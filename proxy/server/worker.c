@@ -221,7 +221,12 @@ static void pause_accepting(struct px_listener *l, long us);
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
-    struct px_listener *l = arg;
+    (void)evl;
+    px_worker_accept(arg, fd, sa, salen);
+}
+
+void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen)
+{
     struct px_worker *w = l->w;
     const struct px_config *cfg = w->snap->cfg;
     struct px_conn *c;
@@ -230,7 +235,6 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     struct timeval hs_tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     int one = 1, over;
     int kind = PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind);
-    (void)evl;
     (void)salen;
 
     /* The connection's slot is taken by the same atomic step that checks

@@ -13,6 +13,12 @@ int px_worker_listen(struct px_worker *w, char *err, size_t errlen);
 /* The part of px_worker_listen() that opens no socket: w->listeners from
  * w->snap, with their names and metrics. */
 int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen);
+/* A socket accepted on listener l (the peer's address sa): what the
+ * listener's accept callback does with it, from the connection caps to the
+ * TLS handshake or the protocol sniff; the connection owns fd from here.
+ * Also for a socket accepted elsewhere (the TLS fuzzer's socket pairs).
+ * The worker's thread. */
+void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen);
 /* A new downstream connection on l from sa, on l's worker's list, counted,
  * with the handshake timer armed; no bufferevent yet (the caller sets
  * c->bev). NULL when out of memory. */

@@ -59,6 +59,8 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "certs.h"
 #include "config.h"
@@ -79,6 +81,7 @@ static struct {
     int up_fd; /* listening socket of the canned upstream */
     struct px_snapshot *snap;
     struct px_policy_state *pol;
+    SSL_CTX *cli_ctx; /* the TLS client's (fuzz_h2tls.c): an SVID of FC_PEER_ID, ALPN h2 */
     size_t forwarded; /* heads the canned upstream received (checked) */
     size_t relayed;   /* upstream answers seen by the client (counted by the includer) */
 } fc;
@@ -124,6 +127,20 @@ static void fc_setup(void)
     if (certs_devca_issue(ca, "spiffe://fuzz.test/ns/shop/sa/orders", 86400, NULL, 0, NULL, 0,
                           cert, key, err, sizeof(err)) != 0)
         fc_die("devca issue", err);
+    {
+        char ccert[128], ckey[128];
+        snprintf(ccert, sizeof(ccert), "%s/client.pem", fc.dir);
+        snprintf(ckey, sizeof(ckey), "%s/client.key", fc.dir);
+        if (certs_devca_issue(ca, FC_PEER_ID, 86400, NULL, 0, NULL, 0, ccert, ckey, err,
+                              sizeof(err)) != 0)
+            fc_die("devca issue (client)", err);
+        if ((fc.cli_ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
+            SSL_CTX_use_certificate_chain_file(fc.cli_ctx, ccert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(fc.cli_ctx, ckey, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_set_alpn_protos(fc.cli_ctx, (const unsigned char *)"\x02h2", 3) != 0)
+            fc_die("client TLS context", "failed");
+        SSL_CTX_set_verify(fc.cli_ctx, SSL_VERIFY_NONE, NULL);
+    }
 
     /* The canned upstream: a listening socket; each worker accepts on it. */
     fc.up_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -365,6 +382,49 @@ static void fc_up_accept(struct evconnlistener *evl, evutil_socket_t fd, struct 
 
 /* ---- one input ----------------------------------------------------------- */
 
+/* A fresh worker (its own event base) and the canned upstream's listener
+ * on it. */
+static void fc_begin(struct fc_run *r, struct fc_answer *ans)
+{
+    char err[256];
+    struct px_worker *w = calloc(1, sizeof(*w));
+
+    FUZZ_CHECK(w != NULL);
+    w->base = event_base_new();
+    FUZZ_CHECK(w->base != NULL);
+    w->snap = px_snapshot_ref(fc.snap);
+    w->policy = px_policy_state_ref(fc.pol);
+    FUZZ_CHECK(px_worker_init_listeners(w, err, sizeof(err)) == 0);
+    r->w = w;
+    r->ans = ans;
+    r->evl = evconnlistener_new(w->base, fc_up_accept, r, 0, -1, fc.up_fd);
+    FUZZ_CHECK(r->evl != NULL);
+}
+
+/* The canned upstream first: px_worker_free() frees the event base. */
+static void fc_end(struct fc_run *r)
+{
+    while (r->ups != NULL) {
+        struct fc_up *u = r->ups;
+        r->ups = u->next;
+        bufferevent_free(u->bev);
+        free(u);
+    }
+    evconnlistener_free(r->evl);
+    px_worker_free(r->w);
+    free(r->w);
+}
+
+/* The client's address, as the worker's accept would see it. */
+static struct sockaddr_in fc_peer(void)
+{
+    struct sockaddr_in peer = {0};
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons(40000);
+    peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return peer;
+}
+
 static void fc_loop(struct fc_run *r, struct bufferevent *client, struct evbuffer *out, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -386,28 +446,13 @@ static void fc_run_conn(size_t li, size_t chunk, const uint8_t *data, size_t siz
     struct px_worker *w;
     struct px_conn *c;
     struct bufferevent *pair[2];
-    struct sockaddr_in peer = {0};
-    char err[256];
+    struct sockaddr_in peer = fc_peer();
 
     fc_setup();
     if (chunk == 0)
         chunk = size ? size : 1;
-
-    w = calloc(1, sizeof(*w));
-    FUZZ_CHECK(w != NULL);
-    w->base = event_base_new();
-    FUZZ_CHECK(w->base != NULL);
-    w->snap = px_snapshot_ref(fc.snap);
-    w->policy = px_policy_state_ref(fc.pol);
-    FUZZ_CHECK(px_worker_init_listeners(w, err, sizeof(err)) == 0);
-    r.w = w;
-    r.ans = ans;
-    r.evl = evconnlistener_new(w->base, fc_up_accept, &r, 0, -1, fc.up_fd);
-    FUZZ_CHECK(r.evl != NULL);
-
-    peer.sin_family = AF_INET;
-    peer.sin_port = htons(40000);
-    peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fc_begin(&r, ans);
+    w = r.w;
     /* the slot the worker's accept takes (px.h: px_conn_new); px_conn_free
      * gives it back */
     atomic_fetch_add(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(w->snap->cfg->listeners[li].kind)], 1);
@@ -447,18 +492,129 @@ static void fc_run_conn(size_t li, size_t chunk, const uint8_t *data, size_t siz
     bufferevent_flush(pair[1], EV_WRITE, BEV_FINISHED);
     fc_loop(&r, pair[1], out, 6);
     bufferevent_free(pair[1]);
-
-    /* The canned upstream first: px_worker_free() frees the event base. */
-    while (r.ups != NULL) {
-        struct fc_up *u = r.ups;
-        r.ups = u->next;
-        bufferevent_free(u->bev);
-        free(u);
-    }
-    evconnlistener_free(r.evl);
-    px_worker_free(w);
-    free(w);
+    fc_end(&r);
 }
+
+#ifdef FC_TLS /* defined (0 or 1) by fuzz_h2.c */
+/* ---- over TLS (fuzz_h2tls.c) ----------------------------------------------
+ *
+ * The same client bytes, but over a real TLS connection: one end of a
+ * socket pair goes through the worker's accept (px_worker_accept: the mTLS
+ * handshake, the SVID check, then px_h2_conn_start, where the connection
+ * takes its socket from libevent and reads it itself, proxy/http2/h2.c),
+ * the other is an OpenSSL client in this thread with an SVID of
+ * FC_PEER_ID. Each chunk is one SSL_write (a record, or several past
+ * 16 KiB), so the input's chunking decides where records end. */
+
+/* What the client can read now, into out: 0, or -1 once the connection is
+ * gone (closed, close_notify, an error). */
+static int fc_tls_read(SSL *s, struct evbuffer *out)
+{
+    unsigned char buf[16384];
+    for (;;) {
+        int n = SSL_read(s, buf, (int)sizeof(buf));
+        int e;
+        if (n > 0) {
+            FUZZ_CHECK(evbuffer_add(out, buf, (size_t)n) == 0);
+            continue;
+        }
+        e = SSL_get_error(s, n);
+        ERR_clear_error();
+        return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+    }
+}
+
+static void fc_tls_loop(struct fc_run *r, SSL *s, int *gone, struct evbuffer *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        event_base_loop(r->w->base, EVLOOP_NONBLOCK);
+        if (!*gone && fc_tls_read(s, out) != 0)
+            *gone = 1;
+    }
+}
+
+/* p[0..n) in one SSL_write, retried while the socket is full (picket may
+ * stop reading: then the write gives up after a bounded number of turns). */
+static void fc_tls_write(struct fc_run *r, SSL *s, int *gone, const void *p, size_t n,
+                         struct evbuffer *out)
+{
+    for (int tries = 0; !*gone && n > 0; tries++) {
+        int k = SSL_write(s, p, (int)n), e;
+        if (k > 0)
+            return; /* without SSL_MODE_ENABLE_PARTIAL_WRITE: all of it */
+        e = SSL_get_error(s, k);
+        ERR_clear_error();
+        if ((e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) || tries == 64) {
+            *gone = 1;
+            return;
+        }
+        fc_tls_loop(r, s, gone, out, 1);
+    }
+}
+
+/* Runs one fuzz_h2tls input. Byte 0 of data: bit 0 = how the client ends
+ * (0: close_notify, then FIN; 1: FIN alone), bits 1-3 = chunk size as in
+ * fc_run(), bit 4 = instead, the whole rest 8 times over in one turn (16
+ * KiB records: an input of 16 KiB or more passes the 128 KiB picket decodes
+ * per connection and turn); the rest is what the client sends after the
+ * preface. */
+static void fc_run_tls(const uint8_t *data, size_t size, struct evbuffer *out)
+{
+    static const size_t chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
+    struct fc_run r = {0};
+    struct sockaddr_in peer = fc_peer();
+    size_t chunk;
+    int sv[2], gone = 0, hs = 0;
+    SSL *s;
+
+    fc_setup();
+    if (size == 0)
+        return;
+    chunk = chunks[(data[0] >> 1) & 7];
+    if (chunk == 0)
+        chunk = size > 1 ? size - 1 : 1;
+    fc_begin(&r, NULL);
+    FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+    px_worker_accept(&r.w->listeners[0], sv[0], (struct sockaddr *)&peer, (int)sizeof(peer));
+    FUZZ_CHECK((s = SSL_new(fc.cli_ctx)) != NULL && SSL_set_fd(s, sv[1]) == 1);
+    SSL_set_connect_state(s);
+    for (int i = 0; i < 64 && hs != 1; i++) {
+        hs = SSL_do_handshake(s);
+        if (hs != 1) {
+            int e = SSL_get_error(s, hs);
+            ERR_clear_error();
+            FUZZ_CHECKF(e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE,
+                        "the TLS handshake failed (%d)", e);
+            event_base_loop(r.w->base, EVLOOP_NONBLOCK);
+        }
+    }
+    FUZZ_CHECKF(hs == 1, "the TLS handshake did not end in 64 turns");
+
+    fc_tls_write(&r, s, &gone, fc_h2_preface, sizeof(fc_h2_preface) - 1, out);
+    if (data[0] & 0x10) {
+        /* 8 times over, in records of 16 KiB, before picket's next turn */
+        for (int rep = 0; rep < 8 && !gone && size > 1; rep++)
+            fc_tls_write(&r, s, &gone, data + 1, size - 1, out);
+    } else {
+        for (size_t off = 1; off < size && !gone; off += chunk) {
+            size_t n = size - off < chunk ? size - off : chunk;
+            fc_tls_write(&r, s, &gone, data + off, n, out);
+            fc_tls_loop(&r, s, &gone, out, 2);
+        }
+    }
+    fc_tls_loop(&r, s, &gone, out, 12);
+    /* The client ends, then goes away. */
+    if (!gone && !(data[0] & 1)) {
+        SSL_shutdown(s);
+        ERR_clear_error();
+    }
+    shutdown(sv[1], SHUT_WR);
+    fc_tls_loop(&r, s, &gone, out, 6);
+    SSL_free(s);
+    close(sv[1]);
+    fc_end(&r);
+}
+#endif /* FC_TLS */
 
 #ifndef FC_ANSWER_MODE_ONLY /* fuzz_upstream.c has its own input layout and corpus check */
 

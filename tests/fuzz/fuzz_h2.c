@@ -11,6 +11,9 @@
  * some request reached the upstream and some upstream answer reached the
  * client as a DATA frame carrying exactly its body (fuzz_conn.h).
  */
+#ifndef FC_TLS
+#define FC_TLS 0 /* fuzz_h2tls.c: 1, the same inputs over TLS */
+#endif
 #include "fuzz_conn.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -20,7 +23,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const unsigned char *p;
 
     FUZZ_CHECK(out != NULL);
-    fc_run(data, size, 1, out);
+    if (FC_TLS)
+        fc_run_tls(data, size, out);
+    else
+        fc_run(data, size, 1, out);
     n = evbuffer_get_length(out);
     if (getenv("FUZZ_CONN_DEBUG") != NULL && n > 0) /* what picket answered, for seed writing */
         fwrite(evbuffer_pullup(out, -1), 1, n, stderr);
