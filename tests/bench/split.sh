@@ -20,7 +20,8 @@
 # before its 1 MiB one (nginx moves 1 MiB bodies far faster after it). IDLE=N first
 # runs the bench's idle workload itself (its helper holds N idle mTLS h2
 # connections, then closes them), which the bench runs before steady.
-# Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
+# PERF=record or PERF=stat profiles the proxy during each timed run
+# (perf_start below). Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
 # /proc/PID/stat utime+stime, and the requests' p50 and p99 latency from
 # h2load's per-request log (--log-file): alternating, a latency figure is
 # not one target's minute against another's. Reuses the last tests/bench/run.sh run
@@ -63,6 +64,44 @@ stop_backend() {
   kill "$b" 2>/dev/null || return 0
   for i in $(seq 100); do kill -0 "$b" 2>/dev/null || return 0; sleep 0.1; done
   echo "split.sh: the app ($b) did not stop" >&2; exit 1
+}
+
+# PERF=record: perf record -e cpu-clock -g on the proxy's processes during
+# the timed run; PERF=stat: perf stat of its syscalls, context switches and
+# CPU. The data goes to $d/split-perf.<target>.<round>, and a summary (by
+# library, or the syscalls per request / MiB) under the figures' line.
+perf_pid=
+perf_start() { # PROXY PIDS
+  [ -n "${PERF:-}" ] || return 0
+  command -v perf >/dev/null || { echo "split.sh: PERF needs perf (Debian: linux-perf)" >&2; exit 2; }
+  perf_out=$d/split-perf.$(basename "$t").$round
+  local pids; pids=$(echo "$@" | tr -s ' ' ',' | sed 's/,$//')
+  case $PERF in
+    record) perf record -q -e cpu-clock -g -p "$pids" -o "$perf_out" 2>/dev/null & ;;
+    stat) perf stat -e 'syscalls:sys_enter_*,context-switches,task-clock' -p "$pids" \
+            -o "$perf_out" 2>/dev/null & ;;
+    *) echo "split.sh: PERF is record or stat" >&2; exit 2 ;;
+  esac
+  perf_pid=$!
+  sleep 0.5 # perf attaches
+}
+perf_end() { # after the timed run
+  [ -n "$perf_pid" ] || return 0
+  kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
+  perf_pid=
+}
+perf_show() { # under the figures' line
+  [ -n "${PERF:-}" ] || return 0
+  if [ "$PERF" = record ]; then
+    perf report -i "$perf_out" --no-children --sort dso -g none 2>/dev/null |
+      awk '!/^#/ && NF {printf "    %s %s\n", $1, $2; if (++k == 6) exit}'
+  else
+    awk -v n="$n" -v unit="$( [ "$wl" = 1m ] && echo MiB || echo req )" '
+      $1 + 0 > 0 && ($2 ~ /syscalls:/ || $2 == "context-switches") {
+        sub("syscalls:sys_enter_", "", $2); printf "    %-18s %8.3f per %s\n", $2, $1 / n, unit }
+      /task-clock/ {gsub(",", "", $1); printf "    %-18s %8.2f us per %s\n", "task-clock", $1 * 1000 / n, unit}' \
+      "$perf_out" | sort -k2 -n -r | head -12
+  fi
 }
 
 one() { # TARGET -> one line
@@ -109,12 +148,15 @@ one() { # TARGET -> one line
     sleep 2
   fi
   # shellcheck disable=SC2086
+  perf_start $proxy
+  # shellcheck disable=SC2086
   p0=$(cpu $proxy); a0=$(cpu $app)
   rm -f "$d/split-h2load.log"
   out=$(load "${args[@]}" \
         --log-file="$d/split-h2load.log" "https://127.0.0.1:24090$path" 2>&1)
   # shellcheck disable=SC2086
   p1=$(cpu $proxy); a1=$(cpu $app)
+  perf_end
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   stop_backend
@@ -137,9 +179,10 @@ one() { # TARGET -> one line
       printf "%-28s %8.0f %s/s  proxy %7.2f us/%s  app %7.2f us/%s  %s%s\n", t, n / secs, unit,
              p * 1e6 / k / n, unit, a * 1e6 / k / n, unit, lat, bad ? "  (NOT ALL SUCCEEDED)" : ""
     }'
+  perf_show
 }
 
 trap stop_backend EXIT # a round that fails leaves no app behind
-for r in $(seq "$ROUNDS"); do
+for round in $(seq "$ROUNDS"); do
   for t in "$@"; do one "$t"; done
 done
