@@ -10,20 +10,39 @@
  * SETTINGS_MAX_FRAME_SIZE; no crash, leak or UB. Over a replayed corpus:
  * some request reached the upstream and some upstream answer reached the
  * client as a DATA frame carrying exactly its body (fuzz_conn.h).
+ *
+ * Built again as fuzz_h2tls.c (FC_TLS 1): the same inputs over TLS, and,
+ * differential, for an input the plaintext harness reads the same way
+ * (inbound listener, written in chunks: bits 0 and 4 of byte 0 clear),
+ * the same input through the plaintext path must give the same outcome:
+ * the requests the upstream received, the answers the client got, the
+ * PINGs acknowledged and how the connection ended (GOAWAY's code, or
+ * none). A record lost, doubled or reordered on the TLS read path
+ * changes one of them.
  */
 #ifndef FC_TLS
 #define FC_TLS 0 /* fuzz_h2tls.c: 1, the same inputs over TLS */
 #endif
 #include "fuzz_conn.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* What a connection came to, read off picket's output and the upstream. */
+struct h2_outcome {
+    size_t forwarded; /* requests the canned upstream received */
+    size_t relayed;   /* DATA frames carrying its answer */
+    size_t ping_acks;
+    long goaway;      /* the last GOAWAY's error code, -1 for none */
+};
+
+/* Runs one input (TLS or plaintext) and checks picket's output. */
+static struct h2_outcome h2_run(const uint8_t *data, size_t size, int tls)
 {
     struct evbuffer *out = evbuffer_new();
-    size_t n, off = 0;
+    struct h2_outcome oc = {0, 0, 0, -1};
+    size_t n, off = 0, fwd0 = fc.forwarded;
     const unsigned char *p;
 
     FUZZ_CHECK(out != NULL);
-    if (FC_TLS)
+    if (tls)
         fc_run_tls(data, size, out);
     else
         fc_run(data, size, 1, out);
@@ -41,10 +60,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* a DATA frame (type 0, unpadded) on a stream, carrying the upstream's body */
         if (p[off + 3] == 0x0 && !(p[off + 4] & 0x8) && len == sizeof(FC_UP_BODY) - 1 &&
             off + 9 + len <= n && memcmp(p + off + 9, FC_UP_BODY, len) == 0)
-            fc.relayed++;
+            oc.relayed++;
+        if (p[off + 3] == 0x6 && (p[off + 4] & 0x1))
+            oc.ping_acks++;
+        if (p[off + 3] == 0x7 && len >= 8 && off + 9 + len <= n)
+            oc.goaway = ((long)p[off + 13] << 24) | ((long)p[off + 14] << 16) |
+                        ((long)p[off + 15] << 8) | p[off + 16];
         off += 9 + len;
     }
     FUZZ_CHECKF(off == n, "output ends inside a frame (%zu of %zu bytes)", off, n);
     evbuffer_free(out);
+    fc.relayed += oc.relayed;
+    oc.forwarded = fc.forwarded - fwd0;
+    return oc;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct h2_outcome tls, plain;
+
+    if (!FC_TLS) {
+        (void)h2_run(data, size, 0);
+        return 0;
+    }
+    tls = h2_run(data, size, 1);
+    if (size == 0 || (data[0] & 0x11))
+        return 0; /* outbound in the plaintext harness, or eight times over */
+    plain = h2_run(data, size, 0);
+    FUZZ_CHECKF(tls.forwarded == plain.forwarded && tls.relayed == plain.relayed &&
+                    tls.ping_acks == plain.ping_acks && tls.goaway == plain.goaway,
+                "over TLS %zu forwarded, %zu relayed, %zu PINGs acknowledged, GOAWAY %ld; "
+                "in plaintext %zu, %zu, %zu, %ld",
+                tls.forwarded, tls.relayed, tls.ping_acks, tls.goaway, plain.forwarded,
+                plain.relayed, plain.ping_acks, plain.goaway);
     return 0;
 }
