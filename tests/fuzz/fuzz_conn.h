@@ -533,19 +533,21 @@ static void fc_tls_loop(struct fc_run *r, SSL *s, int *gone, struct evbuffer *ou
     }
 }
 
-/* p[0..n) in one SSL_write, retried while the socket is full (picket may
- * stop reading: then the write gives up after a bounded number of turns). */
-static void fc_tls_write(struct fc_run *r, SSL *s, int *gone, const void *p, size_t n,
-                         struct evbuffer *out)
+/* p[0..n) in one SSL_write, retried while the socket is full. Picket may
+ * stop reading: then the write gives up after a bounded number of turns
+ * and sets *stuck (nothing more is written; what picket writes is still
+ * read, so its output is not cut inside a frame). */
+static void fc_tls_write(struct fc_run *r, SSL *s, int *gone, int *stuck, const void *p,
+                         size_t n, struct evbuffer *out)
 {
-    for (int tries = 0; !*gone && n > 0; tries++) {
+    for (int tries = 0; !*gone && !*stuck && n > 0; tries++) {
         int k = SSL_write(s, p, (int)n), e;
         if (k > 0)
             return; /* without SSL_MODE_ENABLE_PARTIAL_WRITE: all of it */
         e = SSL_get_error(s, k);
         ERR_clear_error();
         if ((e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) || tries == 64) {
-            *gone = 1;
+            *stuck = 1;
             return;
         }
         fc_tls_loop(r, s, gone, out, 1);
@@ -564,7 +566,7 @@ static void fc_run_tls(const uint8_t *data, size_t size, struct evbuffer *out)
     struct fc_run r = {0};
     struct sockaddr_in peer = fc_peer();
     size_t chunk;
-    int sv[2], gone = 0, hs = 0;
+    int sv[2], gone = 0, stuck = 0, hs = 0;
     SSL *s;
 
     fc_setup();
@@ -590,21 +592,21 @@ static void fc_run_tls(const uint8_t *data, size_t size, struct evbuffer *out)
     }
     FUZZ_CHECKF(hs == 1, "the TLS handshake did not end in 64 turns");
 
-    fc_tls_write(&r, s, &gone, fc_h2_preface, sizeof(fc_h2_preface) - 1, out);
+    fc_tls_write(&r, s, &gone, &stuck, fc_h2_preface, sizeof(fc_h2_preface) - 1, out);
     if (data[0] & 0x10) {
         /* 8 times over, in records of 16 KiB, before picket's next turn */
-        for (int rep = 0; rep < 8 && !gone && size > 1; rep++)
-            fc_tls_write(&r, s, &gone, data + 1, size - 1, out);
+        for (int rep = 0; rep < 8 && !gone && !stuck && size > 1; rep++)
+            fc_tls_write(&r, s, &gone, &stuck, data + 1, size - 1, out);
     } else {
-        for (size_t off = 1; off < size && !gone; off += chunk) {
+        for (size_t off = 1; off < size && !gone && !stuck; off += chunk) {
             size_t n = size - off < chunk ? size - off : chunk;
-            fc_tls_write(&r, s, &gone, data + off, n, out);
+            fc_tls_write(&r, s, &gone, &stuck, data + off, n, out);
             fc_tls_loop(&r, s, &gone, out, 2);
         }
     }
     fc_tls_loop(&r, s, &gone, out, 12);
     /* The client ends, then goes away. */
-    if (!gone && !(data[0] & 1)) {
+    if (!gone && !stuck && !(data[0] & 1)) {
         SSL_shutdown(s);
         ERR_clear_error();
     }
