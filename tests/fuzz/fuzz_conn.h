@@ -495,6 +495,13 @@ static void fc_run_conn(size_t li, size_t chunk, const uint8_t *data, size_t siz
     fc_end(&r);
 }
 
+/* Bits 1-3 of an input's byte 0: how many bytes the client writes at a
+ * time (0: the whole input), for fc_run() and fc_run_tls() alike, so that
+ * fuzz_h2tls compares the two paths on the same writes. */
+#ifndef FC_ANSWER_MODE_ONLY
+static const size_t fc_chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
+#endif
+
 #ifdef FC_TLS /* defined (0 or 1) by fuzz_h2.c */
 /* ---- over TLS (fuzz_h2tls.c) ----------------------------------------------
  *
@@ -562,7 +569,6 @@ static void fc_tls_write(struct fc_run *r, SSL *s, int *gone, int *stuck, const 
  * preface. */
 static void fc_run_tls(const uint8_t *data, size_t size, struct evbuffer *out)
 {
-    static const size_t chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
     struct fc_run r = {0};
     struct sockaddr_in peer = fc_peer();
     size_t chunk;
@@ -572,7 +578,7 @@ static void fc_run_tls(const uint8_t *data, size_t size, struct evbuffer *out)
     fc_setup();
     if (size == 0)
         return;
-    chunk = chunks[(data[0] >> 1) & 7];
+    chunk = fc_chunks[(data[0] >> 1) & 7];
     if (chunk == 0)
         chunk = size > 1 ? size - 1 : 1;
     fc_begin(&r, NULL);
@@ -625,12 +631,10 @@ static void fc_run_tls(const uint8_t *data, size_t size, struct evbuffer *out)
  * 16, 100, 1000 bytes); the rest is what the client sends. */
 static void fc_run(const uint8_t *data, size_t size, int h2, struct evbuffer *out)
 {
-    static const size_t chunks[8] = {0, 1, 2, 3, 7, 16, 100, 1000};
-
     fc_setup();
     if (size == 0)
         return;
-    fc_run_conn(data[0] & 1, chunks[(data[0] >> 1) & 7], data + 1, size - 1, h2, NULL, out);
+    fc_run_conn(data[0] & 1, fc_chunks[(data[0] >> 1) & 7], data + 1, size - 1, h2, NULL, out);
 }
 
 int fuzz_replay_done(size_t ninputs)
