@@ -1,6 +1,7 @@
 /*
  * fuzz_conn.h - a downstream connection of the real proxy, fed raw bytes:
- * shared by fuzz_h1.c and fuzz_h2.c (static functions, one includer each).
+ * shared by fuzz_h1.c, fuzz_h2.c (and fuzz_h2tls.c, which includes it) and
+ * fuzz_upstream.c (static functions, one includer each).
  *
  * Built once per process: a dev CA and SVID in a temporary directory, a
  * config with an inbound listener (default upstream: a canned HTTP/1.1
@@ -15,7 +16,9 @@
  * code under test is picket's own: px_h1_conn_start()/px_h2_conn_start(),
  * the request callbacks, px_stream_dispatch() (normalization, identity
  * headers, policy, dispatch), the upstream pools and the access/audit log
- * writers (to /dev/null).
+ * writers (to /dev/null). Over TLS (fc_run_tls, FC_TLS): one end of a
+ * socket pair goes through the worker's accept instead, and an OpenSSL
+ * client in this thread writes the input (the TLS section below).
  *
  * Input layout: byte 0 picks the chunk size and the listener (see
  * fc_run()); the rest is what the client sends (for h2, after the
