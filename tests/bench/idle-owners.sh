@@ -7,8 +7,12 @@
 # libevent, or picket's own file), then the largest sites.
 #
 #   bash tests/bench/idle-owners.sh BIN [N]     (N: connections, default 300)
+#   bash tests/bench/idle-owners.sh nginx [N]   the same for the bench's nginx
+#                                               peer (its config, one process)
 #
-# BIN is a picket binary, best built with -g (symbols for picket's own
+# With nginx, its own blocks are "nginx" (Debian's binary has no symbols:
+# the largest sites show its allocator's functions). BIN is a picket
+# binary, best built with -g (symbols for picket's own
 # sites): cmake -S . -B /tmp/build-g -DCMAKE_BUILD_TYPE=Release
 # -DCMAKE_C_FLAGS=-g -DPICKET_TESTS=OFF. Blocks picket's per-thread allocator
 # keeps after the burst of N connections (tmalloc.c, bounded per class) are
@@ -24,18 +28,26 @@ for c in valgrind vgdb; do
   command -v $c >/dev/null || { echo "idle-owners.sh: needs $c (Debian: valgrind)" >&2; exit 2; }
 done
 out=$(mktemp -d)
-pid= helper=
+pid= app=
 cleanup() {
   [ -z "$pid" ] || kill -INT "$pid" 2>/dev/null || true
   [ -z "$pid" ] || wait "$pid" 2>/dev/null || true
-  [ -f "$d/backend.pid" ] && kill -QUIT "$(cat "$d/backend.pid")" 2>/dev/null || true
+  [ -z "$app" ] || kill -QUIT "$(cat "$d/backend.pid")" 2>/dev/null || true
   rm -rf "$out"
 }
 trap cleanup EXIT
 
-nginx -c "$d/backend.conf" -p "$d" 2>/dev/null
-valgrind --tool=massif --vgdb=yes --threshold=0.0 --depth=40 \
-  --massif-out-file="$out/massif.out" "$bin" run -c "$d/candidate/picket.json" 2>"$out/vg.err" &
+massif=(valgrind --tool=massif --vgdb=yes --threshold=0.0 --depth=40 --massif-out-file="$out/massif.out")
+nginx -c "$d/backend.conf" -p "$d" 2>/dev/null && app=1
+if [ "$bin" = nginx ]; then
+  # the bench's nginx peer in one process (no master: massif follows no
+  # fork), its pid file in $out
+  sed -e 's/^worker_processes 1;/worker_processes 1; master_process off; daemon off;/' \
+      -e "s#^pid .*#pid $out/nginx.pid;#" "$d/nginx-proxy.conf" > "$out/nginx.conf"
+  "${massif[@]}" nginx -c "$out/nginx.conf" -p "$d" 2>"$out/vg.err" &
+else
+  "${massif[@]}" "$bin" run -c "$d/candidate/picket.json" 2>"$out/vg.err" &
+fi
 pid=$!
 for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/24090) 2>/dev/null && break; sleep 0.3; done
 coproc H { /usr/bin/python3 "$BENCH_DIR/lib/idle_conns.py" --port 24090 --ca "$d/pki/ca.crt" \
@@ -54,7 +66,8 @@ WRAP = re.compile(r'(malloc|calloc|realloc|px_t\w+|px_h2_\w+|mem_\w+|own_\w+|CRY
                   r'CRYPTO_realloc|CRYPTO_clear_realloc|CRYPTO_memdup|CRYPTO_strn?dup|'
                   r'event_mm_\w+|block_alloc)$')
 LIBS = (('libssl', 'OpenSSL'), ('libcrypto', 'OpenSSL'), ('libnghttp2', 'nghttp2'),
-        ('libevent', 'libevent'), ('libc.so', 'libc'), ('ld-linux', 'ld.so'))
+        ('libevent', 'libevent'), ('libc.so', 'libc'), ('ld-linux', 'ld.so'),
+        ('/nginx', 'nginx'))
 
 def owner(frame):
     m = re.search(r'\(in ([^)]+)\)', frame)

@@ -21,7 +21,7 @@
 # runs the bench's idle workload itself (its helper holds N idle mTLS h2
 # connections, then closes them), which the bench runs before steady.
 # PERF=record or PERF=stat profiles the proxy during each timed run
-# (perf_start below). Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
+# (perf_start below); PERF_ON=app profiles the app behind it instead. Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
 # /proc/PID/stat utime+stime, and the requests' p50 and p99 latency from
 # h2load's per-request log (--log-file): alternating, a latency figure is
 # not one target's minute against another's. Reuses the last tests/bench/run.sh run
@@ -148,7 +148,7 @@ one() { # TARGET -> one line
     sleep 2
   fi
   # shellcheck disable=SC2086
-  perf_start $proxy
+  if [ "${PERF_ON:-proxy}" = app ]; then perf_start $app; else perf_start $proxy; fi
   # shellcheck disable=SC2086
   p0=$(cpu $proxy); a0=$(cpu $app)
   rm -f "$d/split-h2load.log"
