@@ -12,7 +12,11 @@
 #
 # small: h2load -c32 -m10 -n200000 GET / (64 B); 1m: -c4 -m1 -n1200 GET /1m;
 # h1: HTTP/1.1 clients, h2load --h1 -c32 -n100000 GET / (not a bench
-# workload: the bench's clients speak h2). UPSTREAM=h1 has picket forward to
+# workload: the bench's clients speak h2). newconn: the bench's new
+# connections, h2load -c2000 -n2000 -m1 (full mTLS handshakes), after one
+# such burst untimed (BURST, 2000 unless set), as the bench's second and
+# third repeats come after its first (nginx's first repeat is often at
+# half the speed of the others). UPSTREAM=h1 has picket forward to
 # the app's HTTP/1.1 port instead of its h2c one (as nginx and HAProxy do).
 # BURST=N first opens and closes N connections (one GET each), as the
 # bench's idle and newconn workloads do before its 1 MiB one. STEADY=N first
@@ -28,7 +32,7 @@
 # directory (BENCH_RUN_DIR picks another): its PKI, the candidate's config,
 # the backend's and the nginx proxy's configs.
 set -euo pipefail
-wl=${1:?usage: split.sh small|1m TARGET...}; shift
+wl=${1:?usage: split.sh small|1m|h1|newconn TARGET...}; shift
 ROUNDS=${ROUNDS:-3}
 d=${BENCH_RUN_DIR:-$(dirname "$(ls -t /tmp/h2bench.*/results.json | head -1)")}
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../shared/bench" && pwd)}
@@ -36,7 +40,8 @@ case $wl in
   small) args=(-c32 -m10 -n200000); path=/; n=200000 ;;
   1m) args=(-c4 -m1 -n1200); path=/1m; n=1200 ;;
   h1) args=(--h1 -c32 -n100000); path=/; n=100000 ;;
-  *) echo "split.sh: workload is small, 1m or h1" >&2; exit 2 ;;
+  newconn) args=(-c2000 -n2000 -m1); path=/; n=2000; BURST=${BURST:-2000} ;;
+  *) echo "split.sh: workload is small, 1m, h1 or newconn" >&2; exit 2 ;;
 esac
 if [ -n "${DURATION:-}" ]; then # the bench's way: -D seconds after a warm-up
   args=("${args[@]:0:${#args[@]}-1}" -D "$DURATION" --warm-up-time "${WARMUP:-1}")
@@ -90,13 +95,14 @@ perf_end() { # after the timed run
   kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
   perf_pid=
 }
+unit() { case $wl in 1m) echo MiB ;; newconn) echo conn ;; *) echo req ;; esac; }
 perf_show() { # under the figures' line
   [ -n "${PERF:-}" ] || return 0
   if [ "$PERF" = record ]; then
     perf report -i "$perf_out" --no-children --sort dso -g none 2>/dev/null |
       awk '!/^#/ && NF {printf "    %s %s\n", $1, $2; if (++k == 6) exit}'
   else
-    awk -v n="$n" -v unit="$( [ "$wl" = 1m ] && echo MiB || echo req )" '
+    awk -v n="$n" -v unit="$(unit)" '
       $1 + 0 > 0 && ($2 ~ /syscalls:/ || $2 == "context-switches") {
         sub("syscalls:sys_enter_", "", $2); printf "    %-18s %8.3f per %s\n", $2, $1 / n, unit }
       /task-clock/ {gsub(",", "", $1); printf "    %-18s %8.2f us per %s\n", "task-clock", $1 * 1000 / n, unit}' \
@@ -172,7 +178,7 @@ one() { # TARGET -> one line
     /succeeded/ && (dur == "" ? $8 + 0 != n : $8 + 0 != $6 + 0) {bad = 1}
     /finished in/ {secs = $3 + 0}
     END {
-      unit = wl == "1m" ? "MiB" : "req"
+      unit = wl == "1m" ? "MiB" : wl == "newconn" ? "conn" : "req"
       # with DURATION, n is what the measured seconds completed, and the CPU
       # (read around the whole run) is scaled to them: an estimate
       if (dur != "") { n = done; secs = dur; p = p * dur / (dur + warm); a = a * dur / (dur + warm) }
