@@ -25,8 +25,9 @@
 # runs the bench's idle workload itself (its helper holds N idle mTLS h2
 # connections, then closes them), which the bench runs before steady.
 # PERF=record or PERF=stat profiles the proxy during each timed run
-# (perf_start below); PERF_ON=app profiles the app behind it instead. Prints req/s, proxy us/req (us/MiB for 1m) and app us/req from
-# /proc/PID/stat utime+stime, and the requests' p50 and p99 latency from
+# (perf_start below); PERF_ON=app profiles the app behind it instead.
+# Prints req/s, proxy us/req (us/MiB for 1m, us/conn for newconn) and app
+# us/req from /proc/PID/stat utime+stime, and the requests' p50 and p99 latency from
 # h2load's per-request log (--log-file): alternating, a latency figure is
 # not one target's minute against another's. Reuses the last tests/bench/run.sh run
 # directory (BENCH_RUN_DIR picks another): its PKI, the candidate's config,
@@ -172,13 +173,12 @@ one() { # TARGET -> one line
         awk '{v[NR] = $1}
              END {if (NR) {m = int((NR + 1) / 2); q = int(NR * 0.99); if (q < 1) q = 1
                            printf "p50 %.2f p99 %.2f ms", v[m] / 1000, v[q] / 1000}}')
-  echo "$out" | awk -v t="$t" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v n="$n" -v k="$tck" -v wl="$wl" \
+  echo "$out" | awk -v t="$t" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v n="$n" -v k="$tck" -v unit="$(unit)" \
       -v lat="$lat" -v dur="${DURATION:-}" -v warm="${WARMUP:-1}" '
     /requests:/ {done = $2 + 0}
     /succeeded/ && (dur == "" ? $8 + 0 != n : $8 + 0 != $6 + 0) {bad = 1}
     /finished in/ {secs = $3 + 0}
     END {
-      unit = wl == "1m" ? "MiB" : wl == "newconn" ? "conn" : "req"
       # with DURATION, n is what the measured seconds completed, and the CPU
       # (read around the whole run) is scaled to them: an estimate
       if (dur != "") { n = done; secs = dur; p = p * dur / (dur + warm); a = a * dur / (dur + warm) }
