@@ -72,12 +72,12 @@ stop_backend() {
   echo "split.sh: the app ($b) did not stop" >&2; exit 1
 }
 
-# PERF=record: perf record -e cpu-clock -g on the proxy's processes during
-# the timed run; PERF=stat: perf stat of its syscalls, context switches and
-# CPU. The data goes to $d/split-perf.<target>.<round>, and a summary (by
+# PERF=record: perf record -e cpu-clock -g on the proxy's processes (the
+# app's with PERF_ON=app) during the timed run; PERF=stat: perf stat of
+# their syscalls, context switches and CPU. The data goes to $d/split-perf.<target>.<round>, and a summary (by
 # library, or the syscalls per request / MiB) under the figures' line.
 perf_pid=
-perf_start() { # PROXY PIDS
+perf_start() { # PIDS (the proxy's or the app's)
   [ -n "${PERF:-}" ] || return 0
   command -v perf >/dev/null || { echo "split.sh: PERF needs perf (Debian: linux-perf)" >&2; exit 2; }
   perf_out=$d/split-perf.$(basename "$t").$round
