@@ -130,7 +130,8 @@ static void fc_setup(void)
     if (certs_devca_issue(ca, "spiffe://fuzz.test/ns/shop/sa/orders", 86400, NULL, 0, NULL, 0,
                           cert, key, err, sizeof(err)) != 0)
         fc_die("devca issue", err);
-    {
+#if defined(FC_TLS) && FC_TLS
+    { /* the TLS client's SVID and context: fuzz_h2tls only */
         char ccert[128], ckey[128];
         snprintf(ccert, sizeof(ccert), "%s/client.pem", fc.dir);
         snprintf(ckey, sizeof(ckey), "%s/client.key", fc.dir);
@@ -144,6 +145,7 @@ static void fc_setup(void)
             fc_die("client TLS context", "failed");
         SSL_CTX_set_verify(fc.cli_ctx, SSL_VERIFY_NONE, NULL);
     }
+#endif
 
     /* The canned upstream: a listening socket; each worker accepts on it. */
     fc.up_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
