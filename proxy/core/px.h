@@ -111,6 +111,11 @@ struct px_listener {
     char name[64];
     struct evconnlistener *evl;
     struct event *accept_retry;        /* re-enables evl after an accept failure */
+    /* one connection accepted when max_handshakes was already full (the
+     * other worker took the last slot): held here, not closed, and started
+     * by accept_retry once a slot frees; -1 when none */
+    int parked_fd;
+    struct sockaddr_storage parked_sa;
     struct px_counter *by_status[600]; /* picket_requests_total{listener,status}, lazily */
     struct px_histogram *duration;     /* picket_request_duration_seconds{listener} */
     struct px_counter *conns_total;

@@ -217,6 +217,7 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
 
 #define ACCEPT_PAUSE_US 5000 /* how often a listener paused at max_handshakes looks again */
 static void pause_accepting(struct px_listener *l, long us);
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg);
 
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -225,17 +226,16 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     px_worker_accept(arg, fd, sa, salen);
 }
 
+static void conn_start(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa);
+static int park(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen);
+
 void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen)
 {
     struct px_worker *w = l->w;
     const struct px_config *cfg = w->snap->cfg;
-    struct px_conn *c;
     SSL_CTX *ctx = w->snap->server_ctx[l->index];
-    int64_t ms = cfg->limits.handshake_timeout_ms;
-    struct timeval hs_tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    int one = 1, over;
+    int over;
     int kind = PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind);
-    (void)salen;
 
     /* The connection's slot is taken by the same atomic step that checks
      * the cap (as the handshake slot below): every worker accepts, and a
@@ -258,8 +258,16 @@ void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr
     if (ctx != NULL) {
         long before = atomic_fetch_add(&px_handshaking, 1);
         if (before >= (long)cfg->limits.max_handshakes) {
-            /* another worker took the last slot first */
+            /* Another worker took the last slot first (each worker has its
+             * own SO_REUSEPORT socket, so this one had connections of its
+             * own queued). Closing this one would refuse a client that
+             * arrived in time: it is parked instead and started when a slot
+             * frees, and this listener accepts nothing more meanwhile. */
             atomic_fetch_sub(&px_handshaking, 1);
+            if (park(l, fd, sa, salen) == 0)
+                return;
+            /* already one parked (drain's sweep of the accept queue), or
+             * no timer to start it from: closed and counted */
             atomic_fetch_sub(&px_conns_by_kind[kind], 1);
             px_counter_add(hs_counter(l->name, px_reason_name(PX_R_OVER_MAX_HANDSHAKES)), 1);
             close(fd);
@@ -269,6 +277,22 @@ void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr
         if (before + 1 >= (long)cfg->limits.max_handshakes)
             pause_accepting(l, ACCEPT_PAUSE_US); /* this one took the last slot: the next ones wait */
     }
+    conn_start(l, fd, sa);
+}
+
+/* An admitted connection (its slots in px_conns_by_kind and, on a TLS
+ * listener, px_handshaking taken): made and started. */
+static void conn_start(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa)
+{
+    struct px_worker *w = l->w;
+    const struct px_config *cfg = w->snap->cfg;
+    struct px_conn *c;
+    SSL_CTX *ctx = w->snap->server_ctx[l->index];
+    int64_t ms = cfg->limits.handshake_timeout_ms;
+    struct timeval hs_tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    int one = 1;
+    int kind = PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind);
+
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = px_conn_new(l, sa);
     if (c == NULL) {
@@ -332,6 +356,49 @@ void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* Holds a connection accepted over max_handshakes (px_worker_accept) until
+ * a slot frees, and pauses the listener: at most one per listener, since a
+ * paused listener accepts nothing more. Its max_connections slot stays
+ * taken. -1 when it cannot be held: one is already (drain's sweep of the
+ * accept queue), or there is no timer to start it from. */
+static int park(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen)
+{
+    if (l->parked_fd >= 0 || l->evl == NULL)
+        return -1;
+    if (l->accept_retry == NULL)
+        l->accept_retry = evtimer_new(l->w->base, accept_retry_cb, l);
+    if (l->accept_retry == NULL)
+        return -1;
+    l->parked_fd = fd;
+    memset(&l->parked_sa, 0, sizeof(l->parked_sa));
+    memcpy(&l->parked_sa, sa,
+           salen > 0 && (size_t)salen < sizeof(l->parked_sa) ? (size_t)salen
+                                                             : sizeof(l->parked_sa));
+    pause_accepting(l, ACCEPT_PAUSE_US);
+    return 0;
+}
+
+/* Starts the parked connection once it can take a handshake slot, or with
+ * force regardless of the cap (a draining worker, which accepts nothing
+ * more: over it by at most one per listener). 0 when none is left parked. */
+static int unpark(struct px_listener *l, int force)
+{
+    struct px_worker *w = l->w;
+    evutil_socket_t fd = l->parked_fd;
+
+    if (fd < 0)
+        return 0;
+    if (w->snap->server_ctx[l->index] != NULL &&
+        atomic_fetch_add(&px_handshaking, 1) >= (long)w->snap->cfg->limits.max_handshakes &&
+        !force) {
+        atomic_fetch_sub(&px_handshaking, 1);
+        return -1;
+    }
+    l->parked_fd = -1;
+    conn_start(l, fd, (struct sockaddr *)&l->parked_sa);
+    return 0;
+}
+
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_listener *l = arg;
@@ -340,8 +407,9 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (l->evl == NULL || w->draining || w->snap->identity_pending)
         return;
-    if (w->snap->server_ctx[l->index] != NULL &&
-        atomic_load(&px_handshaking) >= (long)w->snap->cfg->limits.max_handshakes) {
+    if (unpark(l, 0) != 0 ||
+        (w->snap->server_ctx[l->index] != NULL &&
+         atomic_load(&px_handshaking) >= (long)w->snap->cfg->limits.max_handshakes)) {
         struct timeval tv = {0, ACCEPT_PAUSE_US};
         evtimer_add(l->accept_retry, &tv); /* still full: look again soon */
         return;
@@ -418,6 +486,7 @@ int px_worker_init_listeners(struct px_worker *w, char *err, size_t errlen)
 
         l->w = w;
         l->index = i;
+        l->parked_fd = -1;
         l->gate = &px_gate_pipeline;
         snprintf(l->name, sizeof(l->name), "%s", cfg->listeners[i].name);
         snprintf(labels, sizeof(labels), "listener=\"%s\"", l->name);
@@ -656,6 +725,7 @@ static void drain_run(void *arg)
             evconnlistener_free(w->listeners[i].evl);
             w->listeners[i].evl = NULL;
         }
+        unpark(&w->listeners[i], 1); /* it arrived before the drain, as those above */
     }
     w->draining = 1;
     if (w->nconns == 0) {
@@ -688,6 +758,12 @@ void px_worker_free(struct px_worker *w)
             evconnlistener_free(w->listeners[i].evl);
         if (w->listeners[i].accept_retry)
             event_free(w->listeners[i].accept_retry);
+        if (w->listeners[i].parked_fd >= 0) {
+            close(w->listeners[i].parked_fd);
+            atomic_fetch_sub(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(
+                                 w->snap->cfg->listeners[w->listeners[i].index].kind)],
+                             1);
+        }
     }
     free(w->listeners);
     px_dispatch_free(w);

@@ -152,10 +152,11 @@ class Budget(pt.TestCase):
     def test_handshake_cap_keeps_outbound_listener_open(self):
         """limits.max_handshakes 4: once 4 connections are in their handshake picket stops
         accepting on that listener; the connections that keep coming wait in the kernel's
-        accept queue (only a race between the two workers can get one accepted past the
-        cap: it is closed and counted). A real client arriving then waits too, and is
-        served once the flood is gone. The app's outbound listener and established inbound
-        connections are unaffected (connection counts are per listener kind)."""
+        accept queue. None is closed: each worker has its own SO_REUSEPORT socket, and the
+        one that did not take the last slot, when it has accepted one of its own in the
+        meantime, holds it until a slot frees. A real client arriving then waits too, and
+        is served once the flood is gone. The app's outbound listener and established
+        inbound connections are unaffected (connection counts are per listener kind)."""
         outbound = pt.free_port()
         up = self.upstream("h2c")
         self.port = pt.free_port()
@@ -177,13 +178,15 @@ class Budget(pt.TestCase):
         self.addCleanup(lambda: [s.close() for s in socks])
         # The cap is one bound across the workers, taken in one atomic step, so no
         # fifth handshake slips in: a worker that takes the last slot stops accepting,
-        # and the other one, if it accepts before it sees the cap, closes what it took.
+        # and the other one, if it accepts before it sees the cap, holds what it took.
+        # (With 12 connections spread over two sockets by their ports, the other
+        # worker almost always has one: the test of the parking.)
         closed = A._wait_closed(socks, 3.0)[0]
-        self.assertLessEqual(closed, 1, "connections over the handshake cap accepted and closed "
-                                        "instead of left in the accept queue")
+        self.assertEqual(closed, 0, "connections over the handshake cap closed instead of "
+                                    "left waiting")
         self.assertEqual(pt.metric(self.admin, "picket_handshakes_total", default=0,
-                                   result="over_max_handshakes"), closed,
-                         "every connection closed over max_handshakes counted")
+                                   result="over_max_handshakes"), 0,
+                         "a connection closed over max_handshakes")
         self.assertEqual(established.request("/")[0], 200, "an established connection")
         # the outbound listener still takes the app's connections
         s = socket.create_connection(("127.0.0.1", outbound))
@@ -203,9 +206,11 @@ class Budget(pt.TestCase):
             x.close()
         th.join(60)
         self.assertEqual(res.get("st"), 200, "the waiting client is served once the flood is gone")
-        # (no count of over_max_handshakes from here on: as the flood's sockets close, the
-        # slots free and fill again many times, and each time the two workers can race
-        # for one accept past the cap as above)
+        # as the flood's sockets close, the slots free and fill again many times: none
+        # was ever closed over the cap
+        self.assertEqual(pt.metric(self.admin, "picket_handshakes_total", default=0,
+                                   result="over_max_handshakes"), 0,
+                         "a connection closed over max_handshakes while the flood left")
 
     # -- the revision floor -----------------------------------------------------------
 
