@@ -399,6 +399,21 @@ static int unpark(struct px_listener *l, int force)
     return 0;
 }
 
+/* The listener accepts again, once its parked connection is started and
+ * handshake slots are free; until then it looks again every
+ * ACCEPT_PAUSE_US. */
+static void resume_accepting(struct px_listener *l)
+{
+    struct px_worker *w = l->w;
+    if (unpark(l, 0) != 0 ||
+        (w->snap->server_ctx[l->index] != NULL &&
+         atomic_load(&px_handshaking) >= (long)w->snap->cfg->limits.max_handshakes)) {
+        pause_accepting(l, ACCEPT_PAUSE_US); /* still full: look again soon */
+        return;
+    }
+    evconnlistener_enable(l->evl);
+}
+
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_listener *l = arg;
@@ -407,14 +422,7 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (l->evl == NULL || w->draining || w->snap->identity_pending)
         return;
-    if (unpark(l, 0) != 0 ||
-        (w->snap->server_ctx[l->index] != NULL &&
-         atomic_load(&px_handshaking) >= (long)w->snap->cfg->limits.max_handshakes)) {
-        struct timeval tv = {0, ACCEPT_PAUSE_US};
-        evtimer_add(l->accept_retry, &tv); /* still full: look again soon */
-        return;
-    }
-    evconnlistener_enable(l->evl);
+    resume_accepting(l);
 }
 
 /* This listener accepts nothing for `us` microseconds, then looks again
@@ -467,7 +475,7 @@ static void apply_accepting(struct px_worker *w)
         if (w->snap->identity_pending)
             evconnlistener_disable(l->evl);
         else if (!w->draining)
-            evconnlistener_enable(l->evl);
+            resume_accepting(l);
     }
 }
 
