@@ -11,6 +11,7 @@ counts return to zero when the peers are gone, and which requests are refused.
 """
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -211,6 +212,31 @@ class Budget(pt.TestCase):
         self.assertEqual(pt.metric(self.admin, "picket_handshakes_total", default=0,
                                    result="over_max_handshakes"), 0,
                          "a connection closed over max_handshakes while the flood left")
+
+    def test_drain_serves_a_client_queued_over_the_handshake_cap(self):
+        """limits.max_handshakes 1, one worker: a silent connection holds the only slot
+        and a real client waits in the accept queue. At SIGTERM picket takes what the
+        queue holds before it closes the listener; the client, over the cap, is held
+        and started (not closed: it connected before the drain began), gets the drain
+        notice and is served; picket then exits 0 at drain_timeout."""
+        self.start(limits={"max_handshakes": 1, "handshake_timeout": "30s",
+                           "drain_timeout": "3s"})
+        silent = socket.create_connection(("127.0.0.1", self.port))
+        self.addCleanup(silent.close)
+        accepted = wait_until(lambda: pt.metric(self.admin, "picket_connections_total",
+                                                default=0, listener="inbound") >= 1, 10.0)
+        self.assertTrue(accepted, "the silent connection was not accepted")
+        res = {}
+        th = threading.Thread(target=lambda: res.setdefault("st", A.h2_get(self.target, "/",
+                                                                           timeout=20.0)))
+        th.start()
+        th.join(1.0)
+        self.assertTrue(th.is_alive(), "a client was answered (%r) while max_handshakes was "
+                                       "held" % res.get("st"))
+        self.proc.signal(signal.SIGTERM)
+        th.join(20)
+        self.assertEqual(res.get("st"), 200, "the client queued before the drain was not served")
+        self.assertEqual(self.proc.wait(10), 0, "exit status after the drain")
 
     # -- the revision floor -----------------------------------------------------------
 
