@@ -110,10 +110,12 @@ struct px_listener {
     size_t index;                     /* in cfg->listeners */
     char name[64];
     struct evconnlistener *evl;
-    struct event *accept_retry;        /* re-enables evl after an accept failure */
-    /* one connection accepted when max_handshakes was already full (the
-     * other worker took the last slot): held here, not closed, and started
-     * by accept_retry once a slot frees; -1 when none */
+    /* re-enables evl after an accept failure, or once max_handshakes has
+     * room again (starting parked_fd first) */
+    struct event *accept_retry;
+    /* one connection accepted when max_handshakes was already full (another
+     * worker took the last slot): held here, not closed, and started by
+     * accept_retry once a slot frees; -1 when none */
     int parked_fd;
     struct sockaddr_storage parked_sa;
     struct px_counter *by_status[600]; /* picket_requests_total{listener,status}, lazily */

@@ -226,6 +226,12 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     px_worker_accept(arg, fd, sa, salen);
 }
 
+/* Which px_conns_by_kind slot the listener's connections take. */
+static int listener_kind(const struct px_listener *l)
+{
+    return PX_KIND_IS_OUTBOUND(l->w->snap->cfg->listeners[l->index].kind);
+}
+
 static void conn_start(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa);
 static int park(struct px_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen);
 
@@ -235,7 +241,7 @@ void px_worker_accept(struct px_listener *l, evutil_socket_t fd, struct sockaddr
     const struct px_config *cfg = w->snap->cfg;
     SSL_CTX *ctx = w->snap->server_ctx[l->index];
     int over;
-    int kind = PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind);
+    int kind = listener_kind(l);
 
     /* The connection's slot is taken by the same atomic step that checks
      * the cap (as the handshake slot below): every worker accepts, and a
@@ -291,7 +297,7 @@ static void conn_start(struct px_listener *l, evutil_socket_t fd, struct sockadd
     int64_t ms = cfg->limits.handshake_timeout_ms;
     struct timeval hs_tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     int one = 1;
-    int kind = PX_KIND_IS_OUTBOUND(cfg->listeners[l->index].kind);
+    int kind = listener_kind(l);
 
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = px_conn_new(l, sa);
@@ -768,9 +774,7 @@ void px_worker_free(struct px_worker *w)
             event_free(w->listeners[i].accept_retry);
         if (w->listeners[i].parked_fd >= 0) {
             close(w->listeners[i].parked_fd);
-            atomic_fetch_sub(&px_conns_by_kind[PX_KIND_IS_OUTBOUND(
-                                 w->snap->cfg->listeners[w->listeners[i].index].kind)],
-                             1);
+            atomic_fetch_sub(&px_conns_by_kind[listener_kind(&w->listeners[i])], 1);
         }
     }
     free(w->listeners);
